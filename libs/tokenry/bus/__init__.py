@@ -1,0 +1,1 @@
+"""NATS JetStream: event codec, stream setup, the outbox relay (publisher) and subscriptions."""

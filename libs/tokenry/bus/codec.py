@@ -1,0 +1,159 @@
+"""The wire format of events, as pure functions (no sockets): domain <-> tokenry.v1.Event."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from tokenry.core.revocations import Revocation, RevocationKind
+from tokenry.core.events import OutboxEvent
+from tokenry.v1 import events_pb2
+
+_KIND_TO_PB: Final = {
+    RevocationKind.JTI: events_pb2.REVOCATION_KIND_JTI,
+    RevocationKind.GRANT: events_pb2.REVOCATION_KIND_GRANT,
+    RevocationKind.SUBJECT: events_pb2.REVOCATION_KIND_SUBJECT,
+    RevocationKind.CLIENT: events_pb2.REVOCATION_KIND_CLIENT,
+}
+_PB_TO_KIND: Final = {v: k for k, v in _KIND_TO_PB.items()}
+
+KEY_STATES: Final = {
+    "pending": events_pb2.KEY_STATE_PENDING,
+    "active": events_pb2.KEY_STATE_ACTIVE,
+    "retiring": events_pb2.KEY_STATE_RETIRING,
+    "retired": events_pb2.KEY_STATE_RETIRED,
+    "revoked": events_pb2.KEY_STATE_REVOKED,
+}
+_PB_TO_KEY_STATE: Final = {v: k for k, v in KEY_STATES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Subject names under one prefix, so several deployments can share a NATS cluster."""
+
+    prefix: str = "tokenry"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events.>"
+
+    @property
+    def heartbeat(self) -> str:
+        return f"{self.prefix}.heartbeat"
+
+    def revocation(self, kind: RevocationKind) -> str:
+        return f"{self.prefix}.events.revocation.{kind.value}"
+
+    def key(self, state: str) -> str:
+        return f"{self.prefix}.events.keys.{state}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHint:
+    """A key changed state: refetch the JWKS (never take key material from an event)."""
+
+    kid: str
+    alg: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedEvent:
+    event_id: str
+    seq: int
+    occurred_at: float
+    revocation: Revocation | None = None
+    key: KeyHint | None = None
+
+
+def _envelope(now: float) -> tuple[uuid.UUID, events_pb2.Event]:
+    event_id = uuid.uuid4()
+    ts = Timestamp()
+    ts.FromNanoseconds(int(now * 1e9))
+    return event_id, events_pb2.Event(event_id=str(event_id), occurred_at=ts)
+
+
+def revocation_event(
+    subjects: Subjects, rev: Revocation, now: float, traceparent: str | None = None
+) -> OutboxEvent:
+    event_id, env = _envelope(now)
+    env.revoked.CopyFrom(
+        events_pb2.Revoked(
+            kind=_KIND_TO_PB[rev.kind],
+            value=rev.value,
+            not_before=rev.not_before,
+            expires_at=rev.expires_at,
+            reason=rev.reason,
+        )
+    )
+    return OutboxEvent(
+        event_id, subjects.revocation(rev.kind), env.SerializeToString(), traceparent
+    )
+
+
+def key_event(
+    subjects: Subjects, hint: KeyHint, now: float, traceparent: str | None = None
+) -> OutboxEvent:
+    event_id, env = _envelope(now)
+    env.key_changed.CopyFrom(
+        events_pb2.KeyChanged(kid=hint.kid, alg=hint.alg, state=KEY_STATES[hint.state])
+    )
+    return OutboxEvent(event_id, subjects.key(hint.state), env.SerializeToString(), traceparent)
+
+
+def stamp_seq(payload: bytes, seq: int) -> bytes:
+    """Set the outbox seq on a stored envelope (known only after the producer's commit)."""
+    env = events_pb2.Event.FromString(payload)
+    env.seq = seq
+    return env.SerializeToString()
+
+
+class UndecodableEvent(ValueError):
+    """Bytes on the event stream that are not a Tokenry event this version understands."""
+
+
+def decode(data: bytes) -> DecodedEvent:
+    try:
+        env = events_pb2.Event.FromString(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise UndecodableEvent("not a tokenry.v1.Event") from exc
+    occurred = env.occurred_at.ToNanoseconds() / 1e9
+    which = env.WhichOneof("payload")
+    if which == "revoked":
+        kind = _PB_TO_KIND.get(env.revoked.kind)
+        if kind is None:
+            raise UndecodableEvent(f"unknown revocation kind {env.revoked.kind}")
+        rev = Revocation(
+            kind,
+            env.revoked.value,
+            env.revoked.not_before,
+            env.revoked.expires_at,
+            env.revoked.reason,
+        )
+        return DecodedEvent(env.event_id, env.seq, occurred, revocation=rev)
+    if which == "key_changed":
+        state = _PB_TO_KEY_STATE.get(env.key_changed.state, "unknown")
+        hint = KeyHint(env.key_changed.kid, env.key_changed.alg, state)
+        return DecodedEvent(env.event_id, env.seq, occurred, key=hint)
+    # A newer producer's payload: still advances the sequence, changes nothing here.
+    return DecodedEvent(env.event_id, env.seq, occurred)
+
+
+def heartbeat(last_seq: int, now: float, publisher_id: str) -> bytes:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(now * 1e9))
+    return events_pb2.Heartbeat(
+        last_seq=last_seq, sent_at=ts, publisher_id=publisher_id
+    ).SerializeToString()
+
+
+def decode_heartbeat(data: bytes) -> tuple[int, float]:
+    """(last_seq, sent_at) of a heartbeat."""
+    try:
+        hb = events_pb2.Heartbeat.FromString(data)
+    except Exception as exc:
+        raise UndecodableEvent("not a tokenry.v1.Heartbeat") from exc
+    return hb.last_seq, hb.sent_at.ToNanoseconds() / 1e9

@@ -1,0 +1,66 @@
+"""JWT access-token claims (RFC 9068 §2.2), built as plain data with ``now`` passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # RFC 8693 §3
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    issuer: str
+    subject: str
+    client_id: str
+    audiences: tuple[str, ...]
+    scopes: tuple[str, ...]
+    issued_at: int
+    expires_at: int
+    jti: str
+    gid: str
+
+    def claims(self) -> dict[str, Any]:
+        # RFC 9068 §2.2: aud may be a single string; an array only when there are several.
+        aud: str | list[str] = (
+            self.audiences[0] if len(self.audiences) == 1 else list(self.audiences)
+        )
+        return {
+            "iss": self.issuer,
+            "sub": self.subject,
+            "aud": aud,
+            "exp": self.expires_at,
+            "iat": self.issued_at,
+            "jti": self.jti,
+            "client_id": self.client_id,
+            "scope": " ".join(self.scopes),
+            "gid": self.gid,
+        }
+
+
+def new_access_token(
+    *,
+    issuer: str,
+    subject: str,
+    client_id: str,
+    audiences: tuple[str, ...],
+    scopes: tuple[str, ...],
+    now: float,
+    ttl: int,
+    jti: str,
+    gid: str,
+) -> AccessToken:
+    # iat is whole seconds on the issuer clock: subject/client watermarks compare against it
+    # (SPEC §4), so it must never be rounded up.
+    issued_at = int(now)
+    return AccessToken(
+        issuer=issuer,
+        subject=subject,
+        client_id=client_id,
+        audiences=audiences,
+        scopes=scopes,
+        issued_at=issued_at,
+        expires_at=issued_at + ttl,
+        jti=jti,
+        gid=gid,
+    )

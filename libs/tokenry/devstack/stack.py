@@ -1,0 +1,288 @@
+"""`tokenry dev`: the whole suite on one machine, owned by one foreground process.
+
+Starts embedded PostgreSQL and NATS (unless TOKENRY_DATABASE_URL / TOKENRY_NATS_URL point at
+external ones), applies migrations, registers the dev clients, starts every service as a child
+process and waits for each to report SERVING; on SIGINT/SIGTERM it stops the children, then the
+servers. Dev mode is the only mode with human-chosen secrets and a generated KEK (SPEC §2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tokenry.core.client_secrets import Pepper, generate_secret, hash_secret, pepper_id
+from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
+from tokenry.core.keywrap import Kek
+from tokenry.devstack.nats import EmbeddedNats
+from tokenry.devstack.ports import free_tcp_port
+from tokenry.devstack.postgres import EmbeddedPostgres
+from tokenry.servicekit.config import DEFAULT_PORTS
+from tokenry.store.clients import ClientStore
+from tokenry.store.migrate import migrate
+
+SERVICES = ("keyrotator", "issuer", "revocation")
+DEMO_CLIENT = "demo-service"
+DEMO_SECRET = "demo-secret"  # noqa: S105 - dev mode only, documented in SPEC §6
+ADMIN_CLIENT = "tokenry-admin"
+DEV_ISSUER_URL = "http://127.0.0.1:8080"
+
+
+@dataclass
+class DevStack:
+    home: Path
+    env: Mapping[str, str]
+    postgres: EmbeddedPostgres | None = None
+    nats: EmbeddedNats | None = None
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    addrs: dict[str, str] = field(default_factory=dict)
+
+
+def _secret_file(path: Path, make: str) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(make)
+    return make
+
+
+def _write_private_json(path: Path, data: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+async def _prepare_database(dsn: str, pepper: Pepper, admin_secret: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        store = ClientStore(pool)
+        await store.upsert(
+            Client(
+                client_id=DEMO_CLIENT,
+                secret_hash=hash_secret(pepper, DEMO_SECRET),
+                pepper_id=pepper.id,
+                grant_types=frozenset({CLIENT_CREDENTIALS}),
+                scopes=frozenset({"demo.read", "demo.write"}),
+                audiences=("demo-api",),
+                description="dev demo client (dev mode only: human-chosen secret)",
+            )
+        )
+        await store.upsert(
+            Client(
+                client_id=ADMIN_CLIENT,
+                secret_hash=hash_secret(pepper, admin_secret),
+                pepper_id=pepper.id,
+                grant_types=frozenset({CLIENT_CREDENTIALS}),
+                scopes=frozenset({ADMIN_SCOPE}),
+                audiences=("tokenry",),
+                description="dev admin client",
+            )
+        )
+    finally:
+        await pool.close()
+
+
+def _wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service at {addr} exited with code {proc.returncode}")
+            with contextlib.suppress(grpc.RpcError):
+                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.1)
+    raise TimeoutError(f"service at {addr} did not become SERVING within {timeout:.0f}s")
+
+
+def start(home: Path, env: Mapping[str, str]) -> DevStack:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stack = DevStack(home=home, env=env)
+    try:
+        _start(stack)
+    except BaseException:
+        stop(stack)
+        raise
+    return stack
+
+
+def _start(stack: DevStack) -> None:
+    home, env = stack.home, stack.env
+    kek_text = _secret_file(home / "kek", Kek.generate().encoded())
+    pepper_text = _secret_file(home / "secret-pepper", secrets.token_urlsafe(32))
+    pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+
+    dsn = env.get("TOKENRY_DATABASE_URL")
+    if not dsn:
+        stack.postgres = EmbeddedPostgres(home / "postgres")
+        stack.postgres.start()
+        dsn = stack.postgres.dsn()
+    nats_url = env.get("TOKENRY_NATS_URL")
+    if not nats_url:
+        stack.nats = EmbeddedNats(home / "nats", port=_port_or_free(4222))
+        stack.nats.start()
+        nats_url = stack.nats.url
+
+    creds_path = home / "credentials.json"
+    admin_secret = generate_secret()
+    asyncio.run(_prepare_database(dsn, pepper, admin_secret))
+    _write_private_json(
+        creds_path,
+        {
+            "demo": {"client_id": DEMO_CLIENT, "client_secret": DEMO_SECRET},
+            "admin": {"client_id": ADMIN_CLIENT, "client_secret": admin_secret},
+        },
+    )
+
+    issuer_url = env.get("TOKENRY_ISSUER_URL", DEV_ISSUER_URL)
+    child_env = {
+        **env,
+        "TOKENRY_DEV": "1",
+        "TOKENRY_DATABASE_URL": dsn,
+        "TOKENRY_NATS_URL": nats_url,
+        "TOKENRY_ISSUER_URL": issuer_url,
+        "TOKENRY_KEK_FILE": str(home / "kek"),
+        "TOKENRY_SECRET_PEPPER_FILE": str(home / "secret-pepper"),
+    }
+    child_env.pop("TOKENRY_KEK", None)
+    child_env.pop("TOKENRY_SECRET_PEPPER", None)
+    for name in SERVICES:
+        listen = env.get(f"TOKENRY_{name.upper()}_LISTEN", f"127.0.0.1:{DEFAULT_PORTS[name]}")
+        child_env[f"TOKENRY_{name.upper()}_LISTEN"] = listen
+        stack.addrs[name] = listen
+        child_env[f"TOKENRY_{name.upper()}_ADDR"] = listen
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+    for name in SERVICES:
+        with (logs / f"{name}.log").open("ab") as log:
+            stack.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", f"tokenry.services.{name}"],
+                env=child_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches only the supervisor, which stops us in order
+            )
+    for name in SERVICES:
+        _wait_serving(stack.addrs[name], stack.children[name])
+    _write_private_json(
+        home / "dev.json",
+        {
+            "database_url": dsn,
+            "nats_url": nats_url,
+            "issuer_url": issuer_url,
+            "nats_prefix": env.get("TOKENRY_NATS_PREFIX", "tokenry"),
+            "nats_stream": env.get("TOKENRY_NATS_STREAM", "TOKENRY_EVENTS"),
+            "addrs": stack.addrs,
+            "pids": {name: proc.pid for name, proc in stack.children.items()},
+        },
+    )
+
+
+def _port_or_free(port: int) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return free_tcp_port()
+    return port
+
+
+def stop(stack: DevStack, timeout: float = 10.0) -> None:
+    """Stop the services (SIGTERM, then SIGKILL), then NATS, then PostgreSQL."""
+    for proc in stack.children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in stack.children.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if stack.nats is not None:
+        stack.nats.stop()
+    if stack.postgres is not None:
+        stack.postgres.stop()
+    with contextlib.suppress(FileNotFoundError):
+        (stack.home / "dev.json").unlink()
+
+
+def run_foreground(home: Path, env: Mapping[str, str]) -> int:
+    """What `tokenry dev` runs: start, print, wait for SIGINT/SIGTERM, stop everything."""
+    print(
+        "tokenry dev: DEV MODE — generated KEK, human-chosen demo secret, plaintext loopback",
+        file=sys.stderr,
+    )
+    stop_requested = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stack = start(home, env)
+    except Exception as exc:  # noqa: BLE001 - one line for the user, logs have the rest
+        print(f"tokenry dev: failed to start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        _print_banner(stack)
+        while not stop_requested:
+            for name, proc in stack.children.items():
+                if proc.poll() is not None:
+                    print(
+                        f"tokenry dev: {name} exited with code {proc.returncode}; stopping",
+                        file=sys.stderr,
+                    )
+                    stop_requested = True
+            time.sleep(0.2)
+    finally:
+        print("tokenry dev: stopping", file=sys.stderr, flush=True)
+        stop(stack)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    print("tokenry dev: stopped", flush=True)
+    return 0
+
+
+def _print_banner(stack: DevStack) -> None:
+    lines = ["", "Tokenry dev stack is up", ""]
+    for name in SERVICES:
+        lines.append(f"  {name:<12} grpc://{stack.addrs[name]}")
+    lines += [
+        "",
+        f"  data         {stack.home}",
+        f"  credentials  {stack.home / 'credentials.json'} (mode 0600)",
+        f"  demo client  {DEMO_CLIENT} / {DEMO_SECRET}  (scopes demo.read demo.write, audience demo-api)",
+        "",
+        "  try: .venv/bin/tokenry token issue --client-id demo-service --client-secret demo-secret",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,1 @@
+"""What every Tokenry gRPC service shares: config, server lifecycle, error mapping, logging."""

@@ -1,0 +1,15 @@
+"""Reading request metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+
+def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+    for item in context.invocation_metadata() or ():
+        if item.key == key:
+            value = item.value
+            return value.decode() if isinstance(value, bytes) else value
+    return None

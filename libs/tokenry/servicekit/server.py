@@ -1,0 +1,130 @@
+"""Server lifecycle shared by every service (ARCHITECTURE §2).
+
+The gRPC server starts at once and reports NOT_SERVING on grpc.health.v1 while the service
+connects to its dependencies with backoff; then SERVING. SIGTERM/SIGINT: NOT_SERVING, stop
+accepting, finish in-flight calls within the grace period, stop background tasks, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from tokenry.core.errors import TemporarilyUnavailable
+from tokenry.servicekit.errors import ErrorMappingInterceptor
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Keepalive and message limits: small messages, many short calls.
+SERVER_OPTIONS: Sequence[tuple[str, int]] = (
+    ("grpc.max_receive_message_length", 1 << 20),
+    ("grpc.so_reuseport", 1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+)
+
+
+class Ready(Generic[T]):
+    """Holds a service's use cases once its dependencies are up; UNAVAILABLE until then."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self) -> None:
+        self._value: T | None = None
+
+    def set(self, value: T) -> None:
+        self._value = value
+
+    def get(self) -> T:
+        if self._value is None:
+            raise TemporarilyUnavailable("the service is starting; retry")
+        return self._value
+
+
+Startup = Callable[[asyncio.Event], Awaitable[None]]
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Service:
+    """What an app.py composition root returns."""
+
+    name: str
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    # Connects dependencies (with retry) and sets the Ready holders; runs until stop is set.
+    startup: Startup
+    closers: list[Closer] = field(default_factory=list)
+
+
+def new_server(
+    service_names: Sequence[str],
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    unavailable: tuple[type[BaseException], ...] = (),
+) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor(unavailable), *interceptors], options=SERVER_OPTIONS
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [
+        *service_names,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(names, server)
+    return server, health
+
+
+async def set_serving(
+    health: health_aio.HealthServicer, names: Sequence[str], serving: bool
+) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *names):
+        await health.set(name, status)
+
+
+async def run(service: Service, *, grace: float = 5.0, service_names: Sequence[str] = ()) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await set_serving(service.health, service_names, serving=False)
+    await service.server.start()
+    log.info("%s listening on port %d", service.name, service.port)
+    startup = asyncio.create_task(service.startup(stop), name=f"{service.name}-startup")
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if startup.done() and not stop.is_set():
+        exc = startup.exception()
+        if exc is not None:
+            log.error("%s failed: %s", service.name, type(exc).__name__, exc_info=exc)
+        stop.set()
+    log.info("%s shutting down", service.name)
+    await set_serving(service.health, service_names, serving=False)
+    await service.server.stop(grace)
+    startup.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await startup
+    stopper.cancel()
+    for close in reversed(service.closers):
+        with contextlib.suppress(Exception):
+            await close()
+    log.info("%s stopped", service.name)

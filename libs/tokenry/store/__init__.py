@@ -1,0 +1,1 @@
+"""PostgreSQL adapters (asyncpg, plain SQL): clients, keys, revocations, outbox, leases."""

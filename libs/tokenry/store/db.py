@@ -1,0 +1,54 @@
+"""Connection pool with bounded retry: start-up order does not matter (ARCHITECTURE §2)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the database is not reachable right now", as opposed to a bug.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncio.TimeoutError,
+)
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    attempts: int = 0,
+    command_timeout: float = 5.0,
+) -> asyncpg.Pool:
+    """Create a pool, retrying with capped exponential backoff (``attempts=0``: forever)."""
+    delay = 0.1
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=command_timeout,
+                timeout=5.0,
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            if attempts and attempt >= attempts:
+                raise
+            log.warning(
+                "database not reachable yet (%s); retrying in %.1fs", type(exc).__name__, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,85 @@
+"""The transactional outbox shared by every producer (ARCHITECTURE §3–4).
+
+A producer writes its state change and its event in one transaction; the seq comes from the
+one-row counter, so seqs are gap-free and in commit order. The publisher reads unpublished rows
+in seq order and marks them only while it still holds the publisher lease (fencing).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from tokenry.core.events import OutboxEvent
+from tokenry.store.leases import Lease
+
+_NEXT_SEQ = "UPDATE outbox_counter SET seq = seq + 1 WHERE id RETURNING seq"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    event_id: uuid.UUID
+    subject: str
+    payload: bytes
+    traceparent: str | None
+
+
+async def append(conn: asyncpg.Connection, event: OutboxEvent) -> int:
+    """Append inside the caller's transaction; returns the event's seq."""
+    seq: int = await conn.fetchval(_NEXT_SEQ)
+    await conn.execute(
+        "INSERT INTO outbox (seq, event_id, subject, payload, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        seq,
+        event.event_id,
+        event.subject,
+        event.payload,
+        event.traceparent,
+    )
+    return seq
+
+
+class OutboxStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def head_seq(self) -> int:
+        """The last seq committed (what heartbeats carry, SPEC §4.4)."""
+        seq: int = await self._pool.fetchval("SELECT seq FROM outbox_counter WHERE id")
+        return seq
+
+    async def unpublished(self, limit: int = 256) -> list[OutboxRow]:
+        rows = await self._pool.fetch(
+            "SELECT seq, event_id, subject, payload, traceparent FROM outbox"
+            " WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+            limit,
+        )
+        return [
+            OutboxRow(r["seq"], r["event_id"], r["subject"], r["payload"], r["traceparent"])
+            for r in rows
+        ]
+
+    async def mark_published(self, seqs: list[int], lease: Lease) -> bool:
+        """Mark rows published if ``lease`` is still held; False means leadership was lost."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await lease_is_current(conn, lease):
+                return False
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", seqs
+            )
+            return True
+
+
+async def lease_is_current(conn: asyncpg.Connection, lease: Lease) -> bool:
+    """The fencing check: run inside every write transaction of a leader (ARCHITECTURE §3)."""
+    row = await conn.fetchrow(
+        "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND fence = $3"
+        " AND expires_at > now() FOR SHARE",
+        lease.name,
+        lease.holder,
+        lease.fence,
+    )
+    return row is not None

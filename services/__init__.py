@@ -1,0 +1,1 @@
+"""Tokenry's gRPC services, importable as ``tokenry.services.<name>``."""

@@ -1,0 +1,1 @@
+"""issuer: the token endpoint (RFC 6749 §3.2) over gRPC."""

@@ -1,0 +1,1 @@
+"""keyrotator: signing-key lifecycle and the JWKS (SPEC §5)."""

@@ -1,0 +1,1 @@
+"""revocation: durable revocations and their events (SPEC §4)."""
