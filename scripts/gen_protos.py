@@ -35,7 +35,7 @@ def generate(out_root: Path) -> Path:
         f"--mypy_grpc_out={out_root}",
         *sources,
     ]
-    subprocess.run(cmd, check=True, cwd=PROTOS)  # noqa: S603 - fixed argv, no shell
+    subprocess.run(cmd, check=True, cwd=PROTOS)
     generated = out_root / "tokenry" / "v1"
     for path in generated.iterdir():
         if path.suffix in {".py", ".pyi"}:
@@ -53,7 +53,7 @@ def main() -> int:
         if args.check:
             names = sorted(p.name for p in fresh.iterdir() if p.is_file())
             current = sorted(p.name for p in OUT.iterdir() if p.is_file()) if OUT.exists() else []
-            match, mismatch, errors = filecmp.cmpfiles(fresh, OUT, names, shallow=False)
+            _, mismatch, errors = filecmp.cmpfiles(fresh, OUT, names, shallow=False)
             if mismatch or errors or names != current:
                 print(
                     "libs/tokenry/v1 is stale; run `make proto` "

@@ -9,8 +9,9 @@ import logging
 from tokenry.core.clock import SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
-from tokenry.services.issuer.handlers import ActiveKeys, IssuerHandlers
+from tokenry.services.issuer.handlers import IssuerHandlers
 from tokenry.services.issuer.servicer import IssuerServicer
+from tokenry.store.active_key import ActiveKeys
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.keys import KeyStore
@@ -48,7 +49,7 @@ def build(settings: Settings, host: str, port: int) -> Service:
         while not stop.is_set():
             try:
                 await keys.refresh()
-            except Exception as exc:  # noqa: BLE001 - keep serving with the key we have
+            except Exception as exc:
                 log.warning("active key check failed: %s", type(exc).__name__)
             if not serving:
                 with contextlib.suppress(Exception):

@@ -32,7 +32,7 @@ class KeyRotatorHandlers:
             return current.kid
         private = generate_private_key(self._alg)
         jwk = public_jwk(private, self._alg)
-        kid = jwk["kid"]
+        kid = str(jwk["kid"])
         record = KeyRecord(
             kid=kid,
             alg=self._alg,

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
-from tokenry.core.clientauth import ClientCredentials, ClientLookup, authenticate
 from tokenry.core.client_secrets import Pepper
+from tokenry.core.clientauth import ClientCredentials, ClientLookup, authenticate
 from tokenry.core.clients import ADMIN_SCOPE, MAX_ACCESS_TOKEN_TTL
 from tokenry.core.clock import Clock
 from tokenry.core.errors import InsufficientScope, InvalidRequest

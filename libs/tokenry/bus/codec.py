@@ -8,8 +8,8 @@ from typing import Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.core.events import OutboxEvent
+from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.v1 import events_pb2
 
 _KIND_TO_PB: Final = {

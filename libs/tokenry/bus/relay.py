@@ -103,7 +103,7 @@ class OutboxRelay:
                     if now >= next_beat:
                         await self._heartbeat()
                         next_beat = now + s.heartbeat_interval
-            except Exception as exc:  # noqa: BLE001 - the relay must outlive any outage
+            except Exception as exc:
                 log.warning("outbox relay: %s: %s; retrying", type(exc).__name__, exc)
                 self._stream_ready = False
                 await _sleep_or_stop(stop, 0.25)
@@ -180,7 +180,7 @@ class OutboxRelay:
                             await conn.remove_listener(NOTIFY_CHANNEL, on_notify)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.debug("outbox listener: %s; reconnecting", type(exc).__name__)
                 await _sleep_or_stop(stop, 0.5)
 

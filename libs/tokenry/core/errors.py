@@ -10,7 +10,7 @@
     ├── UnsupportedGrantType        unsupported_grant_type
     ├── InvalidScope                invalid_scope
     ├── InvalidTarget               invalid_target        (RFC 8707 §2)
-    ├── InsufficientScope           insufficient_scope    (RFC 6750 §3.1: authenticated, not allowed)
+    ├── InsufficientScope           insufficient_scope    (RFC 6750 §3.1: not allowed)
     ├── NotFound                    not_found             (admin lookups)
     ├── TemporarilyUnavailable      temporarily_unavailable
     └── ServerError                 server_error

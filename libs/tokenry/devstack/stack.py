@@ -37,7 +37,7 @@ from tokenry.store.migrate import migrate
 
 SERVICES = ("keyrotator", "issuer", "revocation")
 DEMO_CLIENT = "demo-service"
-DEMO_SECRET = "demo-secret"  # noqa: S105 - dev mode only, documented in SPEC §6
+DEMO_SECRET = "demo-secret"
 ADMIN_CLIENT = "tokenry-admin"
 DEV_ISSUER_URL = "http://127.0.0.1:8080"
 
@@ -132,7 +132,7 @@ def start(home: Path, env: Mapping[str, str]) -> DevStack:
 
 def _start(stack: DevStack) -> None:
     home, env = stack.home, stack.env
-    kek_text = _secret_file(home / "kek", Kek.generate().encoded())
+    _secret_file(home / "kek", Kek.generate().encoded())
     pepper_text = _secret_file(home / "secret-pepper", secrets.token_urlsafe(32))
     pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
 
@@ -184,7 +184,8 @@ def _start(stack: DevStack) -> None:
                 env=child_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches only the supervisor, which stops us in order
+                # Ctrl-C reaches only the supervisor, which then stops the children in order.
+                start_new_session=True,
             )
     for name in SERVICES:
         _wait_serving(stack.addrs[name], stack.children[name])
@@ -241,14 +242,14 @@ def run_foreground(home: Path, env: Mapping[str, str]) -> int:
     )
     stop_requested = False
 
-    def on_signal(signum: int, frame: object) -> None:
+    def on_signal(_signum: int, _frame: object) -> None:
         nonlocal stop_requested
         stop_requested = True
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         stack = start(home, env)
-    except Exception as exc:  # noqa: BLE001 - one line for the user, logs have the rest
+    except Exception as exc:
         print(f"tokenry dev: failed to start: {exc}", file=sys.stderr)
         return 1
     try:
@@ -279,7 +280,8 @@ def _print_banner(stack: DevStack) -> None:
         "",
         f"  data         {stack.home}",
         f"  credentials  {stack.home / 'credentials.json'} (mode 0600)",
-        f"  demo client  {DEMO_CLIENT} / {DEMO_SECRET}  (scopes demo.read demo.write, audience demo-api)",
+        f"  demo client  {DEMO_CLIENT} / {DEMO_SECRET}",
+        "               (scopes demo.read demo.write, audience demo-api)",
         "",
         "  try: .venv/bin/tokenry token issue --client-id demo-service --client-secret demo-secret",
         "",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -34,13 +34,15 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
+        inner = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
         unavailable = self._unavailable
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -48,7 +50,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - every failure gets a mapped status
+            except Exception as exc:
                 await context.abort_with_status(_status_for(exc, unavailable))
 
         return grpc.unary_unary_rpc_method_handler(

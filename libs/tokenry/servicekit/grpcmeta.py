@@ -8,8 +8,7 @@ import grpc
 
 
 def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            value = item.value
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
             return value.decode() if isinstance(value, bytes) else value
     return None

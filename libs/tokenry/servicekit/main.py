@@ -6,7 +6,8 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
-from tokenry.servicekit import config, logging as jsonlog
+from tokenry.servicekit import config
+from tokenry.servicekit import logging as jsonlog
 from tokenry.servicekit.server import Service, run
 
 Build = Callable[[config.Settings, str, int], Service]

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,8 +52,8 @@ class Ready(Generic[T]):
         return self._value
 
 
-Startup = Callable[[asyncio.Event], Awaitable[None]]
-Closer = Callable[[], Awaitable[None]]
+Startup = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+Closer = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -106,6 +106,13 @@ async def run(service: Service, *, grace: float = 5.0, service_names: Sequence[s
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await serve(service, stop, grace=grace, service_names=service_names)
+
+
+async def serve(
+    service: Service, stop: asyncio.Event, *, grace: float = 5.0, service_names: Sequence[str] = ()
+) -> None:
+    """Serve until ``stop`` is set (or the startup task fails), then shut down gracefully."""
     await set_serving(service.health, service_names, serving=False)
     await service.server.start()
     log.info("%s listening on port %d", service.name, service.port)

@@ -14,6 +14,8 @@ from grpc_status import rpc_status
 
 from tokenry.v1 import errors_pb2
 
+DETAILS_KEY = "grpc-status-details-bin"
+
 # RFC 6749 §5.2 / RFC 6750 §3.1 code -> gRPC status code.
 GRPC_CODES: Final = {
     "invalid_request": grpc.StatusCode.INVALID_ARGUMENT,
@@ -44,15 +46,17 @@ def oauth_status(error: str, description: str) -> grpc.Status:
 
 
 def oauth_error_of(exc: grpc.RpcError) -> errors_pb2.OAuthError | None:
-    """The OAuthError detail of a failed call, if the server sent one."""
-    if not isinstance(exc, grpc.Call):
+    """The OAuthError detail of a failed call (sync or aio), if the server sent one."""
+    trailing = getattr(exc, "trailing_metadata", None)
+    if trailing is None:
         return None
-    status = rpc_status.from_call(exc)
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(errors_pb2.OAuthError.DESCRIPTOR):
-            err = errors_pb2.OAuthError()
-            detail.Unpack(err)
-            return err
+    for key, value in trailing() or ():
+        if key != DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(errors_pb2.OAuthError.DESCRIPTOR):
+                err = errors_pb2.OAuthError()
+                detail.Unpack(err)
+                return err
     return None

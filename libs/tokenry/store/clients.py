@@ -34,8 +34,9 @@ class ClientStore:
 
     async def get_client(self, client_id: str) -> Client | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM clients WHERE client_id = $1", client_id
-        )  # noqa: S608 - constant column list
+            f"SELECT {_COLUMNS} FROM clients WHERE client_id = $1",  # noqa: S608 - constant columns
+            client_id,
+        )
         return None if row is None else _client(row)
 
     async def upsert(self, client: Client) -> None:

@@ -6,8 +6,12 @@ import asyncio
 import logging
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
+
+# A connection, or one borrowed from a pool: what a function running SQL needs.
+Executor = asyncpg.Connection | PoolConnectionProxy
 
 # Errors that mean "the database is not reachable right now", as opposed to a bug.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (

@@ -67,8 +67,9 @@ class KeyStore:
         async with self._pool.acquire() as conn, conn.transaction():
             try:
                 await conn.execute(
-                    "INSERT INTO signing_keys (kid, alg, use, state, public_jwk, private_key_sealed,"
-                    " kek_id, activated_at) VALUES ($1, $2, $3, 'active', $4::jsonb, $5, $6, now())",
+                    "INSERT INTO signing_keys (kid, alg, use, state, public_jwk,"
+                    " private_key_sealed, kek_id, activated_at)"
+                    " VALUES ($1, $2, $3, 'active', $4::jsonb, $5, $6, now())",
                     key.kid,
                     key.alg,
                     key.use,

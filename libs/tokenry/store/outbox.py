@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from tokenry.core.events import OutboxEvent
+from tokenry.store.db import Executor
 from tokenry.store.leases import Lease
 
 _NEXT_SEQ = "UPDATE outbox_counter SET seq = seq + 1 WHERE id RETURNING seq"
@@ -27,7 +28,7 @@ class OutboxRow:
     traceparent: str | None
 
 
-async def append(conn: asyncpg.Connection, event: OutboxEvent) -> int:
+async def append(conn: Executor, event: OutboxEvent) -> int:
     """Append inside the caller's transaction; returns the event's seq."""
     seq: int = await conn.fetchval(_NEXT_SEQ)
     await conn.execute(
@@ -73,7 +74,7 @@ class OutboxStore:
             return True
 
 
-async def lease_is_current(conn: asyncpg.Connection, lease: Lease) -> bool:
+async def lease_is_current(conn: Executor, lease: Lease) -> bool:
     """The fencing check: run inside every write transaction of a leader (ARCHITECTURE §3)."""
     row = await conn.fetchrow(
         "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND fence = $3"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.core.events import OutboxEvent
+from tokenry.core.revocations import Revocation, RevocationKind
 
 # One statement = one transaction: bump the gap-free counter, upsert the revocation (raising
 # its watermark/expiry, never lowering them), and append the outbox row with the same seq.

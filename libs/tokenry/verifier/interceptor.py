@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -56,7 +56,7 @@ class MethodPolicy:
 
 
 def _bearer(details: grpc.HandlerCallDetails) -> str | None:
-    for key, value in details.invocation_metadata or ():  # type: ignore[attr-defined]
+    for key, value in details.invocation_metadata or ():
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
             scheme, _, token = text.partition(" ")
@@ -77,10 +77,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method: str = handler_call_details.method
         policy = self._policies.get(method, self._default)
         handler = await continuation(handler_call_details)
         if handler is None or policy.public or method in PUBLIC_METHODS:
@@ -111,17 +113,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return claims
 
 
-def _reject(handler: grpc.RpcMethodHandler, status: grpc.Status) -> grpc.RpcMethodHandler:
-    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+def _reject(
+    handler: grpc.RpcMethodHandler[Any, Any], status: grpc.Status
+) -> grpc.RpcMethodHandler[Any, Any] | None:
+    async def abort(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort_with_status(status)
 
     return _replace(handler, abort)
 
 
-def _with_claims(handler: grpc.RpcMethodHandler, claims: Claims) -> grpc.RpcMethodHandler:
-    inner = (
-        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-    )
+def _with_claims(
+    handler: grpc.RpcMethodHandler[Any, Any], claims: Claims
+) -> grpc.RpcMethodHandler[Any, Any] | None:
+    inner = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         token = _claims.set(claims)
@@ -137,7 +141,9 @@ def _with_claims(handler: grpc.RpcMethodHandler, claims: Claims) -> grpc.RpcMeth
     return _replace(handler, call)
 
 
-def _replace(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> grpc.RpcMethodHandler:
+def _replace(
+    handler: grpc.RpcMethodHandler[Any, Any], behavior: Callable[..., Any]
+) -> grpc.RpcMethodHandler[Any, Any] | None:
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,

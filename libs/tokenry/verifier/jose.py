@@ -189,17 +189,15 @@ def loads_strict(data: bytes | str) -> Any:
 class SignaturePolicy:
     """Which header ``alg`` values are considered, and how a signature meets its key.
 
-    The default instance is the policy; the class exists as a seam so that the test suite can
-    build deliberately broken decoders (``Decoder(policy=...)``) and prove that its attack cases
-    catch them, without touching the real code path.
+    ``algorithms`` may narrow :data:`ALGORITHMS` (a deployment that only accepts ES256), never
+    widen it. The default instance is the policy; the class exists as a seam so that the test
+    suite can build deliberately broken decoders (``Decoder(policy=...)``) and prove that its
+    attack cases catch them, without touching the real code path.
     """
 
     __slots__ = ("algorithms",)
 
     def __init__(self, algorithms: frozenset[str] = ALGORITHMS) -> None:
-        """Args:
-        algorithms: the header algorithms to consider; a subset of :data:`ALGORITHMS`.
-        """
         if not algorithms or not algorithms <= ALGORITHMS:
             raise ValueError(f"algorithms must be a non-empty subset of {sorted(ALGORITHMS)}")
         self.algorithms = algorithms

@@ -86,7 +86,7 @@ class JwksCache:
     async def _fetch(self) -> None:
         try:
             text, seq = await self._source.fetch()
-        except Exception as exc:  # noqa: BLE001 - stale-if-error: keep what we have
+        except Exception as exc:
             log.warning(
                 "JWKS refresh failed (%s); keeping %d keys", type(exc).__name__, len(self._keys)
             )

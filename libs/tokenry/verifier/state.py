@@ -29,6 +29,7 @@ class RevocationState:
         self._pending_proof: tuple[int, float] | None = None  # (head seq, when it was seen)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.on_advance: Callable[[int], None] | None = None
+        self._proof = asyncio.Event()  # set each time the state is proven current
 
     def reset(self, seq: int) -> None:
         """Start from a snapshot (or the stream's beginning) current to ``seq``."""
@@ -58,6 +59,7 @@ class RevocationState:
         if self._pending_proof is not None and self.applied_seq >= self._pending_proof[0]:
             self._proven_at = max(self._proven_at, self._pending_proof[1])
             self._pending_proof = None
+            self._proof.set()
         if moved:
             self._wake()
             if self.on_advance is not None:
@@ -68,6 +70,7 @@ class RevocationState:
         if self.applied_seq >= head_seq:
             self._proven_at = now
             self._pending_proof = None
+            self._proof.set()
         elif self._pending_proof is None:
             # Keep the oldest unmet proof: it is the one that can be met first.
             self._pending_proof = (head_seq, now)
@@ -75,11 +78,17 @@ class RevocationState:
     def is_stale(self) -> bool:
         return self._clock.monotonic() - self._proven_at > self.budget
 
+    async def wait_current(self) -> None:
+        """Wait until the state is proven current (a heartbeat's head seq is applied)."""
+        while self.is_stale():
+            self._proof.clear()
+            await self._proof.wait()
+
     def proof_age(self) -> float:
         return self._clock.monotonic() - self._proven_at
 
     async def wait_for_seq(self, seq: int) -> None:
-        """Wait until every event up to ``seq`` is applied (for tests, tools and read-your-writes)."""
+        """Wait until every event up to ``seq`` is applied (tests, tools, read-your-writes)."""
         if self.applied_seq >= seq:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -1,0 +1,123 @@
+"""Test helpers: the Tokenry services running in-process on port 0, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tokenry.core.client_secrets import hash_secret
+from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
+from tokenry.servicekit.config import Settings
+from tokenry.servicekit.server import serve
+from tokenry.services.issuer import app as issuer_app
+from tokenry.services.keyrotator import app as keyrotator_app
+from tokenry.services.revocation import app as revocation_app
+from tokenry.store.clients import ClientStore
+from tokenry.v1 import issuer_pb2, issuer_pb2_grpc, revocation_pb2, revocation_pb2_grpc
+
+APPS = {"keyrotator": keyrotator_app, "issuer": issuer_app, "revocation": revocation_app}
+
+
+def basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+@dataclass
+class Suite:
+    settings: Settings
+    addrs: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        if service not in self.channels:
+            self.channels[service] = grpc.aio.insecure_channel(self.addrs[service])
+        return self.channels[service]
+
+    async def token(self, client_id: str = "demo", **kwargs: Any) -> issuer_pb2.TokenResponse:
+        stub = issuer_pb2_grpc.IssuerStub(self.channel("issuer"))
+        req = issuer_pb2.TokenRequest(grant_type="client_credentials", **kwargs)
+        return await stub.Token(
+            req, metadata=[("authorization", basic(client_id, self.secrets[client_id]))], timeout=10
+        )
+
+    async def revoke(self, jti: str, client_id: str = "admin", **kwargs: Any) -> int:
+        stub = revocation_pb2_grpc.RevocationStub(self.channel("revocation"))
+        resp = await stub.Revoke(
+            revocation_pb2.RevokeRequest(jti=jti, **kwargs),
+            metadata=[("authorization", basic(client_id, self.secrets[client_id]))],
+            timeout=10,
+        )
+        return resp.seq
+
+
+async def register_clients(pool: asyncpg.Pool, settings: Settings) -> dict[str, str]:
+    pepper = next(iter(settings.peppers.values()))
+    store = ClientStore(pool)
+    created = {}
+    for client_id, scopes, audiences in (
+        ("demo", {"demo.read", "demo.write"}, ("demo-api",)),
+        ("admin", {ADMIN_SCOPE}, ("tokenry",)),
+        ("other", {"demo.read"}, ("other-api",)),
+    ):
+        secret = secrets.token_urlsafe(32)
+        await store.upsert(
+            Client(
+                client_id=client_id,
+                secret_hash=hash_secret(pepper, secret),
+                pepper_id=pepper.id,
+                grant_types=frozenset({CLIENT_CREDENTIALS}),
+                scopes=frozenset(scopes),
+                audiences=audiences,
+            )
+        )
+        created[client_id] = secret
+    return created
+
+
+async def wait_serving(addr: str, timeout: float = 20.0) -> None:
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            with contextlib.suppress(grpc.RpcError):
+                resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{addr} not SERVING after {timeout}s")
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def run_suite(
+    settings: Settings, pool: asyncpg.Pool, services: tuple[str, ...] = tuple(APPS)
+) -> AsyncIterator[Suite]:
+    suite = Suite(settings, secrets=await register_clients(pool, settings))
+    stop = asyncio.Event()
+    tasks = []
+    try:
+        for name in services:
+            module = APPS[name]
+            service = module.build(settings, "127.0.0.1", 0)
+            suite.addrs[name] = f"127.0.0.1:{service.port}"
+            tasks.append(
+                asyncio.create_task(
+                    serve(service, stop, grace=1, service_names=module.SERVICE_NAMES)
+                )
+            )
+            await wait_serving(suite.addrs[name])
+        yield suite
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in suite.channels.values():
+            await channel.close()
