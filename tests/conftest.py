@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings
 from tokenry.core.client_secrets import Pepper, pepper_id

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from tokenry.core.client_secrets import hash_secret
 from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
 from tokenry.servicekit.config import Settings

@@ -8,12 +8,14 @@ import time
 import asyncpg
 import grpc
 import pytest
-from suite import basic, run_suite
+
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.status import oauth_error_of
 from tokenry.v1 import issuer_pb2, issuer_pb2_grpc, revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import VerificationError, start_verifier
 from tokenry.verifier.errors import RevokedError
+
+from suite import basic, run_suite
 
 pytestmark = pytest.mark.integration
 

@@ -7,16 +7,17 @@ by SPEC §3. No I/O, no clock: ``now`` is an argument. Everything that goes wron
 Checks run cheapest first, and nothing that needs a key runs before the header is known to be
 acceptable (so a hostile header can never trigger a JWKS refresh or a signature check):
 
-1. ``str`` only; ``len(token) > max_size`` → ``too_large`` before any parsing (RFC 8725 §3.11).
+1. ``str`` only; ``len(token) > max_size`` → ``too_large`` before any parsing (SPEC §3).
 2. Exactly three segments (RFC 7515 §7.1; a five-segment JWE is refused), each canonical unpadded
-   base64url (RFC 7515 §2, RFC 4648 §5; unused trailing bits must be zero) — one precompiled
-   regex over the whole token.
-3. Header: strict UTF-8 JSON object, duplicate member names rejected (RFC 7515 §4, RFC 8725
-   §3.14 spirit); ``alg`` one of ES256/EdDSA/PS256/RS256, exact case (RFC 8725 §3.1, §3.2: no
-   ``none``, no HMAC); ``kid`` required; ``jku``/``x5u``/``jwk``/``x5c``/``x5t``/``x5t#S256``
-   never followed and refused (RFC 8725 §3.10), ``zip``/``cty``/``b64``/``enc`` refused; any
-   ``crit`` refused (RFC 7515 §4.1.11: we understand no extension); ``typ`` required and, compared
-   case-insensitively, one of ``accepted_typ`` (RFC 9068 §4, RFC 8725 §3.11).
+   base64url (RFC 7515 §2, RFC 4648 §5: unused trailing bits must be zero): one precompiled
+   regex over the whole token, then a length and last-character check per segment.
+3. Header: strict UTF-8 JSON object (RFC 8725 §3.7), duplicate member names rejected (RFC 7515
+   §4; RFC 7519 §4 for the claims); ``alg`` one of ES256/EdDSA/PS256/RS256 in exact case (RFC
+   8725 §3.1, §3.2: no ``none``, no HMAC); ``kid`` required; ``jku``, ``x5u``, ``jwk``,
+   ``x5c``, ``x5t``, ``x5t#S256`` never followed and refused (RFC 8725 §3.10); ``zip``, ``cty``,
+   ``b64``, ``enc`` refused; any ``crit`` refused (RFC 7515 §4.1.11: we understand no
+   extension); ``typ`` required and, compared case-insensitively, one of ``accepted_typ``
+   (RFC 9068 §4, RFC 8725 §3.11).
 4. Key: ``kid`` must name a key we hold (no try-every-key fallback) and that key's own ``alg``
    must equal the header's (RFC 8725 §3.1).
 5. Signature with the key's prepared pyjwt/cryptography objects; exact length (ES256 raw r‖s of

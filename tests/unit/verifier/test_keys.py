@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -244,8 +245,6 @@ def test_verify_refuses_wrong_lengths_without_raising(alg: str) -> None:
 
 def test_verify_refuses_der_encoded_ecdsa() -> None:
     key = VerificationKey.from_jwk(GOOD["ES256"][1])
-    from cryptography.hazmat.primitives import hashes
-
     der = EC_KEY.sign(MESSAGE, ec.ECDSA(hashes.SHA256()))
     assert key.verify(MESSAGE, der) is False
 
