@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import grpc
+
 from tokenry.bus.codec import Subjects
 from tokenry.verifier import AuthInterceptor, MethodPolicy, current_claims, start_verifier
 

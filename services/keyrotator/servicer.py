@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+
 from tokenry.servicekit.server import Ready
 from tokenry.services.keyrotator.handlers import KeyRotatorHandlers
 from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc

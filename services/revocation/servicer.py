@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+
 from tokenry.core.clientauth import credentials_from
 from tokenry.servicekit.grpcmeta import metadata_value
 from tokenry.servicekit.server import Ready

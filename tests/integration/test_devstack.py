@@ -12,6 +12,7 @@ import nats
 import psutil
 import pytest
 from nats.js.api import StorageType, StreamConfig
+
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
