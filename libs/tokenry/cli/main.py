@@ -9,13 +9,14 @@ from typing import Annotated
 
 import typer
 
-from tokenry.cli import keys, token
+from tokenry.cli import bench, keys, token
 from tokenry.cli.common import fail
 from tokenry.cli.context import CliError, home, setting
 
 app = typer.Typer(help="Tokenry: token infrastructure for your service mesh.", no_args_is_help=True)
 app.add_typer(token.app, name="token")
 app.command()(keys.jwks)
+app.command()(bench.bench)
 
 
 @app.command()
