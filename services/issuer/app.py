@@ -1,62 +1,203 @@
-"""Composition root of the issuer."""
+"""Composition root of the issuer: token endpoint, front channel and client admin API."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
-from tokenry.core.clock import SystemClock
+from nats.aio.client import Client as NatsClient
+
+from tokenry.bus.nats_conn import connect
+from tokenry.core.clientauth import AssertionContext
+from tokenry.core.clients import ID_TOKEN_ALGS
+from tokenry.core.clock import Clock, SystemClock
+from tokenry.core.refresh import derivation_key
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
+from tokenry.services.issuer.caches import CachedClients, Watermarks
+from tokenry.services.issuer.client_admin import ClientAdmin
+from tokenry.services.issuer.deps import IssuerDeps
+from tokenry.services.issuer.exchange_flow import ExchangeFlow
 from tokenry.services.issuer.handlers import IssuerHandlers
-from tokenry.services.issuer.servicer import IssuerServicer
+from tokenry.services.issuer.listener import IssuerListener
+from tokenry.services.issuer.minting import Minter
+from tokenry.services.issuer.servicer import ClientsServicer, IssuerApi, IssuerServicer
+from tokenry.services.issuer.subject_tokens import PublishedKeys, SubjectTokenVerifier
+from tokenry.store import opaque_tokens
 from tokenry.store.active_key import ActiveKeys
+from tokenry.store.assertion_jtis import AssertionJtiStore
+from tokenry.store.auth_codes import AuthCodeStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
+from tokenry.store.grants import GrantStore
 from tokenry.store.keys import KeyStore
-from tokenry.v1 import issuer_pb2, issuer_pb2_grpc
+from tokenry.store.revocation_checks import RevocationChecks
+from tokenry.store.revocations import RevocationStore
+from tokenry.v1 import clients_pb2, clients_pb2_grpc, issuer_pb2, issuer_pb2_grpc
 
 log = logging.getLogger(__name__)
-SERVICE_NAMES = (issuer_pb2.DESCRIPTOR.services_by_name["Issuer"].full_name,)
+SERVICE_NAMES = (
+    issuer_pb2.DESCRIPTOR.services_by_name["Issuer"].full_name,
+    clients_pb2.DESCRIPTOR.services_by_name["Clients"].full_name,
+)
 KEY_CHECK_INTERVAL = 5.0  # backup for the key events (SPEC §5)
+SWEEP_INTERVAL = 60.0
+TOKEN_ENDPOINT_PATH = "/oauth2/token"  # the gateway's token endpoint (RFC 7523 aud)
 
 
 def build(settings: Settings, host: str, port: int) -> Service:
     if settings.kek is None:
         raise ValueError("the issuer needs TOKENRY_KEK to open the active signing key")
     kek = settings.kek
-    ready: Ready[IssuerHandlers] = Ready()
+    clock: Clock = SystemClock()
+    ready: Ready[IssuerApi] = Ready()
     server, health = new_server(SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS)
     issuer_pb2_grpc.add_IssuerServicer_to_server(IssuerServicer(ready), server)
+    clients_pb2_grpc.add_ClientsServicer_to_server(ClientsServicer(ready), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     closers: list[Closer] = []
 
     async def startup(stop: asyncio.Event) -> None:
         pool = await create_pool(settings.database_url)
         closers.append(pool.close)
-        keys = ActiveKeys(KeyStore(pool), kek, settings.access_token_alg)
-        ready.set(
-            IssuerHandlers(
-                clients=ClientStore(pool),
-                peppers=settings.peppers,
-                keys=keys,
-                issuer_url=settings.issuer_url,
-                clock=SystemClock(),
-            )
+        key_store = KeyStore(pool)
+        # ID tokens: RS256 by default (OIDC Core §15.1), ES256 when a client asks for it.
+        keys = ActiveKeys(
+            key_store, kek, settings.access_token_alg, id_token_algs=sorted(ID_TOKEN_ALGS)
         )
+        client_store = ClientStore(pool)
+        cache = CachedClients(client_store, clock)
+        watermarks = Watermarks()
+        checks = RevocationChecks(pool)
+        grants = GrantStore(pool)
+        codes = AuthCodeStore(pool)
+        jtis = AssertionJtiStore(pool, clock)
+        revocations = RevocationStore(pool)
+        writer = opaque_tokens.OpaqueTokenWriter(pool)
+        closers.append(writer.close)
+        pepper = next(iter(settings.peppers.values()))
+        issuer = settings.issuer_url
+        deps = IssuerDeps(
+            clients=cache,
+            peppers=settings.peppers,
+            assertions=AssertionContext(
+                audiences=frozenset({issuer, issuer.rstrip("/") + TOKEN_ENDPOINT_PATH}),
+                clock=clock,
+                replay=jtis,
+            ),
+            minter=Minter(issuer=issuer, keys=keys),
+            clock=clock,
+            watermarks=watermarks,
+            opaque_writer=writer,
+            grants=grants,
+            codes=codes,
+            revocations=revocations,
+            checks=checks,
+            subjects=settings.subjects,
+            refresh_key=derivation_key(pepper.key),
+        )
+        subject_tokens = SubjectTokenVerifier(
+            issuer=issuer,
+            keys=PublishedKeys(key_store, clock),
+            checks=checks,
+            grants=grants,
+            pool=pool,
+            clock=clock,
+        )
+        admin = ClientAdmin(
+            store=client_store,
+            cache=cache,
+            grants=grants,
+            revocations=revocations,
+            watermarks=watermarks,
+            pepper=pepper,
+            subjects=settings.subjects,
+            clock=clock,
+        )
+        ready.set(IssuerApi(IssuerHandlers(deps, ExchangeFlow(deps, subject_tokens)), admin))
+
+        listener = IssuerListener(
+            subjects=settings.subjects,
+            clients=cache,
+            watermarks=watermarks,
+            on_key_event=keys.on_key_event,
+        )
+        nats_task = asyncio.create_task(_listen(settings.nats_url, listener, closers))
+        maintenance = Maintenance(
+            refresh_keys=keys.refresh,
+            keys=keys,
+            watermarks=watermarks,
+            checks=checks,
+            sweepers=(
+                jtis.sweep,
+                codes.sweep,
+                lambda now: opaque_tokens.sweep(pool, now),
+                grants.sweep,
+            ),
+            clock=clock,
+        )
+        try:
+            await maintenance.run(stop, lambda: set_serving(health, SERVICE_NAMES, serving=True))
+        finally:
+            nats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await nats_task
+            await listener.close()
+
+    return Service("issuer", server, bound, health, startup, closers)
+
+
+async def _listen(url: str, listener: IssuerListener, closers: list[Closer]) -> None:
+    """Connect to NATS in the background: issuance never waits for it (events are hints)."""
+    nc: NatsClient = await connect(url, name="tokenry-issuer")
+    closers.append(nc.close)
+    await listener.start(nc)
+
+
+class Maintenance:
+    """Periodic backups for the events (key check, watermark reload) and the sweeper."""
+
+    def __init__(
+        self,
+        *,
+        refresh_keys: Callable[[], Awaitable[None]],
+        keys: ActiveKeys,
+        watermarks: Watermarks,
+        checks: RevocationChecks,
+        sweepers: Sequence[Callable[[int], Awaitable[int]]],
+        clock: Clock,
+    ) -> None:
+        self._refresh_keys = refresh_keys
+        self._keys = keys
+        self._watermarks = watermarks
+        self._checks = checks
+        self._sweepers = sweepers
+        self._clock = clock
+        self._last_sweep = clock.monotonic()
+
+    async def tick(self) -> None:
+        await self._refresh_keys()
+        now = self._clock.now()
+        marks = await self._checks.future_watermarks(int(now))
+        self._watermarks.load(((m.kind, m.value, m.not_before) for m in marks), now)
+        if self._clock.monotonic() - self._last_sweep > SWEEP_INTERVAL:
+            self._last_sweep = self._clock.monotonic()
+            for sweep in self._sweepers:
+                await sweep(int(now))
+
+    async def run(self, stop: asyncio.Event, on_serving: Callable[[], Awaitable[None]]) -> None:
         serving = False
         while not stop.is_set():
             try:
-                await keys.refresh()
+                await self.tick()
             except Exception as exc:
-                log.warning("active key check failed: %s", type(exc).__name__)
+                log.warning("issuer maintenance failed: %s", type(exc).__name__)
             if not serving:
                 with contextlib.suppress(Exception):
-                    keys.current()
-                    await set_serving(health, SERVICE_NAMES, serving=True)
+                    self._keys.current()
+                    await on_serving()
                     serving = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), KEY_CHECK_INTERVAL if serving else 0.5)
-
-    return Service("issuer", server, bound, health, startup, closers)

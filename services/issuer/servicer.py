@@ -1,33 +1,89 @@
-"""Issuer gRPC servicer: protobuf <-> handlers only."""
+"""Issuer gRPC servicers: protobuf <-> handlers only."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from tokenry.core.clientauth import credentials_from
+from tokenry.core.authorize import AuthorizationRequest
+from tokenry.core.clientauth import ClientCredentials, credentials_from
+from tokenry.core.clients import (
+    CONFIDENTIAL,
+    DEFAULT_ACCESS_TOKEN_TTL,
+    DEFAULT_ID_TOKEN_TTL,
+    DEFAULT_REFRESH_ABSOLUTE_TTL,
+    DEFAULT_REFRESH_IDLE_TTL,
+    NO_AUTH,
+    PUBLIC,
+    SECRET_BASIC,
+    Client,
+)
+from tokenry.core.errors import InvalidRequest
 from tokenry.servicekit.grpcmeta import metadata_value
 from tokenry.servicekit.server import Ready
+from tokenry.services.issuer.client_admin import ClientAdmin
+from tokenry.services.issuer.code_flow import AuthorizeOutcome, Completion
 from tokenry.services.issuer.handlers import IssuerHandlers, TokenRequest
-from tokenry.v1 import issuer_pb2, issuer_pb2_grpc
+from tokenry.v1 import clients_pb2, clients_pb2_grpc, issuer_pb2, issuer_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerApi:
+    handlers: IssuerHandlers
+    admin: ClientAdmin
+
+
+def _caller_credentials(context: Context) -> ClientCredentials:
+    """Admin and login callers authenticate in the metadata (client_secret_basic)."""
+    return credentials_from(metadata_value(context, "authorization"), "", "")
+
+
+def _outcome(out: AuthorizeOutcome) -> issuer_pb2.AuthorizeResponse:
+    return issuer_pb2.AuthorizeResponse(
+        login_challenge=out.login_challenge,
+        client_id=out.client_id,
+        requested_scope=out.requested_scope,
+        redirect_to=out.redirect_to,
+        error=out.error,
+        error_description=out.error_description,
+    )
 
 
 class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
-    def __init__(self, handlers: Ready[IssuerHandlers]) -> None:
-        self._handlers = handlers
+    def __init__(self, api: Ready[IssuerApi]) -> None:
+        self._api = api
 
     async def Token(
-        self,
-        request: issuer_pb2.TokenRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: issuer_pb2.TokenRequest, context: Context
     ) -> issuer_pb2.TokenResponse:
-        handlers = self._handlers.get()
+        handlers = self._api.get().handlers
         creds = credentials_from(
-            metadata_value(context, "authorization"), request.client_id, request.client_secret
+            metadata_value(context, "authorization"),
+            request.client_id,
+            request.client_secret,
+            request.client_assertion_type,
+            request.client_assertion,
         )
         result = await handlers.token(
-            TokenRequest(request.grant_type, request.scope, tuple(request.audience), creds)
+            TokenRequest(
+                grant_type=request.grant_type,
+                scope=request.scope,
+                audiences=(*request.audience, *request.resource),
+                credentials=creds,
+                code=request.code,
+                redirect_uri=request.redirect_uri,
+                code_verifier=request.code_verifier,
+                refresh_token=request.refresh_token,
+                subject_token=request.subject_token,
+                subject_token_type=request.subject_token_type,
+                actor_token=request.actor_token,
+                requested_token_type=request.requested_token_type,
+                token_format=request.token_format,
+            )
         )
         return issuer_pb2.TokenResponse(
             access_token=result.access_token,
@@ -35,4 +91,133 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
             expires_in=result.expires_in,
             scope=result.scope,
             issued_token_type=result.issued_token_type,
+            refresh_token=result.refresh_token,
+            id_token=result.id_token,
         )
+
+    async def Authorize(
+        self, request: issuer_pb2.AuthorizeRequest, context: Context
+    ) -> issuer_pb2.AuthorizeResponse:
+        flow = self._api.get().handlers.code_flow
+        out = await flow.authorize(
+            AuthorizationRequest(
+                response_type=request.response_type,
+                client_id=request.client_id,
+                redirect_uri=request.redirect_uri,
+                scope=request.scope,
+                state=request.state,
+                code_challenge=request.code_challenge,
+                code_challenge_method=request.code_challenge_method,
+                nonce=request.nonce,
+                resources=tuple(request.resource),
+            )
+        )
+        return _outcome(out)
+
+    async def CompleteAuthorization(
+        self, request: issuer_pb2.CompleteAuthorizationRequest, context: Context
+    ) -> issuer_pb2.AuthorizeResponse:
+        handlers = self._api.get().handlers
+        caller = await handlers.authenticate(_caller_credentials(context))
+        out = await handlers.code_flow.complete(
+            caller,
+            Completion(
+                login_challenge=request.login_challenge,
+                subject=request.subject,
+                granted_scope=request.granted_scope,
+                auth_time=request.auth_time,
+                deny=request.deny,
+            ),
+        )
+        return _outcome(out)
+
+
+def client_info(client: Client) -> clients_pb2.ClientInfo:
+    return clients_pb2.ClientInfo(
+        client_id=client.client_id,
+        client_type=client.client_type,
+        token_endpoint_auth_method=client.auth_method,
+        grant_types=sorted(client.grant_types),
+        redirect_uris=list(client.redirect_uris),
+        scopes=sorted(client.scopes),
+        audiences=list(client.audiences),
+        token_format=client.token_format,
+        access_token_ttl=client.access_token_ttl,
+        id_token_ttl=client.id_token_ttl,
+        refresh_token_idle_ttl=client.refresh_token_idle_ttl,
+        refresh_token_absolute_ttl=client.refresh_token_absolute_ttl,
+        id_token_alg=client.id_token_alg,
+        jwks_json=client.jwks_json or "",
+        token_exchange_from=sorted(client.token_exchange_from),
+        description=client.description,
+    )
+
+
+def client_spec(info: clients_pb2.ClientInfo) -> Client:
+    """A registration request as a Client (secret fields empty; the handler fills them)."""
+    client_type = info.client_type or CONFIDENTIAL
+    method = info.token_endpoint_auth_method or (NO_AUTH if client_type == PUBLIC else SECRET_BASIC)
+    try:
+        return Client(
+            client_id=info.client_id,
+            secret_hash=None,
+            pepper_id=None,
+            grant_types=frozenset(info.grant_types),
+            scopes=frozenset(info.scopes),
+            audiences=tuple(info.audiences),
+            token_format=info.token_format or "jwt",
+            access_token_ttl=info.access_token_ttl or DEFAULT_ACCESS_TOKEN_TTL,
+            description=info.description,
+            client_type=client_type,
+            auth_method=method,
+            jwks_json=info.jwks_json or None,
+            redirect_uris=tuple(info.redirect_uris),
+            id_token_ttl=info.id_token_ttl or DEFAULT_ID_TOKEN_TTL,
+            id_token_alg=info.id_token_alg or "RS256",
+            refresh_token_idle_ttl=info.refresh_token_idle_ttl or DEFAULT_REFRESH_IDLE_TTL,
+            refresh_token_absolute_ttl=(
+                info.refresh_token_absolute_ttl or DEFAULT_REFRESH_ABSOLUTE_TTL
+            ),
+            token_exchange_from=frozenset(info.token_exchange_from),
+        )
+    except ValueError as exc:  # Client.__post_init__ range checks
+        raise InvalidRequest(str(exc)) from None
+
+
+class ClientsServicer(clients_pb2_grpc.ClientsServicer):
+    def __init__(self, api: Ready[IssuerApi]) -> None:
+        self._api = api
+
+    async def _caller(self, context: Context) -> tuple[ClientAdmin, Client]:
+        api = self._api.get()
+        return api.admin, await api.handlers.authenticate(_caller_credentials(context))
+
+    async def CreateClient(
+        self, request: clients_pb2.CreateClientRequest, context: Context
+    ) -> clients_pb2.CreateClientResponse:
+        admin, caller = await self._caller(context)
+        created = await admin.create(caller, client_spec(request.client))
+        return clients_pb2.CreateClientResponse(
+            client=client_info(created.client), client_secret=created.secret
+        )
+
+    async def GetClient(
+        self, request: clients_pb2.GetClientRequest, context: Context
+    ) -> clients_pb2.ClientInfo:
+        admin, caller = await self._caller(context)
+        return client_info(await admin.get(caller, request.client_id))
+
+    async def ListClients(
+        self, request: clients_pb2.ListClientsRequest, context: Context
+    ) -> clients_pb2.ListClientsResponse:
+        admin, caller = await self._caller(context)
+        return clients_pb2.ListClientsResponse(
+            clients=[client_info(c) for c in await admin.list(caller)]
+        )
+
+    async def DeleteClient(
+        self, request: clients_pb2.DeleteClientRequest, context: Context
+    ) -> clients_pb2.DeleteClientResponse:
+        admin, caller = await self._caller(context)
+        seq = await admin.delete(caller, request.client_id, request.reason)
+        return clients_pb2.DeleteClientResponse(revocation_seq=seq)

@@ -1,9 +1,11 @@
-"""Composition root of the key rotator."""
+"""Composition root of the key rotator: the RPCs, the leader-elected schedule, the outbox relay."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
 import socket
 
 from tokenry.bus.nats_conn import connect
@@ -11,20 +13,31 @@ from tokenry.bus.relay import OutboxRelay
 from tokenry.core.clock import SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
+from tokenry.services.keyrotator import config as rotator_config
+from tokenry.services.keyrotator.config import RotatorConfig
 from tokenry.services.keyrotator.handlers import KeyRotatorHandlers
+from tokenry.services.keyrotator.leader import RotationLeader
 from tokenry.services.keyrotator.servicer import KeyRotatorServicer
+from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.keys import KeyStore
+from tokenry.store.leases import LeaseStore
 from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
 
+log = logging.getLogger(__name__)
 SERVICE_NAMES = (keyrotator_pb2.DESCRIPTOR.services_by_name["KeyRotator"].full_name,)
 
 
-def build(settings: Settings, host: str, port: int) -> Service:
-    if settings.kek is None:
-        raise ValueError("the key rotator needs TOKENRY_KEK")
-    kek = settings.kek
+def build(
+    settings: Settings, host: str, port: int, *, config: RotatorConfig | None = None
+) -> Service:
+    """The key rotator; ``config`` defaults to the ``TOKENRY_KEY_*`` environment (config.py)."""
+    cfg = config or rotator_config.load(os.environ, settings)
+    for problem in cfg.warnings:
+        log.warning("DEV MODE: unsafe key timing tolerated: %s", problem)
     clock = SystemClock()
+    # Unique per instance, so that two rotators in one process are two candidates.
+    holder = f"keyrotator:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     ready: Ready[KeyRotatorHandlers] = Ready()
     server, health = new_server(SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS)
     keyrotator_pb2_grpc.add_KeyRotatorServicer_to_server(KeyRotatorServicer(ready), server)
@@ -36,24 +49,47 @@ def build(settings: Settings, host: str, port: int) -> Service:
         closers.append(pool.close)
         handlers = KeyRotatorHandlers(
             keys=KeyStore(pool),
-            kek=kek,
+            config=cfg,
             subjects=settings.subjects,
             clock=clock,
-            alg=settings.access_token_alg,
+            clients=ClientStore(pool),
+            peppers=settings.peppers,
         )
-        await handlers.ensure_active_key()
         ready.set(handlers)
-        nc = await connect(settings.nats_url, name="tokenry-keyrotator")
-        closers.append(nc.close)
-        relay = OutboxRelay(
-            pool=pool,
-            nc=nc,
-            subjects=settings.subjects,
-            stream=settings.stream,
-            holder=f"keyrotator:{socket.gethostname()}:{os.getpid()}",
+        leader = RotationLeader(
+            handlers=handlers,
+            leases=LeaseStore(pool),
+            holder=holder,
             clock=clock,
+            lease_ttl=cfg.lease_ttl,
         )
+        # A replica that gets the lease at once creates the first keys before it reports
+        # SERVING, so a fresh deployment's issuers find an active key right away.
+        try:
+            for _ in range(8):
+                if await leader.step() > 0:
+                    break
+        except Exception as exc:
+            log.warning("first key rotator step failed: %s; the loop retries", type(exc).__name__)
+
+        async def relay(stop: asyncio.Event) -> None:
+            nc = await connect(settings.nats_url, name="tokenry-keyrotator")
+            closers.append(nc.close)
+            await OutboxRelay(
+                pool=pool,
+                nc=nc,
+                subjects=settings.subjects,
+                stream=settings.stream,
+                holder=holder,
+                clock=clock,
+            ).run(stop)
+
         await set_serving(health, SERVICE_NAMES, serving=True)
-        await relay.run(stop)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(leader.run(stop), name="keyrotator-leader")
+            tasks.create_task(relay(stop), name="keyrotator-relay")
 
     return Service("keyrotator", server, bound, health, startup, closers)
+
+
+__all__ = ["SERVICE_NAMES", "build"]

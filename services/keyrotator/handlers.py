@@ -1,60 +1,328 @@
-"""Key rotator use cases over the store ports."""
+"""Key rotator use cases: the scheduled maintenance, on-demand rotation, emergency revocation.
+
+Every write follows one pattern: decide with the pure lifecycle (core/keylifecycle.py) on a
+snapshot to know which keys to generate, generate them off the event loop, then in one
+transaction (table lock + the leader's fencing check, store/keys.py) decide again on fresh rows,
+write each change and its event to the outbox. A decision that is no longer valid inside the
+transaction raises and writes nothing.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from tokenry.bus import codec
 from tokenry.bus.codec import KeyHint, Subjects
+from tokenry.core.client_secrets import Pepper
+from tokenry.core.clientauth import ClientCredentials, ClientLookup, authenticate
+from tokenry.core.clients import ADMIN_SCOPE, Client
 from tokenry.core.clock import Clock
-from tokenry.core.keywrap import Kek, seal
-from tokenry.core.signing import generate_private_key, private_key_to_der, public_jwk
-from tokenry.store.keys import KeyRecord, KeyStore
+from tokenry.core.errors import InsufficientScope, InvalidRequest, NotFound, TemporarilyUnavailable
+from tokenry.core.keylifecycle import (
+    Change,
+    KeyInfo,
+    KeySet,
+    KeyState,
+    LifecycleError,
+    NewKey,
+    NoActiveKey,
+    SuccessorNotReady,
+    UnknownKey,
+    announce_order,
+    plan,
+    plan_revoke,
+    plan_rotate,
+)
+from tokenry.core.keywrap import KekRing
+from tokenry.core.signing import PrivateKey, generate_private_key, private_key_to_der, public_jwk
+from tokenry.services.keyrotator.config import RotatorConfig
+from tokenry.store.keys import KeyRecord, KeyRow, KeyStore
+from tokenry.store.leases import Lease
 
 log = logging.getLogger(__name__)
+
+MAX_REASON = 200
+# kids are RFC 7638 thumbprints (43 base64url characters); accept a little more, nothing else.
+_KID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+Decide = Callable[[list[KeyInfo]], Sequence[Change]]
+
+
+class KeyFactory:
+    """Generates private keys off the event loop (an RSA-3072 key takes ≈ 0.2 s), ahead of the
+    transaction that stores them, so the table lock is held for milliseconds only."""
+
+    def __init__(self, generate: Callable[[str], PrivateKey] = generate_private_key) -> None:
+        self._generate = generate
+        self._stock: dict[str, list[PrivateKey]] = {}
+
+    async def prepare(self, needs: Counter[str]) -> None:
+        for alg, count in needs.items():
+            stock = self._stock.setdefault(alg, [])
+            while len(stock) < count:
+                stock.append(await asyncio.to_thread(self._generate, alg))
+
+    def take(self, alg: str) -> PrivateKey:
+        stock = self._stock.get(alg)
+        return stock.pop() if stock else self._generate(alg)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one key transaction did: its changes as events (in publish order) and the last seq."""
+
+    hints: tuple[KeyHint, ...] = ()
+    seq: int = 0
+
+    def kid(self, state: str) -> str:
+        """The kid that entered ``state`` in this write, or ""."""
+        return next((h.kid for h in self.hints if h.state == state), "")
+
+
+@dataclass(frozen=True, slots=True)
+class RotateKeys:
+    credentials: ClientCredentials
+    use: str = ""
+    alg: str = ""
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeKey:
+    credentials: ClientCredentials
+    kid: str
+    reason: str = ""
 
 
 class KeyRotatorHandlers:
     def __init__(
-        self, *, keys: KeyStore, kek: Kek, subjects: Subjects, clock: Clock, alg: str
+        self,
+        *,
+        keys: KeyStore,
+        config: RotatorConfig,
+        subjects: Subjects,
+        clock: Clock,
+        clients: ClientLookup,
+        peppers: dict[str, Pepper],
+        factory: KeyFactory | None = None,
     ) -> None:
         self._keys = keys
-        self._kek = kek
+        self._config = config
+        self._ring: KekRing = config.ring
         self._subjects = subjects
         self._clock = clock
-        self._alg = alg
+        self._clients = clients
+        self._peppers = peppers
+        self._factory = factory or KeyFactory()
+        self._warned: set[str] = set()  # unconfigured active keys already logged
 
-    async def ensure_active_key(self, use: str = "access") -> str:
-        """Create and activate a key for ``use`` if none is active; returns the active kid."""
-        current = await self._keys.active(use, self._alg)
-        if current is not None:
-            return current.kid
-        private = generate_private_key(self._alg)
-        jwk = public_jwk(private, self._alg)
-        kid = str(jwk["kid"])
-        record = KeyRecord(
-            kid=kid,
-            alg=self._alg,
-            use=use,
-            state="active",
-            public_jwk=jwk,
-            private_key_sealed=seal(self._kek, kid, private_key_to_der(private)),
-            kek_id=self._kek.id,
-        )
-        event = codec.key_event(
-            self._subjects, KeyHint(kid, self._alg, "active"), self._clock.now()
-        )
-        if await self._keys.insert_active(record, event):
-            log.info("created active %s key %s for %s tokens", self._alg, kid, use)
-            return kid
-        # Another replica won the race; use its key.
-        winner = await self._keys.active(use, self._alg)
-        if winner is None:
-            raise RuntimeError("no active key after a lost creation race")
-        return winner.kid
+    @property
+    def config(self) -> RotatorConfig:
+        return self._config
+
+    # Reads -----------------------------------------------------------------------------------
 
     async def jwks(self) -> tuple[str, int]:
         """The JWK Set (RFC 7517 §5) and the event seq it is current to."""
         keys, seq = await self._keys.published()
         return json.dumps({"keys": keys}, separators=(",", ":")), seq
+
+    async def list_keys(self, *, include_ended: bool = False) -> tuple[list[KeyRow], int]:
+        return await self._keys.list_keys(include_ended=include_ended)
+
+    def next_transition_at(self, row: KeyRow) -> float | None:
+        """When the policy moves this key next (for ListKeys); None when nothing is scheduled."""
+        policy = self._config.policy
+        info = row.info()
+        if row.state is KeyState.PENDING:
+            return info.ready_at(policy)
+        if row.state is KeyState.ACTIVE and row.keyset in self._config.keysets:
+            return info.rotate_at(policy)
+        if row.state is KeyState.RETIRING:
+            return info.retire_at(policy)
+        return None
+
+    # The leader's schedule ---------------------------------------------------------------------
+
+    async def maintain(self, lease: Lease) -> float | None:
+        """Do whatever the schedule says is due, as the leader holding ``lease``.
+
+        Returns when there is next something to do (unix time; None: nothing scheduled).
+
+        Raises:
+            LeaseLost: leadership was lost; nothing was written.
+        """
+        now = self._clock.now()
+        rows = await self._keys.live()
+        self._warn_unconfigured(rows)
+        cfg = self._config
+
+        def decide(keys: list[KeyInfo]) -> Sequence[Change]:
+            return plan(keys, cfg.keysets, cfg.policy, now).changes
+
+        scheduled = plan([r.info() for r in rows], cfg.keysets, cfg.policy, now)
+        if not scheduled.changes:
+            return scheduled.next_due
+        await self._write(decide, lease=lease, now=now)
+        return now  # look again at once: the next step is computed on the new rows
+
+    # Admin requests ----------------------------------------------------------------------------
+
+    async def rotate(self, req: RotateKeys) -> WriteResult:
+        """Rotate one key set now (needs ``tokenry:admin``)."""
+        client = await self._admin(req.credentials, "rotating keys")
+        keyset = self._keyset(req.use, req.alg)
+        now = self._clock.now()
+        policy = self._config.policy
+
+        def decide(keys: list[KeyInfo]) -> Sequence[Change]:
+            return plan_rotate(keys, keyset, policy, now, force=req.force)
+
+        result = await self._write(decide, lease=None, now=now, actor=client.client_id)
+        log.warning(
+            "%s rotated %s on demand%s: %s now signs",
+            client.client_id,
+            keyset,
+            " (forced)" if req.force else "",
+            result.kid(KeyState.ACTIVE),
+        )
+        return result
+
+    async def revoke(self, req: RevokeKey) -> WriteResult:
+        """Revoke a key now (needs ``tokenry:admin``); an active one hands over to its successor."""
+        client = await self._admin(req.credentials, "revoking keys")
+        if not _KID.fullmatch(req.kid):
+            raise InvalidRequest("kid must be 1-128 base64url characters")
+        if len(req.reason) > MAX_REASON or not req.reason.isprintable():
+            raise InvalidRequest(f"reason must be at most {MAX_REASON} printable characters")
+        kid = req.kid
+
+        def decide(keys: list[KeyInfo]) -> Sequence[Change]:
+            return plan_revoke(keys, kid)
+
+        result = await self._write(
+            decide,
+            lease=None,
+            now=self._clock.now(),
+            extra_kid=kid,
+            reason=req.reason,
+            actor=client.client_id,
+        )
+        if result.hints:
+            log.warning(
+                "%s revoked key %s; %s",
+                client.client_id,
+                kid,
+                f"{result.kid(KeyState.ACTIVE)} now signs"
+                if result.kid(KeyState.ACTIVE)
+                else "no active key changed",
+            )
+        return result
+
+    # Plumbing --------------------------------------------------------------------------------
+
+    async def _admin(self, credentials: ClientCredentials, what: str) -> Client:
+        client = await authenticate(credentials, self._clients, self._peppers)
+        if ADMIN_SCOPE not in client.scopes:
+            raise InsufficientScope(f"{what} needs {ADMIN_SCOPE}")
+        return client
+
+    def _keyset(self, use: str, alg: str) -> KeySet:
+        use = use or "access"
+        if not alg:
+            configured = [k for k in self._config.keysets if k.use == use]
+            if not configured:
+                raise NotFound(f"no key set is configured for use {use!r}")
+            return configured[0]
+        try:
+            return KeySet(use, alg)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    async def _write(
+        self,
+        decide: Decide,
+        *,
+        lease: Lease | None,
+        now: float,
+        extra_kid: str | None = None,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> WriteResult:
+        try:
+            expected = decide([r.info() for r in await self._keys.live(extra_kid)])
+            needs = Counter(c.keyset.alg for c in expected if isinstance(c, NewKey))
+            await self._factory.prepare(needs)
+            async with self._keys.writer(lease) as writer:
+                changes = decide([r.info() for r in await writer.load(extra_kid)])
+                hints: list[KeyHint] = []
+                for change in changes:
+                    if isinstance(change, NewKey):
+                        record = self._new_record(change)
+                        await writer.insert(record, now)
+                        hints.append(KeyHint(record.kid, record.alg, change.state.value))
+                    else:
+                        await writer.transition(change, now, reason=reason, actor=actor)
+                        hints.append(KeyHint(change.kid, change.keyset.alg, change.dst.value))
+                order = announce_order(KeyState(h.state) for h in hints)
+                ordered = tuple(hints[i] for i in order)
+                seq = await writer.emit([codec.key_event(self._subjects, h, now) for h in ordered])
+        except LifecycleError as exc:
+            raise _oauth_error(exc) from None
+        for hint in ordered:
+            log.info("key %s (%s) is now %s", hint.kid, hint.alg, hint.state)
+        return WriteResult(ordered, seq)
+
+    def _new_record(self, change: NewKey) -> KeyRecord:
+        alg = change.keyset.alg
+        private = self._factory.take(alg)
+        jwk = public_jwk(private, alg)
+        kid = str(jwk["kid"])
+        sealed, kek_id = self._ring.seal(kid, private_key_to_der(private))
+        return KeyRecord(
+            kid=kid,
+            alg=alg,
+            use=change.keyset.use,
+            state=change.state.value,
+            public_jwk=jwk,
+            private_key_sealed=sealed,
+            kek_id=kek_id,
+        )
+
+    def _warn_unconfigured(self, rows: list[KeyRow]) -> None:
+        for row in rows:
+            if (
+                row.state is KeyState.ACTIVE
+                and row.keyset not in self._config.keysets
+                and row.kid not in self._warned
+            ):
+                self._warned.add(row.kid)
+                log.warning(
+                    "key %s of %s is active but its key set is not configured"
+                    " (TOKENRY_KEY_SETS): it is not rotated",
+                    row.kid,
+                    row.keyset,
+                )
+
+
+def _oauth_error(exc: LifecycleError) -> Exception:
+    if isinstance(exc, UnknownKey | NoActiveKey):
+        return NotFound(str(exc))
+    if isinstance(exc, SuccessorNotReady):
+        return TemporarilyUnavailable(str(exc))
+    return InvalidRequest(str(exc))
+
+
+__all__ = [
+    "KeyFactory",
+    "KeyRotatorHandlers",
+    "RevokeKey",
+    "RotateKeys",
+    "WriteResult",
+]

@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from tokenry.core.clientauth import credentials_from
+from tokenry.servicekit.grpcmeta import metadata_value
 from tokenry.servicekit.server import Ready
-from tokenry.services.keyrotator.handlers import KeyRotatorHandlers
+from tokenry.services.keyrotator.handlers import KeyRotatorHandlers, RevokeKey, RotateKeys
+from tokenry.store.keys import KeyRow
 from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
+
+
+def _ts(unix: float | None) -> Timestamp | None:
+    if unix is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(unix * 1e9))
+    return ts
+
+
+def _key_info(row: KeyRow, next_at: float | None) -> keyrotator_pb2.SigningKeyInfo:
+    return keyrotator_pb2.SigningKeyInfo(
+        kid=row.kid,
+        alg=row.alg,
+        use=row.use,
+        state=row.state.value,
+        public_jwk_json=json.dumps(row.public_jwk, separators=(",", ":")),
+        kek_id=row.kek_id,
+        has_private_key=row.has_private_key,
+        created_at=_ts(row.created_at),
+        activated_at=_ts(row.activated_at),
+        retiring_at=_ts(row.retiring_at),
+        retired_at=_ts(row.retired_at),
+        revoked_at=_ts(row.revoked_at),
+        revoke_reason=row.revoke_reason or "",
+        revoked_by=row.revoked_by or "",
+        next_transition_at=_ts(next_at),
+    )
 
 
 class KeyRotatorServicer(keyrotator_pb2_grpc.KeyRotatorServicer):
@@ -22,3 +55,46 @@ class KeyRotatorServicer(keyrotator_pb2_grpc.KeyRotatorServicer):
     ) -> keyrotator_pb2.GetJwksResponse:
         jwks, seq = await self._handlers.get().jwks()
         return keyrotator_pb2.GetJwksResponse(jwks_json=jwks, seq=seq)
+
+    async def ListKeys(
+        self,
+        request: keyrotator_pb2.ListKeysRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> keyrotator_pb2.ListKeysResponse:
+        handlers = self._handlers.get()
+        rows, seq = await handlers.list_keys(include_ended=request.include_ended)
+        return keyrotator_pb2.ListKeysResponse(
+            keys=[_key_info(r, handlers.next_transition_at(r)) for r in rows], seq=seq
+        )
+
+    async def Rotate(
+        self,
+        request: keyrotator_pb2.RotateRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> keyrotator_pb2.RotateResponse:
+        handlers = self._handlers.get()
+        creds = credentials_from(metadata_value(context, "authorization"), "", "")
+        result = await handlers.rotate(
+            RotateKeys(creds, use=request.use, alg=request.alg, force=request.force)
+        )
+        return keyrotator_pb2.RotateResponse(
+            active_kid=result.kid("active"),
+            retiring_kid=result.kid("retiring"),
+            pending_kid=result.kid("pending"),
+            seq=result.seq,
+        )
+
+    async def RevokeKey(
+        self,
+        request: keyrotator_pb2.RevokeKeyRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> keyrotator_pb2.RevokeKeyResponse:
+        handlers = self._handlers.get()
+        creds = credentials_from(metadata_value(context, "authorization"), "", "")
+        result = await handlers.revoke(RevokeKey(creds, kid=request.kid, reason=request.reason))
+        return keyrotator_pb2.RevokeKeyResponse(
+            revoked_kid=result.kid("revoked"),
+            active_kid=result.kid("active"),
+            pending_kid=result.kid("pending"),
+            seq=result.seq,
+        )

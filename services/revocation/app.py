@@ -1,28 +1,47 @@
-"""Composition root of the revocation service; it also runs the outbox relay."""
+"""Composition root of the revocation service; it also runs the outbox relay and the sweeper."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import uuid
+
+import asyncpg
 
 from tokenry.bus.nats_conn import connect
-from tokenry.bus.relay import OutboxRelay
-from tokenry.core.clock import SystemClock
+from tokenry.bus.relay import OutboxRelay, RelaySettings
+from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
 from tokenry.services.revocation.handlers import RevocationHandlers
 from tokenry.services.revocation.servicer import RevocationServicer
+from tokenry.services.revocation.settings import RevocationSettings
+from tokenry.services.revocation.sweeper import Sweeper
+from tokenry.services.revocation.tokens import JwtTokens, OpaqueTokens
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
+from tokenry.store.keys import KeyStore
+from tokenry.store.outbox import OutboxStore
 from tokenry.store.revocations import RevocationStore
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 
 SERVICE_NAMES = (revocation_pb2.DESCRIPTOR.services_by_name["Revocation"].full_name,)
 
 
-def build(settings: Settings, host: str, port: int) -> Service:
-    clock = SystemClock()
+def build(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    options: RevocationSettings | None = None,
+    clock: Clock | None = None,
+    opaque: OpaqueTokens | None = None,
+) -> Service:
+    """The service; ``options`` default to ``TOKENRY_*`` variables (see settings.py)."""
+    options = options or RevocationSettings.from_env()
+    clock = clock or SystemClock()
     ready: Ready[RevocationHandlers] = Ready()
     server, health = new_server(SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS)
     revocation_pb2_grpc.add_RevocationServicer_to_server(RevocationServicer(ready), server)
@@ -30,29 +49,69 @@ def build(settings: Settings, host: str, port: int) -> Service:
     closers: list[Closer] = []
 
     async def startup(stop: asyncio.Event) -> None:
-        pool = await create_pool(settings.database_url)
+        # Fail fast while PostgreSQL is down (SPEC §7): a call never waits for a connection
+        # longer than this; the client retries.
+        pool = await create_pool(settings.database_url, command_timeout=5.0)
         closers.append(pool.close)
+        store = RevocationStore(pool)
         ready.set(
             RevocationHandlers(
                 clients=ClientStore(pool),
                 peppers=settings.peppers,
-                store=RevocationStore(pool),
+                store=store,
                 subjects=settings.subjects,
                 clock=clock,
+                jwts=JwtTokens(KeyStore(pool), clock),
+                opaque=opaque,
+                max_clock_skew=options.max_clock_skew,
             )
         )
         # Revoking works from here on, NATS or not (SPEC §4.5): the relay delivers later.
         await set_serving(health, SERVICE_NAMES, serving=True)
-        nc = await connect(settings.nats_url, name="tokenry-revocation")
-        closers.append(nc.close)
+        sweeper = Sweeper(
+            revocations=store,
+            outbox=OutboxStore(pool),
+            clock=clock,
+            outbox_max_age=settings.stream.max_age,
+            interval=options.sweep_interval,
+        )
+        tasks = [asyncio.create_task(sweeper.run(stop), name="revocation-sweeper")]
+        if options.relay:
+            tasks.append(asyncio.create_task(_relay(settings, options, pool, clock, stop)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    return Service("revocation", server, bound, health, startup, closers)
+
+
+async def _relay(
+    settings: Settings,
+    options: RevocationSettings,
+    pool: asyncpg.Pool,
+    clock: Clock,
+    stop: asyncio.Event,
+) -> None:
+    nc = await connect(settings.nats_url, name="tokenry-revocation")
+    try:
         relay = OutboxRelay(
             pool=pool,
             nc=nc,
             subjects=settings.subjects,
             stream=settings.stream,
-            holder=f"revocation:{socket.gethostname()}:{os.getpid()}",
+            # Unique per relay, even for several services in one process (tests).
+            holder=f"revocation:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             clock=clock,
+            settings=RelaySettings(
+                heartbeat_interval=options.heartbeat_interval, lease_ttl=options.lease_ttl
+            ),
         )
         await relay.run(stop)
-
-    return Service("revocation", server, bound, health, startup, closers)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()

@@ -1,33 +1,109 @@
-"""Revocation use cases: authorise the caller, record the revocation and its event atomically."""
+"""Revocation use cases: authorise the caller, record the revocation and its event atomically.
+
+RFC 7009 (token revocation):
+
+- §2.1: the client authenticates; it may revoke only tokens issued to it (an admin may revoke
+  any). A JWT's signature is verified, expiry ignored, before its ``jti``/``client_id`` are
+  trusted. Revoking a refresh token revokes its whole family (``gid``).
+- §2.2: an invalid, unknown, expired or already-revoked token is answered with success; the
+  ``token_type_hint`` is only a hint (every token type is searched).
+
+Admin revocation (SPEC §4): by jti, grant/family, subject and client, each needing
+``tokenry:admin``; subject and client revocations are watermarks ``not_before = ceil(now) +
+max clock skew`` compared with the token's ``iat``.
+
+Every accepted request writes one row and one outbox event in one statement, or nothing when
+an equal or stronger revocation exists already; it never waits on NATS (SPEC §4.1, §4.5).
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 import re
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from opentelemetry import propagate
 
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
 from tokenry.core.client_secrets import Pepper
 from tokenry.core.clientauth import ClientCredentials, ClientLookup, authenticate
-from tokenry.core.clients import ADMIN_SCOPE, MAX_ACCESS_TOKEN_TTL
+from tokenry.core.clients import ADMIN_SCOPE, Client
 from tokenry.core.clock import Clock
-from tokenry.core.errors import InsufficientScope, InvalidRequest
-from tokenry.core.revocations import Revocation, RevocationKind
-from tokenry.store.revocations import RevocationStore
+from tokenry.core.errors import InsufficientScope, InvalidRequest, UnauthorizedClient
+from tokenry.core.events import OutboxEvent
+from tokenry.core.revocations import (
+    DEFAULT_MAX_CLOCK_SKEW,
+    MAX_FAMILY_LIFETIME,
+    Revocation,
+    RevocationKind,
+    family_expiry,
+    token_expiry,
+    watermark,
+)
+from tokenry.services.revocation.tokens import (
+    OPAQUE_PREFIX,
+    NoOpaqueTokens,
+    OpaqueTokens,
+    PresentedToken,
+)
+from tokenry.store.revocations import RevokeResult, SnapshotPart
 
-# Leeway on top of the maximum token lifetime: verifiers accept exp up to their clock leeway.
-EXPIRY_LEEWAY = 60
+log = logging.getLogger(__name__)
+
 MAX_REASON = 200
-# jti is base64url in Tokenry's tokens; allow any printable ASCII from other issuers, bounded.
-_JTI = re.compile(r"[\x21-\x7e]{1,255}")
+MAX_TOKEN = 8192  # the verifier's own size limit (RFC 8725 §3.11 spirit): nothing longer is ours
+DEFAULT_SNAPSHOT_BATCH = 5_000
+# jti and gid are base64url in Tokenry's tokens; allow any printable ASCII, bounded.
+_ID = re.compile(r"[\x21-\x7e]{1,255}")
+# Subjects and client ids: any text without control characters, bounded.
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
+_REASON = re.compile(r"[^\x00-\x1f\x7f]{0,200}")
+
+
+class Target(StrEnum):
+    TOKEN = "token"
+    JTI = "jti"
+    GRANT = "grant"
+    SUBJECT = "subject"
+    CLIENT = "client"
 
 
 @dataclass(frozen=True, slots=True)
-class RevokeJti:
+class RevokeCommand:
     credentials: ClientCredentials
-    jti: str
-    reason: str
-    expires_at: int  # 0 = unknown
+    target: Target
+    value: str
+    reason: str = ""
+    expires_at: int = 0  # 0 = the default for the kind
+    token_type_hint: str = ""
+
+    def __repr__(self) -> str:  # the value may be a bearer token: never print it
+        return f"RevokeCommand(target={self.target!r}, client={self.credentials.client_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeOutcome:
+    """``revocation`` None: nothing needed recording (RFC 7009 §2.2). ``seq`` is the event
+    announcing the revocation (an earlier one when it was already recorded), 0 for none."""
+
+    seq: int
+    revocation: Revocation | None
+    recorded: bool
+
+
+class RevocationRecorder(Protocol):
+    async def revoke(self, rev: Revocation, actor: str, event: OutboxEvent) -> RevokeResult: ...
+
+    def snapshot(self, now: int, batch_size: int) -> AsyncGenerator[SnapshotPart, None]: ...
+
+
+class TokenFinder(Protocol):
+    async def find(self, token: str) -> PresentedToken | None: ...
 
 
 class RevocationHandlers:
@@ -36,32 +112,119 @@ class RevocationHandlers:
         *,
         clients: ClientLookup,
         peppers: dict[str, Pepper],
-        store: RevocationStore,
+        store: RevocationRecorder,
         subjects: Subjects,
         clock: Clock,
+        jwts: TokenFinder,
+        opaque: OpaqueTokens | None = None,
+        max_clock_skew: int = DEFAULT_MAX_CLOCK_SKEW,
     ) -> None:
         self._clients = clients
         self._peppers = peppers
         self._store = store
         self._subjects = subjects
         self._clock = clock
+        self._jwts = jwts
+        self._opaque = opaque or NoOpaqueTokens()
+        self._skew = max_clock_skew
 
-    async def revoke_jti(self, req: RevokeJti) -> int:
-        """Revoke one jti; returns the seq of its event once committed (never waits on NATS)."""
-        client = await authenticate(req.credentials, self._clients, self._peppers)
-        if ADMIN_SCOPE not in client.scopes:
-            raise InsufficientScope(f"revoking by jti needs {ADMIN_SCOPE}")
-        if not _JTI.fullmatch(req.jti):
-            raise InvalidRequest("jti must be 1-255 printable ASCII characters")
-        if len(req.reason) > MAX_REASON:
-            raise InvalidRequest(f"reason must be at most {MAX_REASON} characters")
+    async def revoke(self, cmd: RevokeCommand) -> RevokeOutcome:
+        """Authenticate, authorise and record; returns once committed (never waits on NATS).
+
+        Raises:
+            InvalidClient: client authentication failed.
+            InsufficientScope: jti/grant/subject/client revocation without tokenry:admin.
+            UnauthorizedClient: the token was issued to another client (RFC 7009 §2.1).
+            InvalidRequest: a malformed value, reason or expires_at; nothing is written.
+        """
+        client = await authenticate(cmd.credentials, self._clients, self._peppers)
+        if cmd.target is not Target.TOKEN and ADMIN_SCOPE not in client.scopes:
+            raise InsufficientScope(f"revoking by {cmd.target.value} needs {ADMIN_SCOPE}")
+        _check_common(cmd)
         now = self._clock.now()
-        latest = int(now) + MAX_ACCESS_TOKEN_TTL + EXPIRY_LEEWAY
-        if req.expires_at < 0:
-            raise InvalidRequest("expires_at must be a unix time in seconds, or 0 if unknown")
-        # SPEC §4.7: remembered until the token's own exp; the global maximum when unknown.
-        # A caller-supplied exp beyond what any token can live is capped, not trusted.
-        expires_at = min(req.expires_at, latest) if req.expires_at else latest
-        rev = Revocation(RevocationKind.JTI, req.jti, 0, expires_at + EXPIRY_LEEWAY, req.reason)
-        event = codec.revocation_event(self._subjects, rev, now)
-        return await self._store.revoke(rev, client.client_id, event)
+        if cmd.target is Target.TOKEN:
+            rev = await self._for_token(cmd, client, now)
+        else:
+            rev = _for_admin(cmd, now, self._skew)
+        if rev is None:
+            return RevokeOutcome(0, None, recorded=False)
+        event = codec.revocation_event(
+            self._subjects, rev, now, _traceparent(), actor=client.client_id
+        )
+        result = await self._store.revoke(rev, client.client_id, event)
+        log.info(
+            "revocation by %s: %s (seq %d%s)",
+            client.client_id,
+            rev.kind.value,
+            result.seq,
+            "" if result.recorded else ", already recorded",
+        )
+        return RevokeOutcome(result.seq, rev, result.recorded)
+
+    def snapshot(self, batch_size: int = 0) -> AsyncGenerator[SnapshotPart, None]:
+        """Every live revocation, current to the seq in each part (ListRevocations)."""
+        return self._store.snapshot(int(self._clock.now()), batch_size or DEFAULT_SNAPSHOT_BATCH)
+
+    async def _for_token(self, cmd: RevokeCommand, client: Client, now: float) -> Revocation | None:
+        token = cmd.value
+        # The hint only orders the search (RFC 7009 §2.1); both token formats are searched.
+        found = await (
+            self._opaque.find(token) if token.startswith(OPAQUE_PREFIX) else self._jwts.find(token)
+        )
+        if found is None:
+            return None  # RFC 7009 §2.2: invalid or unknown tokens do not cause an error
+        if found.client_id != client.client_id and ADMIN_SCOPE not in client.scopes:
+            raise UnauthorizedClient("the token was not issued to this client")
+        if found.kind == "refresh" and found.gid:
+            # RFC 7009 §2.1 / SPEC §3: a refresh token revokes its family, for as long as the
+            # family can live.
+            expires = family_expiry(now, math.ceil(now), math.ceil(now) + MAX_FAMILY_LIFETIME)
+            return Revocation(RevocationKind.GRANT, found.gid, 0, expires, cmd.reason)
+        expiry = token_expiry(now, found.expires_at)
+        if expiry is None:
+            return None  # expired: no verifier accepts it any more
+        return Revocation(RevocationKind.JTI, found.jti, 0, expiry, cmd.reason)
+
+
+def _check_common(cmd: RevokeCommand) -> None:
+    if not _REASON.fullmatch(cmd.reason):
+        raise InvalidRequest(f"reason must be at most {MAX_REASON} characters, no control codes")
+    if cmd.expires_at < 0:
+        raise InvalidRequest("expires_at must be a unix time in seconds, or 0 for the default")
+    if cmd.target is Target.TOKEN:
+        if not cmd.value:
+            raise InvalidRequest("token is required (RFC 7009 §2.1)")
+        if len(cmd.value) > MAX_TOKEN:
+            raise InvalidRequest(f"token is longer than {MAX_TOKEN} characters")
+        if not cmd.value.isascii() or not cmd.value.isprintable():
+            raise InvalidRequest("token must be printable ASCII")
+    elif cmd.target in (Target.JTI, Target.GRANT):
+        if not _ID.fullmatch(cmd.value):
+            raise InvalidRequest(f"{cmd.target.value} must be 1-255 printable ASCII characters")
+    elif not _NAME.fullmatch(cmd.value):
+        raise InvalidRequest(f"{cmd.target.value} must be 1-255 characters, no control codes")
+
+
+def _for_admin(cmd: RevokeCommand, now: float, skew: int) -> Revocation | None:
+    if cmd.target is Target.JTI:
+        # SPEC §4.7: until the token's own exp when the caller knows it, else the maximum
+        # access-token lifetime; an exp already past needs no entry.
+        expiry = token_expiry(now, cmd.expires_at or None)
+        if expiry is None:
+            return None
+        return Revocation(RevocationKind.JTI, cmd.value, 0, expiry, cmd.reason)
+    if cmd.target is Target.GRANT:
+        expires = family_expiry(now, math.ceil(now), cmd.expires_at or None)
+        return Revocation(RevocationKind.GRANT, cmd.value, 0, expires, cmd.reason)
+    # SPEC §4: every token of the subject/client with iat < not_before is revoked.
+    not_before = watermark(now, skew)
+    expires = family_expiry(now, not_before, cmd.expires_at or None)
+    kind = RevocationKind.SUBJECT if cmd.target is Target.SUBJECT else RevocationKind.CLIENT
+    return Revocation(kind, cmd.value, not_before, expires, cmd.reason)
+
+
+def _traceparent() -> str | None:
+    """The W3C traceparent of the current span, carried with the event (ARCHITECTURE §4)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
+from tokenry.bus import codec
 from tokenry.core.clientauth import credentials_from
+from tokenry.core.errors import InvalidRequest
 from tokenry.servicekit.grpcmeta import metadata_value
 from tokenry.servicekit.server import Ready
-from tokenry.services.revocation.handlers import RevocationHandlers, RevokeJti
+from tokenry.services.revocation.handlers import RevocationHandlers, RevokeCommand, Target
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
+
+_TARGETS = {
+    "token": Target.TOKEN,
+    "jti": Target.JTI,
+    "grant_id": Target.GRANT,
+    "subject": Target.SUBJECT,
+    "client_id": Target.CLIENT,
+}
 
 
 class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
@@ -24,7 +36,35 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
     ) -> revocation_pb2.RevokeResponse:
         handlers = self._handlers.get()
         creds = credentials_from(metadata_value(context, "authorization"), "", "")
-        seq = await handlers.revoke_jti(
-            RevokeJti(creds, request.jti, request.reason, request.expires_at)
+        which = request.WhichOneof("target")
+        if which is None:
+            raise InvalidRequest("give what to revoke: token, jti, grant_id, subject or client_id")
+        outcome = await handlers.revoke(
+            RevokeCommand(
+                credentials=creds,
+                target=_TARGETS[which],
+                value=getattr(request, which),
+                reason=request.reason,
+                expires_at=request.expires_at,
+                token_type_hint=request.token_type_hint,
+            )
         )
-        return revocation_pb2.RevokeResponse(seq=seq)
+        rev = outcome.revocation
+        if rev is None:
+            return revocation_pb2.RevokeResponse()
+        return revocation_pb2.RevokeResponse(
+            seq=outcome.seq,
+            kind=codec.kind_to_pb(rev.kind),
+            not_before=rev.not_before,
+            expires_at=rev.expires_at,
+        )
+
+    async def ListRevocations(
+        self,
+        request: revocation_pb2.ListRevocationsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[revocation_pb2.RevocationSnapshot]:
+        parts = self._handlers.get().snapshot(request.batch_size)
+        async with contextlib.aclosing(parts):
+            async for part in parts:
+                yield codec.snapshot_message(part.seq, part.batch, last=part.last, total=part.total)

@@ -9,8 +9,8 @@ from typing import Final
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tokenry.core.events import OutboxEvent
-from tokenry.core.revocations import Revocation, RevocationKind
-from tokenry.v1 import events_pb2
+from tokenry.core.revocations import Revocation, RevocationKind, SnapshotBatch
+from tokenry.v1 import events_pb2, revocation_pb2
 
 _KIND_TO_PB: Final = {
     RevocationKind.JTI: events_pb2.REVOCATION_KIND_JTI,
@@ -19,6 +19,12 @@ _KIND_TO_PB: Final = {
     RevocationKind.CLIENT: events_pb2.REVOCATION_KIND_CLIENT,
 }
 _PB_TO_KIND: Final = {v: k for k, v in _KIND_TO_PB.items()}
+
+
+def kind_to_pb(kind: RevocationKind | None) -> events_pb2.RevocationKind:
+    """The protobuf enum of a revocation kind (UNSPECIFIED for None)."""
+    return events_pb2.REVOCATION_KIND_UNSPECIFIED if kind is None else _KIND_TO_PB[kind]
+
 
 KEY_STATES: Final = {
     "pending": events_pb2.KEY_STATE_PENDING,
@@ -67,6 +73,7 @@ class DecodedEvent:
     occurred_at: float
     revocation: Revocation | None = None
     key: KeyHint | None = None
+    actor: str = ""
 
 
 def _envelope(now: float) -> tuple[uuid.UUID, events_pb2.Event]:
@@ -77,7 +84,11 @@ def _envelope(now: float) -> tuple[uuid.UUID, events_pb2.Event]:
 
 
 def revocation_event(
-    subjects: Subjects, rev: Revocation, now: float, traceparent: str | None = None
+    subjects: Subjects,
+    rev: Revocation,
+    now: float,
+    traceparent: str | None = None,
+    actor: str = "",
 ) -> OutboxEvent:
     event_id, env = _envelope(now)
     env.revoked.CopyFrom(
@@ -87,6 +98,7 @@ def revocation_event(
             not_before=rev.not_before,
             expires_at=rev.expires_at,
             reason=rev.reason,
+            actor=actor,
         )
     )
     return OutboxEvent(
@@ -133,7 +145,9 @@ def decode(data: bytes) -> DecodedEvent:
             env.revoked.expires_at,
             env.revoked.reason,
         )
-        return DecodedEvent(env.event_id, env.seq, occurred, revocation=rev)
+        return DecodedEvent(
+            env.event_id, env.seq, occurred, revocation=rev, actor=env.revoked.actor
+        )
     if which == "key_changed":
         state = _PB_TO_KEY_STATE.get(env.key_changed.state, "unknown")
         hint = KeyHint(env.key_changed.kid, env.key_changed.alg, state)
@@ -157,3 +171,40 @@ def decode_heartbeat(data: bytes) -> tuple[int, float]:
     except Exception as exc:
         raise UndecodableEvent("not a tokenry.v1.Heartbeat") from exc
     return hb.last_seq, hb.sent_at.ToNanoseconds() / 1e9
+
+
+# --- revocation snapshots (ListRevocations) ---------------------------------------------------
+
+
+def snapshot_message(
+    seq: int, batch: SnapshotBatch, *, last: bool = False, total: int = 0
+) -> revocation_pb2.RevocationSnapshot:
+    """One streamed message of a snapshot current to ``seq``."""
+    msg = revocation_pb2.RevocationSnapshot(seq=seq, last=last, total=total if last else 0)
+    msg.jtis.extend(batch.jtis)
+    msg.jti_expires_at.extend(batch.jti_expires_at)
+    msg.grant_ids.extend(batch.grant_ids)
+    msg.grant_expires_at.extend(batch.grant_expires_at)
+    for value, nbf, exp in batch.subjects:
+        msg.subjects.add(value=value, not_before=nbf, expires_at=exp)
+    for value, nbf, exp in batch.clients:
+        msg.clients.add(value=value, not_before=nbf, expires_at=exp)
+    return msg
+
+
+class SnapshotError(ValueError):
+    """A snapshot message that is inconsistent (columns of different lengths)."""
+
+
+def snapshot_batch(msg: revocation_pb2.RevocationSnapshot) -> SnapshotBatch:
+    """The entries of one snapshot message as columns."""
+    if len(msg.jtis) != len(msg.jti_expires_at) or len(msg.grant_ids) != len(msg.grant_expires_at):
+        raise SnapshotError("snapshot columns differ in length")
+    return SnapshotBatch(
+        jtis=list(msg.jtis),
+        jti_expires_at=list(msg.jti_expires_at),
+        grant_ids=list(msg.grant_ids),
+        grant_expires_at=list(msg.grant_expires_at),
+        subjects=[(w.value, w.not_before, w.expires_at) for w in msg.subjects],
+        clients=[(w.value, w.not_before, w.expires_at) for w in msg.clients],
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats
@@ -28,10 +29,34 @@ class StreamSettings:
     duplicate_window: float = 120.0
 
 
-async def connect(url: str, *, name: str, attempts: int = 0) -> NatsClient:
-    """Connect, retrying with capped backoff (``attempts=0``: forever); then reconnect forever."""
+Callback = Callable[[], Awaitable[None]]
+
+
+async def connect(
+    url: str,
+    *,
+    name: str,
+    attempts: int = 0,
+    reconnected: Callback | None = None,
+    disconnected: Callback | None = None,
+) -> NatsClient:
+    """Connect, retrying with capped backoff (``attempts=0``: forever); then reconnect forever.
+
+    ``reconnected``/``disconnected`` are awaited on those transitions (the verifier checks
+    the stream after a reconnect: it may have been reset while we were away).
+    """
     delay = 0.1
     attempt = 0
+    async def on_error(exc: Exception) -> None:
+        # nats-py's default logs a traceback for every failed reconnect attempt; one line is
+        # enough (the client keeps reconnecting by itself).
+        log.info("NATS %s: %s", name, type(exc).__name__)
+
+    callbacks: dict[str, Callable[..., Awaitable[None]]] = {"error_cb": on_error}
+    if reconnected is not None:
+        callbacks["reconnected_cb"] = reconnected
+    if disconnected is not None:
+        callbacks["disconnected_cb"] = disconnected
     while True:
         attempt += 1
         try:
@@ -44,6 +69,7 @@ async def connect(url: str, *, name: str, attempts: int = 0) -> NatsClient:
                 connect_timeout=2,
                 ping_interval=5,
                 max_outstanding_pings=2,
+                **callbacks,
             )
         except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
             if attempts and attempt >= attempts:

@@ -93,6 +93,9 @@ class OutboxRelay:
         next_renew = 0.0
         next_beat = 0.0
         while not stop.is_set():
+            # Cleared before the work, not after: a NOTIFY that lands while we publish must
+            # wake the next round at once instead of waiting for the poll interval.
+            self._wake.clear()
             now = self._clock.monotonic()
             try:
                 if now >= next_renew:
@@ -109,7 +112,6 @@ class OutboxRelay:
                 await _sleep_or_stop(stop, 0.25)
                 continue
             timeout = min(s.poll_interval, max(0.0, next_beat - self._clock.monotonic()))
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout or s.poll_interval)
 

@@ -9,12 +9,15 @@ from typing import Annotated
 
 import typer
 
-from tokenry.cli import bench, keys, token
+from tokenry.cli import bench, clients, events, keys, token
 from tokenry.cli.common import fail
 from tokenry.cli.context import CliError, home, setting
 
 app = typer.Typer(help="Tokenry: token infrastructure for your service mesh.", no_args_is_help=True)
 app.add_typer(token.app, name="token")
+app.add_typer(events.app, name="events")
+app.add_typer(keys.app, name="keys")
+app.add_typer(clients.app, name="client")
 app.command()(keys.jwks)
 app.command()(bench.bench)
 

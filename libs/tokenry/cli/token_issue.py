@@ -24,14 +24,14 @@ def token_issue(
     ] = "",
     audience: Annotated[list[str] | None, typer.Option(help="Audience (repeatable)")] = None,
     token_format: Annotated[
-        str, typer.Option("--format", help="jwt (opaque tokens come with the issuer issue)")
-    ] = "jwt",
+        str, typer.Option("--format", help="jwt or opaque (default: the client's format)")
+    ] = "",
 ) -> None:
     """Obtain a token by client credentials; prints the RFC 6749 §5.1 response as JSON."""
     from tokenry.v1 import issuer_pb2, issuer_pb2_grpc
 
-    if token_format != "jwt":
-        raise fail(f"--format {token_format!r} is not supported by this issuer; use jwt")
+    if token_format not in ("", "jwt", "opaque"):
+        raise fail(f"--format must be jwt or opaque, not {token_format!r}")
     try:
         creds = credentials(client_id, client_secret)
     except CliError as exc:
@@ -41,7 +41,10 @@ def token_issue(
     def go(channel: grpc.Channel) -> Any:
         return issuer_pb2_grpc.IssuerStub(channel).Token(
             issuer_pb2.TokenRequest(
-                grant_type="client_credentials", scope=scope, audience=audience or []
+                grant_type="client_credentials",
+                scope=scope,
+                audience=audience or [],
+                token_format=token_format,
             ),
             metadata=(("authorization", creds.basic()),),
             timeout=10,

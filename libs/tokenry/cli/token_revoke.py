@@ -1,4 +1,4 @@
-"""`tokenry token revoke`: revocations."""
+"""`tokenry token revoke TOKEN | --jti J | --grant G | --subject S | --client C`."""
 
 from __future__ import annotations
 
@@ -11,30 +11,79 @@ import typer
 from tokenry.cli.common import call, fail
 from tokenry.cli.context import CliError, credentials, service_addr
 
+_KINDS = {0: None, 1: "jti", 2: "grant", 3: "subject", 4: "client"}
 
-def token_revoke(
-    jti: Annotated[str, typer.Option(help="The jti of the token to revoke")],
-    reason: Annotated[str, typer.Option(help="Recorded with the revocation")] = "",
-    client_id: Annotated[
-        str | None, typer.Option(help="Admin client id (default: the dev admin)")
+
+def token_revoke(  # noqa: PLR0917 - typer maps one parameter per option
+    token: Annotated[
+        str | None,
+        typer.Argument(help="A token to revoke (RFC 7009): its client or an admin may"),
     ] = None,
-    client_secret: Annotated[str | None, typer.Option(help="Admin client secret")] = None,
+    jti: Annotated[str | None, typer.Option(help="Revoke one token by jti (admin)")] = None,
+    grant: Annotated[
+        str | None, typer.Option(help="Revoke a grant/family by gid: every token from it (admin)")
+    ] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(help="Revoke every token of a subject issued until now (admin)"),
+    ] = None,
+    client: Annotated[
+        str | None,
+        typer.Option("--client", help="Revoke every token of a client issued until now (admin)"),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Recorded with the revocation")] = "",
+    expires_at: Annotated[
+        int, typer.Option(help="Unix time the revocation can be forgotten (0: the default)")
+    ] = 0,
+    token_type_hint: Annotated[
+        str, typer.Option(help="access_token or refresh_token (only a hint)")
+    ] = "",
+    client_id: Annotated[
+        str | None, typer.Option(help="Client id (default: TOKENRY_CLIENT_ID or the dev admin)")
+    ] = None,
+    client_secret: Annotated[str | None, typer.Option(help="Client secret")] = None,
 ) -> None:
-    """Revoke a token by jti (needs tokenry:admin); prints the event sequence."""
+    """Revoke a token, a jti, a grant, a subject or a client; prints what was recorded as JSON.
+
+    Returns once the revocation is committed; verifiers apply it within milliseconds. A token
+    that is invalid, unknown or expired is accepted without effect (RFC 7009 §2.2).
+    """
     from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 
+    given = {
+        "token": token,
+        "jti": jti,
+        "grant_id": grant,
+        "subject": subject,
+        "client_id": client,
+    }
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if len(chosen) != 1:
+        raise fail("give exactly one of TOKEN, --jti, --grant, --subject or --client")
     try:
         creds = credentials(client_id, client_secret)
     except CliError as exc:
         raise fail(str(exc)) from None
     addr = service_addr("revocation")
+    request = revocation_pb2.RevokeRequest(
+        reason=reason, expires_at=expires_at, token_type_hint=token_type_hint, **chosen
+    )
 
     def go(channel: grpc.Channel) -> Any:
         return revocation_pb2_grpc.RevocationStub(channel).Revoke(
-            revocation_pb2.RevokeRequest(jti=jti, reason=reason),
-            metadata=(("authorization", creds.basic()),),
-            timeout=10,
+            request, metadata=(("authorization", creds.basic()),), timeout=10
         )
 
     resp = call(addr, go)
-    typer.echo(json.dumps({"revoked": True, "jti": jti, "seq": resp.seq}))
+    kind = _KINDS.get(resp.kind)
+    out: dict[str, Any] = {"revoked": kind is not None, "kind": kind, "seq": resp.seq}
+    ((target, value),) = chosen.items()
+    if target != "token":  # never echo a bearer token
+        out["value"] = value
+        if target == "jti":
+            out["jti"] = value
+    if kind is not None:
+        out["expires_at"] = resp.expires_at
+        if kind in ("subject", "client"):
+            out["not_before"] = resp.not_before
+    typer.echo(json.dumps(out))

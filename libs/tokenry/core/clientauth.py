@@ -1,8 +1,20 @@
-"""Client authentication shared by every service (RFC 6749 §2.3).
+"""Client authentication shared by every service (RFC 6749 §2.3, RFC 7523 §2.2; SPEC §3).
 
 The transport adapters extract :class:`ClientCredentials` (from the gRPC ``authorization``
-metadata or an HTTP header / form) and call :func:`authenticate`, which looks the client up
-through a :class:`ClientLookup` port. Every failure is the same ``invalid_client`` answer, so a
+metadata or an HTTP header / form) with :func:`credentials_from` and call :func:`authenticate`,
+which looks the client up through a :class:`ClientLookup` port and checks the method the client
+registered:
+
+- ``client_secret_basic`` / ``client_secret_post``: the Tokenry-generated secret, checked as
+  HMAC-SHA-256 under the pepper in constant time (a client registered for either may use both,
+  as they carry the same secret);
+- ``private_key_jwt``: an RFC 7523 assertion (:mod:`tokenry.core.client_assertion`), replay
+  protected through an :class:`AssertionReplay` port; services that do not pass an
+  :class:`AssertionContext` refuse it;
+- ``none``: a public client (RFC 6749 §2.1) identified by ``client_id`` alone; only the grants
+  that allow it (authorization_code with PKCE, refresh_token) accept such a client.
+
+Every failure is ``invalid_client``; before anything is proven the description is the same, so a
 caller cannot tell an unknown client from a wrong secret (RFC 6749 §5.2).
 """
 
@@ -14,8 +26,14 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote_plus
 
+from tokenry.core.client_assertion import (
+    CLIENT_ASSERTION_TYPE,
+    unverified_subject,
+    verify_client_assertion,
+)
 from tokenry.core.client_secrets import Pepper, hash_secret, verify_secret
-from tokenry.core.clients import Client
+from tokenry.core.clients import NO_AUTH, PRIVATE_KEY_JWT, SECRET_METHODS, Client
+from tokenry.core.clock import Clock
 from tokenry.core.errors import InvalidClient, InvalidRequest
 
 MAX_CREDENTIAL_LENGTH = 512
@@ -23,14 +41,18 @@ _BAD_CLIENT = "client authentication failed"
 # Compared against when the client is unknown, so both paths cost one HMAC and one compare.
 _DUMMY_HASH = "0" * 64
 
+BASIC = "client_secret_basic"
+POST = "client_secret_post"
+
 
 @dataclass(frozen=True, slots=True)
 class ClientCredentials:
     client_id: str
     secret: str
-    method: str  # "client_secret_basic" | "client_secret_post"
+    method: str  # "client_secret_basic" | "client_secret_post" | "private_key_jwt" | "none"
+    assertion: str = ""
 
-    def __repr__(self) -> str:  # never print the secret
+    def __repr__(self) -> str:  # never print the secret or the assertion
         return f"ClientCredentials(client_id={self.client_id!r}, method={self.method!r})"
 
 
@@ -38,6 +60,22 @@ class ClientLookup(Protocol):
     async def get_client(self, client_id: str) -> Client | None:
         """The registered client, or None when there is no such client."""
         ...
+
+
+class AssertionReplay(Protocol):
+    async def first_use(self, client_id: str, jti: str, remember_until: int) -> bool:
+        """Record an assertion's jti; False when it was already used (RFC 7523 §3 item 7)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionContext:
+    """What a service needs to accept private_key_jwt."""
+
+    # The issuer identifier and the token endpoint URL (RFC 7523 §3 item 3).
+    audiences: frozenset[str]
+    clock: Clock
+    replay: AssertionReplay
 
 
 def parse_basic(authorization: str) -> ClientCredentials:
@@ -59,43 +97,97 @@ def parse_basic(authorization: str) -> ClientCredentials:
     if not sep or not raw_id:
         raise InvalidClient("malformed Basic credentials")
     # RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
-    return ClientCredentials(unquote_plus(raw_id), unquote_plus(raw_secret), "client_secret_basic")
+    return ClientCredentials(unquote_plus(raw_id), unquote_plus(raw_secret), BASIC)
 
 
 def credentials_from(
-    authorization: str | None, client_id: str, client_secret: str
+    authorization: str | None,
+    client_id: str,
+    client_secret: str,
+    client_assertion_type: str = "",
+    client_assertion: str = "",
 ) -> ClientCredentials:
     """Pick the one authentication method used (RFC 6749 §2.3: "MUST NOT use more than one")."""
+    used = sum(bool(x) for x in (authorization, client_secret, client_assertion))
+    if used > 1:
+        raise InvalidRequest("use exactly one client authentication method")
     if authorization:
-        if client_secret:
-            raise InvalidRequest("use exactly one client authentication method")
         creds = parse_basic(authorization)
         if client_id and client_id != creds.client_id:
             raise InvalidClient(_BAD_CLIENT)
         return creds
+    if client_assertion or client_assertion_type:
+        if client_assertion_type != CLIENT_ASSERTION_TYPE or not client_assertion:
+            raise InvalidClient(f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}")
+        sub = unverified_subject(client_assertion)
+        if client_id and client_id != sub:
+            raise InvalidClient(_BAD_CLIENT)
+        return ClientCredentials(sub, "", PRIVATE_KEY_JWT, client_assertion)
     if client_id and client_secret:
-        return ClientCredentials(client_id, client_secret, "client_secret_post")
+        return ClientCredentials(client_id, client_secret, POST)
+    if client_id:
+        return ClientCredentials(client_id, "", NO_AUTH)
     raise InvalidClient("client authentication required")
 
 
 async def authenticate(
-    credentials: ClientCredentials, lookup: ClientLookup, peppers: dict[str, Pepper]
+    credentials: ClientCredentials,
+    lookup: ClientLookup,
+    peppers: dict[str, Pepper],
+    assertions: AssertionContext | None = None,
 ) -> Client:
-    """Return the authenticated client or raise ``InvalidClient`` (one answer for every failure)."""
+    """Return the authenticated client or raise ``InvalidClient``.
+
+    A client may only use the method it registered (a secret client either secret method).
+    """
     if len(credentials.client_id) > MAX_CREDENTIAL_LENGTH:
         raise InvalidClient(_BAD_CLIENT)
     client = await lookup.get_client(credentials.client_id)
-    if client is None or client.secret_hash is None or client.pepper_id not in peppers:
-        # Spend the same work as a real check so an unknown id is not a timing oracle.
-        any_pepper = next(iter(peppers.values()))
-        verify_secret(any_pepper, credentials.secret, _DUMMY_HASH)
-        raise InvalidClient(_BAD_CLIENT)
-    if not verify_secret(peppers[client.pepper_id], credentials.secret, client.secret_hash):
-        raise InvalidClient(_BAD_CLIENT)
-    return client
+    method = credentials.method
+    if method in (BASIC, POST):
+        if (
+            client is None
+            or client.auth_method not in SECRET_METHODS
+            or client.secret_hash is None
+            or client.pepper_id not in peppers
+        ):
+            # Spend the same work as a real check so an unknown id is not a timing oracle.
+            any_pepper = next(iter(peppers.values()))
+            verify_secret(any_pepper, credentials.secret, _DUMMY_HASH)
+            raise InvalidClient(_BAD_CLIENT)
+        if not verify_secret(peppers[client.pepper_id], credentials.secret, client.secret_hash):
+            raise InvalidClient(_BAD_CLIENT)
+        return client
+    if method == PRIVATE_KEY_JWT:
+        if (
+            client is None
+            or assertions is None
+            or client.auth_method != PRIVATE_KEY_JWT
+            or not client.jwks_json
+        ):
+            raise InvalidClient(_BAD_CLIENT)
+        verified = verify_client_assertion(
+            credentials.assertion,
+            client_id=client.client_id,
+            jwks_json=client.jwks_json,
+            audiences=assertions.audiences,
+            now=assertions.clock.now(),
+        )
+        if not await assertions.replay.first_use(
+            verified.client_id, verified.jti, verified.remember_until
+        ):
+            raise InvalidClient("client assertion was already used (jti replay, RFC 7523 §3)")
+        return client
+    if method == NO_AUTH:
+        if client is None or not client.is_public or client.auth_method != NO_AUTH:
+            raise InvalidClient(_BAD_CLIENT)
+        return client
+    raise InvalidClient(_BAD_CLIENT)
 
 
 __all__ = [
+    "AssertionContext",
+    "AssertionReplay",
     "ClientCredentials",
     "ClientLookup",
     "authenticate",

@@ -49,3 +49,29 @@ def grant_audiences(requested: Iterable[str], allowed: tuple[str, ...]) -> tuple
     if not set(wanted) <= set(allowed):
         raise InvalidTarget("requested audience is not allowed for this client")
     return wanted
+
+
+def narrow_scopes(requested: str, granted: tuple[str, ...]) -> tuple[str, ...]:
+    """A scope that can only narrow an earlier grant (RFC 6749 §6, RFC 8693 §2.1).
+
+    Empty means everything granted. Anything beyond the grant is ``invalid_scope``: a refresh
+    or an exchange never widens what the resource owner (or the subject token) allowed.
+    """
+    wanted = parse_scope(requested)
+    if not wanted:
+        return granted
+    if not set(wanted) <= set(granted):
+        raise InvalidScope("requested scope exceeds the original grant")
+    return wanted
+
+
+def narrow_audiences(requested: Iterable[str], granted: tuple[str, ...]) -> tuple[str, ...]:
+    """Audiences that can only narrow an earlier grant (RFC 8707 §2.2)."""
+    wanted = tuple(dict.fromkeys(requested))
+    if len(wanted) > MAX_AUDIENCES:
+        raise InvalidRequest("too many audiences requested")
+    if not wanted:
+        return granted
+    if not set(wanted) <= set(granted):
+        raise InvalidTarget("requested audience exceeds the original grant")
+    return wanted

@@ -51,6 +51,30 @@ def private_key_from_der(der: bytes) -> PrivateKey:
     return key
 
 
+def key_matches_alg(key: PrivateKey, alg: str) -> bool:
+    """Whether ``key`` is the kind of key ``alg`` signs with (RFC 7518 §3.1, RFC 8037 §3.1).
+
+    The algorithm is pinned per key (RFC 8725 §3.1): an RSA key never signs ES256, and a P-384
+    key never signs ES256 either.
+    """
+    if alg == "ES256":
+        return isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+    if alg == "EdDSA":
+        return isinstance(key, ed25519.Ed25519PrivateKey)
+    if alg in ("PS256", "RS256"):
+        # RFC 7518 §3.3: a key of size 2048 bits or larger MUST be used.
+        return isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048
+    return False
+
+
+def load_signing_key(kid: str, alg: str, der: bytes) -> SigningKey:
+    """A :class:`SigningKey` from PKCS#8 DER, refusing a key that does not fit ``alg``."""
+    key = private_key_from_der(der)
+    if not key_matches_alg(key, alg):
+        raise ValueError(f"the private key of {kid} does not fit {alg}")
+    return SigningKey(kid, alg, key)
+
+
 def _public_members(key: PrivateKey) -> dict[str, Any]:
     public = key.public_key()
     if isinstance(public, ec.EllipticCurvePublicKey):

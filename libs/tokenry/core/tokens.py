@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # RFC 8693 §3
+REFRESH_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:refresh_token"  # RFC 8693 §3
+ID_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:id_token"  # RFC 8693 §3
+JWT_TYPE_URN = "urn:ietf:params:oauth:token-type:jwt"  # RFC 8693 §3
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,13 +22,15 @@ class AccessToken:
     expires_at: int
     jti: str
     gid: str
+    # RFC 8693 §4.1: the acting party (token exchange), nested for a chain of delegations.
+    act: dict[str, Any] | None = field(default=None, compare=False)
 
     def claims(self) -> dict[str, Any]:
         # RFC 9068 §2.2: aud may be a single string; an array only when there are several.
         aud: str | list[str] = (
             self.audiences[0] if len(self.audiences) == 1 else list(self.audiences)
         )
-        return {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": self.subject,
             "aud": aud,
@@ -36,6 +41,9 @@ class AccessToken:
             "scope": " ".join(self.scopes),
             "gid": self.gid,
         }
+        if self.act is not None:
+            claims["act"] = self.act
+        return claims
 
 
 def new_access_token(
@@ -49,10 +57,16 @@ def new_access_token(
     ttl: int,
     jti: str,
     gid: str,
+    act: dict[str, Any] | None = None,
+    not_after: int | None = None,
 ) -> AccessToken:
     # iat is whole seconds on the issuer clock: subject/client watermarks compare against it
     # (SPEC §4), so it must never be rounded up.
     issued_at = int(now)
+    expires_at = issued_at + ttl
+    if not_after is not None:
+        # RFC 8693 §2.2: an exchanged token never outlives its subject token.
+        expires_at = min(expires_at, not_after)
     return AccessToken(
         issuer=issuer,
         subject=subject,
@@ -60,7 +74,8 @@ def new_access_token(
         audiences=audiences,
         scopes=scopes,
         issued_at=issued_at,
-        expires_at=issued_at + ttl,
+        expires_at=expires_at,
         jti=jti,
         gid=gid,
+        act=act,
     )

@@ -8,7 +8,7 @@ UNAVAILABLE (fail fast, the client retries); anything else → INTERNAL with a g
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
@@ -40,6 +40,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
+        if handler is not None and handler.unary_stream is not None:
+            return _map_unary_stream(handler, self._unavailable)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
@@ -58,3 +60,27 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _map_unary_stream(
+    handler: grpc.RpcMethodHandler[Any, Any], unavailable: tuple[type[BaseException], ...]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same mapping for server-streaming methods (e.g. ListRevocations)."""
+    inner = cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)
+
+    async def unary_stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in inner(request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await context.abort_with_status(_status_for(exc, unavailable))
+
+    return grpc.unary_stream_rpc_method_handler(
+        unary_stream,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

@@ -1,15 +1,34 @@
-"""The client registry in PostgreSQL."""
+"""The client registry in PostgreSQL.
+
+Every change commits with its ``clients.*`` event in the shared outbox (one transaction), so
+issuers caching clients in memory drop them as soon as the event arrives (ARCHITECTURE §4).
+"""
 
 from __future__ import annotations
+
+import json
 
 import asyncpg
 
 from tokenry.core.clients import Client
+from tokenry.core.events import OutboxEvent
+from tokenry.store.outbox import append
 
-_COLUMNS = (
+_BASE_COLUMNS = (
     "client_id, secret_hash, pepper_id, grant_types, scopes, audiences, token_format,"
     " access_token_ttl, description"
 )
+_COLUMNS = (
+    _BASE_COLUMNS + ", client_type, auth_method, jwks, redirect_uris, id_token_ttl, id_token_alg,"
+    " refresh_token_idle_ttl, refresh_token_absolute_ttl, token_exchange_from"
+)
+_SELECT = (
+    "SELECT client_id, secret_hash, pepper_id, grant_types, scopes, audiences, token_format,"
+    " access_token_ttl, description, client_type, auth_method, jwks::text AS jwks,"
+    " redirect_uris, id_token_ttl, id_token_alg, refresh_token_idle_ttl,"
+    " refresh_token_absolute_ttl, token_exchange_from FROM clients"
+)
+_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17, $18"
 
 
 def _client(row: asyncpg.Record) -> Client:
@@ -23,7 +42,44 @@ def _client(row: asyncpg.Record) -> Client:
         token_format=row["token_format"],
         access_token_ttl=row["access_token_ttl"],
         description=row["description"],
+        client_type=row["client_type"],
+        auth_method=row["auth_method"],
+        jwks_json=row["jwks"],
+        redirect_uris=tuple(row["redirect_uris"]),
+        id_token_ttl=row["id_token_ttl"],
+        id_token_alg=row["id_token_alg"],
+        refresh_token_idle_ttl=row["refresh_token_idle_ttl"],
+        refresh_token_absolute_ttl=row["refresh_token_absolute_ttl"],
+        token_exchange_from=frozenset(row["token_exchange_from"]),
     )
+
+
+def _args(client: Client) -> tuple[object, ...]:
+    jwks = json.dumps(json.loads(client.jwks_json)) if client.jwks_json else None
+    return (
+        client.client_id,
+        client.secret_hash,
+        client.pepper_id,
+        sorted(client.grant_types),
+        sorted(client.scopes),
+        list(client.audiences),
+        client.token_format,
+        client.access_token_ttl,
+        client.description,
+        client.client_type,
+        client.auth_method,
+        jwks,
+        list(client.redirect_uris),
+        client.id_token_ttl,
+        client.id_token_alg,
+        client.refresh_token_idle_ttl,
+        client.refresh_token_absolute_ttl,
+        sorted(client.token_exchange_from),
+    )
+
+
+class ClientExists(Exception):
+    """A client with this id is already registered."""
 
 
 class ClientStore:
@@ -33,32 +89,55 @@ class ClientStore:
         self._pool = pool
 
     async def get_client(self, client_id: str) -> Client | None:
-        row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM clients WHERE client_id = $1",  # noqa: S608 - constant columns
-            client_id,
-        )
+        row = await self._pool.fetchrow(f"{_SELECT} WHERE client_id = $1", client_id)
         return None if row is None else _client(row)
 
     async def upsert(self, client: Client) -> None:
-        """Create or replace a client (used by bootstrap and `tokenry dev`)."""
+        """Create or replace a client (used by `tokenry dev` and tests; no event)."""
         await self._pool.execute(
-            f"INSERT INTO clients ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"  # noqa: S608
+            f"INSERT INTO clients ({_COLUMNS}) VALUES ({_VALUES})"  # noqa: S608 - constant columns
             " ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,"
             " pepper_id = EXCLUDED.pepper_id, grant_types = EXCLUDED.grant_types,"
             " scopes = EXCLUDED.scopes, audiences = EXCLUDED.audiences,"
             " token_format = EXCLUDED.token_format, access_token_ttl = EXCLUDED.access_token_ttl,"
-            " description = EXCLUDED.description, updated_at = now()",
-            client.client_id,
-            client.secret_hash,
-            client.pepper_id,
-            sorted(client.grant_types),
-            sorted(client.scopes),
-            list(client.audiences),
-            client.token_format,
-            client.access_token_ttl,
-            client.description,
+            " description = EXCLUDED.description, client_type = EXCLUDED.client_type,"
+            " auth_method = EXCLUDED.auth_method, jwks = EXCLUDED.jwks,"
+            " redirect_uris = EXCLUDED.redirect_uris, id_token_ttl = EXCLUDED.id_token_ttl,"
+            " id_token_alg = EXCLUDED.id_token_alg,"
+            " refresh_token_idle_ttl = EXCLUDED.refresh_token_idle_ttl,"
+            " refresh_token_absolute_ttl = EXCLUDED.refresh_token_absolute_ttl,"
+            " token_exchange_from = EXCLUDED.token_exchange_from, updated_at = now()",
+            *_args(client),
         )
 
+    async def create(self, client: Client, event: OutboxEvent | None) -> None:
+        """Register a new client with its ``clients.created`` event, in one transaction.
+
+        Raises:
+            ClientExists: the id is taken (nothing is written).
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                await conn.execute(
+                    f"INSERT INTO clients ({_COLUMNS}) VALUES ({_VALUES})",  # noqa: S608
+                    *_args(client),
+                )
+            except asyncpg.exceptions.UniqueViolationError:
+                raise ClientExists(client.client_id) from None
+            if event is not None:
+                await append(conn, event)
+
+    async def delete(self, client_id: str, event: OutboxEvent) -> bool:
+        """Delete a client with its ``clients.deleted`` event; False if there was none."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            deleted = await conn.fetchval(
+                "DELETE FROM clients WHERE client_id = $1 RETURNING client_id", client_id
+            )
+            if deleted is None:
+                return False
+            await append(conn, event)
+            return True
+
     async def list_clients(self) -> list[Client]:
-        rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM clients ORDER BY client_id")  # noqa: S608
+        rows = await self._pool.fetch(f"{_SELECT} ORDER BY client_id")
         return [_client(r) for r in rows]

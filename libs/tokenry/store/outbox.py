@@ -63,6 +63,27 @@ class OutboxStore:
             for r in rows
         ]
 
+    async def sweep_published(self, max_age: float, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` rows published more than ``max_age`` seconds ago.
+
+        Once the stream has dropped an event (its max age), nobody can ask for it by seq any
+        more: verifiers that far behind take a snapshot instead (ARCHITECTURE §4).
+        """
+        status: str = await self._pool.execute(
+            "DELETE FROM outbox WHERE seq = ANY(ARRAY("
+            " SELECT seq FROM outbox WHERE published_at IS NOT NULL"
+            " AND published_at < now() - make_interval(secs => $1) LIMIT $2))",
+            max_age,
+            limit,
+        )
+        return int(status.rsplit(maxsplit=1)[-1])
+
+    async def unpublished_count(self) -> int:
+        count: int = await self._pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        return count
+
     async def mark_published(self, seqs: list[int], lease: Lease) -> bool:
         """Mark rows published if ``lease`` is still held; False means leadership was lost."""
         async with self._pool.acquire() as conn, conn.transaction():

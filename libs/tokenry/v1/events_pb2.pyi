@@ -53,18 +53,20 @@ class Event(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[_Union[Revoked, _Mapping]] = ..., key_changed: _Optional[_Union[KeyChanged, _Mapping]] = ...) -> None: ...
 
 class Revoked(_message.Message):
-    __slots__ = ("kind", "value", "not_before", "expires_at", "reason")
+    __slots__ = ("kind", "value", "not_before", "expires_at", "reason", "actor")
     KIND_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
     kind: RevocationKind
     value: str
     not_before: int
     expires_at: int
     reason: str
-    def __init__(self, kind: _Optional[_Union[RevocationKind, str]] = ..., value: _Optional[str] = ..., not_before: _Optional[int] = ..., expires_at: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    actor: str
+    def __init__(self, kind: _Optional[_Union[RevocationKind, str]] = ..., value: _Optional[str] = ..., not_before: _Optional[int] = ..., expires_at: _Optional[int] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class KeyChanged(_message.Message):
     __slots__ = ("kid", "alg", "state")

@@ -25,17 +25,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tokenry/v1/issuer.proto\x12\ntokenry.v1\"m\n\x0cTokenRequest\x12\x12\n\ngrant_type\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x10\n\x08\x61udience\x18\x03 \x03(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x15\n\rclient_secret\x18\x05 \x01(\t\"w\n\rTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x19\n\x11issued_token_type\x18\x05 \x01(\t2F\n\x06Issuer\x12<\n\x05Token\x12\x18.tokenry.v1.TokenRequest\x1a\x19.tokenry.v1.TokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tokenry/v1/issuer.proto\x12\ntokenry.v1\"\xa0\x03\n\x0cTokenRequest\x12\x12\n\ngrant_type\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x10\n\x08\x61udience\x18\x03 \x03(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x15\n\rclient_secret\x18\x05 \x01(\t\x12\x0c\n\x04\x63ode\x18\x06 \x01(\t\x12\x14\n\x0credirect_uri\x18\x07 \x01(\t\x12\x15\n\rcode_verifier\x18\x08 \x01(\t\x12\x15\n\rrefresh_token\x18\t \x01(\t\x12\x1d\n\x15\x63lient_assertion_type\x18\n \x01(\t\x12\x18\n\x10\x63lient_assertion\x18\x0b \x01(\t\x12\x15\n\rsubject_token\x18\x0c \x01(\t\x12\x1a\n\x12subject_token_type\x18\r \x01(\t\x12\x13\n\x0b\x61\x63tor_token\x18\x0e \x01(\t\x12\x18\n\x10\x61\x63tor_token_type\x18\x0f \x01(\t\x12\x1c\n\x14requested_token_type\x18\x10 \x01(\t\x12\x14\n\x0ctoken_format\x18\x11 \x01(\t\x12\x10\n\x08resource\x18\x12 \x03(\t\"\xa0\x01\n\rTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x19\n\x11issued_token_type\x18\x05 \x01(\t\x12\x15\n\rrefresh_token\x18\x06 \x01(\t\x12\x10\n\x08id_token\x18\x07 \x01(\t\"\xc8\x01\n\x10\x41uthorizeRequest\x12\x15\n\rresponse_type\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0credirect_uri\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x16\n\x0e\x63ode_challenge\x18\x06 \x01(\t\x12\x1d\n\x15\x63ode_challenge_method\x18\x07 \x01(\t\x12\r\n\x05nonce\x18\x08 \x01(\t\x12\x10\n\x08resource\x18\t \x03(\t\"\x97\x01\n\x11\x41uthorizeResponse\x12\x17\n\x0flogin_challenge\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x17\n\x0frequested_scope\x18\x03 \x01(\t\x12\x13\n\x0bredirect_to\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x19\n\x11\x65rror_description\x18\x06 \x01(\t\"\x80\x01\n\x1c\x43ompleteAuthorizationRequest\x12\x17\n\x0flogin_challenge\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x15\n\rgranted_scope\x18\x03 \x01(\t\x12\x11\n\tauth_time\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x65ny\x18\x05 \x01(\x08\x32\xf2\x01\n\x06Issuer\x12<\n\x05Token\x12\x18.tokenry.v1.TokenRequest\x1a\x19.tokenry.v1.TokenResponse\x12H\n\tAuthorize\x12\x1c.tokenry.v1.AuthorizeRequest\x1a\x1d.tokenry.v1.AuthorizeResponse\x12`\n\x15\x43ompleteAuthorization\x12(.tokenry.v1.CompleteAuthorizationRequest\x1a\x1d.tokenry.v1.AuthorizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokenry.v1.issuer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOKENREQUEST']._serialized_start=39
-  _globals['_TOKENREQUEST']._serialized_end=148
-  _globals['_TOKENRESPONSE']._serialized_start=150
-  _globals['_TOKENRESPONSE']._serialized_end=269
-  _globals['_ISSUER']._serialized_start=271
-  _globals['_ISSUER']._serialized_end=341
+  _globals['_TOKENREQUEST']._serialized_start=40
+  _globals['_TOKENREQUEST']._serialized_end=456
+  _globals['_TOKENRESPONSE']._serialized_start=459
+  _globals['_TOKENRESPONSE']._serialized_end=619
+  _globals['_AUTHORIZEREQUEST']._serialized_start=622
+  _globals['_AUTHORIZEREQUEST']._serialized_end=822
+  _globals['_AUTHORIZERESPONSE']._serialized_start=825
+  _globals['_AUTHORIZERESPONSE']._serialized_end=976
+  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_start=979
+  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_end=1107
+  _globals['_ISSUER']._serialized_start=1110
+  _globals['_ISSUER']._serialized_end=1352
 # @@protoc_insertion_point(module_scope)

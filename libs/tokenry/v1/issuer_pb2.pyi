@@ -8,29 +8,111 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TokenRequest(_message.Message):
-    __slots__ = ("grant_type", "scope", "audience", "client_id", "client_secret")
+    __slots__ = ("grant_type", "scope", "audience", "client_id", "client_secret", "code", "redirect_uri", "code_verifier", "refresh_token", "client_assertion_type", "client_assertion", "subject_token", "subject_token_type", "actor_token", "actor_token_type", "requested_token_type", "token_format", "resource")
     GRANT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_URI_FIELD_NUMBER: _ClassVar[int]
+    CODE_VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ASSERTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ASSERTION_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
     grant_type: str
     scope: str
     audience: _containers.RepeatedScalarFieldContainer[str]
     client_id: str
     client_secret: str
-    def __init__(self, grant_type: _Optional[str] = ..., scope: _Optional[str] = ..., audience: _Optional[_Iterable[str]] = ..., client_id: _Optional[str] = ..., client_secret: _Optional[str] = ...) -> None: ...
+    code: str
+    redirect_uri: str
+    code_verifier: str
+    refresh_token: str
+    client_assertion_type: str
+    client_assertion: str
+    subject_token: str
+    subject_token_type: str
+    actor_token: str
+    actor_token_type: str
+    requested_token_type: str
+    token_format: str
+    resource: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, grant_type: _Optional[str] = ..., scope: _Optional[str] = ..., audience: _Optional[_Iterable[str]] = ..., client_id: _Optional[str] = ..., client_secret: _Optional[str] = ..., code: _Optional[str] = ..., redirect_uri: _Optional[str] = ..., code_verifier: _Optional[str] = ..., refresh_token: _Optional[str] = ..., client_assertion_type: _Optional[str] = ..., client_assertion: _Optional[str] = ..., subject_token: _Optional[str] = ..., subject_token_type: _Optional[str] = ..., actor_token: _Optional[str] = ..., actor_token_type: _Optional[str] = ..., requested_token_type: _Optional[str] = ..., token_format: _Optional[str] = ..., resource: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TokenResponse(_message.Message):
-    __slots__ = ("access_token", "token_type", "expires_in", "scope", "issued_token_type")
+    __slots__ = ("access_token", "token_type", "expires_in", "scope", "issued_token_type", "refresh_token", "id_token")
     ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     ISSUED_TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ID_TOKEN_FIELD_NUMBER: _ClassVar[int]
     access_token: str
     token_type: str
     expires_in: int
     scope: str
     issued_token_type: str
-    def __init__(self, access_token: _Optional[str] = ..., token_type: _Optional[str] = ..., expires_in: _Optional[int] = ..., scope: _Optional[str] = ..., issued_token_type: _Optional[str] = ...) -> None: ...
+    refresh_token: str
+    id_token: str
+    def __init__(self, access_token: _Optional[str] = ..., token_type: _Optional[str] = ..., expires_in: _Optional[int] = ..., scope: _Optional[str] = ..., issued_token_type: _Optional[str] = ..., refresh_token: _Optional[str] = ..., id_token: _Optional[str] = ...) -> None: ...
+
+class AuthorizeRequest(_message.Message):
+    __slots__ = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce", "resource")
+    RESPONSE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_URI_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CODE_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    CODE_CHALLENGE_METHOD_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    response_type: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    state: str
+    code_challenge: str
+    code_challenge_method: str
+    nonce: str
+    resource: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, response_type: _Optional[str] = ..., client_id: _Optional[str] = ..., redirect_uri: _Optional[str] = ..., scope: _Optional[str] = ..., state: _Optional[str] = ..., code_challenge: _Optional[str] = ..., code_challenge_method: _Optional[str] = ..., nonce: _Optional[str] = ..., resource: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AuthorizeResponse(_message.Message):
+    __slots__ = ("login_challenge", "client_id", "requested_scope", "redirect_to", "error", "error_description")
+    LOGIN_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_TO_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    login_challenge: str
+    client_id: str
+    requested_scope: str
+    redirect_to: str
+    error: str
+    error_description: str
+    def __init__(self, login_challenge: _Optional[str] = ..., client_id: _Optional[str] = ..., requested_scope: _Optional[str] = ..., redirect_to: _Optional[str] = ..., error: _Optional[str] = ..., error_description: _Optional[str] = ...) -> None: ...
+
+class CompleteAuthorizationRequest(_message.Message):
+    __slots__ = ("login_challenge", "subject", "granted_scope", "auth_time", "deny")
+    LOGIN_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_TIME_FIELD_NUMBER: _ClassVar[int]
+    DENY_FIELD_NUMBER: _ClassVar[int]
+    login_challenge: str
+    subject: str
+    granted_scope: str
+    auth_time: int
+    deny: bool
+    def __init__(self, login_challenge: _Optional[str] = ..., subject: _Optional[str] = ..., granted_scope: _Optional[str] = ..., auth_time: _Optional[int] = ..., deny: _Optional[bool] = ...) -> None: ...

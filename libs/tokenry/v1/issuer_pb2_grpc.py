@@ -27,9 +27,14 @@ if _version_not_supported:
 
 
 class IssuerStub:
-    """The token endpoint (RFC 6749 §3.2) over gRPC. Client authentication travels in the
-    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or in the request for
-    client_secret_post.
+    """The token endpoint (RFC 6749 §3.2) over gRPC, and the authorization endpoint's front channel.
+
+    Client authentication travels in the `authorization` metadata (client_secret_basic, RFC 6749
+    §2.3.1), or in the request: client_secret_post (RFC 6749 §2.3.1), private_key_jwt (RFC 7523
+    §2.2: client_assertion_type + client_assertion), or client_id alone for a public client
+    (RFC 6749 §2.1, authorization_code and refresh_token only). Exactly one method per request.
+
+    Errors are gRPC statuses carrying a tokenry.v1.OAuthError detail with the RFC 6749 §5.2 code.
     """
 
     def __init__(self, channel):
@@ -43,16 +48,50 @@ class IssuerStub:
                 request_serializer=tokenry_dot_v1_dot_issuer__pb2.TokenRequest.SerializeToString,
                 response_deserializer=tokenry_dot_v1_dot_issuer__pb2.TokenResponse.FromString,
                 _registered_method=True)
+        self.Authorize = channel.unary_unary(
+                '/tokenry.v1.Issuer/Authorize',
+                request_serializer=tokenry_dot_v1_dot_issuer__pb2.AuthorizeRequest.SerializeToString,
+                response_deserializer=tokenry_dot_v1_dot_issuer__pb2.AuthorizeResponse.FromString,
+                _registered_method=True)
+        self.CompleteAuthorization = channel.unary_unary(
+                '/tokenry.v1.Issuer/CompleteAuthorization',
+                request_serializer=tokenry_dot_v1_dot_issuer__pb2.CompleteAuthorizationRequest.SerializeToString,
+                response_deserializer=tokenry_dot_v1_dot_issuer__pb2.AuthorizeResponse.FromString,
+                _registered_method=True)
 
 
 class IssuerServicer:
-    """The token endpoint (RFC 6749 §3.2) over gRPC. Client authentication travels in the
-    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or in the request for
-    client_secret_post.
+    """The token endpoint (RFC 6749 §3.2) over gRPC, and the authorization endpoint's front channel.
+
+    Client authentication travels in the `authorization` metadata (client_secret_basic, RFC 6749
+    §2.3.1), or in the request: client_secret_post (RFC 6749 §2.3.1), private_key_jwt (RFC 7523
+    §2.2: client_assertion_type + client_assertion), or client_id alone for a public client
+    (RFC 6749 §2.1, authorization_code and refresh_token only). Exactly one method per request.
+
+    Errors are gRPC statuses carrying a tokenry.v1.OAuthError detail with the RFC 6749 §5.2 code.
     """
 
     def Token(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Authorize(self, request, context):
+        """The front channel, in the login/consent model of Ory Hydra: the issuer never renders a
+        page. The gateway passes the /oauth2/authorize query to Authorize, which validates it
+        (RFC 6749 §4.1.1, RFC 7636 §4.3) and returns a login challenge; the gateway's login app
+        authenticates the user and calls CompleteAuthorization with the subject and the granted
+        scope, and redirects the browser to the returned URI (which carries the code and state).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteAuthorization(self, request, context):
+        """Needs a caller authenticated (authorization metadata) as a client holding `tokenry:login`
+        or `tokenry:admin`: whoever calls it asserts who the user is.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -65,6 +104,16 @@ def add_IssuerServicer_to_server(servicer, server):
                     request_deserializer=tokenry_dot_v1_dot_issuer__pb2.TokenRequest.FromString,
                     response_serializer=tokenry_dot_v1_dot_issuer__pb2.TokenResponse.SerializeToString,
             ),
+            'Authorize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Authorize,
+                    request_deserializer=tokenry_dot_v1_dot_issuer__pb2.AuthorizeRequest.FromString,
+                    response_serializer=tokenry_dot_v1_dot_issuer__pb2.AuthorizeResponse.SerializeToString,
+            ),
+            'CompleteAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteAuthorization,
+                    request_deserializer=tokenry_dot_v1_dot_issuer__pb2.CompleteAuthorizationRequest.FromString,
+                    response_serializer=tokenry_dot_v1_dot_issuer__pb2.AuthorizeResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tokenry.v1.Issuer', rpc_method_handlers)
@@ -74,9 +123,14 @@ def add_IssuerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Issuer:
-    """The token endpoint (RFC 6749 §3.2) over gRPC. Client authentication travels in the
-    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or in the request for
-    client_secret_post.
+    """The token endpoint (RFC 6749 §3.2) over gRPC, and the authorization endpoint's front channel.
+
+    Client authentication travels in the `authorization` metadata (client_secret_basic, RFC 6749
+    §2.3.1), or in the request: client_secret_post (RFC 6749 §2.3.1), private_key_jwt (RFC 7523
+    §2.2: client_assertion_type + client_assertion), or client_id alone for a public client
+    (RFC 6749 §2.1, authorization_code and refresh_token only). Exactly one method per request.
+
+    Errors are gRPC statuses carrying a tokenry.v1.OAuthError detail with the RFC 6749 §5.2 code.
     """
 
     @staticmethod
@@ -96,6 +150,60 @@ class Issuer:
             '/tokenry.v1.Issuer/Token',
             tokenry_dot_v1_dot_issuer__pb2.TokenRequest.SerializeToString,
             tokenry_dot_v1_dot_issuer__pb2.TokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Authorize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenry.v1.Issuer/Authorize',
+            tokenry_dot_v1_dot_issuer__pb2.AuthorizeRequest.SerializeToString,
+            tokenry_dot_v1_dot_issuer__pb2.AuthorizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenry.v1.Issuer/CompleteAuthorization',
+            tokenry_dot_v1_dot_issuer__pb2.CompleteAuthorizationRequest.SerializeToString,
+            tokenry_dot_v1_dot_issuer__pb2.AuthorizeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,9 +28,14 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class IssuerStub:
-    """The token endpoint (RFC 6749 §3.2) over gRPC. Client authentication travels in the
-    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or in the request for
-    client_secret_post.
+    """The token endpoint (RFC 6749 §3.2) over gRPC, and the authorization endpoint's front channel.
+
+    Client authentication travels in the `authorization` metadata (client_secret_basic, RFC 6749
+    §2.3.1), or in the request: client_secret_post (RFC 6749 §2.3.1), private_key_jwt (RFC 7523
+    §2.2: client_assertion_type + client_assertion), or client_id alone for a public client
+    (RFC 6749 §2.1, authorization_code and refresh_token only). Exactly one method per request.
+
+    Errors are gRPC statuses carrying a tokenry.v1.OAuthError detail with the RFC 6749 §5.2 code.
     """
 
     @_typing.overload
@@ -38,21 +43,53 @@ class IssuerStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IssuerAsyncStub: ...
     Token: _grpc.UnaryUnaryMultiCallable[_issuer_pb2.TokenRequest, _issuer_pb2.TokenResponse]
+    Authorize: _grpc.UnaryUnaryMultiCallable[_issuer_pb2.AuthorizeRequest, _issuer_pb2.AuthorizeResponse]
+    """The front channel, in the login/consent model of Ory Hydra: the issuer never renders a
+    page. The gateway passes the /oauth2/authorize query to Authorize, which validates it
+    (RFC 6749 §4.1.1, RFC 7636 §4.3) and returns a login challenge; the gateway's login app
+    authenticates the user and calls CompleteAuthorization with the subject and the granted
+    scope, and redirects the browser to the returned URI (which carries the code and state).
+    """
+    CompleteAuthorization: _grpc.UnaryUnaryMultiCallable[_issuer_pb2.CompleteAuthorizationRequest, _issuer_pb2.AuthorizeResponse]
+    """Needs a caller authenticated (authorization metadata) as a client holding `tokenry:login`
+    or `tokenry:admin`: whoever calls it asserts who the user is.
+    """
 
 @_typing.type_check_only
 class IssuerAsyncStub(IssuerStub):
-    """The token endpoint (RFC 6749 §3.2) over gRPC. Client authentication travels in the
-    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or in the request for
-    client_secret_post.
+    """The token endpoint (RFC 6749 §3.2) over gRPC, and the authorization endpoint's front channel.
+
+    Client authentication travels in the `authorization` metadata (client_secret_basic, RFC 6749
+    §2.3.1), or in the request: client_secret_post (RFC 6749 §2.3.1), private_key_jwt (RFC 7523
+    §2.2: client_assertion_type + client_assertion), or client_id alone for a public client
+    (RFC 6749 §2.1, authorization_code and refresh_token only). Exactly one method per request.
+
+    Errors are gRPC statuses carrying a tokenry.v1.OAuthError detail with the RFC 6749 §5.2 code.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Token: _aio.UnaryUnaryMultiCallable[_issuer_pb2.TokenRequest, _issuer_pb2.TokenResponse]  # type: ignore[assignment]
+    Authorize: _aio.UnaryUnaryMultiCallable[_issuer_pb2.AuthorizeRequest, _issuer_pb2.AuthorizeResponse]  # type: ignore[assignment]
+    """The front channel, in the login/consent model of Ory Hydra: the issuer never renders a
+    page. The gateway passes the /oauth2/authorize query to Authorize, which validates it
+    (RFC 6749 §4.1.1, RFC 7636 §4.3) and returns a login challenge; the gateway's login app
+    authenticates the user and calls CompleteAuthorization with the subject and the granted
+    scope, and redirects the browser to the returned URI (which carries the code and state).
+    """
+    CompleteAuthorization: _aio.UnaryUnaryMultiCallable[_issuer_pb2.CompleteAuthorizationRequest, _issuer_pb2.AuthorizeResponse]  # type: ignore[assignment]
+    """Needs a caller authenticated (authorization metadata) as a client holding `tokenry:login`
+    or `tokenry:admin`: whoever calls it asserts who the user is.
+    """
 
 class IssuerServicer(metaclass=_abc_1.ABCMeta):
-    """The token endpoint (RFC 6749 §3.2) over gRPC. Client authentication travels in the
-    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or in the request for
-    client_secret_post.
+    """The token endpoint (RFC 6749 §3.2) over gRPC, and the authorization endpoint's front channel.
+
+    Client authentication travels in the `authorization` metadata (client_secret_basic, RFC 6749
+    §2.3.1), or in the request: client_secret_post (RFC 6749 §2.3.1), private_key_jwt (RFC 7523
+    §2.2: client_assertion_type + client_assertion), or client_id alone for a public client
+    (RFC 6749 §2.1, authorization_code and refresh_token only). Exactly one method per request.
+
+    Errors are gRPC statuses carrying a tokenry.v1.OAuthError detail with the RFC 6749 §5.2 code.
     """
 
     @_abc_1.abstractmethod
@@ -61,5 +98,28 @@ class IssuerServicer(metaclass=_abc_1.ABCMeta):
         request: _issuer_pb2.TokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_issuer_pb2.TokenResponse, _abc.Awaitable[_issuer_pb2.TokenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Authorize(
+        self,
+        request: _issuer_pb2.AuthorizeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_issuer_pb2.AuthorizeResponse, _abc.Awaitable[_issuer_pb2.AuthorizeResponse]]:
+        """The front channel, in the login/consent model of Ory Hydra: the issuer never renders a
+        page. The gateway passes the /oauth2/authorize query to Authorize, which validates it
+        (RFC 6749 §4.1.1, RFC 7636 §4.3) and returns a login challenge; the gateway's login app
+        authenticates the user and calls CompleteAuthorization with the subject and the granted
+        scope, and redirects the browser to the returned URI (which carries the code and state).
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteAuthorization(
+        self,
+        request: _issuer_pb2.CompleteAuthorizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_issuer_pb2.AuthorizeResponse, _abc.Awaitable[_issuer_pb2.AuthorizeResponse]]:
+        """Needs a caller authenticated (authorization metadata) as a client holding `tokenry:login`
+        or `tokenry:admin`: whoever calls it asserts who the user is.
+        """
 
 def add_IssuerServicer_to_server(servicer: IssuerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,7 +27,12 @@ if _version_not_supported:
 
 
 class KeyRotatorStub:
-    """Signing-key lifecycle and the JWKS (RFC 7517).
+    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+
+    GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
+    client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
+    (client_secret_basic). Every state change is committed with its event
+    (`tokenry.events.keys.<state>`) in one transaction; the write RPCs return its outbox seq.
     """
 
     def __init__(self, channel):
@@ -41,14 +46,58 @@ class KeyRotatorStub:
                 request_serializer=tokenry_dot_v1_dot_keyrotator__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=tokenry_dot_v1_dot_keyrotator__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/tokenry.v1.KeyRotator/ListKeys',
+                request_serializer=tokenry_dot_v1_dot_keyrotator__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=tokenry_dot_v1_dot_keyrotator__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.Rotate = channel.unary_unary(
+                '/tokenry.v1.KeyRotator/Rotate',
+                request_serializer=tokenry_dot_v1_dot_keyrotator__pb2.RotateRequest.SerializeToString,
+                response_deserializer=tokenry_dot_v1_dot_keyrotator__pb2.RotateResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/tokenry.v1.KeyRotator/RevokeKey',
+                request_serializer=tokenry_dot_v1_dot_keyrotator__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=tokenry_dot_v1_dot_keyrotator__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
 
 
 class KeyRotatorServicer:
-    """Signing-key lifecycle and the JWKS (RFC 7517).
+    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+
+    GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
+    client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
+    (client_secret_basic). Every state change is committed with its event
+    (`tokenry.events.keys.<state>`) in one transaction; the write RPCs return its outbox seq.
     """
 
     def GetJwks(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Every key with its state and timestamps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rotate(self, request, context):
+        """On-demand rotation of one key set: its pending successor signs from now on, the current key
+        starts retiring, and a new successor is published.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Emergency: revoke a key (any state). Verifiers reject its tokens as soon as they apply the
+        event. Revoking the active key promotes its successor in the same transaction, so issuance
+        never stops.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -61,6 +110,21 @@ def add_KeyRotatorServicer_to_server(servicer, server):
                     request_deserializer=tokenry_dot_v1_dot_keyrotator__pb2.GetJwksRequest.FromString,
                     response_serializer=tokenry_dot_v1_dot_keyrotator__pb2.GetJwksResponse.SerializeToString,
             ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=tokenry_dot_v1_dot_keyrotator__pb2.ListKeysRequest.FromString,
+                    response_serializer=tokenry_dot_v1_dot_keyrotator__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'Rotate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rotate,
+                    request_deserializer=tokenry_dot_v1_dot_keyrotator__pb2.RotateRequest.FromString,
+                    response_serializer=tokenry_dot_v1_dot_keyrotator__pb2.RotateResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=tokenry_dot_v1_dot_keyrotator__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=tokenry_dot_v1_dot_keyrotator__pb2.RevokeKeyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tokenry.v1.KeyRotator', rpc_method_handlers)
@@ -70,7 +134,12 @@ def add_KeyRotatorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class KeyRotator:
-    """Signing-key lifecycle and the JWKS (RFC 7517).
+    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+
+    GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
+    client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
+    (client_secret_basic). Every state change is committed with its event
+    (`tokenry.events.keys.<state>`) in one transaction; the write RPCs return its outbox seq.
     """
 
     @staticmethod
@@ -90,6 +159,87 @@ class KeyRotator:
             '/tokenry.v1.KeyRotator/GetJwks',
             tokenry_dot_v1_dot_keyrotator__pb2.GetJwksRequest.SerializeToString,
             tokenry_dot_v1_dot_keyrotator__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenry.v1.KeyRotator/ListKeys',
+            tokenry_dot_v1_dot_keyrotator__pb2.ListKeysRequest.SerializeToString,
+            tokenry_dot_v1_dot_keyrotator__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rotate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenry.v1.KeyRotator/Rotate',
+            tokenry_dot_v1_dot_keyrotator__pb2.RotateRequest.SerializeToString,
+            tokenry_dot_v1_dot_keyrotator__pb2.RotateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenry.v1.KeyRotator/RevokeKey',
+            tokenry_dot_v1_dot_keyrotator__pb2.RevokeKeyRequest.SerializeToString,
+            tokenry_dot_v1_dot_keyrotator__pb2.RevokeKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

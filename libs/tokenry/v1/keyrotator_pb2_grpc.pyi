@@ -28,23 +28,63 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class KeyRotatorStub:
-    """Signing-key lifecycle and the JWKS (RFC 7517)."""
+    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+
+    GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
+    client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
+    (client_secret_basic). Every state change is committed with its event
+    (`tokenry.events.keys.<state>`) in one transaction; the write RPCs return its outbox seq.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> KeyRotatorAsyncStub: ...
     GetJwks: _grpc.UnaryUnaryMultiCallable[_keyrotator_pb2.GetJwksRequest, _keyrotator_pb2.GetJwksResponse]
+    ListKeys: _grpc.UnaryUnaryMultiCallable[_keyrotator_pb2.ListKeysRequest, _keyrotator_pb2.ListKeysResponse]
+    """Every key with its state and timestamps."""
+    Rotate: _grpc.UnaryUnaryMultiCallable[_keyrotator_pb2.RotateRequest, _keyrotator_pb2.RotateResponse]
+    """On-demand rotation of one key set: its pending successor signs from now on, the current key
+    starts retiring, and a new successor is published.
+    """
+    RevokeKey: _grpc.UnaryUnaryMultiCallable[_keyrotator_pb2.RevokeKeyRequest, _keyrotator_pb2.RevokeKeyResponse]
+    """Emergency: revoke a key (any state). Verifiers reject its tokens as soon as they apply the
+    event. Revoking the active key promotes its successor in the same transaction, so issuance
+    never stops.
+    """
 
 @_typing.type_check_only
 class KeyRotatorAsyncStub(KeyRotatorStub):
-    """Signing-key lifecycle and the JWKS (RFC 7517)."""
+    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+
+    GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
+    client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
+    (client_secret_basic). Every state change is committed with its event
+    (`tokenry.events.keys.<state>`) in one transaction; the write RPCs return its outbox seq.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetJwks: _aio.UnaryUnaryMultiCallable[_keyrotator_pb2.GetJwksRequest, _keyrotator_pb2.GetJwksResponse]  # type: ignore[assignment]
+    ListKeys: _aio.UnaryUnaryMultiCallable[_keyrotator_pb2.ListKeysRequest, _keyrotator_pb2.ListKeysResponse]  # type: ignore[assignment]
+    """Every key with its state and timestamps."""
+    Rotate: _aio.UnaryUnaryMultiCallable[_keyrotator_pb2.RotateRequest, _keyrotator_pb2.RotateResponse]  # type: ignore[assignment]
+    """On-demand rotation of one key set: its pending successor signs from now on, the current key
+    starts retiring, and a new successor is published.
+    """
+    RevokeKey: _aio.UnaryUnaryMultiCallable[_keyrotator_pb2.RevokeKeyRequest, _keyrotator_pb2.RevokeKeyResponse]  # type: ignore[assignment]
+    """Emergency: revoke a key (any state). Verifiers reject its tokens as soon as they apply the
+    event. Revoking the active key promotes its successor in the same transaction, so issuance
+    never stops.
+    """
 
 class KeyRotatorServicer(metaclass=_abc_1.ABCMeta):
-    """Signing-key lifecycle and the JWKS (RFC 7517)."""
+    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+
+    GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
+    client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
+    (client_secret_basic). Every state change is committed with its event
+    (`tokenry.events.keys.<state>`) in one transaction; the write RPCs return its outbox seq.
+    """
 
     @_abc_1.abstractmethod
     def GetJwks(
@@ -52,5 +92,34 @@ class KeyRotatorServicer(metaclass=_abc_1.ABCMeta):
         request: _keyrotator_pb2.GetJwksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_keyrotator_pb2.GetJwksResponse, _abc.Awaitable[_keyrotator_pb2.GetJwksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListKeys(
+        self,
+        request: _keyrotator_pb2.ListKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyrotator_pb2.ListKeysResponse, _abc.Awaitable[_keyrotator_pb2.ListKeysResponse]]:
+        """Every key with its state and timestamps."""
+
+    @_abc_1.abstractmethod
+    def Rotate(
+        self,
+        request: _keyrotator_pb2.RotateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyrotator_pb2.RotateResponse, _abc.Awaitable[_keyrotator_pb2.RotateResponse]]:
+        """On-demand rotation of one key set: its pending successor signs from now on, the current key
+        starts retiring, and a new successor is published.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeKey(
+        self,
+        request: _keyrotator_pb2.RevokeKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keyrotator_pb2.RevokeKeyResponse, _abc.Awaitable[_keyrotator_pb2.RevokeKeyResponse]]:
+        """Emergency: revoke a key (any state). Verifiers reject its tokens as soon as they apply the
+        event. Revoking the active key promotes its successor in the same transaction, so issuance
+        never stops.
+        """
 
 def add_KeyRotatorServicer_to_server(servicer: KeyRotatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,8 +27,9 @@ if _version_not_supported:
 
 
 class RevocationStub:
-    """Revocation. The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking by jti needs the `tokenry:admin` scope.
+    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
+    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
     def __init__(self, channel):
@@ -42,16 +43,31 @@ class RevocationStub:
                 request_serializer=tokenry_dot_v1_dot_revocation__pb2.RevokeRequest.SerializeToString,
                 response_deserializer=tokenry_dot_v1_dot_revocation__pb2.RevokeResponse.FromString,
                 _registered_method=True)
+        self.ListRevocations = channel.unary_stream(
+                '/tokenry.v1.Revocation/ListRevocations',
+                request_serializer=tokenry_dot_v1_dot_revocation__pb2.ListRevocationsRequest.SerializeToString,
+                response_deserializer=tokenry_dot_v1_dot_revocation__pb2.RevocationSnapshot.FromString,
+                _registered_method=True)
 
 
 class RevocationServicer:
-    """Revocation. The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking by jti needs the `tokenry:admin` scope.
+    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
+    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
     def Revoke(self, request, context):
         """Returns once the revocation and its event are committed to PostgreSQL (transactional
         outbox); it never waits on NATS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevocations(self, request, context):
+        """A consistent snapshot of every revocation that can still matter, with the outbox seq it is
+        current to, streamed in messages of at least 1,000 entries (all but the last): how a
+        verifier bootstraps before it consumes the event stream from that seq on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -65,6 +81,11 @@ def add_RevocationServicer_to_server(servicer, server):
                     request_deserializer=tokenry_dot_v1_dot_revocation__pb2.RevokeRequest.FromString,
                     response_serializer=tokenry_dot_v1_dot_revocation__pb2.RevokeResponse.SerializeToString,
             ),
+            'ListRevocations': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListRevocations,
+                    request_deserializer=tokenry_dot_v1_dot_revocation__pb2.ListRevocationsRequest.FromString,
+                    response_serializer=tokenry_dot_v1_dot_revocation__pb2.RevocationSnapshot.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tokenry.v1.Revocation', rpc_method_handlers)
@@ -74,8 +95,9 @@ def add_RevocationServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Revocation:
-    """Revocation. The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking by jti needs the `tokenry:admin` scope.
+    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
+    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
     @staticmethod
@@ -95,6 +117,33 @@ class Revocation:
             '/tokenry.v1.Revocation/Revoke',
             tokenry_dot_v1_dot_revocation__pb2.RevokeRequest.SerializeToString,
             tokenry_dot_v1_dot_revocation__pb2.RevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tokenry.v1.Revocation/ListRevocations',
+            tokenry_dot_v1_dot_revocation__pb2.ListRevocationsRequest.SerializeToString,
+            tokenry_dot_v1_dot_revocation__pb2.RevocationSnapshot.FromString,
             options,
             channel_credentials,
             insecure,

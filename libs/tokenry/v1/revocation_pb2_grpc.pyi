@@ -28,8 +28,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RevocationStub:
-    """Revocation. The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking by jti needs the `tokenry:admin` scope.
+    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
+    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
     @_typing.overload
@@ -40,11 +41,17 @@ class RevocationStub:
     """Returns once the revocation and its event are committed to PostgreSQL (transactional
     outbox); it never waits on NATS.
     """
+    ListRevocations: _grpc.UnaryStreamMultiCallable[_revocation_pb2.ListRevocationsRequest, _revocation_pb2.RevocationSnapshot]
+    """A consistent snapshot of every revocation that can still matter, with the outbox seq it is
+    current to, streamed in messages of at least 1,000 entries (all but the last): how a
+    verifier bootstraps before it consumes the event stream from that seq on.
+    """
 
 @_typing.type_check_only
 class RevocationAsyncStub(RevocationStub):
-    """Revocation. The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking by jti needs the `tokenry:admin` scope.
+    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
+    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -52,10 +59,16 @@ class RevocationAsyncStub(RevocationStub):
     """Returns once the revocation and its event are committed to PostgreSQL (transactional
     outbox); it never waits on NATS.
     """
+    ListRevocations: _aio.UnaryStreamMultiCallable[_revocation_pb2.ListRevocationsRequest, _revocation_pb2.RevocationSnapshot]  # type: ignore[assignment]
+    """A consistent snapshot of every revocation that can still matter, with the outbox seq it is
+    current to, streamed in messages of at least 1,000 entries (all but the last): how a
+    verifier bootstraps before it consumes the event stream from that seq on.
+    """
 
 class RevocationServicer(metaclass=_abc_1.ABCMeta):
-    """Revocation. The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking by jti needs the `tokenry:admin` scope.
+    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
+    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
     @_abc_1.abstractmethod
@@ -66,6 +79,17 @@ class RevocationServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_revocation_pb2.RevokeResponse, _abc.Awaitable[_revocation_pb2.RevokeResponse]]:
         """Returns once the revocation and its event are committed to PostgreSQL (transactional
         outbox); it never waits on NATS.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRevocations(
+        self,
+        request: _revocation_pb2.ListRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_revocation_pb2.RevocationSnapshot], _abc.AsyncIterator[_revocation_pb2.RevocationSnapshot]]:
+        """A consistent snapshot of every revocation that can still matter, with the outbox seq it is
+        current to, streamed in messages of at least 1,000 entries (all but the last): how a
+        verifier bootstraps before it consumes the event stream from that seq on.
         """
 
 def add_RevocationServicer_to_server(servicer: RevocationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -15,8 +15,8 @@ Exception tree::
     ├── InvalidClaimsError             missing_claim, bad_claim_type, bad_issuer, bad_audience,
     │   │                              not_yet_valid, iat_in_future
     │   └── TokenExpiredError          expired
-    ├── RevokedError                   revoked, key_revoked
-    └── VerifierUnavailableError       stale, no_keys
+    ├── RevokedError                   revoked, key_revoked, inactive
+    └── VerifierUnavailableError       stale, no_keys, introspection_failed, timeout
 
 ``VerifierUnavailableError`` is about the verifier's own state (it cannot prove it is current,
 or it holds no keys), not about the token: the server interceptor maps it to UNAVAILABLE, every
@@ -68,9 +68,12 @@ REASONS: Final[frozenset[str]] = frozenset(
         # RevokedError
         "revoked",
         "key_revoked",
+        "inactive",  # the introspection fallback (SPEC §4.4) answered active: false
         # VerifierUnavailableError
         "stale",
         "no_keys",
+        "introspection_failed",  # the fallback introspection could not be completed
+        "timeout",  # a sync caller waited too long for the verifier's event loop
     }
 )
 

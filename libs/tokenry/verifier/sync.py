@@ -1,12 +1,27 @@
-"""Feeds a verifier from NATS: the event stream (ordered consumer) and the heartbeats.
+"""Keeps a verifier's revocation state in step with PostgreSQL (SPEC §4.3, ARCHITECTURE §4).
 
-Bootstrap (walking skeleton): replay the stream from its first message. The stream keeps
-events at least as long as the maximum token lifetime plus leeway (ARCHITECTURE §4), so events
-that have aged out of it can no longer matter: the first event the stream still holds sets the
-base of the contiguous sequence, and an empty stream means everything up to the head seq of the
-first heartbeat is irrelevant. Snapshots (ListRevocations) replace this with the revocation
-issue. Each verifier instance has its own ordered consumer: never a shared durable or a queue
-group, since every instance must see every event.
+Bootstrap: read the stream's last seq L, *then* the snapshots (revocations from
+``ListRevocations``, current to outbox seq W; the JWKS, current to a seq ≥ W), start this
+instance's own ordered consumer at stream seq L + 1 and drop events whose outbox seq ≤ W.
+Every event committed after the snapshot was published after L was read, so nothing falls
+between the two; events that are in both are dropped or harmlessly re-applied.
+
+Then every event is applied as it arrives (applying is commutative), and a watchdog looks for
+trouble:
+
+- a hole in the outbox seqs that lasts (``gap_grace``), heartbeats announcing a head seq we do
+  not reach (``behind_grace``), or a NATS reconnect → resume from the stream just after the
+  last contiguously applied event;
+- the stream no longer holds that point (purged or aged out), looks reset (its sequence went
+  backwards, or it was deleted and made again), or resuming did not help ``max_resumes``
+  times → a fresh snapshot, after a random delay (``snapshot_jitter``) so a fleet does not
+  stampede the revocation service.
+
+Without a snapshot source (``start_verifier`` without ``revocation_addr``) the stream itself is
+the snapshot: it keeps events at least as long as the maximum token lifetime plus leeway, so
+the first event it holds sets the base. Such a verifier cannot repair a loss from the stream:
+it rebases past it, as a restart would, and logs an error. Production verifiers should have a
+snapshot source.
 """
 
 from __future__ import annotations
@@ -14,105 +29,391 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import random
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
+import grpc
 
 from tokenry.bus import codec
-from tokenry.bus.codec import Subjects
+from tokenry.bus.consumer import EventStream, StreamPosition, Subscription
+from tokenry.core.clock import Clock, SystemClock
+from tokenry.core.revocations import RevocationSet
+from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier.jwks import JwksCache
 from tokenry.verifier.state import RevocationState
 
 log = logging.getLogger(__name__)
 
-IDLE_HEARTBEAT = 0.5  # the 5 s default delays redelivery after a server restart by ~18 s
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    #: a hole in the outbox seqs lasting this long is a loss: resume from the stream
+    gap_grace: float = 0.5
+    #: heartbeats announcing a head we have not applied for this long: resume from the stream
+    behind_grace: float = 3.0
+    #: how often the watchdog looks
+    check_interval: float = 0.25
+    #: a new snapshot waits a random 0..jitter seconds first (not the bootstrap one)
+    snapshot_jitter: float = 2.0
+    #: stream resumes that did not help before a snapshot is taken instead
+    max_resumes: int = 2
+    #: cap of the retry backoff while the stream, the snapshot or the JWKS is unreachable
+    retry_max: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    seq: int
+    revocations: RevocationSet
+    count: int
+
+
+class SnapshotSource(Protocol):
+    async def snapshot(self) -> Snapshot:
+        """Every live revocation and the outbox seq it is current to.
+
+        Raises:
+            SnapshotError: the snapshot was incomplete or inconsistent.
+        """
+        ...
+
+
+class SnapshotError(Exception):
+    """A snapshot could not be taken completely; nothing of it was applied."""
+
+
+class GrpcSnapshotSource:
+    """Snapshots from the revocation service's ``ListRevocations``."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, *, timeout: float = 120.0, batch_size: int = 0
+    ) -> None:
+        self._stub = revocation_pb2_grpc.RevocationStub(channel)
+        self._timeout = timeout
+        self._batch = batch_size
+
+    async def snapshot(self) -> Snapshot:
+        revs = RevocationSet()
+        seq: int | None = None
+        count = 0
+        complete = False
+        call = self._stub.ListRevocations(
+            revocation_pb2.ListRevocationsRequest(batch_size=self._batch), timeout=self._timeout
+        )
+        try:
+            async for msg in call:
+                if seq is None:
+                    seq = msg.seq
+                elif msg.seq != seq:
+                    raise SnapshotError("snapshot messages disagree on their seq")
+                try:
+                    batch = codec.snapshot_batch(msg)
+                except codec.SnapshotError as exc:
+                    raise SnapshotError(str(exc)) from None
+                batch.load_into(revs)
+                count += len(batch)
+                if msg.last:
+                    complete = msg.total == count
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            raise SnapshotError(f"ListRevocations failed ({code})") from None
+        if seq is None or not complete:
+            raise SnapshotError("snapshot stream ended before its last message")
+        return Snapshot(seq, revs, count)
+
+
+class KeysUnavailable(Exception):
+    """The JWKS could not be fetched at a seq covering the revocation snapshot."""
 
 
 class EventSubscriber:
+    """Feeds a :class:`RevocationState` and a :class:`JwksCache` from the event stream."""
+
     def __init__(
         self,
         *,
-        nc: NatsClient,
-        subjects: Subjects,
-        stream: str,
+        events: EventStream,
         state: RevocationState,
         jwks: JwksCache,
+        snapshots: SnapshotSource | None = None,
+        clock: Clock | None = None,
+        settings: SyncSettings | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        self._nc = nc
-        self._js = nc.jetstream()
-        self._subjects = subjects
-        self._stream = stream
+        self._events = events
         self._state = state
         self._jwks = jwks
-        self._based = False
-        self._base_from_heartbeat = False
-        self._subs: list[Any] = []
+        self._snapshots = snapshots
+        self._clock = clock or SystemClock()
+        self._settings = settings or SyncSettings()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._sub: Subscription | None = None
+        self._hb_sub: Subscription | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._kick = asyncio.Event()
+        # Outbox seqs up to _cut are covered by the snapshot: their events are dropped.
+        self._cut = 0
+        # Stream seq of the last event known contiguous: resuming starts right after it.
+        self._contig_stream = 0
+        # Stream seqs of events applied above a hole (outbox seq -> stream seq).
+        self._ahead_pos: dict[int, int] = {}
+        self._created: object = None
+        # Replay mode: the next event (or heartbeat, on an empty stream) sets the base.
+        self._rebase = False
+        self._gap_since: float | None = None
+        self._last_recovery = float("-inf")
+        self._failed_resumes = 0
+        #: full syncs done (the bootstrap is the first); resumes from the stream
+        self.snapshots_taken = 0
+        self.resumes = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
-        """Subscribe; waits (retrying) until the stream exists."""
-        self._subs.append(await self._nc.subscribe(self._subjects.heartbeat, cb=self._on_heartbeat))
+        """Subscribe to heartbeats, bootstrap (retrying until it works), start the watchdog."""
+        self._hb_sub = await self._events.subscribe_heartbeats(self._on_heartbeat)
         delay = 0.1
         while True:
             try:
-                info = await self._js.stream_info(self._stream)
-                if not info.state.messages:
-                    self._base_from_heartbeat = True
-                sub = await self._js.subscribe(
-                    self._subjects.events,
-                    stream=self._stream,
-                    cb=self._on_event,
-                    ordered_consumer=True,
-                    deliver_policy=DeliverPolicy.ALL,
-                    idle_heartbeat=IDLE_HEARTBEAT,
-                )
-                self._subs.append(sub)
-                return
-            except (NotFoundError, TimeoutError) as exc:
+                await self._full_sync()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
                 if stop is not None and stop.is_set():
                     return
-                log.info("event stream not ready (%s); retrying", type(exc).__name__)
+                log.info("verifier bootstrap not possible yet (%s); retrying", _name(exc))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, self._settings.retry_max)
+        self._watchdog = asyncio.create_task(self._watch(), name="verifier-sync-watchdog")
 
-    async def _on_heartbeat(self, msg: Msg) -> None:
-        try:
-            head, _sent_at = codec.decode_heartbeat(msg.data)
-        except codec.UndecodableEvent:
-            return
-        if self._base_from_heartbeat and not self._based:
-            self._state.reset(head)
-            self._based = True
-        self._state.on_heartbeat(head)
+    def notify_reconnected(self) -> None:
+        """The NATS connection came back: check the stream and resume (called by the runtime)."""
+        self._kick.set()
 
-    async def _on_event(self, msg: Msg) -> None:
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        for sub in (self._sub, self._hb_sub):
+            if sub is not None:
+                await sub.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # --- delivery (hot path) ------------------------------------------------------------------
+
+    def _on_event(self, stream_seq: int, data: bytes) -> None:
         try:
-            event = codec.decode(msg.data)
+            event = codec.decode(data)
         except codec.UndecodableEvent:
-            log.warning("ignored an undecodable message on %s", msg.subject)
+            log.warning("ignored an undecodable message at stream seq %d", stream_seq)
             return
-        if not self._based:
-            self._state.reset(event.seq - 1)
-            self._based = True
+        seq = event.seq
+        if self._rebase:
+            self._rebase = False
+            self._state.skip_to(seq - 1)
+        if seq <= self._cut:
+            self._contig_stream = max(self._contig_stream, stream_seq)
+            return
         if event.key is not None:
             self._on_key(event.key)
-        self._state.apply(event.seq, event.revocation)
+        state = self._state
+        state.apply(seq, event.revocation)
+        if seq <= state.applied_seq:
+            self._contig_stream = max(self._contig_stream, stream_seq)
+            if self._ahead_pos:
+                self._settle_ahead()
+        else:
+            self._ahead_pos[seq] = stream_seq
+
+    def _settle_ahead(self) -> None:
+        applied = self._state.applied_seq
+        for seq in [s for s in self._ahead_pos if s <= applied]:
+            self._contig_stream = max(self._contig_stream, self._ahead_pos.pop(seq))
+
+    def _on_heartbeat(self, data: bytes) -> None:
+        try:
+            head, _sent_at = codec.decode_heartbeat(data)
+        except codec.UndecodableEvent:
+            return
+        if self._rebase and self._snapshots is None:
+            # Replay mode on an empty stream: everything up to the head is irrelevant.
+            self._rebase = False
+            self._state.skip_to(head)
+        self._state.on_heartbeat(head)
 
     def _on_key(self, hint: codec.KeyHint) -> None:
         if hint.state == "revoked":
             self._jwks.revoke(hint.kid)  # rejected at once; no fetch needed
             return
         # Refetch off the event path so revocations behind this event are not held up.
-        task = asyncio.create_task(self._jwks.refresh(force=True))
+        self._spawn(self._jwks.refresh(force=True))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        for task in list(self._tasks):
-            task.cancel()
+    # --- full sync ----------------------------------------------------------------------------
+
+    async def _full_sync(self) -> None:
+        """(Re)start from snapshots (or, in replay mode, from the stream's beginning)."""
+        await self._unsubscribe()
+        pos = await self._events.position()
+        if pos is None:
+            raise StreamMissing("the event stream does not exist (yet)")
+        self._ahead_pos.clear()
+        snap: Snapshot | None = None
+        requested = self._clock.monotonic()
+        if self._snapshots is not None:
+            snap = await self._snapshots.snapshot()
+            await self._refresh_keys(snap.seq)
+            log.info("revocation snapshot: %d entries, current to seq %d", snap.count, snap.seq)
+        else:
+            await self._refresh_keys(0)
+        # From here on nothing awaits until the swap is done, so no event slips in between.
+        self._created = pos.created
+        self.snapshots_taken += 1
+        self._failed_resumes = 0
+        self._gap_since = None
+        self._last_recovery = self._clock.monotonic()
+        if snap is not None:
+            self._cut = snap.seq
+            self._contig_stream = pos.last_seq
+            start = pos.last_seq + 1
+            self._state.replace(snap.revocations, snap.seq, proven_at=requested)
+        else:
+            self._cut = 0
+            self._contig_stream = pos.first_seq - 1
+            self._rebase = True
+            start = pos.first_seq
+        self._sub = await self._events.subscribe(start, self._on_event)
+
+    async def _refresh_keys(self, seq: int) -> None:
+        """Fetch the JWKS until it is current to ``seq`` or later (a source without seqs, 0,
+        is taken as it is)."""
+        delay = 0.1
+        for _ in range(5):
+            await self._jwks.refresh(force=True)
+            if self._jwks.loaded and (self._jwks.seq >= seq or self._jwks.seq == 0):
+                return
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise KeysUnavailable(f"no JWKS current to seq {seq}")
+
+    async def _unsubscribe(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.close()
+
+    # --- watchdog -----------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        s = self._settings
+        delay = s.check_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=delay)
+            kicked = self._kick.is_set()
+            self._kick.clear()
+            try:
+                await self.check(reconnected=kicked)
+                delay = s.check_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("verifier sync: %s; retrying", _name(exc))
+                if kicked:
+                    self._kick.set()  # do not forget a reconnect we could not handle yet
+                delay = min(max(delay * 2, 0.25), s.retry_max)
+
+    async def check(self, *, reconnected: bool = False) -> None:
+        """One watchdog round: look for a gap, a lag or a reconnect, and recover from it."""
+        kicked = reconnected
+        s = self._settings
+        state = self._state
+        now = self._clock.monotonic()
+        if state.has_gap:
+            if self._gap_since is None:
+                self._gap_since = now
+        else:
+            self._gap_since = None
+        settled = now - self._last_recovery
+        reason: str | None = None
+        if kicked:
+            reason = "reconnect"
+        elif self._gap_since is not None and min(now - self._gap_since, settled) >= s.gap_grace:
+            reason = "gap"
+        elif min(state.behind_for(), settled) >= s.behind_grace:
+            reason = "behind"
+        if reason is None:
+            if not state.has_gap and state.behind_for() == 0.0:
+                self._failed_resumes = 0
+            return
+        await self._recover(reason)
+
+    async def _recover(self, reason: str) -> None:
+        pos = await self._events.position()
+        if pos is None:
+            raise StreamMissing("the event stream is gone")
+        why = self._needs_snapshot(pos)
+        if (
+            why is None
+            and reason != "reconnect"
+            and self._failed_resumes >= self._settings.max_resumes
+        ):
+            why = f"{self._failed_resumes} resumes from the stream did not close the {reason}"
+        if why is not None:
+            await self._resnapshot(why)
+            return
+        if reason != "reconnect":
+            self._failed_resumes += 1
+        start = self._contig_stream + 1
+        log.info("verifier sync: %s; resuming from stream seq %d", reason, start)
+        await self._unsubscribe()
+        self._ahead_pos.clear()
+        self._sub = await self._events.subscribe(start, self._on_event)
+        self.resumes += 1
+        self._last_recovery = self._clock.monotonic()
+
+    def _needs_snapshot(self, pos: StreamPosition) -> str | None:
+        if self._created is not None and pos.created is not None and pos.created != self._created:
+            return "the stream was deleted and made again"
+        if pos.last_seq < self._contig_stream:
+            return "the stream's sequence went backwards"
+        if pos.lost_after(self._contig_stream):
+            return f"the stream no longer holds seq {self._contig_stream + 1}"
+        return None
+
+    async def _resnapshot(self, why: str) -> None:
+        if self._snapshots is None:
+            # Replay mode cannot repair a loss: rebase past it, as a restart would.
+            target = self._state.first_ahead()
+            skip_to = target - 1 if target is not None else self._state.head_seq
+            log.error(
+                "verifier sync: %s and there is no snapshot source; events up to seq %d are"
+                " lost to this verifier (configure revocation_addr)",
+                why,
+                skip_to,
+            )
+            self._state.skip_to(skip_to)
+            await self._full_sync()
+            return
+        delay = self._rng.uniform(0.0, self._settings.snapshot_jitter)
+        log.warning("verifier sync: %s; new snapshot in %.2fs", why, delay)
+        await asyncio.sleep(delay)
+        await self._full_sync()
+
+
+class StreamMissing(Exception):
+    """The event stream does not exist (yet): the publisher creates it when it starts."""
+
+
+def _name(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

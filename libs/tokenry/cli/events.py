@@ -1,0 +1,179 @@
+"""`tokenry events watch [--json]`: a live tail of revocation and key events (SPEC §6).
+
+Reads the event stream with its own ordered consumer (nothing is acknowledged or consumed for
+anyone else), from now on or, with ``--all``, from the oldest event the stream still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from tokenry.cli.common import fail
+from tokenry.cli.context import CliError, setting
+
+app = typer.Typer(help="Watch the event stream.", no_args_is_help=True)
+
+
+def describe(event: Any, stream_seq: int) -> dict[str, Any]:
+    """One event as plain data (what --json prints, one object per line)."""
+    out: dict[str, Any] = {
+        "seq": event.seq,
+        "stream_seq": stream_seq,
+        "event_id": event.event_id,
+        "occurred_at": _iso(event.occurred_at),
+    }
+    rev = event.revocation
+    if rev is not None:
+        out.update(
+            type="revocation",
+            kind=rev.kind.value,
+            value=rev.value,
+            expires_at=_iso(rev.expires_at),
+            reason=rev.reason,
+            actor=event.actor,
+        )
+        if rev.not_before:
+            out["not_before"] = _iso(rev.not_before)
+    elif event.key is not None:
+        out.update(type="key", kid=event.key.kid, alg=event.key.alg, state=event.key.state)
+    else:
+        out["type"] = "other"
+    return out
+
+
+def human(data: dict[str, Any]) -> str:
+    """One event as one readable line."""
+    head = f"{data['occurred_at']}  #{data['seq']:<8}"
+    if data["type"] == "revocation":
+        line = f"{head} revoked {data['kind']} {data['value']}"
+        if "not_before" in data:
+            line += f" (tokens issued before {data['not_before']})"
+        line += f" by {data['actor'] or '?'} until {data['expires_at']}"
+        return line + (f": {data['reason']}" if data["reason"] else "")
+    if data["type"] == "key":
+        return f"{head} key {data['kid']} ({data['alg']}) is now {data['state']}"
+    return f"{head} event of a newer kind"
+
+
+def _iso(unix: float) -> str:
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+@app.command()
+def watch(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+    from_start: Annotated[
+        bool, typer.Option("--all", help="Start with the oldest event the stream holds")
+    ] = False,
+    heartbeats: Annotated[bool, typer.Option(help="Show publisher heartbeats too")] = False,
+    count: Annotated[int, typer.Option(help="Exit after this many events (0: never)")] = 0,
+    nats_url: Annotated[str | None, typer.Option(help="NATS URL (TOKENRY_NATS_URL)")] = None,
+) -> None:
+    """Print revocation and key events as they are published, until Ctrl-C."""
+    try:
+        url = nats_url or setting("TOKENRY_NATS_URL", "nats_url")
+        prefix = setting("TOKENRY_NATS_PREFIX", "nats_prefix", "tokenry")
+        stream = setting("TOKENRY_NATS_STREAM", "nats_stream", "TOKENRY_EVENTS")
+    except CliError as exc:
+        raise fail(str(exc)) from None
+    try:
+        asyncio.run(_watch(_Watch(url, prefix, stream, as_json, from_start, heartbeats, count)))
+    except KeyboardInterrupt:
+        pass
+    except (OSError, TimeoutError) as exc:
+        raise fail(f"cannot reach NATS at {url}: {type(exc).__name__}") from None
+    except _StreamMissing:
+        raise fail(f"no event stream {stream} on {url} (is a publisher running?)") from None
+
+
+class _StreamMissing(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    url: str
+    prefix: str
+    stream: str
+    as_json: bool
+    from_start: bool
+    heartbeats: bool
+    count: int
+
+
+async def _watch(w: _Watch) -> None:
+    import nats
+    from nats.js.errors import NotFoundError
+
+    from tokenry.bus.codec import Subjects
+    from tokenry.bus.consumer import JetStreamEvents
+
+    try:
+        nc = await nats.connect(w.url, name="tokenry-events-watch", connect_timeout=5)
+    except nats.errors.NoServersError:
+        raise OSError("no NATS server answered") from None
+    printer = _Printer(w.as_json, w.count)
+    events = JetStreamEvents(nc, Subjects(w.prefix), w.stream)
+    try:
+        try:
+            position = await events.position()
+        except NotFoundError:
+            position = None
+        if position is None:
+            raise _StreamMissing
+        start = position.first_seq if w.from_start else position.last_seq + 1
+        sub = await events.subscribe(start, printer.on_event)
+        hb = await events.subscribe_heartbeats(printer.on_heartbeat) if w.heartbeats else None
+        if not w.as_json:
+            where = "the oldest event held" if w.from_start else "now"
+            typer.echo(f"watching {w.stream} on {w.url} from {where} (Ctrl-C to stop)", err=True)
+        await printer.done.wait()
+        await sub.close()
+        if hb is not None:
+            await hb.close()
+    finally:
+        await nc.close()
+
+
+class _Printer:
+    def __init__(self, as_json: bool, count: int) -> None:
+        self._json = as_json
+        self._count = count
+        self._seen = 0
+        self.done = asyncio.Event()
+
+    def _emit(self, data: dict[str, Any], line: str) -> None:
+        typer.echo(json.dumps(data) if self._json else line)
+        sys.stdout.flush()
+
+    def on_event(self, stream_seq: int, payload: bytes) -> None:
+        from tokenry.bus import codec
+
+        try:
+            event = codec.decode(payload)
+        except codec.UndecodableEvent:
+            data = {"type": "undecodable", "stream_seq": stream_seq}
+            self._emit(data, f"(undecodable message at stream seq {stream_seq})")
+            return
+        data = describe(event, stream_seq)
+        self._emit(data, human(data))
+        self._seen += 1
+        if self._count and self._seen >= self._count:
+            self.done.set()
+
+    def on_heartbeat(self, payload: bytes) -> None:
+        from tokenry.bus import codec
+
+        try:
+            head, sent_at = codec.decode_heartbeat(payload)
+        except codec.UndecodableEvent:
+            return
+        data = {"type": "heartbeat", "head_seq": head, "sent_at": _iso(sent_at)}
+        self._emit(data, f"{data['sent_at']}  heartbeat, head #{head}")

@@ -1,0 +1,116 @@
+"""The authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3, OIDC Core §3.1.2.1) as pure rules.
+
+Two kinds of refusal (RFC 6749 §4.1.2.1): when the client is unknown or the redirect URI does
+not match, the user must NOT be redirected (an open redirector otherwise), so those raise a
+plain :class:`~tokenry.core.errors.OAuthError`; every other refusal is reported to the client by
+redirecting to its (verified) redirect URI with ``error`` and ``state``, which
+:class:`RedirectError` carries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tokenry.core import pkce
+from tokenry.core.clients import AUTHORIZATION_CODE, Client
+from tokenry.core.errors import InvalidClient, InvalidRequest, OAuthError
+from tokenry.core.grants import grant_audiences, grant_scopes
+from tokenry.core.oidc import MAX_NONCE_LENGTH
+
+MAX_STATE_LENGTH: Final = 2048
+MAX_SUBJECT_LENGTH: Final = 255
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    response_type: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    state: str
+    code_challenge: str
+    code_challenge_method: str
+    nonce: str
+    resources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedRequest:
+    client_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    audiences: tuple[str, ...]
+    state: str
+    code_challenge: str
+    nonce: str
+
+
+class RedirectError(Exception):
+    """A refusal reported to the client through its verified redirect URI."""
+
+    def __init__(self, redirect_uri: str, state: str, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.redirect_uri = redirect_uri
+        self.state = state
+        self.error = error
+        self.description = description
+
+
+def redirect_uri_matches(requested: str, registered: tuple[str, ...]) -> bool:
+    """Exact string comparison (OAuth 2.1 §4.1.3, SPEC §3): no normalisation of any kind.
+
+    A trailing slash, a different case or an extra query parameter is a different URI.
+    """
+    return requested in registered
+
+
+def add_query(uri: str, params: dict[str, str]) -> str:
+    """Add parameters to a redirect URI, keeping its own query (RFC 6749 §3.1.2)."""
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query.extend((k, v) for k, v in params.items() if v)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def validate(req: AuthorizationRequest, client: Client | None) -> ValidatedRequest:
+    """Check an authorization request against the registered client.
+
+    Raises:
+        InvalidClient, InvalidRequest: not redirectable (unknown client, redirect URI mismatch).
+        RedirectError: everything else, to be sent to the client's redirect URI.
+    """
+    if client is None or not req.client_id:
+        raise InvalidClient("unknown client")
+    # OAuth 2.1 §4.1.1: redirect_uri is required here and matched exactly.
+    if not req.redirect_uri or not redirect_uri_matches(req.redirect_uri, client.redirect_uris):
+        raise InvalidRequest("redirect_uri does not match a registered redirect URI")
+    if len(req.state) > MAX_STATE_LENGTH:
+        raise InvalidRequest(f"state must be at most {MAX_STATE_LENGTH} characters")
+
+    def refuse(error: str, description: str) -> RedirectError:
+        return RedirectError(req.redirect_uri, req.state, error, description)
+
+    if req.response_type != "code":
+        # OAuth 2.1: the code flow only (no implicit "token", no hybrid).
+        raise refuse("unsupported_response_type", "response_type must be code")
+    if AUTHORIZATION_CODE not in client.grant_types:
+        raise refuse("unauthorized_client", "the client may not use the authorization code grant")
+    try:
+        pkce.check_challenge(req.code_challenge, req.code_challenge_method)
+        if len(req.nonce) > MAX_NONCE_LENGTH:
+            raise InvalidRequest(f"nonce must be at most {MAX_NONCE_LENGTH} characters")
+        scopes = grant_scopes(req.scope, client.scopes)
+        audiences = grant_audiences(req.resources, client.audiences)
+    except OAuthError as exc:
+        raise refuse(exc.error, exc.description) from None
+    return ValidatedRequest(
+        client_id=client.client_id,
+        redirect_uri=req.redirect_uri,
+        scopes=scopes,
+        audiences=audiences,
+        state=req.state,
+        code_challenge=req.code_challenge,
+        nonce=req.nonce,
+    )

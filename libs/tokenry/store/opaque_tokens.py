@@ -1,0 +1,189 @@
+"""Opaque access and refresh tokens in PostgreSQL, keyed by SHA-256 of the token (SPEC §3).
+
+The plaintext never reaches the database. :class:`OpaqueTokenWriter` batches the inserts of
+concurrent client-credentials requests into one statement (group commit): every caller still
+returns only after its own row is committed, but N concurrent issuances cost one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from tokenry.store.db import Executor
+
+ACCESS = "access"
+REFRESH = "refresh"
+
+_COLUMNS = (
+    "token_hash, kind, jti, gid, client_id, subject, scopes, audiences, issued_at, expires_at, act"
+)
+_SELECT = (
+    "SELECT token_hash, kind, jti, gid, client_id, subject, scopes, audiences, issued_at,"
+    " expires_at, act::text AS act, used_at, successor_hash, minted::text AS minted,"
+    " revoked_at IS NOT NULL AS revoked FROM opaque_tokens"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OpaqueTokenRecord:
+    token_hash: bytes
+    kind: str
+    jti: str
+    gid: str
+    client_id: str
+    subject: str
+    scopes: tuple[str, ...]
+    audiences: tuple[str, ...]
+    issued_at: int
+    expires_at: int
+    act: dict[str, Any] | None = None
+    # Refresh rotation state (None until spent).
+    used_at: int | None = None
+    successor_hash: bytes | None = None
+    minted: dict[str, Any] | None = None
+    revoked: bool = False
+
+    def __repr__(self) -> str:
+        return f"OpaqueTokenRecord(kind={self.kind!r}, jti={self.jti!r}, gid={self.gid!r})"
+
+
+def _record(row: asyncpg.Record) -> OpaqueTokenRecord:
+    return OpaqueTokenRecord(
+        token_hash=bytes(row["token_hash"]),
+        kind=row["kind"],
+        jti=row["jti"],
+        gid=row["gid"],
+        client_id=row["client_id"],
+        subject=row["subject"],
+        scopes=tuple(row["scopes"]),
+        audiences=tuple(row["audiences"]),
+        issued_at=row["issued_at"],
+        expires_at=row["expires_at"],
+        act=json.loads(row["act"]) if row["act"] else None,
+        used_at=row["used_at"],
+        successor_hash=bytes(row["successor_hash"]) if row["successor_hash"] else None,
+        minted=json.loads(row["minted"]) if row["minted"] else None,
+        revoked=row["revoked"],
+    )
+
+
+def _columns(records: list[OpaqueTokenRecord]) -> list[list[Any]]:
+    return [
+        [r.token_hash for r in records],
+        [r.kind for r in records],
+        [r.jti for r in records],
+        [r.gid for r in records],
+        [r.client_id for r in records],
+        [r.subject for r in records],
+        # text[][] cannot be ragged: scopes and audiences travel as JSON arrays.
+        [json.dumps(list(r.scopes)) for r in records],
+        [json.dumps(list(r.audiences)) for r in records],
+        [r.issued_at for r in records],
+        [r.expires_at for r in records],
+        [json.dumps(r.act) if r.act is not None else None for r in records],
+    ]
+
+
+# Ragged arrays per row: send JSON arrays and unpack them in SQL.
+_INSERT_MANY_JSON = (
+    f"INSERT INTO opaque_tokens ({_COLUMNS})"  # noqa: S608 - constant columns
+    """
+SELECT h, k, j, g, c, s,
+       ARRAY(SELECT jsonb_array_elements_text(sc::jsonb)),
+       ARRAY(SELECT jsonb_array_elements_text(au::jsonb)),
+       ia, ea, ac
+FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::jsonb[])
+     AS t(h, k, j, g, c, s, sc, au, ia, ea, ac)
+"""
+)
+
+
+async def insert_many(conn: Executor | asyncpg.Pool, records: list[OpaqueTokenRecord]) -> None:
+    """Insert token rows (inside the caller's transaction when ``conn`` is one)."""
+    if records:
+        await conn.execute(_INSERT_MANY_JSON, *_columns(records))
+
+
+async def get(
+    conn: Executor | asyncpg.Pool, token_hash: bytes, *, lock: bool = False
+) -> OpaqueTokenRecord | None:
+    sql = f"{_SELECT} WHERE token_hash = $1" + (" FOR UPDATE" if lock else "")
+    row = await conn.fetchrow(sql, token_hash)
+    return None if row is None else _record(row)
+
+
+async def mark_spent(
+    conn: Executor,
+    token_hash: bytes,
+    *,
+    used_at: int,
+    successor_hash: bytes,
+    minted: dict[str, Any],
+) -> None:
+    await conn.execute(
+        "UPDATE opaque_tokens SET used_at = $2, successor_hash = $3, minted = $4::jsonb"
+        " WHERE token_hash = $1",
+        token_hash,
+        used_at,
+        successor_hash,
+        json.dumps(minted),
+    )
+
+
+async def revoke_family(conn: Executor, gid: str) -> None:
+    await conn.execute(
+        "UPDATE opaque_tokens SET revoked_at = now() WHERE gid = $1 AND revoked_at IS NULL", gid
+    )
+
+
+class OpaqueTokenWriter:
+    """Group commit for opaque access tokens minted outside any other transaction.
+
+    ``await write(record)`` returns once the row is committed. Requests arriving while a batch
+    is in flight wait for the next batch, so under load one INSERT carries many rows.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, max_batch: int = 256) -> None:
+        self._pool = pool
+        self._max_batch = max_batch
+        self._pending: list[tuple[OpaqueTokenRecord, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, record: OpaqueTokenRecord) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                await insert_many(self._pool, [r for r, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+
+
+async def sweep(pool: asyncpg.Pool, now: int) -> int:
+    result: str = await pool.execute("DELETE FROM opaque_tokens WHERE expires_at <= $1", now)
+    return int(result.rsplit(maxsplit=1)[-1])

@@ -1,0 +1,440 @@
+"""Benchmark of issuance (SPEC §8): client-credentials tokens/s over gRPC, JWT (ES256) and
+opaque, with the issuer pinned to one core, next to a bare grpc.aio echo RPC pinned to the same
+core and measured in the same run (A/B interleaved, medians of several rounds).
+
+Setup: embedded PostgreSQL and NATS in a temporary folder (unpinned), the key rotator (unpinned;
+it creates the ES256 access key and runs the event relay), the issuer as its own process under
+``taskset -c <server core>``, and an echo server the same way. The load generator runs in this
+process on another core: ``c`` concurrent callers over 4 channels, each call authenticated with
+client_secret_basic exactly like a real client; the echo call sends the same request bytes and
+metadata and returns as many bytes as a token response. Server CPU per call comes from the
+server process's own CPU time (psutil).
+
+Targets: issuance (JWT) ≥ 0.8 × echo throughput; p99 ≤ 3 × p50 at c=32.
+
+Run: ``.venv/bin/python scripts/bench_issuance.py [--quick] [--seconds S] [--rounds N]``.
+Writes issuance.json (raw samples) and issuance.png (if matplotlib is installed) under
+docs/benchmarks/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import psutil
+
+from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
+from tokenry.core.clients import CLIENT_CREDENTIALS, Client
+from tokenry.core.keywrap import Kek
+from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
+from tokenry.devstack.ports import free_tcp_port
+from tokenry.store.clients import ClientStore
+from tokenry.store.migrate import migrate
+from tokenry.v1 import issuer_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT_ID = "bench"
+CHANNELS = 4
+ECHO_METHOD = "/bench.Echo/Echo"
+
+
+# --- the echo server (run as a child: `bench_issuance.py --echo-server PORT`) -------------------
+
+
+def run_echo_server(port: int, reply_size: int) -> None:
+    reply = b"x" * reply_size
+
+    async def echo(_request: bytes, _context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        return reply
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+# --- the stack -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    issuer_addr: str
+    echo_addr: str
+    issuer: subprocess.Popen[bytes]
+    echo: subprocess.Popen[bytes]
+    secret: str
+
+
+def _wait_port(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(addr) as channel:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server for {addr} exited with {proc.returncode}")
+            try:
+                resp = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # the echo server: it is up
+                    return
+            time.sleep(0.1)
+    raise TimeoutError(f"{addr} not serving after {timeout}s")
+
+
+async def _register(dsn: str, pepper: Pepper, secret: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await ClientStore(pool).upsert(
+            Client(
+                client_id=CLIENT_ID,
+                secret_hash=hash_secret(pepper, secret),
+                pepper_id=pepper.id,
+                grant_types=frozenset({CLIENT_CREDENTIALS}),
+                scopes=frozenset({"demo.read", "demo.write"}),
+                audiences=("demo-api",),
+            )
+        )
+    finally:
+        await pool.close()
+
+
+@contextlib.contextmanager
+def stack(server_core: int, reply_size: int) -> Iterator[Stack]:
+    tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    pg = EmbeddedPostgres(tmp / "pg", fsync=False)
+    nats = EmbeddedNats(tmp / "nats")
+    try:
+        pg.start()
+        nats.start()
+        pepper_text = secrets.token_urlsafe(32)
+        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        secret = secrets.token_urlsafe(32)
+        asyncio.run(_register(pg.dsn(), pepper, secret))
+        issuer_port, rotator_port, echo_port = (free_tcp_port() for _ in range(3))
+        env = {
+            **os.environ,
+            "TOKENRY_DEV": "1",
+            "TOKENRY_DATABASE_URL": pg.dsn(),
+            "TOKENRY_NATS_URL": nats.url,
+            "TOKENRY_KEK": Kek.generate().encoded(),
+            "TOKENRY_SECRET_PEPPER": pepper_text,
+            "TOKENRY_ISSUER_URL": "https://issuer.bench",
+            "TOKENRY_LOG_LEVEL": "WARNING",
+            "TOKENRY_KEY_SETS": "access:ES256",
+            "TOKENRY_ISSUER_LISTEN": f"127.0.0.1:{issuer_port}",
+            "TOKENRY_KEYROTATOR_LISTEN": f"127.0.0.1:{rotator_port}",
+        }
+        py = sys.executable
+        rotator = subprocess.Popen([py, "-m", "tokenry.services.keyrotator"], env=env)
+        procs.append(rotator)
+        _wait_port(f"127.0.0.1:{rotator_port}", rotator)
+        pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
+        issuer = subprocess.Popen([*pin, py, "-m", "tokenry.services.issuer"], env=env)
+        procs.append(issuer)
+        echo = subprocess.Popen(
+            [*pin, py, __file__, "--echo-server", str(echo_port), "--reply-size", str(reply_size)],
+            env=env,
+        )
+        procs.append(echo)
+        _wait_port(f"127.0.0.1:{issuer_port}", issuer)
+        _wait_port(f"127.0.0.1:{echo_port}", echo)
+        yield Stack(env, f"127.0.0.1:{issuer_port}", f"127.0.0.1:{echo_port}", issuer, echo, secret)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+        nats.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- the load ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    kind: str
+    concurrency: int
+    calls: int
+    seconds: float
+    latencies_us: list[float]
+    server_cpu_us_per_call: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_us)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _load(
+    addr: str,
+    method: str,
+    request: bytes,
+    metadata: tuple[tuple[str, str], ...],
+    concurrency: int,
+    seconds: float,
+    server: psutil.Process,
+    kind: str,
+) -> Sample:
+    channels = [
+        grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CHANNELS)
+    ]
+    calls: list[Any] = [ch.unary_unary(method) for ch in channels]
+    try:
+        for call in calls:  # warm every connection
+            for _ in range(20):
+                await call(request, metadata=metadata, timeout=10)
+        latencies: list[float] = []
+        errors = 0
+        stop_at = 0.0
+
+        async def worker(index: int) -> None:
+            nonlocal errors
+            call = calls[index % CHANNELS]
+            perf = time.perf_counter
+            while perf() < stop_at:
+                started = perf()
+                try:
+                    await call(request, metadata=metadata, timeout=10)
+                except grpc.RpcError:
+                    errors += 1
+                    continue
+                latencies.append((perf() - started) * 1e6)
+
+        cpu0 = server.cpu_times()
+        started = time.perf_counter()
+        stop_at = started + seconds
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu1 = server.cpu_times()
+        cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        n = len(latencies)
+        return Sample(kind, concurrency, n, elapsed, latencies, cpu / max(n, 1) * 1e6, errors)
+    finally:
+        for ch in channels:
+            await ch.close()
+
+
+def _token_request(fmt: str) -> bytes:
+    return issuer_pb2.TokenRequest(
+        grant_type="client_credentials", scope="demo.read", token_format=fmt
+    ).SerializeToString()
+
+
+async def _reply_size(addr: str, metadata: tuple[tuple[str, str], ...]) -> int:
+    async with grpc.aio.insecure_channel(addr) as ch:
+        call: Any = ch.unary_unary("/tokenry.v1.Issuer/Token")
+        resp: bytes = await call(_token_request("jwt"), metadata=metadata, timeout=10)
+    return len(resp)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cores = sorted(os.sched_getaffinity(0))
+    server_core = cores[0]
+    client_cores = [c for c in cores if c != server_core] or cores
+    os.sched_setaffinity(0, client_cores)
+    with stack(server_core, reply_size=700) as st:
+        basic = base64.b64encode(f"{CLIENT_ID}:{st.secret}".encode()).decode()
+        metadata = (("authorization", f"Basic {basic}"),)
+        size = asyncio.run(_reply_size(st.issuer_addr, metadata))
+        issuer_proc = psutil.Process(st.issuer.pid)
+        echo_proc = psutil.Process(st.echo.pid)
+        kinds = {
+            "echo": (st.echo_addr, ECHO_METHOD, _token_request("jwt"), echo_proc),
+            "jwt": (st.issuer_addr, "/tokenry.v1.Issuer/Token", _token_request("jwt"), issuer_proc),
+            "opaque": (
+                st.issuer_addr,
+                "/tokenry.v1.Issuer/Token",
+                _token_request("opaque"),
+                issuer_proc,
+            ),
+        }
+        samples: list[Sample] = []
+        for rnd in range(args.rounds):
+            for concurrency in (1, 32):
+                # Interleaved A/B: echo, jwt, opaque each round, order rotated.
+                order = list(kinds)
+                order = order[rnd % 3 :] + order[: rnd % 3]
+                for kind in order:
+                    addr, method, request, proc = kinds[kind]
+                    sample = asyncio.run(
+                        _load(
+                            addr, method, request, metadata, concurrency, args.seconds, proc, kind
+                        )
+                    )
+                    samples.append(sample)
+                    print(
+                        f"round {rnd + 1} c={concurrency:<2} {kind:<6} {sample.rate:8.0f}/s"
+                        f"  p50 {sample.pct(0.5):7.0f} µs  p99 {sample.pct(0.99):7.0f} µs"
+                        f"  server {sample.server_cpu_us_per_call:5.0f} µs/call"
+                        + (f"  errors {sample.errors}" if sample.errors else ""),
+                        flush=True,
+                    )
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "grpc": grpc.__version__,
+            "cpus": os.cpu_count(),
+            "server_core": server_core,
+            "client_cores": client_cores,
+        },
+        "token_response_bytes": size,
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
+        "samples": [
+            {
+                "kind": s.kind,
+                "concurrency": s.concurrency,
+                "calls": s.calls,
+                "seconds": s.seconds,
+                "rate": s.rate,
+                "p50_us": s.pct(0.5),
+                "p99_us": s.pct(0.99),
+                "server_cpu_us_per_call": s.server_cpu_us_per_call,
+                "errors": s.errors,
+                # every n-th latency, ~300 per run: the distribution, not megabytes
+                "latencies_us": [
+                    round(x) for x in s.latencies_us[:: max(1, len(s.latencies_us) // 300)]
+                ],
+            }
+            for s in samples
+        ],
+    }
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for concurrency in (1, 32):
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for s in results["samples"]:
+            if s["concurrency"] == concurrency:
+                by_kind.setdefault(s["kind"], []).append(s)
+        echo_rate = statistics.median(s["rate"] for s in by_kind["echo"])
+        for kind in ("echo", "jwt", "opaque"):
+            runs = by_kind[kind]
+            rate = statistics.median(s["rate"] for s in runs)
+            p50 = statistics.median(s["p50_us"] for s in runs)
+            p99 = statistics.median(s["p99_us"] for s in runs)
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "kind": kind,
+                    "rate": rate,
+                    "vs_echo": rate / echo_rate,
+                    "p50_us": p50,
+                    "p99_us": p99,
+                    "p99_over_p50": p99 / p50,
+                    "server_cpu_us_per_call": statistics.median(
+                        s["server_cpu_us_per_call"] for s in runs
+                    ),
+                }
+            )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print("\n| c | RPC | calls/s | × echo | p50 µs | p99 µs | p99/p50 | server CPU µs/call |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    names = {"echo": "bare echo", "jwt": "Token, JWT ES256", "opaque": "Token, opaque"}
+    for r in rows:
+        print(
+            f"| {r['concurrency']} | {names[r['kind']]} | {r['rate']:.0f} | {r['vs_echo']:.2f} |"
+            f" {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['p99_over_p50']:.2f} |"
+            f" {r['server_cpu_us_per_call']:.0f} |"
+        )
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, concurrency in zip(axes, (1, 32), strict=True):
+        chosen = [r for r in rows if r["concurrency"] == concurrency]
+        ax.bar([r["kind"] for r in chosen], [r["rate"] for r in chosen])
+        ax.set_title(f"calls/s at c={concurrency} (server on one core)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s (a smoke run)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--reply-size", type=int, default=700, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server is not None:
+        run_echo_server(args.echo_server, args.reply_size)
+        return 0
+    if args.quick:
+        args.seconds, args.rounds = 2.0, 2
+    results = run(args)
+    rows = summarize(results)
+    results["summary"] = rows
+    print_table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "issuance.json").write_text(json.dumps(results, indent=1))
+    plotted = plot(rows, args.out / "issuance.png")
+    print(f"\nraw samples: {args.out / 'issuance.json'}")
+    print(f"plot: {args.out / 'issuance.png'}" if plotted else "plot: skipped (no matplotlib)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

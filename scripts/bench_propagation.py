@@ -1,0 +1,544 @@
+"""Benchmark of revocation propagation (SPEC §8): Revoke acknowledged → applied by all of 1, 10
+and 100 verifiers; revocation throughput; cold sync time and memory of a verifier loading
+100,000 and 1,000,000 revocations.
+
+Setup: embedded PostgreSQL and NATS in a temporary folder; the revocation service (which runs
+the outbox relay, the one event publisher) as its own process, pinned with ``taskset`` to
+core 0 when ``--pin``; verifier processes (1 × 1, 2 × 5, 4 × 25 — each verifier a full
+``start_verifier`` with its own NATS connection and ordered consumer, bootstrapped from a
+ListRevocations snapshot) unpinned. No key rotator: the verifiers get a fixed JWKS (keys play
+no part in propagation), so the revocation service's relay is the only publisher.
+
+Propagation: the driver (this process) sends one Revoke at a time with a pause between, and
+notes when each was acknowledged. Every verifier stamps the moment its contiguous applied seq
+reaches each event's seq (``RevocationState.on_advance``, ``time.monotonic()``, one clock for
+every process on the host). The latency of a revocation is the slowest verifier's stamp minus
+the acknowledgement; it can be negative when every verifier applied the event before the
+Revoke answer reached the caller. p50/p95/p99/max over ``--revocations`` (≥ 200).
+
+Throughput: ``c`` concurrent admin Revoke calls for a few seconds, nothing else running.
+
+Cold sync: N rows inserted straight into PostgreSQL, then a fresh verifier process times a
+full ``start_verifier`` (NATS connect, snapshot over gRPC in batches of 5,000, JWKS, subscribe)
+and, in a second pass under tracemalloc, the memory the loaded revocation set keeps.
+
+Run: ``.venv/bin/python scripts/bench_propagation.py [--quick] [--pin]``. Writes
+propagation.json (raw samples) and propagation.png under docs/benchmarks/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import gc
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+
+from tokenry.bus.codec import Subjects
+from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
+from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
+from tokenry.core.revocations import RevocationKind
+from tokenry.core.signing import generate_private_key, public_jwk
+from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
+from tokenry.devstack.ports import free_tcp_port
+from tokenry.store.clients import ClientStore
+from tokenry.store.migrate import migrate
+from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN = "bench-admin"
+PREFIX = "tokenry"
+STREAM = "TOKENRY_EVENTS"
+TOPOLOGIES = ((1, 1), (2, 5), (4, 25))  # (processes, verifiers per process)
+
+
+# --- child: a verifier process -------------------------------------------------------------------
+
+
+class StaticJwks:
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    async def fetch(self) -> tuple[str, int]:
+        return self._text, 0
+
+
+async def _start(args: argparse.Namespace, jwks: str) -> Any:
+    from tokenry.verifier import start_verifier
+
+    return await start_verifier(
+        issuer="https://issuer.bench",
+        audience="bench",
+        nats_url=args.nats_url,
+        subjects=Subjects(PREFIX),
+        stream=STREAM,
+        revocation_addr=args.revocation_addr,
+        jwks_source=StaticJwks(jwks),
+    )
+
+
+async def verifier_process(args: argparse.Namespace) -> None:
+    """``--verifiers N``: run N verifiers, say READY, stamp applies, dump them on DONE <seq>."""
+    jwks = Path(args.jwks_file).read_text()
+    runtimes = []
+    stamps: list[dict[int, float]] = []
+    for _ in range(args.verifiers):
+        runtime = await _start(args, jwks)
+        mine: dict[int, float] = {}
+        last = [runtime.state.applied_seq]
+
+        def on_advance(seq: int, mine: dict[int, float] = mine, last: list[int] = last) -> None:
+            now = time.monotonic()
+            for s in range(last[0] + 1, seq + 1):
+                mine[s] = now
+            last[0] = seq
+
+        runtime.state.on_advance = on_advance
+        runtimes.append(runtime)
+        stamps.append(mine)
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    line = await loop.run_in_executor(None, sys.stdin.readline)
+    target = int(line.split()[1])
+    await asyncio.wait_for(
+        asyncio.gather(*(r.state.wait_for_seq(target) for r in runtimes)), timeout=120
+    )
+    print(json.dumps([{str(k): v for k, v in s.items()} for s in stamps]), flush=True)
+    for runtime in runtimes:
+        await runtime.close()
+
+
+async def cold_sync_process(args: argparse.Namespace) -> None:
+    """``--cold-sync``: time a full start_verifier, then measure the kept memory."""
+    from tokenry.verifier.sync import GrpcSnapshotSource
+
+    jwks = Path(args.jwks_file).read_text()
+    started = time.perf_counter()
+    runtime = await _start(args, jwks)
+    took = time.perf_counter() - started
+    count = runtime.state.revocations.counts()[RevocationKind.JTI]
+    await runtime.close()
+    del runtime
+    gc.collect()
+    async with grpc.aio.insecure_channel(args.revocation_addr) as channel:
+        source = GrpcSnapshotSource(channel)
+        started = time.perf_counter()
+        snap = await source.snapshot()
+        snapshot_only = time.perf_counter() - started
+        del snap
+        gc.collect()
+        tracemalloc.start()
+        snap = await source.snapshot()
+        gc.collect()
+        kept, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    result = {
+        "entries": count,
+        "start_verifier_s": took,
+        "snapshot_s": snapshot_only,
+        "kept_bytes": kept,
+        "peak_bytes": peak,
+        "bytes_per_entry": kept / max(1, len(snap.revocations)),
+    }
+    print(json.dumps(result), flush=True)
+
+
+# --- the stack -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    pg: EmbeddedPostgres
+    nats: EmbeddedNats
+    revocation_addr: str
+    admin_secret: str
+    jwks_file: Path
+    pin: list[str]
+
+
+async def _register(dsn: str, pepper: Pepper, secret: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await ClientStore(pool).upsert(
+            Client(
+                client_id=ADMIN,
+                secret_hash=hash_secret(pepper, secret),
+                pepper_id=pepper.id,
+                grant_types=frozenset({CLIENT_CREDENTIALS}),
+                scopes=frozenset({ADMIN_SCOPE}),
+                audiences=("tokenry",),
+            )
+        )
+    finally:
+        await pool.close()
+
+
+def _wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited with {proc.returncode}")
+            with contextlib.suppress(grpc.RpcError):
+                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.1)
+    raise TimeoutError(f"{addr} not serving")
+
+
+@contextlib.contextmanager
+def stack(pin: bool) -> Iterator[Stack]:
+    tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
+    pg = EmbeddedPostgres(tmp / "pg", fsync=False)
+    nats = EmbeddedNats(tmp / "nats")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        pg.start()
+        nats.start()
+        pepper_text = secrets.token_urlsafe(32)
+        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        admin_secret = secrets.token_urlsafe(32)
+        asyncio.run(_register(pg.dsn(), pepper, admin_secret))
+        key = generate_private_key("ES256")
+        jwks_file = tmp / "jwks.json"
+        jwks_file.write_text(json.dumps({"keys": [public_jwk(key, "ES256")]}))
+        addr = f"127.0.0.1:{free_tcp_port()}"
+        env = {
+            **os.environ,
+            "TOKENRY_DEV": "1",
+            "TOKENRY_DATABASE_URL": pg.dsn(),
+            "TOKENRY_NATS_URL": nats.url,
+            "TOKENRY_SECRET_PEPPER": pepper_text,
+            "TOKENRY_ISSUER_URL": "https://issuer.bench",
+            "TOKENRY_LOG_LEVEL": "WARNING",
+            "TOKENRY_REVOCATION_LISTEN": addr,
+            "TOKENRY_SWEEP_INTERVAL": "86400",
+        }
+        taskset = ["taskset", "-c", "0"] if pin and shutil.which("taskset") else []
+        proc = subprocess.Popen(  # noqa: S603
+            [*taskset, sys.executable, "-m", "tokenry.services.revocation"], env=env
+        )
+        _wait_serving(addr, proc)
+        verifier_pin = ["taskset", "-c", "1"] if taskset else []
+        yield Stack(env, pg, nats, addr, admin_secret, jwks_file, verifier_pin)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+        nats.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _child_args(s: Stack) -> list[str]:
+    return [
+        "--nats-url",
+        s.nats.url,
+        "--revocation-addr",
+        s.revocation_addr,
+        "--jwks-file",
+        str(s.jwks_file),
+    ]
+
+
+def _metadata(s: Stack) -> tuple[tuple[str, str], ...]:
+    raw = f"{ADMIN}:{s.admin_secret}".encode()
+    return (("authorization", "Basic " + base64.b64encode(raw).decode()),)
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def propagation(
+    s: Stack, processes: int, per_process: int, count: int, pause: float
+) -> dict[str, Any]:
+    children = []
+    for _ in range(processes):
+        child = await asyncio.create_subprocess_exec(
+            *s.pin,
+            sys.executable,
+            __file__,
+            "--verifiers",
+            str(per_process),
+            *_child_args(s),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=s.env,
+        )
+        children.append(child)
+    for child in children:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), timeout=180)
+        if line.strip() != b"READY":
+            raise RuntimeError(f"verifier process failed to start: {line!r}")
+    sent: list[tuple[int, float, float]] = []  # (seq, sent, acknowledged)
+    async with grpc.aio.insecure_channel(s.revocation_addr) as channel:
+        stub = revocation_pb2_grpc.RevocationStub(channel)
+        metadata = _metadata(s)
+        for i in range(count + 20):
+            request = revocation_pb2.RevokeRequest(jti=f"p{processes}x{per_process}-{i}")
+            t0 = time.monotonic()
+            resp = await stub.Revoke(request, metadata=metadata, timeout=10)
+            t1 = time.monotonic()
+            if i >= 20:  # the first 20 warm everything up
+                sent.append((resp.seq, t0, t1))
+            await asyncio.sleep(pause)
+    target = sent[-1][0]
+    stamps: list[dict[str, float]] = []
+    for child in children:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(f"DONE {target}\n".encode())
+        await child.stdin.drain()
+    for child in children:
+        assert child.stdout is not None
+        stamps += json.loads(await asyncio.wait_for(child.stdout.readline(), timeout=180))
+        await child.wait()
+    after_ack, after_send = [], []
+    for seq, t0, t1 in sent:
+        slowest = max(v[str(seq)] for v in stamps)
+        after_ack.append((slowest - t1) * 1000)
+        after_send.append((slowest - t0) * 1000)
+    return {
+        "verifiers": processes * per_process,
+        "processes": processes,
+        "per_process": per_process,
+        "revocations": len(sent),
+        "pause_s": pause,
+        "ack_to_all_applied_ms": after_ack,
+        "send_to_all_applied_ms": after_send,
+        "rpc_ms": [(t1 - t0) * 1000 for _, t0, t1 in sent],
+    }
+
+
+async def throughput(s: Stack, concurrency: int, seconds: float) -> dict[str, Any]:
+    channels = [grpc.aio.insecure_channel(s.revocation_addr) for _ in range(4)]
+    latencies: list[float] = []
+    stop_at = time.monotonic() + seconds
+    metadata = _metadata(s)
+
+    async def worker(index: int) -> None:
+        stub = revocation_pb2_grpc.RevocationStub(channels[index % len(channels)])
+        n = 0
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            await stub.Revoke(
+                revocation_pb2.RevokeRequest(jti=f"t{index}-{n}"), metadata=metadata, timeout=10
+            )
+            latencies.append((time.perf_counter() - t0) * 1000)
+            n += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.monotonic() - started
+    for channel in channels:
+        await channel.close()
+    return {
+        "concurrency": concurrency,
+        "revocations_per_s": len(latencies) / elapsed,
+        "p50_ms": _pct(latencies, 0.5),
+        "p99_ms": _pct(latencies, 0.99),
+        "calls": len(latencies),
+    }
+
+
+async def _fill(dsn: str, n: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DELETE FROM revocations")
+        # jti-like values: 22 base64url characters, like Tokenry's own (128 random bits)
+        await conn.execute(
+            "INSERT INTO revocations (kind, value, not_before, expires_at, reason, actor, seq)"
+            " SELECT 'jti', translate(encode(substr(sha256(('b' || i)::bytea), 1, 16), 'base64'),"
+            " '+/=', '-_'), 0, extract(epoch FROM now())::bigint + 3600 + (i % 3600), '',"
+            " 'bench', 0 FROM generate_series(1, $1) AS i",
+            n,
+        )
+    finally:
+        await conn.close()
+
+
+async def cold_sync(s: Stack, n: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    await _fill(s.pg.dsn(), n)
+    fill = time.perf_counter() - started
+    child = await asyncio.create_subprocess_exec(
+        *s.pin,
+        sys.executable,
+        __file__,
+        "--cold-sync",
+        *_child_args(s),
+        stdout=asyncio.subprocess.PIPE,
+        env=s.env,
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), timeout=600)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result["rows"] = n
+    result["fill_s"] = fill
+    return result
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for run in results["propagation"]:
+        ack = run["ack_to_all_applied_ms"]
+        sent = run["send_to_all_applied_ms"]
+        rows.append(
+            {
+                "verifiers": run["verifiers"],
+                "topology": f"{run['processes']} × {run['per_process']}",
+                "n": run["revocations"],
+                "p50": _pct(ack, 0.5),
+                "p95": _pct(ack, 0.95),
+                "p99": _pct(ack, 0.99),
+                "max": max(ack),
+                "send_p50": _pct(sent, 0.5),
+                "send_p99": _pct(sent, 0.99),
+                "rpc_p50": statistics.median(run["rpc_ms"]),
+            }
+        )
+    return rows
+
+
+def print_tables(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
+    print("\n| verifiers | processes × each | n | p50 ms | p95 ms | p99 ms | max ms |"
+          " send→applied p50 / p99 ms | Revoke RPC p50 ms |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['verifiers']} | {r['topology']} | {r['n']} | {r['p50']:.2f} | {r['p95']:.2f} |"
+            f" {r['p99']:.2f} | {r['max']:.2f} | {r['send_p50']:.2f} / {r['send_p99']:.2f} |"
+            f" {r['rpc_p50']:.2f} |"
+        )
+    t = results["throughput"]
+    print(
+        f"\nthroughput: {t['revocations_per_s']:.0f} revocations/s at c={t['concurrency']}"
+        f" (RPC p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms, {t['calls']} calls)"
+    )
+    print("\n| revocations | start_verifier s | snapshot s | kept bytes/entry | peak MB |")
+    print("|---:|---:|---:|---:|---:|")
+    for c in results["cold_sync"]:
+        print(
+            f"| {c['entries']:,} | {c['start_verifier_s']:.2f} | {c['snapshot_s']:.2f} |"
+            f" {c['bytes_per_entry']:.0f} | {c['peak_bytes'] / 1e6:.0f} |"
+        )
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in results["propagation"]:
+        values = sorted(run["ack_to_all_applied_ms"])
+        ys = [i / (len(values) - 1) for i in range(len(values))]
+        left.plot(values, ys, label=f"{run['verifiers']} verifiers")
+    left.axvline(20, color="red", linestyle="--", label="target p99 20 ms")
+    left.set_xlabel("Revoke acknowledged → applied by all (ms)")
+    left.set_ylabel("fraction of revocations")
+    left.set_title("propagation (CDF)")
+    left.legend()
+    sizes = [c["entries"] for c in results["cold_sync"]]
+    right.bar([f"{n:,}" for n in sizes], [c["start_verifier_s"] for c in results["cold_sync"]])
+    right.axhline(10, color="red", linestyle="--", label="target 10 s for 1 M")
+    right.set_ylabel("cold start_verifier (s)")
+    right.set_title("cold sync")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+async def run(args: argparse.Namespace, s: Stack) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "pinned": bool(s.pin),
+        "propagation": [],
+    }
+    for processes, per_process in TOPOLOGIES:
+        run_ = await propagation(s, processes, per_process, args.revocations, args.pause)
+        results["propagation"].append(run_)
+        print(f"{processes * per_process} verifiers: done", file=sys.stderr)
+    results["throughput"] = await throughput(s, 16, args.seconds)
+    results["cold_sync"] = [await cold_sync(s, n) for n in args.cold]
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run (small numbers)")
+    parser.add_argument("--pin", action="store_true", help="pin the service to core 0")
+    parser.add_argument("--revocations", type=int, default=300, help="measured per topology")
+    parser.add_argument("--pause", type=float, default=0.02, help="seconds between revocations")
+    parser.add_argument("--seconds", type=float, default=5.0, help="throughput run length")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--verifiers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--cold-sync", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--nats-url", help=argparse.SUPPRESS)
+    parser.add_argument("--revocation-addr", help=argparse.SUPPRESS)
+    parser.add_argument("--jwks-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.verifiers:
+        asyncio.run(verifier_process(args))
+        return 0
+    if args.cold_sync:
+        asyncio.run(cold_sync_process(args))
+        return 0
+    args.cold = [100_000, 1_000_000]
+    if args.quick:
+        args.revocations, args.seconds, args.cold = 30, 1.0, [10_000]
+    with stack(args.pin) as s:
+        results = asyncio.run(run(args, s))
+    rows = summarize(results)
+    results["summary"] = rows
+    print_tables(rows, results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "propagation-quick" if args.quick else "propagation"
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    plotted = plot(results, args.out / f"{name}.png")
+    print(f"\nraw samples: {args.out / f'{name}.json'}")
+    print(f"plot: {args.out / f'{name}.png'}" if plotted else "plot: skipped (no matplotlib)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,583 @@
+"""Benchmark of the resource-server verifier (SPEC §8), every ratio against a baseline measured
+in the same run, pinned to one core, A/B runs interleaved, medians of several rounds.
+
+1. Cache hit, a fresh ``str`` per call, metrics on (an OpenTelemetry SDK meter provider observing
+   the verifier), next to the floor: a dict lookup plus the revocation checks (jti, gid, sub,
+   client_id watermarks, revoked kid) on a revocation set holding 10,000 entries.
+   Measured as the interceptors call it (``Verifier.check_cached``), as the coroutine
+   (``await Verifier.verify``), and with the metadata parse and scope check of the interceptor
+   next to the floor plus a minimal metadata parse.
+2. First sight (a token never seen: every call checks a signature) for ES256 and EdDSA, next to
+   the raw ``cryptography`` verify of the same signatures and to ``jwt.decode`` (pyjwt with the
+   public key object, the same claim checks requested).
+3. What a request pays for authentication: CPU per call of a bare grpc.aio unary echo RPC
+   (client and server in this process) — the stand-in for an extra ``Introspect`` RPC until the
+   introspector service exists — next to the added CPU of the AuthInterceptor, measured (a)
+   directly (``intercept_service`` with a trivial continuation) and (b) end to end (echo through
+   the interceptor minus the bare echo).
+
+Run: ``.venv/bin/python scripts/bench_verifier.py [--quick] [--cpu N] [--out docs/benchmarks]``.
+Writes verifier.json (raw samples) and verifier.png next to docs/benchmarks/verifier.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.hashes import SHA256
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+
+from tokenry.core.clock import SystemClock
+from tokenry.core.revocations import Revocation, RevocationKind
+from tokenry.verifier.interceptor import AuthInterceptor, MethodPolicy, ScopeCheck, bearer_token
+from tokenry.verifier.jose import b64url_decode
+from tokenry.verifier.jwks import JwksCache
+from tokenry.verifier.metrics import VerifierMetrics
+from tokenry.verifier.state import RevocationState
+from tokenry.verifier.verifier import Verifier, VerifierConfig
+
+ISSUER = "https://issuer.bench"
+AUDIENCE = "demo-api"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+class Signer:
+    def __init__(self, alg: str, kid: str) -> None:
+        self.alg, self.kid = alg, kid
+        if alg == "ES256":
+            self.key: Any = ec.generate_private_key(ec.SECP256R1())
+            jwk = ECAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        else:
+            self.key = Ed25519PrivateKey.generate()
+            jwk = OKPAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        self.public = self.key.public_key()
+        self.jwk = {**jwk, "kid": kid, "alg": alg, "use": "sig"}
+        self.n = 0
+
+    def token(self) -> str:
+        self.n += 1
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": "svc-orders",
+            "aud": AUDIENCE,
+            "exp": now + 3600,
+            "iat": now - 1,
+            "jti": f"{self.n:022d}",
+            "gid": f"g{self.n:021d}",
+            "client_id": "svc-orders",
+            "scope": "demo.read demo.write",
+        }
+        return jwt.encode(
+            claims, self.key, algorithm=self.alg, headers={"kid": self.kid, "typ": "at+jwt"}
+        )
+
+
+class StaticSource:
+    def __init__(self, *signers: Signer) -> None:
+        self.text = json.dumps({"keys": [s.jwk for s in signers]})
+
+    async def fetch(self) -> tuple[str, int]:
+        return self.text, 1
+
+
+def build_verifier(signers: list[Signer], cache_size: int) -> Verifier:
+    clock = SystemClock()
+    jwks = JwksCache(StaticSource(*signers), clock)
+    asyncio.run(jwks.refresh(force=True))
+    state = RevocationState(clock, staleness_budget=24 * 3600.0)
+    state.on_heartbeat(0)  # proven current (applied seq 0 >= head 0)
+    now = int(time.time())
+    for i in range(10_000):  # a realistic denylist: lookups are dict probes of a big table
+        state.revocations.apply(Revocation(RevocationKind.JTI, f"revoked-{i}", 0, now + 3600))
+    for i in range(100):
+        state.revocations.apply(Revocation(RevocationKind.SUBJECT, f"s{i}", now - 60, now + 3600))
+        state.revocations.apply(Revocation(RevocationKind.CLIENT, f"c{i}", now - 60, now + 3600))
+    state.revocations.apply(Revocation(RevocationKind.CLIENT, "svc-orders", now - 600, now + 3600))
+    return Verifier(
+        VerifierConfig(issuer=ISSUER, audience=AUDIENCE, cache_size=cache_size), jwks, state, clock
+    )
+
+
+def metrics_on(verifier: Verifier) -> Any:
+    """An SDK meter provider with an in-memory reader observing the verifier (metrics on)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    VerifierMetrics(provider.get_meter("tokenry.verifier")).observe(verifier)
+    return reader
+
+
+def fresh_copies(token: str, n: int) -> list[str]:
+    """n distinct str objects equal to token: each one's hash is computed on first use."""
+    head, tail = token[:-1], token[-1]
+    return [head + tail for _ in range(n)]
+
+
+def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Drive a coroutine that never suspends (a cache hit, a known kid) without a loop."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("the coroutine suspended")
+
+
+def per_call_us(fn: Callable[[list[str]], None], batch: list[str]) -> float:
+    # CPU time of this thread: time spent preempted by other processes does not count.
+    start = time.thread_time_ns()
+    fn(batch)
+    return (time.thread_time_ns() - start) / len(batch) / 1000
+
+
+def interleave(
+    variants: dict[str, Callable[[list[str]], None]],
+    make_batch: Callable[[], list[str]],
+    rounds: int,
+) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(rounds):
+        names = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in names:
+            samples[name].append(per_call_us(variants[name], make_batch()))
+    return samples
+
+
+# --- 1. cache hit vs floor -----------------------------------------------------------------------
+
+
+def bench_cache_hit(rounds: int, batch_size: int) -> dict[str, Any]:
+    signer = Signer("ES256", "es-1")
+    verifier = build_verifier([signer], cache_size=10_000)
+    reader = metrics_on(verifier)
+    token = signer.token()
+    verifier.verify_blocking(token)  # cached from now on
+    entry = verifier.cache.get(token)
+    assert entry is not None
+    floor_table = {token: entry}  # the floor's own dict: lookup + revocation checks
+    revocations = verifier.state.revocations
+    revoked_kids: set[str] = set()
+    scopes_ok = ScopeCheck()
+    required = MethodPolicy(scopes=frozenset({"demo.read"})).scopes
+
+    def floor(batch: list[str]) -> None:
+        get, check = floor_table.get, revocations.check
+        for t in batch:
+            e = get(t)
+            if e is None or e.kid in revoked_kids:
+                raise AssertionError
+            if check(e.jti, e.gid, e.sub, e.client_id, e.iat) is not None:
+                raise AssertionError
+
+    def floor_with_metadata(batch: list[str]) -> None:
+        get, check = floor_table.get, revocations.check
+        for t in batch:
+            metadata = (("user-agent", "grpc-python"), ("authorization", "Bearer " + t))
+            found = None
+            for key, value in metadata:
+                if key == "authorization":
+                    found = value[7:]
+            e = get(found)  # type: ignore[arg-type]
+            if e is None or e.kid in revoked_kids:
+                raise AssertionError
+            if check(e.jti, e.gid, e.sub, e.client_id, e.iat) is not None:
+                raise AssertionError
+
+    def check_cached(batch: list[str]) -> None:
+        hit = verifier.check_cached
+        for t in batch:
+            if hit(t) is None:
+                raise AssertionError
+
+    loop = asyncio.new_event_loop()
+
+    async def awaited(batch: list[str]) -> None:
+        verify = verifier.verify
+        for t in batch:
+            await verify(t)
+
+    def verify_coroutine(batch: list[str]) -> None:
+        loop.run_until_complete(awaited(batch))
+
+    def interceptor_hit(batch: list[str]) -> None:
+        hit = verifier.check_cached
+        for t in batch:
+            metadata = (("user-agent", "grpc-python"), ("authorization", "Bearer " + t))
+            claims = hit(bearer_token(metadata))  # type: ignore[arg-type]
+            if claims is None or not scopes_ok(claims, required):
+                raise AssertionError
+
+    samples = interleave(
+        {
+            "floor": floor,
+            "check_cached": check_cached,
+            "verify_coroutine": verify_coroutine,
+            "floor_with_metadata": floor_with_metadata,
+            "interceptor_hit": interceptor_hit,
+        },
+        lambda: fresh_copies(token, batch_size),
+        rounds,
+    )
+    reader.get_metrics_data()  # the export path works with the SDK installed
+    loop.close()
+    return {"samples_us": samples, "hits": verifier.stats.hits}
+
+
+# --- 2. first sight vs raw cryptography and pyjwt ------------------------------------------------
+
+
+def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
+    signer = Signer(alg, f"{alg.lower()}-1")
+    tokens = [signer.token() for _ in range(batch_size * 2)]
+    # The raw verify of the very same signatures, with the conversion pyjwt and we both need
+    # done beforehand (raw r‖s → DER for ECDSA), so it is the true floor.
+    raw_inputs = []
+    for t in tokens:
+        head, payload, sig = t.split(".")
+        data = f"{head}.{payload}".encode()
+        signature = b64url_decode(sig)
+        if alg == "ES256":
+            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            signature = encode_dss_signature(r, s)
+        raw_inputs.append((signature, data))
+    public = signer.public
+    ecdsa = ec.ECDSA(SHA256())
+
+    def raw(batch_idx: list[str]) -> None:
+        for i in batch_idx:
+            sig, data = raw_inputs[int(i)]
+            if alg == "ES256":
+                public.verify(sig, data, ecdsa)
+            else:
+                public.verify(sig, data)
+
+    def pyjwt_decode(batch_idx: list[str]) -> None:
+        decode = jwt.decode
+        for i in batch_idx:
+            decode(
+                tokens[int(i)],
+                public,
+                algorithms=[alg],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "jti"]},
+            )
+
+    verifiers = [build_verifier([signer], cache_size=batch_size * 4) for _ in range(rounds)]
+    used = iter(verifiers)
+    loop = asyncio.new_event_loop()
+
+    async def first_sights(verifier: Verifier, batch_idx: list[str]) -> None:
+        hit, verify = verifier.check_cached, verifier.verify
+        for i in batch_idx:  # what AuthInterceptor does: the sync hit check, then await verify
+            t = tokens[int(i)]
+            if hit(t) is None:
+                await verify(t)
+
+    def tokenry(batch_idx: list[str]) -> None:
+        verifier = next(used)  # a cold cache per round: every call is a first sight
+        loop.run_until_complete(first_sights(verifier, batch_idx))
+        assert verifier.stats.verified == len(batch_idx)
+
+    indexes = [str(i) for i in range(batch_size)]
+    samples = interleave(
+        {"raw_cryptography": raw, "pyjwt_decode": pyjwt_decode, "tokenry_first_sight": tokenry},
+        lambda: list(indexes),
+        rounds,
+    )
+    loop.close()
+    return {"samples_us": samples}
+
+
+# --- 3. interceptor vs an extra RPC --------------------------------------------------------------
+
+
+async def _echo(request: bytes, _context: Any) -> bytes:
+    return request
+
+
+class _PassThrough(grpc.aio.ServerInterceptor):
+    """Does nothing: what grpc.aio's interceptor machinery costs by itself."""
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        return await continuation(handler_call_details)
+
+
+def _details(method: str, token: str) -> Any:
+    class Details(grpc.HandlerCallDetails):
+        def __init__(self) -> None:
+            self.method = method
+            self.invocation_metadata = (
+                ("user-agent", "grpc-python-asyncio"),
+                ("authorization", f"Bearer {token}"),
+            )
+
+    return Details()
+
+
+async def _bench_rpc(rounds: int, calls: int) -> dict[str, Any]:
+    signer = Signer("ES256", "es-1")
+    verifier = await asyncio.to_thread(build_verifier, [signer], 100_000)
+    policy = {"/bench.Echo/*": MethodPolicy(scopes=frozenset({"demo.read"}))}
+    interceptor = AuthInterceptor(verifier, policy)
+    handler = grpc.unary_unary_rpc_method_handler(_echo)
+    generic = grpc.method_handlers_generic_handler("bench.Echo", {"Call": handler})
+    bare = grpc.aio.server()
+    protected = grpc.aio.server(interceptors=[interceptor])
+    noop = grpc.aio.server(interceptors=[_PassThrough()])
+    ports = []
+    for server in (bare, protected, noop):
+        server.add_generic_rpc_handlers([generic])
+        ports.append(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+    token = signer.token()
+    fresh_tokens = [signer.token() for _ in range(calls * rounds)]
+    fresh_iter = iter(fresh_tokens)
+    samples: dict[str, list[float]] = {
+        "bare_rpc": [],
+        "rpc_with_noop_interceptor": [],
+        "rpc_with_interceptor_hit": [],
+        "rpc_with_interceptor_first_sight": [],
+        "interceptor_hit_direct": [],
+        "interceptor_first_sight_direct": [],
+    }
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{ports[0]}") as ch_bare,
+        grpc.aio.insecure_channel(f"127.0.0.1:{ports[1]}") as ch_auth,
+        grpc.aio.insecure_channel(f"127.0.0.1:{ports[2]}") as ch_noop,
+    ):
+        call_bare = ch_bare.unary_unary("/bench.Echo/Call")
+        call_auth = ch_auth.unary_unary("/bench.Echo/Call")
+        call_noop = ch_noop.unary_unary("/bench.Echo/Call")
+        metadata = (("authorization", f"Bearer {token}"),)
+        for _ in range(200):  # warm up the channels and the cache
+            await call_bare(b"x")
+            await call_noop(b"x", metadata=metadata)
+            await call_auth(b"x", metadata=metadata)
+
+        async def rpc_bare() -> None:
+            for _ in range(calls):
+                await call_bare(b"x")
+
+        async def rpc_noop() -> None:
+            for _ in range(calls):
+                await call_noop(b"x", metadata=metadata)
+
+        async def rpc_hit() -> None:
+            for _ in range(calls):
+                await call_auth(b"x", metadata=metadata)
+
+        async def rpc_first() -> None:
+            for _ in range(calls):
+                await call_auth(b"x", metadata=(("authorization", f"Bearer {next(fresh_iter)}"),))
+
+        async def direct_hit() -> None:
+            async def continuation(_d: Any) -> Any:
+                return handler
+
+            details = _details("/bench.Echo/Call", token)
+            for _ in range(calls * 20):
+                await interceptor.intercept_service(continuation, details)
+
+        direct_tokens = [signer.token() for _ in range(calls * rounds)]
+        direct_iter = iter(direct_tokens)
+
+        async def direct_first() -> None:
+            async def continuation(_d: Any) -> Any:
+                return handler
+
+            for _ in range(calls):
+                details = _details("/bench.Echo/Call", next(direct_iter))
+                await interceptor.intercept_service(continuation, details)
+
+        runs = {
+            "bare_rpc": (rpc_bare, calls),
+            "rpc_with_noop_interceptor": (rpc_noop, calls),
+            "rpc_with_interceptor_hit": (rpc_hit, calls),
+            "rpc_with_interceptor_first_sight": (rpc_first, calls),
+            "interceptor_hit_direct": (direct_hit, calls * 20),
+            "interceptor_first_sight_direct": (direct_first, calls),
+        }
+        for r in range(rounds):
+            order = list(runs) if r % 2 == 0 else list(reversed(runs))
+            for name in order:
+                fn, n = runs[name]
+                start = time.process_time_ns()
+                await fn()
+                samples[name].append((time.process_time_ns() - start) / n / 1000)
+    for server in (bare, protected, noop):
+        await server.stop(None)
+    return {"samples_cpu_us": samples}
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+Row = tuple[str, str, str, str, str]
+
+
+def _row(name: str, xs: list[float], base: list[float] | None, target: str = "") -> Row:
+    if base is None:
+        return (name, f"{med(xs):.3g}", f"{min(xs):.3g}", "", target)
+    ratio = f"{med(xs) / med(base):.2f} ({min(xs) / min(base):.2f})"
+    return (name, f"{med(xs):.3g}", f"{min(xs):.3g}", ratio, target)
+
+
+def _cheaper(name: str, cost: list[float], rpc: list[float], target: str = "") -> Row:
+    ratio = f"{med(rpc) / med(cost):.0f} ({min(rpc) / min(cost):.0f})"
+    return (name, f"{med(cost):.3g}", f"{min(cost):.3g}", ratio, target)
+
+
+def report(results: dict[str, Any]) -> list[Row]:
+    """Rows: name, median µs, min µs, ratio of medians (ratio of mins), target."""
+    hit = results["cache_hit"]["samples_us"]
+    rows = [
+        _row("floor: dict lookup + revocation checks", hit["floor"], None),
+        _row("hit: Verifier.check_cached", hit["check_cached"], hit["floor"], "≤ 1.3 × floor"),
+        _row("hit: await Verifier.verify", hit["verify_coroutine"], hit["floor"]),
+        _row("floor + metadata parse", hit["floor_with_metadata"], None),
+        _row(
+            "hit: metadata + check_cached + scope",
+            hit["interceptor_hit"],
+            hit["floor_with_metadata"],
+            "× (floor + metadata)",
+        ),
+    ]
+    for alg in ("ES256", "EdDSA"):
+        fs = results[f"first_sight_{alg}"]["samples_us"]
+        raw = fs["raw_cryptography"]
+        rows += [
+            _row(f"{alg} raw cryptography verify", raw, None),
+            _row(f"{alg} pyjwt.decode", fs["pyjwt_decode"], raw, "× raw"),
+            _row(f"{alg} first sight (verifier)", fs["tokenry_first_sight"], raw, "≤ 1.25 × raw"),
+        ]
+    rpc = results["rpc"]["samples_cpu_us"]
+    bare = rpc["bare_rpc"]
+    rows += [
+        _row("bare echo RPC CPU/call (Introspect stand-in)", bare, None),
+        _cheaper("interceptor hit, direct: RPC ÷", rpc["interceptor_hit_direct"], bare, "≥ 100"),
+        _cheaper(
+            "interceptor first sight, direct: RPC ÷",
+            rpc["interceptor_first_sight_direct"],
+            bare,
+            "≥ 5",
+        ),
+    ]
+    for label, key in (
+        ("end to end: no-op grpc.aio interceptor", "rpc_with_noop_interceptor"),
+        ("end to end: AuthInterceptor, hit", "rpc_with_interceptor_hit"),
+        ("end to end: AuthInterceptor, first sight", "rpc_with_interceptor_first_sight"),
+    ):
+        added = [a - b for a, b in zip(rpc[key], bare, strict=True)]
+        rows.append((label + " (added)", f"{med(added):.3g}", "", "", "same-round difference"))
+    return rows
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = [
+        ("Cache hit (µs/verification)", results["cache_hit"]["samples_us"]),
+        (
+            "First sight ES256 / EdDSA (µs)",
+            {
+                f"{alg} {name}": v
+                for alg in ("ES256", "EdDSA")
+                for name, v in results[f"first_sight_{alg}"]["samples_us"].items()
+            },
+        ),
+        ("CPU per request (µs)", results["rpc"]["samples_cpu_us"]),
+    ]
+    for ax, (title, data) in zip(axes, panels, strict=True):
+        names = list(data)
+        ax.boxplot([data[n] for n in names], orientation="horizontal")
+        ax.set_yticks(range(1, len(names) + 1), [n.replace("_", " ") for n in names], fontsize=7)
+        ax.set_title(title)
+        ax.set_xscale("log" if title.startswith("CPU") else "linear")
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle("tokenry verifier — interleaved rounds on one pinned core (CPU time per call)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--cpu", type=int, default=None, help="core to pin to (default: last)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    args = parser.parse_args()
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    rounds = 5 if args.quick else 15
+    batch = 5_000 if args.quick else 20_000
+    first_batch = 300 if args.quick else 1_000
+    calls = 300 if args.quick else 2_000
+
+    results: dict[str, Any] = {
+        "meta": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpu_pinned": cpu,
+            "grpc": grpc.__version__,
+            "pyjwt": jwt.__version__,
+            "rounds": rounds,
+            "note": "bare echo RPC stands in for Introspect until the introspector exists",
+        }
+    }
+    print(f"pinned to CPU {cpu}; {rounds} interleaved rounds per comparison", flush=True)
+    results["cache_hit"] = bench_cache_hit(rounds, batch)
+    print("cache hit: done", flush=True)
+    for alg in ("ES256", "EdDSA"):
+        results[f"first_sight_{alg}"] = bench_first_sight(alg, rounds, first_batch)
+        print(f"first sight {alg}: done", flush=True)
+    results["rpc"] = asyncio.run(_bench_rpc(rounds, calls))
+    print("RPC: done\n", flush=True)
+
+    rows = report(results)
+    width = max(len(r[0]) for r in rows)
+    header = ("measurement", "median µs", "min µs", "ratio (of mins)", "target")
+    print(f"{header[0]:<{width}}  {header[1]:>9}  {header[2]:>7}  {header[3]:>15}  {header[4]}")
+    for name, median, low, ratio, target in rows:
+        print(f"{name:<{width}}  {median:>9}  {low:>7}  {ratio:>15}  {target}")
+    results["table"] = rows
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "verifier.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    plotted = plot(results, args.out / "verifier.png")
+    print(f"\nraw samples: {args.out / 'verifier.json'}")
+    print(f"plot: {args.out / 'verifier.png'}" if plotted else "plot: skipped (no matplotlib)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""introspector: RFC 7662 introspection of opaque tokens and JWTs."""

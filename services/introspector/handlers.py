@@ -1,0 +1,230 @@
+"""Introspection use cases: authenticate the caller, find the token, decide, answer (RFC 7662).
+
+Every negative outcome is the one ``INACTIVE`` answer, and the work done for a garbage, unknown,
+expired, revoked or not-for-you token is kept similar (format and checksum checks before any
+database hit; one revocation lookup for every well-formed candidate) so neither the answer nor,
+as far as practical, the time tells them apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tokenry.core.client_secrets import Pepper
+from tokenry.core.clientauth import ClientCredentials, ClientLookup, authenticate
+from tokenry.core.clock import Clock
+from tokenry.core.introspection import (
+    INACTIVE,
+    Introspection,
+    audiences_of,
+    from_claims,
+    may_see,
+    require_introspect_scope,
+)
+from tokenry.core.opaque import kind_of, token_hash
+from tokenry.verifier import jose
+from tokenry.verifier.errors import VerificationError
+from tokenry.verifier.keys import VerificationKey
+
+MAX_TOKEN_LENGTH = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class OpaqueRecord:
+    """What the issuer stored for an opaque token (only its hash is stored)."""
+
+    kind: str  # "access" | "refresh"
+    jti: str
+    gid: str | None
+    client_id: str
+    subject: str
+    scope: str
+    audiences: tuple[str, ...]
+    issuer: str
+    issued_at: int
+    expires_at: int
+    revoked: bool
+
+
+class OpaqueTokens(Protocol):
+    async def find(self, digest: bytes) -> OpaqueRecord | None:
+        """The record for SHA-256(token), or None."""
+        ...
+
+
+class RevocationCheck(Protocol):
+    async def revoked(
+        self, jti: str, gid: str | None, sub: str | None, client_id: str | None, iat: float
+    ) -> bool:
+        """Whether PostgreSQL-backed revocation state revokes these claims (SPEC §4.5)."""
+        ...
+
+
+class VerificationKeys(Protocol):
+    """The published verification keys (``tokenry.verifier.jwks.JwksCache`` fits)."""
+
+    @property
+    def keys(self) -> Mapping[str, VerificationKey]: ...
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Refetch (single-flight, rate limited unless forced)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IntrospectRequest:
+    credentials: ClientCredentials
+    token: str
+    token_type_hint: str
+
+
+class PositiveCache:
+    """Positive answers by SHA-256 of the token, bounded by size, by the token's exp and by age.
+
+    Revocation events invalidate entries by jti/gid/sub/client_id (``invalidate``); the age
+    bound keeps a missed event from mattering for longer than ``max_age``.
+    """
+
+    def __init__(self, clock: Clock, *, size: int = 50_000, max_age: float = 5.0) -> None:
+        self._clock = clock
+        self._size = size
+        self._max_age = max_age
+        self._entries: OrderedDict[bytes, tuple[dict[str, Any], float]] = OrderedDict()
+
+    def get(self, digest: bytes) -> dict[str, Any] | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        claims, stored_at = entry
+        if (
+            self._clock.monotonic() - stored_at > self._max_age
+            or claims["exp"] <= self._clock.now()
+        ):
+            del self._entries[digest]
+            return None
+        return claims
+
+    def put(self, digest: bytes, claims: dict[str, Any]) -> None:
+        self._entries[digest] = (claims, self._clock.monotonic())
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, kind: str, value: str) -> None:
+        field = {"jti": "jti", "grant": "gid", "subject": "sub", "client": "client_id"}.get(kind)
+        if field is None:
+            return
+        dead = [d for d, (claims, _) in self._entries.items() if claims.get(field) == value]
+        for digest in dead:
+            del self._entries[digest]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class IntrospectorHandlers:
+    def __init__(
+        self,
+        *,
+        clients: ClientLookup,
+        peppers: dict[str, Pepper],
+        opaque: OpaqueTokens,
+        revocations: RevocationCheck,
+        keys: VerificationKeys,
+        issuer_url: str,
+        clock: Clock,
+        cache: PositiveCache,
+        leeway: float = jose.DEFAULT_LEEWAY,
+    ) -> None:
+        self._clients = clients
+        self._peppers = peppers
+        self._opaque = opaque
+        self._revocations = revocations
+        self._keys = keys
+        self._issuer = issuer_url
+        self._clock = clock
+        self._cache = cache
+        self._leeway = leeway
+
+    async def introspect(self, req: IntrospectRequest) -> Introspection:
+        caller = await authenticate(req.credentials, self._clients, self._peppers)
+        require_introspect_scope(caller)  # an error, not an answer: the caller is at fault
+        claims = await self._active_claims(req.token)
+        if claims is None or not may_see(caller, audiences_of(claims)):
+            return INACTIVE
+        return from_claims(claims)
+
+    async def _active_claims(self, token: str) -> dict[str, Any] | None:
+        # RFC 7662 §2.1: token_type_hint is only a hint; the token's own shape decides.
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            return cached
+        if kind_of(token) is not None:
+            claims = await self._opaque_claims(token)
+        elif token.count(".") == 2:
+            claims = await self._jwt_claims(token)
+        else:
+            return None  # neither shape: garbage, answered without a database hit
+        if claims is None:
+            return None
+        if await self._revocations.revoked(
+            claims["jti"],
+            claims.get("gid"),
+            claims.get("sub"),
+            claims.get("client_id"),
+            claims["iat"],
+        ):
+            return None
+        self._cache.put(digest, claims)
+        return claims
+
+    async def _opaque_claims(self, token: str) -> dict[str, Any] | None:
+        record = await self._opaque.find(token_hash(token))
+        if record is None or record.revoked or record.expires_at <= self._clock.now():
+            return None
+        claims: dict[str, Any] = {
+            "iss": record.issuer,
+            "sub": record.subject,
+            "client_id": record.client_id,
+            "scope": record.scope,
+            "exp": record.expires_at,
+            "iat": record.issued_at,
+            "jti": record.jti,
+        }
+        if record.audiences:
+            claims["aud"] = list(record.audiences)
+        if record.gid:
+            claims["gid"] = record.gid
+        if record.kind == "refresh":
+            claims["token_kind"] = "refresh"
+        return claims
+
+    async def _jwt_claims(self, token: str) -> dict[str, Any] | None:
+        try:
+            parts = jose.split_and_parse(token)
+            key = self._keys.keys.get(parts.kid)
+            if key is None:
+                await self._keys.refresh()  # a key published since the last refresh
+                key = self._keys.keys.get(parts.kid)
+            if key is None:
+                return None
+            claims = jose.Decoder().verify_signature(parts, key)
+            # The audience is checked against the caller afterwards (RFC 7662 §4), so any
+            # audience passes here; issuer, times and types are checked as the verifier does.
+            audience = next(iter(audiences_of(claims)), "")
+            jose.check_claims(
+                claims,
+                issuer=self._issuer,
+                audience=audience,
+                now=self._clock.now(),
+                leeway=self._leeway,
+            )
+        except VerificationError:
+            return None
+        return claims

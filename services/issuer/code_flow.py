@@ -1,0 +1,210 @@
+"""The authorization code grant with PKCE (RFC 6749 §4.1, RFC 7636, OAuth 2.1 §4.1).
+
+Front channel in the login/consent model of Ory Hydra: :meth:`CodeFlow.authorize` validates
+the request and parks it behind a single-use login challenge; the gateway's login app
+authenticates the user and calls :meth:`CodeFlow.complete`, which issues the code and the
+redirect. The issuer never renders a page. :meth:`CodeFlow.redeem` is the token request.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from tokenry.core import authorize, opaque, pkce
+from tokenry.core.clients import ADMIN_SCOPE, AUTH_CODE_TTL, LOGIN_SCOPE, Client
+from tokenry.core.errors import InsufficientScope, InvalidGrant, InvalidRequest
+from tokenry.core.grants import narrow_scopes
+from tokenry.core.ids import new_gid
+from tokenry.core.oidc import OPENID_SCOPE
+from tokenry.services.issuer.deps import IssuerDeps, TokenRequest, token_format
+from tokenry.services.issuer.family import FamilyStart, issue_first_tokens, revoke_family
+from tokenry.services.issuer.minting import TokenResult
+from tokenry.store.auth_codes import AuthCodeRecord, AuthRequestRecord
+from tokenry.store.grants import GrantRecord
+
+log = logging.getLogger(__name__)
+
+LOGIN_CHALLENGE_TTL = 600  # the user has ten minutes to log in
+AUTH_TIME_SKEW = 30
+_SUBJECT = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeOutcome:
+    login_challenge: str = ""
+    client_id: str = ""
+    requested_scope: str = ""
+    redirect_to: str = ""
+    error: str = ""
+    error_description: str = ""
+
+    def __repr__(self) -> str:  # the challenge and the code in redirect_to are credentials
+        return f"AuthorizeOutcome(client_id={self.client_id!r}, error={self.error!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    login_challenge: str
+    subject: str
+    granted_scope: str
+    auth_time: int
+    deny: bool
+
+    def __repr__(self) -> str:
+        return f"Completion(subject={self.subject!r}, deny={self.deny})"
+
+
+class CodeFlow:
+    def __init__(self, deps: IssuerDeps) -> None:
+        self._d = deps
+
+    def _redirect(self, uri: str, params: dict[str, str]) -> str:
+        # RFC 9207: iss in every authorization response, so a client can detect mix-up attacks.
+        return authorize.add_query(uri, {**params, "iss": self._d.minter.issuer})
+
+    async def authorize(self, req: authorize.AuthorizationRequest) -> AuthorizeOutcome:
+        """Validate an authorization request (no client authentication: a public endpoint)."""
+        d = self._d
+        client = None
+        if 0 < len(req.client_id) <= 255:
+            client = await d.clients.get_client(req.client_id)
+        try:
+            valid = authorize.validate(req, client)
+        except authorize.RedirectError as exc:
+            params = {"error": exc.error, "error_description": exc.description, "state": exc.state}
+            return AuthorizeOutcome(
+                client_id=req.client_id,
+                redirect_to=self._redirect(exc.redirect_uri, params),
+                error=exc.error,
+                error_description=exc.description,
+            )
+        challenge = opaque.new_token(opaque.LOGIN_CHALLENGE)
+        await d.codes.save_request(
+            AuthRequestRecord(
+                challenge_hash=opaque.token_hash(challenge),
+                client_id=valid.client_id,
+                redirect_uri=valid.redirect_uri,
+                scopes=valid.scopes,
+                audiences=valid.audiences,
+                state=valid.state,
+                code_challenge=valid.code_challenge,
+                nonce=valid.nonce,
+                expires_at=int(d.clock.now()) + LOGIN_CHALLENGE_TTL,
+            )
+        )
+        return AuthorizeOutcome(
+            login_challenge=challenge,
+            client_id=valid.client_id,
+            requested_scope=" ".join(valid.scopes),
+        )
+
+    async def complete(self, caller: Client, done: Completion) -> AuthorizeOutcome:
+        """Finish a parked request for an authenticated subject: the code and the redirect."""
+        d = self._d
+        if LOGIN_SCOPE not in caller.scopes and ADMIN_SCOPE not in caller.scopes:
+            raise InsufficientScope(f"completing authorizations needs {LOGIN_SCOPE}")
+        if opaque.kind_of(done.login_challenge) != opaque.LOGIN_CHALLENGE:
+            raise InvalidRequest("unknown or expired login challenge")
+        if not done.deny and not _SUBJECT.fullmatch(done.subject):
+            raise InvalidRequest("subject must be 1-255 printable ASCII characters")
+        now = int(d.clock.now())
+        auth_time = done.auth_time or now
+        if not 0 < auth_time <= now + AUTH_TIME_SKEW:
+            raise InvalidRequest("auth_time must be a past unix time")
+        async with d.grants.transaction() as conn:
+            req = await d.codes.take_request(conn, opaque.token_hash(done.login_challenge), now)
+            if req is None:
+                raise InvalidRequest("unknown or expired login challenge")
+            if done.deny:
+                params = {
+                    "error": "access_denied",
+                    "error_description": "the user or the login provider refused the request",
+                    "state": req.state,
+                }
+                return AuthorizeOutcome(
+                    client_id=req.client_id,
+                    redirect_to=self._redirect(req.redirect_uri, params),
+                    error="access_denied",
+                    error_description=params["error_description"],
+                )
+            scopes = narrow_scopes(done.granted_scope, req.scopes)
+            code = opaque.new_token(opaque.CODE)
+            await d.codes.save_code(
+                conn,
+                AuthCodeRecord(
+                    code_hash=opaque.token_hash(code),
+                    gid=new_gid(),
+                    client_id=req.client_id,
+                    redirect_uri=req.redirect_uri,
+                    code_challenge=req.code_challenge,
+                    subject=done.subject,
+                    scopes=scopes,
+                    audiences=req.audiences,
+                    nonce=req.nonce,
+                    auth_time=auth_time,
+                    # RFC 6749 §4.1.2: short-lived; SPEC §2: at most 60 s.
+                    expires_at=now + AUTH_CODE_TTL,
+                ),
+            )
+        return AuthorizeOutcome(
+            client_id=req.client_id,
+            requested_scope=" ".join(scopes),
+            # RFC 6749 §4.1.2: state exactly as received.
+            redirect_to=self._redirect(req.redirect_uri, {"code": code, "state": req.state}),
+        )
+
+    async def redeem(self, client: Client, req: TokenRequest) -> TokenResult:
+        """The token request of the code grant (RFC 6749 §4.1.3, RFC 7636 §4.5-4.6)."""
+        d = self._d
+        if not req.code:
+            raise InvalidRequest("code is required")
+        if not req.redirect_uri:
+            raise InvalidRequest("redirect_uri is required (RFC 6749 §4.1.3)")
+        if opaque.kind_of(req.code) != opaque.CODE:
+            raise InvalidGrant("invalid authorization code")
+        fmt = token_format(req.token_format, client)
+        d.minter.check_ready(fmt)
+        code_hash = opaque.token_hash(req.code)
+        reused: AuthCodeRecord | None = None
+        async with d.grants.transaction() as conn:
+            code = await d.codes.lock_code(conn, code_hash)
+            if code is None:
+                raise InvalidGrant("invalid authorization code")
+            if code.used_at is not None:
+                reused = code
+            else:
+                now = d.clock.now()
+                if now >= code.expires_at:
+                    raise InvalidGrant("the authorization code has expired")
+                if code.client_id != client.client_id:
+                    raise InvalidGrant("the code was issued to another client")
+                if req.redirect_uri != code.redirect_uri:
+                    raise InvalidGrant("redirect_uri differs from the authorization request")
+                pkce.verify(req.code_verifier, code.code_challenge)
+                scopes = narrow_scopes(req.scope, code.scopes)
+                if OPENID_SCOPE in scopes:
+                    d.minter.check_id_ready(client.id_token_alg)
+                d.watermarks.check(code.subject, client.client_id, now)
+                await d.codes.mark_used(conn, code_hash, int(now))
+                grant = GrantRecord(
+                    gid=code.gid,
+                    client_id=client.client_id,
+                    subject=code.subject,
+                    scopes=code.scopes,
+                    audiences=code.audiences,
+                    auth_time=code.auth_time,
+                    nonce=code.nonce,
+                    created_at=int(now),
+                    expires_at=int(now) + client.refresh_token_absolute_ttl,
+                )
+                await d.grants.create(conn, grant)
+                return await issue_first_tokens(
+                    d, conn, FamilyStart(client, grant, scopes, fmt, now)
+                )
+        # RFC 6749 §4.1.2 / §10.5: a code used twice is stolen; revoke everything issued from it.
+        await revoke_family(
+            d, reused.gid, actor=client.client_id, reason="authorization code reused"
+        )
+        raise InvalidGrant("the authorization code was already used; its tokens are revoked")

@@ -1,0 +1,170 @@
+"""refresh_token (RFC 6749 §6, OAuth 2.1 §4.3.1): rotation, family revocation on reuse, the
+grace rule of SPEC §3 and one winner under concurrency, against real PostgreSQL and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import asyncpg
+import jwt
+import pytest
+from test_issuer_support import IssuerSuite, issuer_suite, oauth_error
+
+from tokenry.bus import codec
+from tokenry.core import opaque
+from tokenry.core.revocations import Revocation, RevocationKind
+from tokenry.servicekit.config import Settings
+from tokenry.store.revocations import RevocationStore
+from tokenry.verifier.errors import RevokedError
+
+pytestmark = pytest.mark.integration
+REFRESH = "refresh_token"
+
+
+def claims_of(token: str) -> dict[str, object]:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+async def refresh(s: IssuerSuite, token: str, client: str = "web", **fields: object) -> object:
+    return await s.token(client, grant_type=REFRESH, refresh_token=token, **fields)
+
+
+async def test_rotation_and_retry_inside_the_grace(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with issuer_suite(settings, pool, services=("keyrotator", "revocation", "issuer")) as s:
+        first = await s.code_tokens("web", scope="read write")
+        second = await refresh(s, first.refresh_token, scope="read")
+        assert second.refresh_token != first.refresh_token  # rotated
+        assert opaque.kind_of(second.refresh_token) == opaque.REFRESH
+        assert second.scope == "read"  # the access token may narrow...
+        a2 = claims_of(second.access_token)
+        assert a2["gid"] == claims_of(first.access_token)["gid"]
+        # ...the refresh token keeps the family's scope (RFC 6749 §6).
+        third = await refresh(s, second.refresh_token)
+        assert third.scope == "read write"
+
+        # A retry of the spent token inside the grace: the same successor, and an access token
+        # with the same jti, iat and exp (SPEC §3).
+        retry = await refresh(s, second.refresh_token)
+        assert retry.refresh_token == third.refresh_token
+        a3, r3 = claims_of(third.access_token), claims_of(retry.access_token)
+        assert (r3["jti"], r3["iat"], r3["exp"]) == (a3["jti"], a3["iat"], a3["exp"])
+        assert await pool.fetchval("SELECT count(*) FROM opaque_tokens WHERE kind = 'refresh'") == 3
+        # Escalation is refused and writes nothing.
+        _, error, _ = await oauth_error(refresh(s, third.refresh_token, scope="read openid"))
+        assert error == "invalid_scope"
+        _, error, _ = await oauth_error(refresh(s, third.refresh_token, audience=["other"]))
+        assert error == "invalid_target"
+        # Another client cannot use it (RFC 6749 §6: bound to its client).
+        _, error, _ = await oauth_error(refresh(s, third.refresh_token, client="web-opaque"))
+        assert error == "invalid_grant"
+        assert (await refresh(s, third.refresh_token)).refresh_token
+
+
+async def test_concurrent_refreshes_have_one_winner(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with issuer_suite(settings, pool, services=("keyrotator", "revocation", "issuer")) as s:
+        first = await s.code_tokens("web-opaque", scope="read")
+        results = await asyncio.gather(
+            *(refresh(s, first.refresh_token, "web-opaque") for _ in range(16))
+        )
+        assert len({r.refresh_token for r in results}) == 1
+        assert len({r.access_token for r in results}) == 1  # opaque: derived, so identical
+        # Decided in the database: exactly one successor row, one new access-token row.
+        assert await pool.fetchval("SELECT count(*) FROM opaque_tokens WHERE kind = 'refresh'") == 2
+        assert await pool.fetchval("SELECT count(*) FROM opaque_tokens WHERE kind = 'access'") == 2
+        assert await pool.fetchval("SELECT count(*) FROM revocations") == 0
+
+
+async def test_reuse_revokes_the_family_on_running_verifiers(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with issuer_suite(settings, pool) as s:
+        first = await s.code_tokens("web", scope="read")
+        second = await refresh(s, first.refresh_token)
+        third = await refresh(s, second.refresh_token)  # the successor is used: no more grace
+        runtime = await s.verifier("api")
+        try:
+            for resp in (first, second, third):
+                await runtime.verifier.verify(resp.access_token)
+            _, error, description = await oauth_error(refresh(s, first.refresh_token))
+            assert error == "invalid_grant" and "already used" in description
+            gid = claims_of(first.access_token)["gid"]
+            seq = await pool.fetchval(
+                "SELECT seq FROM revocations WHERE kind = 'grant' AND value = $1", gid
+            )
+            started = time.perf_counter()
+            await asyncio.wait_for(runtime.state.wait_for_seq(seq), timeout=10)
+            print(
+                f"\nrefresh reuse → family revoked on the verifier in {time.perf_counter() - started:.3f} s"
+            )
+            for resp in (first, second, third):  # previously issued access tokens
+                with pytest.raises(RevokedError):
+                    await runtime.verifier.verify(resp.access_token)
+        finally:
+            await runtime.close()
+        # The family is dead for refreshing too, even with its newest token.
+        _, error, _ = await oauth_error(refresh(s, third.refresh_token))
+        assert error == "invalid_grant"
+        assert await pool.fetchval("SELECT count(*) FROM grants WHERE revoked_at IS NULL") == 0
+
+
+async def test_reuse_after_the_grace_revokes_the_family(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with issuer_suite(settings, pool) as s:
+        first = await s.code_tokens("web", scope="read")
+        await refresh(s, first.refresh_token)
+        # Move the rotation 11 s into the past instead of sleeping through the 10 s grace.
+        await pool.execute(
+            "UPDATE opaque_tokens SET used_at = used_at - 11 WHERE used_at IS NOT NULL"
+        )
+        _, error, _ = await oauth_error(refresh(s, first.refresh_token))
+        assert error == "invalid_grant"
+        assert await pool.fetchval("SELECT count(*) FROM revocations WHERE kind = 'grant'") == 1
+
+
+async def test_subject_revoked_since_the_family_began_cannot_refresh(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with issuer_suite(settings, pool) as s:
+        first = await s.code_tokens("web", scope="read")
+        before = await pool.fetchval("SELECT count(*) FROM opaque_tokens")
+        now = time.time()
+        rev = Revocation(
+            RevocationKind.SUBJECT, "alice", math.ceil(now) + 2, int(now) + 90_000, "t"
+        )
+        await RevocationStore(pool).revoke(
+            rev, "admin", codec.revocation_event(settings.subjects, rev, now)
+        )
+        _, error, _ = await oauth_error(refresh(s, first.refresh_token))
+        assert error == "invalid_grant"
+        assert await pool.fetchval("SELECT count(*) FROM opaque_tokens") == before
+
+
+async def test_client_revoked_since_the_family_began_cannot_refresh(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with issuer_suite(settings, pool) as s:
+        first = await s.code_tokens("web", scope="read")
+        now = time.time()
+        rev = Revocation(RevocationKind.CLIENT, "web", math.ceil(now) + 2, int(now) + 90_000, "t")
+        await RevocationStore(pool).revoke(
+            rev, "admin", codec.revocation_event(settings.subjects, rev, now)
+        )
+        _, error, _ = await oauth_error(refresh(s, first.refresh_token))
+        assert error == "invalid_grant"
+
+
+async def test_refresh_token_errors(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with issuer_suite(settings, pool, services=("keyrotator", "issuer")) as s:
+        for token, expected in (
+            ("", "invalid_request"),
+            ("tkr_rt_nonsense", "invalid_grant"),
+            (opaque.new_token(opaque.REFRESH), "invalid_grant"),  # well-formed, unknown
+            (opaque.new_token(opaque.ACCESS), "invalid_grant"),  # wrong kind
+        ):
+            _, error, _ = await oauth_error(refresh(s, token))
+            assert error == expected
+        _, error, _ = await oauth_error(refresh(s, "x", client="demo"))
+        assert error == "unauthorized_client"

@@ -1,0 +1,320 @@
+"""The verifier's sync logic over an in-memory event stream (a real class at the seam, no NATS).
+
+Covers the bootstrap cut (stream seq L read before the snapshot W), gaps and reconnects resumed
+from the stream, and fresh snapshots when the stream was purged, reset or does not help.
+The real thing runs against NATS in tests/integration/test_pipeline_*.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from tokenry.bus import codec
+from tokenry.bus.codec import Subjects
+from tokenry.bus.consumer import EventHandler, HeartbeatHandler, StreamPosition
+from tokenry.core.clock import FakeClock
+from tokenry.core.revocations import Revocation, RevocationKind, RevocationSet
+from tokenry.verifier.jwks import JwksCache
+from tokenry.verifier.state import RevocationState
+from tokenry.verifier.sync import EventSubscriber, Snapshot, SyncSettings
+
+SUBJECTS = Subjects("t")
+SETTINGS = SyncSettings(gap_grace=0.5, behind_grace=3.0, snapshot_jitter=0.0, max_resumes=2)
+
+
+class FakeDatabase:
+    """The source of truth: revocations with a gap-free seq."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.rows: list[Revocation] = []
+        self.events: dict[int, bytes] = {}
+
+    def revoke(self, value: str) -> int:
+        self.seq += 1
+        rev = Revocation(RevocationKind.JTI, value, 0, 2_000_000_000)
+        self.rows.append(rev)
+        event = codec.revocation_event(SUBJECTS, rev, 1.0)
+        self.events[self.seq] = codec.stamp_seq(event.payload, self.seq)
+        return self.seq
+
+
+class FakeSnapshots:
+    def __init__(self, db: FakeDatabase) -> None:
+        self.db = db
+        self.taken = 0
+
+    async def snapshot(self) -> Snapshot:
+        self.taken += 1
+        revs = RevocationSet()
+        revs.apply_all(self.db.rows)
+        return Snapshot(self.db.seq, revs, len(self.db.rows))
+
+
+@dataclass
+class FakeSub:
+    start: int
+    handler: EventHandler
+    cursor: int = 0
+    open: bool = True
+
+    async def close(self) -> None:
+        self.open = False
+
+
+@dataclass
+class FakeStream:
+    """A JetStream stream: messages by stream seq, purge, reset."""
+
+    messages: dict[int, bytes] = field(default_factory=dict)
+    last: int = 0
+    first: int = 1
+    created: datetime.datetime = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    subs: list[FakeSub] = field(default_factory=list)
+    heartbeat_handlers: list[HeartbeatHandler] = field(default_factory=list)
+
+    def publish(self, data: bytes) -> int:
+        self.last += 1
+        self.messages[self.last] = data
+        return self.last
+
+    def purge(self) -> None:
+        self.messages.clear()
+        self.first = self.last + 1
+
+    def reset(self) -> None:
+        self.messages.clear()
+        self.first, self.last = 1, 0
+        self.created += datetime.timedelta(seconds=1)
+
+    def deliver(self, *, skip: frozenset[int] = frozenset()) -> None:
+        """Deliver what each open subscription has not seen yet, in order."""
+        for sub in self.subs:
+            if not sub.open:
+                continue
+            seq = max(sub.cursor + 1, sub.start, self.first)
+            while seq <= self.last:
+                if seq in self.messages and seq not in skip:
+                    sub.handler(seq, self.messages[seq])
+                sub.cursor = seq
+                seq += 1
+
+    def heartbeat(self, head: int) -> None:
+        for handler in self.heartbeat_handlers:
+            handler(codec.heartbeat(head, 1.0, "relay"))
+
+    async def position(self) -> StreamPosition | None:
+        return StreamPosition(self.first, self.last, self.created)
+
+    async def subscribe(self, start: int, on_event: EventHandler) -> FakeSub:
+        sub = FakeSub(start, on_event)
+        self.subs.append(sub)
+        return sub
+
+    async def subscribe_heartbeats(self, on_heartbeat: HeartbeatHandler) -> FakeSub:
+        self.heartbeat_handlers.append(on_heartbeat)
+        return FakeSub(0, lambda _s, _d: None)
+
+
+class FixedJwks:
+    def __init__(self, db: FakeDatabase) -> None:
+        self.db = db
+
+    async def fetch(self) -> tuple[str, int]:
+        return '{"keys": []}', self.db.seq
+
+
+@dataclass
+class World:
+    db: FakeDatabase
+    stream: FakeStream
+    clock: FakeClock
+    state: RevocationState
+    snapshots: FakeSnapshots | None
+    subscriber: EventSubscriber
+
+    def revoke_and_publish(self, n: int, prefix: str = "j") -> None:
+        for i in range(n):
+            seq = self.db.revoke(f"{prefix}{self.db.seq + 1}-{i}")
+            self.stream.publish(self.db.events[seq])
+
+    def jtis(self) -> set[str]:
+        return self.state.revocations.values(RevocationKind.JTI)
+
+    def expected(self) -> set[str]:
+        return {r.value for r in self.db.rows}
+
+
+async def _world(*, snapshots: bool = True, published: int = 5) -> World:
+    db, stream, clock = FakeDatabase(), FakeStream(), FakeClock()
+    state = RevocationState(clock, staleness_budget=30)
+    snaps = FakeSnapshots(db) if snapshots else None
+    sub = EventSubscriber(
+        events=stream,
+        state=state,
+        jwks=JwksCache(FixedJwks(db), clock),
+        snapshots=snaps,
+        clock=clock,
+        settings=SETTINGS,
+        rng=random.Random(0),
+    )
+    world = World(db, stream, clock, state, snaps, sub)
+    world.revoke_and_publish(published)
+    return world
+
+
+async def _start(world: World) -> None:
+    await world.subscriber.start()
+    if world.subscriber._watchdog is not None:  # driven by hand here
+        world.subscriber._watchdog.cancel()
+
+
+async def test_bootstrap_from_snapshot_is_current_at_once_and_consumes_after_it() -> None:
+    w = await _world(published=5)
+    await _start(w)
+    assert w.state.applied_seq == 5 and not w.state.is_stale()
+    assert w.stream.subs[-1].start == 6  # L + 1
+    w.revoke_and_publish(2)
+    w.stream.deliver()
+    assert w.state.applied_seq == 7 and w.jtis() == w.expected()
+
+
+async def test_events_covered_by_the_snapshot_are_dropped() -> None:
+    w = await _world(published=3)
+    # Two committed but not yet published when the verifier starts (publisher slow).
+    late = [w.db.revoke("late1"), w.db.revoke("late2")]
+    await _start(w)
+    assert w.state.applied_seq == 5  # the snapshot has them
+    for seq in late:
+        w.stream.publish(w.db.events[seq])
+    w.revoke_and_publish(1)
+    w.stream.deliver()
+    assert w.state.applied_seq == 6 and not w.state.has_gap and w.jtis() == w.expected()
+
+
+async def test_redelivered_and_duplicated_events_are_applied_once_in_order() -> None:
+    w = await _world(published=0)
+    await _start(w)
+    w.revoke_and_publish(3)
+    # A republish after the duplicate window: the same events again, later in the stream.
+    for seq in (1, 2, 3):
+        w.stream.publish(w.db.events[seq])
+    seen: list[int] = []
+    w.state.on_advance = seen.append
+    w.stream.deliver()
+    assert seen == [1, 2, 3] and w.state.applied_seq == 3 and len(w.jtis()) == 3
+
+
+async def test_a_gap_is_resumed_from_the_stream_at_the_last_applied_event() -> None:
+    w = await _world(published=2)
+    await _start(w)
+    w.revoke_and_publish(3)  # stream seqs 3, 4, 5
+    w.stream.deliver(skip=frozenset({3}))  # the consumer lost one delivery
+    assert w.state.has_gap and w.state.applied_seq == 2
+    await w.subscriber.check()
+    assert w.subscriber.resumes == 0  # within the grace: it may still arrive
+    w.clock.advance(0.6)
+    await w.subscriber.check()
+    assert w.subscriber.resumes == 1 and w.stream.subs[-1].start == 3
+    w.stream.deliver()
+    assert w.state.applied_seq == 5 and not w.state.has_gap and w.jtis() == w.expected()
+    assert w.snapshots is not None and w.snapshots.taken == 1  # no new snapshot was needed
+
+
+async def test_lagging_behind_heartbeats_resumes_then_snapshots_when_it_does_not_help() -> None:
+    w = await _world(published=2)
+    await _start(w)
+    # Committed and "published", but lost by the stream (an acked write lost in a crash).
+    for i in range(3):
+        w.db.revoke(f"lost{i}")
+    w.stream.heartbeat(w.db.seq)
+    for _ in range(SETTINGS.max_resumes):
+        w.clock.advance(3.1)
+        await w.subscriber.check()
+        w.stream.deliver()
+    assert w.subscriber.resumes == 2 and w.state.applied_seq == 2
+    w.clock.advance(3.1)
+    await w.subscriber.check()
+    assert w.snapshots is not None and w.snapshots.taken == 2
+    assert w.state.applied_seq == 5 and w.jtis() == w.expected() and not w.state.is_stale()
+
+
+async def test_a_purged_stream_makes_a_fresh_snapshot() -> None:
+    w = await _world(published=2)
+    await _start(w)
+    w.revoke_and_publish(5)  # never delivered: the verifier was away
+    w.stream.purge()
+    await w.subscriber.check(reconnected=True)
+    assert w.snapshots is not None and w.snapshots.taken == 2
+    assert w.jtis() == w.expected() and w.state.applied_seq == 7
+    w.revoke_and_publish(1)
+    w.stream.deliver()
+    assert w.state.applied_seq == 8 and w.jtis() == w.expected()
+
+
+@pytest.mark.parametrize("how", ["recreated", "went_backwards"])
+async def test_a_reset_stream_makes_a_fresh_snapshot(how: str) -> None:
+    w = await _world(published=4)
+    await _start(w)
+    w.stream.deliver()
+    if how == "recreated":
+        w.stream.reset()
+        w.revoke_and_publish(6)  # the new stream even has more messages than before
+    else:
+        w.stream.last = 2  # e.g. lost the tail of acknowledged writes
+        w.stream.messages = {k: v for k, v in w.stream.messages.items() if k <= 2}
+        w.revoke_and_publish(1)
+    await w.subscriber.check(reconnected=True)
+    assert w.snapshots is not None and w.snapshots.taken == 2
+    w.stream.deliver()
+    assert w.jtis() == w.expected() and w.state.applied_seq == w.db.seq
+
+
+async def test_reconnect_resumes_from_the_stream_without_counting_as_a_failure() -> None:
+    w = await _world(published=2)
+    await _start(w)
+    w.revoke_and_publish(2)
+    await w.subscriber.check(reconnected=True)
+    assert w.subscriber.resumes == 1 and w.stream.subs[-1].start == 3
+    assert not w.stream.subs[0].open  # the old consumer is gone
+    w.stream.deliver()
+    assert w.state.applied_seq == 4 and w.jtis() == w.expected()
+
+
+async def test_replay_mode_bases_on_the_first_event_the_stream_holds() -> None:
+    w = await _world(snapshots=False, published=4)
+    w.stream.purge()  # events 1..4 aged out
+    w.revoke_and_publish(2)
+    await _start(w)
+    assert w.state.is_stale()  # nothing proves it current yet
+    w.stream.deliver()
+    assert w.state.applied_seq == 6 and not w.state.has_gap
+    w.stream.heartbeat(6)
+    assert not w.state.is_stale()
+
+
+async def test_replay_mode_on_an_empty_stream_bases_on_the_heartbeat() -> None:
+    w = await _world(snapshots=False, published=3)
+    w.stream.purge()
+    await _start(w)
+    w.stream.heartbeat(3)
+    assert w.state.applied_seq == 3 and not w.state.is_stale()
+
+
+async def test_replay_mode_rebases_past_a_loss_it_cannot_repair(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w = await _world(snapshots=False, published=2)
+    await _start(w)
+    w.stream.deliver()
+    w.revoke_and_publish(3)
+    w.stream.purge()
+    w.revoke_and_publish(1)
+    await w.subscriber.check(reconnected=True)
+    w.stream.deliver()
+    assert "no snapshot source" in caplog.text
+    assert w.state.applied_seq == 6 and not w.state.has_gap
