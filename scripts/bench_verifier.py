@@ -29,6 +29,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -45,7 +46,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from tokenry.core.clock import SystemClock
 from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.verifier.interceptor import AuthInterceptor, MethodPolicy, ScopeCheck, bearer_token
-from tokenry.verifier.jose import b64url_decode
+from tokenry.verifier.jose import Decoder, b64url_decode
 from tokenry.verifier.jwks import JwksCache
 from tokenry.verifier.metrics import VerifierMetrics
 from tokenry.verifier.state import RevocationState
@@ -299,9 +300,21 @@ def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
         loop.run_until_complete(first_sights(verifier, batch_idx))
         assert verifier.stats.verified == len(batch_idx)
 
+    decoder, keys = Decoder(), verifiers[0].jwks.keys
+
+    def jose_decode(batch_idx: list[str]) -> None:
+        now = time.time()
+        for i in batch_idx:  # the JOSE core alone: its result is dropped, not cached
+            decoder.decode(tokens[int(i)], keys, issuer=ISSUER, audience=AUDIENCE, now=now)
+
     indexes = [str(i) for i in range(batch_size)]
     samples = interleave(
-        {"raw_cryptography": raw, "pyjwt_decode": pyjwt_decode, "tokenry_first_sight": tokenry},
+        {
+            "raw_cryptography": raw,
+            "pyjwt_decode": pyjwt_decode,
+            "jose_decode": jose_decode,
+            "tokenry_first_sight": tokenry,
+        },
         lambda: list(indexes),
         rounds,
     )
@@ -473,6 +486,7 @@ def report(results: dict[str, Any]) -> list[Row]:
         rows += [
             _row(f"{alg} raw cryptography verify", raw, None),
             _row(f"{alg} pyjwt.decode", fs["pyjwt_decode"], raw, "× raw"),
+            _row(f"{alg} jose.Decoder.decode (core only)", fs["jose_decode"], raw, "× raw"),
             _row(f"{alg} first sight (verifier)", fs["tokenry_first_sight"], raw, "≤ 1.25 × raw"),
         ]
     rpc = results["rpc"]["samples_cpu_us"]
@@ -536,8 +550,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--cpu", type=int, default=None, help="core to pin to (default: last)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where verifier.json/.png go (default docs/benchmarks; a temp dir with --quick, "
+        "so a smoke run never overwrites the recorded results)",
+    )
     args = parser.parse_args()
+    if args.out is None:
+        quick_dir = Path(tempfile.gettempdir()) / "tokenry-bench"
+        args.out = quick_dir if args.quick else ROOT / "docs" / "benchmarks"
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     rounds = 5 if args.quick else 15

@@ -18,13 +18,20 @@ from tokenry.core.client_secrets import hash_secret
 from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.server import serve
+from tokenry.services.introspector import app as introspector_app
 from tokenry.services.issuer import app as issuer_app
 from tokenry.services.keyrotator import app as keyrotator_app
 from tokenry.services.revocation import app as revocation_app
 from tokenry.store.clients import ClientStore
 from tokenry.v1 import issuer_pb2, issuer_pb2_grpc, revocation_pb2, revocation_pb2_grpc
 
-APPS = {"keyrotator": keyrotator_app, "issuer": issuer_app, "revocation": revocation_app}
+APPS = {
+    "keyrotator": keyrotator_app,
+    "issuer": issuer_app,
+    "revocation": revocation_app,
+    "introspector": introspector_app,
+}
+DEFAULT_SERVICES = ("keyrotator", "issuer", "revocation")
 
 
 def basic(client_id: str, secret: str) -> str:
@@ -68,6 +75,8 @@ async def register_clients(pool: asyncpg.Pool, settings: Settings) -> dict[str, 
         ("demo", {"demo.read", "demo.write"}, ("demo-api",)),
         ("admin", {ADMIN_SCOPE}, ("tokenry",)),
         ("other", {"demo.read"}, ("other-api",)),
+        # A resource server: its client id is its audience; it may introspect.
+        ("demo-api", {"tokenry:introspect"}, ()),
     ):
         secret = secrets.token_urlsafe(32)
         await store.upsert(
@@ -100,7 +109,7 @@ async def wait_serving(addr: str, timeout: float = 20.0) -> None:
 
 @contextlib.asynccontextmanager
 async def run_suite(
-    settings: Settings, pool: asyncpg.Pool, services: tuple[str, ...] = tuple(APPS)
+    settings: Settings, pool: asyncpg.Pool, services: tuple[str, ...] = DEFAULT_SERVICES
 ) -> AsyncIterator[Suite]:
     suite = Suite(settings, secrets=await register_clients(pool, settings))
     stop = asyncio.Event()

@@ -25,7 +25,7 @@ from tokenry.core.introspection import (
     may_see,
     require_introspect_scope,
 )
-from tokenry.core.opaque import kind_of, token_hash
+from tokenry.core.opaque import ACCESS, REFRESH, kind_of, token_hash
 from tokenry.verifier import jose
 from tokenry.verifier.errors import VerificationError
 from tokenry.verifier.keys import VerificationKey
@@ -48,11 +48,13 @@ class OpaqueRecord:
     issued_at: int
     expires_at: int
     revoked: bool
+    act: dict[str, Any] | None = None
 
 
 class OpaqueTokens(Protocol):
     async def find(self, digest: bytes) -> OpaqueRecord | None:
-        """The record for SHA-256(token), or None."""
+        """The record for SHA-256(token), or None; ``revoked`` covers every revocation rule
+        (its own row, jti, family, subject and client watermarks) from PostgreSQL."""
         ...
 
 
@@ -165,21 +167,23 @@ class IntrospectorHandlers:
         cached = self._cache.get(digest)
         if cached is not None:
             return cached
-        if kind_of(token) is not None:
+        kind = kind_of(token)
+        if kind in (ACCESS, REFRESH):  # codes and login challenges are never introspectable
+            # One query answers both: the row and every revocation rule that covers it.
             claims = await self._opaque_claims(token)
-        elif token.count(".") == 2:
+        elif kind is None and token.count(".") == 2:
             claims = await self._jwt_claims(token)
+            if claims is not None and await self._revocations.revoked(
+                claims["jti"],
+                claims.get("gid"),
+                claims.get("sub"),
+                claims.get("client_id"),
+                claims["iat"],
+            ):
+                claims = None
         else:
             return None  # neither shape: garbage, answered without a database hit
         if claims is None:
-            return None
-        if await self._revocations.revoked(
-            claims["jti"],
-            claims.get("gid"),
-            claims.get("sub"),
-            claims.get("client_id"),
-            claims["iat"],
-        ):
             return None
         self._cache.put(digest, claims)
         return claims
@@ -201,8 +205,8 @@ class IntrospectorHandlers:
             claims["aud"] = list(record.audiences)
         if record.gid:
             claims["gid"] = record.gid
-        if record.kind == "refresh":
-            claims["token_kind"] = "refresh"
+        if record.act is not None:
+            claims["act"] = record.act
         return claims
 
     async def _jwt_claims(self, token: str) -> dict[str, Any] | None:

@@ -10,13 +10,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from nats.aio.client import Client as NatsClient
 
 from tokenry.bus.nats_conn import connect
+from tokenry.core.client_cache import CachedClients
 from tokenry.core.clientauth import AssertionContext
 from tokenry.core.clients import ID_TOKEN_ALGS
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.core.refresh import derivation_key
 from tokenry.servicekit.config import Settings
+from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
-from tokenry.services.issuer.caches import CachedClients, Watermarks
+from tokenry.services.issuer.caches import Watermarks
 from tokenry.services.issuer.client_admin import ClientAdmin
 from tokenry.services.issuer.deps import IssuerDeps
 from tokenry.services.issuer.exchange_flow import ExchangeFlow
@@ -53,9 +55,12 @@ def build(settings: Settings, host: str, port: int) -> Service:
     kek = settings.kek
     clock: Clock = SystemClock()
     ready: Ready[IssuerApi] = Ready()
-    server, health = new_server(SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS)
-    issuer_pb2_grpc.add_IssuerServicer_to_server(IssuerServicer(ready), server)
-    clients_pb2_grpc.add_ClientsServicer_to_server(ClientsServicer(ready), server)
+    unavailable = UNAVAILABLE_ERRORS
+    server, health = new_server(SERVICE_NAMES, map_errors=False)
+    issuer_pb2_grpc.add_IssuerServicer_to_server(guard(IssuerServicer(ready), unavailable), server)
+    clients_pb2_grpc.add_ClientsServicer_to_server(
+        guard(ClientsServicer(ready), unavailable), server
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     closers: list[Closer] = []
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
+from tokenry.core.client_cache import CachedClients
 from tokenry.core.client_secrets import Pepper, generate_secret, hash_secret
 from tokenry.core.clients import (
     SECRET_METHODS,
@@ -21,7 +22,7 @@ from tokenry.core.clients import (
 from tokenry.core.clock import Clock
 from tokenry.core.errors import InsufficientScope, InvalidRequest, NotFound
 from tokenry.core.revocations import Revocation, RevocationKind, family_expiry, watermark
-from tokenry.services.issuer.caches import CachedClients, Watermarks
+from tokenry.services.issuer.caches import Watermarks
 from tokenry.store import client_events
 from tokenry.store.clients import ClientExists, ClientStore
 from tokenry.store.grants import GrantStore

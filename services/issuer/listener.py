@@ -23,8 +23,9 @@ from nats.aio.msg import Msg
 
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
+from tokenry.core.client_cache import CachedClients
 from tokenry.core.revocations import RevocationKind
-from tokenry.services.issuer.caches import CachedClients, Watermarks
+from tokenry.services.issuer.caches import Watermarks
 from tokenry.store import client_events
 
 log = logging.getLogger(__name__)

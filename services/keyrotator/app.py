@@ -12,6 +12,7 @@ from tokenry.bus.nats_conn import connect
 from tokenry.bus.relay import OutboxRelay
 from tokenry.core.clock import SystemClock
 from tokenry.servicekit.config import Settings
+from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
 from tokenry.services.keyrotator import config as rotator_config
 from tokenry.services.keyrotator.config import RotatorConfig
@@ -39,8 +40,11 @@ def build(
     # Unique per instance, so that two rotators in one process are two candidates.
     holder = f"keyrotator:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     ready: Ready[KeyRotatorHandlers] = Ready()
-    server, health = new_server(SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS)
-    keyrotator_pb2_grpc.add_KeyRotatorServicer_to_server(KeyRotatorServicer(ready), server)
+    unavailable = UNAVAILABLE_ERRORS
+    server, health = new_server(SERVICE_NAMES, map_errors=False)
+    keyrotator_pb2_grpc.add_KeyRotatorServicer_to_server(
+        guard(KeyRotatorServicer(ready), unavailable), server
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     closers: list[Closer] = []
 

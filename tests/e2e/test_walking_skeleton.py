@@ -63,7 +63,7 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60.0)
 
 def start_dev(home: Path, extra_env: dict[str, str]) -> Stack:
     env = {**os.environ, "TOKENRY_HOME": str(home), **extra_env}
-    for name in ("issuer", "revocation", "keyrotator"):
+    for name in ("issuer", "revocation", "keyrotator", "introspector"):
         env[f"TOKENRY_{name.upper()}_LISTEN"] = f"127.0.0.1:{free_tcp_port()}"
     proc = subprocess.Popen(
         [str(TOKENRY), "dev"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -241,6 +241,10 @@ def test_cli_contracts(stack: Stack) -> None:
     assert json.loads(verified.stdout)["client_id"] == "demo-service"
     wrong_aud = cli("token", "verify", response["access_token"], "--audience", "elsewhere")
     assert wrong_aud.returncode == 1 and "bad_audience" in wrong_aud.stderr
+    introspected = cli("token", "introspect", response["access_token"])
+    assert introspected.returncode == 0, introspected.stderr
+    body = json.loads(introspected.stdout)
+    assert body["active"] is True and body["token_type"] == "Bearer" and body["client_id"] == "demo-service"
     revoked = cli("token", "revoke", "--jti", json.loads(verified.stdout)["jti"])
     assert revoked.returncode == 0, revoked.stderr
     assert (

@@ -50,9 +50,7 @@ async def _away_while_revoking(
     proxy.cut()
     await wait_until(lambda: not runtime.nats_connected, 10, "the verifier notices the cut")
     jtis, top = await _revoke_many(svc, AWAY)
-    await wait_until(
-        lambda: _published(svc.pool, top), 60, "the relay has published everything"
-    )
+    await wait_until(lambda: _published(svc.pool, top), 60, "the relay has published everything")
     if purge:
         nc = await nats.connect(svc.settings.nats_url)
         try:

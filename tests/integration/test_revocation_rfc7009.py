@@ -86,20 +86,12 @@ def _foreign_token() -> str:
     )
 
 
-@pytest.mark.parametrize(
-    "token",
-    [
-        "garbage",
-        "a.b.c",
-        "tkr_at_" + "A" * 43,  # an opaque token nobody issued
-        pytest.param(None, id="foreign-key"),
-    ],
-)
 async def test_invalid_or_unknown_tokens_succeed_without_effect(
-    svc: Stack, pool: asyncpg.Pool, token: str | None
+    svc: Stack, pool: asyncpg.Pool
 ) -> None:
-    resp = await svc.revoke("demo", token=token or _foreign_token())
-    assert resp.seq == 0 and resp.kind == events_pb2.REVOCATION_KIND_UNSPECIFIED
+    for token in ("garbage", "a.b.c", "tkr_at_" + "A" * 43, _foreign_token()):
+        resp = await svc.revoke("demo", token=token)
+        assert resp.seq == 0 and resp.kind == events_pb2.REVOCATION_KIND_UNSPECIFIED
     assert await _outbox_rows(pool) == 0
     assert await pool.fetchval("SELECT count(*) FROM revocations") == 0
 
@@ -157,26 +149,20 @@ async def test_the_token_type_hint_is_only_a_hint(svc: Stack, pool: asyncpg.Pool
     assert resp.kind == events_pb2.REVOCATION_KIND_JTI
 
 
-@pytest.mark.parametrize(
-    "metadata",
-    [
-        [("authorization", "Basic " + base64.b64encode(b"demo:wrong").decode())],
-        [("authorization", "Basic " + base64.b64encode(b"nobody:x").decode())],
-        [],
-    ],
-    ids=["wrong-secret", "unknown-client", "no-credentials"],
-)
-async def test_revocation_requires_client_authentication(
-    svc: Stack, pool: asyncpg.Pool, metadata: list[tuple[str, str]]
-) -> None:
+async def test_revocation_requires_client_authentication(svc: Stack, pool: asyncpg.Pool) -> None:
     from tokenry.v1 import revocation_pb2
 
     token, _ = await mint(pool, svc.settings)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await svc.stub().Revoke(
-            revocation_pb2.RevokeRequest(token=token), metadata=metadata, timeout=10
-        )
-    assert oauth_code(err.value) == (grpc.StatusCode.UNAUTHENTICATED, "invalid_client")
+    for metadata in (
+        [("authorization", "Basic " + base64.b64encode(b"demo:wrong").decode())],
+        [("authorization", "Basic " + base64.b64encode(b"nobody:x").decode())],
+        [],
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await svc.stub().Revoke(
+                revocation_pb2.RevokeRequest(token=token), metadata=metadata, timeout=10
+            )
+        assert oauth_code(err.value) == (grpc.StatusCode.UNAUTHENTICATED, "invalid_client")
     assert await pool.fetchval("SELECT count(*) FROM revocations") == 0
 
 

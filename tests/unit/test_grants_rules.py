@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tokenry.core import authorize
+from tokenry.core.client_cache import CachedClients
 from tokenry.core.clients import (
     ADMIN_SCOPE,
     AUTHORIZATION_CODE,
@@ -38,7 +39,7 @@ from tokenry.core.refresh import Outcome, RefreshState, decide
 from tokenry.core.token_exchange import check_request
 from tokenry.core.token_exchange import decide as decide_exchange
 from tokenry.core.tokens import ACCESS_TOKEN_TYPE_URN
-from tokenry.services.issuer.caches import CachedClients, Watermarks
+from tokenry.services.issuer.caches import Watermarks
 
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 WEB = Client(

@@ -73,13 +73,15 @@ def test_audiences_of(aud: object, expected: tuple[str, ...]) -> None:
 
 
 def test_caller_sees_only_tokens_addressed_to_it() -> None:
-    orders = client("orders-gw", {INTROSPECT_SCOPE}, ("orders-api",))
+    orders = client("orders-api", {INTROSPECT_SCOPE})
     assert may_see(orders, ("orders-api",))
-    assert may_see(client("orders-api", {INTROSPECT_SCOPE}), ("orders-api",)), (
-        "its own client id counts"
-    )
+    assert may_see(orders, ("billing-api", "orders-api"))
     assert not may_see(orders, ("billing-api",))
     assert not may_see(orders, ())
+    web = client("web", {INTROSPECT_SCOPE}, ("orders-api",))
+    assert not may_see(web, ("orders-api",)), (
+        "where a client may send tokens is not what it may read"
+    )
     assert may_see(client("ops", {ADMIN_SCOPE}), ("billing-api",)), "an admin sees every token"
 
 

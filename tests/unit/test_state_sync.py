@@ -297,6 +297,15 @@ async def test_replay_mode_bases_on_the_first_event_the_stream_holds() -> None:
     assert not w.state.is_stale()
 
 
+async def test_replay_mode_is_not_proven_by_a_heartbeat_before_the_replay_arrives() -> None:
+    w = await _world(snapshots=False, published=3)
+    await _start(w)
+    w.stream.heartbeat(3)
+    assert w.state.is_stale()  # events 1..3 are not applied yet
+    w.stream.deliver()
+    assert w.state.applied_seq == 3 and not w.state.is_stale()
+
+
 async def test_replay_mode_on_an_empty_stream_bases_on_the_heartbeat() -> None:
     w = await _world(snapshots=False, published=3)
     w.stream.purge()

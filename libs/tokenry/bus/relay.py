@@ -68,6 +68,7 @@ class OutboxRelay:
         self._leases = LeaseStore(pool)
         self._wake = asyncio.Event()
         self._lease: Lease | None = None
+        self._next_renew = 0.0
         self._stream_ready = False
         self.published_seq = 0
 
@@ -90,7 +91,6 @@ class OutboxRelay:
 
     async def _loop(self, stop: asyncio.Event) -> None:
         s = self._settings
-        next_renew = 0.0
         next_beat = 0.0
         while not stop.is_set():
             # Cleared before the work, not after: a NOTIFY that lands while we publish must
@@ -98,9 +98,8 @@ class OutboxRelay:
             self._wake.clear()
             now = self._clock.monotonic()
             try:
-                if now >= next_renew:
+                if now >= self._next_renew:
                     await self._renew()
-                    next_renew = now + s.lease_ttl / 3
                 if self._lease is not None:
                     await self._publish_pending(self._lease)
                     if now >= next_beat:
@@ -116,6 +115,7 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout or s.poll_interval)
 
     async def _renew(self) -> None:
+        self._next_renew = self._clock.monotonic() + self._settings.lease_ttl / 3
         lease = await self._leases.acquire(LEASE_NAME, self._holder, self._settings.lease_ttl)
         if (lease is None) != (self._lease is None):
             log.info("event publisher %s: %s", self._holder, "leader" if lease else "follower")
@@ -128,6 +128,11 @@ class OutboxRelay:
             await ensure_stream(self._js, self._subjects, self._stream)
             self._stream_ready = True
         while True:
+            if self._clock.monotonic() >= self._next_renew:
+                # A long backlog must not outlive the lease: renew between batches.
+                await self._renew()
+                if self._lease is None or self._lease.fence != lease.fence:
+                    return
             rows = await self._outbox.unpublished(self._settings.batch)
             if not rows:
                 return

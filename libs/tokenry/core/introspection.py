@@ -2,8 +2,9 @@
 
 RFC 7662 §4: the server must not reveal a token's content to a caller the token is not for.
 Tokenry's rules (SPEC §3): the caller holds ``tokenry:introspect`` (or is an admin); it gets a
-positive answer only for a token whose audience includes it (its client id or one of its
-registered audiences), or when it is an admin. Everything else — unknown, expired, revoked,
+positive answer only for a token whose audience includes it — a resource server's client id is
+its audience identifier — or when it is an admin. (A client's registered audiences are where it
+may *send* tokens, not what it may read, so they do not count.) Everything else — unknown, expired, revoked,
 malformed, not for this caller — is the same ``{"active": false}``, nothing more (§2.2).
 """
 
@@ -81,8 +82,7 @@ def may_see(caller: Client, audiences: tuple[str, ...]) -> bool:
     """RFC 7662 §4: an admin sees everything; others only tokens addressed to them."""
     if ADMIN_SCOPE in caller.scopes:
         return True
-    mine = {caller.client_id, *caller.audiences}
-    return any(a in mine for a in audiences)
+    return caller.client_id in audiences
 
 
 def from_claims(claims: Mapping[str, Any]) -> Introspection:

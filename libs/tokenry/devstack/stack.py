@@ -35,7 +35,7 @@ from tokenry.servicekit.config import DEFAULT_PORTS
 from tokenry.store.clients import ClientStore
 from tokenry.store.migrate import migrate
 
-SERVICES = ("keyrotator", "issuer", "revocation")
+SERVICES = ("keyrotator", "issuer", "revocation", "introspector")
 DEMO_CLIENT = "demo-service"
 DEMO_SECRET = "demo-secret"
 ADMIN_CLIENT = "tokenry-admin"

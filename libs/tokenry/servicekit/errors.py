@@ -1,4 +1,8 @@
-"""One interceptor maps domain exceptions to gRPC statuses; servicers never call abort.
+"""Domain exceptions become gRPC statuses in one place; servicers never call abort.
+
+Two equivalent ways: :func:`guard` wraps a servicer's methods once, at registration (no cost
+per call beyond a try/except), and :class:`ErrorMappingInterceptor` does the same for any
+servicer that is not guarded (an aio interceptor costs ≈ 20 µs per call, ARCHITECTURE §7).
 
 ``OAuthError`` → its code with an OAuthError detail; database or NATS unreachable →
 UNAVAILABLE (fail fast, the client retries); anything else → INTERNAL with a generic message
@@ -7,9 +11,10 @@ UNAVAILABLE (fail fast, the client retries); anything else → INTERNAL with a g
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -17,6 +22,7 @@ from tokenry.core.errors import OAuthError
 from tokenry.servicekit.status import oauth_status
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _status_for(exc: BaseException, unavailable: tuple[type[BaseException], ...]) -> grpc.Status:
@@ -31,6 +37,11 @@ def _status_for(exc: BaseException, unavailable: tuple[type[BaseException], ...]
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, unavailable: tuple[type[BaseException], ...] = ()) -> None:
         self._unavailable = unavailable
+        # Wrapped handlers by the handler they wrap: built once per method, not per call
+        # (building one costs ≈ 35 µs, a tenth of a bare unary call).
+        self._wrapped: dict[
+            int, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
     async def intercept_service(
         self,
@@ -40,9 +51,22 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is not None and handler.unary_stream is not None:
+        if handler is None:
+            return None
+        cached = self._wrapped.get(id(handler))
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler)
+        if wrapped is not None:
+            self._wrapped[id(handler)] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        if handler.unary_stream is not None:
             return _map_unary_stream(handler, self._unavailable)
-        if handler is None or handler.unary_unary is None:
+        if handler.unary_unary is None:
             return handler
         inner = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
         unavailable = self._unavailable
@@ -84,3 +108,53 @@ def _map_unary_stream(
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+def guard(servicer: T, unavailable: tuple[type[BaseException], ...] = ()) -> T:
+    """The servicer with each RPC method wrapped to map exceptions, as the interceptor does."""
+    return cast(T, _Guarded(servicer, unavailable))
+
+
+class _Guarded:
+    __slots__ = ("_servicer", "_unavailable", "_wrapped")
+
+    def __init__(self, servicer: object, unavailable: tuple[type[BaseException], ...]) -> None:
+        self._servicer = servicer
+        self._unavailable = unavailable
+        self._wrapped: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._wrapped:
+            return self._wrapped[name]
+        attr = getattr(self._servicer, name)
+        unavailable = self._unavailable
+        if inspect.isasyncgenfunction(attr):
+            stream = attr
+
+            async def wrapped_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                try:
+                    async for item in stream(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await context.abort_with_status(_status_for(exc, unavailable))
+
+            self._wrapped[name] = wrapped_stream
+            return wrapped_stream
+        if inspect.iscoroutinefunction(attr):
+            unary = attr
+
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                try:
+                    return await unary(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await context.abort_with_status(_status_for(exc, unavailable))
+
+            self._wrapped[name] = wrapped
+            return wrapped
+        return attr

@@ -73,10 +73,13 @@ def new_server(
     service_names: Sequence[str],
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     unavailable: tuple[type[BaseException], ...] = (),
+    *,
+    map_errors: bool = True,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
-    server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(unavailable), *interceptors], options=SERVER_OPTIONS
-    )
+    """A server with health and reflection. ``map_errors=False`` when every servicer is
+    registered through :func:`tokenry.servicekit.errors.guard` (cheaper per call)."""
+    mapping = [ErrorMappingInterceptor(unavailable)] if map_errors else []
+    server = grpc.aio.server(interceptors=[*mapping, *interceptors], options=SERVER_OPTIONS)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [

@@ -119,6 +119,33 @@ async def get(
     return None if row is None else _record(row)
 
 
+# One round trip for introspection (SPEC §4.5: PostgreSQL-backed revocation state): the token
+# row and whether any revocation covers it — its jti, its family, or a subject/client watermark
+# later than its iat (SPEC §4).
+_INTROSPECT = """
+SELECT t.token_hash, t.kind, t.jti, t.gid, t.client_id, t.subject, t.scopes, t.audiences,
+       t.issued_at, t.expires_at, t.act::text AS act, t.used_at, t.successor_hash,
+       t.minted::text AS minted,
+       t.revoked_at IS NOT NULL OR EXISTS (
+           SELECT 1 FROM revocations r
+           WHERE (r.kind = 'jti' AND r.value = t.jti)
+              OR (r.kind = 'grant' AND r.value = t.gid)
+              OR (r.kind = 'subject' AND r.value = t.subject AND r.not_before > t.issued_at)
+              OR (r.kind = 'client' AND r.value = t.client_id AND r.not_before > t.issued_at)
+       ) AS revoked
+FROM opaque_tokens t
+WHERE t.token_hash = $1
+"""
+
+
+async def get_for_introspection(
+    conn: Executor | asyncpg.Pool, token_hash: bytes
+) -> OpaqueTokenRecord | None:
+    """The row with ``revoked`` true when the row itself or any revocation rule revokes it."""
+    row = await conn.fetchrow(_INTROSPECT, token_hash)
+    return None if row is None else _record(row)
+
+
 async def mark_spent(
     conn: Executor,
     token_hash: bytes,

@@ -163,6 +163,7 @@ class EventSubscriber:
         self._created: object = None
         # Replay mode: the next event (or heartbeat, on an empty stream) sets the base.
         self._rebase = False
+        self._empty_at_sync = False
         self._gap_since: float | None = None
         self._last_recovery = float("-inf")
         self._failed_resumes = 0
@@ -241,8 +242,10 @@ class EventSubscriber:
             head, _sent_at = codec.decode_heartbeat(data)
         except codec.UndecodableEvent:
             return
-        if self._rebase and self._snapshots is None:
-            # Replay mode on an empty stream: everything up to the head is irrelevant.
+        if self._rebase and self._empty_at_sync:
+            # Replay mode on an empty stream: everything up to the head is irrelevant. (On a
+            # stream with events, the first event sets the base instead: a heartbeat must not
+            # prove the state current before the replay has delivered them.)
             self._rebase = False
             self._state.skip_to(head)
         self._state.on_heartbeat(head)
@@ -291,6 +294,7 @@ class EventSubscriber:
             self._cut = 0
             self._contig_stream = pos.first_seq - 1
             self._rebase = True
+            self._empty_at_sync = pos.first_seq > pos.last_seq
             start = pos.first_seq
         self._sub = await self._events.subscribe(start, self._on_event)
 

@@ -1,0 +1,61 @@
+"""`tokenry token introspect`: RFC 7662 introspection through the introspector."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import grpc
+import typer
+
+from tokenry.cli.common import call, fail
+from tokenry.cli.context import CliError, credentials, service_addr
+
+
+def token_introspect(
+    token: Annotated[str, typer.Argument(help="An access or refresh token (JWT or opaque)")],
+    token_type_hint: Annotated[
+        str, typer.Option(help="access_token or refresh_token (a hint)")
+    ] = "",
+    client_id: Annotated[
+        str | None, typer.Option(help="Caller with tokenry:introspect (default: dev admin)")
+    ] = None,
+    client_secret: Annotated[str | None, typer.Option(help="Caller's secret")] = None,
+) -> None:
+    """Print the RFC 7662 §2.2 response as JSON."""
+    from tokenry.core.introspection import INACTIVE, from_claims
+    from tokenry.v1 import introspector_pb2, introspector_pb2_grpc
+
+    try:
+        creds = credentials(client_id, client_secret)
+    except CliError as exc:
+        raise fail(str(exc)) from None
+    addr = service_addr("introspector")
+
+    def go(channel: grpc.Channel) -> Any:
+        return introspector_pb2_grpc.IntrospectorStub(channel).Introspect(
+            introspector_pb2.IntrospectRequest(token=token, token_type_hint=token_type_hint),
+            metadata=(("authorization", creds.basic()),),
+            timeout=10,
+        )
+
+    resp = call(addr, go)
+    if not resp.active:
+        typer.echo(json.dumps(INACTIVE.to_json()))
+        return
+    claims: dict[str, Any] = {
+        "scope": resp.scope,
+        "client_id": resp.client_id,
+        "sub": resp.sub,
+        "aud": list(resp.aud),
+        "iss": resp.iss,
+        "jti": resp.jti,
+        "exp": resp.exp,
+        "iat": resp.iat,
+        "nbf": resp.nbf,
+    }
+    if resp.act_json:
+        claims["act"] = json.loads(resp.act_json)
+    if resp.cnf_json:
+        claims["cnf"] = json.loads(resp.cnf_json)
+    typer.echo(json.dumps(from_claims(claims).to_json(), indent=2))

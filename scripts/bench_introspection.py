@@ -1,0 +1,393 @@
+"""Benchmark of introspection (SPEC §8): opaque-token introspections/s over gRPC, durable
+PostgreSQL, the introspector pinned to one core, next to a bare echo RPC pinned to the same core
+and measured in the same run (interleaved rounds, medians).
+
+- warm: 64 tokens introspected over and over (answers come from the positive cache);
+- cold: every call introspects a token it has not seen (a SHA-256 lookup in PostgreSQL plus the
+  PostgreSQL revocation check).
+
+Targets: warm ≥ 0.85 ×, cold ≥ 0.55 × echo; p99 ≤ 3 × p50 at c=32.
+
+Run: ``.venv/bin/python scripts/bench_introspection.py [--quick]``; writes introspection.json and
+introspection.png under docs/benchmarks/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_issuance import Sample, _register, _wait_port
+
+from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
+from tokenry.core.clients import INTROSPECT_SCOPE, Client
+from tokenry.core.keywrap import Kek
+from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
+from tokenry.devstack.ports import free_tcp_port
+from tokenry.store.clients import ClientStore
+from tokenry.v1 import introspector_pb2, issuer_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+CHANNELS = 4
+INTROSPECT = "/tokenry.v1.Introspector/Introspect"
+
+
+@dataclass
+class Stack:
+    introspector_addr: str
+    issuer_addr: str
+    echo_addr: str
+    introspector: subprocess.Popen[bytes]
+    echo: subprocess.Popen[bytes]
+    client_secret: str
+    rs_secret: str
+
+
+async def _register_rs(dsn: str, pepper: Pepper, secret: str) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await ClientStore(pool).upsert(
+            Client(
+                client_id="demo-api",
+                secret_hash=hash_secret(pepper, secret),
+                pepper_id=pepper.id,
+                grant_types=frozenset({"client_credentials"}),
+                scopes=frozenset({INTROSPECT_SCOPE}),
+                audiences=("tokenry",),
+            )
+        )
+    finally:
+        await pool.close()
+
+
+@contextlib.contextmanager
+def stack(server_core: int) -> Iterator[Stack]:
+    tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    pg, nats = EmbeddedPostgres(tmp / "pg"), EmbeddedNats(tmp / "nats")  # durable: fsync on
+    try:
+        pg.start()
+        nats.start()
+        pepper_text = secrets.token_urlsafe(32)
+        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        client_secret, rs_secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        asyncio.run(_register(pg.dsn(), pepper, client_secret))
+        asyncio.run(_register_rs(pg.dsn(), pepper, rs_secret))
+        ports = {name: free_tcp_port() for name in ("issuer", "keyrotator", "introspector", "echo")}
+        env = {
+            **os.environ,
+            "TOKENRY_DEV": "1",
+            "TOKENRY_DATABASE_URL": pg.dsn(),
+            "TOKENRY_NATS_URL": nats.url,
+            "TOKENRY_KEK": Kek.generate().encoded(),
+            "TOKENRY_SECRET_PEPPER": pepper_text,
+            "TOKENRY_ISSUER_URL": "https://issuer.bench",
+            "TOKENRY_LOG_LEVEL": "WARNING",
+            "TOKENRY_KEY_SETS": "access:ES256",
+            **{f"TOKENRY_{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
+        }
+        py = sys.executable
+        pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
+        for name in ("keyrotator", "issuer"):
+            procs.append(subprocess.Popen([py, "-m", f"tokenry.services.{name}"], env=env))
+            _wait_port(f"127.0.0.1:{ports[name]}", procs[-1])
+        introspector = subprocess.Popen([*pin, py, "-m", "tokenry.services.introspector"], env=env)
+        procs.append(introspector)
+        issuance = str(ROOT / "scripts" / "bench_issuance.py")
+        echo = subprocess.Popen(
+            [*pin, py, issuance, "--echo-server", str(ports["echo"]), "--reply-size", "200"],
+            env=env,
+        )
+        procs.append(echo)
+        _wait_port(f"127.0.0.1:{ports['introspector']}", introspector)
+        _wait_port(f"127.0.0.1:{ports['echo']}", echo)
+        yield Stack(
+            f"127.0.0.1:{ports['introspector']}",
+            f"127.0.0.1:{ports['issuer']}",
+            f"127.0.0.1:{ports['echo']}",
+            introspector,
+            echo,
+            client_secret,
+            rs_secret,
+        )
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+        nats.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _basic(client_id: str, secret: str) -> tuple[tuple[str, str], ...]:
+    return (
+        ("authorization", "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()),
+    )
+
+
+async def mint(addr: str, secret: str, count: int) -> list[str]:
+    """Opaque tokens from the real issuer, 32 requests in flight."""
+    request = issuer_pb2.TokenRequest(
+        grant_type="client_credentials", token_format="opaque"
+    ).SerializeToString()
+    tokens: list[str] = []
+    async with grpc.aio.insecure_channel(addr) as ch:
+        call: Any = ch.unary_unary("/tokenry.v1.Issuer/Token")
+
+        async def one() -> None:
+            while len(tokens) < count:
+                raw = await call(request, metadata=_basic("bench", secret), timeout=10)
+                tokens.append(issuer_pb2.TokenResponse.FromString(raw).access_token)
+
+        await asyncio.gather(*(one() for _ in range(32)))
+    return tokens[:count]
+
+
+async def load(
+    addr: str,
+    method: str,
+    next_request: Callable[[], bytes],
+    metadata: tuple[tuple[str, str], ...],
+    concurrency: int,
+    seconds: float,
+    server: psutil.Process,
+    kind: str,
+) -> Sample:
+    channels = [
+        grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CHANNELS)
+    ]
+    calls: list[Any] = [ch.unary_unary(method) for ch in channels]
+    try:
+        for call in calls:
+            await call(next_request(), metadata=metadata, timeout=10)
+        latencies: list[float] = []
+        errors = 0
+        stop_at = 0.0
+
+        async def worker(index: int) -> None:
+            nonlocal errors
+            call = calls[index % CHANNELS]
+            perf = time.perf_counter
+            while perf() < stop_at:
+                request = next_request()
+                started = perf()
+                try:
+                    await call(request, metadata=metadata, timeout=10)
+                except grpc.RpcError:
+                    errors += 1
+                    continue
+                latencies.append((perf() - started) * 1e6)
+
+        cpu0 = server.cpu_times()
+        started = time.perf_counter()
+        stop_at = started + seconds
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu1 = server.cpu_times()
+        cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        return Sample(
+            kind,
+            concurrency,
+            len(latencies),
+            elapsed,
+            latencies,
+            cpu / max(len(latencies), 1) * 1e6,
+            errors,
+        )
+    finally:
+        for ch in channels:
+            await ch.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cores = sorted(os.sched_getaffinity(0))
+    server_core = cores[0]
+    os.sched_setaffinity(0, [c for c in cores if c != server_core] or cores)
+    with stack(server_core) as st:
+        cold_needed = int(args.rounds * 2 * args.seconds * 4000) + 1000
+        print(f"minting {cold_needed} opaque tokens through the issuer…", flush=True)
+        tokens = asyncio.run(mint(st.issuer_addr, st.client_secret, cold_needed))
+        warm = tokens[:64]
+        cold = iter(tokens[64:])
+        warm_i = 0
+
+        def warm_request() -> bytes:
+            nonlocal warm_i
+            warm_i += 1
+            return introspector_pb2.IntrospectRequest(
+                token=warm[warm_i % len(warm)]
+            ).SerializeToString()
+
+        def cold_request() -> bytes:
+            return introspector_pb2.IntrospectRequest(token=next(cold)).SerializeToString()
+
+        def echo_request() -> bytes:
+            return introspector_pb2.IntrospectRequest(token=warm[0]).SerializeToString()
+
+        metadata = _basic("demo-api", st.rs_secret)
+        kinds: dict[str, tuple[str, str, Callable[[], bytes], psutil.Process]] = {
+            "echo": (st.echo_addr, "/bench.Echo/Echo", echo_request, psutil.Process(st.echo.pid)),
+            "warm": (
+                st.introspector_addr,
+                INTROSPECT,
+                warm_request,
+                psutil.Process(st.introspector.pid),
+            ),
+            "cold": (
+                st.introspector_addr,
+                INTROSPECT,
+                cold_request,
+                psutil.Process(st.introspector.pid),
+            ),
+        }
+        samples: list[Sample] = []
+        for rnd in range(args.rounds):
+            for concurrency in (1, 32):
+                order = list(kinds)[rnd % 3 :] + list(kinds)[: rnd % 3]
+                for kind in order:
+                    addr, method, request, proc = kinds[kind]
+                    sample = asyncio.run(
+                        load(addr, method, request, metadata, concurrency, args.seconds, proc, kind)
+                    )
+                    samples.append(sample)
+                    print(
+                        f"round {rnd + 1} c={concurrency:<2} {kind:<5} {sample.rate:8.0f}/s"
+                        f"  p50 {sample.pct(0.5):7.0f} µs  p99 {sample.pct(0.99):7.0f} µs"
+                        f"  server {sample.server_cpu_us_per_call:5.0f} µs/call"
+                        + (f"  errors {sample.errors}" if sample.errors else ""),
+                        flush=True,
+                    )
+    return {
+        "server_core": server_core,
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
+        "samples": [
+            {
+                "kind": s.kind,
+                "concurrency": s.concurrency,
+                "rate": s.rate,
+                "p50_us": s.pct(0.5),
+                "p99_us": s.pct(0.99),
+                "server_cpu_us_per_call": s.server_cpu_us_per_call,
+                "errors": s.errors,
+                "latencies_us": [
+                    round(x) for x in s.latencies_us[:: max(1, len(s.latencies_us) // 300)]
+                ],
+            }
+            for s in samples
+        ],
+    }
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for concurrency in (1, 32):
+        runs = [s for s in results["samples"] if s["concurrency"] == concurrency]
+        echo = statistics.median(s["rate"] for s in runs if s["kind"] == "echo")
+        for kind in ("echo", "warm", "cold"):
+            mine = [s for s in runs if s["kind"] == kind]
+            rate = statistics.median(s["rate"] for s in mine)
+            p50 = statistics.median(s["p50_us"] for s in mine)
+            p99 = statistics.median(s["p99_us"] for s in mine)
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "kind": kind,
+                    "rate": rate,
+                    "vs_echo": rate / echo,
+                    "p50_us": p50,
+                    "p99_us": p99,
+                    "p99_over_p50": p99 / p50,
+                    "server_cpu_us_per_call": statistics.median(
+                        s["server_cpu_us_per_call"] for s in mine
+                    ),
+                }
+            )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    names = {
+        "echo": "bare echo",
+        "warm": "Introspect, warm cache",
+        "cold": "Introspect, cold (PostgreSQL)",
+    }
+    print("\n| c | RPC | calls/s | × echo | p50 µs | p99 µs | p99/p50 | server CPU µs/call |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['concurrency']} | {names[r['kind']]} | {r['rate']:.0f} | {r['vs_echo']:.2f}"
+            f" | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['p99_over_p50']:.2f}"
+            f" | {r['server_cpu_us_per_call']:.0f} |"
+        )
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, concurrency in zip(axes, (1, 32), strict=True):
+        chosen = [r for r in rows if r["concurrency"] == concurrency]
+        ax.bar(
+            [r["kind"] for r in chosen],
+            [r["rate"] for r in chosen],
+            color=["grey", "tab:green", "tab:blue"],
+        )
+        ax.set_title(f"introspections/s at c={concurrency} (server on one core)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s (a smoke run)")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.rounds = 2.0, 2
+    results = run(args)
+    results["summary"] = summarize(results)
+    print_table(results["summary"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "introspection.json").write_text(json.dumps(results, indent=1))
+    plotted = plot(results["summary"], args.out / "introspection.png")
+    print(f"\nraw samples: {args.out / 'introspection.json'}")
+    print(f"plot: {args.out / 'introspection.png'}" if plotted else "plot: skipped (no matplotlib)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

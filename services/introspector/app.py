@@ -1,0 +1,158 @@
+"""Composition root of the introspector (holds no signing keys: it verifies, never signs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import asyncpg
+from nats.aio.msg import Msg
+
+from tokenry.bus import codec
+from tokenry.bus.nats_conn import connect
+from tokenry.core.client_cache import CachedClients
+from tokenry.core.clock import Clock, SystemClock
+from tokenry.servicekit.config import Settings
+from tokenry.servicekit.errors import guard
+from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
+from tokenry.services.introspector.handlers import (
+    IntrospectorHandlers,
+    OpaqueRecord,
+    PositiveCache,
+)
+from tokenry.services.introspector.servicer import IntrospectorServicer
+from tokenry.store import client_events, opaque_tokens
+from tokenry.store.clients import ClientStore
+from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
+from tokenry.store.keys import KeyStore
+from tokenry.store.revocation_checks import RevocationChecks
+from tokenry.v1 import introspector_pb2, introspector_pb2_grpc
+from tokenry.verifier.jwks import JwksCache
+
+log = logging.getLogger(__name__)
+SERVICE_NAMES = (introspector_pb2.DESCRIPTOR.services_by_name["Introspector"].full_name,)
+KEY_REFRESH_INTERVAL = 2.0  # a revoked or retired key stops verifying within this
+
+
+class StoreOpaqueTokens:
+    """OpaqueTokens port over the issuer's ``opaque_tokens`` table (lookup by SHA-256)."""
+
+    def __init__(self, pool: asyncpg.Pool, issuer_url: str) -> None:
+        self._pool = pool
+        self._issuer = issuer_url
+
+    async def find(self, digest: bytes) -> OpaqueRecord | None:
+        row = await opaque_tokens.get_for_introspection(self._pool, digest)
+        if row is None:
+            return None
+        return OpaqueRecord(
+            kind=row.kind,
+            jti=row.jti,
+            gid=row.gid,
+            client_id=row.client_id,
+            subject=row.subject,
+            scope=" ".join(row.scopes),
+            # A refresh token is for the client that holds it (RFC 6749 §1.5).
+            audiences=row.audiences if row.kind == "access" else (row.client_id,),
+            issuer=self._issuer,
+            issued_at=row.issued_at,
+            expires_at=row.expires_at,
+            # Revoked by its row or by any revocation rule (one query); a spent refresh token
+            # is dead too, even inside the issuer's retry grace.
+            revoked=row.revoked or row.used_at is not None,
+            act=row.act,
+        )
+
+
+class StoreRevocationCheck:
+    """RevocationCheck port: PostgreSQL, never the event-fed state (SPEC §4.5)."""
+
+    def __init__(self, checks: RevocationChecks) -> None:
+        self._checks = checks
+
+    async def revoked(
+        self, jti: str, gid: str | None, sub: str | None, client_id: str | None, iat: float
+    ) -> bool:
+        kind = await self._checks.revoked_kind(
+            jti=jti, gid=gid, subject=sub, client_id=client_id, issued_at=int(iat)
+        )
+        return kind is not None
+
+
+class StoreJwksSource:
+    """The published keys straight from PostgreSQL (the introspector is a Tokenry service)."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self._keys = keys
+
+    async def fetch(self) -> tuple[str, int]:
+        keys, seq = await self._keys.published()
+        return json.dumps({"keys": keys}), seq
+
+
+def _invalidator(prefix: str, cache: PositiveCache, clients: CachedClients) -> Any:
+    clients_prefix = f"{prefix}.events.clients."
+
+    async def on_event(msg: Msg) -> None:
+        if msg.subject.startswith(clients_prefix):
+            change = client_events.decode_client_event(msg.data)
+            if change is not None:
+                clients.invalidate(change.client_id)
+            return
+        with contextlib.suppress(codec.UndecodableEvent):
+            event = codec.decode(msg.data)
+            if event.revocation is not None:
+                cache.invalidate(event.revocation.kind.value, event.revocation.value)
+            elif event.key is not None:
+                cache.clear()  # a key changed state: re-verify everything
+
+    return on_event
+
+
+def build(settings: Settings, host: str, port: int, clock: Clock | None = None) -> Service:
+    clock = clock or SystemClock()
+    ready: Ready[IntrospectorHandlers] = Ready()
+    server, health = new_server(SERVICE_NAMES, map_errors=False)
+    introspector_pb2_grpc.add_IntrospectorServicer_to_server(
+        guard(IntrospectorServicer(ready), UNAVAILABLE_ERRORS), server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    closers: list[Closer] = []
+
+    async def startup(stop: asyncio.Event) -> None:
+        pool = await create_pool(settings.database_url)
+        closers.append(pool.close)
+        jwks = JwksCache(StoreJwksSource(KeyStore(pool)), clock)
+        await jwks.refresh(force=True)
+        cache = PositiveCache(clock)
+        clients = CachedClients(ClientStore(pool), clock)
+        ready.set(
+            IntrospectorHandlers(
+                clients=clients,
+                peppers=settings.peppers,
+                opaque=StoreOpaqueTokens(pool, settings.issuer_url),
+                revocations=StoreRevocationCheck(RevocationChecks(pool)),
+                keys=jwks,
+                issuer_url=settings.issuer_url,
+                clock=clock,
+                cache=cache,
+            )
+        )
+        # Introspection works from here on, NATS or not; events only invalidate the cache
+        # sooner than its age bound (SPEC §4.5).
+        await set_serving(health, SERVICE_NAMES, serving=True)
+        nc = await connect(settings.nats_url, name="tokenry-introspector")
+        closers.append(nc.close)
+        await nc.subscribe(
+            f"{settings.subjects.prefix}.events.>",
+            cb=_invalidator(settings.subjects.prefix, cache, clients),
+        )
+        while not stop.is_set():
+            await jwks.refresh(force=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), KEY_REFRESH_INTERVAL)
+
+    return Service("introspector", server, bound, health, startup, closers)
