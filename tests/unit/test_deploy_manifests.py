@@ -337,7 +337,7 @@ def test_tokenry_containers_get_every_setting_config_load_needs(
         assert port in exposed, f"{service} listens on {port}, exposes {exposed}"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"]["port"] == port, f"{service} {probe}"
-    assert deployed == {"issuer", "revocation", "keyrotator"}
+    assert deployed == {"issuer", "introspector", "revocation", "keyrotator"}
 
 
 def test_migration_job_runs_tokenry_migrate_against_the_database(
@@ -452,6 +452,7 @@ def test_production_replicates_events_and_runs_postgresql_as_an_ha_cluster() -> 
     for name, want in {
         "tokenry-issuer": 3,
         "tokenry-revocation": 3,
+        "tokenry-introspector": 3,
         "tokenry-keyrotator": 2,
     }.items():
         assert prod.get("Deployment", name)["spec"]["replicas"] >= want

@@ -97,6 +97,7 @@ _SEGMENT_RE: Final = re.compile(f"{_B64}*")
 _JWS_RE: Final = re.compile(rf"({_B64}*)\.({_B64}*)\.({_B64}*)")
 _TAIL_2: Final = frozenset("AQgw")
 _TAIL_3: Final = frozenset("AEIMQUYcgkosw048")
+HEADER_CACHE_SIZE: Final = 64
 _PADDING: Final = (b"", b"", b"==", b"=")  # indexed by len % 4; a remainder of 1 never matches
 _URLSAFE_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
 
@@ -351,14 +352,20 @@ def _shape_error(token: str) -> MalformedTokenError:
 class Decoder:
     """Strict JWS/JWT decoding under a :class:`SignaturePolicy` (the default one in production).
 
-    Stateless and immutable; one instance can serve every thread and task.
+    Immutable but for a small cache of accepted headers; one instance can serve every thread and
+    task (dict reads and writes are atomic).
     """
 
-    __slots__ = ("_algorithms", "_policy")
+    __slots__ = ("_algorithms", "_headers", "_policy")
 
     def __init__(self, policy: SignaturePolicy | None = None) -> None:
         self._policy = policy if policy is not None else SignaturePolicy()
         self._algorithms = self._policy.algorithms
+        # Every token one key signs carries the same header segment (alg, kid, typ), so the
+        # checked header is kept by its exact base64url text: a first-sight token then skips one
+        # base64 decode and one strict JSON parse (ARCHITECTURE §7). Only headers that passed
+        # every check are kept, only for the default typ set, at most HEADER_CACHE_SIZE of them.
+        self._headers: dict[str, tuple[dict[str, Any], str, str]] = {}
 
     def parse(
         self,
@@ -400,6 +407,28 @@ class Decoder:
         ):
             raise MalformedTokenError("bad_base64", "segments must be canonical base64url")
 
+        if accepted_typ is ACCEPTED_TYP:
+            cached = self._headers.get(header_segment)
+            if cached is None:
+                cached = self._check_header(header_segment, accepted_typ)
+                if len(self._headers) >= HEADER_CACHE_SIZE:
+                    self._headers.clear()
+                self._headers[header_segment] = cached
+            header, alg, kid = cached
+        else:
+            header, alg, kid = self._check_header(header_segment, accepted_typ)
+        return (
+            header,
+            alg,
+            kid,
+            token[: match.end(2)].encode("ascii"),
+            payload_segment,
+            _b64decode_checked(signature_segment),
+        )
+
+    def _check_header(
+        self, header_segment: str, accepted_typ: frozenset[str]
+    ) -> tuple[dict[str, Any], str, str]:
         header = loads_strict(_b64decode_checked(header_segment))
         if type(header) is not dict:
             raise MalformedTokenError("malformed", "JOSE header must be a JSON object")
@@ -419,15 +448,7 @@ class Decoder:
             accepted_typ = frozenset(t.lower() for t in accepted_typ)
         if type(typ) is not str or typ.lower() not in accepted_typ:
             raise RejectedHeaderError("bad_typ", "typ is missing or not an accepted token type")
-
-        return (
-            header,
-            alg,
-            kid,
-            token[: match.end(2)].encode("ascii"),
-            payload_segment,
-            _b64decode_checked(signature_segment),
-        )
+        return header, alg, kid
 
     def verify_signature(self, parts: JwsParts, key: VerificationKey) -> dict[str, Any]:
         """Check the signature with ``key`` (pinned alg), then parse the payload.
