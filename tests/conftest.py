@@ -140,3 +140,6 @@ def wycheproof_dir() -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     # Services log JSON to stderr; keep the test output readable.
     os.environ.setdefault("TOKENRY_LOG_LEVEL", "WARNING")
+    # Tests fork helpers (pg_ctl, servers) from a process that runs gRPC: gRPC's fork handlers
+    # then sometimes crash the child (SIGSEGV). The tests never use gRPC in a forked child.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")

@@ -40,6 +40,7 @@ async def main() -> None:
         issuer=env.get("TOKENRY_ISSUER_URL", "http://127.0.0.1:8080"),
         audience=env.get("DEMO_AUDIENCE", "demo-api"),
         keyrotator_addr=env.get("TOKENRY_KEYROTATOR_ADDR", "127.0.0.1:50054"),
+        revocation_addr=env.get("TOKENRY_REVOCATION_ADDR", "127.0.0.1:50053"),  # snapshots
         nats_url=env.get("TOKENRY_NATS_URL", "nats://127.0.0.1:4222"),
         subjects=Subjects(env.get("TOKENRY_NATS_PREFIX", "tokenry")),
         stream=env.get("TOKENRY_NATS_STREAM", "TOKENRY_EVENTS"),

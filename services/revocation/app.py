@@ -14,12 +14,13 @@ from tokenry.bus.nats_conn import connect
 from tokenry.bus.relay import OutboxRelay, RelaySettings
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
+from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
 from tokenry.services.revocation.handlers import RevocationHandlers
 from tokenry.services.revocation.servicer import RevocationServicer
 from tokenry.services.revocation.settings import RevocationSettings
 from tokenry.services.revocation.sweeper import Sweeper
-from tokenry.services.revocation.tokens import JwtTokens, OpaqueTokens
+from tokenry.services.revocation.tokens import JwtTokens, OpaqueTokens, StoreOpaqueTokens
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.keys import KeyStore
@@ -43,8 +44,11 @@ def build(
     options = options or RevocationSettings.from_env()
     clock = clock or SystemClock()
     ready: Ready[RevocationHandlers] = Ready()
-    server, health = new_server(SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS)
-    revocation_pb2_grpc.add_RevocationServicer_to_server(RevocationServicer(ready), server)
+    # Errors map to statuses through guard() (no per-call interceptor, ARCHITECTURE §7).
+    server, health = new_server(SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS, map_errors=False)
+    revocation_pb2_grpc.add_RevocationServicer_to_server(
+        guard(RevocationServicer(ready), UNAVAILABLE_ERRORS), server
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     closers: list[Closer] = []
 
@@ -62,7 +66,7 @@ def build(
                 subjects=settings.subjects,
                 clock=clock,
                 jwts=JwtTokens(KeyStore(pool), clock),
-                opaque=opaque,
+                opaque=opaque or StoreOpaqueTokens(pool),
                 max_clock_skew=options.max_clock_skew,
             )
         )

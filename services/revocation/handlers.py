@@ -38,7 +38,6 @@ from tokenry.core.errors import InsufficientScope, InvalidRequest, UnauthorizedC
 from tokenry.core.events import OutboxEvent
 from tokenry.core.revocations import (
     DEFAULT_MAX_CLOCK_SKEW,
-    MAX_FAMILY_LIFETIME,
     Revocation,
     RevocationKind,
     family_expiry,
@@ -176,9 +175,10 @@ class RevocationHandlers:
         if found.client_id != client.client_id and ADMIN_SCOPE not in client.scopes:
             raise UnauthorizedClient("the token was not issued to this client")
         if found.kind == "refresh" and found.gid:
-            # RFC 7009 §2.1 / SPEC §3: a refresh token revokes its family, for as long as the
-            # family can live.
-            expires = family_expiry(now, math.ceil(now), math.ceil(now) + MAX_FAMILY_LIFETIME)
+            # RFC 7009 §2.1 / SPEC §3: a refresh token revokes its family. The grant revocation
+            # covers the family's access tokens (until they can all have expired); the store
+            # also ends the family itself, so its refresh tokens are refused for good.
+            expires = family_expiry(now, math.ceil(now), None)
             return Revocation(RevocationKind.GRANT, found.gid, 0, expires, cmd.reason)
         expiry = token_expiry(now, found.expires_at)
         if expiry is None:

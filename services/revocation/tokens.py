@@ -3,8 +3,8 @@
 A JWT is trusted only after its signature verifies against the published JWKS (expiry
 ignored: a client may revoke its own expired token, RFC 7009 §2.1 and SPEC §3); anything that
 does not verify is an invalid token, answered with success and no effect (RFC 7009 §2.2).
-Opaque tokens (``tkr_at_``/``tkr_rt_``) are resolved through the :class:`OpaqueTokens` port,
-which the opaque-token store implements; until it exists, :class:`NoOpaqueTokens` finds none.
+Opaque tokens (``tkr_at_``/``tkr_rt_``) are resolved through the :class:`OpaqueTokens` port:
+:class:`StoreOpaqueTokens` looks them up in PostgreSQL by their SHA-256.
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import asyncpg
+
+from tokenry.core import opaque
 from tokenry.core.clock import Clock
+from tokenry.store import opaque_tokens
 from tokenry.verifier import jose
 from tokenry.verifier.errors import VerificationError
 from tokenry.verifier.keys import VerificationKey, parse_jwks
@@ -46,10 +50,35 @@ class OpaqueTokens(Protocol):
 
 
 class NoOpaqueTokens:
-    """No opaque tokens are issued yet: every ``tkr_`` token is unknown."""
+    """A deployment without opaque tokens: every ``tkr_`` token is unknown."""
 
     async def find(self, token: str) -> PresentedToken | None:  # noqa: ARG002 - the port's signature
         return None
+
+
+class StoreOpaqueTokens:
+    """Opaque tokens in PostgreSQL, looked up by SHA-256 (SPEC §3). The checksum is checked
+    first, so garbage and codes cost no query; authorization codes and login challenges are
+    not revocable tokens."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def find(self, token: str) -> PresentedToken | None:
+        prefix = opaque.kind_of(token)
+        if prefix not in (opaque.ACCESS, opaque.REFRESH):
+            return None
+        row = await opaque_tokens.get(self._pool, opaque.token_hash(token))
+        if row is None:
+            return None
+        return PresentedToken(
+            kind="refresh" if row.kind == opaque_tokens.REFRESH else "access",
+            jti=row.jti,
+            client_id=row.client_id,
+            subject=row.subject,
+            gid=row.gid or None,
+            expires_at=row.expires_at,
+        )
 
 
 class PublishedKeys(Protocol):

@@ -115,6 +115,7 @@ def backend(stack: Stack) -> Iterator[str]:
         "TOKENRY_ISSUER_URL": str(stack.dev["issuer_url"]),
         "TOKENRY_NATS_URL": str(stack.dev["nats_url"]),
         "TOKENRY_KEYROTATOR_ADDR": stack.dev["addrs"]["keyrotator"],  # type: ignore[index]
+        "TOKENRY_REVOCATION_ADDR": stack.dev["addrs"]["revocation"],  # type: ignore[index]
         "DEMO_LISTEN": addr,
     }
     proc = subprocess.Popen(
@@ -244,7 +245,11 @@ def test_cli_contracts(stack: Stack) -> None:
     introspected = cli("token", "introspect", response["access_token"])
     assert introspected.returncode == 0, introspected.stderr
     body = json.loads(introspected.stdout)
-    assert body["active"] is True and body["token_type"] == "Bearer" and body["client_id"] == "demo-service"
+    assert (
+        body["active"] is True
+        and body["token_type"] == "Bearer"
+        and body["client_id"] == "demo-service"
+    )
     revoked = cli("token", "revoke", "--jti", json.loads(verified.stdout)["jti"])
     assert revoked.returncode == 0, revoked.stderr
     assert (

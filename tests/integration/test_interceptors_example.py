@@ -42,6 +42,7 @@ async def backend(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[tuple
             **os.environ,
             "TOKENRY_ISSUER_URL": settings.issuer_url,
             "TOKENRY_KEYROTATOR_ADDR": suite.addrs["keyrotator"],
+            "TOKENRY_REVOCATION_ADDR": suite.addrs["revocation"],
             "TOKENRY_NATS_URL": settings.nats_url,
             "TOKENRY_NATS_PREFIX": settings.subjects.prefix,
             "TOKENRY_NATS_STREAM": settings.stream.name,

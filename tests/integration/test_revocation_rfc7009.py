@@ -17,12 +17,15 @@ import asyncpg
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_pipeline_support import Stack, mint, oauth_code, stack, start_service
+from test_pipeline_support import Stack, mint, oauth_code, stack
 
+from tokenry.core import opaque
 from tokenry.core.ids import new_gid, new_jti
 from tokenry.core.revocations import EXPIRY_LEEWAY
 from tokenry.servicekit.config import Settings
-from tokenry.services.revocation.tokens import PresentedToken
+from tokenry.store import opaque_tokens
+from tokenry.store.grants import GrantRecord, GrantStore
+from tokenry.store.opaque_tokens import OpaqueTokenRecord
 from tokenry.v1 import events_pb2
 from tokenry.verifier.errors import RevokedError
 
@@ -166,26 +169,103 @@ async def test_revocation_requires_client_authentication(svc: Stack, pool: async
     assert await pool.fetchval("SELECT count(*) FROM revocations") == 0
 
 
-async def test_refresh_token_revocation_cascades_to_its_family(
-    settings: Settings, pool: asyncpg.Pool
-) -> None:
-    """The opaque-token store is another issue; its port is exercised with a stand-in here."""
+async def _family(
+    pool: asyncpg.Pool, *, client_id: str = "demo", subject: str = "demo", created_at: int = 0
+) -> tuple[str, str, str]:
+    """A grant family as the issuer writes it (grant row, opaque access and refresh tokens)."""
+    now = int(time.time())
     gid = new_gid()
+    grant = GrantRecord(
+        gid=gid,
+        client_id=client_id,
+        subject=subject,
+        scopes=("demo.read",),
+        audiences=("demo-api",),
+        auth_time=now,
+        nonce="",
+        created_at=created_at or now,
+        expires_at=now + 30 * 86400,
+    )
+    access, refresh = opaque.new_token(opaque.ACCESS), opaque.new_token(opaque.REFRESH)
+    rows = [
+        OpaqueTokenRecord(
+            token_hash=opaque.token_hash(token),
+            kind=kind,
+            jti=new_jti(),
+            gid=gid,
+            client_id=client_id,
+            subject=subject,
+            scopes=("demo.read",),
+            audiences=("demo-api",),
+            issued_at=now,
+            expires_at=now + ttl,
+        )
+        for token, kind, ttl in ((access, "access", 600), (refresh, "refresh", 86400))
+    ]
+    store = GrantStore(pool)
+    async with store.transaction() as conn:
+        await store.create(conn, grant)
+        await opaque_tokens.insert_many(conn, rows)
+    return gid, access, refresh
 
-    class RefreshTokens:
-        async def find(self, token: str) -> PresentedToken | None:
-            if token != "tkr_rt_known":
-                return None
-            return PresentedToken("refresh", new_jti(), "demo", "demo", gid, None)
 
-    async with stack(settings, pool) as svc:
-        await svc.revocation.stop()
-        svc.revocation = await start_service("revocation", settings, opaque=RefreshTokens())
-        runtime = await svc.verifier()
-        access, _ = await mint(pool, settings, gid=gid)
-        resp = await svc.revoke("demo", token="tkr_rt_known", token_type_hint="refresh_token")
-        assert resp.kind == events_pb2.REVOCATION_KIND_GRANT
-        await asyncio.wait_for(runtime.state.wait_for_seq(resp.seq), timeout=10)
-        with pytest.raises(RevokedError) as err:
-            await runtime.verifier.verify(access)  # an access token of the family
-        assert "grant" in err.value.description
+async def _family_state(pool: asyncpg.Pool, gid: str) -> tuple[bool, list[bool]]:
+    grant = await pool.fetchval("SELECT revoked_at IS NOT NULL FROM grants WHERE gid = $1", gid)
+    tokens = await pool.fetch(
+        "SELECT revoked_at IS NOT NULL AS r FROM opaque_tokens WHERE gid = $1", gid
+    )
+    return grant, [t["r"] for t in tokens]
+
+
+async def test_revoking_an_opaque_access_token_revokes_its_jti(
+    svc: Stack, pool: asyncpg.Pool
+) -> None:
+    gid, access, _ = await _family(pool)
+    resp = await svc.revoke("demo", token=access)
+    assert resp.kind == events_pb2.REVOCATION_KIND_JTI
+    jti = await pool.fetchval(
+        "SELECT jti FROM opaque_tokens WHERE token_hash = $1", opaque.token_hash(access)
+    )
+    assert await pool.fetchval("SELECT value FROM revocations WHERE kind = 'jti'") == jti
+    assert await _family_state(pool, gid) == (False, [False, False])  # the family lives on
+
+
+async def test_revoking_a_refresh_token_ends_its_whole_family(
+    svc: Stack, pool: asyncpg.Pool
+) -> None:
+    gid, access, refresh = await _family(pool)
+    jwt, _ = await mint(pool, svc.settings, gid=gid)  # an access token of the same family
+    runtime = await svc.verifier()
+    resp = await svc.revoke("demo", token=refresh, token_type_hint="refresh_token")
+    assert resp.kind == events_pb2.REVOCATION_KIND_GRANT
+    await asyncio.wait_for(runtime.state.wait_for_seq(resp.seq), timeout=10)
+    with pytest.raises(RevokedError) as err:
+        await runtime.verifier.verify(jwt)
+    assert "grant" in err.value.description
+    # Refreshing is decided in PostgreSQL: the family is ended there for good.
+    assert await _family_state(pool, gid) == (True, [True, True])
+    # RFC 7009 §2.2: revoking it again, or the family's access token, succeeds.
+    assert (await svc.revoke("demo", token=refresh)).seq == resp.seq
+    assert (await svc.revoke("demo", token=access)).kind == events_pb2.REVOCATION_KIND_JTI
+
+
+async def test_another_clients_opaque_token_is_refused(svc: Stack, pool: asyncpg.Pool) -> None:
+    gid, _, refresh = await _family(pool, client_id="other", subject="other")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await svc.revoke("demo", token=refresh)
+    assert oauth_code(err.value) == (grpc.StatusCode.PERMISSION_DENIED, "unauthorized_client")
+    assert await _family_state(pool, gid) == (False, [False, False])
+
+
+async def test_subject_and_client_revocations_end_the_families_begun_before_them(
+    svc: Stack, pool: asyncpg.Pool
+) -> None:
+    old_alice, _, _ = await _family(pool, subject="alice")
+    old_batch, _, _ = await _family(pool, client_id="batch", subject="svc")
+    later_alice, _, _ = await _family(pool, subject="alice", created_at=int(time.time()) + 60)
+    await svc.revoke(subject="alice")
+    await svc.revoke(client_id="batch")
+    assert await _family_state(pool, old_alice) == (True, [True, True])
+    assert await _family_state(pool, old_batch) == (True, [True, True])
+    # Begun at or after the watermark: untouched (the issuer never mints one born revoked).
+    assert await _family_state(pool, later_alice) == (False, [False, False])

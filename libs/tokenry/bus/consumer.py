@@ -118,6 +118,13 @@ class JetStreamEvents:
 
     async def subscribe_heartbeats(self, on_heartbeat: HeartbeatHandler) -> Subscription:
         async def deliver(msg: Msg) -> None:
+            # A real heartbeat is a plain core-NATS publish and never has a reply subject. A
+            # message that does is a stream delivery someone pointed at this subject (NATS does
+            # not check a consumer's deliver subject against its creator's permissions,
+            # nats-io/nats-server#8274): taking it as a heartbeat would let a holder of the
+            # consumer credentials fake "current" and defeat fail-closed (SPEC §4.4).
+            if msg.reply:
+                return
             on_heartbeat(msg.data)
 
         return _NatsSubscription(await self._nc.subscribe(self._subjects.heartbeat, cb=deliver))

@@ -47,6 +47,7 @@ async def connect(
     """
     delay = 0.1
     attempt = 0
+
     async def on_error(exc: Exception) -> None:
         # nats-py's default logs a traceback for every failed reconnect attempt; one line is
         # enough (the client keeps reconnecting by itself).

@@ -76,6 +76,7 @@ async def _with_tokenry_runtime(
             issuer=iss,
             audience=audience,
             keyrotator_addr=settings["keyrotator"],
+            revocation_addr=settings["revocation"],
             nats_url=settings["nats_url"],
             subjects=Subjects(settings["prefix"]),
             stream=settings["stream"],
@@ -96,6 +97,7 @@ def _with_tokenry(token: str, audience: str, iss: str, wait: float) -> Any:
         "prefix": setting("TOKENRY_NATS_PREFIX", "nats_prefix", "tokenry"),
         "stream": setting("TOKENRY_NATS_STREAM", "nats_stream", "TOKENRY_EVENTS"),
         "keyrotator": service_addr("keyrotator"),
+        "revocation": service_addr("revocation"),
     }
     return _with_tokenry_runtime(token, audience, iss, wait, settings)
 

@@ -4,8 +4,9 @@ RFC 7662 §4: the server must not reveal a token's content to a caller the token
 Tokenry's rules (SPEC §3): the caller holds ``tokenry:introspect`` (or is an admin); it gets a
 positive answer only for a token whose audience includes it — a resource server's client id is
 its audience identifier — or when it is an admin. (A client's registered audiences are where it
-may *send* tokens, not what it may read, so they do not count.) Everything else — unknown, expired, revoked,
-malformed, not for this caller — is the same ``{"active": false}``, nothing more (§2.2).
+may *send* tokens, not what it may read, so they do not count.) Everything else — unknown,
+expired, revoked, malformed, not for this caller — is the same ``{"active": false}``, nothing
+more (§2.2).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import asyncpg
 
 from tokenry.core.events import OutboxEvent
 from tokenry.core.revocations import Revocation, RevocationKind, SnapshotBatch
+from tokenry.store.db import Executor
 
 # One statement = one transaction: unless the same revocation is already recorded with a
 # watermark and expiry at least as high (RFC 7009 §2.2: revoking twice succeeds, and it should
@@ -55,10 +56,37 @@ WHERE expires_at > $6 AND (
 LIMIT 1
 """
 
+# Refresh families end where refreshing is decided — grants.revoked_at and the opaque tokens'
+# revoked_at — which outlive the revocation row (swept once no access token can matter). So a
+# grant, subject or client revocation also ends every family it covers, in the same
+# transaction: a subject/client family begun before the watermark can never refresh again
+# (SPEC §3), and its opaque tokens introspect as inactive.
+_FAMILY_WHERE = {
+    RevocationKind.GRANT: "gid = $1",
+    RevocationKind.SUBJECT: "subject = $1 AND created_at < $2",
+    RevocationKind.CLIENT: "client_id = $1 AND created_at < $2",
+}
+_END_FAMILIES = """
+WITH g AS (
+    UPDATE grants SET revoked_at = now() WHERE {where} AND revoked_at IS NULL RETURNING gid
+)
+UPDATE opaque_tokens SET revoked_at = now()
+WHERE gid IN (SELECT gid FROM g) AND revoked_at IS NULL
+"""
+
 _SWEEP = """
 DELETE FROM revocations WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM revocations WHERE expires_at <= $1 LIMIT $2))
 """
+
+
+async def _end_families(conn: Executor, rev: Revocation) -> None:
+    sql = _END_FAMILIES.format(where=_FAMILY_WHERE[rev.kind])
+    if rev.kind is RevocationKind.GRANT:
+        await conn.execute(sql, rev.value)
+    else:
+        await conn.execute(sql, rev.value, rev.not_before)
+
 
 MIN_SNAPSHOT_BATCH = 1_000
 MAX_SNAPSHOT_BATCH = 50_000
@@ -88,9 +116,10 @@ class RevocationStore:
         self._pool = pool
 
     async def revoke(self, rev: Revocation, actor: str, event: OutboxEvent) -> RevokeResult:
-        """Record ``rev`` and its event atomically (unless already covered)."""
-        row = await self._pool.fetchrow(
-            _REVOKE,
+        """Record ``rev`` and its event atomically (unless already covered); a grant, subject
+        or client revocation also ends the refresh families it covers, in the same
+        transaction."""
+        args = (
             rev.kind.value,
             rev.value,
             rev.not_before,
@@ -102,6 +131,12 @@ class RevocationStore:
             event.payload,
             event.traceparent,
         )
+        if rev.kind is RevocationKind.JTI:
+            row = await self._pool.fetchrow(_REVOKE, *args)  # one statement, one round trip
+        else:
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(_REVOKE, *args)
+                await _end_families(conn, rev)
         assert row is not None  # a SELECT without FROM always returns one row
         if row["new_seq"] is not None:
             return RevokeResult(int(row["new_seq"]), recorded=True)

@@ -35,6 +35,8 @@ CREATE TABLE grants (
 );
 CREATE INDEX grants_expires_at ON grants (expires_at);
 CREATE INDEX grants_client ON grants (client_id);
+-- subject revocations end every family of the subject begun before the watermark
+CREATE INDEX grants_subject ON grants (subject);
 
 -- Opaque access and refresh tokens: only SHA-256 of the token is stored (SPEC §3). The
 -- introspector reads this table (kind, jti, gid, client_id, subject, scopes, audiences,
