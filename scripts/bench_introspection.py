@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ import grpc
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_issuance import Sample, _register, _wait_port
+from bench_issuance import Sample, _load, _register, _wait_port
 
 from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
 from tokenry.core.clients import INTROSPECT_SCOPE, Client
@@ -167,63 +166,6 @@ async def mint(addr: str, secret: str, count: int) -> list[str]:
     return tokens[:count]
 
 
-async def load(
-    addr: str,
-    method: str,
-    next_request: Callable[[], bytes],
-    metadata: tuple[tuple[str, str], ...],
-    concurrency: int,
-    seconds: float,
-    server: psutil.Process,
-    kind: str,
-) -> Sample:
-    channels = [
-        grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(CHANNELS)
-    ]
-    calls: list[Any] = [ch.unary_unary(method) for ch in channels]
-    try:
-        for call in calls:
-            await call(next_request(), metadata=metadata, timeout=10)
-        latencies: list[float] = []
-        errors = 0
-        stop_at = 0.0
-
-        async def worker(index: int) -> None:
-            nonlocal errors
-            call = calls[index % CHANNELS]
-            perf = time.perf_counter
-            while perf() < stop_at:
-                request = next_request()
-                started = perf()
-                try:
-                    await call(request, metadata=metadata, timeout=10)
-                except grpc.RpcError:
-                    errors += 1
-                    continue
-                latencies.append((perf() - started) * 1e6)
-
-        cpu0 = server.cpu_times()
-        started = time.perf_counter()
-        stop_at = started + seconds
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        elapsed = time.perf_counter() - started
-        cpu1 = server.cpu_times()
-        cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-        return Sample(
-            kind,
-            concurrency,
-            len(latencies),
-            elapsed,
-            latencies,
-            cpu / max(len(latencies), 1) * 1e6,
-            errors,
-        )
-    finally:
-        for ch in channels:
-            await ch.close()
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = sorted(os.sched_getaffinity(0))
     server_core = cores[0]
@@ -272,7 +214,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for kind in order:
                     addr, method, request, proc = kinds[kind]
                     sample = asyncio.run(
-                        load(addr, method, request, metadata, concurrency, args.seconds, proc, kind)
+                        _load(
+                            addr, method, request, metadata, concurrency, args.seconds, proc, kind
+                        )
                     )
                     samples.append(sample)
                     print(

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,7 @@ class Sample:
 async def _load(
     addr: str,
     method: str,
-    request: bytes,
+    request: bytes | Callable[[], bytes],
     metadata: tuple[tuple[str, str], ...],
     concurrency: int,
     seconds: float,
@@ -227,10 +227,12 @@ async def _load(
         for _ in range(CHANNELS)
     ]
     calls: list[Any] = [ch.unary_unary(method) for ch in channels]
+    # A fixed request, or a factory (e.g. a token never seen before, for a cold cache).
+    next_request = request if callable(request) else (lambda: request)
     try:
         for call in calls:  # warm every connection
             for _ in range(20):
-                await call(request, metadata=metadata, timeout=10)
+                await call(next_request(), metadata=metadata, timeout=10)
         latencies: list[float] = []
         errors = 0
         stop_at = 0.0
@@ -240,9 +242,10 @@ async def _load(
             call = calls[index % CHANNELS]
             perf = time.perf_counter
             while perf() < stop_at:
+                body = next_request()
                 started = perf()
                 try:
-                    await call(request, metadata=metadata, timeout=10)
+                    await call(body, metadata=metadata, timeout=10)
                 except grpc.RpcError:
                     errors += 1
                     continue

@@ -317,7 +317,17 @@ async def test_publisher_events_and_heartbeats_reach_a_verifier(auth_nats: AuthN
         ]
         assert codec.decode_heartbeat(beat.data)[0] == 2
         assert not beat.reply  # a real heartbeat is a plain core publish
-        hint = await asyncio.wait_for(hints.get(), WAIT)
+        # Core NATS is at-most-once: the issuer treats these as hints with TTL backups. What this
+        # test proves is the *permission* to subscribe, so a lost copy is retried (seen once in
+        # a loaded CI run), never the assertion relaxed.
+        for attempt in range(3):
+            try:
+                hint = await asyncio.wait_for(hints.get(), WAIT / 2)
+                break
+            except TimeoutError:
+                if attempt == 2:
+                    raise
+                await _publish_event(pub, _revocation("jti-2"), 2)
         assert codec.decode(hint.data).revocation == got[1][1].revocation
         # A republish after a crash is still deduplicated (Nats-Msg-Id) under these permissions.
         again = await _publish_event(pub, first, 1)

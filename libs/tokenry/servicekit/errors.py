@@ -64,35 +64,43 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
         if handler.unary_stream is not None:
-            return _map_unary_stream(handler, self._unavailable)
+            stream = cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)
+            return grpc.unary_stream_rpc_method_handler(
+                _mapped_stream(stream, self._unavailable), **kwargs
+            )
         if handler.unary_unary is None:
             return handler
-        inner = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
-        unavailable = self._unavailable
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                return await inner(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                await context.abort_with_status(_status_for(exc, unavailable))
-
+        unary = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
         return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            _mapped_unary(unary, self._unavailable), **kwargs
         )
 
 
-def _map_unary_stream(
-    handler: grpc.RpcMethodHandler[Any, Any], unavailable: tuple[type[BaseException], ...]
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same mapping for server-streaming methods (e.g. ListRevocations)."""
-    inner = cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)
+def _mapped_unary(
+    inner: Callable[..., Awaitable[Any]], unavailable: tuple[type[BaseException], ...]
+) -> Callable[..., Awaitable[Any]]:
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await inner(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await context.abort_with_status(_status_for(exc, unavailable))
 
-    async def unary_stream(
+    return unary
+
+
+def _mapped_stream(
+    inner: Callable[..., AsyncIterator[Any]], unavailable: tuple[type[BaseException], ...]
+) -> Callable[..., AsyncIterator[Any]]:
+    """The same mapping for server-streaming methods (e.g. ListRevocations)."""
+
+    async def stream(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         try:
@@ -103,11 +111,7 @@ def _map_unary_stream(
         except Exception as exc:
             await context.abort_with_status(_status_for(exc, unavailable))
 
-    return grpc.unary_stream_rpc_method_handler(
-        unary_stream,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return stream
 
 
 def guard(servicer: T, unavailable: tuple[type[BaseException], ...] = ()) -> T:
@@ -127,34 +131,11 @@ class _Guarded:
         if name in self._wrapped:
             return self._wrapped[name]
         attr = getattr(self._servicer, name)
-        unavailable = self._unavailable
         if inspect.isasyncgenfunction(attr):
-            stream = attr
-
-            async def wrapped_stream(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                try:
-                    async for item in stream(request, context):
-                        yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as exc:
-                    await context.abort_with_status(_status_for(exc, unavailable))
-
-            self._wrapped[name] = wrapped_stream
-            return wrapped_stream
-        if inspect.iscoroutinefunction(attr):
-            unary = attr
-
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                try:
-                    return await unary(request, context)
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as exc:
-                    await context.abort_with_status(_status_for(exc, unavailable))
-
-            self._wrapped[name] = wrapped
-            return wrapped
-        return attr
+            wrapped: Any = _mapped_stream(attr, self._unavailable)
+        elif inspect.iscoroutinefunction(attr):
+            wrapped = _mapped_unary(attr, self._unavailable)
+        else:
+            return attr
+        self._wrapped[name] = wrapped
+        return wrapped
