@@ -93,7 +93,7 @@ class StoreJwksSource:
         return json.dumps({"keys": keys}), seq
 
 
-def _invalidator(prefix: str, cache: PositiveCache, clients: CachedClients) -> Any:
+def _invalidator(prefix: str, cache: PositiveCache, clients: CachedClients, jwks: JwksCache) -> Any:
     clients_prefix = f"{prefix}.events.clients."
 
     async def on_event(msg: Msg) -> None:
@@ -107,6 +107,8 @@ def _invalidator(prefix: str, cache: PositiveCache, clients: CachedClients) -> A
             if event.revocation is not None:
                 cache.invalidate(event.revocation.kind.value, event.revocation.value)
             elif event.key is not None:
+                if event.key.state == "revoked":
+                    jwks.revoke(event.key.kid)  # at once, not at the next periodic refresh
                 cache.clear()  # a key changed state: re-verify everything
 
     return on_event
@@ -148,7 +150,7 @@ def build(settings: Settings, host: str, port: int, clock: Clock | None = None) 
         closers.append(nc.close)
         await nc.subscribe(
             f"{settings.subjects.prefix}.events.>",
-            cb=_invalidator(settings.subjects.prefix, cache, clients),
+            cb=_invalidator(settings.subjects.prefix, cache, clients, jwks),
         )
         while not stop.is_set():
             await jwks.refresh(force=True)

@@ -150,6 +150,7 @@ class IntrospectorHandlers:
         self._clock = clock
         self._cache = cache
         self._leeway = leeway
+        self._decoder = jose.Decoder()
 
     async def introspect(self, req: IntrospectRequest) -> Introspection:
         caller = await authenticate(req.credentials, self._clients, self._peppers)
@@ -211,24 +212,29 @@ class IntrospectorHandlers:
 
     async def _jwt_claims(self, token: str) -> dict[str, Any] | None:
         try:
-            parts = jose.split_and_parse(token)
+            parts = self._decoder.parse(token)
             key = self._keys.keys.get(parts.kid)
             if key is None:
                 await self._keys.refresh()  # a key published since the last refresh
                 key = self._keys.keys.get(parts.kid)
             if key is None:
                 return None
-            claims = jose.Decoder().verify_signature(parts, key)
+            claims = self._decoder.verify_signature(parts, key)
             # The audience is checked against the caller afterwards (RFC 7662 §4), so any
             # audience passes here; issuer, times and types are checked as the verifier does.
             audience = next(iter(audiences_of(claims)), "")
+            now = self._clock.now()
             jose.check_claims(
                 claims,
                 issuer=self._issuer,
                 audience=audience,
-                now=self._clock.now(),
+                now=now,
                 leeway=self._leeway,
             )
         except VerificationError:
+            return None
+        # RFC 7662: an expired token is inactive. The verifier's clock leeway is for other
+        # servers' clocks; the introspector answers on its own clock, like the opaque path.
+        if claims["exp"] <= now:
             return None
         return claims

@@ -82,10 +82,14 @@ def _select_key(jwks_json: str, kid: object, alg: str) -> Any:
         keys = json.loads(jwks_json)["keys"]
     except (ValueError, KeyError, TypeError):
         raise InvalidClient(_BAD_ASSERTION) from None
+    if not isinstance(keys, list):
+        raise InvalidClient(_BAD_ASSERTION)
+    usable = [k for k in keys if isinstance(k, dict)]
     if kid is None:
-        candidates = keys if len(keys) == 1 else []
+        # RFC 7523 does not require kid: a client with exactly one key may omit it.
+        candidates = usable if len(keys) == 1 else []
     else:
-        candidates = [k for k in keys if isinstance(k, dict) and k.get("kid") == kid]
+        candidates = [k for k in usable if k.get("kid") == kid]
     if len(candidates) != 1:
         raise InvalidClient(_BAD_ASSERTION)
     jwk = candidates[0]

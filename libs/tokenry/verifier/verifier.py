@@ -30,6 +30,7 @@ Three ways in, one object:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -320,6 +321,10 @@ class Verifier:
             ) from None
         try:
             return future.result(timeout)
+        except concurrent.futures.CancelledError:  # the verifier's loop is shutting down
+            raise self._failure(
+                VerifierUnavailableError("timeout", "the verifier's event loop stopped")
+            ) from None
         except TimeoutError:
             future.cancel()
             raise self._failure(
@@ -466,8 +471,12 @@ class Verifier:
         self.cache.put(token, entry)
         if parts.kid not in self.jwks.keys:
             # The key left the set while we verified (a revocation racing this thread): the
-            # purge may have run before our insert, so undo it; _admit refuses the token.
+            # purge may have run before our insert, so undo it and refuse the token here —
+            # the first-sight admission does not look at the kid again.
             self.cache.discard(token)
+            if parts.kid in self.jwks.revoked_kids:
+                raise RevokedError("key_revoked", "the signing key was revoked")
+            raise RejectedHeaderError("unknown_kid", "the signing key is no longer published")
         return entry
 
     def _admit_first_sight(self, entry: CacheEntry) -> Claims:

@@ -19,6 +19,8 @@ from tokenry.verifier.errors import (
     TokenExpiredError,
     VerifierUnavailableError,
 )
+from tokenry.verifier.jose import Decoder
+from tokenry.verifier.jwks import JwksCache
 from tokenry.verifier.verifier import STALENESS_RECHECK, StalePolicy, VerifierConfig
 
 from .minting import NOW, MemoryIntrospector, Minter, make_verifier
@@ -320,3 +322,27 @@ def test_config_is_validated() -> None:
     ):
         with pytest.raises(ValueError):  # noqa: PT011
             VerifierConfig(**kwargs)  # type: ignore[arg-type]
+
+
+class _RevokingDecoder(Decoder):
+    """A decoder whose signature check is interrupted by a key revocation (a thread race)."""
+
+    def __init__(self, jwks: JwksCache, kid: str) -> None:
+        super().__init__()
+        self._jwks, self._kid = jwks, kid
+
+    def verify_signature(self, parts, key):  # type: ignore[no-untyped-def]
+        claims = super().verify_signature(parts, key)
+        self._jwks.revoke(self._kid)  # the event loop applies a key-revoked event right now
+        return claims
+
+
+async def test_a_key_revoked_during_a_first_sight_verification_is_refused() -> None:
+    minter = Minter()
+    verifier, _, _, _ = await make_verifier(minter)
+    verifier._decoder = _RevokingDecoder(verifier.jwks, "k1")
+    token = minter.token()
+    with pytest.raises(RevokedError) as err:
+        await verifier.verify(token)
+    assert err.value.reason == "key_revoked"
+    assert verifier.check_cached(token) is None, "nothing cached for a revoked key"
