@@ -137,17 +137,24 @@ class OutboxRelay:
             if not rows:
                 return
             done: list[int] = []
-            try:
-                for row in rows:
+            failure: Exception | None = None
+            for row in rows:
+                try:
                     await self._publish(row)
-                    done.append(row.seq)
-            finally:
-                if done and not await self._outbox.mark_published(done, lease):
+                except Exception as exc:
+                    failure = exc
+                    break
+                done.append(row.seq)
+            # Rows JetStream acknowledged are marked even when a later one failed, so a retry
+            # starts right after them (a republish would only be dropped as a duplicate).
+            if done:
+                if not await self._outbox.mark_published(done, lease):
                     log.warning("event publisher %s lost its lease; stopping", self._holder)
                     self._lease = None
-                    return  # noqa: B012 - leadership lost: nothing more may be written
-                if done:
-                    self.published_seq = done[-1]
+                    return
+                self.published_seq = done[-1]
+            if failure is not None:
+                raise failure
             if len(rows) < self._settings.batch:
                 return
 
