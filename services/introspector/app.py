@@ -14,6 +14,10 @@ from nats.aio.msg import Msg
 from tokenry.bus import codec
 from tokenry.bus.nats_conn import connect
 from tokenry.core.client_cache import CachedClients
+from tokenry.core.clientauth import (
+    AssertionContext,
+    assertion_audiences,
+)
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
@@ -25,6 +29,7 @@ from tokenry.services.introspector.handlers import (
 )
 from tokenry.services.introspector.servicer import IntrospectorServicer
 from tokenry.store import client_events, opaque_tokens
+from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.keys import KeyStore
@@ -141,6 +146,12 @@ def build(settings: Settings, host: str, port: int, clock: Clock | None = None) 
                 issuer_url=settings.issuer_url,
                 clock=clock,
                 cache=cache,
+                # private_key_jwt (RFC 7523), replay-protected in the issuer's jti store.
+                assertions=AssertionContext(
+                    audiences=assertion_audiences(settings.issuer_url),
+                    clock=clock,
+                    replay=AssertionJtiStore(pool, clock),
+                ),
             )
         )
         # Introspection works from here on, NATS or not; events only invalidate the cache

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tokenry.core.client_secrets import Pepper
-from tokenry.core.clientauth import ClientCredentials, ClientLookup, authenticate
+from tokenry.core.clientauth import AssertionContext, ClientCredentials, ClientLookup, authenticate
 from tokenry.core.clock import Clock
 from tokenry.core.introspection import (
     INACTIVE,
@@ -140,6 +140,7 @@ class IntrospectorHandlers:
         clock: Clock,
         cache: PositiveCache,
         leeway: float = jose.DEFAULT_LEEWAY,
+        assertions: AssertionContext | None = None,
     ) -> None:
         self._clients = clients
         self._peppers = peppers
@@ -151,9 +152,10 @@ class IntrospectorHandlers:
         self._cache = cache
         self._leeway = leeway
         self._decoder = jose.Decoder()
+        self._assertions = assertions  # None: private_key_jwt is refused
 
     async def introspect(self, req: IntrospectRequest) -> Introspection:
-        caller = await authenticate(req.credentials, self._clients, self._peppers)
+        caller = await authenticate(req.credentials, self._clients, self._peppers, self._assertions)
         require_introspect_scope(caller)  # an error, not an answer: the caller is at fault
         claims = await self._active_claims(req.token)
         if claims is None or not may_see(caller, audiences_of(claims)):

@@ -45,7 +45,14 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> introspector_pb2.IntrospectResponse:
         handlers = self._handlers.get()
-        creds = credentials_from(metadata_value(context, "authorization"), "", "")
+        # client_secret_basic in the metadata or private_key_jwt in the request (RFC 7523 §2.2).
+        creds = credentials_from(
+            metadata_value(context, "authorization"),
+            "",
+            "",
+            request.client_assertion_type,
+            request.client_assertion,
+        )
         answer = await handlers.introspect(
             IntrospectRequest(creds, request.token, request.token_type_hint)
         )

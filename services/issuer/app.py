@@ -11,7 +11,7 @@ from nats.aio.client import Client as NatsClient
 
 from tokenry.bus.nats_conn import connect
 from tokenry.core.client_cache import CachedClients
-from tokenry.core.clientauth import AssertionContext
+from tokenry.core.clientauth import AssertionContext, assertion_audiences
 from tokenry.core.clients import ID_TOKEN_ALGS
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.core.refresh import derivation_key
@@ -46,7 +46,6 @@ SERVICE_NAMES = (
 )
 KEY_CHECK_INTERVAL = 5.0  # backup for the key events (SPEC §5)
 SWEEP_INTERVAL = 60.0
-TOKEN_ENDPOINT_PATH = "/oauth2/token"  # the gateway's token endpoint (RFC 7523 aud)
 
 
 def build(settings: Settings, host: str, port: int) -> Service:
@@ -88,7 +87,7 @@ def build(settings: Settings, host: str, port: int) -> Service:
             clients=cache,
             peppers=settings.peppers,
             assertions=AssertionContext(
-                audiences=frozenset({issuer, issuer.rstrip("/") + TOKEN_ENDPOINT_PATH}),
+                audiences=assertion_audiences(issuer),
                 clock=clock,
                 replay=jtis,
             ),

@@ -12,6 +12,7 @@ import asyncpg
 
 from tokenry.bus.nats_conn import connect
 from tokenry.bus.relay import OutboxRelay, RelaySettings
+from tokenry.core.clientauth import AssertionContext, assertion_audiences
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
@@ -21,6 +22,7 @@ from tokenry.services.revocation.servicer import RevocationServicer
 from tokenry.services.revocation.settings import RevocationSettings
 from tokenry.services.revocation.sweeper import Sweeper
 from tokenry.services.revocation.tokens import JwtTokens, OpaqueTokens, StoreOpaqueTokens
+from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.keys import KeyStore
@@ -68,6 +70,12 @@ def build(
                 jwts=JwtTokens(KeyStore(pool), clock),
                 opaque=opaque or StoreOpaqueTokens(pool),
                 max_clock_skew=options.max_clock_skew,
+                # private_key_jwt (RFC 7523), replay-protected in the issuer's jti store.
+                assertions=AssertionContext(
+                    audiences=assertion_audiences(settings.issuer_url),
+                    clock=clock,
+                    replay=AssertionJtiStore(pool, clock),
+                ),
             )
         )
         # Revoking works from here on, NATS or not (SPEC §4.5): the relay delivers later.

@@ -31,7 +31,7 @@ from opentelemetry import propagate
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
 from tokenry.core.client_secrets import Pepper
-from tokenry.core.clientauth import ClientCredentials, ClientLookup, authenticate
+from tokenry.core.clientauth import AssertionContext, ClientCredentials, ClientLookup, authenticate
 from tokenry.core.clients import ADMIN_SCOPE, Client
 from tokenry.core.clock import Clock
 from tokenry.core.errors import InsufficientScope, InvalidRequest, UnauthorizedClient
@@ -117,6 +117,7 @@ class RevocationHandlers:
         jwts: TokenFinder,
         opaque: OpaqueTokens | None = None,
         max_clock_skew: int = DEFAULT_MAX_CLOCK_SKEW,
+        assertions: AssertionContext | None = None,
     ) -> None:
         self._clients = clients
         self._peppers = peppers
@@ -126,6 +127,7 @@ class RevocationHandlers:
         self._jwts = jwts
         self._opaque = opaque or NoOpaqueTokens()
         self._skew = max_clock_skew
+        self._assertions = assertions  # None: private_key_jwt is refused
 
     async def revoke(self, cmd: RevokeCommand) -> RevokeOutcome:
         """Authenticate, authorise and record; returns once committed (never waits on NATS).
@@ -136,7 +138,7 @@ class RevocationHandlers:
             UnauthorizedClient: the token was issued to another client (RFC 7009 §2.1).
             InvalidRequest: a malformed value, reason or expires_at; nothing is written.
         """
-        client = await authenticate(cmd.credentials, self._clients, self._peppers)
+        client = await authenticate(cmd.credentials, self._clients, self._peppers, self._assertions)
         if cmd.target is not Target.TOKEN and ADMIN_SCOPE not in client.scopes:
             raise InsufficientScope(f"revoking by {cmd.target.value} needs {ADMIN_SCOPE}")
         _check_common(cmd)

@@ -35,7 +35,14 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> revocation_pb2.RevokeResponse:
         handlers = self._handlers.get()
-        creds = credentials_from(metadata_value(context, "authorization"), "", "")
+        # client_secret_basic in the metadata or private_key_jwt in the request (RFC 7523 §2.2).
+        creds = credentials_from(
+            metadata_value(context, "authorization"),
+            "",
+            "",
+            request.client_assertion_type,
+            request.client_assertion,
+        )
         which = request.WhichOneof("target")
         if which is None:
             raise InvalidRequest("give what to revoke: token, jti, grant_id, subject or client_id")

@@ -44,6 +44,9 @@ _DUMMY_HASH = "0" * 64
 BASIC = "client_secret_basic"
 POST = "client_secret_post"
 
+# The gateway's endpoints (SPEC §2), which a client assertion may name as its ``aud``.
+TOKEN_ENDPOINT_PATH = "/oauth2/token"
+
 
 @dataclass(frozen=True, slots=True)
 class ClientCredentials:
@@ -76,6 +79,12 @@ class AssertionContext:
     audiences: frozenset[str]
     clock: Clock
     replay: AssertionReplay
+
+
+def assertion_audiences(issuer_url: str) -> frozenset[str]:
+    """The ``aud`` values a client assertion may carry (RFC 7523 §3 item 3), at every endpoint
+    alike: the issuer identifier or the gateway's token endpoint URL (SPEC §3)."""
+    return frozenset({issuer_url, issuer_url.rstrip("/") + TOKEN_ENDPOINT_PATH})
 
 
 def parse_basic(authorization: str) -> ClientCredentials:
@@ -188,8 +197,10 @@ async def authenticate(
 __all__ = [
     "AssertionContext",
     "AssertionReplay",
+    "TOKEN_ENDPOINT_PATH",
     "ClientCredentials",
     "ClientLookup",
+    "assertion_audiences",
     "authenticate",
     "credentials_from",
     "hash_secret",

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtokenry/v1/introspector.proto\x12\ntokenry.v1\";\n\x11IntrospectRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0ftoken_type_hint\x18\x02 \x01(\t\"\xd9\x01\n\x12IntrospectResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x12\n\ntoken_type\x18\x04 \x01(\t\x12\x0b\n\x03\x65xp\x18\x05 \x01(\x03\x12\x0b\n\x03iat\x18\x06 \x01(\x03\x12\x0b\n\x03nbf\x18\x07 \x01(\x03\x12\x0b\n\x03sub\x18\x08 \x01(\t\x12\x0b\n\x03\x61ud\x18\t \x03(\t\x12\x0b\n\x03iss\x18\n \x01(\t\x12\x0b\n\x03jti\x18\x0b \x01(\t\x12\x10\n\x08\x61\x63t_json\x18\x0c \x01(\t\x12\x10\n\x08\x63nf_json\x18\r \x01(\t2[\n\x0cIntrospector\x12K\n\nIntrospect\x12\x1d.tokenry.v1.IntrospectRequest\x1a\x1e.tokenry.v1.IntrospectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtokenry/v1/introspector.proto\x12\ntokenry.v1\"t\n\x11IntrospectRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0ftoken_type_hint\x18\x02 \x01(\t\x12\x1d\n\x15\x63lient_assertion_type\x18\x03 \x01(\t\x12\x18\n\x10\x63lient_assertion\x18\x04 \x01(\t\"\xd9\x01\n\x12IntrospectResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x12\n\ntoken_type\x18\x04 \x01(\t\x12\x0b\n\x03\x65xp\x18\x05 \x01(\x03\x12\x0b\n\x03iat\x18\x06 \x01(\x03\x12\x0b\n\x03nbf\x18\x07 \x01(\x03\x12\x0b\n\x03sub\x18\x08 \x01(\t\x12\x0b\n\x03\x61ud\x18\t \x03(\t\x12\x0b\n\x03iss\x18\n \x01(\t\x12\x0b\n\x03jti\x18\x0b \x01(\t\x12\x10\n\x08\x61\x63t_json\x18\x0c \x01(\t\x12\x10\n\x08\x63nf_json\x18\r \x01(\t2[\n\x0cIntrospector\x12K\n\nIntrospect\x12\x1d.tokenry.v1.IntrospectRequest\x1a\x1e.tokenry.v1.IntrospectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokenry.v1.introspector_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INTROSPECTREQUEST']._serialized_start=45
-  _globals['_INTROSPECTREQUEST']._serialized_end=104
-  _globals['_INTROSPECTRESPONSE']._serialized_start=107
-  _globals['_INTROSPECTRESPONSE']._serialized_end=324
-  _globals['_INTROSPECTOR']._serialized_start=326
-  _globals['_INTROSPECTOR']._serialized_end=417
+  _globals['_INTROSPECTREQUEST']._serialized_end=161
+  _globals['_INTROSPECTRESPONSE']._serialized_start=164
+  _globals['_INTROSPECTRESPONSE']._serialized_end=381
+  _globals['_INTROSPECTOR']._serialized_start=383
+  _globals['_INTROSPECTOR']._serialized_end=474
 # @@protoc_insertion_point(module_scope)

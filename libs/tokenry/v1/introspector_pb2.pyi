@@ -8,12 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class IntrospectRequest(_message.Message):
-    __slots__ = ("token", "token_type_hint")
+    __slots__ = ("token", "token_type_hint", "client_assertion_type", "client_assertion")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TYPE_HINT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ASSERTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ASSERTION_FIELD_NUMBER: _ClassVar[int]
     token: str
     token_type_hint: str
-    def __init__(self, token: _Optional[str] = ..., token_type_hint: _Optional[str] = ...) -> None: ...
+    client_assertion_type: str
+    client_assertion: str
+    def __init__(self, token: _Optional[str] = ..., token_type_hint: _Optional[str] = ..., client_assertion_type: _Optional[str] = ..., client_assertion: _Optional[str] = ...) -> None: ...
 
 class IntrospectResponse(_message.Message):
     __slots__ = ("active", "scope", "client_id", "token_type", "exp", "iat", "nbf", "sub", "aud", "iss", "jti", "act_json", "cnf_json")

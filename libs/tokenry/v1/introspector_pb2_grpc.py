@@ -27,8 +27,11 @@ if _version_not_supported:
 
 
 class IntrospectorStub:
-    """RFC 7662 token introspection. The caller authenticates as a client in the `authorization`
-    metadata and must hold `tokenry:introspect` (or `tokenry:admin`).
+    """RFC 7662 token introspection. The caller authenticates as a client, with exactly one method:
+    in the `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with
+    private_key_jwt in the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`;
+    `aud` the issuer identifier, the gateway's token endpoint URL or its introspection endpoint
+    URL). It must hold `tokenry:introspect` (or `tokenry:admin`).
     """
 
     def __init__(self, channel):
@@ -45,8 +48,11 @@ class IntrospectorStub:
 
 
 class IntrospectorServicer:
-    """RFC 7662 token introspection. The caller authenticates as a client in the `authorization`
-    metadata and must hold `tokenry:introspect` (or `tokenry:admin`).
+    """RFC 7662 token introspection. The caller authenticates as a client, with exactly one method:
+    in the `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with
+    private_key_jwt in the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`;
+    `aud` the issuer identifier, the gateway's token endpoint URL or its introspection endpoint
+    URL). It must hold `tokenry:introspect` (or `tokenry:admin`).
     """
 
     def Introspect(self, request, context):
@@ -72,8 +78,11 @@ def add_IntrospectorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Introspector:
-    """RFC 7662 token introspection. The caller authenticates as a client in the `authorization`
-    metadata and must hold `tokenry:introspect` (or `tokenry:admin`).
+    """RFC 7662 token introspection. The caller authenticates as a client, with exactly one method:
+    in the `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with
+    private_key_jwt in the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`;
+    `aud` the issuer identifier, the gateway's token endpoint URL or its introspection endpoint
+    URL). It must hold `tokenry:introspect` (or `tokenry:admin`).
     """
 
     @staticmethod

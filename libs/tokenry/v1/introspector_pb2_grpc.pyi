@@ -28,8 +28,11 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class IntrospectorStub:
-    """RFC 7662 token introspection. The caller authenticates as a client in the `authorization`
-    metadata and must hold `tokenry:introspect` (or `tokenry:admin`).
+    """RFC 7662 token introspection. The caller authenticates as a client, with exactly one method:
+    in the `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with
+    private_key_jwt in the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`;
+    `aud` the issuer identifier, the gateway's token endpoint URL or its introspection endpoint
+    URL). It must hold `tokenry:introspect` (or `tokenry:admin`).
     """
 
     @_typing.overload
@@ -40,16 +43,22 @@ class IntrospectorStub:
 
 @_typing.type_check_only
 class IntrospectorAsyncStub(IntrospectorStub):
-    """RFC 7662 token introspection. The caller authenticates as a client in the `authorization`
-    metadata and must hold `tokenry:introspect` (or `tokenry:admin`).
+    """RFC 7662 token introspection. The caller authenticates as a client, with exactly one method:
+    in the `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with
+    private_key_jwt in the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`;
+    `aud` the issuer identifier, the gateway's token endpoint URL or its introspection endpoint
+    URL). It must hold `tokenry:introspect` (or `tokenry:admin`).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Introspect: _aio.UnaryUnaryMultiCallable[_introspector_pb2.IntrospectRequest, _introspector_pb2.IntrospectResponse]  # type: ignore[assignment]
 
 class IntrospectorServicer(metaclass=_abc_1.ABCMeta):
-    """RFC 7662 token introspection. The caller authenticates as a client in the `authorization`
-    metadata and must hold `tokenry:introspect` (or `tokenry:admin`).
+    """RFC 7662 token introspection. The caller authenticates as a client, with exactly one method:
+    in the `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with
+    private_key_jwt in the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`;
+    `aud` the issuer identifier, the gateway's token endpoint URL or its introspection endpoint
+    URL). It must hold `tokenry:introspect` (or `tokenry:admin`).
     """
 
     @_abc_1.abstractmethod

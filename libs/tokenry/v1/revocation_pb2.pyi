@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RevokeRequest(_message.Message):
-    __slots__ = ("jti", "token", "grant_id", "subject", "client_id", "reason", "expires_at", "token_type_hint")
+    __slots__ = ("jti", "token", "grant_id", "subject", "client_id", "reason", "expires_at", "token_type_hint", "client_assertion_type", "client_assertion")
     JTI_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     GRANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,8 @@ class RevokeRequest(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TYPE_HINT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ASSERTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ASSERTION_FIELD_NUMBER: _ClassVar[int]
     jti: str
     token: str
     grant_id: str
@@ -26,7 +28,9 @@ class RevokeRequest(_message.Message):
     reason: str
     expires_at: int
     token_type_hint: str
-    def __init__(self, jti: _Optional[str] = ..., token: _Optional[str] = ..., grant_id: _Optional[str] = ..., subject: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ..., expires_at: _Optional[int] = ..., token_type_hint: _Optional[str] = ...) -> None: ...
+    client_assertion_type: str
+    client_assertion: str
+    def __init__(self, jti: _Optional[str] = ..., token: _Optional[str] = ..., grant_id: _Optional[str] = ..., subject: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ..., expires_at: _Optional[int] = ..., token_type_hint: _Optional[str] = ..., client_assertion_type: _Optional[str] = ..., client_assertion: _Optional[str] = ...) -> None: ...
 
 class RevokeResponse(_message.Message):
     __slots__ = ("seq", "kind", "not_before", "expires_at")

@@ -27,8 +27,10 @@ if _version_not_supported:
 
 
 class RevocationStub:
-    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
+    the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
+    identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
     to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
@@ -51,8 +53,10 @@ class RevocationStub:
 
 
 class RevocationServicer:
-    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
+    the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
+    identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
     to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
@@ -95,8 +99,10 @@ def add_RevocationServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Revocation:
-    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
+    the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
+    identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
     to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 

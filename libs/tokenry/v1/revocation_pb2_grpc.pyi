@@ -28,8 +28,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RevocationStub:
-    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
+    the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
+    identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
     to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
@@ -49,8 +51,10 @@ class RevocationStub:
 
 @_typing.type_check_only
 class RevocationAsyncStub(RevocationStub):
-    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
+    the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
+    identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
     to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 
@@ -66,8 +70,10 @@ class RevocationAsyncStub(RevocationStub):
     """
 
 class RevocationServicer(metaclass=_abc_1.ABCMeta):
-    """Revocation (SPEC §4). The caller authenticates as a client in the `authorization` metadata
-    (client_secret_basic). Revoking a token (RFC 7009) is open to the client the token was issued
+    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
+    the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
+    identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
     to; revoking by jti, grant, subject or client needs the `tokenry:admin` scope.
     """
 

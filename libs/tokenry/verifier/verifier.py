@@ -33,7 +33,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -53,6 +53,7 @@ from tokenry.verifier.errors import (
 )
 from tokenry.verifier.introspection import Introspector
 from tokenry.verifier.jwks import JwksCache
+from tokenry.verifier.keys import VerificationKey
 from tokenry.verifier.metrics import VerifierStats
 
 __all__ = [
@@ -160,6 +161,35 @@ class _NeedsLoop:
 
 _NEEDS_LOOP: Final = _NeedsLoop()
 _new_entry: Final = tuple.__new__  # CacheEntry without the NamedTuple __new__ frame
+
+
+class _KidProbe(Mapping[str, VerificationKey]):
+    """A read-only view of a key set that remembers the kid a decoder asked it for."""
+
+    __slots__ = ("_keys", "kid")
+
+    def __init__(self, keys: Mapping[str, VerificationKey]) -> None:
+        self._keys = keys
+        self.kid: str | None = None
+
+    def get(self, kid: str, default: Any = None) -> Any:
+        self.kid = kid
+        return self._keys.get(kid, default)
+
+    def __getitem__(self, kid: str) -> VerificationKey:
+        self.kid = kid
+        return self._keys[kid]
+
+    def __contains__(self, kid: object) -> bool:
+        if isinstance(kid, str):
+            self.kid = kid
+        return kid in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 class Verifier:
@@ -271,11 +301,12 @@ class Verifier:
                 :class:`~.errors.VerifierUnavailableError` (``stale``, ``no_keys``,
                 ``introspection_failed``) is about the verifier, not the token.
         """
-        if self._cache_get(token) is not None:
+        entry = self._cache_get(token)
+        if entry is not None:
             claims = self.check_cached(token)
             if claims is not None:
                 return claims
-        result = self._verify_local(token, on_stale)
+        result = self._verify_local(token, on_stale, entry)
         if result is not _NEEDS_LOOP:
             return result  # type: ignore[return-value]
         return await self._verify_on_loop(token, on_stale)
@@ -298,10 +329,12 @@ class Verifier:
             RuntimeError: called on the verifier's own loop (it would deadlock), or the
                 verifier has no loop (see :meth:`bind_loop`).
         """
-        claims = self.check_cached(token)
-        if claims is not None:
-            return claims
-        result = self._verify_local(token, on_stale)
+        entry = self._cache_get(token)
+        if entry is not None:
+            claims = self.check_cached(token)
+            if claims is not None:
+                return claims
+        result = self._verify_local(token, on_stale, entry)
         if result is not _NEEDS_LOOP:
             return result  # type: ignore[return-value]
         loop = self._loop
@@ -331,27 +364,39 @@ class Verifier:
                 VerifierUnavailableError("timeout", "the verifier did not answer in time")
             ) from None
 
-    def _verify_local(self, token: str, on_stale: StalePolicy) -> Claims | _NeedsLoop:
-        """Everything that needs no await; ``_NEEDS_LOOP`` when only the loop can finish."""
+    def _verify_local(
+        self, token: str, on_stale: StalePolicy, entry: CacheEntry | None
+    ) -> Claims | _NeedsLoop:
+        """Everything that needs no await; ``_NEEDS_LOOP`` when only the loop can finish.
+
+        ``entry`` is the caller's cache lookup of ``token`` (one lookup per call, not three). A
+        stale one is harmless: a cached entry is re-admitted with every check (expiry, kid still
+        published, revocations), and a token cached since is merely verified again.
+        """
+        stats = self.stats
+        state = self.state
         try:
-            if self.state.is_stale():
+            if state.is_stale():
                 if on_stale is StalePolicy.INTROSPECT and self.introspector is not None:
                     return _NEEDS_LOOP
                 raise VerifierUnavailableError("stale", "revocation state cannot be proven current")
-            now = self._wall()
-            entry = self._cache_get(token)
             if entry is not None:
                 claims = self._admit(token, entry)
-                self.stats.slow_hits += 1
+                stats.slow_hits += 1
                 return claims
-            self.stats.misses += 1
-            entry = self._decode(token, now)
+            stats.misses += 1
+            entry = self._decode(token, self._wall())
             if entry is None:
                 return _NEEDS_LOOP  # kid unknown: a JWKS refresh may bring it
-            claims = self._admit_first_sight(entry)
+            # First sight: only the revocation checks — ``_decode`` has just checked exp and
+            # found the key (and re-checked it after caching, for a racing key revocation).
+            claims, _deadline, _kid, jti, gid, sub, client_id, iat = entry
+            kind = state.revocations.check(jti, gid, sub, client_id, iat)
+            if kind is not None:
+                raise RevokedError("revoked", f"token revoked (by {kind})")
         except VerificationError as exc:
             raise self._failure(exc) from None
-        self.stats.verified += 1
+        stats.verified += 1
         return claims
 
     async def _verify_on_loop(self, token: str, on_stale: StalePolicy) -> Claims:
@@ -438,18 +483,32 @@ class Verifier:
     def _decode(self, token: str, now: float) -> CacheEntry | None:
         """First sight: verify and cache. None when the kid is unknown (a refresh may help)."""
         config = self.config
-        parts = self._decoder.parse(
-            token, max_size=config.max_size, accepted_typ=config.accepted_typ
-        )
-        key = self.jwks.keys.get(parts.kid)
-        if key is None:
-            if parts.kid in self.jwks.revoked_kids:
-                raise RevokedError("key_revoked", "the signing key was revoked")
+        jwks = self.jwks
+        # One call into the JOSE core (size, shape, header, key by kid, signature with the key's
+        # own alg, claim checks) — no intermediate JwsParts — with a probe that notes which kid
+        # the header named.
+        probe = _KidProbe(jwks.keys)
+        try:
+            claims = self._decoder.decode(
+                token,
+                probe,
+                issuer=config.issuer,
+                audience=config.audience,
+                now=now,
+                leeway=config.leeway,
+                max_size=config.max_size,
+                accepted_typ=config.accepted_typ,
+            )
+        except RejectedHeaderError as exc:
+            kid = probe.kid
+            if exc.reason != "unknown_kid" or kid is None:
+                raise
+            if kid in jwks.revoked_kids:
+                raise RevokedError("key_revoked", "the signing key was revoked") from None
             return None
-        claims = self._decoder.verify_signature(parts, key)
-        jose.check_claims(
-            claims, issuer=config.issuer, audience=config.audience, now=now, leeway=config.leeway
-        )
+        kid = probe.kid
+        if kid is None:  # pragma: no cover - decode always looks the key up; fail closed
+            raise RejectedHeaderError("unknown_kid", "kid names no known key")
         gid = claims.get("gid")
         if gid is not None and type(gid) is not str:
             raise InvalidClaimsError("bad_claim_type", "claim gid must be a string")
@@ -460,7 +519,7 @@ class Verifier:
             (
                 MappingProxyType(claims),
                 self._mono() + (claims["exp"] + config.leeway - now),
-                parts.kid,
+                kid,
                 claims["jti"],
                 gid,
                 claims.get("sub"),
@@ -469,23 +528,15 @@ class Verifier:
             ),
         )
         self.cache.put(token, entry)
-        if parts.kid not in self.jwks.keys:
+        if kid not in jwks.keys:
             # The key left the set while we verified (a revocation racing this thread): the
             # purge may have run before our insert, so undo it and refuse the token here —
             # the first-sight admission does not look at the kid again.
             self.cache.discard(token)
-            if parts.kid in self.jwks.revoked_kids:
+            if kid in jwks.revoked_kids:
                 raise RevokedError("key_revoked", "the signing key was revoked")
             raise RejectedHeaderError("unknown_kid", "the signing key is no longer published")
         return entry
-
-    def _admit_first_sight(self, entry: CacheEntry) -> Claims:
-        """Only the revocation checks: ``_decode`` has just checked exp and found the key."""
-        claims, _deadline, _kid, jti, gid, sub, client_id, iat = entry
-        kind = self.state.revocations.check(jti, gid, sub, client_id, iat)
-        if kind is not None:
-            raise RevokedError("revoked", f"token revoked (by {kind})")
-        return claims
 
     def _admit(self, token: str, entry: CacheEntry) -> Claims:
         """The checks a cached verification cannot settle once and for all."""
