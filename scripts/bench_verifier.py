@@ -10,13 +10,17 @@ in the same run, pinned to one core, A/B runs interleaved, medians of several ro
 2. First sight (a token never seen: every call checks a signature) for ES256 and EdDSA, next to
    the raw ``cryptography`` verify of the same signatures and to ``jwt.decode`` (pyjwt with the
    public key object, the same claim checks requested).
-3. What a request pays for authentication: CPU per call of a bare grpc.aio unary echo RPC
-   (client and server in this process) — the stand-in for an extra ``Introspect`` RPC until the
-   introspector service exists — next to the added CPU of the AuthInterceptor, measured (a)
+3. What a request pays for authentication: the added CPU of the AuthInterceptor, measured (a)
    directly (``intercept_service`` with a trivial continuation) and (b) end to end (echo through
-   the interceptor minus the bare echo).
+   the interceptor minus a bare grpc.aio echo RPC, client and server in this process).
+4. What it would pay instead for an extra ``Introspect`` RPC: client + server CPU per call
+   against the real introspector (the stack of ``bench_introspection.py``: embedded PostgreSQL
+   and NATS, keyrotator, issuer, introspector; opaque tokens minted by the issuer). First sight
+   is compared with a cold introspection (a token the introspector has not seen), the cache hit
+   with a warm one; the in-process bare echo stays as a reference row.
 
-Run: ``.venv/bin/python scripts/bench_verifier.py [--quick] [--cpu N] [--out docs/benchmarks]``.
+Run: ``.venv/bin/python scripts/bench_verifier.py [--quick] [--cpu N] [--out docs/benchmarks]
+[--no-introspector]``.
 Writes verifier.json (raw samples) and verifier.png next to docs/benchmarks/verifier.md.
 """
 
@@ -55,6 +59,7 @@ from tokenry.verifier.verifier import Verifier, VerifierConfig
 ISSUER = "https://issuer.bench"
 AUDIENCE = "demo-api"
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_introspection's stack
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -250,6 +255,7 @@ def bench_cache_hit(rounds: int, batch_size: int) -> dict[str, Any]:
 def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
     signer = Signer(alg, f"{alg.lower()}-1")
     tokens = [signer.token() for _ in range(batch_size * 2)]
+    indexes = [str(i) for i in range(batch_size)]
     # The raw verify of the very same signatures, with the conversion pyjwt and we both need
     # done beforehand (raw r‖s → DER for ECDSA), so it is the true floor.
     raw_inputs = []
@@ -307,7 +313,6 @@ def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
         for i in batch_idx:  # the JOSE core alone: its result is dropped, not cached
             decoder.decode(tokens[int(i)], keys, issuer=ISSUER, audience=AUDIENCE, now=now)
 
-    indexes = [str(i) for i in range(batch_size)]
     samples = interleave(
         {
             "raw_cryptography": raw,
@@ -443,6 +448,76 @@ async def _bench_rpc(rounds: int, calls: int) -> dict[str, Any]:
     return {"samples_cpu_us": samples}
 
 
+# --- 4. a real Introspect RPC (the introspector service, out of process) -------------------------
+
+
+def _cpu_seconds(proc: Any) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+async def _introspect_calls(
+    addr: str, method: str, requests: list[bytes], metadata: Any, server: Any
+) -> tuple[float, float]:
+    """One call at a time (as an interceptor would make it): (client, server) CPU µs per call."""
+    async with grpc.aio.insecure_channel(addr) as channel:
+        call = channel.unary_unary(method)
+        for request in requests[:20]:  # connect and warm the channel (not timed)
+            await call(request, metadata=metadata, timeout=10)
+        timed = requests[20:]
+        client_start, server_start = time.process_time_ns(), _cpu_seconds(server)
+        for request in timed:
+            await call(request, metadata=metadata, timeout=10)
+        server_s = _cpu_seconds(server) - server_start
+        client_ns = time.process_time_ns() - client_start
+    return client_ns / len(timed) / 1000, server_s * 1e6 / len(timed)
+
+
+def bench_introspect(rounds: int, calls: int, server_core: int) -> dict[str, Any]:
+    """CPU per ``Introspect`` call, client + introspector process, on a real stack.
+
+    The stack is the one ``bench_introspection.py`` starts (embedded PostgreSQL and NATS,
+    keyrotator, issuer, introspector pinned to ``server_core``; opaque tokens minted by the
+    issuer; caller ``demo-api`` holding tokenry:introspect). cold: every call introspects a token
+    the introspector has not seen (its PostgreSQL lookups); warm: 64 tokens asked over and over
+    (its positive cache); echo: a bare echo server process on the same core, for reference.
+    PostgreSQL's own CPU is not counted (it is a third process), so cold is an underestimate.
+    """
+    import psutil
+    from bench_introspection import INTROSPECT, _basic, mint, stack
+
+    from tokenry.v1 import introspector_pb2
+
+    def request(token: str) -> bytes:
+        return introspector_pb2.IntrospectRequest(token=token).SerializeToString()
+
+    per_run = calls + 20
+    with stack(server_core) as st:
+        tokens = asyncio.run(mint(st.issuer_addr, st.client_secret, 64 + rounds * per_run))
+        warm = [request(tokens[i % 64]) for i in range(per_run)]
+        cold = iter(tokens[64:])
+        metadata = _basic("demo-api", st.rs_secret)
+        introspector, echo = psutil.Process(st.introspector.pid), psutil.Process(st.echo.pid)
+        # The warm set enters the introspector's cache before any timed run.
+        asyncio.run(_introspect_calls(st.introspector_addr, INTROSPECT, warm, metadata, echo))
+        samples: dict[str, list[float]] = {}
+        for r in range(rounds):
+            kinds = ["echo", "warm", "cold"]
+            for kind in kinds[r % 3 :] + kinds[: r % 3]:
+                if kind == "echo":
+                    addr, method, reqs, proc = st.echo_addr, "/bench.Echo/Echo", warm, echo
+                elif kind == "warm":
+                    addr, method, reqs, proc = st.introspector_addr, INTROSPECT, warm, introspector
+                else:
+                    reqs = [request(next(cold)) for _ in range(per_run)]
+                    addr, method, proc = st.introspector_addr, INTROSPECT, introspector
+                client, server = asyncio.run(_introspect_calls(addr, method, reqs, metadata, proc))
+                samples.setdefault(f"{kind}_client", []).append(client)
+                samples.setdefault(f"{kind}_server", []).append(server)
+                samples.setdefault(kind, []).append(client + server)
+    return {"samples_cpu_us": samples, "server_core": server_core}
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -491,15 +566,26 @@ def report(results: dict[str, Any]) -> list[Row]:
         ]
     rpc = results["rpc"]["samples_cpu_us"]
     bare = rpc["bare_rpc"]
+    hit_direct, first_direct = rpc["interceptor_hit_direct"], rpc["interceptor_first_sight_direct"]
     rows += [
-        _row("bare echo RPC CPU/call (Introspect stand-in)", bare, None),
-        _cheaper("interceptor hit, direct: RPC ÷", rpc["interceptor_hit_direct"], bare, "≥ 100"),
-        _cheaper(
-            "interceptor first sight, direct: RPC ÷",
-            rpc["interceptor_first_sight_direct"],
-            bare,
-            "≥ 5",
-        ),
+        _row("AuthInterceptor hit, direct", hit_direct, None),
+        _row("AuthInterceptor first sight, direct", first_direct, None),
+    ]
+    if "introspect" in results:
+        intro = results["introspect"]["samples_cpu_us"]
+        rows += [
+            _row("Introspect, cold: client + server CPU/call", intro["cold"], None),
+            _row("Introspect, warm: client + server CPU/call", intro["warm"], None),
+            _row("echo RPC out of process: client + server", intro["echo"], None),
+            _cheaper("interceptor hit: warm Introspect ÷", hit_direct, intro["warm"], "≥ 100"),
+            _cheaper(
+                "interceptor first sight: cold Introspect ÷", first_direct, intro["cold"], "≥ 5"
+            ),
+        ]
+    rows += [
+        _row("bare in-process echo RPC CPU/call (reference)", bare, None),
+        _cheaper("interceptor hit: in-process echo ÷", hit_direct, bare, "(reference)"),
+        _cheaper("interceptor first sight: in-process echo ÷", first_direct, bare, "(reference)"),
     ]
     for label, key in (
         ("end to end: no-op grpc.aio interceptor", "rpc_with_noop_interceptor"),
@@ -530,7 +616,17 @@ def plot(results: dict[str, Any], path: Path) -> bool:
                 for name, v in results[f"first_sight_{alg}"]["samples_us"].items()
             },
         ),
-        ("CPU per request (µs)", results["rpc"]["samples_cpu_us"]),
+        (
+            "CPU per request (µs)",
+            {
+                **results["rpc"]["samples_cpu_us"],
+                **{
+                    f"Introspect {k}" if k != "echo" else "echo out of process": v
+                    for k, v in results.get("introspect", {}).get("samples_cpu_us", {}).items()
+                    if k in ("cold", "warm", "echo")
+                },
+            },
+        ),
     ]
     for ax, (title, data) in zip(axes, panels, strict=True):
         names = list(data)
@@ -557,11 +653,18 @@ def main() -> None:
         help="where verifier.json/.png go (default docs/benchmarks; a temp dir with --quick, "
         "so a smoke run never overwrites the recorded results)",
     )
+    parser.add_argument(
+        "--no-introspector",
+        action="store_true",
+        help="skip the real Introspect RPC (it starts PostgreSQL, NATS and three services)",
+    )
     args = parser.parse_args()
     if args.out is None:
         quick_dir = Path(tempfile.gettempdir()) / "tokenry-bench"
         args.out = quick_dir if args.quick else ROOT / "docs" / "benchmarks"
-    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    cores = sorted(os.sched_getaffinity(0))
+    cpu = args.cpu if args.cpu is not None else cores[-1]
+    server_core = next((c for c in cores if c != cpu), cpu)  # the introspector stack's core
     os.sched_setaffinity(0, {cpu})
     rounds = 5 if args.quick else 15
     batch = 5_000 if args.quick else 20_000
@@ -576,7 +679,8 @@ def main() -> None:
             "grpc": grpc.__version__,
             "pyjwt": jwt.__version__,
             "rounds": rounds,
-            "note": "bare echo RPC stands in for Introspect until the introspector exists",
+            "introspect": "client + introspector process CPU per call, one call at a time; "
+            "PostgreSQL's CPU not counted",
         }
     }
     print(f"pinned to CPU {cpu}; {rounds} interleaved rounds per comparison", flush=True)
@@ -586,7 +690,12 @@ def main() -> None:
         results[f"first_sight_{alg}"] = bench_first_sight(alg, rounds, first_batch)
         print(f"first sight {alg}: done", flush=True)
     results["rpc"] = asyncio.run(_bench_rpc(rounds, calls))
-    print("RPC: done\n", flush=True)
+    print("RPC: done", flush=True)
+    if not args.no_introspector:
+        intro_calls = 200 if args.quick else 500
+        results["introspect"] = bench_introspect(rounds, intro_calls, server_core)
+        print("Introspect (real stack): done", flush=True)
+    print()
 
     rows = report(results)
     width = max(len(r[0]) for r in rows)

@@ -44,7 +44,7 @@ _DUMMY_HASH = "0" * 64
 BASIC = "client_secret_basic"
 POST = "client_secret_post"
 
-# The gateway's endpoints (SPEC §2), which a client assertion may name as its ``aud``.
+# The gateway's token endpoint (SPEC §2), which a client assertion may name as its ``aud``.
 TOKEN_ENDPOINT_PATH = "/oauth2/token"
 
 

@@ -33,7 +33,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -53,7 +53,6 @@ from tokenry.verifier.errors import (
 )
 from tokenry.verifier.introspection import Introspector
 from tokenry.verifier.jwks import JwksCache
-from tokenry.verifier.keys import VerificationKey
 from tokenry.verifier.metrics import VerifierStats
 
 __all__ = [
@@ -161,35 +160,6 @@ class _NeedsLoop:
 
 _NEEDS_LOOP: Final = _NeedsLoop()
 _new_entry: Final = tuple.__new__  # CacheEntry without the NamedTuple __new__ frame
-
-
-class _KidProbe(Mapping[str, VerificationKey]):
-    """A read-only view of a key set that remembers the kid a decoder asked it for."""
-
-    __slots__ = ("_keys", "kid")
-
-    def __init__(self, keys: Mapping[str, VerificationKey]) -> None:
-        self._keys = keys
-        self.kid: str | None = None
-
-    def get(self, kid: str, default: Any = None) -> Any:
-        self.kid = kid
-        return self._keys.get(kid, default)
-
-    def __getitem__(self, kid: str) -> VerificationKey:
-        self.kid = kid
-        return self._keys[kid]
-
-    def __contains__(self, kid: object) -> bool:
-        if isinstance(kid, str):
-            self.kid = kid
-        return kid in self._keys
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
 
 
 class Verifier:
@@ -483,32 +453,19 @@ class Verifier:
     def _decode(self, token: str, now: float) -> CacheEntry | None:
         """First sight: verify and cache. None when the kid is unknown (a refresh may help)."""
         config = self.config
+        decoder = self._decoder
         jwks = self.jwks
-        # One call into the JOSE core (size, shape, header, key by kid, signature with the key's
-        # own alg, claim checks) — no intermediate JwsParts — with a probe that notes which kid
-        # the header named.
-        probe = _KidProbe(jwks.keys)
-        try:
-            claims = self._decoder.decode(
-                token,
-                probe,
-                issuer=config.issuer,
-                audience=config.audience,
-                now=now,
-                leeway=config.leeway,
-                max_size=config.max_size,
-                accepted_typ=config.accepted_typ,
-            )
-        except RejectedHeaderError as exc:
-            kid = probe.kid
-            if exc.reason != "unknown_kid" or kid is None:
-                raise
+        parts = decoder.parse(token, max_size=config.max_size, accepted_typ=config.accepted_typ)
+        kid = parts.kid
+        key = jwks.keys.get(kid)
+        if key is None:
             if kid in jwks.revoked_kids:
-                raise RevokedError("key_revoked", "the signing key was revoked") from None
+                raise RevokedError("key_revoked", "the signing key was revoked")
             return None
-        kid = probe.kid
-        if kid is None:  # pragma: no cover - decode always looks the key up; fail closed
-            raise RejectedHeaderError("unknown_kid", "kid names no known key")
+        claims = decoder.verify_signature(parts, key)
+        jose.check_claims(
+            claims, issuer=config.issuer, audience=config.audience, now=now, leeway=config.leeway
+        )
         gid = claims.get("gid")
         if gid is not None and type(gid) is not str:
             raise InvalidClaimsError("bad_claim_type", "claim gid must be a string")
