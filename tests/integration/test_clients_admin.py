@@ -13,7 +13,6 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from test_issuer_support import IssuerSuite, issuer_suite, oauth_error
 from typer.testing import CliRunner
 
 from tokenry.cli.main import app as cli_app
@@ -23,6 +22,7 @@ from tokenry.services.issuer import app as issuer_app
 from tokenry.v1 import clients_pb2, issuer_pb2, issuer_pb2_grpc
 from tokenry.verifier.errors import RevokedError
 
+from issuer_support import IssuerSuite, issuer_suite, oauth_error
 from suite import basic, wait_serving
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,6 @@ import asyncpg
 import grpc
 import jwt
 import pytest
-from test_issuer_support import ASSERTION_KEY, counts, issuer_suite, oauth_error
 
 from tokenry.bus import codec
 from tokenry.core import opaque
@@ -22,6 +21,7 @@ from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.servicekit.config import Settings
 from tokenry.store.revocations import RevocationStore
 
+from issuer_support import ASSERTION_KEY, counts, issuer_suite, oauth_error
 from suite import basic
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,12 @@ import asyncpg
 import grpc
 import jwt
 import pytest
-from test_issuer_support import (
+
+from tokenry.core.oidc import at_hash
+from tokenry.servicekit.config import Settings
+from tokenry.verifier.errors import RevokedError
+
+from issuer_support import (
     REDIRECT,
     VERIFIER,
     counts,
@@ -21,10 +26,6 @@ from test_issuer_support import (
     query,
     until_available,
 )
-
-from tokenry.core.oidc import at_hash
-from tokenry.servicekit.config import Settings
-from tokenry.verifier.errors import RevokedError
 
 pytestmark = pytest.mark.integration
 CODE = "authorization_code"

@@ -16,17 +16,6 @@ import asyncpg
 import grpc
 import jwt
 import pytest
-from test_issuer_support import (
-    ASSERTION_KEY,
-    REDIRECT,
-    VERIFIER,
-    IssuerSuite,
-    counts,
-    extra_clients,
-    issuer_suite,
-    oauth_error,
-    query,
-)
 
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings
@@ -40,6 +29,17 @@ from tokenry.store.clients import ClientStore
 from tokenry.v1 import clients_pb2
 
 from conftest import new_database
+from issuer_support import (
+    ASSERTION_KEY,
+    REDIRECT,
+    VERIFIER,
+    IssuerSuite,
+    counts,
+    extra_clients,
+    issuer_suite,
+    oauth_error,
+    query,
+)
 from suite import basic
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,6 @@ import time
 import asyncpg
 import jwt
 import pytest
-from test_issuer_support import IssuerSuite, issuer_suite, oauth_error
 
 from tokenry.bus import codec
 from tokenry.core import opaque
@@ -18,6 +17,8 @@ from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.servicekit.config import Settings
 from tokenry.store.revocations import RevocationStore
 from tokenry.verifier.errors import RevokedError
+
+from issuer_support import IssuerSuite, issuer_suite, oauth_error
 
 pytestmark = pytest.mark.integration
 REFRESH = "refresh_token"

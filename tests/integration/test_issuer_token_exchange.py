@@ -7,13 +7,14 @@ import time
 import asyncpg
 import jwt
 import pytest
-from test_issuer_support import issuer_suite, oauth_error
 
 from tokenry.bus import codec
 from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.core.tokens import ACCESS_TOKEN_TYPE_URN, JWT_TYPE_URN
 from tokenry.servicekit.config import Settings
 from tokenry.store.revocations import RevocationStore
+
+from issuer_support import issuer_suite, oauth_error
 
 pytestmark = pytest.mark.integration
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"

@@ -14,14 +14,6 @@ import grpc
 import nats
 import pytest
 from nats.js.api import DeliverPolicy
-from test_keys_support import (
-    active_kid,
-    admin,
-    rotator_config,
-    running_rotator,
-    stub,
-    wait_until,
-)
 
 from tokenry.bus import codec
 from tokenry.core.errors import TemporarilyUnavailable
@@ -31,6 +23,14 @@ from tokenry.store.active_key import ActiveKeys
 from tokenry.store.keys import KeyRecord, KeyStore
 from tokenry.v1 import keyrotator_pb2
 
+from keys_support import (
+    active_kid,
+    admin,
+    rotator_config,
+    running_rotator,
+    stub,
+    wait_until,
+)
 from suite import run_suite
 
 pytestmark = pytest.mark.integration

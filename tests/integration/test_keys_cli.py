@@ -11,12 +11,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from test_keys_support import (
-    active_kid,
-    pending_kid,
-    rotator_config,
-    running_rotator,
-)
 
 from tokenry.core.keylifecycle import KeySet
 from tokenry.core.keywrap import Kek, KekRing, open_sealed
@@ -24,6 +18,12 @@ from tokenry.servicekit.config import Settings
 from tokenry.store.active_key import ActiveKeys
 from tokenry.store.keys import KeyStore
 
+from keys_support import (
+    active_kid,
+    pending_kid,
+    rotator_config,
+    running_rotator,
+)
 from suite import run_suite
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,15 @@ import asyncpg
 import grpc
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_private_key
-from test_keys_support import (
+
+from tokenry.bus import codec
+from tokenry.core.keylifecycle import KeySet
+from tokenry.core.keywrap import open_sealed
+from tokenry.servicekit.config import Settings
+from tokenry.servicekit.status import oauth_error_of
+from tokenry.v1 import keyrotator_pb2
+
+from keys_support import (
     ACCESS,
     active_kid,
     admin,
@@ -20,14 +28,6 @@ from test_keys_support import (
     running_rotator,
     stub,
 )
-
-from tokenry.bus import codec
-from tokenry.core.keylifecycle import KeySet
-from tokenry.core.keywrap import open_sealed
-from tokenry.servicekit.config import Settings
-from tokenry.servicekit.status import oauth_error_of
-from tokenry.v1 import keyrotator_pb2
-
 from suite import run_suite
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,6 @@ import asyncpg
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from test_pipeline_support import wait_until
 
 from tokenry.bus import codec
 from tokenry.bus.nats_conn import StreamSettings, ensure_stream
@@ -24,6 +23,8 @@ from tokenry.servicekit.config import Settings
 from tokenry.store.leases import LeaseStore
 from tokenry.store.outbox import OutboxStore
 from tokenry.store.revocations import RevocationStore
+
+from pipeline_support import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,11 @@ import time
 
 import asyncpg
 import pytest
-from test_pipeline_support import mint, stack
 
 from tokenry.servicekit.config import Settings
 from tokenry.verifier.errors import RevokedError
+
+from pipeline_support import mint, stack
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from test_pipeline_support import (
-    StoreJwks,
-    kill,
-    make_keys,
-    spawn_revocation,
-    stream_outbox_seqs,
-    wait_until,
-)
 
 from tokenry.bus import codec
 from tokenry.core.ids import new_jti
@@ -28,6 +20,14 @@ from tokenry.store.revocations import RevocationStore
 from tokenry.verifier import start_verifier
 from tokenry.verifier.sync import SyncSettings
 
+from pipeline_support import (
+    StoreJwks,
+    kill,
+    make_keys,
+    spawn_revocation,
+    stream_outbox_seqs,
+    wait_until,
+)
 from suite import register_clients
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ import time
 import asyncpg
 import nats
 import pytest
-from test_pipeline_support import Stack, TcpProxy, stack, wait_until
 
 from tokenry.bus import codec
 from tokenry.core.ids import new_jti
@@ -17,6 +16,8 @@ from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.devstack import EmbeddedNats
 from tokenry.servicekit.config import Settings
 from tokenry.store.revocations import RevocationStore
+
+from pipeline_support import Stack, TcpProxy, stack, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from test_pipeline_support import Stack, make_settings, oauth_code, own_nats, own_postgres, stack
 
 from tokenry.core.ids import new_jti
 from tokenry.core.revocations import RevocationKind
+
+from pipeline_support import Stack, make_settings, oauth_code, own_nats, own_postgres, stack
 
 pytestmark = pytest.mark.integration
 

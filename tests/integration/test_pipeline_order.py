@@ -12,12 +12,13 @@ import uuid
 import asyncpg
 import nats
 import pytest
-from test_pipeline_support import mint, stack, stream_outbox_seqs, wait_until
 
 from tokenry.bus import codec
 from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.servicekit.config import Settings
 from tokenry.verifier.errors import RevokedError
+
+from pipeline_support import mint, stack, stream_outbox_seqs, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,13 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from test_pipeline_support import mint, oauth_code, stack, start_service
 
 from tokenry.core.clock import FakeClock
 from tokenry.servicekit.config import Settings
 from tokenry.verifier import AuthInterceptor, MethodPolicy, current_claims
 from tokenry.verifier.state import DEFAULT_STALENESS_BUDGET
+
+from pipeline_support import mint, oauth_code, stack, start_service
 
 pytestmark = pytest.mark.integration
 

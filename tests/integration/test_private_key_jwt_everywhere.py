@@ -15,7 +15,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
-from test_issuer_support import oauth_error
 
 from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
 from tokenry.core.clients import CLIENT_CREDENTIALS, INTROSPECT_SCOPE, PRIVATE_KEY_JWT, Client
@@ -31,6 +30,7 @@ from tokenry.v1 import (
     revocation_pb2_grpc,
 )
 
+from issuer_support import oauth_error
 from suite import Suite, basic, run_suite
 
 pytestmark = pytest.mark.integration

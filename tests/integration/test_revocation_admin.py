@@ -12,7 +12,6 @@ import asyncpg
 import grpc
 import nats
 import pytest
-from test_pipeline_support import Stack, mint, oauth_code, stack
 
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
@@ -25,6 +24,8 @@ from tokenry.store.outbox import OutboxStore
 from tokenry.store.revocations import RevocationStore
 from tokenry.v1 import events_pb2, revocation_pb2
 from tokenry.verifier.errors import RevokedError
+
+from pipeline_support import Stack, mint, oauth_code, stack
 
 pytestmark = pytest.mark.integration
 

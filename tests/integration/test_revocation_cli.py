@@ -10,9 +10,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from test_pipeline_support import Stack, mint, stack
 
 from tokenry.servicekit.config import Settings
+
+from pipeline_support import Stack, mint, stack
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,6 @@ import asyncpg
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_pipeline_support import Stack, mint, oauth_code, stack
 
 from tokenry.core import opaque
 from tokenry.core.ids import new_gid, new_jti
@@ -28,6 +27,8 @@ from tokenry.store.grants import GrantRecord, GrantStore
 from tokenry.store.opaque_tokens import OpaqueTokenRecord
 from tokenry.v1 import events_pb2
 from tokenry.verifier.errors import RevokedError
+
+from pipeline_support import Stack, mint, oauth_code, stack
 
 pytestmark = pytest.mark.integration
 

@@ -11,13 +11,13 @@ import asyncpg
 import grpc
 import jwt
 import pytest
-from test_keys_support import admin, rotator_config, running_rotator, stub
 
 from tokenry.servicekit.config import Settings
 from tokenry.v1 import keyrotator_pb2
 from tokenry.verifier import start_verifier
 from tokenry.verifier.errors import RevokedError
 
+from keys_support import admin, rotator_config, running_rotator, stub
 from suite import Suite, run_suite
 
 pytestmark = pytest.mark.integration

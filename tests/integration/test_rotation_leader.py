@@ -14,7 +14,6 @@ from datetime import datetime
 
 import asyncpg
 import pytest
-from test_keys_support import key_states, rotator_config, wait_until
 
 from tokenry.core.clock import SystemClock
 from tokenry.devstack.ports import free_tcp_port
@@ -25,6 +24,7 @@ from tokenry.store.clients import ClientStore
 from tokenry.store.keys import KeyStore, KeyWriter
 from tokenry.store.leases import Lease, LeaseStore
 
+from keys_support import key_states, rotator_config, wait_until
 from suite import wait_serving
 
 pytestmark = pytest.mark.integration

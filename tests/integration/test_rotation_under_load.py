@@ -14,7 +14,6 @@ import asyncpg
 import grpc
 import jwt
 import pytest
-from test_keys_support import rotator_config, running_rotator, wait_until
 
 from tokenry.core.client_secrets import hash_secret
 from tokenry.core.clients import CLIENT_CREDENTIALS, Client
@@ -22,6 +21,7 @@ from tokenry.servicekit.config import Settings
 from tokenry.store.clients import ClientStore
 from tokenry.verifier import VerificationError, VerifierRuntime, start_verifier
 
+from keys_support import rotator_config, running_rotator, wait_until
 from suite import run_suite
 
 pytestmark = pytest.mark.integration
