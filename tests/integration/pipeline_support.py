@@ -414,36 +414,3 @@ async def stream_outbox_seqs(nats_url: str, settings: Settings) -> list[int]:
         return seqs
     finally:
         await nc.close()
-
-
-# --- the helpers' own tests ---------------------------------------------------------------------
-
-
-async def test_proxy_forwards_cuts_and_resumes(nats_server: EmbeddedNats) -> None:
-    proxy = TcpProxy(nats_server.host, nats_server.port)
-    await proxy.start()
-    try:
-        nc = await nats.connect(proxy.url, allow_reconnect=False)
-        await nc.flush()
-        proxy.cut()
-        await wait_until(lambda: not nc.is_connected, 10, "the cut is noticed")
-        with contextlib.suppress(Exception):
-            await nc.close()
-        connected = False
-        with contextlib.suppress(Exception):  # refused while cut
-            refused = await nats.connect(proxy.url, allow_reconnect=False, connect_timeout=1)
-            connected = True
-            await refused.close()
-        assert not connected, "connected through a cut proxy"
-        proxy.resume()
-        again = await nats.connect(proxy.url, allow_reconnect=False)
-        await again.flush()
-        await again.close()
-    finally:
-        await proxy.close()
-
-
-def test_service_env_names_the_tuning(settings: Settings) -> None:
-    env = service_env(settings, FAST_REVOCATION, "127.0.0.1:1")
-    assert env["TOKENRY_PUBLISHER_LEASE_TTL"] == "1.0"
-    assert env["TOKENRY_NATS_STREAM"] == settings.stream.name
