@@ -170,3 +170,17 @@ def _with_nats(settings: Settings, url: str) -> Settings:
     from dataclasses import replace
 
     return replace(settings, nats_url=url)
+
+
+async def test_concurrent_lookups_share_queries_but_never_answers(suite: Suite) -> None:
+    """Cold lookups arriving together are batched into one query; each still gets its own
+    token's answer."""
+    tokens = [(await suite.token(token_format="opaque")).access_token for _ in range(12)]
+    revoked = set(tokens[::4])
+    for token in revoked:
+        await revoke_token(suite, token)
+    unknown = [new_token(ACCESS) for _ in range(4)]
+    everything = tokens + unknown
+    answers = await asyncio.gather(*(introspect(suite, t) for t in everything))
+    for token, answer in zip(everything, answers, strict=True):
+        assert answer.active == (token in tokens and token not in revoked), token[:12]
