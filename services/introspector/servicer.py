@@ -7,9 +7,8 @@ from typing import Any
 
 import grpc
 
-from tokenry.core.clientauth import credentials_from
 from tokenry.core.introspection import Introspection
-from tokenry.servicekit.grpcmeta import metadata_value
+from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.server import Ready
 from tokenry.services.introspector.handlers import IntrospectorHandlers, IntrospectRequest
 from tokenry.v1 import introspector_pb2, introspector_pb2_grpc
@@ -45,13 +44,10 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> introspector_pb2.IntrospectResponse:
         handlers = self._handlers.get()
-        # client_secret_basic in the metadata or private_key_jwt in the request (RFC 7523 §2.2).
-        creds = credentials_from(
-            metadata_value(context, "authorization"),
-            "",
-            "",
-            request.client_assertion_type,
-            request.client_assertion,
+        creds = caller_credentials(
+            context,
+            assertion_type=request.client_assertion_type,
+            assertion=request.client_assertion,
         )
         answer = await handlers.introspect(
             IntrospectRequest(creds, request.token, request.token_type_hint)

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from tokenry.core.authorize import AuthorizationRequest
-from tokenry.core.clientauth import ClientCredentials, credentials_from
+from tokenry.core.clientauth import ClientCredentials
 from tokenry.core.clients import (
     CONFIDENTIAL,
     DEFAULT_ACCESS_TOKEN_TTL,
@@ -21,7 +21,7 @@ from tokenry.core.clients import (
     Client,
 )
 from tokenry.core.errors import InvalidRequest
-from tokenry.servicekit.grpcmeta import metadata_value
+from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.server import Ready
 from tokenry.services.issuer.client_admin import ClientAdmin
 from tokenry.services.issuer.code_flow import AuthorizeOutcome, Completion
@@ -39,7 +39,7 @@ class IssuerApi:
 
 def _caller_credentials(context: Context) -> ClientCredentials:
     """Admin and login callers authenticate in the metadata (client_secret_basic)."""
-    return credentials_from(metadata_value(context, "authorization"), "", "")
+    return caller_credentials(context)
 
 
 def _outcome(out: AuthorizeOutcome) -> issuer_pb2.AuthorizeResponse:
@@ -61,12 +61,12 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
         self, request: issuer_pb2.TokenRequest, context: Context
     ) -> issuer_pb2.TokenResponse:
         handlers = self._api.get().handlers
-        creds = credentials_from(
-            metadata_value(context, "authorization"),
-            request.client_id,
-            request.client_secret,
-            request.client_assertion_type,
-            request.client_assertion,
+        creds = caller_credentials(
+            context,
+            client_id=request.client_id,
+            client_secret=request.client_secret,
+            assertion_type=request.client_assertion_type,
+            assertion=request.client_assertion,
         )
         result = await handlers.token(
             TokenRequest(

@@ -8,8 +8,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tokenry.core.clientauth import credentials_from
-from tokenry.servicekit.grpcmeta import metadata_value
+from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.server import Ready
 from tokenry.services.keyrotator.handlers import KeyRotatorHandlers, RevokeKey, RotateKeys
 from tokenry.store.keys import KeyRow
@@ -73,7 +72,7 @@ class KeyRotatorServicer(keyrotator_pb2_grpc.KeyRotatorServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> keyrotator_pb2.RotateResponse:
         handlers = self._handlers.get()
-        creds = credentials_from(metadata_value(context, "authorization"), "", "")
+        creds = caller_credentials(context)
         result = await handlers.rotate(
             RotateKeys(creds, use=request.use, alg=request.alg, force=request.force)
         )
@@ -90,7 +89,7 @@ class KeyRotatorServicer(keyrotator_pb2_grpc.KeyRotatorServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> keyrotator_pb2.RevokeKeyResponse:
         handlers = self._handlers.get()
-        creds = credentials_from(metadata_value(context, "authorization"), "", "")
+        creds = caller_credentials(context)
         result = await handlers.revoke(RevokeKey(creds, kid=request.kid, reason=request.reason))
         return keyrotator_pb2.RevokeKeyResponse(
             revoked_kid=result.kid("revoked"),

@@ -9,9 +9,8 @@ from typing import Any
 import grpc
 
 from tokenry.bus import codec
-from tokenry.core.clientauth import credentials_from
 from tokenry.core.errors import InvalidRequest
-from tokenry.servicekit.grpcmeta import metadata_value
+from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.server import Ready
 from tokenry.services.revocation.handlers import RevocationHandlers, RevokeCommand, Target
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
@@ -35,13 +34,10 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> revocation_pb2.RevokeResponse:
         handlers = self._handlers.get()
-        # client_secret_basic in the metadata or private_key_jwt in the request (RFC 7523 §2.2).
-        creds = credentials_from(
-            metadata_value(context, "authorization"),
-            "",
-            "",
-            request.client_assertion_type,
-            request.client_assertion,
+        creds = caller_credentials(
+            context,
+            assertion_type=request.client_assertion_type,
+            assertion=request.client_assertion,
         )
         which = request.WhichOneof("target")
         if which is None:

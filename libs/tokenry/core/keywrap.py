@@ -143,7 +143,8 @@ class KekRing:
         return open_sealed(kek, kid, sealed)
 
 
-def _secret_text(env: Mapping[str, str], name: str) -> str | None:
+def secret_text(env: Mapping[str, str], name: str) -> str | None:
+    """A secret from ``name`` or from the file named by ``name_FILE`` (ValueError if unreadable)."""
     if env.get(name):
         return env[name]
     path = env.get(f"{name}_FILE")
@@ -161,7 +162,7 @@ def kek_from_env(env: Mapping[str, str], name: str) -> Kek | None:
     Raises:
         ValueError: the value is not a base64url 32-byte key (the message never holds it).
     """
-    text = _secret_text(env, name)
+    text = secret_text(env, name)
     if text is None:
         return None
     try:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings
 from tokenry.core.client_secrets import Pepper, pepper_id
-from tokenry.core.keywrap import Kek
+from tokenry.core.keywrap import Kek, secret_text
 from tokenry.core.signing import SUPPORTED_ALGS
 
 DEFAULT_PORTS = {"issuer": 50051, "introspector": 50052, "revocation": 50053, "keyrotator": 50054}
@@ -51,15 +50,10 @@ def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:
     """A secret from NAME or from the file named by NAME_FILE."""
-    if env.get(name):
-        return env[name]
-    path = env.get(f"{name}_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
-    return None
+    try:
+        return secret_text(env, name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
