@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import grpc
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_issuance import Sample, _load, _register, _wait_port
+from bench_issuance import Sample, _load, _register, _wait_port, plot, print_table, summarize
 
 from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
 from tokenry.core.clients import INTROSPECT_SCOPE, Client
@@ -248,69 +247,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for concurrency in (1, 32):
-        runs = [s for s in results["samples"] if s["concurrency"] == concurrency]
-        echo = statistics.median(s["rate"] for s in runs if s["kind"] == "echo")
-        for kind in ("echo", "warm", "cold"):
-            mine = [s for s in runs if s["kind"] == kind]
-            rate = statistics.median(s["rate"] for s in mine)
-            p50 = statistics.median(s["p50_us"] for s in mine)
-            p99 = statistics.median(s["p99_us"] for s in mine)
-            rows.append(
-                {
-                    "concurrency": concurrency,
-                    "kind": kind,
-                    "rate": rate,
-                    "vs_echo": rate / echo,
-                    "p50_us": p50,
-                    "p99_us": p99,
-                    "p99_over_p50": p99 / p50,
-                    "server_cpu_us_per_call": statistics.median(
-                        s["server_cpu_us_per_call"] for s in mine
-                    ),
-                }
-            )
-    return rows
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    names = {
-        "echo": "bare echo",
-        "warm": "Introspect, warm cache",
-        "cold": "Introspect, cold (PostgreSQL)",
-    }
-    print("\n| c | RPC | calls/s | × echo | p50 µs | p99 µs | p99/p50 | server CPU µs/call |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['concurrency']} | {names[r['kind']]} | {r['rate']:.0f} | {r['vs_echo']:.2f}"
-            f" | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['p99_over_p50']:.2f}"
-            f" | {r['server_cpu_us_per_call']:.0f} |"
-        )
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, concurrency in zip(axes, (1, 32), strict=True):
-        chosen = [r for r in rows if r["concurrency"] == concurrency]
-        ax.bar(
-            [r["kind"] for r in chosen],
-            [r["rate"] for r in chosen],
-            color=["grey", "tab:green", "tab:blue"],
-        )
-        ax.set_title(f"introspections/s at c={concurrency} (server on one core)")
-    fig.tight_layout()
-    fig.savefig(path)
-    return True
+KINDS = ("echo", "warm", "cold")
+NAMES = {
+    "echo": "bare echo",
+    "warm": "Introspect, warm cache",
+    "cold": "Introspect, cold (PostgreSQL)",
+}
 
 
 def main() -> int:
@@ -323,11 +265,11 @@ def main() -> int:
     if args.quick:
         args.seconds, args.rounds = 2.0, 2
     results = run(args)
-    results["summary"] = summarize(results)
-    print_table(results["summary"])
+    results["summary"] = summarize(results, KINDS)
+    print_table(results["summary"], NAMES)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "introspection.json").write_text(json.dumps(results, indent=1))
-    plotted = plot(results["summary"], args.out / "introspection.png")
+    plotted = plot(results["summary"], args.out / "introspection.png", "introspections/s")
     print(f"\nraw samples: {args.out / 'introspection.json'}")
     print(f"plot: {args.out / 'introspection.png'}" if plotted else "plot: skipped (no matplotlib)")
     return 0

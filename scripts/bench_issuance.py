@@ -353,7 +353,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+KINDS = ("echo", "jwt", "opaque")
+NAMES = {"echo": "bare echo", "jwt": "Token, JWT ES256", "opaque": "Token, opaque"}
+
+
+def summarize(results: dict[str, Any], kinds: tuple[str, ...] = KINDS) -> list[dict[str, Any]]:
+    """Medians per (concurrency, kind), each rate also as a ratio of the same run's echo."""
     rows = []
     for concurrency in (1, 32):
         by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -361,7 +366,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
             if s["concurrency"] == concurrency:
                 by_kind.setdefault(s["kind"], []).append(s)
         echo_rate = statistics.median(s["rate"] for s in by_kind["echo"])
-        for kind in ("echo", "jwt", "opaque"):
+        for kind in kinds:
             runs = by_kind[kind]
             rate = statistics.median(s["rate"] for s in runs)
             p50 = statistics.median(s["p50_us"] for s in runs)
@@ -383,10 +388,9 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
+def print_table(rows: list[dict[str, Any]], names: dict[str, str] = NAMES) -> None:
     print("\n| c | RPC | calls/s | × echo | p50 µs | p99 µs | p99/p50 | server CPU µs/call |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    names = {"echo": "bare echo", "jwt": "Token, JWT ES256", "opaque": "Token, opaque"}
     for r in rows:
         print(
             f"| {r['concurrency']} | {names[r['kind']]} | {r['rate']:.0f} | {r['vs_echo']:.2f} |"
@@ -395,7 +399,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+def plot(rows: list[dict[str, Any]], path: Path, what: str = "calls/s") -> bool:
     try:
         import matplotlib
 
@@ -407,7 +411,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     for ax, concurrency in zip(axes, (1, 32), strict=True):
         chosen = [r for r in rows if r["concurrency"] == concurrency]
         ax.bar([r["kind"] for r in chosen], [r["rate"] for r in chosen])
-        ax.set_title(f"calls/s at c={concurrency} (server on one core)")
+        ax.set_title(f"{what} at c={concurrency} (server on one core)")
     fig.tight_layout()
     fig.savefig(path)
     return True
