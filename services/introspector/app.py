@@ -16,6 +16,7 @@ from tokenry.bus.nats_conn import connect
 from tokenry.core.client_cache import CachedClients
 from tokenry.core.clientauth import (
     AssertionContext,
+    ProvenSecrets,
     assertion_audiences,
 )
 from tokenry.core.clock import Clock, SystemClock
@@ -152,6 +153,7 @@ def build(settings: Settings, host: str, port: int, clock: Clock | None = None) 
                     clock=clock,
                     replay=AssertionJtiStore(pool, clock),
                 ),
+                proven=ProvenSecrets(),
             )
         )
         # Introspection works from here on, NATS or not; events only invalidate the cache

@@ -12,10 +12,16 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tokenry.core.client_secrets import Pepper
-from tokenry.core.clientauth import AssertionContext, ClientCredentials, ClientLookup, authenticate
+from tokenry.core.clientauth import (
+    AssertionContext,
+    ClientLookup,
+    Presented,
+    ProvenSecrets,
+    authenticate,
+)
 from tokenry.core.clock import Clock
 from tokenry.core.introspection import (
     INACTIVE,
@@ -79,47 +85,57 @@ class VerificationKeys(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class IntrospectRequest:
-    credentials: ClientCredentials
+    credentials: Presented
     token: str
     token_type_hint: str
+
+
+class Positive(NamedTuple):
+    """A cached positive answer, with what bounds it and what a revocation event names."""
+
+    answer: Introspection
+    exp: float
+    stored_at: float
+    claims: Mapping[str, Any]
 
 
 class PositiveCache:
     """Positive answers by SHA-256 of the token, bounded by size, by the token's exp and by age.
 
-    Revocation events invalidate entries by jti/gid/sub/client_id (``invalidate``); the age
-    bound keeps a missed event from mattering for longer than ``max_age``.
+    The answer is built once, when the token is first looked up, so a warm call only checks
+    the caller against its audience. Revocation events invalidate entries by
+    jti/gid/sub/client_id (``invalidate``); the age bound keeps a missed event from mattering
+    for longer than ``max_age``.
     """
 
     def __init__(self, clock: Clock, *, size: int = 50_000, max_age: float = 5.0) -> None:
         self._clock = clock
         self._size = size
         self._max_age = max_age
-        self._entries: OrderedDict[bytes, tuple[dict[str, Any], float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, Positive] = OrderedDict()
 
-    def get(self, digest: bytes) -> dict[str, Any] | None:
+    def get(self, digest: bytes) -> Positive | None:
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        claims, stored_at = entry
-        if (
-            self._clock.monotonic() - stored_at > self._max_age
-            or claims["exp"] <= self._clock.now()
-        ):
+        clock = self._clock
+        if clock.monotonic() - entry.stored_at > self._max_age or entry.exp <= clock.now():
             del self._entries[digest]
             return None
-        return claims
+        return entry
 
-    def put(self, digest: bytes, claims: dict[str, Any]) -> None:
-        self._entries[digest] = (claims, self._clock.monotonic())
+    def put(self, digest: bytes, claims: Mapping[str, Any]) -> Positive:
+        entry = Positive(from_claims(claims), claims["exp"], self._clock.monotonic(), claims)
+        self._entries[digest] = entry
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
+        return entry
 
     def invalidate(self, kind: str, value: str) -> None:
         field = {"jti": "jti", "grant": "gid", "subject": "sub", "client": "client_id"}.get(kind)
         if field is None:
             return
-        dead = [d for d, (claims, _) in self._entries.items() if claims.get(field) == value]
+        dead = [d for d, entry in self._entries.items() if entry.claims.get(field) == value]
         for digest in dead:
             del self._entries[digest]
 
@@ -141,6 +157,7 @@ class IntrospectorHandlers:
         cache: PositiveCache,
         leeway: float = jose.DEFAULT_LEEWAY,
         assertions: AssertionContext | None = None,
+        proven: ProvenSecrets | None = None,
     ) -> None:
         self._clients = clients
         self._peppers = peppers
@@ -153,16 +170,19 @@ class IntrospectorHandlers:
         self._leeway = leeway
         self._decoder = jose.Decoder()
         self._assertions = assertions  # None: private_key_jwt is refused
+        self._proven = proven
 
     async def introspect(self, req: IntrospectRequest) -> Introspection:
-        caller = await authenticate(req.credentials, self._clients, self._peppers, self._assertions)
+        caller = await authenticate(
+            req.credentials, self._clients, self._peppers, self._assertions, self._proven
+        )
         require_introspect_scope(caller)  # an error, not an answer: the caller is at fault
-        claims = await self._active_claims(req.token)
-        if claims is None or not may_see(caller, audiences_of(claims)):
+        found = await self._active(req.token)
+        if found is None or not may_see(caller, found.answer.aud):
             return INACTIVE
-        return from_claims(claims)
+        return found.answer
 
-    async def _active_claims(self, token: str) -> dict[str, Any] | None:
+    async def _active(self, token: str) -> Positive | None:
         # RFC 7662 §2.1: token_type_hint is only a hint; the token's own shape decides.
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
@@ -188,8 +208,7 @@ class IntrospectorHandlers:
             return None  # neither shape: garbage, answered without a database hit
         if claims is None:
             return None
-        self._cache.put(digest, claims)
-        return claims
+        return self._cache.put(digest, claims)
 
     async def _opaque_claims(self, token: str) -> dict[str, Any] | None:
         record = await self._opaque.find(token_hash(token))

@@ -34,9 +34,28 @@ def to_proto(answer: Introspection) -> introspector_pb2.IntrospectResponse:
     )
 
 
+MAX_RENDERED = 4096
+_INACTIVE = introspector_pb2.IntrospectResponse(active=False)
+
+
 class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
     def __init__(self, handlers: Ready[IntrospectorHandlers]) -> None:
         self._handlers = handlers
+        # A cached answer is one immutable Introspection object: render it once, not per call.
+        # Keyed by the object itself (id plus an identity check), so an entry never outlives
+        # the answer it was made from in meaning.
+        self._rendered: dict[int, tuple[Introspection, introspector_pb2.IntrospectResponse]] = {}
+
+    def _render(self, answer: Introspection) -> introspector_pb2.IntrospectResponse:
+        if not answer.active:
+            return _INACTIVE
+        held = self._rendered.get(id(answer))
+        if held is None or held[0] is not answer:
+            if len(self._rendered) >= MAX_RENDERED:
+                self._rendered.clear()
+            held = (answer, to_proto(answer))
+            self._rendered[id(answer)] = held
+        return held[1]
 
     async def Introspect(
         self,
@@ -52,4 +71,4 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
         answer = await handlers.introspect(
             IntrospectRequest(creds, request.token, request.token_type_hint)
         )
-        return to_proto(answer)
+        return self._render(answer)

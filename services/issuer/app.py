@@ -11,7 +11,7 @@ from nats.aio.client import Client as NatsClient
 
 from tokenry.bus.nats_conn import connect
 from tokenry.core.client_cache import CachedClients
-from tokenry.core.clientauth import AssertionContext, assertion_audiences
+from tokenry.core.clientauth import AssertionContext, ProvenSecrets, assertion_audiences
 from tokenry.core.clients import ID_TOKEN_ALGS
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.core.refresh import derivation_key
@@ -101,6 +101,7 @@ def build(settings: Settings, host: str, port: int) -> Service:
             checks=checks,
             subjects=settings.subjects,
             refresh_key=derivation_key(pepper.key),
+            proven=ProvenSecrets(),
         )
         subject_tokens = SubjectTokenVerifier(
             issuer=issuer,

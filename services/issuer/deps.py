@@ -7,7 +7,7 @@ from typing import Protocol
 
 from tokenry.bus.codec import Subjects
 from tokenry.core.client_secrets import Pepper
-from tokenry.core.clientauth import AssertionContext, ClientCredentials, ClientLookup
+from tokenry.core.clientauth import AssertionContext, ClientLookup, Presented, ProvenSecrets
 from tokenry.core.clients import TOKEN_FORMATS, Client
 from tokenry.core.clock import Clock
 from tokenry.core.errors import InvalidRequest
@@ -26,7 +26,7 @@ class TokenRequest:
     grant_type: str
     scope: str
     audiences: tuple[str, ...]
-    credentials: ClientCredentials
+    credentials: Presented
     code: str = ""
     redirect_uri: str = ""
     code_verifier: str = ""
@@ -66,6 +66,8 @@ class IssuerDeps:
     # The derivation key of refresh successors (core.refresh.derivation_key).
     refresh_key: bytes
     refresh_grace: int = DEFAULT_GRACE
+    # Secrets already proven against a client's current hash (core.clientauth.ProvenSecrets).
+    proven: ProvenSecrets | None = None
 
     def __repr__(self) -> str:  # holds keys
         return "IssuerDeps(...)"

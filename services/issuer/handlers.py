@@ -11,7 +11,7 @@ is spent (RFC 7523 §3).
 from __future__ import annotations
 
 from tokenry.core import opaque
-from tokenry.core.clientauth import ClientCredentials, authenticate
+from tokenry.core.clientauth import Presented, authenticate
 from tokenry.core.clients import (
     AUTHORIZATION_CODE,
     CLIENT_CREDENTIALS,
@@ -40,9 +40,9 @@ class IssuerHandlers:
         self._refresh = RefreshFlow(deps)
         self._exchange = exchange
 
-    async def authenticate(self, credentials: ClientCredentials) -> Client:
+    async def authenticate(self, credentials: Presented) -> Client:
         d = self._d
-        return await authenticate(credentials, d.clients, d.peppers, d.assertions)
+        return await authenticate(credentials, d.clients, d.peppers, d.assertions, d.proven)
 
     async def token(self, req: TokenRequest) -> TokenResult:
         client = await self.authenticate(req.credentials)

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from tokenry.core.authorize import AuthorizationRequest
-from tokenry.core.clientauth import ClientCredentials
+from tokenry.core.clientauth import Presented
 from tokenry.core.clients import (
     CONFIDENTIAL,
     DEFAULT_ACCESS_TOKEN_TTL,
@@ -37,7 +37,7 @@ class IssuerApi:
     admin: ClientAdmin
 
 
-def _caller_credentials(context: Context) -> ClientCredentials:
+def _caller_credentials(context: Context) -> Presented:
     """Admin and login callers authenticate in the metadata (client_secret_basic)."""
     return caller_credentials(context)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from tokenry.bus import codec
 from tokenry.bus.codec import KeyHint, Subjects
 from tokenry.core.client_secrets import Pepper
-from tokenry.core.clientauth import ClientCredentials, ClientLookup, authenticate
+from tokenry.core.clientauth import ClientLookup, Presented, authenticate
 from tokenry.core.clients import ADMIN_SCOPE, Client
 from tokenry.core.clock import Clock
 from tokenry.core.errors import InsufficientScope, InvalidRequest, NotFound, TemporarilyUnavailable
@@ -87,7 +87,7 @@ class WriteResult:
 
 @dataclass(frozen=True, slots=True)
 class RotateKeys:
-    credentials: ClientCredentials
+    credentials: Presented
     use: str = ""
     alg: str = ""
     force: bool = False
@@ -95,7 +95,7 @@ class RotateKeys:
 
 @dataclass(frozen=True, slots=True)
 class RevokeKey:
-    credentials: ClientCredentials
+    credentials: Presented
     kid: str
     reason: str = ""
 
@@ -227,7 +227,7 @@ class KeyRotatorHandlers:
 
     # Plumbing --------------------------------------------------------------------------------
 
-    async def _admin(self, credentials: ClientCredentials, what: str) -> Client:
+    async def _admin(self, credentials: Presented, what: str) -> Client:
         client = await authenticate(credentials, self._clients, self._peppers)
         if ADMIN_SCOPE not in client.scopes:
             raise InsufficientScope(f"{what} needs {ADMIN_SCOPE}")

@@ -31,7 +31,7 @@ from opentelemetry import propagate
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
 from tokenry.core.client_secrets import Pepper
-from tokenry.core.clientauth import AssertionContext, ClientCredentials, ClientLookup, authenticate
+from tokenry.core.clientauth import AssertionContext, ClientLookup, Presented, authenticate
 from tokenry.core.clients import ADMIN_SCOPE, Client
 from tokenry.core.clock import Clock
 from tokenry.core.errors import InsufficientScope, InvalidRequest, UnauthorizedClient
@@ -74,7 +74,7 @@ class Target(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RevokeCommand:
-    credentials: ClientCredentials
+    credentials: Presented
     target: Target
     value: str
     reason: str = ""
@@ -82,7 +82,7 @@ class RevokeCommand:
     token_type_hint: str = ""
 
     def __repr__(self) -> str:  # the value may be a bearer token: never print it
-        return f"RevokeCommand(target={self.target!r}, client={self.credentials.client_id!r})"
+        return f"RevokeCommand(target={self.target!r}, credentials={self.credentials!r})"
 
 
 @dataclass(frozen=True, slots=True)

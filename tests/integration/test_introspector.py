@@ -13,7 +13,14 @@ from tokenry.core.opaque import ACCESS, new_token
 from tokenry.devstack import EmbeddedNats
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.status import oauth_error_of
-from tokenry.v1 import introspector_pb2, introspector_pb2_grpc, revocation_pb2, revocation_pb2_grpc
+from tokenry.v1 import (
+    clients_pb2,
+    clients_pb2_grpc,
+    introspector_pb2,
+    introspector_pb2_grpc,
+    revocation_pb2,
+    revocation_pb2_grpc,
+)
 
 from suite import Suite, basic, run_suite
 
@@ -184,3 +191,28 @@ async def test_concurrent_lookups_share_queries_but_never_answers(suite: Suite) 
     answers = await asyncio.gather(*(introspect(suite, t) for t in everything))
     for token, answer in zip(everything, answers, strict=True):
         assert answer.active == (token in tokens and token not in revoked), token[:12]
+
+
+async def test_a_deleted_callers_proven_secret_stops_working(suite: Suite) -> None:
+    """The caller's secret is remembered once proven (ProvenSecrets); deleting the client must
+    still lock it out as soon as the client event reaches the introspector."""
+    token = (await suite.token()).access_token
+    assert (await introspect(suite, token)).active  # demo-api's secret is now proven
+    assert (await introspect(suite, token)).active
+    admin = clients_pb2_grpc.ClientsStub(suite.channel("issuer"))
+    await admin.DeleteClient(
+        clients_pb2.DeleteClientRequest(client_id="demo-api", reason="test"),
+        metadata=[("authorization", basic("admin", suite.secrets["admin"]))],
+        timeout=10,
+    )
+    started = time.monotonic()
+    code = None
+    while code is None:
+        try:
+            await introspect(suite, token)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+        assert time.monotonic() - started < 10, "the deleted caller was still accepted"
+        await asyncio.sleep(0.01)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    print(f"deleted caller refused {1000 * (time.monotonic() - started):.1f} ms after the ack")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from typing import Any
@@ -16,6 +17,8 @@ from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
 from tokenry.core.client_secrets import Pepper, generate_secret, hash_secret, pepper_id
 from tokenry.core.clientauth import (
     AssertionContext,
+    BasicHeader,
+    ProvenSecrets,
     authenticate,
     credentials_from,
 )
@@ -188,6 +191,113 @@ async def test_public_client_with_a_secret_is_refused() -> None:
 
 def test_credentials_repr_hides_secret() -> None:
     assert SECRET not in repr(credentials_from(basic("svc", SECRET), "", ""))
+
+
+# --- proven secrets (the positive-only memo) -----------------------------------------------------
+
+
+class MutableLookup:
+    """A registry whose clients can change between calls (rotation, deletion)."""
+
+    def __init__(self) -> None:
+        self.clients = dict(CLIENTS)
+        self.calls = 0
+
+    async def get_client(self, client_id: str) -> Client | None:
+        self.calls += 1
+        return self.clients.get(client_id)
+
+
+def rotated(client: Client, secret: str) -> Client:
+    return dataclasses.replace(client, secret_hash=hash_secret(PEPPER, secret))
+
+
+async def test_a_basic_header_is_parsed_only_when_it_must_be() -> None:
+    creds = credentials_from(basic("svc", SECRET), "", "")
+    assert isinstance(creds, BasicHeader)
+    assert SECRET not in repr(creds)
+    # With a client_id in the body the header is parsed at once, to compare the two.
+    with pytest.raises(InvalidClient):
+        credentials_from(basic("svc", SECRET), "other", "")
+
+
+async def test_proven_secret_is_remembered_without_keeping_the_secret() -> None:
+    proven, lookup = ProvenSecrets(), MutableLookup()
+    header = basic("svc", SECRET)
+    for _ in range(3):
+        client = await authenticate(BasicHeader(header), lookup, {PEPPER.id: PEPPER}, None, proven)
+        assert client.client_id == "svc"
+    assert len(proven) == 1
+    held = repr(proven._entries)
+    assert SECRET not in held and header not in held
+    assert base64.b64encode(f"svc:{SECRET}".encode()).decode() not in held
+
+
+@pytest.mark.parametrize("secret", ["wrong", SECRET + "x", ""])
+async def test_a_failed_check_is_never_remembered(secret: str) -> None:
+    proven = ProvenSecrets()
+    for _ in range(2):
+        with pytest.raises(InvalidClient):
+            await authenticate(
+                BasicHeader(basic("svc", secret)), Lookup(), {PEPPER.id: PEPPER}, None, proven
+            )
+    assert len(proven) == 0
+
+
+async def test_a_rotated_secret_voids_what_was_proven() -> None:
+    proven, lookup = ProvenSecrets(), MutableLookup()
+    old = BasicHeader(basic("svc", SECRET))
+    await authenticate(old, lookup, {PEPPER.id: PEPPER}, None, proven)
+    new_secret = generate_secret()
+    lookup.clients["svc"] = rotated(CLIENTS["svc"], new_secret)
+    with pytest.raises(InvalidClient):
+        await authenticate(old, lookup, {PEPPER.id: PEPPER}, None, proven)
+    fresh = BasicHeader(basic("svc", new_secret))
+    assert (await authenticate(fresh, lookup, {PEPPER.id: PEPPER}, None, proven)).client_id == "svc"
+
+
+async def test_a_deleted_client_or_a_retired_pepper_voids_what_was_proven() -> None:
+    proven, lookup = ProvenSecrets(), MutableLookup()
+    header = BasicHeader(basic("svc", SECRET))
+    await authenticate(header, lookup, {PEPPER.id: PEPPER}, None, proven)
+    other = Pepper(pepper_id(b"o" * 32), b"o" * 32)
+    with pytest.raises(InvalidClient):
+        await authenticate(header, lookup, {other.id: other}, None, proven)
+    del lookup.clients["svc"]
+    with pytest.raises(InvalidClient):
+        await authenticate(header, lookup, {PEPPER.id: PEPPER}, None, proven)
+
+
+async def test_a_client_switched_to_private_key_jwt_is_refused_its_old_secret() -> None:
+    proven, lookup = ProvenSecrets(), MutableLookup()
+    header = BasicHeader(basic("svc", SECRET))
+    await authenticate(header, lookup, {PEPPER.id: PEPPER}, None, proven)
+    lookup.clients["svc"] = dataclasses.replace(
+        CLIENTS["svc"], auth_method=PRIVATE_KEY_JWT, jwks_json=_jwks(KEY)
+    )
+    with pytest.raises(InvalidClient):
+        await authenticate(header, lookup, {PEPPER.id: PEPPER}, None, proven)
+
+
+async def test_client_secret_post_is_remembered_too() -> None:
+    proven = ProvenSecrets()
+    creds = credentials_from(None, "svc", SECRET)
+    for _ in range(2):
+        await authenticate(creds, Lookup(), {PEPPER.id: PEPPER}, None, proven)
+    assert len(proven) == 1
+    with pytest.raises(InvalidClient):  # the same id with another secret is another key
+        await authenticate(
+            credentials_from(None, "svc", "nope"), Lookup(), {PEPPER.id: PEPPER}, None, proven
+        )
+
+
+def test_proven_secrets_are_bounded() -> None:
+    proven = ProvenSecrets(size=16)
+    for i in range(100):
+        proven.remember(ProvenSecrets.key(BasicHeader(f"Basic {i}")), CLIENTS["svc"])
+    assert len(proven) <= 16
+    with pytest.raises(ValueError, match="at least 1"):
+        ProvenSecrets(size=0)
 
 
 # --- private_key_jwt (RFC 7523) ------------------------------------------------------------------

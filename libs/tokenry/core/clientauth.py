@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from itertools import islice
+from typing import Final, Protocol
 from urllib.parse import unquote_plus
 
 from tokenry.core.client_assertion import (
@@ -47,6 +49,8 @@ POST = "client_secret_post"
 # The gateway's token endpoint (SPEC §2), which a client assertion may name as its ``aud``.
 TOKEN_ENDPOINT_PATH = "/oauth2/token"
 
+PROVEN_SECRETS_SIZE: Final = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class ClientCredentials:
@@ -57,6 +61,86 @@ class ClientCredentials:
 
     def __repr__(self) -> str:  # never print the secret or the assertion
         return f"ClientCredentials(client_id={self.client_id!r}, method={self.method!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class BasicHeader:
+    """client_secret_basic exactly as presented (RFC 6749 §2.3.1): parsed only when
+    :class:`ProvenSecrets` cannot vouch for it, so a client that authenticates on every call
+    (the norm for service clients) costs a hash and a dict lookup instead of base64, URL decoding
+    and an HMAC."""
+
+    authorization: str
+    method = BASIC
+
+    def __repr__(self) -> str:  # never print the secret
+        return "BasicHeader(<client_secret_basic>)"
+
+    def parse(self) -> ClientCredentials:
+        return parse_basic(self.authorization)
+
+
+# What a transport adapter hands to :func:`authenticate`.
+Presented = ClientCredentials | BasicHeader
+
+
+class ProvenSecrets:
+    """Positive-only memo of client-secret checks.
+
+    Keyed by SHA-256 of the exact credential material presented (the Basic header, or client id
+    and secret), it holds only ``(client_id, secret_hash)``: no secret is kept. An entry vouches
+    for a client only while that client's stored hash, pepper and method are unchanged, so a
+    rotated secret, a deleted client or a retired pepper void it at once. Failed checks are never
+    remembered: every wrong guess pays the full HMAC and constant-time compare. A hit is only
+    faster for whoever already holds the right secret, so it is no timing oracle.
+
+    Bounded: when full, the oldest eighth is dropped. One instance per process, shared by
+    every call (dict reads and writes are atomic; entries are immutable tuples).
+    """
+
+    __slots__ = ("_entries", "_size")
+
+    def __init__(self, size: int = PROVEN_SECRETS_SIZE) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self._size = size
+        self._entries: dict[bytes, tuple[str, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def key(credentials: Presented) -> bytes:
+        if isinstance(credentials, BasicHeader):
+            material = "basic\0" + credentials.authorization
+        else:
+            material = f"{credentials.method}\0{credentials.client_id}\0{credentials.secret}"
+        return hashlib.sha256(material.encode()).digest()
+
+    def vouches(self, key: bytes, client: Client, peppers: dict[str, Pepper]) -> bool:
+        """Whether ``key`` was proven against ``client`` as it is registered now."""
+        entry = self._entries.get(key)
+        return (
+            entry is not None
+            and client.client_id == entry[0]
+            and client.secret_hash == entry[1]
+            and client.auth_method in SECRET_METHODS
+            and client.pepper_id in peppers
+        )
+
+    def client_id(self, key: bytes) -> str | None:
+        """The client a remembered key was proven for (still to be checked with vouches)."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def remember(self, key: bytes, client: Client) -> None:
+        if client.secret_hash is None:
+            return
+        entries = self._entries
+        if len(entries) >= self._size and key not in entries:
+            for oldest in list(islice(entries, max(1, self._size // 8))):
+                entries.pop(oldest, None)
+        entries[key] = (client.client_id, client.secret_hash)
 
 
 class ClientLookup(Protocol):
@@ -115,12 +199,16 @@ def credentials_from(
     client_secret: str,
     client_assertion_type: str = "",
     client_assertion: str = "",
-) -> ClientCredentials:
+) -> Presented:
     """Pick the one authentication method used (RFC 6749 §2.3: "MUST NOT use more than one")."""
     used = sum(bool(x) for x in (authorization, client_secret, client_assertion))
     if used > 1:
         raise InvalidRequest("use exactly one client authentication method")
     if authorization:
+        if not client_id:
+            if len(authorization) > MAX_CREDENTIAL_LENGTH:
+                raise InvalidClient("client credentials too long")
+            return BasicHeader(authorization)  # parsed by authenticate() if it must be
         creds = parse_basic(authorization)
         if client_id and client_id != creds.client_id:
             raise InvalidClient(_BAD_CLIENT)
@@ -140,15 +228,39 @@ def credentials_from(
 
 
 async def authenticate(
-    credentials: ClientCredentials,
+    credentials: Presented,
     lookup: ClientLookup,
     peppers: dict[str, Pepper],
     assertions: AssertionContext | None = None,
+    proven: ProvenSecrets | None = None,
 ) -> Client:
     """Return the authenticated client or raise ``InvalidClient``.
 
     A client may only use the method it registered (a secret client either secret method).
+    With ``proven``, a secret already checked against the client's current hash is not checked
+    again (see :class:`ProvenSecrets`).
     """
+    if proven is not None and credentials.method in (BASIC, POST):
+        key = proven.key(credentials)
+        known = proven.client_id(key)
+        if known is not None:
+            client = await lookup.get_client(known)
+            if client is not None and proven.vouches(key, client, peppers):
+                return client
+        client = await _authenticate(credentials, lookup, peppers, assertions)
+        proven.remember(key, client)
+        return client
+    return await _authenticate(credentials, lookup, peppers, assertions)
+
+
+async def _authenticate(
+    credentials: Presented,
+    lookup: ClientLookup,
+    peppers: dict[str, Pepper],
+    assertions: AssertionContext | None,
+) -> Client:
+    if isinstance(credentials, BasicHeader):
+        credentials = credentials.parse()
     if len(credentials.client_id) > MAX_CREDENTIAL_LENGTH:
         raise InvalidClient(_BAD_CLIENT)
     client = await lookup.get_client(credentials.client_id)
@@ -197,6 +309,9 @@ async def authenticate(
 __all__ = [
     "AssertionContext",
     "AssertionReplay",
+    "BasicHeader",
+    "Presented",
+    "ProvenSecrets",
     "TOKEN_ENDPOINT_PATH",
     "ClientCredentials",
     "ClientLookup",

@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from tokenry.core.clientauth import ClientCredentials, credentials_from
+from tokenry.core.clientauth import Presented, credentials_from
 
 
 def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
@@ -23,7 +23,7 @@ def caller_credentials(
     client_secret: str = "",
     assertion_type: str = "",
     assertion: str = "",
-) -> ClientCredentials:
+) -> Presented:
     """The one client-authentication method a call uses (SPEC §3): client_secret_basic in the
     ``authorization`` metadata, or client_secret_post / private_key_jwt (RFC 7523 §2.2) carried
     in the request's fields."""
