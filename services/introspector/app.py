@@ -8,7 +8,6 @@ import json
 import logging
 from typing import Any
 
-import asyncpg
 from nats.aio.msg import Msg
 
 from tokenry.bus import codec
@@ -46,12 +45,12 @@ KEY_REFRESH_INTERVAL = 2.0  # a revoked or retired key stops verifying within th
 class StoreOpaqueTokens:
     """OpaqueTokens port over the issuer's ``opaque_tokens`` table (lookup by SHA-256)."""
 
-    def __init__(self, pool: asyncpg.Pool, issuer_url: str) -> None:
-        self._pool = pool
+    def __init__(self, reader: opaque_tokens.IntrospectionReader, issuer_url: str) -> None:
+        self._reader = reader
         self._issuer = issuer_url
 
     async def find(self, digest: bytes) -> OpaqueRecord | None:
-        row = await opaque_tokens.get_for_introspection(self._pool, digest)
+        row = await self._reader.get(digest)
         if row is None:
             return None
         return OpaqueRecord(
@@ -137,11 +136,13 @@ def build(settings: Settings, host: str, port: int, clock: Clock | None = None) 
         await jwks.refresh(force=True)
         cache = PositiveCache(clock)
         clients = CachedClients(ClientStore(pool), clock)
+        reader = opaque_tokens.IntrospectionReader(pool)
+        closers.append(reader.close)  # closers run in reverse: before the pool closes
         ready.set(
             IntrospectorHandlers(
                 clients=clients,
                 peppers=settings.peppers,
-                opaque=StoreOpaqueTokens(pool, settings.issuer_url),
+                opaque=StoreOpaqueTokens(reader, settings.issuer_url),
                 revocations=StoreRevocationCheck(RevocationChecks(pool)),
                 keys=jwks,
                 issuer_url=settings.issuer_url,

@@ -109,7 +109,8 @@ class PositiveCache:
     """
 
     def __init__(self, clock: Clock, *, size: int = 50_000, max_age: float = 5.0) -> None:
-        self._clock = clock
+        self._monotonic = clock.monotonic
+        self._now = clock.now
         self._size = size
         self._max_age = max_age
         self._entries: OrderedDict[bytes, Positive] = OrderedDict()
@@ -118,14 +119,13 @@ class PositiveCache:
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        clock = self._clock
-        if clock.monotonic() - entry.stored_at > self._max_age or entry.exp <= clock.now():
+        if self._monotonic() - entry.stored_at > self._max_age or entry.exp <= self._now():
             del self._entries[digest]
             return None
         return entry
 
     def put(self, digest: bytes, claims: Mapping[str, Any]) -> Positive:
-        entry = Positive(from_claims(claims), claims["exp"], self._clock.monotonic(), claims)
+        entry = Positive(from_claims(claims), claims["exp"], self._monotonic(), claims)
         self._entries[digest] = entry
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)

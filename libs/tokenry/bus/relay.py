@@ -190,8 +190,12 @@ class OutboxRelay:
                             await _sleep_or_stop(stop, 1.0)
                             await conn.execute("SELECT 1")  # notice a dead connection
                     finally:
-                        with contextlib.suppress(Exception):
-                            await conn.remove_listener(NOTIFY_CHANNEL, on_notify)
+                        try:
+                            await conn.remove_listener(NOTIFY_CHANNEL, on_notify)  # UNLISTEN
+                        except Exception:
+                            # Never hand a connection that may still LISTEN back to the pool
+                            # (its reset does not UNLISTEN, store.db.keep_session).
+                            conn.terminate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

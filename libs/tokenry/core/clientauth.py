@@ -117,21 +117,20 @@ class ProvenSecrets:
             material = f"{credentials.method}\0{credentials.client_id}\0{credentials.secret}"
         return hashlib.sha256(material.encode()).digest()
 
-    def vouches(self, key: bytes, client: Client, peppers: dict[str, Pepper]) -> bool:
-        """Whether ``key`` was proven against ``client`` as it is registered now."""
-        entry = self._entries.get(key)
+    def recall(self, credentials: Presented) -> tuple[bytes, tuple[str, str] | None]:
+        """The key of ``credentials`` and, if they were proven, (client id, hash proven)."""
+        key = self.key(credentials)
+        return key, self._entries.get(key)
+
+    @staticmethod
+    def vouches(proven: tuple[str, str], client: Client, peppers: dict[str, Pepper]) -> bool:
+        """Whether what was proven still holds for ``client`` as it is registered now."""
         return (
-            entry is not None
-            and client.client_id == entry[0]
-            and client.secret_hash == entry[1]
+            client.client_id == proven[0]
+            and client.secret_hash == proven[1]
             and client.auth_method in SECRET_METHODS
             and client.pepper_id in peppers
         )
-
-    def client_id(self, key: bytes) -> str | None:
-        """The client a remembered key was proven for (still to be checked with vouches)."""
-        entry = self._entries.get(key)
-        return None if entry is None else entry[0]
 
     def remember(self, key: bytes, client: Client) -> None:
         if client.secret_hash is None:
@@ -201,8 +200,7 @@ def credentials_from(
     client_assertion: str = "",
 ) -> Presented:
     """Pick the one authentication method used (RFC 6749 §2.3: "MUST NOT use more than one")."""
-    used = sum(bool(x) for x in (authorization, client_secret, client_assertion))
-    if used > 1:
+    if bool(authorization) + bool(client_secret) + bool(client_assertion) > 1:
         raise InvalidRequest("use exactly one client authentication method")
     if authorization:
         if not client_id:
@@ -241,11 +239,10 @@ async def authenticate(
     again (see :class:`ProvenSecrets`).
     """
     if proven is not None and credentials.method in (BASIC, POST):
-        key = proven.key(credentials)
-        known = proven.client_id(key)
+        key, known = proven.recall(credentials)
         if known is not None:
-            client = await lookup.get_client(known)
-            if client is not None and proven.vouches(key, client, peppers):
+            client = await lookup.get_client(known[0])
+            if client is not None and proven.vouches(known, client, peppers):
                 return client
         client = await _authenticate(credentials, lookup, peppers, assertions)
         proven.remember(key, client)

@@ -7,14 +7,13 @@ returns only after its own row is committed, but N concurrent issuances cost one
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from tokenry.store.batching import DEFAULT_MAX_BATCH, Coalescer
 from tokenry.store.db import Executor
 
 ACCESS = "access"
@@ -134,7 +133,7 @@ SELECT t.token_hash, t.kind, t.jti, t.gid, t.client_id, t.subject, t.scopes, t.a
               OR (r.kind = 'client' AND r.value = t.client_id AND r.not_before > t.issued_at)
        ) AS revoked
 FROM opaque_tokens t
-WHERE t.token_hash = $1
+WHERE t.token_hash {match}
 """
 
 
@@ -142,8 +141,16 @@ async def get_for_introspection(
     conn: Executor | asyncpg.Pool, token_hash: bytes
 ) -> OpaqueTokenRecord | None:
     """The row with ``revoked`` true when the row itself or any revocation rule revokes it."""
-    row = await conn.fetchrow(_INTROSPECT, token_hash)
+    row = await conn.fetchrow(_INTROSPECT.format(match="= $1"), token_hash)
     return None if row is None else _record(row)
+
+
+async def get_many_for_introspection(
+    conn: Executor | asyncpg.Pool, token_hashes: list[bytes]
+) -> dict[bytes, OpaqueTokenRecord]:
+    """:func:`get_for_introspection` for many hashes in one query, by hash (absent: unknown)."""
+    rows = await conn.fetch(_INTROSPECT.format(match="= ANY($1::bytea[])"), token_hashes)
+    return {bytes(row["token_hash"]): _record(row) for row in rows}
 
 
 async def mark_spent(
@@ -177,38 +184,36 @@ class OpaqueTokenWriter:
     is in flight wait for the next batch, so under load one INSERT carries many rows.
     """
 
-    def __init__(self, pool: asyncpg.Pool, max_batch: int = 256) -> None:
-        self._pool = pool
-        self._max_batch = max_batch
-        self._pending: list[tuple[OpaqueTokenRecord, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+    def __init__(self, pool: asyncpg.Pool, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        async def run(records: list[OpaqueTokenRecord]) -> list[None]:
+            await insert_many(pool, records)
+            return [None] * len(records)
+
+        self._batches: Coalescer[OpaqueTokenRecord, None] = Coalescer(run, max_batch)
 
     async def write(self, record: OpaqueTokenRecord) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((record, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            try:
-                await insert_many(self._pool, [r for r, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+        await self._batches(record)
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            with contextlib.suppress(Exception):
-                await self._flusher
+        await self._batches.close()
+
+
+class IntrospectionReader:
+    """:func:`get_for_introspection`, batched: lookups arriving while one query is in flight go
+    out together as one ``= ANY`` query (one round trip and one pool checkout per batch)."""
+
+    def __init__(self, pool: asyncpg.Pool, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        async def run(hashes: list[bytes]) -> list[OpaqueTokenRecord | None]:
+            found = await get_many_for_introspection(pool, hashes)
+            return [found.get(h) for h in hashes]
+
+        self._batches: Coalescer[bytes, OpaqueTokenRecord | None] = Coalescer(run, max_batch)
+
+    async def get(self, token_hash: bytes) -> OpaqueTokenRecord | None:
+        return await self._batches(token_hash)
+
+    async def close(self) -> None:
+        await self._batches.close()
 
 
 async def sweep(pool: asyncpg.Pool, now: int) -> int:
