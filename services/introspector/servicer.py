@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from tokenry.core.introspection import Introspection
+from tokenry.servicekit.errors import abort_for
 from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.server import Ready
 from tokenry.services.introspector.handlers import IntrospectorHandlers, IntrospectRequest
@@ -39,8 +40,15 @@ _INACTIVE = introspector_pb2.IntrospectResponse(active=False)
 
 
 class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
-    def __init__(self, handlers: Ready[IntrospectorHandlers]) -> None:
+    """Maps its own errors (servicekit.errors.abort_for): register it without guard()."""
+
+    def __init__(
+        self,
+        handlers: Ready[IntrospectorHandlers],
+        unavailable: tuple[type[BaseException], ...] = (),
+    ) -> None:
         self._handlers = handlers
+        self._unavailable = unavailable
         # A cached answer is one immutable Introspection object: render it once, not per call.
         # Keyed by the object itself (id plus an identity check), so an entry never outlives
         # the answer it was made from in meaning.
@@ -62,13 +70,16 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
         request: introspector_pb2.IntrospectRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> introspector_pb2.IntrospectResponse:
-        handlers = self._handlers.get()
-        creds = caller_credentials(
-            context,
-            assertion_type=request.client_assertion_type,
-            assertion=request.client_assertion,
-        )
-        answer = await handlers.introspect(
-            IntrospectRequest(creds, request.token, request.token_type_hint)
-        )
+        try:
+            handlers = self._handlers.get()
+            creds = caller_credentials(
+                context,
+                assertion_type=request.client_assertion_type,
+                assertion=request.client_assertion,
+            )
+            answer = await handlers.introspect(
+                IntrospectRequest(creds, request.token, request.token_type_hint)
+            )
+        except Exception as exc:
+            await abort_for(context, exc, self._unavailable)
         return self._render(answer)
