@@ -60,10 +60,21 @@ ECHO_METHOD = "/bench.Echo/Echo"
 # --- the echo server (run as a child: `bench_issuance.py --echo-server PORT`) -------------------
 
 
-def run_echo_server(port: int, reply_size: int) -> None:
+def run_echo_server(port: int, reply_size: int, sign: bool = False) -> None:
+    """The baseline; with ``sign``, the ceiling: the same echo plus one ES256 signature per call,
+    made as the issuer makes it (cryptography's ECDSA P-256/SHA-256, DER re-encoded as r‖s)."""
     reply = b"x" * reply_size
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    from cryptography.hazmat.primitives.hashes import SHA256
+
+    key, ecdsa = ec.generate_private_key(ec.SECP256R1()), ec.ECDSA(SHA256())
+    signing_input = b"e" * (reply_size * 3 // 4)  # a token's header.payload is about that long
 
     async def echo(_request: bytes, _context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        if sign:
+            r, s = decode_dss_signature(key.sign(signing_input, ecdsa))
+            _ = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         return reply
 
     async def main() -> None:
@@ -90,6 +101,8 @@ class Stack:
     issuer: subprocess.Popen[bytes]
     echo: subprocess.Popen[bytes]
     secret: str
+    signing_echo_addr: str = ""
+    signing_echo: subprocess.Popen[bytes] | None = None
 
 
 def _wait_port(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -148,7 +161,7 @@ def stack(server_core: int, reply_size: int) -> Iterator[Stack]:
         pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
         secret = secrets.token_urlsafe(32)
         asyncio.run(_register(pg.dsn(), pepper, secret))
-        issuer_port, rotator_port, echo_port = (free_tcp_port() for _ in range(3))
+        issuer_port, rotator_port, echo_port, sign_port = (free_tcp_port() for _ in range(4))
         env = {
             **os.environ,
             "TOKENRY_DEV": "1",
@@ -174,9 +187,22 @@ def stack(server_core: int, reply_size: int) -> Iterator[Stack]:
             env=env,
         )
         procs.append(echo)
+        sign_args = ["--echo-server", str(sign_port), "--reply-size", str(reply_size), "--sign"]
+        signing = subprocess.Popen([*pin, py, __file__, *sign_args], env=env)
+        procs.append(signing)
         _wait_port(f"127.0.0.1:{issuer_port}", issuer)
         _wait_port(f"127.0.0.1:{echo_port}", echo)
-        yield Stack(env, f"127.0.0.1:{issuer_port}", f"127.0.0.1:{echo_port}", issuer, echo, secret)
+        _wait_port(f"127.0.0.1:{sign_port}", signing)
+        yield Stack(
+            env,
+            f"127.0.0.1:{issuer_port}",
+            f"127.0.0.1:{echo_port}",
+            issuer,
+            echo,
+            secret,
+            f"127.0.0.1:{sign_port}",
+            signing,
+        )
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -289,8 +315,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         size = asyncio.run(_reply_size(st.issuer_addr, metadata))
         issuer_proc = psutil.Process(st.issuer.pid)
         echo_proc = psutil.Process(st.echo.pid)
+        assert st.signing_echo is not None
         kinds = {
             "echo": (st.echo_addr, ECHO_METHOD, _token_request("jwt"), echo_proc),
+            "sign": (
+                st.signing_echo_addr,
+                ECHO_METHOD,
+                _token_request("jwt"),
+                psutil.Process(st.signing_echo.pid),
+            ),
             "jwt": (st.issuer_addr, "/tokenry.v1.Issuer/Token", _token_request("jwt"), issuer_proc),
             "opaque": (
                 st.issuer_addr,
@@ -304,7 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for concurrency in (1, 32):
                 # Interleaved A/B: echo, jwt, opaque each round, order rotated.
                 order = list(kinds)
-                order = order[rnd % 3 :] + order[: rnd % 3]
+                order = order[rnd % len(order) :] + order[: rnd % len(order)]
                 for kind in order:
                     addr, method, request, proc = kinds[kind]
                     sample = asyncio.run(
@@ -353,8 +386,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-KINDS = ("echo", "jwt", "opaque")
-NAMES = {"echo": "bare echo", "jwt": "Token, JWT ES256", "opaque": "Token, opaque"}
+KINDS = ("echo", "sign", "jwt", "opaque")
+NAMES = {
+    "echo": "bare echo",
+    "sign": "echo + one ES256 signature (ceiling)",
+    "jwt": "Token, JWT ES256",
+    "opaque": "Token, opaque",
+}
 
 
 def summarize(results: dict[str, Any], kinds: tuple[str, ...] = KINDS) -> list[dict[str, Any]]:
@@ -425,9 +463,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reply-size", type=int, default=700, help=argparse.SUPPRESS)
+    parser.add_argument("--sign", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server is not None:
-        run_echo_server(args.echo_server, args.reply_size)
+        run_echo_server(args.echo_server, args.reply_size, args.sign)
         return 0
     if args.quick:
         args.seconds, args.rounds = 2.0, 2

@@ -20,6 +20,7 @@ from tokenry.core.clientauth import (
 )
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
+from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
 from tokenry.services.introspector.handlers import (
     IntrospectorHandlers,
@@ -123,7 +124,7 @@ def build(settings: Settings, host: str, port: int, clock: Clock | None = None) 
     ready: Ready[IntrospectorHandlers] = Ready()
     server, health = new_server(SERVICE_NAMES, map_errors=False)
     introspector_pb2_grpc.add_IntrospectorServicer_to_server(
-        IntrospectorServicer(ready, UNAVAILABLE_ERRORS), server
+        guard(IntrospectorServicer(ready, UNAVAILABLE_ERRORS), UNAVAILABLE_ERRORS), server
     )
     bound = server.add_insecure_port(f"{host}:{port}")
     closers: list[Closer] = []

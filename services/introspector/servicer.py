@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from tokenry.core.introspection import Introspection
-from tokenry.servicekit.errors import abort_for
+from tokenry.servicekit.errors import abort_for, maps_own_errors
 from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.server import Ready
 from tokenry.services.introspector.handlers import IntrospectorHandlers, IntrospectRequest
@@ -40,7 +40,8 @@ _INACTIVE = introspector_pb2.IntrospectResponse(active=False)
 
 
 class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
-    """Maps its own errors (servicekit.errors.abort_for): register it without guard()."""
+    """Register with guard() like every servicer; Introspect maps its own errors (no wrapper
+    coroutine on the introspection hot path)."""
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
             self._rendered[id(answer)] = held
         return held[1]
 
+    @maps_own_errors
     async def Introspect(
         self,
         request: introspector_pb2.IntrospectRequest,

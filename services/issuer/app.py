@@ -56,7 +56,9 @@ def build(settings: Settings, host: str, port: int) -> Service:
     ready: Ready[IssuerApi] = Ready()
     unavailable = UNAVAILABLE_ERRORS
     server, health = new_server(SERVICE_NAMES, map_errors=False)
-    issuer_pb2_grpc.add_IssuerServicer_to_server(guard(IssuerServicer(ready), unavailable), server)
+    issuer_pb2_grpc.add_IssuerServicer_to_server(
+        guard(IssuerServicer(ready, unavailable), unavailable), server
+    )
     clients_pb2_grpc.add_ClientsServicer_to_server(
         guard(ClientsServicer(ready), unavailable), server
     )

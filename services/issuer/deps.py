@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from tokenry.bus.codec import Subjects
 from tokenry.core.client_secrets import Pepper
@@ -21,8 +21,10 @@ from tokenry.store.revocation_checks import RevocationChecks
 from tokenry.store.revocations import RevocationStore
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRequest:
+class TokenRequest(NamedTuple):
+    """RFC 6749 §4 / RFC 8693 §2.1 token request. (A NamedTuple: one per call on the hot path,
+    and a tuple is built in one step where a frozen dataclass sets each field in turn.)"""
+
     grant_type: str
     scope: str
     audiences: tuple[str, ...]

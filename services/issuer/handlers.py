@@ -22,7 +22,7 @@ from tokenry.core.clients import (
 )
 from tokenry.core.errors import UnauthorizedClient, UnsupportedGrantType
 from tokenry.core.grants import grant_audiences, grant_scopes
-from tokenry.core.ids import new_gid, new_jti
+from tokenry.core.ids import new_jti_and_gid
 from tokenry.core.tokens import new_access_token
 from tokenry.services.issuer.code_flow import CodeFlow
 from tokenry.services.issuer.deps import IssuerDeps, TokenRequest, token_format
@@ -73,6 +73,7 @@ class IssuerHandlers:
         now = d.clock.now()
         # RFC 9068 §2.2: for client credentials the subject is the client itself.
         d.watermarks.check(client.client_id, client.client_id, now)
+        jti, gid = new_jti_and_gid()
         token = new_access_token(
             issuer=d.minter.issuer,
             subject=client.client_id,
@@ -81,8 +82,8 @@ class IssuerHandlers:
             scopes=scopes,
             now=now,
             ttl=client.access_token_ttl,
-            jti=new_jti(),
-            gid=new_gid(),
+            jti=jti,
+            gid=gid,
         )
         if fmt == JWT:
             value = d.minter.sign_access(token)

@@ -6,8 +6,7 @@ SHA-256 behind (SPEC §3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tokenry.core import opaque
 from tokenry.core.jws import JwsSigner
@@ -29,8 +28,7 @@ class SigningKeys(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class TokenResult:
+class TokenResult(NamedTuple):
     """RFC 6749 §5.1 (+ refresh_token, id_token)."""
 
     access_token: str

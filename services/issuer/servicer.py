@@ -21,6 +21,7 @@ from tokenry.core.clients import (
     Client,
 )
 from tokenry.core.errors import InvalidRequest
+from tokenry.servicekit.errors import abort_for, maps_own_errors
 from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.server import Ready
 from tokenry.services.issuer.client_admin import ClientAdmin
@@ -54,37 +55,47 @@ def _outcome(out: AuthorizeOutcome) -> issuer_pb2.AuthorizeResponse:
 
 
 class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
-    def __init__(self, api: Ready[IssuerApi]) -> None:
-        self._api = api
+    """Register with guard(); Token maps its own errors (no wrapper coroutine on the issuance
+    hot path)."""
 
+    def __init__(
+        self, api: Ready[IssuerApi], unavailable: tuple[type[BaseException], ...] = ()
+    ) -> None:
+        self._api = api
+        self._unavailable = unavailable
+
+    @maps_own_errors
     async def Token(
         self, request: issuer_pb2.TokenRequest, context: Context
     ) -> issuer_pb2.TokenResponse:
-        handlers = self._api.get().handlers
-        creds = caller_credentials(
-            context,
-            client_id=request.client_id,
-            client_secret=request.client_secret,
-            assertion_type=request.client_assertion_type,
-            assertion=request.client_assertion,
-        )
-        result = await handlers.token(
-            TokenRequest(
-                grant_type=request.grant_type,
-                scope=request.scope,
-                audiences=(*request.audience, *request.resource),
-                credentials=creds,
-                code=request.code,
-                redirect_uri=request.redirect_uri,
-                code_verifier=request.code_verifier,
-                refresh_token=request.refresh_token,
-                subject_token=request.subject_token,
-                subject_token_type=request.subject_token_type,
-                actor_token=request.actor_token,
-                requested_token_type=request.requested_token_type,
-                token_format=request.token_format,
+        try:
+            handlers = self._api.get().handlers
+            creds = caller_credentials(
+                context,
+                client_id=request.client_id,
+                client_secret=request.client_secret,
+                assertion_type=request.client_assertion_type,
+                assertion=request.client_assertion,
             )
-        )
+            result = await handlers.token(
+                TokenRequest(
+                    grant_type=request.grant_type,
+                    scope=request.scope,
+                    audiences=(*request.audience, *request.resource),
+                    credentials=creds,
+                    code=request.code,
+                    redirect_uri=request.redirect_uri,
+                    code_verifier=request.code_verifier,
+                    refresh_token=request.refresh_token,
+                    subject_token=request.subject_token,
+                    subject_token_type=request.subject_token_type,
+                    actor_token=request.actor_token,
+                    requested_token_type=request.requested_token_type,
+                    token_format=request.token_format,
+                )
+            )
+        except Exception as exc:
+            await abort_for(context, exc, self._unavailable)
         return issuer_pb2.TokenResponse(
             access_token=result.access_token,
             token_type=result.token_type,

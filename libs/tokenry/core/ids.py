@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 
 ID_BYTES = 16  # 128 bits -> 22 base64url characters
@@ -13,3 +14,13 @@ def new_jti() -> str:
 
 def new_gid() -> str:
     return secrets.token_urlsafe(ID_BYTES)
+
+
+def new_jti_and_gid() -> tuple[str, str]:
+    """A fresh jti and gid from one read of the OS CSPRNG (one system call, not two)."""
+    both = secrets.token_bytes(2 * ID_BYTES)
+    return _b64(both[:ID_BYTES]), _b64(both[ID_BYTES:])
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")

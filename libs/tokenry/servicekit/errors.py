@@ -121,12 +121,22 @@ async def abort_for(
 ) -> NoReturn:
     """What :func:`guard` does, for a hot method that catches its own exceptions: one
     ``try``/``except`` in the method costs nothing until something is raised, while guard's
-    wrapper is one more coroutine on every call (the introspector's hot path). Such a servicer
-    is registered without :func:`guard`."""
+    wrapper is one more coroutine on every call (the issuer's and introspector's hot paths).
+    Mark such a method with :func:`maps_own_errors` so that :func:`guard` leaves it alone."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     await context.abort_with_status(_status_for(exc, unavailable))
     raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises
+
+
+_OWN_ERRORS = "__tokenry_maps_own_errors__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def maps_own_errors(method: F) -> F:
+    """Mark an RPC method that maps its exceptions itself (with :func:`abort_for`)."""
+    setattr(method, _OWN_ERRORS, True)
+    return method
 
 
 def guard(servicer: T, unavailable: tuple[type[BaseException], ...] = ()) -> T:
@@ -146,6 +156,8 @@ class _Guarded:
         if name in self._wrapped:
             return self._wrapped[name]
         attr = getattr(self._servicer, name)
+        if getattr(attr, _OWN_ERRORS, False):
+            return attr
         if inspect.isasyncgenfunction(attr):
             wrapped: Any = _mapped_stream(attr, self._unavailable)
         elif inspect.iscoroutinefunction(attr):
