@@ -5,10 +5,12 @@ A hit costs one dict lookup; the caller then runs the revocation checks, which k
 malleable, SPEC §3: a re-encoded token is simply another cache entry that must earn its place by
 a signature check of its own).
 
-Thread safety: reads (``get``) take no lock — a dict lookup is atomic in CPython, and entries are
-immutable tuples — so the hot path of the aio and the sync interceptors is lock-free. Writers
-(``put``, ``discard``, ``clear``) serialise on one lock, so eviction never iterates a dict that
-another thread is changing.
+Thread safety: reads (``get``) and single writes (``put``, ``discard``) take no lock — one dict
+lookup, store or pop is atomic in CPython, and entries are immutable tuples — so the first-sight
+path costs no lock either. The multi-step writers (eviction, ``purge_kids``, ``clear``)
+serialise on one lock, and take their snapshot of the keys in one C-level call
+(``list(islice(...))``, ``list(items())``), which no other thread can interleave with, so they
+never iterate a dict that another thread is changing.
 
 Bounded: when full, the oldest eighth of the entries (insertion order, which follows ``iat``
 closely since tokens are cached when first seen) is dropped in one batch, so eviction costs O(1)
@@ -68,24 +70,29 @@ class TokenCache:
         return len(self._data)
 
     def put(self, token: str, entry: CacheEntry) -> None:
+        data = self._data
+        data[token] = entry
+        if len(data) > self.max_size:
+            self._evict()
+
+    def _evict(self) -> None:
         with self._lock:
             data = self._data
-            if len(data) >= self.max_size and token not in data:
-                batch = max(1, self.max_size // _EVICT_FRACTION)
-                for oldest in list(islice(data, batch)):
-                    del data[oldest]
-            data[token] = entry
+            excess = len(data) - self.max_size
+            if excess <= 0:  # another thread evicted first
+                return
+            batch = max(excess, self.max_size // _EVICT_FRACTION)
+            for oldest in list(islice(data, batch)):
+                data.pop(oldest, None)
 
     def discard(self, token: str) -> None:
-        with self._lock:
-            self._data.pop(token, None)
+        self._data.pop(token, None)
 
     def purge_kids(self, kids: frozenset[str]) -> int:
-        """Drop every entry signed by one of ``kids``; returns how many were dropped."""
         with self._lock:
-            dead = [token for token, entry in self._data.items() if entry.kid in kids]
+            dead = [token for token, entry in list(self._data.items()) if entry.kid in kids]
             for token in dead:
-                del self._data[token]
+                self._data.pop(token, None)
         return len(dead)
 
     def clear(self) -> None:

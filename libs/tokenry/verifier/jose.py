@@ -62,6 +62,7 @@ __all__ = [
     "MAX_LEEWAY",
     "Decoder",
     "JwsParts",
+    "Rules",
     "SignaturePolicy",
     "b64url_decode",
     "check_claims",
@@ -214,6 +215,17 @@ class SignaturePolicy:
             raise RejectedHeaderError("alg_mismatch", "header alg differs from the key's alg")
         if not key.verify(signing_input, signature):
             raise BadSignatureError("bad_signature", "signature does not verify")
+
+
+class Rules(NamedTuple):
+    """What a verifier expects of every token, fixed at configuration (see :meth:`Decoder.decode`
+    for each; ``leeway`` must already be within 0 to ``MAX_LEEWAY``)."""
+
+    issuer: str
+    audience: str
+    leeway: float = DEFAULT_LEEWAY
+    max_size: int = DEFAULT_MAX_SIZE
+    accepted_typ: frozenset[str] = ACCEPTED_TYP
 
 
 class JwsParts(NamedTuple):
@@ -484,21 +496,34 @@ class Decoder:
     ) -> dict[str, Any]:
         """Verify an access token and return its claims. See :func:`decode_verified`."""
         _check_leeway(leeway)
+        _, claims = self.decode_for(
+            token, keys, Rules(issuer, audience, leeway, max_size, accepted_typ), now
+        )
+        if claims is None:
+            raise RejectedHeaderError("unknown_kid", "kid names no known key")
+        return claims
+
+    def decode_for(
+        self, token: str, keys: Mapping[str, VerificationKey], rules: Rules, now: float
+    ) -> tuple[str, dict[str, Any] | None]:
+        """:meth:`decode` for a caller that can fetch keys: ``(kid, claims)``, with claims None
+        (and nothing checked past the header) when ``kid`` names no key in ``keys``. One call
+        for the verifier's first sight, with its rules built once."""
         try:
             _, alg, kid, signing_input, payload_segment, signature = self._parse(
-                token, max_size, accepted_typ
+                token, rules.max_size, rules.accepted_typ
             )
             key = keys.get(kid)
             if key is None:
-                raise RejectedHeaderError("unknown_kid", "kid names no known key")
+                return kid, None
             self._policy.check(alg, key, signing_input, signature)
             claims = _claims_object(payload_segment)
-            _check_claims(claims, issuer, audience, now, leeway)
+            _check_claims(claims, rules.issuer, rules.audience, now, rules.leeway)
         except VerificationError:
             raise
         except _DECODE_ERRORS:
             raise MalformedTokenError("malformed", "token could not be decoded") from None
-        return claims
+        return kid, claims
 
 
 def _claims_object(payload_segment: str) -> dict[str, Any]:

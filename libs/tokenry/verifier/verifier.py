@@ -200,6 +200,9 @@ class Verifier:
         self._mono = time.monotonic if system else clock.monotonic
         self._fresh_until = float("-inf")  # monotonic; see STALENESS_RECHECK
         self._decoder = jose.Decoder()
+        self._rules = jose.Rules(
+            config.issuer, config.audience, config.leeway, config.max_size, config.accepted_typ
+        )
         self._cache_get = self.cache.get
         # Tokens signed by a key that leaves the set (revoked, unpublished) leave the cache.
         jwks.on_keys_removed(self.cache.purge_kids)
@@ -453,19 +456,13 @@ class Verifier:
     def _decode(self, token: str, now: float) -> CacheEntry | None:
         """First sight: verify and cache. None when the kid is unknown (a refresh may help)."""
         config = self.config
-        decoder = self._decoder
         jwks = self.jwks
-        parts = decoder.parse(token, max_size=config.max_size, accepted_typ=config.accepted_typ)
-        kid = parts.kid
-        key = jwks.keys.get(kid)
-        if key is None:
+        # One call for parse, key, signature and claims (VerifierConfig validated the leeway).
+        kid, claims = self._decoder.decode_for(token, jwks.keys, self._rules, now)
+        if claims is None:
             if kid in jwks.revoked_kids:
                 raise RevokedError("key_revoked", "the signing key was revoked")
             return None
-        claims = decoder.verify_signature(parts, key)
-        jose.check_claims(
-            claims, issuer=config.issuer, audience=config.audience, now=now, leeway=config.leeway
-        )
         gid = claims.get("gid")
         if gid is not None and type(gid) is not str:
             raise InvalidClaimsError("bad_claim_type", "claim gid must be a string")
