@@ -198,7 +198,6 @@ class Verifier:
         system = type(clock) is SystemClock
         self._wall = time.time if system else clock.now
         self._mono = time.monotonic if system else clock.monotonic
-        self._fresh_until = float("-inf")  # monotonic; see STALENESS_RECHECK
         self._decoder = jose.Decoder()
         self._rules = jose.Rules(
             config.issuer, config.audience, config.leeway, config.max_size, config.accepted_typ
