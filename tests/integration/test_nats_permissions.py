@@ -303,7 +303,8 @@ async def test_publisher_events_and_heartbeats_reach_a_verifier(auth_nats: AuthN
         await verifier.nc.subscribe(SUBJECTS.events, cb=on_hint)
         await verifier.nc.flush()
         started = time.perf_counter()
-        ack2 = await _publish_event(pub, _revocation("jti-2"), 2)
+        second = _revocation("jti-2")
+        ack2 = await _publish_event(pub, second, 2)
         await pub.publish(SUBJECTS.heartbeat, codec.heartbeat(2, time.time(), "test-relay"))
 
         got = [await verifier.next_event() for _ in range(2)]
@@ -327,7 +328,7 @@ async def test_publisher_events_and_heartbeats_reach_a_verifier(auth_nats: AuthN
             except TimeoutError:
                 if attempt == 2:
                     raise
-                await _publish_event(pub, _revocation("jti-2"), 2)
+                await _publish_event(pub, second, 2)  # the same event again
         assert codec.decode(hint.data).revocation == got[1][1].revocation
         # A republish after a crash is still deduplicated (Nats-Msg-Id) under these permissions.
         again = await _publish_event(pub, first, 1)
