@@ -35,7 +35,17 @@ import grpc
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_issuance import Sample, _load, _register, _wait_port, plot, print_table, summarize
+from bench_issuance import (
+    Sample,
+    _load,
+    _register,
+    _wait_port,
+    add_event_loop_option,
+    plot,
+    print_table,
+    summarize,
+    use_event_loop,
+)
 
 from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
 from tokenry.core.clients import INTROSPECT_SCOPE, Client
@@ -261,10 +271,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    add_event_loop_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds = 2.0, 2
+    use_event_loop(args)
     results = run(args)
+    results["event_loop"] = args.event_loop
     results["summary"] = summarize(results, KINDS)
     print_table(results["summary"], NAMES)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,29 @@ def run_echo_server(port: int, reply_size: int, sign: bool = False) -> None:
         await server.start()
         await server.wait_for_termination()
 
-    asyncio.run(main())
+    # The same loop as the services under test (--event-loop sets TOKENRY_EVENT_LOOP for all).
+    if os.environ.get("TOKENRY_EVENT_LOOP") == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def add_event_loop_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the loop of every pinned server, Tokenry's and the echo alike (TOKENRY_EVENT_LOOP)",
+    )
+
+
+def use_event_loop(args: argparse.Namespace) -> None:
+    """Every server this benchmark starts inherits the environment: services and echo alike."""
+    os.environ["TOKENRY_EVENT_LOOP"] = args.event_loop
+    if args.event_loop != "asyncio" and args.out == ROOT / "docs" / "benchmarks":
+        args.out = args.out / args.event_loop  # the SPEC figures stay the asyncio ones
 
 
 # --- the stack -----------------------------------------------------------------------------------
@@ -464,13 +486,16 @@ def main() -> int:
     parser.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reply-size", type=int, default=700, help=argparse.SUPPRESS)
     parser.add_argument("--sign", action="store_true", help=argparse.SUPPRESS)
+    add_event_loop_option(parser)
     args = parser.parse_args()
     if args.echo_server is not None:
         run_echo_server(args.echo_server, args.reply_size, args.sign)
         return 0
     if args.quick:
         args.seconds, args.rounds = 2.0, 2
+    use_event_loop(args)
     results = run(args)
+    results["event_loop"] = args.event_loop
     rows = summarize(results)
     results["summary"] = rows
     print_table(rows)

@@ -1,4 +1,5 @@
-"""`--workers N`: N processes share the port; SIGTERM to the supervisor stops them all."""
+"""`--workers N`: N processes share the port; SIGTERM to the supervisor stops them all — on
+asyncio's loop and on uvloop (TOKENRY_EVENT_LOOP)."""
 
 from __future__ import annotations
 
@@ -60,12 +61,13 @@ def _wait_serving(addr: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
 async def test_issuer_with_two_workers_shares_the_port(
-    settings: Settings, pool: asyncpg.Pool, nats_server: EmbeddedNats
+    settings: Settings, pool: asyncpg.Pool, nats_server: EmbeddedNats, event_loop: str
 ) -> None:
     client_secrets = await register_clients(pool, settings)
     issuer_port, keyrotator_port = free_tcp_port(), free_tcp_port()
-    env = _env(settings, issuer_port, keyrotator_port)
+    env = {**_env(settings, issuer_port, keyrotator_port), "TOKENRY_EVENT_LOOP": event_loop}
     keyrotator = subprocess.Popen(
         [sys.executable, "-m", "tokenry.services.keyrotator"], env=env, stderr=subprocess.DEVNULL
     )
@@ -109,3 +111,17 @@ async def test_issuer_with_two_workers_shares_the_port(
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+
+
+def test_an_unknown_event_loop_is_a_configuration_error(settings: Settings) -> None:
+    env = {**_env(settings, free_tcp_port(), free_tcp_port()), "TOKENRY_EVENT_LOOP": "trio"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tokenry.services.issuer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "TOKENRY_EVENT_LOOP must be one of asyncio, uvloop" in done.stderr
