@@ -94,9 +94,9 @@ class ProvenSecrets:
     on a busy server, and is as collision-resistant), it holds only ``(client_id,
     secret_hash)``: no secret is kept. An entry vouches for a client only while that client's
     stored hash, pepper and method are unchanged, so a rotated secret, a deleted client or a
-    retired pepper void it at once. Failed checks are never
-    remembered: every wrong guess pays the full HMAC and constant-time compare. A hit is only
-    faster for whoever already holds the right secret, so it is no timing oracle.
+    retired pepper void it at once. Failed checks are never remembered: every wrong guess pays
+    the full HMAC and constant-time compare. A hit is only faster for whoever already holds the
+    right secret, so it is no timing oracle.
 
     Bounded: when full, the oldest eighth is dropped. One instance per process, shared by
     every call (dict reads and writes are atomic; entries are immutable tuples).

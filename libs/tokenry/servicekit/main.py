@@ -7,7 +7,7 @@ gRPC or asyncio state) and forwards SIGTERM/SIGINT to them. SO_REUSEPORT spreads
 not requests: clients need several connections to use several workers.
 
 ``TOKENRY_EVENT_LOOP=uvloop`` runs the service on uvloop instead of asyncio's own loop: the
-same code, ≈ 10–15 % more calls per core (docs/benchmarks); the default is ``asyncio``.
+same code, 7–10 % more calls per core (docs/benchmarks); the default is ``asyncio``.
 """
 
 from __future__ import annotations

@@ -135,13 +135,15 @@ SELECT t.token_hash, t.kind, t.jti, t.gid, t.client_id, t.subject, t.scopes, t.a
 FROM opaque_tokens t
 WHERE t.token_hash {match}
 """
+_INTROSPECT_ONE = _INTROSPECT.format(match="= $1")
+_INTROSPECT_MANY = _INTROSPECT.format(match="= ANY($1::bytea[])")
 
 
 async def get_for_introspection(
     conn: Executor | asyncpg.Pool, token_hash: bytes
 ) -> OpaqueTokenRecord | None:
     """The row with ``revoked`` true when the row itself or any revocation rule revokes it."""
-    row = await conn.fetchrow(_INTROSPECT.format(match="= $1"), token_hash)
+    row = await conn.fetchrow(_INTROSPECT_ONE, token_hash)
     return None if row is None else _record(row)
 
 
@@ -149,7 +151,7 @@ async def get_many_for_introspection(
     conn: Executor | asyncpg.Pool, token_hashes: list[bytes]
 ) -> dict[bytes, OpaqueTokenRecord]:
     """:func:`get_for_introspection` for many hashes in one query, by hash (absent: unknown)."""
-    rows = await conn.fetch(_INTROSPECT.format(match="= ANY($1::bytea[])"), token_hashes)
+    rows = await conn.fetch(_INTROSPECT_MANY, token_hashes)
     return {bytes(row["token_hash"]): _record(row) for row in rows}
 
 
