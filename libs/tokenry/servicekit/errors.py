@@ -87,10 +87,8 @@ def _mapped_unary(
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await inner(request, context)
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
-            await context.abort_with_status(_status_for(exc, unavailable))
+            await abort_for(context, exc, unavailable)
 
     return unary
 
@@ -106,10 +104,8 @@ def _mapped_stream(
         try:
             async for item in inner(request, context):
                 yield item
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
-            await context.abort_with_status(_status_for(exc, unavailable))
+            await abort_for(context, exc, unavailable)
 
     return stream
 

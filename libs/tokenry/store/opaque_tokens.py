@@ -133,25 +133,16 @@ SELECT t.token_hash, t.kind, t.jti, t.gid, t.client_id, t.subject, t.scopes, t.a
               OR (r.kind = 'client' AND r.value = t.client_id AND r.not_before > t.issued_at)
        ) AS revoked
 FROM opaque_tokens t
-WHERE t.token_hash {match}
+WHERE t.token_hash = ANY($1::bytea[])
 """
-_INTROSPECT_ONE = _INTROSPECT.format(match="= $1")
-_INTROSPECT_MANY = _INTROSPECT.format(match="= ANY($1::bytea[])")
-
-
-async def get_for_introspection(
-    conn: Executor | asyncpg.Pool, token_hash: bytes
-) -> OpaqueTokenRecord | None:
-    """The row with ``revoked`` true when the row itself or any revocation rule revokes it."""
-    row = await conn.fetchrow(_INTROSPECT_ONE, token_hash)
-    return None if row is None else _record(row)
 
 
 async def get_many_for_introspection(
     conn: Executor | asyncpg.Pool, token_hashes: list[bytes]
 ) -> dict[bytes, OpaqueTokenRecord]:
-    """:func:`get_for_introspection` for many hashes in one query, by hash (absent: unknown)."""
-    rows = await conn.fetch(_INTROSPECT_MANY, token_hashes)
+    """The rows of these hashes, by hash (absent: unknown), each with ``revoked`` true when the
+    row itself or any revocation rule revokes it; one query for all of them."""
+    rows = await conn.fetch(_INTROSPECT, token_hashes)
     return {bytes(row["token_hash"]): _record(row) for row in rows}
 
 
@@ -201,8 +192,9 @@ class OpaqueTokenWriter:
 
 
 class IntrospectionReader:
-    """:func:`get_for_introspection`, batched: lookups arriving while one query is in flight go
-    out together as one ``= ANY`` query (one round trip and one pool checkout per batch)."""
+    """:func:`get_many_for_introspection` for one hash at a time: lookups arriving while one
+    query is in flight go out together as the next (one round trip and one pool checkout per
+    batch)."""
 
     def __init__(self, pool: asyncpg.Pool, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         async def run(hashes: list[bytes]) -> list[OpaqueTokenRecord | None]:
