@@ -1,0 +1,290 @@
+"""A history of one fault run and the checker of SPEC §4's promise over it (pure, no I/O).
+
+A run records, on one clock (``time.monotonic``: CLOCK_MONOTONIC is system-wide on Linux, so
+stamps taken in the verifier processes and in the test compare directly):
+
+- each revocation the revocation service acknowledged (jti, the moment the ack was received);
+- each probe of each verifier (when it answered, which token, what it answered: ``ok``,
+  ``revoked``, ``unavailable`` or another refusal);
+- the fault windows (from the injection to the heal).
+
+:func:`check` then looks for violations of four rules (issue 11):
+
+- ``lost``: an acknowledged revocation is never lost — each verifier's last probe of that
+  token refuses it as revoked;
+- ``safety`` (under every fault): no verifier accepts a token later than its revocation's
+  ack + the staleness budget + 1 s;
+- ``liveness`` (steady state, i.e. no fault open within a second of the ack): no verifier
+  accepts it later than ack + 1 s;
+- ``healing``: a token that was never revoked is never refused as revoked, and is accepted
+  by every verifier from the last heal + budget + 5 s on (outside fault windows).
+
+``probe`` times are taken by the verifier right after it answered; a probe that was sent
+before a pause and answered after it carries the later time, which is when it was decided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tokenry.core.revocations import Revocation
+
+OK = "ok"
+REVOKED = "revoked"
+UNAVAILABLE = "unavailable"
+
+SAFETY_SLACK = 1.0
+LIVENESS_BOUND = 1.0
+HEALING_SLACK = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    verifier: str
+    at: float
+    jti: str
+    outcome: str  # OK, REVOKED, UNAVAILABLE or another refusal ("error:<reason>")
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    name: str
+    start: float
+    end: float | None  # None: never healed in this run
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    rule: str
+    verifier: str
+    jti: str
+    at: float
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: verifier {self.verifier}, jti {self.jti[:8]}…: {self.detail}"
+
+
+@dataclass
+class History:
+    acks: dict[str, float] = field(default_factory=dict)
+    probes: list[Probe] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    #: tokens that are never revoked in this run (the healing rule's witnesses)
+    controls: set[str] = field(default_factory=set)
+
+    def ack(self, jti: str, at: float) -> None:
+        # The first ack counts: a retried revocation cannot move the deadline later.
+        self.acks.setdefault(jti, at)
+
+    def probe(self, verifier: str, at: float, jti: str, outcome: str) -> None:
+        self.probes.append(Probe(verifier, at, jti, outcome))
+
+    def fault_started(self, name: str, at: float) -> int:
+        self.faults.append(Fault(name, at, None))
+        return len(self.faults) - 1
+
+    def fault_healed(self, index: int, at: float) -> None:
+        fault = self.faults[index]
+        self.faults[index] = Fault(fault.name, fault.start, at)
+
+    def verifiers(self) -> set[str]:
+        return {p.verifier for p in self.probes}
+
+    def in_fault(self, start: float, end: float) -> bool:
+        """Whether any fault window overlaps [start, end]."""
+        return any(f.start <= end and (f.end is None or f.end >= start) for f in self.faults)
+
+    def last_heal(self) -> float | None:
+        """When the last fault healed (None: no fault, or one never healed)."""
+        if not self.faults:
+            return None
+        if any(f.end is None for f in self.faults):
+            return float("inf")
+        return max(f.end for f in self.faults if f.end is not None)
+
+
+def check(history: History, *, budget: float) -> list[Violation]:
+    """Every violation of the four rules in ``history`` (empty: the promise held)."""
+    out: list[Violation] = []
+    acks = history.acks
+    last: dict[tuple[str, str], Probe] = {}
+    for p in sorted(history.probes, key=lambda p: p.at):
+        last[(p.verifier, p.jti)] = p
+        acked = acks.get(p.jti)
+        if acked is not None:
+            if p.outcome == OK and p.at > acked + budget + SAFETY_SLACK:
+                out.append(
+                    Violation(
+                        "safety",
+                        p.verifier,
+                        p.jti,
+                        p.at,
+                        f"accepted {p.at - acked:.2f}s after the ack"
+                        f" (bound: budget {budget:g}s + {SAFETY_SLACK:g}s)",
+                    )
+                )
+            elif (
+                p.outcome == OK
+                and p.at > acked + LIVENESS_BOUND
+                and not history.in_fault(acked, acked + LIVENESS_BOUND)
+            ):
+                out.append(
+                    Violation(
+                        "liveness",
+                        p.verifier,
+                        p.jti,
+                        p.at,
+                        f"accepted {p.at - acked:.2f}s after an ack in steady state"
+                        f" (bound: {LIVENESS_BOUND:g}s)",
+                    )
+                )
+        elif p.jti in history.controls:
+            if p.outcome == REVOKED:
+                out.append(
+                    Violation("healing", p.verifier, p.jti, p.at, "a never-revoked token refused")
+                )
+            elif p.outcome != OK and _should_accept(history, p.at, budget):
+                out.append(
+                    Violation(
+                        "healing",
+                        p.verifier,
+                        p.jti,
+                        p.at,
+                        f"answered {p.outcome} {_since_heal(history, p.at)} (bound: budget"
+                        f" {budget:g}s + {HEALING_SLACK:g}s)",
+                    )
+                )
+    for verifier in sorted(history.verifiers()):
+        for jti, acked in acks.items():
+            final = last.get((verifier, jti))
+            if final is None:
+                out.append(Violation("lost", verifier, jti, acked, "never probed after the ack"))
+            elif final.outcome != REVOKED:
+                out.append(
+                    Violation(
+                        "lost",
+                        verifier,
+                        jti,
+                        final.at,
+                        f"last probe ({final.at - acked:.2f}s after the ack) answered"
+                        f" {final.outcome}, not revoked",
+                    )
+                )
+    return out
+
+
+def _should_accept(history: History, at: float, budget: float) -> bool:
+    """Outside every fault window and at least budget + 5 s after the last heal before it."""
+    heal: float | None = None
+    for f in history.faults:
+        if f.start <= at and (f.end is None or f.end >= at):
+            return False
+        if f.end is not None and f.end <= at:
+            heal = f.end if heal is None else max(heal, f.end)
+    return heal is None or at > heal + budget + HEALING_SLACK
+
+
+def _since_heal(history: History, at: float) -> str:
+    ends = [f.end for f in history.faults if f.end is not None and f.end <= at]
+    return f"{at - max(ends):.2f}s after the heal" if ends else "in steady state"
+
+
+def assert_holds(history: History, *, budget: float, limit: int = 20) -> None:
+    """Raise AssertionError listing the first ``limit`` violations, if any."""
+    violations = check(history, budget=budget)
+    if violations:
+        lines = [str(v) for v in violations[:limit]]
+        more = len(violations) - limit
+        if more > 0:
+            lines.append(f"… and {more} more")
+        counts: dict[str, int] = {}
+        for v in violations:
+            counts[v.rule] = counts.get(v.rule, 0) + 1
+        raise AssertionError(f"{len(violations)} violation(s) {counts}:\n" + "\n".join(lines))
+
+
+@dataclass(frozen=True, slots=True)
+class Measures:
+    """Figures of a run, for the test output and docs (not asserted)."""
+
+    #: ack → every verifier refuses as revoked (the slowest verifier), seconds, per revocation
+    refuse_after_ack: list[float]
+    #: fault start → first unavailable answer (per verifier), seconds
+    fail_closed_after: list[float]
+    #: heal → first ok of a control token (per verifier, after the first heal), seconds
+    reopen_after_heal: list[float]
+
+    def describe(self) -> str:
+        def fmt(xs: list[float]) -> str:
+            if not xs:
+                return "n/a"
+            s = sorted(xs)
+            return f"median {s[len(s) // 2]:.3f}s, max {s[-1]:.3f}s (n={len(s)})"
+
+        return (
+            f"ack→refused: {fmt(self.refuse_after_ack)}; "
+            f"fault→fail closed: {fmt(self.fail_closed_after)}; "
+            f"heal→reopened: {fmt(self.reopen_after_heal)}"
+        )
+
+
+def measure(history: History) -> Measures:
+    probes = sorted(history.probes, key=lambda p: p.at)
+    verifiers = history.verifiers()
+    refuse: list[float] = []
+    for jti, acked in history.acks.items():
+        firsts = []
+        for v in verifiers:
+            first = next(
+                (
+                    p.at
+                    for p in probes
+                    if p.verifier == v and p.jti == jti and p.at >= acked and p.outcome == REVOKED
+                ),
+                None,
+            )
+            if first is not None:
+                firsts.append(first - acked)
+        if firsts and len(firsts) == len(verifiers):
+            refuse.append(max(firsts))
+    fail_closed: list[float] = []
+    reopen: list[float] = []
+    if history.faults:
+        fault = history.faults[0]
+        for v in verifiers:
+            first = next(
+                (
+                    p.at
+                    for p in probes
+                    if p.verifier == v and p.at >= fault.start and p.outcome == UNAVAILABLE
+                ),
+                None,
+            )
+            if first is not None:
+                fail_closed.append(first - fault.start)
+            if fault.end is not None:
+                healed = fault.end
+                first = next(
+                    (
+                        p.at
+                        for p in probes
+                        if p.verifier == v
+                        and p.at >= healed
+                        and p.jti in history.controls
+                        and p.outcome == OK
+                    ),
+                    None,
+                )
+                if first is not None:
+                    reopen.append(first - healed)
+    return Measures(refuse, fail_closed, reopen)
+
+
+def state_digest(entries: Iterable[Revocation]) -> str:
+    """An order-free hash of a revocation state (``RevocationSet.entries()``), to compare a
+    verifier with the replay-from-zero oracle."""
+    lines = sorted(f"{r.kind}|{r.value}|{r.not_before}|{r.expires_at}" for r in entries)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

@@ -1,0 +1,199 @@
+"""A TCP fault proxy, pure asyncio (the adversity proxy of asyncpg's tests, with more faults).
+
+Clients connect to ``127.0.0.1:proxy.port``; each connection is forwarded to the target, a TCP
+``(host, port)`` or a Unix socket path (the embedded PostgreSQL listens on a Unix socket only).
+Faults apply to every connection, present and future, until :meth:`FaultProxy.heal`:
+
+- :meth:`~FaultProxy.blackhole`: nothing is forwarded in either direction and nothing is
+  closed (no FIN, no RST), like a partition that drops packets. Bytes already read are held
+  and delivered after the heal, as TCP retransmission would; new connections are accepted
+  but never reach the target.
+- :meth:`~FaultProxy.reset`: every open connection is closed with an RST (SO_LINGER 0); with
+  ``refuse=True`` new connections are reset too until the heal.
+- :meth:`~FaultProxy.latency`: each chunk is delivered ``seconds`` after it was read, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+Target = tuple[str, int] | str
+
+_CHUNK = 65536
+
+
+@dataclass
+class _Link:
+    """One proxied connection: the client side and the target side."""
+
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def writers(self) -> Iterator[asyncio.StreamWriter]:
+        yield self.client
+        if self.upstream is not None:
+            yield self.upstream
+
+
+def rst(writer: asyncio.StreamWriter) -> None:
+    """Close a connection with an RST instead of a FIN (SO_LINGER on, timeout 0)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class FaultProxy:
+    """A forwarder whose links can be blackholed, reset or slowed down, then healed."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self._server: asyncio.Server | None = None
+        self._links: set[_Link] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._refuse = False
+        self._delay = 0.0
+        self.port = 0
+        #: connections accepted so far (tests of the proxy and of reconnects)
+        self.accepted = 0
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.addr}"
+
+    def pg_dsn(self, database: str) -> str:
+        """An asyncpg URL for ``database`` through the proxy (trust auth, as on the socket)."""
+        return f"postgresql://postgres@{self.addr}/{database}"
+
+    async def start(self) -> FaultProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        self.heal()
+        for link in list(self._links):
+            self._drop(link, reset=False)
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    async def __aenter__(self) -> FaultProxy:
+        return await self.start()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def blackhole(self) -> None:
+        self._flowing.clear()
+
+    def reset(self, *, refuse: bool = False) -> None:
+        self._refuse = refuse
+        for link in list(self._links):
+            self._drop(link, reset=True)
+
+    def latency(self, seconds: float) -> None:
+        self._delay = seconds
+
+    def heal(self) -> None:
+        self._refuse = False
+        self._delay = 0.0
+        self._flowing.set()
+
+    @property
+    def open_links(self) -> int:
+        return len(self._links)
+
+    # --- forwarding ---------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if self._refuse:
+            rst(writer)
+            return
+        link = _Link(writer)
+        self._links.add(link)
+        try:
+            await self._flowing.wait()  # blackholed: accepted, never connected onwards
+            if isinstance(self._target, str):
+                up_reader, up_writer = await asyncio.open_unix_connection(self._target)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            self._drop(link, reset=True)
+            return
+        if link not in self._links:  # reset while connecting
+            rst(up_writer)
+            return
+        link.upstream = up_writer
+        link.tasks = [
+            asyncio.create_task(self._pipe(link, reader, up_writer)),
+            asyncio.create_task(self._pipe(link, up_reader, writer)),
+        ]
+        await asyncio.gather(*link.tasks, return_exceptions=True)
+        self._drop(link, reset=False)
+
+    async def _pipe(
+        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
+
+        async def read() -> None:
+            while True:
+                await self._flowing.wait()
+                try:
+                    data: bytes | None = await reader.read(_CHUNK)
+                except OSError:
+                    data = None  # reset by the peer: reset the other side too
+                await queue.put((time.monotonic(), data))
+                if not data:
+                    return
+
+        reading = asyncio.create_task(read())
+        try:
+            while True:
+                read_at, data = await queue.get()
+                if self._delay:
+                    await asyncio.sleep(max(0.0, read_at + self._delay - time.monotonic()))
+                await self._flowing.wait()  # hold what was read until the heal
+                if data is None:
+                    self._drop(link, reset=True)
+                    return
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reading
+
+    def _drop(self, link: _Link, *, reset: bool) -> None:
+        if link not in self._links:
+            return
+        self._links.discard(link)
+        for task in link.tasks:
+            task.cancel()
+        for writer in link.writers():
+            if reset:
+                rst(writer)
+            else:
+                writer.close()
