@@ -28,7 +28,7 @@ Target = tuple[str, int] | str
 _CHUNK = 65536
 
 
-@dataclass
+@dataclass(eq=False)
 class _Link:
     """One proxied connection: the client side and the target side."""
 
