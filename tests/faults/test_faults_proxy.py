@@ -81,8 +81,8 @@ async def test_reset_sends_rst_and_refuses_until_healed() -> None:
         with pytest.raises(ConnectionResetError):
             await asyncio.wait_for(reader.read(1), 5)
         reader, writer = await _connect(proxy)
+        writer.write(b"y")
         with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
-            writer.write(b"y")
             await asyncio.wait_for(reader.readexactly(1), 5)
         proxy.heal()
         reader, writer = await _connect(proxy)
