@@ -1,8 +1,11 @@
 """Configuration from ``TOKENRY_*`` environment variables, validated at start-up.
 
-Each bad value gets its own clear error naming the variable; no config file is needed.
-Secret values (KEK, pepper) are read from the variable or from a ``*_FILE`` path and never
-echoed back in an error.
+One small reader, not pydantic-settings: every variable is declared once in
+:mod:`tokenry.servicekit.variables` (the table docs/operations.md prints, kept equal by a test),
+and a :class:`Reader` collects every bad value before anything starts, so a service reports all of
+them in one go and exits 2 (SPEC §6) instead of failing on the first. Secret values (KEK, pepper)
+come from the variable or from a ``*_FILE`` path and are never echoed back; neither are URLs,
+which may carry passwords.
 """
 
 from __future__ import annotations
@@ -10,18 +13,88 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings
 from tokenry.core.client_secrets import Pepper, pepper_id
 from tokenry.core.keywrap import Kek, secret_text
-from tokenry.core.signing import SUPPORTED_ALGS
+from tokenry.servicekit import variables as v
+from tokenry.servicekit.variables import DEFAULT_PORTS, Var, parse_addr_text
 
-DEFAULT_PORTS = {"issuer": 50051, "introspector": 50052, "revocation": 50053, "keyrotator": 50054}
+__all__ = [
+    "DEFAULT_PORTS",
+    "ConfigError",
+    "Reader",
+    "Settings",
+    "listen_addr",
+    "load",
+    "parse_addr",
+    "read",
+    "read_listen",
+]
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
+    """One or more configuration values are missing or invalid; each problem names its variable.
+
+    Attributes:
+        problems: one line per bad value, in the order of the table.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class Reader:
+    """Reads declared variables from ``env`` and collects every problem instead of raising.
+
+    A bad value is recorded and its default returned, so reading goes on; :meth:`check` raises
+    one :class:`ConfigError` listing all of them.
+    """
+
+    __slots__ = ("env", "problems")
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self.problems: list[str] = []
+
+    def get(self, var: Var[T]) -> T:
+        raw = self.env.get(var.name, "").strip()
+        if not raw:
+            if var.required:
+                self.problem(f"{var.name} is required: {var.doc}")
+            return var.default
+        try:
+            return var.parse(raw)
+        except ValueError as exc:
+            self.problem(f"{var.name} {exc}")
+            return var.default
+
+    def secret(self, var: Var[T]) -> str | None:
+        """The text of a secret from ``NAME`` or the file ``NAME_FILE`` names (never echoed)."""
+        try:
+            return secret_text(self.env, var.name)
+        except ValueError as exc:
+            self.problem(str(exc))
+            return None
+
+    def problem(self, text: str) -> None:
+        """Record a problem once (a variable may be read by several parts)."""
+        if text not in self.problems:
+            self.problems.append(text)
+
+    def check(self) -> None:
+        """Raise one ConfigError with every problem found so far.
+
+        Raises:
+            ConfigError: at least one value was bad.
+        """
+        if self.problems:
+            raise ConfigError(*self.problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,85 +114,96 @@ class Settings:
         return f"Settings(dev={self.dev}, issuer_url={self.issuer_url!r})"
 
 
-def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
-    value = env.get(name, default)
-    if value is None or value == "":
-        raise ConfigError(f"{name} is required")
-    return value
-
-
-def _secret(env: Mapping[str, str], name: str) -> str | None:
-    """A secret from NAME or from the file named by NAME_FILE."""
+def _kek(reader: Reader, *, need_kek: bool) -> Kek | None:
+    text = reader.secret(v.KEK)
+    if text is None:
+        if need_kek and not reader.env.get(v.KEK.name + "_FILE"):
+            reader.problem(f"{v.KEK.name} (or {v.KEK.name}_FILE) is required: {v.KEK.doc}")
+        return None
     try:
-        return secret_text(env, name)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw in ("1", "true", "yes"):
-        return True
-    raise ConfigError(f"{name} must be 1/0, true/false or yes/no")
-
-
-def parse_addr(value: str, name: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{name} must be host:port, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - explicit host wins
-
-
-def load(env: Mapping[str, str] | None = None, *, need_kek: bool = False) -> Settings:
-    env = os.environ if env is None else env
-    dev = _bool(env, "TOKENRY_DEV")
-    kek_text = _secret(env, "TOKENRY_KEK")
-    if need_kek and kek_text is None:
-        raise ConfigError("TOKENRY_KEK (or TOKENRY_KEK_FILE) is required: a base64url 32-byte key")
-    try:
-        kek = Kek.parse(kek_text) if kek_text else None
+        return Kek.parse(text)
     except ValueError:
-        raise ConfigError("TOKENRY_KEK must be a base64url-encoded 32-byte key") from None
-    peppers: dict[str, Pepper] = {}
-    pepper_text = _secret(env, "TOKENRY_SECRET_PEPPER")
-    if pepper_text is None:
-        raise ConfigError(
-            "TOKENRY_SECRET_PEPPER (or _FILE) is required: ≥ 32 random bytes, base64url"
-        )
-    key = pepper_text.encode()
+        reader.problem(f"{v.KEK.name} must be a base64url-encoded 32-byte key")
+        return None
+
+
+def _peppers(reader: Reader) -> dict[str, Pepper]:
+    text = reader.secret(v.SECRET_PEPPER)
+    name = v.SECRET_PEPPER.name
+    if text is None:
+        if not reader.env.get(name + "_FILE"):
+            reader.problem(f"{name} (or {name}_FILE) is required: {v.SECRET_PEPPER.doc}")
+        return {}
+    key = text.encode()
     if len(key) < 32:
-        raise ConfigError("TOKENRY_SECRET_PEPPER must be at least 32 characters of random data")
-    peppers[pepper_id(key)] = Pepper(pepper_id(key), key)
-    alg = env.get("TOKENRY_ACCESS_TOKEN_ALG", "ES256")
-    if alg not in SUPPORTED_ALGS:
-        raise ConfigError(f"TOKENRY_ACCESS_TOKEN_ALG must be one of {', '.join(SUPPORTED_ALGS)}")
-    replicas_raw = env.get("TOKENRY_STREAM_REPLICAS", "1")
-    if not replicas_raw.isdigit() or not 1 <= int(replicas_raw) <= 5:
-        raise ConfigError("TOKENRY_STREAM_REPLICAS must be an integer from 1 to 5")
-    prefix = env.get("TOKENRY_NATS_PREFIX", "tokenry")
-    if not prefix.replace("_", "").replace("-", "").isalnum():
-        raise ConfigError("TOKENRY_NATS_PREFIX must be a single NATS subject token")
+        reader.problem(f"{name} must be at least 32 characters of random data")
+        return {}
+    return {pepper_id(key): Pepper(pepper_id(key), key)}
+
+
+def read(reader: Reader, *, need_kek: bool = False) -> Settings:
+    """The settings every service shares; problems are collected in ``reader``."""
+    dev = reader.get(v.DEV)
+    issuer_url = reader.get(v.ISSUER_URL)
+    if not issuer_url:
+        if dev:
+            issuer_url = v.DEV_ISSUER_URL
+        elif not reader.env.get(v.ISSUER_URL.name, "").strip():
+            reader.problem(f"{v.ISSUER_URL.name} is required outside dev mode: {v.ISSUER_URL.doc}")
     return Settings(
         dev=dev,
-        database_url=_get(env, "TOKENRY_DATABASE_URL"),
-        nats_url=_get(env, "TOKENRY_NATS_URL"),
-        issuer_url=_get(env, "TOKENRY_ISSUER_URL", "http://127.0.0.1:8080" if dev else None),
-        subjects=Subjects(prefix),
-        stream=StreamSettings(
-            name=env.get("TOKENRY_NATS_STREAM", "TOKENRY_EVENTS"), replicas=int(replicas_raw)
-        ),
-        log_level=env.get("TOKENRY_LOG_LEVEL", "INFO"),
-        access_token_alg=alg,
-        kek=kek,
-        peppers=peppers,
+        database_url=reader.get(v.DATABASE_URL),
+        nats_url=reader.get(v.NATS_URL),
+        issuer_url=issuer_url,
+        subjects=Subjects(reader.get(v.NATS_PREFIX)),
+        stream=StreamSettings(name=reader.get(v.NATS_STREAM), replicas=reader.get(v.REPLICAS)),
+        log_level=reader.get(v.LOG_LEVEL),
+        access_token_alg=reader.get(v.ACCESS_TOKEN_ALG),
+        kek=_kek(reader, need_kek=need_kek),
+        peppers=_peppers(reader),
     )
 
 
+def load(env: Mapping[str, str] | None = None, *, need_kek: bool = False) -> Settings:
+    """The shared settings from ``env`` (default ``os.environ``).
+
+    Raises:
+        ConfigError: every bad or missing value, each naming its variable.
+    """
+    reader = Reader(env)
+    settings = read(reader, need_kek=need_kek)
+    reader.check()
+    return settings
+
+
+def parse_addr(value: str, name: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6); an empty host means every interface."""
+    try:
+        return parse_addr_text(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {exc}") from None
+
+
+def read_listen(reader: Reader, service: str) -> tuple[str, int]:
+    """Where ``service`` listens: ``TOKENRY_<SERVICE>_LISTEN`` or its default port.
+
+    Loopback in dev mode, every interface otherwise.
+    """
+    var = v.LISTEN[service]
+    addr = reader.get(var)
+    if addr is not None:
+        return addr
+    default_host = "127.0.0.1" if reader.get(v.DEV) else "0.0.0.0"  # noqa: S104
+    return default_host, DEFAULT_PORTS[service]
+
+
 def listen_addr(service: str, env: Mapping[str, str] | None = None) -> tuple[str, int]:
-    """Where a service listens: ``TOKENRY_<SERVICE>_LISTEN`` or its default port."""
-    env = os.environ if env is None else env
-    name = f"TOKENRY_{service.upper()}_LISTEN"
-    default_host = "127.0.0.1" if _bool(env, "TOKENRY_DEV") else "0.0.0.0"  # noqa: S104
-    return parse_addr(env.get(name, f"{default_host}:{DEFAULT_PORTS[service]}"), name)
+    """Where a service listens (see :func:`read_listen`).
+
+    Raises:
+        ConfigError: the variable is not ``host:port``.
+    """
+    reader = Reader(env)
+    addr = read_listen(reader, service)
+    reader.check()
+    return addr

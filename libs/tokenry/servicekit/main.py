@@ -19,28 +19,28 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from tokenry.servicekit import config
 from tokenry.servicekit import logging as jsonlog
+from tokenry.servicekit import variables as v
 from tokenry.servicekit.server import Service, run
 
 Build = Callable[[config.Settings, str, int], Service]
+#: a service's own settings, read after the shared ones into the same reader (so every bad
+#: value of every kind is reported at once)
+Options = Callable[[config.Reader, config.Settings], object]
 WORKER_ENV = "TOKENRY_WORKER_INDEX"
-EVENT_LOOPS = ("asyncio", "uvloop")
+EVENT_LOOPS = v.EVENT_LOOPS
 
 
-def _event_loop() -> str:
-    chosen = os.environ.get("TOKENRY_EVENT_LOOP", "") or "asyncio"
-    if chosen not in EVENT_LOOPS:
-        raise config.ConfigError(f"TOKENRY_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}")
+def _event_loop(reader: config.Reader) -> str:
+    chosen = reader.get(v.EVENT_LOOP)
     if chosen == "uvloop":
         try:
             import uvloop  # noqa: F401 - only when asked for
         except ImportError:
-            raise config.ConfigError(
-                "TOKENRY_EVENT_LOOP=uvloop but uvloop is not installed"
-            ) from None
+            reader.problem("TOKENRY_EVENT_LOOP=uvloop but uvloop is not installed")
     return chosen
 
 
@@ -53,21 +53,31 @@ def _run(main: Coroutine[Any, Any, None], loop: str) -> None:
         asyncio.run(main)
 
 
-def _parse_args(name: str, argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit code 2 (SPEC §6)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parse_args(name: str, argv: Sequence[str] | None) -> int | None:
+    parser = _Parser(
         prog=f"python -m tokenry.services.{name}",
-        description=f"Tokenry {name} (configured by TOKENRY_* environment variables)",
+        description=f"Tokenry {name}, configured by TOKENRY_* environment variables "
+        "(docs/operations.md lists them all). Exit codes: 0 stopped cleanly, 2 configuration "
+        "error.",
     )
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("TOKENRY_WORKERS", "1") or 1),
-        help="processes sharing the port (default 1)",
+        default=None,
+        metavar="N",
+        help="processes sharing the port, 1-64 (default: TOKENRY_WORKERS or 1)",
     )
     args = parser.parse_args(argv)
-    if not 1 <= args.workers <= 64:
+    if args.workers is not None and not 1 <= args.workers <= 64:
         parser.error("--workers must be between 1 and 64")
-    return int(args.workers)
+    return None if args.workers is None else int(args.workers)
 
 
 def _spawn_workers(name: str, count: int) -> list[subprocess.Popen[bytes]]:
@@ -85,16 +95,26 @@ def main(
     service_names: Sequence[str],
     *,
     need_kek: bool = False,
+    options: Options | None = None,
     argv: Sequence[str] | None = None,
 ) -> None:
-    workers = _parse_args(name, argv)
-    try:
-        settings = config.load(need_kek=need_kek)
-        host, port = config.listen_addr(name)
-        loop = _event_loop()
-    except config.ConfigError as exc:
-        print(f"tokenry-{name}: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """Read and check the whole configuration, then run the service (and its workers).
+
+    Every bad value is printed at once, one line each, and the process exits 2 before
+    anything starts.
+    """
+    workers_flag = _parse_args(name, argv)
+    reader = config.Reader()
+    settings = config.read(reader, need_kek=need_kek)
+    host, port = config.read_listen(reader, name)
+    workers = reader.get(v.WORKERS) if workers_flag is None else workers_flag
+    loop = _event_loop(reader)
+    if options is not None:
+        options(reader, settings)
+    if reader.problems:
+        for problem in reader.problems:
+            print(f"tokenry-{name}: configuration error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     jsonlog.configure(name, settings.log_level)
     if settings.dev and WORKER_ENV not in os.environ:
         print(
@@ -109,6 +129,8 @@ def main(
 
     try:
         _run(serve(), loop)
+    except KeyboardInterrupt:
+        pass
     finally:
         for child in children:
             if child.poll() is None:
