@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from nats.aio.msg import Msg
 
-from tokenry.bus import codec
 from tokenry.bus.nats_conn import connect
 from tokenry.core.client_cache import CachedClients
 from tokenry.core.clientauth import (
@@ -22,17 +24,16 @@ from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
-from tokenry.services.introspector.handlers import (
-    IntrospectorHandlers,
-    OpaqueRecord,
-    PositiveCache,
-)
+from tokenry.services.introspector.cache import PositiveCache
+from tokenry.services.introspector.handlers import IntrospectorHandlers, OpaqueRecord
+from tokenry.services.introspector.invalidation import CacheInvalidator
 from tokenry.services.introspector.servicer import IntrospectorServicer
-from tokenry.store import client_events, opaque_tokens
+from tokenry.store import opaque_tokens
 from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.keys import KeyStore
+from tokenry.store.outbox_feed import AppliedSeq, FeedSettings, OutboxFeed
 from tokenry.store.revocation_checks import RevocationChecks
 from tokenry.v1 import introspector_pb2, introspector_pb2_grpc
 from tokenry.verifier.jwks import JwksCache
@@ -98,29 +99,43 @@ class StoreJwksSource:
         return json.dumps({"keys": keys}), seq
 
 
-def _invalidator(prefix: str, cache: PositiveCache, clients: CachedClients, jwks: JwksCache) -> Any:
-    clients_prefix = f"{prefix}.events.clients."
-
+def _on_nats_event(invalidator: CacheInvalidator) -> Any:
     async def on_event(msg: Msg) -> None:
-        if msg.subject.startswith(clients_prefix):
-            change = client_events.decode_client_event(msg.data)
-            if change is not None:
-                clients.invalidate(change.client_id)
-            return
-        with contextlib.suppress(codec.UndecodableEvent):
-            event = codec.decode(msg.data)
-            if event.revocation is not None:
-                cache.invalidate(event.revocation.kind.value, event.revocation.value)
-            elif event.key is not None:
-                if event.key.state == "revoked":
-                    jwks.revoke(event.key.kid)  # at once, not at the next periodic refresh
-                cache.clear()  # a key changed state: re-verify everything
+        invalidator.event(msg.subject, msg.data)
 
     return on_event
 
 
-def build(settings: Settings, host: str, port: int, clock: Clock | None = None) -> Service:
+@dataclass(frozen=True, slots=True)
+class IntrospectorOptions:
+    """Tuning of the introspector beyond the shared settings."""
+
+    #: a cached positive answer is re-checked against PostgreSQL after this many seconds, so
+    #: a revocation whose NOTIFY and NATS event were both lost flips the answer within it
+    cache_max_age: float = 5.0
+    cache_size: int = 50_000
+    #: the outbox feed's LISTEN connection (default: the database URL). LISTEN needs a session
+    #: of its own: point this at PostgreSQL directly when the pool goes through a
+    #: transaction-pooling proxy such as PgBouncer.
+    listen_url: str | None = None
+    feed: FeedSettings = field(default_factory=FeedSettings)
+
+
+def build(
+    settings: Settings,
+    host: str,
+    port: int,
+    clock: Clock | None = None,
+    options: IntrospectorOptions | None = None,
+    *,
+    applied: AppliedSeq | None = None,
+) -> Service:
+    """The introspector. ``applied`` (optional) follows the outbox seq up to which the caches
+    have been invalidated from PostgreSQL, so a caller can await it."""
     clock = clock or SystemClock()
+    options = options or IntrospectorOptions()
+    applied = applied or AppliedSeq()
+    listen_url = options.listen_url or settings.database_url
     ready: Ready[IntrospectorHandlers] = Ready()
     server, health = new_server(SERVICE_NAMES, map_errors=False)
     introspector_pb2_grpc.add_IntrospectorServicer_to_server(
@@ -134,7 +149,7 @@ def build(settings: Settings, host: str, port: int, clock: Clock | None = None) 
         closers.append(pool.close)
         jwks = JwksCache(StoreJwksSource(KeyStore(pool)), clock)
         await jwks.refresh(force=True)
-        cache = PositiveCache(clock)
+        cache = PositiveCache(clock, size=options.cache_size, max_age=options.cache_max_age)
         clients = CachedClients(ClientStore(pool), clock)
         reader = opaque_tokens.IntrospectionReader(pool)
         closers.append(reader.close)  # closers run in reverse: before the pool closes
@@ -157,18 +172,38 @@ def build(settings: Settings, host: str, port: int, clock: Clock | None = None) 
                 proven=ProvenSecrets(),
             )
         )
-        # Introspection works from here on, NATS or not; events only invalidate the cache
-        # sooner than its age bound (SPEC §4.5).
-        await set_serving(health, SERVICE_NAMES, serving=True)
-        nc = await connect(settings.nats_url, name="tokenry-introspector")
-        closers.append(nc.close)
-        await nc.subscribe(
-            f"{settings.subjects.prefix}.events.>",
-            cb=_invalidator(settings.subjects.prefix, cache, clients, jwks),
+        invalidator = CacheInvalidator(settings.subjects.prefix, cache, clients, jwks)
+        # Invalidation from PostgreSQL first: NOTIFY at commit, then the new outbox rows. It
+        # needs no NATS, and it runs before serving, so the first answers are covered.
+        feed = OutboxFeed(
+            functools.partial(_connect_listener, listen_url),
+            invalidator,
+            applied=applied,
+            settings=options.feed,
         )
-        while not stop.is_set():
-            await jwks.refresh(force=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), KEY_REFRESH_INTERVAL)
+        feed_task = asyncio.create_task(feed.run(stop), name="introspector-outbox-feed")
+        try:
+            # Introspection works from here on, NATS or not; events only invalidate the
+            # cache sooner than its age bound (SPEC §4.5).
+            await set_serving(health, SERVICE_NAMES, serving=True)
+            nc = await connect(settings.nats_url, name="tokenry-introspector")
+            closers.append(nc.close)
+            # The same events through NATS: the backstop while the feed's link is down.
+            await nc.subscribe(
+                f"{settings.subjects.prefix}.events.>", cb=_on_nats_event(invalidator)
+            )
+            while not stop.is_set():
+                await jwks.refresh(force=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), KEY_REFRESH_INTERVAL)
+        finally:
+            feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed_task
 
     return Service("introspector", server, bound, health, startup, closers)
+
+
+async def _connect_listener(dsn: str) -> asyncpg.Connection:
+    # The feed bounds the attempt itself (FeedSettings.timeout).
+    return await asyncpg.connect(dsn)

@@ -9,7 +9,6 @@ as far as practical, the time tells them apart.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -27,11 +26,11 @@ from tokenry.core.introspection import (
     INACTIVE,
     Introspection,
     audiences_of,
-    from_claims,
     may_see,
     require_introspect_scope,
 )
 from tokenry.core.opaque import ACCESS, REFRESH, kind_of, token_hash
+from tokenry.services.introspector.cache import Positive, PositiveCache
 from tokenry.verifier import jose
 from tokenry.verifier.errors import VerificationError
 from tokenry.verifier.keys import VerificationKey
@@ -92,60 +91,6 @@ class IntrospectRequest(NamedTuple):
         return f"IntrospectRequest(credentials={self.credentials!r})"
 
 
-class Positive(NamedTuple):
-    """A cached positive answer, with what bounds it and what a revocation event names."""
-
-    answer: Introspection
-    exp: float
-    stored_at: float
-    claims: Mapping[str, Any]
-
-
-class PositiveCache:
-    """Positive answers by BLAKE2s-256 of the token (hashlib's built-in BLAKE2: cheaper per
-    call than OpenSSL's SHA-256), bounded by size, by the token's exp and by age.
-
-    The answer is built once, when the token is first looked up, so a warm call only checks
-    the caller against its audience. Revocation events invalidate entries by
-    jti/gid/sub/client_id (``invalidate``); the age bound keeps a missed event from mattering
-    for longer than ``max_age``.
-    """
-
-    def __init__(self, clock: Clock, *, size: int = 50_000, max_age: float = 5.0) -> None:
-        self._monotonic = clock.monotonic
-        self._now = clock.now
-        self._size = size
-        self._max_age = max_age
-        self._entries: OrderedDict[bytes, Positive] = OrderedDict()
-
-    def get(self, digest: bytes) -> Positive | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        if self._monotonic() - entry.stored_at > self._max_age or entry.exp <= self._now():
-            del self._entries[digest]
-            return None
-        return entry
-
-    def put(self, digest: bytes, claims: Mapping[str, Any]) -> Positive:
-        entry = Positive(from_claims(claims), claims["exp"], self._monotonic(), claims)
-        self._entries[digest] = entry
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-        return entry
-
-    def invalidate(self, kind: str, value: str) -> None:
-        field = {"jti": "jti", "grant": "gid", "subject": "sub", "client": "client_id"}.get(kind)
-        if field is None:
-            return
-        dead = [d for d, entry in self._entries.items() if entry.claims.get(field) == value]
-        for digest in dead:
-            del self._entries[digest]
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
 class IntrospectorHandlers:
     def __init__(
         self,
@@ -193,11 +138,16 @@ class IntrospectorHandlers:
     async def _lookup(self, token: str, digest: bytes) -> Positive | None:
         # RFC 7662 §2.1: token_type_hint is only a hint; the token's own shape decides.
         kind = kind_of(token)
+        # Read before any database read: an invalidation that lands while we look the token
+        # up keeps this answer out of the cache (it may predate the revocation's commit).
+        epoch = self._cache.epoch
+        kid: str | None = None
         if kind in (ACCESS, REFRESH):  # codes and login challenges are never introspectable
             # One query answers both: the row and every revocation rule that covers it.
             claims = await self._opaque_claims(token)
         elif kind is None and token.count(".") == 2:
-            claims = await self._jwt_claims(token)
+            verified = await self._jwt_claims(token)
+            claims, kid = verified if verified is not None else (None, None)
             if claims is not None and await self._revocations.revoked(
                 claims["jti"],
                 claims.get("gid"),
@@ -210,7 +160,7 @@ class IntrospectorHandlers:
             return None  # neither shape: garbage, answered without a database hit
         if claims is None:
             return None
-        return self._cache.put(digest, claims)
+        return self._cache.put(digest, claims, kid=kid, epoch=epoch)
 
     async def _opaque_claims(self, token: str) -> dict[str, Any] | None:
         record = await self._opaque.find(token_hash(token))
@@ -233,7 +183,8 @@ class IntrospectorHandlers:
             claims["act"] = record.act
         return claims
 
-    async def _jwt_claims(self, token: str) -> dict[str, Any] | None:
+    async def _jwt_claims(self, token: str) -> tuple[dict[str, Any], str] | None:
+        """The verified claims of a JWT that is active on our clock, and its ``kid``."""
         try:
             parts = self._decoder.parse(token)
             key = self._keys.keys.get(parts.kid)
@@ -260,4 +211,4 @@ class IntrospectorHandlers:
         # servers' clocks; the introspector answers on its own clock, like the opaque path.
         if claims["exp"] <= now:
             return None
-        return claims
+        return claims, parts.kid
