@@ -110,7 +110,7 @@ def build_verifier(signers: list[Signer], cache_size: int) -> Verifier:
     jwks = JwksCache(StaticSource(*signers), clock)
     asyncio.run(jwks.refresh(force=True))
     state = RevocationState(clock, staleness_budget=24 * 3600.0)
-    state.on_heartbeat(0)  # proven current (applied seq 0 >= head 0)
+    state.prove(0, clock.monotonic())  # proven current (applied seq 0 >= head 0)
     now = int(time.time())
     for i in range(10_000):  # a realistic denylist: lookups are dict probes of a big table
         state.revocations.apply(Revocation(RevocationKind.JTI, f"revoked-{i}", 0, now + 3600))

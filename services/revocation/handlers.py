@@ -50,6 +50,7 @@ from tokenry.services.revocation.tokens import (
     OpaqueTokens,
     PresentedToken,
 )
+from tokenry.store.batching import Coalescer
 from tokenry.store.revocations import RevokeResult, SnapshotPart
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class RevocationRecorder(Protocol):
 
     def snapshot(self, now: int, batch_size: int) -> AsyncGenerator[SnapshotPart, None]: ...
 
+    async def head_seq(self) -> int: ...
+
 
 class TokenFinder(Protocol):
     async def find(self, token: str) -> PresentedToken | None: ...
@@ -128,6 +131,9 @@ class RevocationHandlers:
         self._opaque = opaque or NoOpaqueTokens()
         self._skew = max_clock_skew
         self._assertions = assertions  # None: private_key_jwt is refused
+        # A read that starts after every request it answers (the batch in flight when one
+        # arrives cannot answer it): one query serves a fleet of verifiers asking at once.
+        self._heads: Coalescer[None, int] = Coalescer(self._read_heads)
 
     async def revoke(self, cmd: RevokeCommand) -> RevokeOutcome:
         """Authenticate, authorise and record; returns once committed (never waits on NATS).
@@ -165,6 +171,19 @@ class RevocationHandlers:
     def snapshot(self, batch_size: int = 0) -> AsyncGenerator[SnapshotPart, None]:
         """Every live revocation, current to the seq in each part (ListRevocations)."""
         return self._store.snapshot(int(self._clock.now()), batch_size or DEFAULT_SNAPSHOT_BATCH)
+
+    async def head(self) -> int:
+        """The last outbox seq committed, read after this call began (GetHead, SPEC §4.4).
+
+        A verifier dates its proof of currency by its own clock at the moment it asked, so the
+        answer must cover every revocation acknowledged before that moment: a cached or
+        shared read that started earlier would not.
+        """
+        return await self._heads(None)
+
+    async def _read_heads(self, batch: list[None]) -> list[int]:
+        seq = await self._store.head_seq()
+        return [seq] * len(batch)
 
     async def _for_token(self, cmd: RevokeCommand, client: Client, now: float) -> Revocation | None:
         token = cmd.value

@@ -71,3 +71,10 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
         async with contextlib.aclosing(parts):
             async for part in parts:
                 yield codec.snapshot_message(part.seq, part.batch, last=part.last, total=part.total)
+
+    async def GetHead(
+        self,
+        request: revocation_pb2.GetHeadRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> revocation_pb2.GetHeadResponse:
+        return revocation_pb2.GetHeadResponse(seq=await self._handlers.get().head())

@@ -195,6 +195,7 @@ class IssuerSuite:
             issuer=self.settings.issuer_url,
             audience=audience,
             keyrotator_addr=self.suite.addrs["keyrotator"],
+            revocation_addr=self.suite.addrs["revocation"],
             nats_url=self.settings.nats_url,
             subjects=self.settings.subjects,
             stream=self.settings.stream.name,

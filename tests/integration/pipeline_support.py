@@ -155,7 +155,7 @@ class Stack:
         return resp
 
     async def verifier(
-        self, *, sync: SyncSettings = FAST_SYNC, snapshots: bool = True, **kwargs: Any
+        self, *, sync: SyncSettings = FAST_SYNC, **kwargs: Any
     ) -> VerifierRuntime:
         if self.keyrotator is not None:
             kwargs.setdefault("keyrotator_addr", self.keyrotator.addr)
@@ -168,7 +168,7 @@ class Stack:
                 nats_url=kwargs.pop("nats_url", self.settings.nats_url),
                 subjects=self.settings.subjects,
                 stream=self.settings.stream.name,
-                revocation_addr=self.revocation.addr if snapshots else None,
+                revocation_addr=self.revocation.addr,
                 sync=sync,
                 **kwargs,
             ),

@@ -60,6 +60,7 @@ def _verifier_args(settings: Settings, suite: Suite) -> dict[str, Any]:
         "issuer": settings.issuer_url,
         "audience": "demo-api",
         "keyrotator_addr": suite.addrs["keyrotator"],
+        "revocation_addr": suite.addrs["revocation"],
         "nats_url": settings.nats_url,
         "subjects": settings.subjects,
         "stream": settings.stream.name,

@@ -15,16 +15,17 @@ from tokenry.v1 import issuer_pb2, issuer_pb2_grpc, revocation_pb2, revocation_p
 from tokenry.verifier import VerificationError, start_verifier
 from tokenry.verifier.errors import RevokedError
 
-from suite import basic, run_suite
+from suite import Suite, basic, run_suite
 
 pytestmark = pytest.mark.integration
 
 
-async def _verifier(settings: Settings, keyrotator: str, audience: str = "demo-api"):  # type: ignore[no-untyped-def]
+async def _verifier(settings: Settings, suite: Suite, audience: str = "demo-api"):  # type: ignore[no-untyped-def]
     return await start_verifier(
         issuer=settings.issuer_url,
         audience=audience,
-        keyrotator_addr=keyrotator,
+        keyrotator_addr=suite.addrs["keyrotator"],
+        revocation_addr=suite.addrs["revocation"],
         nats_url=settings.nats_url,
         subjects=settings.subjects,
         stream=settings.stream.name,
@@ -42,7 +43,7 @@ async def test_issued_token_verifies_and_is_rejected_once_revocation_applied(
         resp = await suite.token(scope="demo.read")
         assert resp.token_type == "Bearer"
         assert resp.expires_in == 600
-        runtime = await _verifier(settings, suite.addrs["keyrotator"])
+        runtime = await _verifier(settings, suite)
         try:
             await _until_fresh(runtime)
             claims = await runtime.verifier.verify(resp.access_token)
@@ -70,7 +71,7 @@ async def test_token_for_another_audience_is_rejected(
 ) -> None:
     async with run_suite(settings, pool) as suite:
         resp = await suite.token(client_id="other")
-        runtime = await _verifier(settings, suite.addrs["keyrotator"])
+        runtime = await _verifier(settings, suite)
         try:
             await _until_fresh(runtime)
             with pytest.raises(VerificationError) as err:

@@ -78,13 +78,14 @@ async def test_emergency_revoke_rejects_the_kid_and_issuance_never_stops(
 ) -> None:
     async with (
         running_rotator(settings, rotator_config(settings)) as addr,
-        run_suite(settings, pool, services=("issuer",)) as suite,
+        run_suite(settings, pool, services=("issuer", "revocation")) as suite,
         grpc.aio.insecure_channel(addr) as channel,
     ):
         runtime = await start_verifier(
             issuer=settings.issuer_url,
             audience="demo-api",
             keyrotator_addr=addr,
+            revocation_addr=suite.addrs["revocation"],
             nats_url=settings.nats_url,
             subjects=settings.subjects,
             stream=settings.stream.name,

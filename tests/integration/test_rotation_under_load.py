@@ -41,11 +41,12 @@ class Tally:
     kids: Counter[str] = field(default_factory=Counter)
 
 
-async def _verifier(settings: Settings, addr: str) -> VerifierRuntime:
+async def _verifier(settings: Settings, addr: str, revocation: str) -> VerifierRuntime:
     runtime = await start_verifier(
         issuer=settings.issuer_url,
         audience="demo-api",
         keyrotator_addr=addr,
+        revocation_addr=revocation,
         nats_url=settings.nats_url,
         subjects=settings.subjects,
         stream=settings.stream.name,
@@ -63,7 +64,7 @@ async def test_hundred_rotations_under_load_zero_failed_verifications(
     config = rotator_config(settings, interval=0.2, lead=0.15, retention=8.0)
     async with (
         running_rotator(settings, config) as addr,
-        run_suite(settings, pool, services=("issuer",)) as suite,
+        run_suite(settings, pool, services=("issuer", "revocation")) as suite,
     ):
         pepper = next(iter(settings.peppers.values()))
         secret = secrets.token_urlsafe(32)
@@ -79,8 +80,8 @@ async def test_hundred_rotations_under_load_zero_failed_verifications(
             )
         )
         suite.secrets["fast"] = secret
-        now_verifier = await _verifier(settings, addr)
-        late_verifier = await _verifier(settings, addr)
+        now_verifier = await _verifier(settings, addr, suite.addrs["revocation"])
+        late_verifier = await _verifier(settings, addr, suite.addrs["revocation"])
         tally = Tally()
         stop = asyncio.Event()
         late_queue: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()

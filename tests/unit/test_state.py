@@ -55,30 +55,82 @@ def test_never_proven_is_stale() -> None:
     assert state.is_stale()
 
 
-def test_heartbeat_proves_current_only_once_its_head_is_applied() -> None:
+def test_an_answer_proves_current_only_once_its_head_is_applied() -> None:
     state, clock = _state(budget=30)
     state.apply(1)
-    state.on_heartbeat(3)  # head 3: not yet applied
-    assert state.is_stale() and state.behind_for() == 0.0
+    asked = clock.monotonic()
+    clock.advance(0.1)
+    state.prove(3, asked)  # head 3: not yet applied
+    assert state.is_stale() and state.behind_for() == pytest.approx(0.1)
     clock.advance(0.5)
-    assert state.behind_for() == pytest.approx(0.5)
     state.apply(2)
     state.apply(3)
-    # Proven as of the heartbeat's arrival, not of the catch-up.
-    assert not state.is_stale() and state.proof_age() == pytest.approx(0.5)
+    # Proven as of the moment it asked, not of the answer nor of the catch-up.
+    assert not state.is_stale() and state.proof_age() == pytest.approx(0.6)
     assert state.behind_for() == 0.0
 
 
-def test_stale_past_the_budget_and_current_again_after_a_heartbeat() -> None:
+def test_stale_past_the_budget_and_current_again_after_an_answer() -> None:
     state, clock = _state(budget=30)
-    state.on_heartbeat(0)
+    state.prove(0, clock.monotonic())
     assert not state.is_stale()
     clock.advance(30.0)
     assert not state.is_stale()  # exactly at the budget is still fine
     clock.advance(0.001)
     assert state.is_stale()
-    state.on_heartbeat(0)
+    state.prove(0, clock.monotonic())
     assert not state.is_stale()
+
+
+def test_a_heartbeat_proves_nothing_however_fresh_it_looks() -> None:
+    """Finding 1 of the fault issue: a heartbeat that waited in a buffer through an outage
+    carries a head the verifier has applied; counting it as a proof reopened a stale verifier
+    that had not seen the revocations of the outage."""
+    state, clock = _state(budget=30)
+    for seq in range(1, 6):
+        state.apply(seq)
+    state.prove(5, clock.monotonic())
+    assert not state.is_stale()
+    clock.advance(45)  # paused, or NATS down
+    assert state.is_stale()
+    state.announce(5)  # the buffered heartbeat, head already applied
+    assert state.is_stale()
+    assert state.behind_for() == 0.0
+
+
+def test_a_late_answer_is_dated_by_the_question_not_its_arrival() -> None:
+    state, clock = _state(budget=30)
+    asked = clock.monotonic()
+    clock.advance(40)  # the answer waited in a buffer (or the verifier was paused)
+    state.prove(0, asked)
+    assert state.is_stale() and state.proof_age() == pytest.approx(40)
+
+
+def test_an_announced_head_starts_the_lag_clock_without_proving() -> None:
+    state, clock = _state()
+    state.apply(1)
+    state.announce(3)
+    clock.advance(2)
+    assert state.behind_for() == pytest.approx(2) and state.is_stale()
+    state.apply(2)
+    state.apply(3)
+    assert state.behind_for() == 0.0 and state.is_stale()
+
+
+def test_several_unmet_answers_each_prove_as_of_their_own_question() -> None:
+    state, clock = _state(budget=30)
+    first = clock.monotonic()
+    state.prove(3, first)
+    clock.advance(1)
+    second = clock.monotonic()
+    state.prove(5, second)
+    clock.advance(1)
+    for seq in (1, 2, 3):
+        state.apply(seq)
+    assert state.proof_age() == pytest.approx(2)
+    state.apply(4)
+    state.apply(5)
+    assert state.proof_age() == pytest.approx(1)
 
 
 def test_replace_swaps_in_a_snapshot_and_counts_as_a_proof() -> None:
@@ -95,31 +147,12 @@ def test_replace_swaps_in_a_snapshot_and_counts_as_a_proof() -> None:
     assert not state.is_stale() and state.proof_age() == pytest.approx(2)
 
 
-def test_replace_meets_a_pending_proof_it_covers() -> None:
-    state, _ = _state()
-    state.on_heartbeat(7)
-    assert state.behind_for() == 0.0  # pending since now
+def test_replace_meets_a_pending_answer_it_covers() -> None:
+    state, clock = _state()
+    state.prove(7, clock.monotonic())
+    assert state.is_stale()
     state.replace(RevocationSet(), 8)
     assert not state.is_stale()
-
-
-def test_skip_to_jumps_a_hole_and_only_forward() -> None:
-    state, _ = _state()
-    state.apply(1)
-    state.apply(6)
-    state.skip_to(4)
-    assert state.applied_seq == 4 and state.has_gap
-    state.skip_to(5)
-    assert state.applied_seq == 6 and not state.has_gap
-    state.skip_to(2)
-    assert state.applied_seq == 6
-
-
-def test_reset_sets_the_base() -> None:
-    state, _ = _state()
-    state.reset(10)
-    state.apply(11)
-    assert state.applied_seq == 11
 
 
 def test_budget_must_be_positive() -> None:
@@ -128,7 +161,7 @@ def test_budget_must_be_positive() -> None:
 
 
 async def test_wait_for_seq_and_wait_current_wake_on_progress() -> None:
-    state, _ = _state()
+    state, clock = _state()
     waiter = asyncio.create_task(state.wait_for_seq(2))
     current = asyncio.create_task(state.wait_current())
     await asyncio.sleep(0)
@@ -136,7 +169,7 @@ async def test_wait_for_seq_and_wait_current_wake_on_progress() -> None:
     await asyncio.sleep(0)
     assert not waiter.done()
     state.apply(2)
-    state.on_heartbeat(2)
+    state.prove(2, clock.monotonic())
     await asyncio.wait_for(asyncio.gather(waiter, current), timeout=5)
     await asyncio.wait_for(state.wait_for_seq(1), timeout=5)  # already there: returns at once
 

@@ -47,6 +47,11 @@ class FakeSnapshots:
     def __init__(self, db: FakeDatabase) -> None:
         self.db = db
         self.taken = 0
+        self.heads_asked = 0
+
+    async def head(self) -> int:
+        self.heads_asked += 1
+        return self.db.seq
 
     async def snapshot(self) -> Snapshot:
         self.taken += 1
@@ -134,13 +139,19 @@ class World:
     stream: FakeStream
     clock: FakeClock
     state: RevocationState
-    snapshots: FakeSnapshots | None
+    snapshots: FakeSnapshots
     subscriber: EventSubscriber
 
     def revoke_and_publish(self, n: int, prefix: str = "j") -> None:
         for i in range(n):
             seq = self.db.revoke(f"{prefix}{self.db.seq + 1}-{i}")
             self.stream.publish(self.db.events[seq])
+
+    async def answered(self) -> None:
+        """Let the head question a heartbeat or the watchdog started finish."""
+        proving = self.subscriber._proving
+        if proving is not None:
+            await proving
 
     def jtis(self) -> set[str]:
         return self.state.revocations.values(RevocationKind.JTI)
@@ -149,10 +160,10 @@ class World:
         return {r.value for r in self.db.rows}
 
 
-async def _world(*, snapshots: bool = True, published: int = 5) -> World:
+async def _world(*, published: int = 5) -> World:
     db, stream, clock = FakeDatabase(), FakeStream(), FakeClock()
     state = RevocationState(clock, staleness_budget=30)
-    snaps = FakeSnapshots(db) if snapshots else None
+    snaps = FakeSnapshots(db)
     sub = EventSubscriber(
         events=stream,
         state=state,
@@ -222,7 +233,7 @@ async def test_a_gap_is_resumed_from_the_stream_at_the_last_applied_event() -> N
     assert w.subscriber.resumes == 1 and w.stream.subs[-1].start == 3
     w.stream.deliver()
     assert w.state.applied_seq == 5 and not w.state.has_gap and w.jtis() == w.expected()
-    assert w.snapshots is not None and w.snapshots.taken == 1  # no new snapshot was needed
+    assert w.snapshots.taken == 1  # no new snapshot was needed
 
 
 async def test_lagging_behind_heartbeats_resumes_then_snapshots_when_it_does_not_help() -> None:
@@ -239,7 +250,7 @@ async def test_lagging_behind_heartbeats_resumes_then_snapshots_when_it_does_not
     assert w.subscriber.resumes == 2 and w.state.applied_seq == 2
     w.clock.advance(3.1)
     await w.subscriber.check()
-    assert w.snapshots is not None and w.snapshots.taken == 2
+    assert w.snapshots.taken == 2
     assert w.state.applied_seq == 5 and w.jtis() == w.expected() and not w.state.is_stale()
 
 
@@ -249,7 +260,7 @@ async def test_a_purged_stream_makes_a_fresh_snapshot() -> None:
     w.revoke_and_publish(5)  # never delivered: the verifier was away
     w.stream.purge()
     await w.subscriber.check(reconnected=True)
-    assert w.snapshots is not None and w.snapshots.taken == 2
+    assert w.snapshots.taken == 2
     assert w.jtis() == w.expected() and w.state.applied_seq == 7
     w.revoke_and_publish(1)
     w.stream.deliver()
@@ -269,7 +280,7 @@ async def test_a_reset_stream_makes_a_fresh_snapshot(how: str) -> None:
         w.stream.messages = {k: v for k, v in w.stream.messages.items() if k <= 2}
         w.revoke_and_publish(1)
     await w.subscriber.check(reconnected=True)
-    assert w.snapshots is not None and w.snapshots.taken == 2
+    assert w.snapshots.taken == 2
     w.stream.deliver()
     assert w.jtis() == w.expected() and w.state.applied_seq == w.db.seq
 
@@ -285,45 +296,55 @@ async def test_reconnect_resumes_from_the_stream_without_counting_as_a_failure()
     assert w.state.applied_seq == 4 and w.jtis() == w.expected()
 
 
-async def test_replay_mode_bases_on_the_first_event_the_stream_holds() -> None:
-    w = await _world(snapshots=False, published=4)
-    w.stream.purge()  # events 1..4 aged out
-    w.revoke_and_publish(2)
+async def test_a_late_heartbeat_does_not_reopen_a_stale_verifier() -> None:
+    """Finding 1 of the fault issue, deterministically: current, then paused for 40 s while a
+    token is revoked; on resume a heartbeat from before the pause arrives. It used to prove the
+    state current at once (its head was applied) and the revoked token was accepted."""
+    w = await _world(published=2)
     await _start(w)
-    assert w.state.is_stale()  # nothing proves it current yet
     w.stream.deliver()
-    assert w.state.applied_seq == 6 and not w.state.has_gap
-    w.stream.heartbeat(6)
     assert not w.state.is_stale()
-
-
-async def test_replay_mode_is_not_proven_by_a_heartbeat_before_the_replay_arrives() -> None:
-    w = await _world(snapshots=False, published=3)
-    await _start(w)
-    w.stream.heartbeat(3)
-    assert w.state.is_stale()  # events 1..3 are not applied yet
-    w.stream.deliver()
-    assert w.state.applied_seq == 3 and not w.state.is_stale()
-
-
-async def test_replay_mode_on_an_empty_stream_bases_on_the_heartbeat() -> None:
-    w = await _world(snapshots=False, published=3)
-    w.stream.purge()
-    await _start(w)
-    w.stream.heartbeat(3)
-    assert w.state.applied_seq == 3 and not w.state.is_stale()
-
-
-async def test_replay_mode_rebases_past_a_loss_it_cannot_repair(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    w = await _world(snapshots=False, published=2)
-    await _start(w)
-    w.stream.deliver()
-    w.revoke_and_publish(3)
-    w.stream.purge()
+    w.clock.advance(40)  # SIGSTOP; meanwhile a revocation is committed and published
     w.revoke_and_publish(1)
-    await w.subscriber.check(reconnected=True)
+    w.stream.heartbeat(2)  # sent before the revocation, delivered after the pause
+    assert w.state.is_stale()
+    await w.answered()  # the heartbeat prompted a question: the head is 3
+    assert w.state.is_stale() and w.jtis() != w.expected()
+    w.stream.deliver()  # the backlog arrives
+    assert w.jtis() == w.expected() and not w.state.is_stale()
+    assert w.state.proof_age() == 0.0  # as of the question, after the pause
+
+
+async def test_heartbeats_only_prompt_questions_one_at_a_time() -> None:
+    w = await _world(published=1)
+    await _start(w)
+    asked = w.snapshots.heads_asked
+    for _ in range(5):  # a burst of buffered heartbeats
+        w.stream.heartbeat(1)
+    await w.answered()
+    assert w.snapshots.heads_asked == asked + 1
+
+
+async def test_the_watchdog_asks_when_no_heartbeat_comes() -> None:
+    w = await _world(published=1)
+    await _start(w)
     w.stream.deliver()
-    assert "no snapshot source" in caplog.text
-    assert w.state.applied_seq == 6 and not w.state.has_gap
+    w.clock.advance(25)
+    await w.subscriber.check()
+    await w.answered()
+    # Nothing was committed meanwhile: the answer proves the state current without NATS.
+    assert w.state.proof_age() == 0.0
+
+
+async def test_a_failed_question_proves_nothing() -> None:
+    w = await _world(published=1)
+    await _start(w)
+
+    async def broken() -> int:
+        raise ConnectionError("revocation service down")
+
+    w.snapshots.head = broken  # type: ignore[method-assign]
+    w.clock.advance(31)
+    w.stream.heartbeat(1)
+    await w.answered()
+    assert w.state.is_stale()

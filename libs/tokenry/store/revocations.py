@@ -115,6 +115,11 @@ class RevocationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    async def head_seq(self) -> int:
+        """The last outbox seq committed (every producer's, not only revocations')."""
+        seq: int = await self._pool.fetchval("SELECT seq FROM outbox_counter WHERE id")
+        return seq
+
     async def revoke(self, rev: Revocation, actor: str, event: OutboxEvent) -> RevokeResult:
         """Record ``rev`` and its event atomically (unless already covered); a grant, subject
         or client revocation also ends the refresh families it covers, in the same

@@ -8,6 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetHeadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetHeadResponse(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+
 class RevokeRequest(_message.Message):
     __slots__ = ("jti", "token", "grant_id", "subject", "client_id", "reason", "expires_at", "token_type_hint", "client_assertion_type", "client_assertion")
     JTI_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class RevocationStub:
                 request_serializer=tokenry_dot_v1_dot_revocation__pb2.ListRevocationsRequest.SerializeToString,
                 response_deserializer=tokenry_dot_v1_dot_revocation__pb2.RevocationSnapshot.FromString,
                 _registered_method=True)
+        self.GetHead = channel.unary_unary(
+                '/tokenry.v1.Revocation/GetHead',
+                request_serializer=tokenry_dot_v1_dot_revocation__pb2.GetHeadRequest.SerializeToString,
+                response_deserializer=tokenry_dot_v1_dot_revocation__pb2.GetHeadResponse.FromString,
+                _registered_method=True)
 
 
 class RevocationServicer:
@@ -77,6 +82,16 @@ class RevocationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHead(self, request, context):
+        """The last outbox seq committed in PostgreSQL, read after this request arrived. How a
+        verifier proves it is current (SPEC §4.4, docs/events.md): it notes its own monotonic
+        clock, asks, and once every event up to the answer is applied it was current at the moment
+        it asked. A late answer only yields an old proof; a late heartbeat yields none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RevocationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +104,11 @@ def add_RevocationServicer_to_server(servicer, server):
                     servicer.ListRevocations,
                     request_deserializer=tokenry_dot_v1_dot_revocation__pb2.ListRevocationsRequest.FromString,
                     response_serializer=tokenry_dot_v1_dot_revocation__pb2.RevocationSnapshot.SerializeToString,
+            ),
+            'GetHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHead,
+                    request_deserializer=tokenry_dot_v1_dot_revocation__pb2.GetHeadRequest.FromString,
+                    response_serializer=tokenry_dot_v1_dot_revocation__pb2.GetHeadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -150,6 +170,33 @@ class Revocation:
             '/tokenry.v1.Revocation/ListRevocations',
             tokenry_dot_v1_dot_revocation__pb2.ListRevocationsRequest.SerializeToString,
             tokenry_dot_v1_dot_revocation__pb2.RevocationSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenry.v1.Revocation/GetHead',
+            tokenry_dot_v1_dot_revocation__pb2.GetHeadRequest.SerializeToString,
+            tokenry_dot_v1_dot_revocation__pb2.GetHeadResponse.FromString,
             options,
             channel_credentials,
             insecure,

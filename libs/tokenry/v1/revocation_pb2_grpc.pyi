@@ -48,6 +48,12 @@ class RevocationStub:
     current to, streamed in messages of at least 1,000 entries (all but the last): how a
     verifier bootstraps before it consumes the event stream from that seq on.
     """
+    GetHead: _grpc.UnaryUnaryMultiCallable[_revocation_pb2.GetHeadRequest, _revocation_pb2.GetHeadResponse]
+    """The last outbox seq committed in PostgreSQL, read after this request arrived. How a
+    verifier proves it is current (SPEC §4.4, docs/events.md): it notes its own monotonic
+    clock, asks, and once every event up to the answer is applied it was current at the moment
+    it asked. A late answer only yields an old proof; a late heartbeat yields none.
+    """
 
 @_typing.type_check_only
 class RevocationAsyncStub(RevocationStub):
@@ -67,6 +73,12 @@ class RevocationAsyncStub(RevocationStub):
     """A consistent snapshot of every revocation that can still matter, with the outbox seq it is
     current to, streamed in messages of at least 1,000 entries (all but the last): how a
     verifier bootstraps before it consumes the event stream from that seq on.
+    """
+    GetHead: _aio.UnaryUnaryMultiCallable[_revocation_pb2.GetHeadRequest, _revocation_pb2.GetHeadResponse]  # type: ignore[assignment]
+    """The last outbox seq committed in PostgreSQL, read after this request arrived. How a
+    verifier proves it is current (SPEC §4.4, docs/events.md): it notes its own monotonic
+    clock, asks, and once every event up to the answer is applied it was current at the moment
+    it asked. A late answer only yields an old proof; a late heartbeat yields none.
     """
 
 class RevocationServicer(metaclass=_abc_1.ABCMeta):
@@ -96,6 +108,18 @@ class RevocationServicer(metaclass=_abc_1.ABCMeta):
         """A consistent snapshot of every revocation that can still matter, with the outbox seq it is
         current to, streamed in messages of at least 1,000 entries (all but the last): how a
         verifier bootstraps before it consumes the event stream from that seq on.
+        """
+
+    @_abc_1.abstractmethod
+    def GetHead(
+        self,
+        request: _revocation_pb2.GetHeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_revocation_pb2.GetHeadResponse, _abc.Awaitable[_revocation_pb2.GetHeadResponse]]:
+        """The last outbox seq committed in PostgreSQL, read after this request arrived. How a
+        verifier proves it is current (SPEC §4.4, docs/events.md): it notes its own monotonic
+        clock, asks, and once every event up to the answer is applied it was current at the moment
+        it asked. A late answer only yields an old proof; a late heartbeat yields none.
         """
 
 def add_RevocationServicer_to_server(servicer: RevocationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

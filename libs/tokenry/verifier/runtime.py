@@ -21,6 +21,14 @@ from tokenry.verifier.sync import EventSubscriber, GrpcSnapshotSource, SyncSetti
 from tokenry.verifier.verifier import Verifier, VerifierConfig
 
 SWEEP_INTERVAL = 60.0
+# gRPC's default reconnect backoff grows to 120 s: a verifier whose snapshot source or key
+# rotator was down would reopen up to minutes after they came back. Its calls are rare and
+# cheap, so retry the connection briskly (capped at 2 s, well inside the staleness budget).
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
 
 
 @dataclass
@@ -74,34 +82,36 @@ async def start_verifier(
 ) -> VerifierRuntime:
     """Start a verifier for ``audience`` that trusts ``issuer``.
 
-    With ``revocation_addr`` (recommended) the verifier bootstraps from the revocation
-    service's snapshot and is current as soon as this returns; it can also repair any loss of
-    events by a new snapshot. Without it, it replays the event stream from its beginning and
-    accepts tokens from the first heartbeat that proves its state current (fail closed until
-    then). Either way it returns once subscribed, retrying its dependencies until then.
+    The verifier bootstraps from the revocation service's snapshot and is current as soon as
+    this returns; it repairs any loss of events by a new snapshot, and proves it is current by
+    asking the same service for the committed head (SPEC §4.4). It returns once subscribed,
+    retrying its dependencies until then.
 
     Args:
-        revocation_addr: the revocation service (host:port), for snapshots.
+        revocation_addr: the revocation service (host:port), for snapshots and head questions.
+            Required: without it this raises ValueError.
         sync: gap/lag/snapshot tuning (see :class:`~.sync.SyncSettings`).
         config: overrides ``issuer``/``audience`` and sets limits (leeway, cache size…).
         introspector: enables the introspection fallback while stale (``StalePolicy``).
         jwks_source: where keys come from instead of the key rotator at ``keyrotator_addr``
             (one of the two is required).
     """
+    if not revocation_addr:
+        # The stream is an accelerator, not the record (SPEC §4.1): a verifier that can only
+        # replay it cannot repair a loss, and would accept revoked tokens without knowing it.
+        raise ValueError("start_verifier needs revocation_addr (the revocation service, host:port)")
     clock = clock or SystemClock()
     subjects = subjects or Subjects()
     channels: list[grpc.aio.Channel] = []
     if jwks_source is None:
         if keyrotator_addr is None:
             raise ValueError("give keyrotator_addr or jwks_source")
-        channels.append(grpc.aio.insecure_channel(keyrotator_addr))
+        channels.append(grpc.aio.insecure_channel(keyrotator_addr, options=CHANNEL_OPTIONS))
         jwks_source = GrpcJwksSource(channels[0])
     jwks = JwksCache(jwks_source, clock)
     state = RevocationState(clock, staleness_budget=staleness_budget)
-    snapshots = None
-    if revocation_addr is not None:
-        channels.append(grpc.aio.insecure_channel(revocation_addr))
-        snapshots = GrpcSnapshotSource(channels[-1])
+    channels.append(grpc.aio.insecure_channel(revocation_addr, options=CHANNEL_OPTIONS))
+    snapshots = GrpcSnapshotSource(channels[-1])
     subscriber: list[EventSubscriber] = []
 
     async def reconnected() -> None:

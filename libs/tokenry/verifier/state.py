@@ -1,10 +1,16 @@
 """What a verifier knows from the event stream, and whether it can prove that is current.
 
 Events are applied as they arrive (applying is commutative); ``applied_seq`` is the highest
-*contiguous* outbox seq applied, so a hole is visible (ARCHITECTURE §4). Heartbeats carry the
-last seq committed in PostgreSQL: the verifier is proven current at the moment of a heartbeat
-once it has applied that seq, and it is stale when no such proof is younger than its budget
-(SPEC §4.4). A snapshot is a proof too: it is current to the head at the time it was read.
+*contiguous* outbox seq applied, so a hole is visible (ARCHITECTURE §4).
+
+A proof of currency is dated by this verifier's own monotonic clock, at a moment it can vouch
+for (SPEC §4.4, docs/events.md): it notes the time, asks the revocation service for the head
+seq committed in PostgreSQL (a read made after the question arrived), and once every seq up to
+that head is applied it was current *as of the moment it asked*. A snapshot is proven the same
+way (as of the moment it was requested). Nothing that waited in a buffer can make stale state
+current: a heartbeat only announces a head (so a lag is noticed) and triggers a new question;
+a late answer only yields an old proof. The state is stale when its newest proof is older than
+the staleness budget.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from tokenry.core.clock import Clock
 from tokenry.core.revocations import Revocation, RevocationSet
 
 DEFAULT_STALENESS_BUDGET = 30.0
+# Unmet answers kept at once; the exchange is single-flight, so a handful is plenty.
+_MAX_PENDING = 8
 
 
 class RevocationState:
@@ -26,23 +34,20 @@ class RevocationState:
         self.budget = staleness_budget
         self.revocations = RevocationSet()
         self.applied_seq = 0
-        #: the highest head seq a heartbeat announced (0 before the first one)
+        #: the highest head seq announced or answered (0 before the first one)
         self.head_seq = 0
         self._ahead: set[int] = set()  # applied seqs above a hole
         self._proven_at = float("-inf")  # monotonic time of the last proof
-        self._pending_proof: tuple[int, float] | None = None  # (head seq, when it was seen)
+        # Answers not yet met: (head seq, monotonic time the question was asked), heads rising.
+        self._pending: list[tuple[int, float]] = []
+        # Since when a head announced by a heartbeat has not been applied (None: caught up).
+        self._behind_since: float | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         #: called with the new ``applied_seq`` whenever it advances (metrics, benchmarks)
         self.on_advance: Callable[[int], None] | None = None
         self._proof = asyncio.Event()  # set each time the state is proven current
 
     # --- feeding ------------------------------------------------------------------------------
-
-    def reset(self, seq: int) -> None:
-        """Start from the stream's beginning: everything up to ``seq`` is irrelevant."""
-        self.applied_seq = seq
-        self._ahead = {s for s in self._ahead if s > seq}
-        self._advance()
 
     def replace(
         self, revocations: RevocationSet, seq: int, *, proven_at: float | None = None
@@ -61,13 +66,6 @@ class RevocationState:
             self._proof.set()
         self._advance(moved=True)
 
-    def skip_to(self, seq: int) -> None:
-        """Give up on the events up to ``seq`` (they are gone from every source; replay mode)."""
-        if seq > self.applied_seq:
-            self.applied_seq = seq
-            self._ahead = {s for s in self._ahead if s > seq}
-            self._advance(moved=True)
-
     def apply(self, seq: int, revocation: Revocation | None = None) -> None:
         """Apply one event; a duplicate or already-covered seq changes nothing but is harmless."""
         if revocation is not None:
@@ -82,16 +80,33 @@ class RevocationState:
         self._ahead.add(seq)
         self._advance()
 
-    def on_heartbeat(self, head_seq: int) -> None:
-        now = self._clock.monotonic()
+    def announce(self, head_seq: int) -> None:
+        """A heartbeat said the head is at least ``head_seq``.
+
+        It proves nothing (it may have waited in a buffer, and the relay's clock is not ours):
+        it only lets :meth:`behind_for` notice a lag that resuming from the stream can fix.
+        """
+        self.head_seq = max(self.head_seq, head_seq)
+        if head_seq > self.applied_seq and self._behind_since is None:
+            self._behind_since = self._clock.monotonic()
+
+    def prove(self, head_seq: int, asked_at: float) -> None:
+        """The head committed in PostgreSQL was ``head_seq`` at some moment after ``asked_at``
+        (this verifier's monotonic clock, read before it asked): once every seq up to it is
+        applied, the state was current as of ``asked_at``."""
         self.head_seq = max(self.head_seq, head_seq)
         if self.applied_seq >= head_seq:
-            self._proven_at = now
-            self._pending_proof = None
-            self._proof.set()
-        elif self._pending_proof is None:
-            # Keep the oldest unmet proof: it is the one that can be met first.
-            self._pending_proof = (head_seq, now)
+            self._met(asked_at)
+            return
+        if self._behind_since is None:
+            self._behind_since = asked_at
+        pending = self._pending
+        # Keep heads rising with their times: an answer with a lower head asked later is met
+        # no later than the one before it, so it replaces nothing and is kept in order.
+        pending.append((head_seq, asked_at))
+        pending.sort()
+        if len(pending) > _MAX_PENDING:
+            del pending[-1]  # forgetting an unmet answer only delays a proof, never makes one
 
     def sweep(self) -> int:
         return self.revocations.sweep(self._clock.now())
@@ -108,13 +123,12 @@ class RevocationState:
         return min(self._ahead) if self._ahead else None
 
     def behind_for(self) -> float:
-        """Seconds since a heartbeat announced a head seq that is still not applied (0 if none).
-
-        A healthy verifier catches up within milliseconds; a lasting lag means lost delivery.
-        """
-        if self._pending_proof is None:
+        """Seconds since a head seq was announced or answered that is still not applied (0 if
+        none). A healthy verifier catches up within milliseconds; a lasting lag means lost
+        delivery."""
+        if self._behind_since is None:
             return 0.0
-        return self._clock.monotonic() - self._pending_proof[1]
+        return self._clock.monotonic() - self._behind_since
 
     def is_stale(self) -> bool:
         return self._clock.monotonic() - self._proven_at > self.budget
@@ -123,7 +137,7 @@ class RevocationState:
         return self._clock.monotonic() - self._proven_at
 
     async def wait_current(self) -> None:
-        """Wait until the state is proven current (a heartbeat's head seq is applied)."""
+        """Wait until the state is proven current (an answered head seq is applied)."""
         while self.is_stale():
             self._proof.clear()
             await self._proof.wait()
@@ -144,16 +158,23 @@ class RevocationState:
             ahead.remove(self.applied_seq + 1)
             self.applied_seq += 1
             moved = True
-        pending = self._pending_proof
-        if pending is not None and self.applied_seq >= pending[0]:
-            self._proven_at = max(self._proven_at, pending[1])
-            self._pending_proof = None
-            self._proof.set()
         if moved:
+            applied = self.applied_seq
+            pending = self._pending
+            if pending and pending[0][0] <= applied:
+                met = [asked for head, asked in pending if head <= applied]
+                self._pending = [p for p in pending if p[0] > applied]
+                self._met(max(met))
+            if self._behind_since is not None and applied >= self.head_seq:
+                self._behind_since = None
             if self._waiters:
                 self._wake()
             if self.on_advance is not None:
                 self.on_advance(self.applied_seq)
+
+    def _met(self, asked_at: float) -> None:
+        self._proven_at = max(self._proven_at, asked_at)
+        self._proof.set()
 
     def _wake(self) -> None:
         keep = []

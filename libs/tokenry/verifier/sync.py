@@ -17,11 +17,12 @@ trouble:
   times → a fresh snapshot, after a random delay (``snapshot_jitter``) so a fleet does not
   stampede the revocation service.
 
-Without a snapshot source (``start_verifier`` without ``revocation_addr``) the stream itself is
-the snapshot: it keeps events at least as long as the maximum token lifetime plus leeway, so
-the first event it holds sets the base. Such a verifier cannot repair a loss from the stream:
-it rebases past it, as a restart would, and logs an error. Production verifiers should have a
-snapshot source.
+Proof of currency (SPEC §4.4): each heartbeat triggers one question to the revocation service
+(``GetHead``, single-flight), dated by this verifier's monotonic clock before it asks; the
+watchdog asks too when no heartbeat came for ``prove_interval``. See
+:mod:`tokenry.verifier.state`. There is no snapshot-less mode: the stream is an accelerator, not
+the record (JetStream can lose acknowledged writes), so a verifier that could not repair a loss
+from PostgreSQL would accept revoked tokens without knowing it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class SyncSettings:
     max_resumes: int = 2
     #: cap of the retry backoff while the stream, the snapshot or the JWKS is unreachable
     retry_max: float = 5.0
+    #: ask for the head on our own when no heartbeat triggered a question for this long
+    prove_interval: float = 2.0
+    #: how long one head question may take (its answer dates from when it was asked anyway)
+    prove_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,14 @@ class SnapshotSource(Protocol):
 
         Raises:
             SnapshotError: the snapshot was incomplete or inconsistent.
+        """
+        ...
+
+    async def head(self) -> int:
+        """The last outbox seq committed, read after this call began.
+
+        Raises:
+            SnapshotError: the source could not answer.
         """
         ...
 
@@ -123,6 +136,14 @@ class GrpcSnapshotSource:
             raise SnapshotError("snapshot stream ended before its last message")
         return Snapshot(seq, revs, count)
 
+    async def head(self) -> int:
+        try:
+            reply = await self._stub.GetHead(revocation_pb2.GetHeadRequest(), timeout=5.0)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            raise SnapshotError(f"GetHead failed ({code})") from None
+        return int(reply.seq)
+
 
 class KeysUnavailable(Exception):
     """The JWKS could not be fetched at a seq covering the revocation snapshot."""
@@ -137,7 +158,7 @@ class EventSubscriber:
         events: EventStream,
         state: RevocationState,
         jwks: JwksCache,
-        snapshots: SnapshotSource | None = None,
+        snapshots: SnapshotSource,
         clock: Clock | None = None,
         settings: SyncSettings | None = None,
         rng: random.Random | None = None,
@@ -161,9 +182,8 @@ class EventSubscriber:
         # Stream seqs of events applied above a hole (outbox seq -> stream seq).
         self._ahead_pos: dict[int, int] = {}
         self._created: object = None
-        # Replay mode: the next event (or heartbeat, on an empty stream) sets the base.
-        self._rebase = False
-        self._empty_at_sync = False
+        self._proving: asyncio.Task[None] | None = None
+        self._asked_at = float("-inf")  # monotonic time of the last head question
         self._gap_since: float | None = None
         self._last_recovery = float("-inf")
         self._failed_resumes = 0
@@ -203,6 +223,8 @@ class EventSubscriber:
         for sub in (self._sub, self._hb_sub):
             if sub is not None:
                 await sub.close()
+        if self._proving is not None:
+            self._proving.cancel()
         for task in list(self._tasks):
             task.cancel()
 
@@ -215,9 +237,6 @@ class EventSubscriber:
             log.warning("ignored an undecodable message at stream seq %d", stream_seq)
             return
         seq = event.seq
-        if self._rebase:
-            self._rebase = False
-            self._state.skip_to(seq - 1)
         if seq <= self._cut:
             self._contig_stream = max(self._contig_stream, stream_seq)
             return
@@ -242,13 +261,33 @@ class EventSubscriber:
             head, _sent_at = codec.decode_heartbeat(data)
         except codec.UndecodableEvent:
             return
-        if self._rebase and self._empty_at_sync:
-            # Replay mode on an empty stream: everything up to the head is irrelevant. (On a
-            # stream with events, the first event sets the base instead: a heartbeat must not
-            # prove the state current before the replay has delivered them.)
-            self._rebase = False
-            self._state.skip_to(head)
-        self._state.on_heartbeat(head)
+        # A heartbeat may have waited in a buffer for as long as the outage lasted, and its
+        # sent_at is another machine's clock: it proves nothing, it only prompts a question.
+        self._state.announce(head)
+        self._ask_head()
+
+    # --- proof of currency --------------------------------------------------------------------
+
+    def _ask_head(self) -> None:
+        """Start one head question unless one is in flight (a burst of buffered heartbeats
+        after a pause or a reconnect asks once)."""
+        if self._proving is None or self._proving.done():
+            self._proving = asyncio.create_task(self._prove(), name="verifier-prove")
+
+    async def _prove(self) -> None:
+        # Read the clock before asking: the answer covers every commit before this moment.
+        asked_at = self._clock.monotonic()
+        self._asked_at = asked_at
+        try:
+            head = await asyncio.wait_for(
+                self._snapshots.head(), timeout=self._settings.prove_timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("verifier sync: head question failed (%s)", _name(exc))
+            return
+        self._state.prove(head, asked_at)
 
     def _on_key(self, hint: codec.KeyHint) -> None:
         if hint.state == "revoked":
@@ -265,38 +304,26 @@ class EventSubscriber:
     # --- full sync ----------------------------------------------------------------------------
 
     async def _full_sync(self) -> None:
-        """(Re)start from snapshots (or, in replay mode, from the stream's beginning)."""
+        """(Re)start from snapshots."""
         await self._unsubscribe()
         pos = await self._events.position()
         if pos is None:
             raise StreamMissing("the event stream does not exist (yet)")
         self._ahead_pos.clear()
-        snap: Snapshot | None = None
         requested = self._clock.monotonic()
-        if self._snapshots is not None:
-            snap = await self._snapshots.snapshot()
-            await self._refresh_keys(snap.seq)
-            log.info("revocation snapshot: %d entries, current to seq %d", snap.count, snap.seq)
-        else:
-            await self._refresh_keys(0)
+        snap = await self._snapshots.snapshot()
+        await self._refresh_keys(snap.seq)
+        log.info("revocation snapshot: %d entries, current to seq %d", snap.count, snap.seq)
         # From here on nothing awaits until the swap is done, so no event slips in between.
         self._created = pos.created
         self.snapshots_taken += 1
         self._failed_resumes = 0
         self._gap_since = None
         self._last_recovery = self._clock.monotonic()
-        if snap is not None:
-            self._cut = snap.seq
-            self._contig_stream = pos.last_seq
-            start = pos.last_seq + 1
-            self._state.replace(snap.revocations, snap.seq, proven_at=requested)
-        else:
-            self._cut = 0
-            self._contig_stream = pos.first_seq - 1
-            self._rebase = True
-            self._empty_at_sync = pos.first_seq > pos.last_seq
-            start = pos.first_seq
-        self._sub = await self._events.subscribe(start, self._on_event)
+        self._cut = snap.seq
+        self._contig_stream = pos.last_seq
+        self._state.replace(snap.revocations, snap.seq, proven_at=requested)
+        self._sub = await self._events.subscribe(pos.last_seq + 1, self._on_event)
 
     async def _refresh_keys(self, seq: int) -> None:
         """Fetch the JWKS until it is current to ``seq`` or later (a source without seqs, 0,
@@ -342,6 +369,10 @@ class EventSubscriber:
         s = self._settings
         state = self._state
         now = self._clock.monotonic()
+        if now - self._asked_at >= s.prove_interval:
+            # No heartbeat prompted a question lately (relay down, NATS down, a lost
+            # heartbeat): ask anyway. If nothing was committed meanwhile, the state is current.
+            self._ask_head()
         if state.has_gap:
             if self._gap_since is None:
                 self._gap_since = now
@@ -395,19 +426,6 @@ class EventSubscriber:
         return None
 
     async def _resnapshot(self, why: str) -> None:
-        if self._snapshots is None:
-            # Replay mode cannot repair a loss: rebase past it, as a restart would.
-            target = self._state.first_ahead()
-            skip_to = target - 1 if target is not None else self._state.head_seq
-            log.error(
-                "verifier sync: %s and there is no snapshot source; events up to seq %d are"
-                " lost to this verifier (configure revocation_addr)",
-                why,
-                skip_to,
-            )
-            self._state.skip_to(skip_to)
-            await self._full_sync()
-            return
         delay = self._rng.uniform(0.0, self._settings.snapshot_jitter)
         log.warning("verifier sync: %s; new snapshot in %.2fs", why, delay)
         await asyncio.sleep(delay)
