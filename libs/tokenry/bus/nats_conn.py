@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import DiscardPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from tokenry.bus.codec import Subjects
 from tokenry.core.clients import MAX_ACCESS_TOKEN_TTL
@@ -112,3 +117,71 @@ async def ensure_stream(js: JetStreamContext, subjects: Subjects, settings: Stre
     ):
         await js.update_stream(wanted)
         log.info("updated stream %s", settings.name)
+
+
+class PipelinedPublisher:
+    """JetStream publishes that do not wait for each other: :meth:`publish` sends and returns
+    a future of the PubAck, resolved by one reply subscription.
+
+    nats-py's ``JetStreamContext.publish_async`` is not used: its reply handler calls
+    ``APIError.from_error``, which raises instead of returning, so a publish JetStream refuses
+    (a failed ``Nats-Expected-Last-Msg-Id``, a message too large) never resolves its future
+    and looks like a timeout. Here the future fails with that same nats-py error
+    (``BadRequestError`` with its ``err_code``), or ``NoStreamResponseError`` when no stream
+    holds the subject. The caller bounds the wait; nothing is retried here.
+    """
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._sub: Subscription | None = None
+        self._pending: dict[str, asyncio.Future[PubAck]] = {}
+        self._next = 0
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, Any] | None = None
+    ) -> asyncio.Future[PubAck]:
+        if self._sub is None:
+            # Replies come to <inbox>.<n>; nats-py resubscribes after a reconnect.
+            self._prefix = self._nc.new_inbox() + "."
+            self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        token = str(self._next)
+        self._next += 1
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        self._pending[token] = future
+        future.add_done_callback(lambda _: self._pending.pop(token, None))
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._pending.get(msg.subject[len(self._prefix) :])
+        if future is None or future.done():
+            return  # answered late, after the caller gave up
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(NoStreamResponseError())
+            return
+        try:
+            resp = json.loads(msg.data)
+            if "error" in resp:
+                APIError.from_error(resp["error"])  # always raises the matching subclass
+            future.set_result(PubAck.from_response(resp))
+        except APIError as exc:
+            future.set_exception(exc)
+        except ValueError as exc:  # not JSON, or not a PubAck
+            future.set_exception(APIError(description=f"bad PubAck: {exc}"))
+
+    async def close(self) -> None:
+        for future in list(self._pending.values()):
+            future.cancel()
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

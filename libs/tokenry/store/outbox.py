@@ -52,11 +52,14 @@ class OutboxStore:
         seq: int = await self._pool.fetchval("SELECT seq FROM outbox_counter WHERE id")
         return seq
 
-    async def unpublished(self, limit: int = 256) -> list[OutboxRow]:
+    async def unpublished(self, limit: int = 256, after: int = 0) -> list[OutboxRow]:
+        """Up to ``limit`` unpublished rows with seq > ``after``, in seq order (a pipelining
+        publisher reads on past the rows it has in flight)."""
         rows = await self._pool.fetch(
             "SELECT seq, event_id, subject, payload, traceparent FROM outbox"
-            " WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+            " WHERE published_at IS NULL AND seq > $2 ORDER BY seq LIMIT $1",
             limit,
+            after,
         )
         return [
             OutboxRow(r["seq"], r["event_id"], r["subject"], r["payload"], r["traceparent"])
