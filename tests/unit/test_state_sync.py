@@ -7,6 +7,8 @@ The real thing runs against NATS in tests/integration/test_pipeline_*.py.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import random
 from dataclasses import dataclass, field
@@ -348,3 +350,62 @@ async def test_a_failed_question_proves_nothing() -> None:
     w.stream.heartbeat(1)
     await w.answered()
     assert w.state.is_stale()
+
+
+@dataclass
+class RacingStream(FakeStream):
+    """Events published and delivered while a position question is in flight; the answer is
+    the position as it was when the question was asked (a real stream-info round trip)."""
+
+    during: list[bytes] = field(default_factory=list)
+
+    async def position(self) -> StreamPosition | None:
+        before = StreamPosition(self.first, self.last, self.created)
+        for data in self.during:
+            self.publish(data)
+        self.during = []
+        self.deliver()
+        return before
+
+
+async def test_events_applied_during_a_position_question_are_not_a_stream_gone_backwards() -> None:
+    """Issue 11: after a NATS restart, the events that arrived while _recover awaited the
+    stream's position made 1-2 of 4 verifiers take a full snapshot."""
+    w = await _world(published=2)
+    stream = RacingStream(messages=dict(w.stream.messages), last=w.stream.last)
+    w.stream = stream
+    w.subscriber._events = stream
+    await _start(w)
+    stream.deliver()
+    stream.during = [w.db.events[w.db.revoke(f"late{i}")] for i in range(3)]
+    await w.subscriber.check(reconnected=True)
+    assert w.snapshots.taken == 1, "a race looked like a stream gone backwards"
+    stream.deliver()
+    assert w.state.applied_seq == 5 and w.jtis() == w.expected()
+
+
+class MissingStream(FakeStream):
+    asked: int = 0
+
+    async def position(self) -> StreamPosition | None:
+        self.asked += 1
+        return None
+
+
+async def test_a_missing_stream_is_asked_for_with_backoff_not_in_a_hot_loop() -> None:
+    """Issue 11 finding 4: with the JetStream store lost, an idle verifier owed a reconnect
+    asked for stream info without any delay (95 % of a core, 3,100 requests/s)."""
+    w = await _world(published=1)
+    await _start(w)
+    stream = MissingStream()
+    w.subscriber._events = stream
+    w.subscriber._watchdog = asyncio.create_task(w.subscriber._watch())
+    try:
+        w.subscriber.notify_reconnected()
+        await asyncio.sleep(1.0)
+    finally:
+        w.subscriber._watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await w.subscriber._watchdog
+    print(f"\nstream-info questions in 1 s: {stream.asked}")
+    assert 1 <= stream.asked <= 6

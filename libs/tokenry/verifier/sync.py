@@ -347,20 +347,29 @@ class EventSubscriber:
     async def _watch(self) -> None:
         s = self._settings
         delay = s.check_interval
+        reconnect_owed = False
+        failing = False
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=delay)
-            kicked = self._kick.is_set()
-            self._kick.clear()
+            if failing:
+                # Back off for real: waiting on the kick would return at once while a
+                # reconnect is owed (a hot loop of stream-info requests when the stream is
+                # gone, issue 11 finding 4).
+                await asyncio.sleep(self._rng.uniform(0.5, 1.0) * delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), timeout=delay)
+            if self._kick.is_set():
+                self._kick.clear()
+                reconnect_owed = True
             try:
-                await self.check(reconnected=kicked)
+                await self.check(reconnected=reconnect_owed)
+                reconnect_owed = failing = False
                 delay = s.check_interval
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("verifier sync: %s; retrying", _name(exc))
-                if kicked:
-                    self._kick.set()  # do not forget a reconnect we could not handle yet
+                failing = True
                 delay = min(max(delay * 2, 0.25), s.retry_max)
 
     async def check(self, *, reconnected: bool = False) -> None:
@@ -393,10 +402,15 @@ class EventSubscriber:
         await self._recover(reason)
 
     async def _recover(self, reason: str) -> None:
+        # Read our position before asking the stream for its own: events applied while the
+        # question is in flight advance _contig_stream past what the answer saw, which looked
+        # like a stream gone backwards and sent a fleet to take snapshots after every NATS
+        # restart (issue 11).
+        contig = self._contig_stream
         pos = await self._events.position()
         if pos is None:
             raise StreamMissing("the event stream is gone")
-        why = self._needs_snapshot(pos)
+        why = self._needs_snapshot(pos, contig)
         if (
             why is None
             and reason != "reconnect"
@@ -416,13 +430,15 @@ class EventSubscriber:
         self.resumes += 1
         self._last_recovery = self._clock.monotonic()
 
-    def _needs_snapshot(self, pos: StreamPosition) -> str | None:
+    def _needs_snapshot(self, pos: StreamPosition, contig: int) -> str | None:
+        """Why resuming from stream seq ``contig`` + 1 (our position when ``pos`` was asked
+        for) cannot work, or None when it can."""
         if self._created is not None and pos.created is not None and pos.created != self._created:
             return "the stream was deleted and made again"
-        if pos.last_seq < self._contig_stream:
+        if pos.last_seq < contig:
             return "the stream's sequence went backwards"
-        if pos.lost_after(self._contig_stream):
-            return f"the stream no longer holds seq {self._contig_stream + 1}"
+        if pos.lost_after(contig):
+            return f"the stream no longer holds seq {contig + 1}"
         return None
 
     async def _resnapshot(self, why: str) -> None:
