@@ -8,8 +8,20 @@ and measured in the same run (interleaved rounds, medians).
 
 Targets: warm ≥ 0.85 ×, cold ≥ 0.55 × echo; p99 ≤ 3 × p50 at c=32.
 
-Run: ``.venv/bin/python scripts/bench_introspection.py [--quick]``; writes introspection.json and
-introspection.png under docs/benchmarks/.
+The revocation window (issue 11), after the throughput runs: a token is introspected twice
+(cached), revoked through the revocation service (its relay off, so NATS carries no event and
+only PostgreSQL's NOTIFY can invalidate), and then introspected at once and again until it
+answers inactive. Reported per trial:
+
+- feed: Revoke ack → an outbox feed in this process (the introspector's code, its own LISTEN
+  connection) has applied the revocation's seq — the NOTIFY path itself; negative when the
+  notification beat the ack to the client;
+- visible: Revoke ack → the first ``active: false`` answer from the introspector (one RPC more);
+- immediate active: how often the Introspect sent right after the ack still answered active.
+
+Run: ``.venv/bin/python scripts/bench_introspection.py [--quick] [--window N] [--window-only]``;
+writes introspection.json (throughput), introspection_window.json and introspection.png under
+docs/benchmarks/.
 """
 
 from __future__ import annotations
@@ -25,7 +37,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,17 +66,22 @@ from tokenry.core.keywrap import Kek
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.devstack.ports import free_tcp_port
 from tokenry.store.clients import ClientStore
-from tokenry.v1 import introspector_pb2, issuer_pb2
+from tokenry.store.outbox import OutboxRow
+from tokenry.store.outbox_feed import OutboxFeed
+from tokenry.v1 import introspector_pb2, issuer_pb2, revocation_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = 4
 INTROSPECT = "/tokenry.v1.Introspector/Introspect"
+REVOKE = "/tokenry.v1.Revocation/Revoke"
 
 
 @dataclass
 class Stack:
     introspector_addr: str
     issuer_addr: str
+    revocation_addr: str
+    dsn: str
     echo_addr: str
     introspector: subprocess.Popen[bytes]
     echo: subprocess.Popen[bytes]
@@ -101,7 +119,10 @@ def stack(server_core: int) -> Iterator[Stack]:
         client_secret, rs_secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         asyncio.run(_register(pg.dsn(), pepper, client_secret))
         asyncio.run(_register_rs(pg.dsn(), pepper, rs_secret))
-        ports = {name: free_tcp_port() for name in ("issuer", "keyrotator", "introspector", "echo")}
+        ports = {
+            name: free_tcp_port()
+            for name in ("issuer", "keyrotator", "revocation", "introspector", "echo")
+        }
         env = {
             **os.environ,
             "TOKENRY_DEV": "1",
@@ -116,8 +137,13 @@ def stack(server_core: int) -> Iterator[Stack]:
         }
         py = sys.executable
         pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
-        for name in ("keyrotator", "issuer"):
-            procs.append(subprocess.Popen([py, "-m", f"tokenry.services.{name}"], env=env))
+        for name in ("keyrotator", "issuer", "revocation"):
+            # The revocation service without its relay: no event reaches NATS, so in the window
+            # runs only PostgreSQL's NOTIFY can invalidate the introspector's cache.
+            extra = {"TOKENRY_RELAY": "0"} if name == "revocation" else {}
+            procs.append(
+                subprocess.Popen([py, "-m", f"tokenry.services.{name}"], env={**env, **extra})
+            )
             _wait_port(f"127.0.0.1:{ports[name]}", procs[-1])
         introspector = subprocess.Popen([*pin, py, "-m", "tokenry.services.introspector"], env=env)
         procs.append(introspector)
@@ -132,6 +158,8 @@ def stack(server_core: int) -> Iterator[Stack]:
         yield Stack(
             f"127.0.0.1:{ports['introspector']}",
             f"127.0.0.1:{ports['issuer']}",
+            f"127.0.0.1:{ports['revocation']}",
+            pg.dsn(),
             f"127.0.0.1:{ports['echo']}",
             introspector,
             echo,
@@ -157,10 +185,10 @@ def _basic(client_id: str, secret: str) -> tuple[tuple[str, str], ...]:
     )
 
 
-async def mint(addr: str, secret: str, count: int) -> list[str]:
-    """Opaque tokens from the real issuer, 32 requests in flight."""
+async def mint(addr: str, secret: str, count: int, token_format: str = "opaque") -> list[str]:
+    """Tokens from the real issuer, 32 requests in flight."""
     request = issuer_pb2.TokenRequest(
-        grant_type="client_credentials", token_format="opaque"
+        grant_type="client_credentials", token_format=token_format
     ).SerializeToString()
     tokens: list[str] = []
     async with grpc.aio.insecure_channel(addr) as ch:
@@ -175,11 +203,106 @@ async def mint(addr: str, secret: str, count: int) -> list[str]:
     return tokens[:count]
 
 
+class _Applied:
+    """A FeedHandler that notes when each seq was applied (the introspector's handler does
+    O(1) dictionary work per row on top of this)."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+
+    def apply(self, rows: Sequence[OutboxRow]) -> None:
+        now = time.perf_counter()
+        for row in rows:
+            self.at[row.seq] = now
+
+    def notified(self) -> None:
+        pass
+
+    def caught_up(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+async def window(st: Stack, trials: int) -> dict[str, Any]:
+    """Revoke ack → invalidated, NOTIFY path (see the module docstring)."""
+    tokens = await mint(st.issuer_addr, st.client_secret, trials - trials // 2, "opaque")
+    tokens += await mint(st.issuer_addr, st.client_secret, trials // 2, "jwt")
+    recorder = _Applied()
+    feed = OutboxFeed(lambda: asyncpg.connect(st.dsn), recorder)
+    stop = asyncio.Event()
+    following = asyncio.create_task(feed.run(stop))
+    feed_ms: list[float] = []
+    visible_ms: list[float] = []
+    immediate_active = 0
+    rs = _basic("demo-api", st.rs_secret)
+    owner = _basic("bench", st.client_secret)
+    try:
+        async with (
+            grpc.aio.insecure_channel(st.introspector_addr) as ich,
+            grpc.aio.insecure_channel(st.revocation_addr) as rch,
+        ):
+            introspect: Any = ich.unary_unary(INTROSPECT)
+            revoke: Any = rch.unary_unary(REVOKE)
+
+            async def active(token: str) -> bool:
+                req = introspector_pb2.IntrospectRequest(token=token).SerializeToString()
+                raw = await introspect(req, metadata=rs, timeout=10)
+                return bool(introspector_pb2.IntrospectResponse.FromString(raw).active)
+
+            for token in tokens:
+                if not (await active(token) and await active(token)):  # now cached
+                    raise RuntimeError("a fresh token was not active")
+                req = revocation_pb2.RevokeRequest(token=token).SerializeToString()
+                raw = await revoke(req, metadata=owner, timeout=10)
+                acked = time.perf_counter()
+                seq = revocation_pb2.RevokeResponse.FromString(raw).seq
+                first = True
+                while await active(token):
+                    immediate_active += first
+                    first = False
+                visible_ms.append((time.perf_counter() - acked) * 1000)
+                await asyncio.wait_for(feed.applied.reached(seq), 10)
+                feed_ms.append((recorder.at[seq] - acked) * 1000)
+    finally:
+        stop.set()
+        await following
+
+    def pct(xs: list[float], q: float) -> float:
+        return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
+
+    result: dict[str, Any] = {
+        "trials": len(tokens),
+        "feed_ms": {"p50": pct(feed_ms, 0.5), "p99": pct(feed_ms, 0.99), "max": max(feed_ms)},
+        "visible_ms": {
+            "p50": pct(visible_ms, 0.5),
+            "p99": pct(visible_ms, 0.99),
+            "max": max(visible_ms),
+        },
+        "immediate_active": immediate_active,
+        "feed_samples_ms": [round(x, 3) for x in feed_ms],
+        "visible_samples_ms": [round(x, 3) for x in visible_ms],
+    }
+    print(
+        f"window over {len(tokens)} revocations (NOTIFY path; relay off):"
+        f"\n  Revoke ack → feed applied:         p50 {result['feed_ms']['p50']:6.2f} ms"
+        f"  p99 {result['feed_ms']['p99']:6.2f} ms  max {result['feed_ms']['max']:6.2f} ms"
+        f"\n  Revoke ack → Introspect inactive:  p50 {result['visible_ms']['p50']:6.2f} ms"
+        f"  p99 {result['visible_ms']['p99']:6.2f} ms  max {result['visible_ms']['max']:6.2f} ms"
+        f"\n  immediate Introspect still active: {immediate_active} of {len(tokens)}",
+        flush=True,
+    )
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = sorted(os.sched_getaffinity(0))
     server_core = cores[0]
     os.sched_setaffinity(0, [c for c in cores if c != server_core] or cores)
     with stack(server_core) as st:
+        if args.window_only:
+            return {"window": asyncio.run(window(st, args.window))}
         cold_needed = int(args.rounds * 2 * args.seconds * 4000) + 1000
         print(f"minting {cold_needed} opaque tokens through the issuer…", flush=True)
         tokens = asyncio.run(mint(st.issuer_addr, st.client_secret, cold_needed))
@@ -235,7 +358,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         + (f"  errors {sample.errors}" if sample.errors else ""),
                         flush=True,
                     )
+        measured = asyncio.run(window(st, args.window)) if args.window else None
     return {
+        "window": measured,
         "server_core": server_core,
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
@@ -271,16 +396,29 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument(
+        "--window", type=int, default=200, help="revocations timed for the window (0: none)"
+    )
+    parser.add_argument(
+        "--window-only", action="store_true", help="only the window, no throughput runs"
+    )
     add_event_loop_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds = 2.0, 2
     use_event_loop(args)
     results = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    measured = results.pop("window")
+    if measured is not None:
+        measured["event_loop"] = args.event_loop
+        (args.out / "introspection_window.json").write_text(json.dumps(measured, indent=1))
+        print(f"window: {args.out / 'introspection_window.json'}")
+    if args.window_only:
+        return 0
     results["event_loop"] = args.event_loop
     results["summary"] = summarize(results, KINDS)
     print_table(results["summary"], NAMES)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "introspection.json").write_text(json.dumps(results, indent=1))
     plotted = plot(results["summary"], args.out / "introspection.png", "introspections/s")
     print(f"\nraw samples: {args.out / 'introspection.json'}")

@@ -13,6 +13,11 @@ keep each entry's ``iat``, and an invalidation drops exactly the entries the rul
 A lookup that raced an invalidation must not cache what it read before the revocation
 committed: :attr:`PositiveCache.epoch` moves on every invalidation, and ``put`` stores an
 answer only when the epoch it was given at the start of the lookup is still current.
+
+Between a commit's notification and the invalidation it leads to lies one database round trip
+(reading the new outbox rows). :meth:`PositiveCache.hold` covers it: until :meth:`release`,
+``get`` finds nothing, so every answer comes from PostgreSQL, which already holds the commit.
+``get`` pays nothing for this: it reads whichever table is visible, the entries or an empty one.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ class PositiveCache:
         self._size = size
         self.max_age = max_age
         self._entries: OrderedDict[bytes, Positive] = OrderedDict()
+        self._nothing: dict[bytes, Positive] = {}  # never written to
+        # what ``get`` reads: the entries, or nothing while held
+        self._visible: dict[bytes, Positive] = self._entries
         # claim value -> digests of the entries carrying it (several: a token's bytes are
         # malleable, so one jti may be cached under more than one digest)
         self._by_jti: dict[str, set[bytes]] = {}
@@ -70,7 +78,7 @@ class PositiveCache:
 
     def get(self, digest: bytes) -> Positive | None:
         # The introspector's hot path: one dict lookup and two clock reads on a hit.
-        entry = self._entries.get(digest)
+        entry = self._visible.get(digest)
         if entry is None:
             return None
         if self._monotonic() - entry.stored_at > self.max_age or entry.exp <= self._now():
@@ -130,6 +138,18 @@ class PositiveCache:
         """Drop the answers for JWTs signed by ``kid`` (a revoked or retired key)."""
         self.epoch += 1
         return self._drop_all(self._by_kid.get(kid))
+
+    @property
+    def held(self) -> bool:
+        return self._visible is not self._entries
+
+    def hold(self) -> None:
+        """Serve no cached answer until :meth:`release`: a commit is known that may revoke
+        some, and its rows are not read yet. Entries are still stored, indexed, invalidated."""
+        self._visible = self._nothing
+
+    def release(self) -> None:
+        self._visible = self._entries
 
     def clear(self) -> None:
         self.epoch += 1

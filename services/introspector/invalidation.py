@@ -69,6 +69,13 @@ class CacheInvalidator:
 
     # --- FeedHandler ----------------------------------------------------------------------
 
+    def notified(self) -> None:
+        # The commit is in PostgreSQL already: answer from there until its rows are applied.
+        self._cache.hold()
+
+    def caught_up(self) -> None:
+        self._cache.release()
+
     def apply(self, rows: Sequence[OutboxRow]) -> None:
         for row in rows:
             self.event(row.subject, row.payload)

@@ -175,3 +175,20 @@ def test_the_indexes_forget_what_the_cache_forgets() -> None:
     assert [len(index) for index in indexes] == [1, 1, 1, 1, 1]  # only entry 8 is left
     cache.clear()
     assert [len(index) for index in indexes] == [0, 0, 0, 0, 0]
+
+
+def test_while_held_nothing_is_answered_from_the_cache() -> None:
+    """Between a commit's NOTIFY and the read of its rows, answers come from PostgreSQL."""
+    clock = FakeClock()
+    cache = PositiveCache(clock)
+    cache.put(b"a", claims(1, clock.now()))
+    cache.hold()
+    assert cache.held
+    assert cache.get(b"a") is None
+    cache.put(b"b", claims(2, clock.now()))  # a lookup made while held is still kept
+    assert cache.invalidate("jti", "j1") == 1  # and invalidation still works
+    assert cache.get(b"b") is None
+    cache.release()
+    assert not cache.held
+    assert cache.get(b"a") is None
+    assert cache.get(b"b") is not None

@@ -49,7 +49,19 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
 class FeedHandler(Protocol):
-    """What the feed drives. Both methods run on the event loop and must not block."""
+    """What the feed drives. Every method runs on the event loop and must not block."""
+
+    def notified(self) -> None:
+        """A notification arrived: rows are committed that :meth:`apply` has not seen yet.
+
+        Called before they are read, so a handler that serves answers derived from the
+        database can stop trusting them for the one round trip the read takes.
+        """
+        ...
+
+    def caught_up(self) -> None:
+        """Every row notified so far has been applied (or the connection was lost)."""
+        ...
 
     def apply(self, rows: Sequence[OutboxRow]) -> None:
         """Rows committed since the last call, in seq order, without gaps."""
@@ -118,6 +130,7 @@ class OutboxFeed:
         self.applied = applied or AppliedSeq()
         self._settings = settings or FeedSettings()
         self._wake = asyncio.Event()
+        self._notifications = 0
         self._last: int | None = None  # None: nothing read yet, the handler must start afresh
         self.connected = False
         self.disconnects = 0
@@ -143,6 +156,7 @@ class OutboxFeed:
                 if self.connected:
                     self.disconnects += 1
                 self.connected = False
+                self._handler.caught_up()  # nothing more will come on this connection
                 if conn is not None:
                     # Never a graceful close: on a blackholed link it would wait for an answer.
                     conn.terminate()
@@ -151,6 +165,8 @@ class OutboxFeed:
             delay = min(delay * 2, s.max_backoff)
 
     def _on_notify(self, *_: object) -> None:
+        self._notifications += 1
+        self._handler.notified()
         self._wake.set()
 
     async def _follow(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
@@ -168,7 +184,10 @@ class OutboxFeed:
                 # Cleared before the read: a notification that lands while we read wakes the
                 # next round instead of being lost.
                 self._wake.clear()
+                seen = self._notifications
                 await self._read(conn)
+                if self._notifications == seen:
+                    self._handler.caught_up()
         finally:
             stopping.cancel()
 

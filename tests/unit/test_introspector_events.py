@@ -111,3 +111,12 @@ def test_a_reset_forgets_everything() -> None:
     cache.put(b"a", token(1, clock.now()))
     invalidator.reset()
     assert len(cache) == 0
+
+
+def test_a_notification_holds_the_cache_until_the_feed_has_caught_up() -> None:
+    clock, cache, invalidator, _ = setup()
+    cache.put(b"a", token(1, clock.now()))
+    invalidator.notified()
+    assert cache.get(b"a") is None
+    invalidator.caught_up()
+    assert cache.get(b"a") is not None
