@@ -97,7 +97,9 @@ class RevokeOutcome:
 
 
 class RevocationRecorder(Protocol):
-    async def revoke(self, rev: Revocation, actor: str, event: OutboxEvent) -> RevokeResult: ...
+    async def revoke(
+        self, rev: Revocation, actor: str, event: OutboxEvent, *, expiry_given: bool = False
+    ) -> RevokeResult: ...
 
     def snapshot(self, now: int, batch_size: int) -> AsyncGenerator[SnapshotPart, None]: ...
 
@@ -158,7 +160,13 @@ class RevocationHandlers:
         event = codec.revocation_event(
             self._subjects, rev, now, _traceparent(), actor=client.client_id
         )
-        result = await self._store.revoke(rev, client.client_id, event)
+        # A server-computed expiry slides with "now": raising it is no news (a repeat would
+        # publish an event every second). The caller's expires_at, or a token's own exp, is.
+        if cmd.target is Target.TOKEN:
+            expiry_given = rev.kind is RevocationKind.JTI
+        else:
+            expiry_given = cmd.expires_at != 0
+        result = await self._store.revoke(rev, client.client_id, event, expiry_given=expiry_given)
         log.info(
             "revocation by %s: %s (seq %d%s)",
             client.client_id,

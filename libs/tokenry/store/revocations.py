@@ -1,5 +1,9 @@
 """Durable revocations: the row and its event commit in one statement (SPEC §4.1).
 
+Concurrent revocations are group-committed: a batch is still one statement, each revocation
+keeping its own dedupe, seq, outbox row and idempotency record
+(:meth:`RevocationStore.revoke_many`).
+
 PostgreSQL is the source of truth. Tokenry's own services check revocations here (SPEC §4.5:
 never the event-fed state), verifiers bootstrap from :meth:`RevocationStore.snapshot`, and the
 sweeper drops rows once they cannot matter (SPEC §4.7).
@@ -7,41 +11,29 @@ sweeper drops rows once they cannot matter (SPEC §4.7).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import uuid
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from tokenry.core.events import OutboxEvent
 from tokenry.core.revocations import Revocation, RevocationKind, SnapshotBatch
-from tokenry.store.db import Executor
+from tokenry.store import idempotency
+from tokenry.store.idempotency import IdempotencyKey
 
-# One statement = one transaction: unless the same revocation is already recorded with a
-# watermark and expiry at least as high (RFC 7009 §2.2: revoking twice succeeds, and it should
-# not publish a second event), bump the gap-free counter, upsert the revocation (raising its
-# watermark/expiry, never lowering them) and append the outbox row with the same seq.
-# Measured ≈ 0.7 ms against ≈ 1.4 ms as separate statements (ARCHITECTURE §4).
+# One statement = one transaction, for a whole batch: the function (migration 0005) locks the
+# outbox counter first, then per revocation checks for an equal or stronger one already
+# recorded (RFC 7009 §2.2: revoking twice succeeds, and it publishes no second event), bumps the
+# gap-free counter, upserts the row (raising watermark/expiry, never lowering them), appends the
+# outbox row with the same seq and ends the refresh families a grant/subject/client revocation
+# covers. One revocation: median 0.16 ms against 0.12 ms for the former single CTE (which
+# checked against its pre-lock snapshot), fsync off, Unix socket, interleaved runs.
 _REVOKE = """
-WITH cur AS (
-    SELECT seq FROM revocations
-    WHERE kind = $1 AND value = $2 AND not_before >= $3 AND expires_at >= $4
-), s AS (
-    UPDATE outbox_counter SET seq = seq + 1
-    WHERE id AND NOT EXISTS (SELECT 1 FROM cur)
-    RETURNING seq
-), r AS (
-    INSERT INTO revocations AS v (kind, value, not_before, expires_at, reason, actor, seq)
-    SELECT $1, $2, $3, $4, $5, $6, s.seq FROM s
-    ON CONFLICT (kind, value) DO UPDATE
-        SET not_before = GREATEST(v.not_before, EXCLUDED.not_before),
-            expires_at = GREATEST(v.expires_at, EXCLUDED.expires_at),
-            reason = EXCLUDED.reason, actor = EXCLUDED.actor, seq = EXCLUDED.seq
-), o AS (
-    INSERT INTO outbox (seq, event_id, subject, payload, traceparent)
-    SELECT s.seq, $7, $8, $9, $10 FROM s
-    RETURNING seq
-)
-SELECT (SELECT seq FROM o) AS new_seq, (SELECT seq FROM cur) AS old_seq
+SELECT ord, seq, recorded, idem_found, idem_hash, idem_response FROM tokenry_revoke(
+    $1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::boolean[], $6::text[], $7::text[],
+    $8::uuid[], $9::text[], $10::bytea[], $11::text[], $12::bigint,
+    $13::text[], $14::uuid[], $15::bytea[])
 """
 
 # The same O(1) checks a verifier runs (RFC 9068 claims jti, gid, sub, client_id, iat), as one
@@ -56,37 +48,10 @@ WHERE expires_at > $6 AND (
 LIMIT 1
 """
 
-# Refresh families end where refreshing is decided — grants.revoked_at and the opaque tokens'
-# revoked_at — which outlive the revocation row (swept once no access token can matter). So a
-# grant, subject or client revocation also ends every family it covers, in the same
-# transaction: a subject/client family begun before the watermark can never refresh again
-# (SPEC §3), and its opaque tokens introspect as inactive.
-_FAMILY_WHERE = {
-    RevocationKind.GRANT: "gid = $1",
-    RevocationKind.SUBJECT: "subject = $1 AND created_at < $2",
-    RevocationKind.CLIENT: "client_id = $1 AND created_at < $2",
-}
-_END_FAMILIES = """
-WITH g AS (
-    UPDATE grants SET revoked_at = now() WHERE {where} AND revoked_at IS NULL RETURNING gid
-)
-UPDATE opaque_tokens SET revoked_at = now()
-WHERE gid IN (SELECT gid FROM g) AND revoked_at IS NULL
-"""
-
 _SWEEP = """
 DELETE FROM revocations WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM revocations WHERE expires_at <= $1 LIMIT $2))
 """
-
-
-async def _end_families(conn: Executor, rev: Revocation) -> None:
-    sql = _END_FAMILIES.format(where=_FAMILY_WHERE[rev.kind])
-    if rev.kind is RevocationKind.GRANT:
-        await conn.execute(sql, rev.value)
-    else:
-        await conn.execute(sql, rev.value, rev.not_before)
-
 
 MIN_SNAPSHOT_BATCH = 1_000
 MAX_SNAPSHOT_BATCH = 50_000
@@ -95,10 +60,34 @@ MAX_SNAPSHOT_BATCH = 50_000
 @dataclass(frozen=True, slots=True)
 class RevokeResult:
     """``seq`` of the event announcing the revocation; ``recorded`` False when an identical or
-    stronger revocation already existed (its seq is returned and nothing was written)."""
+    stronger revocation already existed (its seq is returned and nothing was written).
+
+    ``replay``: the stored answer of an earlier request with the same request_id (then
+    ``seq`` is 0 and nothing was done).
+    """
 
     seq: int
     recorded: bool
+    replay: bytes | None = None
+    mismatch: bool = False  # the request_id was used with another request: nothing was done
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeItem:
+    """One revocation of a batch.
+
+    ``expiry_given``: ``rev.expires_at`` came from the caller or the token (a fixed value), so
+    raising it is news; an expiry the server computed from "now" slides and never counts.
+    ``idem`` and ``respond``: record the serialized answer under the caller's request_id, in the
+    same transaction (``respond`` turns this item's result into the answer's bytes).
+    """
+
+    rev: Revocation
+    actor: str
+    event: OutboxEvent
+    expiry_given: bool = False
+    idem: IdempotencyKey | None = None
+    respond: Callable[[RevokeResult], bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,32 +109,41 @@ class RevocationStore:
         seq: int = await self._pool.fetchval("SELECT seq FROM outbox_counter WHERE id")
         return seq
 
-    async def revoke(self, rev: Revocation, actor: str, event: OutboxEvent) -> RevokeResult:
+    async def revoke(
+        self, rev: Revocation, actor: str, event: OutboxEvent, *, expiry_given: bool = False
+    ) -> RevokeResult:
         """Record ``rev`` and its event atomically (unless already covered); a grant, subject
         or client revocation also ends the refresh families it covers, in the same
         transaction."""
-        args = (
-            rev.kind.value,
-            rev.value,
-            rev.not_before,
-            rev.expires_at,
-            rev.reason,
-            actor,
-            event.event_id,
-            event.subject,
-            event.payload,
-            event.traceparent,
-        )
-        if rev.kind is RevocationKind.JTI:
-            row = await self._pool.fetchrow(_REVOKE, *args)  # one statement, one round trip
-        else:
-            async with self._pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(_REVOKE, *args)
-                await _end_families(conn, rev)
-        assert row is not None  # a SELECT without FROM always returns one row
-        if row["new_seq"] is not None:
-            return RevokeResult(int(row["new_seq"]), recorded=True)
-        return RevokeResult(int(row["old_seq"]), recorded=False)
+        (result,) = await self.revoke_many([RevokeItem(rev, actor, event, expiry_given)])
+        return result
+
+    async def revoke_many(
+        self, items: Sequence[RevokeItem], *, now: int | None = None
+    ) -> list[RevokeResult]:
+        """Record a batch in one transaction (group commit): one result per item, in order.
+
+        Each item keeps its own semantics: deduplicated against what is recorded (including
+        earlier items of the batch), its own seq (in item order, gap-free), its outbox row and
+        its idempotency record. One statement when no item carries a request_id; otherwise the
+        answers are filled in before the same transaction commits. ``now`` (unix seconds;
+        None: the database clock) decides which recorded entries have expired.
+        """
+        args = _revoke_args(items, now)
+        if not any(item.idem is not None for item in items):
+            rows = await self._pool.fetch(_REVOKE, *args)  # one statement, one round trip
+            return [RevokeResult(int(r["seq"]), bool(r["recorded"])) for r in rows]
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_REVOKE, *args)
+            results = _idempotent_results(items, rows)
+            keys, answers = [], []
+            for item, res, row in zip(items, results, rows, strict=True):
+                if item.idem is not None and not row["idem_found"]:
+                    keys.append(item.idem)
+                    answers.append(_respond(item, res))
+            if keys:
+                await idempotency.fill(conn, keys, answers)
+        return results
 
     async def check(
         self,
@@ -229,3 +227,57 @@ class RevocationStore:
         """Delete up to ``limit`` revocations that expired by ``now``; returns how many."""
         status: str = await self._pool.execute(_SWEEP, now, limit)
         return int(status.rsplit(maxsplit=1)[-1])
+
+
+def _revoke_args(items: Sequence[RevokeItem], now: int | None) -> tuple[object, ...]:
+    revs = [item.rev for item in items]
+    events = [item.event for item in items]
+    return (
+        [r.kind.value for r in revs],
+        [r.value for r in revs],
+        [r.not_before for r in revs],
+        [r.expires_at for r in revs],
+        [item.expiry_given for item in items],
+        [r.reason for r in revs],
+        [item.actor for item in items],
+        [e.event_id for e in events],
+        [e.subject for e in events],
+        [e.payload for e in events],
+        [e.traceparent for e in events],
+        now,
+        [item.idem.caller if item.idem else None for item in items],
+        [item.idem.request_id if item.idem else None for item in items],
+        [item.idem.body_hash if item.idem else None for item in items],
+    )
+
+
+def _respond(item: RevokeItem, result: RevokeResult) -> bytes:
+    if item.respond is None:
+        raise ValueError("an idempotent revocation needs respond()")
+    return item.respond(result)
+
+
+def _idempotent_results(
+    items: Sequence[RevokeItem], rows: Sequence[asyncpg.Record]
+) -> list[RevokeResult]:
+    """Results of a batch with request_ids: a stored answer is replayed (or refused for another
+    body); a placeholder without an answer belongs to an earlier item of this same batch (the
+    function holds the counter lock, so no other writer's placeholder is visible)."""
+    results: list[RevokeResult] = []
+    first: dict[tuple[str, uuid.UUID], int] = {}
+    for i, (item, row) in enumerate(zip(items, rows, strict=True)):
+        idem = item.idem
+        if idem is None or not row["idem_found"]:
+            results.append(RevokeResult(int(row["seq"]), bool(row["recorded"])))
+            if idem is not None:
+                first.setdefault((idem.caller, idem.request_id), i)
+            continue
+        if bytes(row["idem_hash"]) != idem.body_hash:
+            results.append(RevokeResult(0, recorded=False, mismatch=True))
+        elif row["idem_response"] is not None:
+            results.append(RevokeResult(0, recorded=False, replay=bytes(row["idem_response"])))
+        else:
+            k = first[(idem.caller, idem.request_id)]
+            answer = _respond(items[k], results[k])
+            results.append(RevokeResult(0, recorded=False, replay=answer))
+    return results

@@ -1,0 +1,128 @@
+-- Revocation writes (issue 11, finding 3) and idempotent admin writes (issue 11, finding 5).
+
+-- An admin write that carried a request_id (a UUID chosen by the caller): the same id with the
+-- same body gets the stored answer back instead of a second write; another body is refused.
+-- Written in the same transaction as the write it answers, kept 24 h, then swept.
+CREATE TABLE idempotency_records (
+    caller     text NOT NULL,          -- the authenticated client id: ids are per caller
+    request_id uuid NOT NULL,
+    body_hash  bytea NOT NULL CHECK (length(body_hash) = 32),  -- SHA-256 of method + body
+    response   bytea,                  -- the serialized answer; NULL only inside its transaction
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (caller, request_id)
+);
+CREATE INDEX idempotency_records_expires_at ON idempotency_records (expires_at);
+
+-- Record a batch of revocations (one or many, in array order) with their outbox events: one
+-- statement, one round trip, however many revocations (group commit).
+--
+-- The outbox counter row is locked FIRST. Every event-producing writer bumps it, so once we
+-- hold it no other revocation can commit until we do, and because each statement of a
+-- VOLATILE PL/pgSQL function takes a new snapshot in READ COMMITTED, the duplicate checks
+-- below see every revocation committed before us. (A CTE checks against the snapshot taken
+-- before the lock wait, so concurrent identical revocations each wrote an event.)
+--
+-- A revocation already recorded is a no-op that returns its seq, unless the new one raises
+-- not_before, or raises expires_at when the caller gave one (p_expiry_given): an expiry the
+-- server computed from "now" slides every second and never counts. An entry already expired
+-- at p_now (NULL: the database clock), but not yet swept, does not count either.
+--
+-- Idempotency (p_idem_id not NULL): a live record for (caller, request_id) is returned as is
+-- (idem_found; the caller compares the body hash and answers with the stored response; a NULL
+-- response means an earlier item of this same batch, whose answer the caller has); otherwise a
+-- placeholder is written here and the caller fills in the response before it commits.
+CREATE FUNCTION tokenry_revoke(
+    p_kind text[], p_value text[], p_not_before bigint[], p_expires_at bigint[],
+    p_expiry_given boolean[], p_reason text[], p_actor text[],
+    p_event_id uuid[], p_subject text[], p_payload bytea[], p_traceparent text[],
+    p_now bigint,
+    p_idem_caller text[], p_idem_id uuid[], p_idem_hash bytea[]
+) RETURNS TABLE (
+    ord integer, seq bigint, recorded boolean,
+    idem_found boolean, idem_hash bytea, idem_response bytea
+) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    cur record;
+    s bigint;
+    v_now bigint := coalesce(p_now, extract(epoch FROM now())::bigint);
+BEGIN
+    PERFORM 1 FROM outbox_counter c WHERE c.id FOR UPDATE;
+    FOR i IN 1 .. coalesce(cardinality(p_kind), 0) LOOP
+        ord := i; seq := NULL; recorded := false;
+        idem_found := false; idem_hash := NULL; idem_response := NULL;
+        IF p_idem_id[i] IS NOT NULL THEN
+            SELECT r.body_hash, r.response INTO cur FROM idempotency_records r
+            WHERE r.caller = p_idem_caller[i] AND r.request_id = p_idem_id[i]
+              AND r.expires_at > now();
+            IF FOUND THEN
+                idem_found := true; idem_hash := cur.body_hash; idem_response := cur.response;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            INSERT INTO idempotency_records AS r (caller, request_id, body_hash, expires_at)
+            VALUES (p_idem_caller[i], p_idem_id[i], p_idem_hash[i], now() + interval '24 hours')
+            ON CONFLICT (caller, request_id) DO UPDATE  -- an expired record, not yet swept
+                SET body_hash = EXCLUDED.body_hash, response = NULL, created_at = now(),
+                    expires_at = EXCLUDED.expires_at
+                WHERE r.expires_at <= now();
+            IF NOT FOUND THEN  -- another kind of write took this id meanwhile
+                SELECT r.body_hash, r.response INTO cur FROM idempotency_records r
+                WHERE r.caller = p_idem_caller[i] AND r.request_id = p_idem_id[i];
+                idem_found := true; idem_hash := cur.body_hash; idem_response := cur.response;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        SELECT v.not_before, v.expires_at, v.seq INTO cur FROM revocations v
+        WHERE v.kind = p_kind[i] AND v.value = p_value[i];
+        IF FOUND AND cur.expires_at > v_now AND cur.not_before >= p_not_before[i]
+           AND (NOT p_expiry_given[i] OR cur.expires_at >= p_expires_at[i]) THEN
+            seq := cur.seq;
+        ELSE
+            UPDATE outbox_counter c SET seq = c.seq + 1 WHERE c.id RETURNING c.seq INTO s;
+            INSERT INTO revocations AS v (kind, value, not_before, expires_at, reason, actor, seq)
+            VALUES (p_kind[i], p_value[i], p_not_before[i], p_expires_at[i], p_reason[i],
+                    p_actor[i], s)
+            ON CONFLICT (kind, value) DO UPDATE
+                SET not_before = GREATEST(v.not_before, EXCLUDED.not_before),
+                    expires_at = GREATEST(v.expires_at, EXCLUDED.expires_at),
+                    reason = EXCLUDED.reason, actor = EXCLUDED.actor, seq = EXCLUDED.seq,
+                    created_at = now();
+            INSERT INTO outbox (seq, event_id, subject, payload, traceparent)
+            VALUES (s, p_event_id[i], p_subject[i], p_payload[i], p_traceparent[i]);
+            seq := s; recorded := true;
+        END IF;
+
+        -- Refresh families end where refreshing is decided (grants.revoked_at and the opaque
+        -- tokens' revoked_at), which outlive the revocation row: a grant, subject or client
+        -- revocation ends every family it covers, in the same transaction (SPEC §3).
+        IF p_kind[i] = 'grant' THEN
+            WITH g AS (
+                UPDATE grants SET revoked_at = now()
+                WHERE gid = p_value[i] AND revoked_at IS NULL RETURNING gid
+            )
+            UPDATE opaque_tokens SET revoked_at = now()
+            WHERE gid IN (SELECT gid FROM g) AND revoked_at IS NULL;
+        ELSIF p_kind[i] = 'subject' THEN
+            WITH g AS (
+                UPDATE grants SET revoked_at = now()
+                WHERE subject = p_value[i] AND created_at < p_not_before[i]
+                  AND revoked_at IS NULL RETURNING gid
+            )
+            UPDATE opaque_tokens SET revoked_at = now()
+            WHERE gid IN (SELECT gid FROM g) AND revoked_at IS NULL;
+        ELSIF p_kind[i] = 'client' THEN
+            WITH g AS (
+                UPDATE grants SET revoked_at = now()
+                WHERE client_id = p_value[i] AND created_at < p_not_before[i]
+                  AND revoked_at IS NULL RETURNING gid
+            )
+            UPDATE opaque_tokens SET revoked_at = now()
+            WHERE gid IN (SELECT gid FROM g) AND revoked_at IS NULL;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
