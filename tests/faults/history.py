@@ -53,6 +53,11 @@ class Fault:
     name: str
     start: float
     end: float | None  # None: never healed in this run
+    #: the verifiers it hits (None: every one, e.g. NATS down)
+    verifiers: frozenset[str] | None = None
+
+    def hits(self, verifier: str) -> bool:
+        return self.verifiers is None or verifier in self.verifiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,28 +87,24 @@ class History:
     def probe(self, verifier: str, at: float, jti: str, outcome: str) -> None:
         self.probes.append(Probe(verifier, at, jti, outcome))
 
-    def fault_started(self, name: str, at: float) -> int:
-        self.faults.append(Fault(name, at, None))
+    def fault_started(self, name: str, at: float, verifiers: Iterable[str] | None = None) -> int:
+        hit = None if verifiers is None else frozenset(verifiers)
+        self.faults.append(Fault(name, at, None, hit))
         return len(self.faults) - 1
 
     def fault_healed(self, index: int, at: float) -> None:
         fault = self.faults[index]
-        self.faults[index] = Fault(fault.name, fault.start, at)
+        self.faults[index] = Fault(fault.name, fault.start, at, fault.verifiers)
 
     def verifiers(self) -> set[str]:
         return {p.verifier for p in self.probes}
 
-    def in_fault(self, start: float, end: float) -> bool:
-        """Whether any fault window overlaps [start, end]."""
-        return any(f.start <= end and (f.end is None or f.end >= start) for f in self.faults)
-
-    def last_heal(self) -> float | None:
-        """When the last fault healed (None: no fault, or one never healed)."""
-        if not self.faults:
-            return None
-        if any(f.end is None for f in self.faults):
-            return float("inf")
-        return max(f.end for f in self.faults if f.end is not None)
+    def in_fault(self, verifier: str, start: float, end: float) -> bool:
+        """Whether a fault that hits ``verifier`` overlaps [start, end]."""
+        return any(
+            f.hits(verifier) and f.start <= end and (f.end is None or f.end >= start)
+            for f in self.faults
+        )
 
 
 def check(history: History, *, budget: float) -> list[Violation]:
@@ -129,7 +130,7 @@ def check(history: History, *, budget: float) -> list[Violation]:
             elif (
                 p.outcome == OK
                 and p.at > acked + LIVENESS_BOUND
-                and not history.in_fault(acked, acked + LIVENESS_BOUND)
+                and not history.in_fault(p.verifier, acked, acked + LIVENESS_BOUND)
             ):
                 out.append(
                     Violation(
@@ -146,14 +147,15 @@ def check(history: History, *, budget: float) -> list[Violation]:
                 out.append(
                     Violation("healing", p.verifier, p.jti, p.at, "a never-revoked token refused")
                 )
-            elif p.outcome != OK and _should_accept(history, p.at, budget):
+            elif p.outcome != OK and _should_accept(history, p.verifier, p.at, budget):
                 out.append(
                     Violation(
                         "healing",
                         p.verifier,
                         p.jti,
                         p.at,
-                        f"answered {p.outcome} {_since_heal(history, p.at)} (bound: budget"
+                        f"answered {p.outcome} {_since_heal(history, p.verifier, p.at)}"
+                        f" (bound: budget"
                         f" {budget:g}s + {HEALING_SLACK:g}s)",
                     )
                 )
@@ -176,10 +178,13 @@ def check(history: History, *, budget: float) -> list[Violation]:
     return out
 
 
-def _should_accept(history: History, at: float, budget: float) -> bool:
-    """Outside every fault window and at least budget + 5 s after the last heal before it."""
+def _should_accept(history: History, verifier: str, at: float, budget: float) -> bool:
+    """Outside every fault window that hits ``verifier`` and at least budget + 5 s after the
+    last heal of one before ``at``."""
     heal: float | None = None
     for f in history.faults:
+        if not f.hits(verifier):
+            continue
         if f.start <= at and (f.end is None or f.end >= at):
             return False
         if f.end is not None and f.end <= at:
@@ -187,8 +192,8 @@ def _should_accept(history: History, at: float, budget: float) -> bool:
     return heal is None or at > heal + budget + HEALING_SLACK
 
 
-def _since_heal(history: History, at: float) -> str:
-    ends = [f.end for f in history.faults if f.end is not None and f.end <= at]
+def _since_heal(history: History, verifier: str, at: float) -> str:
+    ends = [f.end for f in history.faults if f.hits(verifier) and f.end is not None and f.end <= at]
     return f"{at - max(ends):.2f}s after the heal" if ends else "in steady state"
 
 

@@ -128,3 +128,13 @@ def test_the_state_digest_ignores_order_but_not_content() -> None:
     assert state_digest([a, b]) == state_digest([b, a])
     assert state_digest([a, b]) != state_digest([a])
     assert state_digest([a]) != state_digest([Revocation(RevocationKind.JTI, "j1", 0, 101)])
+
+
+def test_a_fault_of_one_verifier_leaves_the_others_in_steady_state() -> None:
+    h = base()
+    idx = h.fault_started("a paused", 10.5, verifiers={"a"})
+    for v in ("a", "b"):
+        h.probe(v, 11.5, "x", OK)
+        h.probe(v, 11.6, "x", REVOKED)
+    h.fault_healed(idx, 12.0)
+    assert [(v.rule, v.verifier) for v in check(h, budget=BUDGET)] == [("liveness", "b")]

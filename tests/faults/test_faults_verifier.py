@@ -1,0 +1,313 @@
+"""Faults that hit verifiers: a paused verifier process, a verifier partitioned from NATS (with
+and without a stream purge), a cold start probed before it is ready.
+
+Each run records acknowledged revocations and every probe in a History and ends with
+``assert_holds`` (safety: no accept after ack + budget + 1 s; liveness in steady state; nothing
+lost; never-revoked tokens accepted again within budget + 5 s of the heal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from harness import (
+    QUICK_BUDGET,
+    Prober,
+    Revoker,
+    Tokens,
+    VerifierProcess,
+    now,
+    purge_stream,
+    settled,
+    wait_for,
+)
+from history import OK, History, assert_holds, measure
+from proxy import FaultProxy
+
+from tokenry.servicekit.config import Settings
+from tokenry.services.revocation.settings import RevocationSettings
+
+from pipeline_support import mint, stack
+
+pytestmark = pytest.mark.integration
+
+
+async def mint_tokens(pool: asyncpg.Pool, settings: Settings, n: int) -> tuple[Tokens, list[str]]:
+    tokens = Tokens()
+    jtis = []
+    for _ in range(n):
+        token, claims = await mint(pool, settings)
+        tokens.add(token, claims["jti"])
+        jtis.append(claims["jti"])
+    return tokens, jtis
+
+
+async def paused_run(
+    tmp_path: Path,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    budget: float,
+    revoked: int,
+    pause: float | None = None,
+    options: RevocationSettings | None = None,
+    ballast: int = 0,
+) -> None:
+    async with stack(settings, pool, keyrotator=False, options=options) as svc:
+        history = History()
+        tokens, jtis = await mint_tokens(pool, settings, revoked + 3)
+        during, controls = jtis[:revoked], jtis[revoked:]
+        history.controls.update(controls)
+        paused = await VerifierProcess.spawn(
+            "paused", settings, revocation_addr=svc.revocation.addr, budget=budget, log_dir=tmp_path
+        )
+        steady = await VerifierProcess.spawn(
+            "steady", settings, revocation_addr=svc.revocation.addr, budget=budget, log_dir=tmp_path
+        )
+        paused.watch = True  # probed from a thread: a window of a millisecond is seen
+        revoker = Revoker(history, svc.secrets, svc.revocation.addr)
+        prober = Prober(history, tokens, [paused, steady], interval=0.005)
+        try:
+            await paused.wait_ready()
+            await steady.wait_ready()
+            prober.start()
+            # Every token verified (and cached) by every verifier before the pause.
+            await wait_for(lambda: prober.rounds >= 10, 30, "probes before the pause")
+            paused_names = {f"paused.{i}" for i in range(2)}
+            index = history.fault_started("verifier paused", now(), paused_names)
+            paused.pause()
+            # Heartbeats announcing the old head pile up in its socket first...
+            await asyncio.sleep(0.5)
+            if ballast:
+                await publish_ballast(settings, ballast)
+            for jti in during:
+                await revoker.revoke(jti)
+            last_ack = now()
+            # ...then it stays stopped until every ack is older than budget + 1 s.
+            await asyncio.sleep(
+                max(budget + 2.0, (pause or 0) - (now() - history.faults[index].start))
+            )
+            resumed_at = now()
+            paused.resume()
+            history.fault_healed(index, resumed_at)
+            print(
+                f"\npaused {resumed_at - history.faults[index].start:.1f}s; resumed"
+                f" {resumed_at - last_ack:.1f}s after the last ack"
+            )
+            took = await wait_for(
+                lambda: settled(history, tokens, history.verifiers(), resumed_at + 0.1),
+                budget + 20,
+                "every verifier refusing the revoked tokens and accepting the controls",
+            )
+            print(f"settled {took:.2f}s after SIGCONT")
+            await prober.stop()
+            await prober.final_round()
+        finally:
+            await prober.stop()
+            await revoker.close()
+            for proc in (paused, steady):
+                await proc.close()
+        late = [
+            p
+            for p in history.probes
+            if p.verifier in paused_names
+            and p.jti in during
+            and p.at > resumed_at
+            and p.outcome == OK
+        ]
+        print(measure(history).describe())
+        if late:
+            ages = sorted(p.at - history.acks[p.jti] for p in late)
+            print(
+                f"{len(late)} accepts of tokens revoked during the pause, after SIGCONT,"
+                f" {ages[0]:.2f}–{ages[-1]:.2f}s after their acks"
+            )
+        assert_holds(history, budget=budget)
+        # Stricter than the checker: after SIGCONT it must never answer ok for such a token.
+        assert not late
+
+
+async def publish_ballast(settings: Settings, size: int) -> None:
+    """``size`` bytes of undecodable messages on the heartbeat subject (ignored by verifiers).
+
+    They stand in for a long backlog (the issue measured with 300-1,000 revocations during
+    the pause): a paused verifier then finds more in its socket than one read takes, and
+    handles probes between reads, as after any long pause. Without it the quick tier would
+    need hundreds of revocations to make the same shape.
+    """
+    nc = await nats.connect(settings.nats_url)
+    try:
+        chunk = b"\0" * 60_000
+        for _ in range(size // len(chunk) + 1):
+            await nc.publish(settings.subjects.heartbeat, chunk)
+        await nc.flush()
+    finally:
+        await nc.close()
+
+
+async def test_paused_verifier_never_accepts_a_token_revoked_during_the_pause(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """The late-heartbeat bug (issue 11, finding 1): SIGSTOP a verifier process for longer
+    than its budget, revoke tokens it has cached, SIGCONT and probe every few ms."""
+    await paused_run(tmp_path, settings, pool, budget=QUICK_BUDGET, revoked=8, ballast=1_000_000)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("run", range(3))
+async def test_chaos_paused_verifier_default_budget(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool, run: int
+) -> None:
+    await paused_run(
+        tmp_path,
+        settings,
+        pool,
+        budget=30.0,
+        revoked=300,
+        pause=40.0,
+        options=RevocationSettings(heartbeat_interval=2.0, lease_ttl=5.0, sweep_interval=3600),
+    )
+
+
+async def partition_run(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool, *, budget: float, purge: bool
+) -> None:
+    async with (
+        stack(settings, pool, keyrotator=False) as svc,
+        FaultProxy(("127.0.0.1", int(settings.nats_url.rsplit(":", 1)[1]))) as proxy,
+    ):
+        history = History()
+        tokens, jtis = await mint_tokens(pool, settings, 10)
+        before, during, controls = jtis[:2], jtis[2:7], jtis[7:]
+        history.controls.update(controls)
+        cut = await VerifierProcess.spawn(
+            "cut",
+            settings,
+            revocation_addr=svc.revocation.addr,
+            nats_url=proxy.nats_url,
+            budget=budget,
+            log_dir=tmp_path,
+        )
+        direct = await VerifierProcess.spawn(
+            "direct", settings, revocation_addr=svc.revocation.addr, budget=budget, log_dir=tmp_path
+        )
+        revoker = Revoker(history, svc.secrets, svc.revocation.addr)
+        prober = Prober(history, tokens, [cut, direct], interval=0.01)
+        try:
+            await cut.wait_ready()
+            await direct.wait_ready()
+            prober.start()
+            for jti in before:
+                await revoker.revoke(jti)
+            await wait_for(
+                lambda: settled(history, tokens, history.verifiers(), now() - 0.5),
+                20,
+                "steady state",
+            )
+            cut_names = {f"cut.{i}" for i in range(2)}
+            index = history.fault_started("partitioned from NATS", now(), cut_names)
+            proxy.blackhole()
+            await asyncio.sleep(0.5)
+            for jti in during:
+                await revoker.revoke(jti)
+            if purge:
+                # Once the relay has published them, the stream forgets them.
+                await wait_for(
+                    lambda: direct_applied(direct, revoker.top), 20, "the direct verifiers current"
+                )
+                await purge_stream(settings.nats_url, settings.stream.name)
+            await asyncio.sleep(budget + 2.0)
+            proxy.heal()
+            healed = now()
+            history.fault_healed(index, healed)
+            took = await wait_for(
+                lambda: settled(history, tokens, history.verifiers(), healed + 0.1),
+                budget + 30,
+                "every verifier refusing the revoked tokens and accepting the controls",
+            )
+            print(f"\nsettled {took:.2f}s after the heal; {await cut.status()}")
+            await prober.stop()
+            await prober.final_round()
+        finally:
+            await prober.stop()
+            await revoker.close()
+            for proc in (cut, direct):
+                await proc.close()
+        print(measure(history).describe())
+        assert_holds(history, budget=budget)
+
+
+async def direct_applied(proc: VerifierProcess, seq: int) -> bool:
+    return all(v["applied_seq"] >= seq for v in (await proc.status()).values())
+
+
+@pytest.mark.parametrize("purge", [False, True], ids=["no-purge", "purge"])
+async def test_verifier_partitioned_from_nats(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool, purge: bool
+) -> None:
+    """A blackhole between one verifier process and NATS (no FIN, no RST: the bytes it held
+    arrive after the heal), optionally with the stream purged meanwhile."""
+    await partition_run(tmp_path, settings, pool, budget=QUICK_BUDGET, purge=purge)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("purge", [False, True], ids=["no-purge", "purge"])
+async def test_chaos_partition_default_budget(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool, purge: bool
+) -> None:
+    await partition_run(tmp_path, settings, pool, budget=30.0, purge=purge)
+
+
+async def test_cold_start_probed_before_ready_never_accepts_a_revoked_token(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """A verifier process starts while its snapshot source refuses connections (RST): it
+    answers unavailable until it is ready, and from its first answer on refuses every token
+    revoked before it started."""
+    async with (
+        stack(settings, pool, keyrotator=False) as svc,
+        FaultProxy(("127.0.0.1", int(svc.revocation.addr.rsplit(":", 1)[1]))) as proxy,
+    ):
+        history = History()
+        tokens, jtis = await mint_tokens(pool, settings, 8)
+        revoked, controls = jtis[:5], jtis[5:]
+        history.controls.update(controls)
+        revoker = Revoker(history, svc.secrets, svc.revocation.addr)
+        for jti in revoked:
+            await revoker.revoke(jti)
+        proxy.reset(refuse=True)
+        index = history.fault_started("snapshot source refused", now())
+        cold = await VerifierProcess.spawn(
+            "cold", settings, revocation_addr=proxy.addr, budget=QUICK_BUDGET, log_dir=tmp_path
+        )
+        prober = Prober(history, tokens, [cold], interval=0.01).start()
+        try:
+            await wait_for(lambda: prober.rounds >= 20, 30, "probes before ready")
+            assert cold.ready_at is None
+            proxy.heal()
+            healed = now()
+            history.fault_healed(index, healed)
+            print(f"\nready {await cold.wait_ready():.2f}s after the heal")
+            await wait_for(
+                lambda: settled(history, tokens, history.verifiers(), healed),
+                QUICK_BUDGET + 20,
+                "the cold verifiers current",
+            )
+            await prober.stop()
+            await prober.final_round()
+        finally:
+            await prober.stop()
+            await revoker.close()
+            await cold.close()
+        accepted = [p for p in history.probes if p.jti in revoked and p.outcome == OK]
+        assert not accepted, f"{len(accepted)} accepts of tokens revoked before the start"
+        early = [p for p in history.probes if cold.ready_at and p.at < cold.ready_at]
+        assert early and all(p.outcome == "unavailable" for p in early)
+        print(measure(history).describe())
+        assert_holds(history, budget=QUICK_BUDGET)
