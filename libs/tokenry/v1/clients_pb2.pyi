@@ -59,10 +59,12 @@ class ClientInfo(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., client_type: _Optional[str] = ..., token_endpoint_auth_method: _Optional[str] = ..., grant_types: _Optional[_Iterable[str]] = ..., redirect_uris: _Optional[_Iterable[str]] = ..., scopes: _Optional[_Iterable[str]] = ..., audiences: _Optional[_Iterable[str]] = ..., token_format: _Optional[str] = ..., access_token_ttl: _Optional[int] = ..., id_token_ttl: _Optional[int] = ..., refresh_token_idle_ttl: _Optional[int] = ..., refresh_token_absolute_ttl: _Optional[int] = ..., id_token_alg: _Optional[str] = ..., jwks_json: _Optional[str] = ..., token_exchange_from: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class CreateClientRequest(_message.Message):
-    __slots__ = ("client",)
+    __slots__ = ("client", "request_id")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     client: ClientInfo
-    def __init__(self, client: _Optional[_Union[ClientInfo, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, client: _Optional[_Union[ClientInfo, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateClientResponse(_message.Message):
     __slots__ = ("client", "client_secret")
@@ -89,12 +91,14 @@ class ListClientsResponse(_message.Message):
     def __init__(self, clients: _Optional[_Iterable[_Union[ClientInfo, _Mapping]]] = ...) -> None: ...
 
 class DeleteClientRequest(_message.Message):
-    __slots__ = ("client_id", "reason")
+    __slots__ = ("client_id", "reason", "request_id")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     reason: str
-    def __init__(self, client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, client_id: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteClientResponse(_message.Message):
     __slots__ = ("revocation_seq",)

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btokenry/v1/keyrotator.proto\x12\ntokenry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n\x0eGetJwksRequest\"1\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"(\n\x0fListKeysRequest\x12\x15\n\rinclude_ended\x18\x01 \x01(\x08\"\xde\x03\n\x0eSigningKeyInfo\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03\x61lg\x18\x02 \x01(\t\x12\x0b\n\x03use\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x17\n\x0fpublic_jwk_json\x18\x05 \x01(\t\x12\x0e\n\x06kek_id\x18\x06 \x01(\t\x12\x17\n\x0fhas_private_key\x18\x07 \x01(\x08\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61\x63tivated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bretiring_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nretired_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrevoke_reason\x18\r \x01(\t\x12\x12\n\nrevoked_by\x18\x0e \x01(\t\x12\x36\n\x12next_transition_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x10ListKeysResponse\x12(\n\x04keys\x18\x01 \x03(\x0b\x32\x1a.tokenry.v1.SigningKeyInfo\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"8\n\rRotateRequest\x12\x0b\n\x03use\x18\x01 \x01(\t\x12\x0b\n\x03\x61lg\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\\\n\x0eRotateResponse\x12\x12\n\nactive_kid\x18\x01 \x01(\t\x12\x14\n\x0cretiring_kid\x18\x02 \x01(\t\x12\x13\n\x0bpending_kid\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\"/\n\x10RevokeKeyRequest\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"^\n\x11RevokeKeyResponse\x12\x13\n\x0brevoked_kid\x18\x01 \x01(\t\x12\x12\n\nactive_kid\x18\x02 \x01(\t\x12\x13\n\x0bpending_kid\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x32\xa2\x02\n\nKeyRotator\x12\x42\n\x07GetJwks\x12\x1a.tokenry.v1.GetJwksRequest\x1a\x1b.tokenry.v1.GetJwksResponse\x12\x45\n\x08ListKeys\x12\x1b.tokenry.v1.ListKeysRequest\x1a\x1c.tokenry.v1.ListKeysResponse\x12?\n\x06Rotate\x12\x19.tokenry.v1.RotateRequest\x1a\x1a.tokenry.v1.RotateResponse\x12H\n\tRevokeKey\x12\x1c.tokenry.v1.RevokeKeyRequest\x1a\x1d.tokenry.v1.RevokeKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btokenry/v1/keyrotator.proto\x12\ntokenry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n\x0eGetJwksRequest\"1\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"(\n\x0fListKeysRequest\x12\x15\n\rinclude_ended\x18\x01 \x01(\x08\"\xde\x03\n\x0eSigningKeyInfo\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03\x61lg\x18\x02 \x01(\t\x12\x0b\n\x03use\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x17\n\x0fpublic_jwk_json\x18\x05 \x01(\t\x12\x0e\n\x06kek_id\x18\x06 \x01(\t\x12\x17\n\x0fhas_private_key\x18\x07 \x01(\x08\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61\x63tivated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bretiring_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nretired_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrevoke_reason\x18\r \x01(\t\x12\x12\n\nrevoked_by\x18\x0e \x01(\t\x12\x36\n\x12next_transition_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x10ListKeysResponse\x12(\n\x04keys\x18\x01 \x03(\x0b\x32\x1a.tokenry.v1.SigningKeyInfo\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"L\n\rRotateRequest\x12\x0b\n\x03use\x18\x01 \x01(\t\x12\x0b\n\x03\x61lg\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\\\n\x0eRotateResponse\x12\x12\n\nactive_kid\x18\x01 \x01(\t\x12\x14\n\x0cretiring_kid\x18\x02 \x01(\t\x12\x13\n\x0bpending_kid\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\"C\n\x10RevokeKeyRequest\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"^\n\x11RevokeKeyResponse\x12\x13\n\x0brevoked_kid\x18\x01 \x01(\t\x12\x12\n\nactive_kid\x18\x02 \x01(\t\x12\x13\n\x0bpending_kid\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x32\xa2\x02\n\nKeyRotator\x12\x42\n\x07GetJwks\x12\x1a.tokenry.v1.GetJwksRequest\x1a\x1b.tokenry.v1.GetJwksResponse\x12\x45\n\x08ListKeys\x12\x1b.tokenry.v1.ListKeysRequest\x1a\x1c.tokenry.v1.ListKeysResponse\x12?\n\x06Rotate\x12\x19.tokenry.v1.RotateRequest\x1a\x1a.tokenry.v1.RotateResponse\x12H\n\tRevokeKey\x12\x1c.tokenry.v1.RevokeKeyRequest\x1a\x1d.tokenry.v1.RevokeKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,13 +44,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTKEYSRESPONSE']._serialized_start=668
   _globals['_LISTKEYSRESPONSE']._serialized_end=741
   _globals['_ROTATEREQUEST']._serialized_start=743
-  _globals['_ROTATEREQUEST']._serialized_end=799
-  _globals['_ROTATERESPONSE']._serialized_start=801
-  _globals['_ROTATERESPONSE']._serialized_end=893
-  _globals['_REVOKEKEYREQUEST']._serialized_start=895
-  _globals['_REVOKEKEYREQUEST']._serialized_end=942
-  _globals['_REVOKEKEYRESPONSE']._serialized_start=944
-  _globals['_REVOKEKEYRESPONSE']._serialized_end=1038
-  _globals['_KEYROTATOR']._serialized_start=1041
-  _globals['_KEYROTATOR']._serialized_end=1331
+  _globals['_ROTATEREQUEST']._serialized_end=819
+  _globals['_ROTATERESPONSE']._serialized_start=821
+  _globals['_ROTATERESPONSE']._serialized_end=913
+  _globals['_REVOKEKEYREQUEST']._serialized_start=915
+  _globals['_REVOKEKEYREQUEST']._serialized_end=982
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=984
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=1078
+  _globals['_KEYROTATOR']._serialized_start=1081
+  _globals['_KEYROTATOR']._serialized_end=1371
 # @@protoc_insertion_point(module_scope)

@@ -71,14 +71,16 @@ class ListKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[SigningKeyInfo, _Mapping]]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class RotateRequest(_message.Message):
-    __slots__ = ("use", "alg", "force")
+    __slots__ = ("use", "alg", "force", "request_id")
     USE_FIELD_NUMBER: _ClassVar[int]
     ALG_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     use: str
     alg: str
     force: bool
-    def __init__(self, use: _Optional[str] = ..., alg: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, use: _Optional[str] = ..., alg: _Optional[str] = ..., force: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RotateResponse(_message.Message):
     __slots__ = ("active_kid", "retiring_kid", "pending_kid", "seq")
@@ -93,12 +95,14 @@ class RotateResponse(_message.Message):
     def __init__(self, active_kid: _Optional[str] = ..., retiring_kid: _Optional[str] = ..., pending_kid: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class RevokeKeyRequest(_message.Message):
-    __slots__ = ("kid", "reason")
+    __slots__ = ("kid", "reason", "request_id")
     KID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     kid: str
     reason: str
-    def __init__(self, kid: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, kid: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RevokeKeyResponse(_message.Message):
     __slots__ = ("revoked_kid", "active_kid", "pending_kid", "seq")

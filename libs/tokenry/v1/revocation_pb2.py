@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from tokenry.v1 import events_pb2 as tokenry_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btokenry/v1/revocation.proto\x12\ntokenry.v1\x1a\x17tokenry/v1/events.proto\"\x10\n\x0eGetHeadRequest\"\x1e\n\x0fGetHeadResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"\xeb\x01\n\rRevokeRequest\x12\r\n\x03jti\x18\x01 \x01(\tH\x00\x12\x0f\n\x05token\x18\x04 \x01(\tH\x00\x12\x12\n\x08grant_id\x18\x05 \x01(\tH\x00\x12\x11\n\x07subject\x18\x06 \x01(\tH\x00\x12\x13\n\tclient_id\x18\x07 \x01(\tH\x00\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\x12\x17\n\x0ftoken_type_hint\x18\x08 \x01(\t\x12\x1d\n\x15\x63lient_assertion_type\x18\t \x01(\t\x12\x18\n\x10\x63lient_assertion\x18\n \x01(\tB\x08\n\x06target\"o\n\x0eRevokeResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.tokenry.v1.RevocationKind\x12\x12\n\nnot_before\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\",\n\x16ListRevocationsRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\r\"B\n\tWatermark\x12\r\n\x05value\x18\x01 \x01(\t\x12\x12\n\nnot_before\x18\x02 \x01(\x03\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\"\xe2\x01\n\x12RevocationSnapshot\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04jtis\x18\x02 \x03(\t\x12\x16\n\x0ejti_expires_at\x18\x03 \x03(\x03\x12\x11\n\tgrant_ids\x18\x04 \x03(\t\x12\x18\n\x10grant_expires_at\x18\x05 \x03(\x03\x12\'\n\x08subjects\x18\x06 \x03(\x0b\x32\x15.tokenry.v1.Watermark\x12&\n\x07\x63lients\x18\x07 \x03(\x0b\x32\x15.tokenry.v1.Watermark\x12\x0c\n\x04last\x18\x08 \x01(\x08\x12\r\n\x05total\x18\t \x01(\x04\x32\xea\x01\n\nRevocation\x12?\n\x06Revoke\x12\x19.tokenry.v1.RevokeRequest\x1a\x1a.tokenry.v1.RevokeResponse\x12W\n\x0fListRevocations\x12\".tokenry.v1.ListRevocationsRequest\x1a\x1e.tokenry.v1.RevocationSnapshot0\x01\x12\x42\n\x07GetHead\x12\x1a.tokenry.v1.GetHeadRequest\x1a\x1b.tokenry.v1.GetHeadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btokenry/v1/revocation.proto\x12\ntokenry.v1\x1a\x17tokenry/v1/events.proto\"\x10\n\x0eGetHeadRequest\"\x1e\n\x0fGetHeadResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"\xff\x01\n\rRevokeRequest\x12\r\n\x03jti\x18\x01 \x01(\tH\x00\x12\x0f\n\x05token\x18\x04 \x01(\tH\x00\x12\x12\n\x08grant_id\x18\x05 \x01(\tH\x00\x12\x11\n\x07subject\x18\x06 \x01(\tH\x00\x12\x13\n\tclient_id\x18\x07 \x01(\tH\x00\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\x12\x17\n\x0ftoken_type_hint\x18\x08 \x01(\t\x12\x1d\n\x15\x63lient_assertion_type\x18\t \x01(\t\x12\x18\n\x10\x63lient_assertion\x18\n \x01(\t\x12\x12\n\nrequest_id\x18\x0b \x01(\tB\x08\n\x06target\"o\n\x0eRevokeResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.tokenry.v1.RevocationKind\x12\x12\n\nnot_before\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\",\n\x16ListRevocationsRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\r\"B\n\tWatermark\x12\r\n\x05value\x18\x01 \x01(\t\x12\x12\n\nnot_before\x18\x02 \x01(\x03\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\"\xe2\x01\n\x12RevocationSnapshot\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04jtis\x18\x02 \x03(\t\x12\x16\n\x0ejti_expires_at\x18\x03 \x03(\x03\x12\x11\n\tgrant_ids\x18\x04 \x03(\t\x12\x18\n\x10grant_expires_at\x18\x05 \x03(\x03\x12\'\n\x08subjects\x18\x06 \x03(\x0b\x32\x15.tokenry.v1.Watermark\x12&\n\x07\x63lients\x18\x07 \x03(\x0b\x32\x15.tokenry.v1.Watermark\x12\x0c\n\x04last\x18\x08 \x01(\x08\x12\r\n\x05total\x18\t \x01(\x04\x32\xea\x01\n\nRevocation\x12?\n\x06Revoke\x12\x19.tokenry.v1.RevokeRequest\x1a\x1a.tokenry.v1.RevokeResponse\x12W\n\x0fListRevocations\x12\".tokenry.v1.ListRevocationsRequest\x1a\x1e.tokenry.v1.RevocationSnapshot0\x01\x12\x42\n\x07GetHead\x12\x1a.tokenry.v1.GetHeadRequest\x1a\x1b.tokenry.v1.GetHeadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETHEADRESPONSE']._serialized_start=86
   _globals['_GETHEADRESPONSE']._serialized_end=116
   _globals['_REVOKEREQUEST']._serialized_start=119
-  _globals['_REVOKEREQUEST']._serialized_end=354
-  _globals['_REVOKERESPONSE']._serialized_start=356
-  _globals['_REVOKERESPONSE']._serialized_end=467
-  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=469
-  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=513
-  _globals['_WATERMARK']._serialized_start=515
-  _globals['_WATERMARK']._serialized_end=581
-  _globals['_REVOCATIONSNAPSHOT']._serialized_start=584
-  _globals['_REVOCATIONSNAPSHOT']._serialized_end=810
-  _globals['_REVOCATION']._serialized_start=813
-  _globals['_REVOCATION']._serialized_end=1047
+  _globals['_REVOKEREQUEST']._serialized_end=374
+  _globals['_REVOKERESPONSE']._serialized_start=376
+  _globals['_REVOKERESPONSE']._serialized_end=487
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_start=489
+  _globals['_LISTREVOCATIONSREQUEST']._serialized_end=533
+  _globals['_WATERMARK']._serialized_start=535
+  _globals['_WATERMARK']._serialized_end=601
+  _globals['_REVOCATIONSNAPSHOT']._serialized_start=604
+  _globals['_REVOCATIONSNAPSHOT']._serialized_end=830
+  _globals['_REVOCATION']._serialized_start=833
+  _globals['_REVOCATION']._serialized_end=1067
 # @@protoc_insertion_point(module_scope)

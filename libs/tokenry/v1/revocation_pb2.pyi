@@ -19,7 +19,7 @@ class GetHeadResponse(_message.Message):
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class RevokeRequest(_message.Message):
-    __slots__ = ("jti", "token", "grant_id", "subject", "client_id", "reason", "expires_at", "token_type_hint", "client_assertion_type", "client_assertion")
+    __slots__ = ("jti", "token", "grant_id", "subject", "client_id", "reason", "expires_at", "token_type_hint", "client_assertion_type", "client_assertion", "request_id")
     JTI_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     GRANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class RevokeRequest(_message.Message):
     TOKEN_TYPE_HINT_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ASSERTION_TYPE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ASSERTION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     jti: str
     token: str
     grant_id: str
@@ -40,7 +41,8 @@ class RevokeRequest(_message.Message):
     token_type_hint: str
     client_assertion_type: str
     client_assertion: str
-    def __init__(self, jti: _Optional[str] = ..., token: _Optional[str] = ..., grant_id: _Optional[str] = ..., subject: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ..., expires_at: _Optional[int] = ..., token_type_hint: _Optional[str] = ..., client_assertion_type: _Optional[str] = ..., client_assertion: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, jti: _Optional[str] = ..., token: _Optional[str] = ..., grant_id: _Optional[str] = ..., subject: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ..., expires_at: _Optional[int] = ..., token_type_hint: _Optional[str] = ..., client_assertion_type: _Optional[str] = ..., client_assertion: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RevokeResponse(_message.Message):
     __slots__ = ("seq", "kind", "not_before", "expires_at")
