@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
+import asyncpg
+from grpc_health.v1.health import aio as health_aio
 from nats.aio.client import Client as NatsClient
 
 from tokenry.bus.nats_conn import connect
@@ -15,7 +18,9 @@ from tokenry.core.clientauth import AssertionContext, ProvenSecrets, assertion_a
 from tokenry.core.clients import ID_TOKEN_ALGS
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.core.refresh import derivation_key
-from tokenry.servicekit.config import Settings
+from tokenry.servicekit import variables as v
+from tokenry.servicekit.clockskew import DATABASE_CLOCK_SQL, ClockSkewGate
+from tokenry.servicekit.config import Reader, Settings
 from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
 from tokenry.services.issuer.caches import Watermarks
@@ -48,11 +53,20 @@ KEY_CHECK_INTERVAL = 5.0  # backup for the key events (SPEC §5)
 SWEEP_INTERVAL = 60.0
 
 
-def build(settings: Settings, host: str, port: int) -> Service:
+def build(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    clock: Clock | None = None,
+    max_clock_skew: int | None = None,
+) -> Service:
+    """The service; ``max_clock_skew`` defaults to ``TOKENRY_MAX_CLOCK_SKEW``."""
     if settings.kek is None:
         raise ValueError("the issuer needs TOKENRY_KEK to open the active signing key")
     kek = settings.kek
-    clock: Clock = SystemClock()
+    clock = clock or SystemClock()
+    skew = _max_clock_skew() if max_clock_skew is None else max_clock_skew
     ready: Ready[IssuerApi] = Ready()
     unavailable = UNAVAILABLE_ERRORS
     server, health = new_server(SERVICE_NAMES, map_errors=False)
@@ -68,6 +82,8 @@ def build(settings: Settings, host: str, port: int) -> Service:
     async def startup(stop: asyncio.Event) -> None:
         pool = await create_pool(settings.database_url)
         closers.append(pool.close)
+        serving = _Serving(health)
+        gate = await serving.clock_gate(pool, clock, skew)
         key_store = KeyStore(pool)
         # ID tokens: RS256 by default (OIDC Core §15.1), ES256 when a client asks for it.
         keys = ActiveKeys(
@@ -104,6 +120,7 @@ def build(settings: Settings, host: str, port: int) -> Service:
             subjects=settings.subjects,
             refresh_key=derivation_key(pepper.key),
             proven=ProvenSecrets(),
+            mint_gate=gate.check,
         )
         subject_tokens = SubjectTokenVerifier(
             issuer=issuer,
@@ -132,6 +149,7 @@ def build(settings: Settings, host: str, port: int) -> Service:
             on_key_event=keys.on_key_event,
         )
         nats_task = asyncio.create_task(_listen(settings.nats_url, listener, closers))
+        gate_task = asyncio.create_task(gate.run(stop), name="issuer-clock-skew")
         maintenance = Maintenance(
             refresh_keys=keys.refresh,
             keys=keys,
@@ -146,14 +164,54 @@ def build(settings: Settings, host: str, port: int) -> Service:
             clock=clock,
         )
         try:
-            await maintenance.run(stop, lambda: set_serving(health, SERVICE_NAMES, serving=True))
+            await maintenance.run(stop, serving.keys_loaded)
         finally:
-            nats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await nats_task
+            for task in (nats_task, gate_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await listener.close()
 
     return Service("issuer", server, bound, health, startup, closers)
+
+
+def _max_clock_skew() -> int:
+    reader = Reader()
+    skew = reader.get(v.MAX_CLOCK_SKEW)
+    reader.check()
+    return skew
+
+
+class _Serving:
+    """SERVING once the signing keys are loaded and while the clock is within the skew."""
+
+    def __init__(self, health: health_aio.HealthServicer) -> None:
+        self._health = health
+        self._keys = False
+        self._clock = False
+
+    async def keys_loaded(self) -> None:
+        self._keys = True
+        await self._publish()
+
+    async def clock_changed(self, ok: bool) -> None:
+        self._clock = ok
+        await self._publish()
+
+    async def clock_gate(self, pool: asyncpg.Pool, clock: Clock, max_skew: int) -> ClockSkewGate:
+        """The gate against PostgreSQL's clock, with its first verdict (it starts closed)."""
+        gate = ClockSkewGate(
+            read_database_clock=partial(pool.fetchval, DATABASE_CLOCK_SQL),
+            clock=clock,
+            max_skew=max_skew,
+            on_change=self.clock_changed,
+        )
+        with contextlib.suppress(Exception):
+            await gate.measure()
+        return gate
+
+    async def _publish(self) -> None:
+        await set_serving(self._health, SERVICE_NAMES, serving=self._keys and self._clock)
 
 
 async def _listen(url: str, listener: IssuerListener, closers: list[Closer]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -70,6 +71,9 @@ class IssuerDeps:
     refresh_grace: int = DEFAULT_GRACE
     # Secrets already proven against a client's current hash (core.clientauth.ProvenSecrets).
     proven: ProvenSecrets | None = None
+    # Raises TemporarilyUnavailable while this issuer may not mint (its clock is off the
+    # database's by more than the max skew: servicekit.clockskew).
+    mint_gate: Callable[[], None] | None = None
 
     def __repr__(self) -> str:  # holds keys
         return "IssuerDeps(...)"

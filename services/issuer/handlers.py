@@ -45,6 +45,10 @@ class IssuerHandlers:
         return await authenticate(credentials, d.clients, d.peppers, d.assertions, d.proven)
 
     async def token(self, req: TokenRequest) -> TokenResult:
+        if self._d.mint_gate is not None:
+            # Before anything else: a token stamped by a clock too far ahead could outlive a
+            # subject or client revocation (servicekit.clockskew).
+            self._d.mint_gate()
         client = await self.authenticate(req.credentials)
         grant = req.grant_type
         if grant not in GRANT_TYPES:

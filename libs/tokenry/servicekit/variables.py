@@ -318,8 +318,9 @@ MAX_CLOCK_SKEW = Var(
     "TOKENRY_MAX_CLOCK_SKEW",
     integer(0, 300),
     DEFAULT_MAX_CLOCK_SKEW,
-    "seconds added to subject/client revocation watermarks, 0–300 (docs/events.md)",
-    "revocation",
+    "seconds added to subject/client revocation watermarks; issuers off PostgreSQL's clock by"
+    " more stop minting, 0–300 (docs/events.md)",
+    "issuer, revocation",
     str(DEFAULT_MAX_CLOCK_SKEW),
 )
 HEARTBEAT_INTERVAL = Var(

@@ -27,8 +27,11 @@ acceptable (so a hostile header can never trigger a JWKS refresh or a signature 
    finite JSON numbers (not bool, NaN or Infinity), ``nbf`` optional likewise; ``jti`` a
    non-empty string; ``iss`` equal to the issuer; ``aud`` a string or array of strings containing
    the audience; ``sub``/``client_id``/``scope`` strings when present; then ``now >= exp + leeway``
-   → ``expired`` (cannot be turned off, NIST SP 800-228), ``nbf``/``iat`` later than
-   ``now + leeway`` → ``not_yet_valid``/``iat_in_future``.
+   → ``expired`` (cannot be turned off, NIST SP 800-228), ``nbf`` later than ``now + leeway``
+   → ``not_yet_valid``, ``iat`` later than ``now + min(leeway, max clock skew)`` →
+   ``iat_in_future``. The iat allowance never exceeds the skew the issuers are held to
+   (docs/events.md): subject and client revocations compare ``iat`` with a watermark set
+   that much ahead, so a token stamped further in the future could outlive its revocation.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from collections.abc import Mapping
 from json.scanner import make_scanner
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from tokenry.core.revocations import DEFAULT_MAX_CLOCK_SKEW as _MAX_CLOCK_SKEW
 from tokenry.verifier.errors import (
     BadSignatureError,
     InvalidClaimsError,
@@ -78,6 +82,9 @@ ALGORITHMS: Final[frozenset[str]] = frozenset({"ES256", "EdDSA", "PS256", "RS256
 ACCEPTED_TYP: Final[frozenset[str]] = frozenset({"at+jwt", "application/at+jwt"})
 DEFAULT_MAX_SIZE: Final = 8192
 DEFAULT_LEEWAY: Final = 30.0
+#: The largest clock difference between an issuer and PostgreSQL that issuers tolerate (they
+#: stop serving beyond it); the future-``iat`` allowance is capped at it.
+DEFAULT_MAX_CLOCK_SKEW: Final = float(_MAX_CLOCK_SKEW)
 #: Upper bound on the clock-skew leeway, so that expiry checking cannot be defeated by a huge one.
 MAX_LEEWAY: Final = 300.0
 #: Header parameters refused outright. Key-locating headers are never followed (RFC 8725 §3.10);
@@ -226,6 +233,8 @@ class Rules(NamedTuple):
     leeway: float = DEFAULT_LEEWAY
     max_size: int = DEFAULT_MAX_SIZE
     accepted_typ: frozenset[str] = ACCEPTED_TYP
+    #: the future-``iat`` allowance: ``min(leeway, max clock skew)``
+    iat_leeway: float = DEFAULT_MAX_CLOCK_SKEW
 
 
 class JwsParts(NamedTuple):
@@ -308,8 +317,11 @@ def check_claims(
     audience: str,
     now: float,
     leeway: float = DEFAULT_LEEWAY,
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
 ) -> None:
     """Validate the registered claims of a verified access token (RFC 7519 §4.1, RFC 9068 §4).
+
+    ``iat`` may be at most ``min(leeway, max_clock_skew)`` in the future.
 
     Raises:
         InvalidClaimsError: ``missing_claim``, ``bad_claim_type``, ``bad_issuer``,
@@ -318,7 +330,7 @@ def check_claims(
         ValueError: ``leeway`` is outside 0 to ``MAX_LEEWAY`` (a programming error).
     """
     _check_leeway(leeway)
-    _check_claims(claims, issuer, audience, now, leeway)
+    _check_claims(claims, issuer, audience, now, leeway, min(leeway, max_clock_skew))
 
 
 def _check_leeway(leeway: float) -> None:
@@ -327,7 +339,12 @@ def _check_leeway(leeway: float) -> None:
 
 
 def _check_claims(
-    claims: Mapping[str, Any], issuer: str, audience: str, now: float, leeway: float
+    claims: Mapping[str, Any],
+    issuer: str,
+    audience: str,
+    now: float,
+    leeway: float,
+    iat_leeway: float,
 ) -> None:
     exp = _required_number(claims, "exp")
     iat = _required_number(claims, "iat")
@@ -344,7 +361,7 @@ def _check_claims(
         raise TokenExpiredError("expired", "token has expired")
     if nbf is not None and nbf > now + leeway:
         raise InvalidClaimsError("not_yet_valid", "token is not valid yet (nbf)")
-    if iat > now + leeway:
+    if iat > now + iat_leeway:
         raise InvalidClaimsError("iat_in_future", "token was issued in the future (iat)")
 
 
@@ -493,12 +510,14 @@ class Decoder:
         leeway: float = DEFAULT_LEEWAY,
         max_size: int = DEFAULT_MAX_SIZE,
         accepted_typ: frozenset[str] = ACCEPTED_TYP,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
     ) -> dict[str, Any]:
         """Verify an access token and return its claims. See :func:`decode_verified`."""
         _check_leeway(leeway)
-        _, claims = self.decode_for(
-            token, keys, Rules(issuer, audience, leeway, max_size, accepted_typ), now
+        rules = Rules(
+            issuer, audience, leeway, max_size, accepted_typ, min(leeway, max_clock_skew)
         )
+        _, claims = self.decode_for(token, keys, rules, now)
         if claims is None:
             raise RejectedHeaderError("unknown_kid", "kid names no known key")
         return claims
@@ -518,7 +537,9 @@ class Decoder:
                 return kid, None
             self._policy.check(alg, key, signing_input, signature)
             claims = _claims_object(payload_segment)
-            _check_claims(claims, rules.issuer, rules.audience, now, rules.leeway)
+            _check_claims(
+                claims, rules.issuer, rules.audience, now, rules.leeway, rules.iat_leeway
+            )
         except VerificationError:
             raise
         except _DECODE_ERRORS:

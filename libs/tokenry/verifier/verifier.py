@@ -130,7 +130,10 @@ class VerifierConfig:
     Args:
         issuer: the expected ``iss``, compared exactly (RFC 9068 §4).
         audience: this resource server's identifier; ``aud`` must contain it.
-        leeway: clock-skew allowance for ``exp``/``nbf``/``iat``, 0 to ``jose.MAX_LEEWAY`` s.
+        leeway: clock-skew allowance for ``exp``/``nbf``, 0 to ``jose.MAX_LEEWAY`` s.
+        max_clock_skew: the skew issuers are held to (``TOKENRY_MAX_CLOCK_SKEW``); ``iat`` may
+            be at most ``min(leeway, max_clock_skew)`` ahead, so that no token stamped in the
+            future outlives a subject or client revocation (docs/events.md).
         max_size: longer tokens are refused before parsing (SPEC §3: 8 KiB).
         cache_size: verified tokens kept (bounded memory; see ``cache.TokenCache``).
         accepted_typ: accepted JOSE ``typ`` values, compared case-insensitively.
@@ -142,6 +145,7 @@ class VerifierConfig:
     max_size: int = jose.DEFAULT_MAX_SIZE
     cache_size: int = 10_000
     accepted_typ: frozenset[str] = jose.ACCEPTED_TYP
+    max_clock_skew: float = jose.DEFAULT_MAX_CLOCK_SKEW
 
     def __post_init__(self) -> None:
         if not self.issuer:
@@ -152,6 +156,8 @@ class VerifierConfig:
             raise ValueError(f"leeway must be between 0 and {jose.MAX_LEEWAY} seconds")
         if self.max_size < 1 or self.cache_size < 1:
             raise ValueError("max_size and cache_size must be positive")
+        if self.max_clock_skew < 0:
+            raise ValueError("max_clock_skew must be >= 0 seconds")
 
 
 class _NeedsLoop:
@@ -200,7 +206,12 @@ class Verifier:
         self._mono = time.monotonic if system else clock.monotonic
         self._decoder = jose.Decoder()
         self._rules = jose.Rules(
-            config.issuer, config.audience, config.leeway, config.max_size, config.accepted_typ
+            config.issuer,
+            config.audience,
+            config.leeway,
+            config.max_size,
+            config.accepted_typ,
+            min(config.leeway, config.max_clock_skew),
         )
         self._cache_get = self.cache.get
         # Tokens signed by a key that leaves the set (revoked, unpublished) leave the cache.
@@ -445,6 +456,7 @@ class Verifier:
                 audience=self.config.audience,
                 now=now,
                 leeway=self.config.leeway,
+                max_clock_skew=self.config.max_clock_skew,
             )
             claims = MappingProxyType(checked)
         self.stats.introspected += 1

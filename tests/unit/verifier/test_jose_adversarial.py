@@ -292,9 +292,16 @@ def test_rejects_expired_exactly_at_leeway_edge() -> None:
     expect_rejected(make_token(make_claims(exp=NOW)), "expired", now=NOW + 30)
 
 
-def test_accepts_nbf_and_iat_at_leeway_edge() -> None:
-    token = make_token(make_claims(nbf=NOW + 30, iat=NOW + 30))
+def test_accepts_nbf_at_leeway_edge_and_iat_at_clock_skew_edge() -> None:
+    token = make_token(make_claims(nbf=NOW + 30, iat=NOW + 2))
     assert decode(token)["jti"]
+
+
+def test_rejects_iat_beyond_the_max_clock_skew_within_the_leeway() -> None:
+    """Issue 11: a token stamped 3-30 s in the future (an issuer running fast) would pass the
+    30 s leeway and outlive a subject revocation whose watermark is only 2 s ahead."""
+    expect_rejected(make_token(make_claims(iat=NOW + 3)), "iat_in_future")
+    expect_rejected(make_token(make_claims(iat=NOW + 25)), "iat_in_future")
 
 
 def test_zero_leeway_is_exact() -> None:

@@ -220,7 +220,7 @@ def check_signed(header: dict[str, Any], claims: dict[str, Any]) -> None:
         assert type(result[name]) in (int, float)
         assert math.isfinite(result[name])
     assert result["exp"] + 30 > NOW
-    assert result["iat"] <= NOW + 30
+    assert result["iat"] <= NOW + 2
     if "nbf" in result:
         assert type(result["nbf"]) in (int, float)
         assert result["nbf"] <= NOW + 30
