@@ -13,7 +13,6 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -130,11 +129,6 @@ def settings(database_url: str, nats_server: EmbeddedNats, bus_names: BusNames) 
         kek=Kek.generate(),
         peppers={pepper_id(pepper_key): Pepper(pepper_id(pepper_key), pepper_key)},
     )
-
-
-@pytest.fixture
-def wycheproof_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
 
 
 def pytest_configure(config: pytest.Config) -> None:
