@@ -26,7 +26,7 @@ API calls are bounded by ``api_timeout``, well below the lease ttl.
 
 Heartbeats are never buffered: nats-py queues publishes while it reconnects and sends them
 late, and a late heartbeat carries a stale head (SPEC §4.4). A heartbeat is sent only on a
-connection that just answered a PING, and one is sent as soon as a backlog drains (after an
+connection that just answered a request, and one is sent as soon as a backlog drains (after an
 outage, a failover or a burst) so verifiers can prove they are current without waiting for
 the next interval.
 
@@ -80,8 +80,9 @@ class RelaySettings:
     batch: int = 256
     #: Publishes awaiting their PubAck at once (1 = the old one-at-a-time behaviour).
     max_in_flight: int = 256
-    #: Longest pause between retries after a failure (doubling from 0.1 s).
-    max_backoff: float = 2.0
+    #: Longest pause between retries after a failure (doubling from 0.1 s); a retry after a
+    #: blackhole heals waits at most this long.
+    max_backoff: float = 1.0
     #: How often a leader whose NATS connection is down looks whether it is back.
     reconnect_poll: float = 0.02
 
@@ -397,8 +398,10 @@ class OutboxRelay:
             return
         head = await asyncio.wait_for(self._outbox.head_seq(), timeout=self._settings.api_timeout)
         # A dead link can still look connected until the pings fail; a heartbeat queued
-        # behind it would be delivered late. A PONG proves the link carries data right now.
-        await self._nc.flush(timeout=self._settings.api_timeout)  # type: ignore[arg-type]
+        # behind it would be delivered late. An answer proves the link carries data right
+        # now. (A request, not nc.flush(timeout): a flush that times out leaves a cancelled
+        # future that kills nats-py's read loop when the PONG finally comes.)
+        await self._js.stream_info(self._stream.name)
         if not self._nc.is_connected:
             self.stats.heartbeats_skipped += 1
             return
