@@ -107,7 +107,7 @@ async def _register_rs(dsn: str, pepper: Pepper, secret: str) -> None:
 
 
 @contextlib.contextmanager
-def stack(server_core: int) -> Iterator[Stack]:
+def stack(server_core: int, relay: bool = False) -> Iterator[Stack]:
     tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     pg, nats = EmbeddedPostgres(tmp / "pg"), EmbeddedNats(tmp / "nats")  # durable: fsync on
@@ -138,9 +138,9 @@ def stack(server_core: int) -> Iterator[Stack]:
         py = sys.executable
         pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
         for name in ("keyrotator", "issuer", "revocation"):
-            # The revocation service without its relay: no event reaches NATS, so in the window
-            # runs only PostgreSQL's NOTIFY can invalidate the introspector's cache.
-            extra = {"TOKENRY_RELAY": "0"} if name == "revocation" else {}
+            # The revocation service without its relay (unless --with-relay): no event reaches
+            # NATS, so in the window runs only PostgreSQL's NOTIFY invalidates the cache.
+            extra = {"TOKENRY_RELAY": "0"} if name == "revocation" and not relay else {}
             procs.append(
                 subprocess.Popen([py, "-m", f"tokenry.services.{name}"], env={**env, **extra})
             )
@@ -225,8 +225,9 @@ class _Applied:
         pass
 
 
-async def window(st: Stack, trials: int) -> dict[str, Any]:
+async def window(st: Stack, trials: int, relay: bool = False) -> dict[str, Any]:
     """Revoke ack → invalidated, NOTIFY path (see the module docstring)."""
+    path = "NOTIFY and NATS" if relay else "NOTIFY path only; relay off"
     tokens = await mint(st.issuer_addr, st.client_secret, trials - trials // 2, "opaque")
     tokens += await mint(st.issuer_addr, st.client_secret, trials // 2, "jwt")
     recorder = _Applied()
@@ -274,6 +275,7 @@ async def window(st: Stack, trials: int) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "trials": len(tokens),
+        "paths": path,
         "feed_ms": {"p50": pct(feed_ms, 0.5), "p99": pct(feed_ms, 0.99), "max": max(feed_ms)},
         "visible_ms": {
             "p50": pct(visible_ms, 0.5),
@@ -285,7 +287,7 @@ async def window(st: Stack, trials: int) -> dict[str, Any]:
         "visible_samples_ms": [round(x, 3) for x in visible_ms],
     }
     print(
-        f"window over {len(tokens)} revocations (NOTIFY path; relay off):"
+        f"window over {len(tokens)} revocations ({path}):"
         f"\n  Revoke ack → feed applied:         p50 {result['feed_ms']['p50']:6.2f} ms"
         f"  p99 {result['feed_ms']['p99']:6.2f} ms  max {result['feed_ms']['max']:6.2f} ms"
         f"\n  Revoke ack → Introspect inactive:  p50 {result['visible_ms']['p50']:6.2f} ms"
@@ -300,9 +302,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = sorted(os.sched_getaffinity(0))
     server_core = cores[0]
     os.sched_setaffinity(0, [c for c in cores if c != server_core] or cores)
-    with stack(server_core) as st:
+    with stack(server_core, relay=args.with_relay) as st:
         if args.window_only:
-            return {"window": asyncio.run(window(st, args.window))}
+            return {"window": asyncio.run(window(st, args.window, args.with_relay))}
         cold_needed = int(args.rounds * 2 * args.seconds * 4000) + 1000
         print(f"minting {cold_needed} opaque tokens through the issuer…", flush=True)
         tokens = asyncio.run(mint(st.issuer_addr, st.client_secret, cold_needed))
@@ -358,7 +360,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         + (f"  errors {sample.errors}" if sample.errors else ""),
                         flush=True,
                     )
-        measured = asyncio.run(window(st, args.window)) if args.window else None
+        measured = asyncio.run(window(st, args.window, args.with_relay)) if args.window else None
     return {
         "window": measured,
         "server_core": server_core,
@@ -401,6 +403,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--window-only", action="store_true", help="only the window, no throughput runs"
+    )
+    parser.add_argument(
+        "--with-relay",
+        action="store_true",
+        help="run the outbox relay: NATS events invalidate too (the window of both paths)",
     )
     add_event_loop_option(parser)
     args = parser.parse_args()

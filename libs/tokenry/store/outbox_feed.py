@@ -151,7 +151,9 @@ class OutboxFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("outbox feed: %s: %s; reconnecting", type(exc).__name__, exc)
+                # Loud once per lost connection, quiet while PostgreSQL stays unreachable.
+                level = logging.WARNING if self.connected else logging.DEBUG
+                log.log(level, "outbox feed: %s: %s; reconnecting", type(exc).__name__, exc)
             finally:
                 if self.connected:
                     self.disconnects += 1
