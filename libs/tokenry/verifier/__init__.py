@@ -3,7 +3,8 @@
 Server side (grpc.aio)::
 
     runtime = await start_verifier(issuer=ISS, audience="demo-api",
-                                   keyrotator_addr="127.0.0.1:50054", nats_url=NATS)
+                                   keyrotator_addr="127.0.0.1:50054",
+                                   revocation_addr="127.0.0.1:50053", nats_url=NATS)
     server = grpc.aio.server(interceptors=[AuthInterceptor(runtime.verifier, {
         "/demo.Greeter/*": MethodPolicy(scopes={"demo.read"}),
     })])

@@ -330,7 +330,7 @@ def check_claims(
         ValueError: ``leeway`` is outside 0 to ``MAX_LEEWAY`` (a programming error).
     """
     _check_leeway(leeway)
-    _check_claims(claims, issuer, audience, now, leeway, min(leeway, max_clock_skew))
+    _check_claims(claims, issuer, audience, now, leeway, iat_leeway=min(leeway, max_clock_skew))
 
 
 def _check_leeway(leeway: float) -> None:
@@ -344,6 +344,7 @@ def _check_claims(
     audience: str,
     now: float,
     leeway: float,
+    *,
     iat_leeway: float,
 ) -> None:
     exp = _required_number(claims, "exp")
@@ -514,9 +515,7 @@ class Decoder:
     ) -> dict[str, Any]:
         """Verify an access token and return its claims. See :func:`decode_verified`."""
         _check_leeway(leeway)
-        rules = Rules(
-            issuer, audience, leeway, max_size, accepted_typ, min(leeway, max_clock_skew)
-        )
+        rules = Rules(issuer, audience, leeway, max_size, accepted_typ, min(leeway, max_clock_skew))
         _, claims = self.decode_for(token, keys, rules, now)
         if claims is None:
             raise RejectedHeaderError("unknown_kid", "kid names no known key")
@@ -538,7 +537,7 @@ class Decoder:
             self._policy.check(alg, key, signing_input, signature)
             claims = _claims_object(payload_segment)
             _check_claims(
-                claims, rules.issuer, rules.audience, now, rules.leeway, rules.iat_leeway
+                claims, rules.issuer, rules.audience, now, rules.leeway, iat_leeway=rules.iat_leeway
             )
         except VerificationError:
             raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -43,19 +45,52 @@ class VerifierRuntime:
     _nc: NatsClient
     _sweeper: asyncio.Task[None]
     _closed: bool = field(default=False)
+    _watchers: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def nats_connected(self) -> bool:
         """Whether the NATS connection is up (it reconnects by itself; for health checks)."""
         return bool(self._nc.is_connected)
 
+    def watch_staleness(
+        self,
+        on_change: Callable[[bool], Awaitable[None] | None],
+        *,
+        interval: float = 0.25,
+    ) -> None:
+        """Opt-in: call ``on_change(stale)`` now and whenever staleness flips (SPEC §4.4).
+
+        Typical use: set this host's grpc.health to NOT_SERVING while stale, so that load
+        balancers route around a verifier that would answer UNAVAILABLE anyway::
+
+            async def report(stale: bool) -> None:
+                status = NOT_SERVING if stale else SERVING
+                await health.set("", status)
+
+            runtime.watch_staleness(report)
+        """
+
+        async def watch() -> None:
+            last: bool | None = None
+            while True:
+                stale = self.state.is_stale()
+                if stale != last:
+                    last = stale
+                    result = on_change(stale)
+                    if inspect.isawaitable(result):
+                        await result
+                await asyncio.sleep(interval)
+
+        self._watchers.append(asyncio.create_task(watch(), name="verifier-staleness"))
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._sweeper
+        for task in (self._sweeper, *self._watchers):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.subscriber.close()
         await self.jwks.close()
         with contextlib.suppress(Exception):
