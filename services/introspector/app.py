@@ -173,8 +173,9 @@ def build(
             )
         )
         invalidator = CacheInvalidator(settings.subjects.prefix, cache, clients, jwks)
-        # Invalidation from PostgreSQL first: NOTIFY at commit, then the new outbox rows. It
-        # needs no NATS, and it runs before serving, so the first answers are covered.
+        # Invalidation from PostgreSQL: NOTIFY at commit, then the new outbox rows; no NATS
+        # needed. Its first connection clears the cache (the epoch keeps out lookups that
+        # overlapped), so answers cached before the feed was listening cannot outlive it.
         feed = OutboxFeed(
             functools.partial(_connect_listener, listen_url),
             invalidator,
