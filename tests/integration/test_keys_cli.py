@@ -108,7 +108,7 @@ async def test_keys_list_rotate_revoke_and_jwks(
         assert states[rotated["active"]]["revoke_reason"] == "drill"
         assert states[rotated["active"]]["revoked_by"] == "admin"
 
-        # Bad input and missing rights: one line on stderr, exit 1, no traceback.
+        # Bad input (exit 2) and missing rights (exit 1): one line on stderr, no traceback.
         for args, expected in (
             (("keys", "revoke", "no-such-kid", *creds), "error: not_found"),
             (("keys", "revoke", "bad kid!", *creds), "error: invalid_request"),
@@ -130,11 +130,12 @@ async def test_keys_list_rotate_revoke_and_jwks(
             ),
         ):
             code, out, err = await tokenry(*args, env=env)
-            assert code == 1 and err.startswith(expected), (args, err)
+            wanted = 2 if expected == "error: invalid_request" else 1  # SPEC §6
+            assert code == wanted and err.startswith(expected), (args, err)
             assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     # The rotator is gone: unreachable, still one line.
     code, out, err = await tokenry("keys", "list", env=env)
-    assert code == 1 and "unreachable" in err and "Traceback" not in err
+    assert code == 3 and "unreachable" in err and "Traceback" not in err  # SPEC §6: 3
 
 
 async def test_rewrap_under_a_new_kek_without_downtime(
@@ -210,7 +211,7 @@ async def test_rewrap_under_a_new_kek_without_downtime(
         "rewrap",
         env=_env(tmp_path, TOKENRY_DATABASE_URL=settings.database_url, TOKENRY_KEK=old.encoded()),
     )
-    assert code == 1 and "new KEK" in err
+    assert code == 2 and "new KEK" in err  # a configuration error (SPEC §6)
     newer = Kek.generate()
     newer_file = tmp_path / "newer-kek"
     newer_file.write_text(newer.encoded())

@@ -11,31 +11,47 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
 import typer
 
-from tokenry.cli.common import call, fail
-from tokenry.cli.context import CliError, credentials, home, service_addr, setting
+from tokenry.cli.common import USAGE, call, cli_error, fail, print_wide
+from tokenry.cli.context import CliError, credentials, stack
+from tokenry.cli.typerkit import App
+from tokenry.devstack.endpoints import Stack
 
-app = typer.Typer(help="Register, list, show and delete OAuth clients.", no_args_is_help=True)
+app = App(help="Register, list, show and delete OAuth clients.")
 
+# The caller (an admin client). --admin-client-id/--admin-client-secret are the old names,
+# kept as hidden aliases.
 ClientId = Annotated[
     str | None,
-    typer.Option("--admin-client-id", help="Admin client id (default: the dev admin)"),
+    typer.Option(
+        "--client-id",
+        "--admin-client-id",
+        help="Admin client id (default: TOKENRY_CLIENT_ID, or the dev admin for the dev stack)",
+    ),
 ]
 ClientSecret = Annotated[
-    str | None, typer.Option("--admin-client-secret", help="Admin client secret")
+    str | None,
+    typer.Option(
+        "--client-secret",
+        "--admin-client-secret",
+        help="Admin client secret (default: TOKENRY_CLIENT_SECRET)",
+    ),
 ]
 
 
-def _metadata(client_id: str | None, client_secret: str | None) -> tuple[tuple[str, str], ...]:
+def _metadata(
+    target: Stack, client_id: str | None, client_secret: str | None
+) -> tuple[tuple[str, str], ...]:
     try:
-        creds = credentials(client_id, client_secret)
+        creds = credentials(client_id, client_secret, target=target, service="issuer")
     except CliError as exc:
-        raise fail(str(exc)) from None
+        raise cli_error(exc) from None
     return (("authorization", creds.basic()),)
 
 
@@ -60,9 +76,9 @@ def _info_dict(info: Any) -> dict[str, Any]:
     }
 
 
-def _pepper() -> tuple[str, bytes]:
+def _pepper(target: Stack) -> tuple[str, bytes]:
     text = os.environ.get("TOKENRY_SECRET_PEPPER")
-    path = os.environ.get("TOKENRY_SECRET_PEPPER_FILE") or str(home() / "secret-pepper")
+    path = os.environ.get("TOKENRY_SECRET_PEPPER_FILE") or str(target.home / "secret-pepper")
     if not text:
         try:
             text = Path(path).read_text().strip()
@@ -102,7 +118,7 @@ async def bootstrap_admin(dsn: str, client_id: str, pepper: tuple[str, bytes]) -
         # entries live 2 s).
         await ClientStore(pool).create(client, None)
     except ClientExists:
-        raise CliError(f"client {client_id!r} already exists") from None
+        raise CliError(f"client {client_id!r} already exists", code=1) from None
     finally:
         await pool.close()
     return secret
@@ -110,6 +126,7 @@ async def bootstrap_admin(dsn: str, client_id: str, pepper: tuple[str, bytes]) -
 
 @app.command("create")
 def create(  # noqa: PLR0917 - typer maps one parameter per option
+    ctx: typer.Context,
     client_id: Annotated[str, typer.Argument(help="The new client's id")],
     bootstrap_admin_: Annotated[
         bool,
@@ -119,7 +136,8 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
         ),
     ] = False,
     database_url: Annotated[
-        str | None, typer.Option(help="PostgreSQL URL for --bootstrap-admin")
+        str | None,
+        typer.Option(help="PostgreSQL URL for --bootstrap-admin (default: TOKENRY_DATABASE_URL)"),
     ] = None,
     client_type: Annotated[str, typer.Option("--type", help="confidential or public")] = (
         "confidential"
@@ -150,13 +168,27 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
     admin_client_id: ClientId = None,
     admin_client_secret: ClientSecret = None,
 ) -> None:
-    """Register a client; prints it as JSON with its generated secret (shown only once)."""
+    """Register a client; prints it as JSON with its generated secret (shown only once).
+
+    With --bootstrap-admin: the first admin, written straight into the database.
+    """
+    found = stack(ctx, database_url=database_url)
     if bootstrap_admin_:
+        from tokenry.cli.common import UNREACHABLE
+        from tokenry.servicekit.variables import postgres_url
+
+        if found.database_url is None:
+            raise fail("no database: pass --database-url or set TOKENRY_DATABASE_URL", USAGE)
         try:
-            dsn = database_url or setting("TOKENRY_DATABASE_URL", "database_url")
-            secret = asyncio.run(bootstrap_admin(dsn, client_id, _pepper()))
+            dsn = postgres_url(found.database_url.value)
+        except ValueError as exc:
+            raise fail(f"{found.database_url.source} {exc}", USAGE) from None
+        try:
+            secret = asyncio.run(bootstrap_admin(dsn, client_id, _pepper(found)))
         except CliError as exc:
-            raise fail(str(exc)) from None
+            raise cli_error(exc) from None
+        except (OSError, TimeoutError) as exc:
+            raise fail(f"PostgreSQL is unreachable: {type(exc).__name__}", UNREACHABLE) from None
         except Exception as exc:  # the database: one line, no traceback, no DSN
             raise fail(f"bootstrap failed: {type(exc).__name__}: {exc}") from None
         typer.echo(json.dumps({"client_id": client_id, "client_secret": secret}, indent=2))
@@ -169,7 +201,7 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
         try:
             jwks_json = jwks_file.read_text()
         except OSError as exc:
-            raise fail(f"cannot read {jwks_file}: {exc.strerror}") from None
+            raise fail(f"cannot read {jwks_file}: {exc.strerror}", USAGE) from None
     method = auth_method or ("private_key_jwt" if jwks_json else "")
     info = clients_pb2.ClientInfo(
         client_id=client_id,
@@ -185,15 +217,18 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
         token_exchange_from=exchange_from or [],
         description=description,
     )
-    metadata = _metadata(admin_client_id, admin_client_secret)
-    addr = service_addr("issuer")
+    metadata = _metadata(found, admin_client_id, admin_client_secret)
+    addr = found.addr("issuer")
 
     def go(channel: grpc.Channel) -> Any:
         return clients_pb2_grpc.ClientsStub(channel).CreateClient(
-            clients_pb2.CreateClientRequest(client=info), metadata=metadata, timeout=10
+            # One request_id per run: a retry of this request is idempotent.
+            clients_pb2.CreateClientRequest(client=info, request_id=str(uuid.uuid4())),
+            metadata=metadata,
+            timeout=10,
         )
 
-    resp = call(addr, go)
+    resp = call(addr, go, hint=found.hint())
     out = _info_dict(resp.client)
     if resp.client_secret:
         out["client_secret"] = resp.client_secret
@@ -202,6 +237,7 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
 
 @app.command("list")
 def list_clients(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array")] = False,
     admin_client_id: ClientId = None,
     admin_client_secret: ClientSecret = None,
@@ -209,22 +245,22 @@ def list_clients(
     """List registered clients (never their secrets)."""
     from tokenry.v1 import clients_pb2, clients_pb2_grpc
 
-    metadata = _metadata(admin_client_id, admin_client_secret)
-    addr = service_addr("issuer")
+    found = stack(ctx)
+    metadata = _metadata(found, admin_client_id, admin_client_secret)
+    addr = found.addr("issuer")
 
     def go(channel: grpc.Channel) -> Any:
         return clients_pb2_grpc.ClientsStub(channel).ListClients(
             clients_pb2.ListClientsRequest(), metadata=metadata, timeout=10
         )
 
-    clients = [_info_dict(c) for c in call(addr, go).clients]
+    clients = [_info_dict(c) for c in call(addr, go, hint=found.hint()).clients]
     if as_json:
         typer.echo(json.dumps(clients, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table("client_id", "type", "auth", "grants", "scopes", "audiences", "format")
+    table = Table("client_id", "type", "auth", "grants", "scopes", "audiences", "format", box=None)
     for c in clients:
         table.add_row(
             c["client_id"],
@@ -235,11 +271,12 @@ def list_clients(
             " ".join(c["audiences"]),
             c["token_format"],
         )
-    Console().print(table)
+    print_wide(table)
 
 
 @app.command("show")
 def show(
+    ctx: typer.Context,
     client_id: Annotated[str, typer.Argument(help="The client's id")],
     admin_client_id: ClientId = None,
     admin_client_secret: ClientSecret = None,
@@ -247,19 +284,21 @@ def show(
     """Print one client as JSON."""
     from tokenry.v1 import clients_pb2, clients_pb2_grpc
 
-    metadata = _metadata(admin_client_id, admin_client_secret)
-    addr = service_addr("issuer")
+    found = stack(ctx)
+    metadata = _metadata(found, admin_client_id, admin_client_secret)
+    addr = found.addr("issuer")
 
     def go(channel: grpc.Channel) -> Any:
         return clients_pb2_grpc.ClientsStub(channel).GetClient(
             clients_pb2.GetClientRequest(client_id=client_id), metadata=metadata, timeout=10
         )
 
-    typer.echo(json.dumps(_info_dict(call(addr, go)), indent=2))
+    typer.echo(json.dumps(_info_dict(call(addr, go, hint=found.hint())), indent=2))
 
 
 @app.command("delete")
 def delete(
+    ctx: typer.Context,
     client_id: Annotated[str, typer.Argument(help="The client's id")],
     reason: Annotated[str, typer.Option(help="Recorded with the client revocation")] = "",
     admin_client_id: ClientId = None,
@@ -268,15 +307,18 @@ def delete(
     """Delete a client and revoke every token issued to it."""
     from tokenry.v1 import clients_pb2, clients_pb2_grpc
 
-    metadata = _metadata(admin_client_id, admin_client_secret)
-    addr = service_addr("issuer")
+    found = stack(ctx)
+    metadata = _metadata(found, admin_client_id, admin_client_secret)
+    addr = found.addr("issuer")
 
     def go(channel: grpc.Channel) -> Any:
         return clients_pb2_grpc.ClientsStub(channel).DeleteClient(
-            clients_pb2.DeleteClientRequest(client_id=client_id, reason=reason),
+            clients_pb2.DeleteClientRequest(
+                client_id=client_id, reason=reason, request_id=str(uuid.uuid4())
+            ),
             metadata=metadata,
             timeout=10,
         )
 
-    resp = call(addr, go)
+    resp = call(addr, go, hint=found.hint())
     typer.echo(json.dumps({"deleted": client_id, "revocation_seq": resp.revocation_seq}))

@@ -1,9 +1,14 @@
-"""Shared CLI plumbing: one-line errors, RPC calls with readable failures."""
+"""Shared CLI plumbing: one-line errors with the documented exit codes, RPC calls.
+
+Exit codes (SPEC §6, README "The CLI"): 0 ok, 1 a negative answer (the service said no: an
+invalid token, a refused credential, a missing scope, not found), 2 usage or configuration
+error, 3 unreachable (nothing answered at the address).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import typer
@@ -12,32 +17,67 @@ from tokenry.cli.context import CliError
 
 T = TypeVar("T")
 
+OK = 0
+NEGATIVE = 1
+USAGE = 2
+UNREACHABLE = 3
 
-def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` on stderr; raise the returned Exit (code 1)."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
+_UNREACHABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# The request itself was wrong: a usage error, not the service's answer about the world.
+_USAGE_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE)
 
 
-def rpc_error(exc: grpc.RpcError, addr: str) -> str:
+def fail(message: str, code: int = NEGATIVE) -> typer.Exit:
+    """Print ``error: message`` (one line) on stderr; raise the returned Exit."""
+    one_line = " ".join(message.split())
+    typer.echo(f"error: {one_line}", err=True)
+    return typer.Exit(code)
+
+
+def cli_error(exc: CliError) -> typer.Exit:
+    return fail(str(exc), exc.code)
+
+
+def rpc_error(exc: grpc.RpcError, addr: str, hint: str = "") -> tuple[str, int]:
+    """A one-line message and the exit code for a failed call to ``addr``."""
     from tokenry.servicekit.status import oauth_error_of
 
     detail = oauth_error_of(exc)
-    if detail is not None:
-        return f"{detail.error}: {detail.error_description}"
     code = exc.code() if isinstance(exc, grpc.Call) else None
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return f"service at {addr} is unreachable ({code.name})"
+    if detail is not None:
+        exit_code = USAGE if detail.error == "invalid_request" else NEGATIVE
+        return f"{detail.error}: {detail.error_description}", exit_code
+    if code in _UNREACHABLE_CODES:
+        assert code is not None
+        where = f"; {hint}" if hint else ""
+        return f"nothing answers at {addr} ({code.name}): unreachable{where}", UNREACHABLE
     details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-    return f"{code.name if code else 'RPC failed'}: {details}"
+    exit_code = USAGE if code in _USAGE_CODES else NEGATIVE
+    return f"{code.name if code else 'RPC failed'}: {details}", exit_code
 
 
-def call(addr: str, fn: Callable[[grpc.Channel], T]) -> T:
+def call(addr: str, fn: Callable[[grpc.Channel], T], *, hint: str = "") -> T:
     """Run ``fn`` on a channel to ``addr``; RPC and CLI errors become one-line exits."""
     try:
         with grpc.insecure_channel(addr) as channel:
             return fn(channel)
     except grpc.RpcError as exc:
-        raise fail(rpc_error(exc, addr)) from None
+        message, code = rpc_error(exc, addr, hint)
+        raise fail(message, code) from None
     except CliError as exc:
-        raise fail(str(exc)) from None
+        raise cli_error(exc) from None
+
+
+def print_wide(table: Any) -> None:
+    """Print a rich table without cutting a cell: a narrow terminal wraps the lines instead.
+
+    Ids and timestamps must be copyable whole at any ``COLUMNS`` (80, 40, …).
+    """
+    from rich.console import Console
+
+    for column in table.columns:
+        column.overflow = "fold"
+        column.no_wrap = True
+    width = Console().width
+    needed = Console(width=100_000).measure(table).maximum  # the table's natural width
+    Console(width=max(width, needed), soft_wrap=True).print(table)

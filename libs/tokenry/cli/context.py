@@ -1,5 +1,13 @@
-"""Where the CLI finds services and credentials: flags, then TOKENRY_* env, then the dev stack's
-files in $TOKENRY_HOME (dev.json, credentials.json), then the default ports (SPEC §6)."""
+"""Where the CLI finds services and credentials (SPEC §6).
+
+Addresses: flags, then ``TOKENRY_*`` variables, then the running dev stack's
+``$TOKENRY_HOME/dev.json``, then the default ports — the one rule of
+:mod:`tokenry.devstack.endpoints`, which the examples use too.
+
+Credentials: flags, then ``TOKENRY_CLIENT_ID`` / ``TOKENRY_CLIENT_SECRET``, then the dev admin
+from ``$TOKENRY_HOME/credentials.json`` — sent only to an address of the stack that dev.json
+describes, never to whatever else listens on a default port.
+"""
 
 from __future__ import annotations
 
@@ -8,42 +16,51 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote_plus
 
-from tokenry.servicekit.config import DEFAULT_PORTS
+import typer
+
+from tokenry.devstack.endpoints import CREDENTIALS_FILE, Stack, locate
+from tokenry.devstack.endpoints import home as stack_home
 
 
 class CliError(Exception):
-    """A one-line error for the user (exit code 1)."""
+    """A one-line error for the user, with its exit code (2: usage or configuration)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Flags:
+    """The global options (``tokenry --issuer-addr … COMMAND``), kept on the root context."""
+
+    home: str | None = None
+    issuer: str | None = None
+    introspector: str | None = None
+    revocation: str | None = None
+    keyrotator: str | None = None
+    nats_url: str | None = None
 
 
 def home(data_dir: str | None = None) -> Path:
-    return Path(data_dir or os.environ.get("TOKENRY_HOME") or ".tokenry").resolve()
+    return stack_home(data_dir)
 
 
-def _dev_json() -> dict[str, Any]:
-    path = home() / "dev.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data
-
-
-def service_addr(service: str) -> str:
-    env = os.environ.get(f"TOKENRY_{service.upper()}_ADDR")
-    if env:
-        return env
-    dev = _dev_json().get("addrs", {}).get(service)
-    return str(dev) if dev else f"127.0.0.1:{DEFAULT_PORTS[service]}"
-
-
-def setting(env_name: str, dev_key: str, default: str | None = None) -> str:
-    value = os.environ.get(env_name) or _dev_json().get(dev_key) or default
-    if not value:
-        raise CliError(f"{env_name} is not set and no running `tokenry dev` was found")
-    return str(value)
+def stack(ctx: typer.Context | None = None, **overrides: str | None) -> Stack:
+    """The stack this command talks to; ``overrides`` are the command's own flags."""
+    root = ctx.find_root().obj if ctx is not None else None
+    flags = root if isinstance(root, Flags) else Flags()
+    given: dict[str, str | None] = {
+        "issuer": flags.issuer,
+        "introspector": flags.introspector,
+        "revocation": flags.revocation,
+        "keyrotator": flags.keyrotator,
+        "nats_url": flags.nats_url,
+    }
+    given.update({k: v for k, v in overrides.items() if v})
+    return locate(flags=given, dev=True, data_dir=flags.home)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,20 +78,44 @@ class Credentials:
 
 
 def credentials(
-    client_id: str | None, client_secret: str | None, *, role: str = "admin"
+    client_id: str | None,
+    client_secret: str | None,
+    *,
+    target: Stack | None = None,
+    service: str = "issuer",
+    role: str = "admin",
 ) -> Credentials:
+    """The credentials for a call to ``service`` of ``target``.
+
+    Raises:
+        CliError: none given and the dev admin may not be used here (exit 2), or the dev
+            stack that would hold them is not running (exit 3).
+    """
     cid = client_id or os.environ.get("TOKENRY_CLIENT_ID")
     secret = client_secret or os.environ.get("TOKENRY_CLIENT_SECRET")
     if cid and secret:
         return Credentials(cid, secret)
     if cid or secret:
         raise CliError("give both --client-id and --client-secret (or neither)")
-    path = home() / "credentials.json"
+    target = target or stack()
+    path = target.home / CREDENTIALS_FILE
+    given = "pass --client-id and --client-secret, or set TOKENRY_CLIENT_ID/TOKENRY_CLIENT_SECRET"
+    if target.dev is None:
+        if path.exists():
+            raise CliError(
+                f"the dev stack in {target.home} is not running (no live dev.json): start"
+                f" `tokenry dev`, or {given} for another stack",
+                code=3,
+            )
+        raise CliError(f"no client credentials: {given}, or run `tokenry dev` (TOKENRY_HOME)")
+    if not target.is_dev_target(service):
+        addr = target.addrs[service]
+        raise CliError(
+            f"{service} at {addr.value} (from {addr.source}) is not the dev stack of"
+            f" {target.home}, so its admin credentials are not sent there: {given}"
+        )
     try:
         data = json.loads(path.read_text())[role]
         return Credentials(data["client_id"], data["client_secret"])
     except (OSError, ValueError, KeyError):
-        raise CliError(
-            f"no client credentials: pass --client-id/--client-secret, set TOKENRY_CLIENT_ID/"
-            f"TOKENRY_CLIENT_SECRET, or run `tokenry dev` (which writes {path})"
-        ) from None
+        raise CliError(f"cannot read the dev credentials in {path}: {given}") from None

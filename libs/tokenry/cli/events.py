@@ -15,10 +15,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tokenry.cli.common import fail
-from tokenry.cli.context import CliError, setting
+from tokenry.cli.common import NEGATIVE, UNREACHABLE, USAGE, fail
+from tokenry.cli.context import stack
+from tokenry.cli.typerkit import App
 
-app = typer.Typer(help="Watch the event stream.", no_args_is_help=True)
+app = App(help="Watch the event stream.")
 
 
 def describe(event: Any, stream_seq: int) -> dict[str, Any]:
@@ -67,30 +68,61 @@ def _iso(unix: float) -> str:
 
 
 @app.command()
-def watch(
+def watch(  # noqa: PLR0917 - typer maps one parameter per option
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
     from_start: Annotated[
         bool, typer.Option("--all", help="Start with the oldest event the stream holds")
     ] = False,
     heartbeats: Annotated[bool, typer.Option(help="Show publisher heartbeats too")] = False,
     count: Annotated[int, typer.Option(help="Exit after this many events (0: never)")] = 0,
-    nats_url: Annotated[str | None, typer.Option(help="NATS URL (TOKENRY_NATS_URL)")] = None,
+    nats_url: Annotated[
+        str | None,
+        typer.Option(help="NATS URL (default: TOKENRY_NATS_URL, then the dev stack's)"),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for NATS at start (then: reconnect quietly)")
+    ] = 5.0,
 ) -> None:
-    """Print revocation and key events as they are published, until Ctrl-C."""
+    """Print revocation and key events as they are published, until Ctrl-C.
+
+    Exit codes: 0 done (--count reached, or Ctrl-C), 1 no event stream yet, 2 a malformed
+    URL, 3 NATS unreachable at start.
+    """
+    from tokenry.servicekit.variables import nats_url as check_nats_url
+
+    found = stack(ctx, nats_url=nats_url)
+    url = found.nats_url.value
     try:
-        url = nats_url or setting("TOKENRY_NATS_URL", "nats_url")
-        prefix = setting("TOKENRY_NATS_PREFIX", "nats_prefix", "tokenry")
-        stream = setting("TOKENRY_NATS_STREAM", "nats_stream", "TOKENRY_EVENTS")
-    except CliError as exc:
-        raise fail(str(exc)) from None
+        check_nats_url(url)
+    except ValueError as exc:
+        raise fail(f"{found.nats_url.source} {exc}", USAGE) from None
+    where = f"NATS at {redacted(url)} (from {found.nats_url.source})"
+    w = _Watch(
+        url, found.nats_prefix, found.nats_stream, as_json, from_start, heartbeats, count, timeout
+    )
     try:
-        asyncio.run(_watch(_Watch(url, prefix, stream, as_json, from_start, heartbeats, count)))
+        asyncio.run(_watch(w))
     except KeyboardInterrupt:
         pass
-    except (OSError, TimeoutError) as exc:
-        raise fail(f"cannot reach NATS at {url}: {type(exc).__name__}") from None
+    except (OSError, TimeoutError):
+        raise fail(f"{where} is unreachable; {found.hint()}", UNREACHABLE) from None
     except _StreamMissing:
-        raise fail(f"no event stream {stream} on {url} (is a publisher running?)") from None
+        raise fail(
+            f"no event stream {found.nats_stream} on {where} (is a publisher running?)", NEGATIVE
+        ) from None
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (a NATS URL may carry credentials)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
 
 
 class _StreamMissing(Exception):
@@ -106,6 +138,7 @@ class _Watch:
     from_start: bool
     heartbeats: bool
     count: int
+    timeout: float
 
 
 async def _watch(w: _Watch) -> None:
@@ -115,8 +148,33 @@ async def _watch(w: _Watch) -> None:
     from tokenry.bus.codec import Subjects
     from tokenry.bus.consumer import JetStreamEvents
 
+    async def quiet(_exc: Exception) -> None:
+        return None  # nats-py would log a traceback for every attempt
+
+    closing = asyncio.Event()
+
+    async def disconnected() -> None:
+        if not closing.is_set():
+            typer.echo("NATS disconnected; reconnecting", err=True)
+
+    async def reconnected() -> None:
+        typer.echo("NATS reconnected", err=True)
+
+    await _probe(w.url, w.timeout)
     try:
-        nc = await nats.connect(w.url, name="tokenry-events-watch", connect_timeout=5)
+        nc = await asyncio.wait_for(
+            nats.connect(
+                w.url,
+                name="tokenry-events-watch",
+                connect_timeout=min(2.0, w.timeout),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=quiet,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+            ),
+            timeout=w.timeout,
+        )
     except nats.errors.NoServersError:
         raise OSError("no NATS server answered") from None
     printer = _Printer(w.as_json, w.count)
@@ -139,7 +197,20 @@ async def _watch(w: _Watch) -> None:
         if hb is not None:
             await hb.close()
     finally:
+        closing.set()
         await nc.close()
+
+
+async def _probe(url: str, seconds: float) -> None:
+    """Fail fast (OSError) when nothing listens: nats-py would retry a refused port quietly."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+    if parts.scheme in ("ws", "wss"):
+        return
+    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), seconds)
+    writer.close()
 
 
 class _Printer:

@@ -5,42 +5,54 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import grpc
 import typer
 
-from tokenry.cli.common import call, fail
-from tokenry.cli.context import CliError, credentials, home, service_addr, setting
+from tokenry.cli.common import UNREACHABLE, USAGE, call, cli_error, fail, print_wide
+from tokenry.cli.context import CliError, credentials, stack
+from tokenry.cli.typerkit import App
 
 if TYPE_CHECKING:
     from tokenry.core.keywrap import Kek, KekRing
     from tokenry.store.keys import RewrapReport
 
-app = typer.Typer(
-    help="Signing keys: list, rotate, revoke, rewrap under a new KEK (docs/keys.md).",
-    no_args_is_help=True,
-)
+app = App(help="Signing keys: list, rotate, revoke, rewrap under a new KEK (docs/keys.md).")
 
 ClientId = Annotated[
-    str | None, typer.Option(help="Admin client id (default: TOKENRY_CLIENT_ID or the dev admin)")
+    str | None,
+    typer.Option(
+        "--client-id",
+        "--admin-client-id",
+        help="Admin client id (default: TOKENRY_CLIENT_ID, or the dev admin for the dev stack)",
+    ),
 ]
-ClientSecret = Annotated[str | None, typer.Option(help="Admin client secret")]
+ClientSecret = Annotated[
+    str | None,
+    typer.Option(
+        "--client-secret",
+        "--admin-client-secret",
+        help="Admin client secret (default: TOKENRY_CLIENT_SECRET)",
+    ),
+]
 
 
-def jwks() -> None:
+def jwks(ctx: typer.Context) -> None:
     """Print the JWK Set (RFC 7517) published by the key rotator."""
     from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
 
-    addr = service_addr("keyrotator")
+    found = stack(ctx)
+    addr = found.addr("keyrotator")
 
     def go(channel: grpc.Channel) -> Any:
         return keyrotator_pb2_grpc.KeyRotatorStub(channel).GetJwks(
             keyrotator_pb2.GetJwksRequest(), timeout=10
         )
 
-    resp = call(addr, go)
+    resp = call(addr, go, hint=found.hint())
     typer.echo(json.dumps(json.loads(resp.jwks_json), indent=2))
 
 
@@ -68,6 +80,7 @@ def _key_dict(key: Any) -> dict[str, Any]:
 
 @app.command("list")
 def list_keys(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array")] = False,
     show_all: Annotated[
         bool, typer.Option("--all", help="Include retired and revoked keys")
@@ -76,21 +89,22 @@ def list_keys(
     """List the signing keys with their state and timestamps."""
     from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
 
-    addr = service_addr("keyrotator")
+    found = stack(ctx)
+    addr = found.addr("keyrotator")
 
     def go(channel: grpc.Channel) -> Any:
         return keyrotator_pb2_grpc.KeyRotatorStub(channel).ListKeys(
             keyrotator_pb2.ListKeysRequest(include_ended=show_all), timeout=10
         )
 
-    keys = [_key_dict(k) for k in call(addr, go).keys]
+    keys = [_key_dict(k) for k in call(addr, go, hint=found.hint()).keys]
     if as_json:
         typer.echo(json.dumps(keys, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table("kid", "use", "alg", "state", "since", "next change", "kek")
+    # Ids and times are never cut: the table wraps (soft_wrap) instead of truncating them.
+    table = Table("kid", "use", "alg", "state", "since", "next change", "kek", box=None)
     for key in keys:
         since = {
             "pending": key["created_at"],
@@ -108,11 +122,12 @@ def list_keys(
             key["next_transition_at"] or "",
             key["kek_id"],
         )
-    Console().print(table)
+    print_wide(table)
 
 
 @app.command()
-def rotate(
+def rotate(  # noqa: PLR0917 - typer maps one parameter per option
+    ctx: typer.Context,
     use: Annotated[str, typer.Option(help="Key set use: access or id")] = "access",
     alg: Annotated[str, typer.Option(help="Key set alg (default: the configured one)")] = "",
     force: Annotated[
@@ -125,20 +140,24 @@ def rotate(
     """Rotate a key set now: its published successor signs from now on (needs tokenry:admin)."""
     from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
 
+    found = stack(ctx)
     try:
-        creds = credentials(client_id, client_secret)
+        creds = credentials(client_id, client_secret, target=found, service="keyrotator")
     except CliError as exc:
-        raise fail(str(exc)) from None
-    addr = service_addr("keyrotator")
+        raise cli_error(exc) from None
+    addr = found.addr("keyrotator")
 
     def go(channel: grpc.Channel) -> Any:
         return keyrotator_pb2_grpc.KeyRotatorStub(channel).Rotate(
-            keyrotator_pb2.RotateRequest(use=use, alg=alg, force=force),
+            # One request_id per run: a retry of this request is idempotent.
+            keyrotator_pb2.RotateRequest(
+                use=use, alg=alg, force=force, request_id=str(uuid.uuid4())
+            ),
             metadata=(("authorization", creds.basic()),),
             timeout=30,
         )
 
-    resp = call(addr, go)
+    resp = call(addr, go, hint=found.hint())
     typer.echo(
         json.dumps(
             {
@@ -153,6 +172,7 @@ def rotate(
 
 @app.command()
 def revoke(
+    ctx: typer.Context,
     kid: Annotated[str, typer.Argument(help="The kid of the key to revoke")],
     reason: Annotated[str, typer.Option(help="Recorded with the key")] = "",
     client_id: ClientId = None,
@@ -161,20 +181,21 @@ def revoke(
     """Emergency: revoke a key; its tokens are rejected everywhere (needs tokenry:admin)."""
     from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
 
+    found = stack(ctx)
     try:
-        creds = credentials(client_id, client_secret)
+        creds = credentials(client_id, client_secret, target=found, service="keyrotator")
     except CliError as exc:
-        raise fail(str(exc)) from None
-    addr = service_addr("keyrotator")
+        raise cli_error(exc) from None
+    addr = found.addr("keyrotator")
 
     def go(channel: grpc.Channel) -> Any:
         return keyrotator_pb2_grpc.KeyRotatorStub(channel).RevokeKey(
-            keyrotator_pb2.RevokeKeyRequest(kid=kid, reason=reason),
+            keyrotator_pb2.RevokeKeyRequest(kid=kid, reason=reason, request_id=str(uuid.uuid4())),
             metadata=(("authorization", creds.basic()),),
             timeout=30,
         )
 
-    resp = call(addr, go)
+    resp = call(addr, go, hint=found.hint())
     typer.echo(
         json.dumps(
             {
@@ -189,42 +210,59 @@ def revoke(
 
 @app.command()
 def rewrap(
+    ctx: typer.Context,
     new_kek_file: Annotated[
         Path | None,
         typer.Option(help="File holding the new KEK (default: TOKENRY_KEK_NEW(_FILE))"),
     ] = None,
     database_url: Annotated[
-        str | None, typer.Option(envvar="TOKENRY_DATABASE_URL", help="PostgreSQL URL")
+        str | None,
+        typer.Option(help="PostgreSQL URL (default: TOKENRY_DATABASE_URL, then the dev stack's)"),
     ] = None,
 ) -> None:
     """Re-encrypt every private key under a new KEK, without downtime (docs/keys.md).
 
     Needs the current KEK (TOKENRY_KEK or TOKENRY_KEK_FILE) and the new one. Safe to run again.
+    Exit codes: 0 done, 1 some keys are sealed under a KEK not given, 2 a KEK or the URL is
+    missing or malformed, 3 PostgreSQL unreachable.
     """
     import asyncpg
 
     from tokenry.core.keywrap import KekRing, kek_from_env
+    from tokenry.servicekit.variables import postgres_url
 
+    found = stack(ctx, database_url=database_url)
     env = dict(os.environ)
-    dev_kek = home() / "kek"
+    dev_kek = found.home / "kek"
     if not env.get("TOKENRY_KEK") and not env.get("TOKENRY_KEK_FILE") and dev_kek.exists():
         env["TOKENRY_KEK_FILE"] = str(dev_kek)
     if new_kek_file is not None:
         env.pop("TOKENRY_KEK_NEW", None)
         env["TOKENRY_KEK_NEW_FILE"] = str(new_kek_file)
+    if found.database_url is None:
+        raise fail("no database: pass --database-url or set TOKENRY_DATABASE_URL", USAGE)
     try:
-        dsn = database_url or setting("TOKENRY_DATABASE_URL", "database_url")
+        dsn = postgres_url(found.database_url.value)
+    except ValueError as exc:
+        raise fail(f"{found.database_url.source} {exc}", USAGE) from None
+    try:
         old = kek_from_env(env, "TOKENRY_KEK")
         new = kek_from_env(env, "TOKENRY_KEK_NEW")
-    except (CliError, ValueError) as exc:
-        raise fail(str(exc)) from None
+    except ValueError as exc:
+        raise fail(str(exc), USAGE) from None
     if old is None:
-        raise fail("the current KEK is needed: set TOKENRY_KEK or TOKENRY_KEK_FILE")
+        raise fail("the current KEK is needed: set TOKENRY_KEK or TOKENRY_KEK_FILE", USAGE)
     if new is None:
-        raise fail("the new KEK is needed: TOKENRY_KEK_NEW, TOKENRY_KEK_NEW_FILE or --new-kek-file")
+        raise fail(
+            "the new KEK is needed: TOKENRY_KEK_NEW, TOKENRY_KEK_NEW_FILE or --new-kek-file", USAGE
+        )
     try:
         report = asyncio.run(_rewrap(dsn, KekRing(new, (old,)), new))
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+    except (OSError, TimeoutError) as exc:
+        raise fail(
+            f"PostgreSQL is unreachable, nothing changed: {type(exc).__name__}", UNREACHABLE
+        ) from None
+    except asyncpg.PostgresError as exc:
         raise fail(f"rewrap failed, nothing changed: {type(exc).__name__}") from None
     typer.echo(
         json.dumps(

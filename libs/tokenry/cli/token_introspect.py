@@ -8,29 +8,46 @@ from typing import Annotated, Any
 import grpc
 import typer
 
-from tokenry.cli.common import call, fail
-from tokenry.cli.context import CliError, credentials, service_addr
+from tokenry.cli.common import call, cli_error
+from tokenry.cli.context import CliError, credentials, stack
 
 
 def token_introspect(
+    ctx: typer.Context,
     token: Annotated[str, typer.Argument(help="An access or refresh token (JWT or opaque)")],
     token_type_hint: Annotated[
         str, typer.Option(help="access_token or refresh_token (a hint)")
     ] = "",
     client_id: Annotated[
-        str | None, typer.Option(help="Caller with tokenry:introspect (default: dev admin)")
+        str | None,
+        typer.Option(
+            "--client-id",
+            "--admin-client-id",
+            help="Caller with tokenry:introspect (default: TOKENRY_CLIENT_ID, or the dev admin)",
+        ),
     ] = None,
-    client_secret: Annotated[str | None, typer.Option(help="Caller's secret")] = None,
+    client_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--client-secret",
+            "--admin-client-secret",
+            help="Caller's secret (default: TOKENRY_CLIENT_SECRET)",
+        ),
+    ] = None,
 ) -> None:
-    """Print the RFC 7662 §2.2 response as JSON."""
+    """Print the RFC 7662 §2.2 response as JSON: "active": false for any token not valid.
+
+    Exit codes: 0 answered (active or not), 1 refused, 2 usage, 3 unreachable.
+    """
     from tokenry.core.introspection import INACTIVE, from_claims
     from tokenry.v1 import introspector_pb2, introspector_pb2_grpc
 
+    found = stack(ctx)
     try:
-        creds = credentials(client_id, client_secret)
+        creds = credentials(client_id, client_secret, target=found, service="introspector")
     except CliError as exc:
-        raise fail(str(exc)) from None
-    addr = service_addr("introspector")
+        raise cli_error(exc) from None
+    addr = found.addr("introspector")
 
     def go(channel: grpc.Channel) -> Any:
         return introspector_pb2_grpc.IntrospectorStub(channel).Introspect(
@@ -39,7 +56,7 @@ def token_introspect(
             timeout=10,
         )
 
-    resp = call(addr, go)
+    resp = call(addr, go, hint=found.hint())
     if not resp.active:
         typer.echo(json.dumps(INACTIVE.to_json()))
         return

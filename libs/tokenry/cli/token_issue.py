@@ -8,13 +8,17 @@ from typing import Annotated, Any
 import grpc
 import typer
 
-from tokenry.cli.common import call, fail
-from tokenry.cli.context import CliError, credentials, service_addr
+from tokenry.cli.common import USAGE, call, cli_error, fail
+from tokenry.cli.context import CliError, credentials, stack
 
 
-def token_issue(
+def token_issue(  # noqa: PLR0917 - typer maps one parameter per option
+    ctx: typer.Context,
     client_id: Annotated[
-        str | None, typer.Option(help="Client id (default: TOKENRY_CLIENT_ID or the dev admin)")
+        str | None,
+        typer.Option(
+            help="Client id (default: TOKENRY_CLIENT_ID, or the dev admin for the dev stack)"
+        ),
     ] = None,
     client_secret: Annotated[
         str | None, typer.Option(help="Client secret (or TOKENRY_CLIENT_SECRET)")
@@ -27,16 +31,20 @@ def token_issue(
         str, typer.Option("--format", help="jwt or opaque (default: the client's format)")
     ] = "",
 ) -> None:
-    """Obtain a token by client credentials; prints the RFC 6749 §5.1 response as JSON."""
+    """Obtain a token by client credentials; prints the RFC 6749 §5.1 response as JSON.
+
+    Exit codes: 0 issued, 1 refused (invalid_client, invalid_scope, …), 2 usage, 3 unreachable.
+    """
     from tokenry.v1 import issuer_pb2, issuer_pb2_grpc
 
     if token_format not in ("", "jwt", "opaque"):
-        raise fail(f"--format must be jwt or opaque, not {token_format!r}")
+        raise fail(f"--format must be jwt or opaque, not {token_format!r}", USAGE)
+    found = stack(ctx)
     try:
-        creds = credentials(client_id, client_secret)
+        creds = credentials(client_id, client_secret, target=found, service="issuer")
     except CliError as exc:
-        raise fail(str(exc)) from None
-    addr = service_addr("issuer")
+        raise cli_error(exc) from None
+    addr = found.addr("issuer")
 
     def go(channel: grpc.Channel) -> Any:
         return issuer_pb2_grpc.IssuerStub(channel).Token(
@@ -50,7 +58,7 @@ def token_issue(
             timeout=10,
         )
 
-    resp = call(addr, go)
+    resp = call(addr, go, hint=found.hint())
     out = {
         "access_token": resp.access_token,
         "token_type": resp.token_type,

@@ -15,15 +15,18 @@ from typing import Annotated, Any
 
 import typer
 
-from tokenry.cli.common import fail
-from tokenry.cli.context import CliError, service_addr, setting
+from tokenry.cli.common import NEGATIVE, UNREACHABLE, USAGE, fail
+from tokenry.cli.context import stack
+from tokenry.devstack.endpoints import Stack
 
 
-def token_verify(
+def token_verify(  # noqa: PLR0917 - typer maps one parameter per option
+    ctx: typer.Context,
     token: Annotated[str, typer.Argument(help="The access token (JWT)")],
     audience: Annotated[str, typer.Option(help="This resource server's audience")],
     issuer: Annotated[
-        str | None, typer.Option(help="Expected iss (default TOKENRY_ISSUER_URL)")
+        str | None,
+        typer.Option(help="Expected iss (default: TOKENRY_ISSUER_URL, then the dev stack's)"),
     ] = None,
     jwks_url: Annotated[
         str | None,
@@ -33,35 +36,38 @@ def token_verify(
         float, typer.Option(help="Seconds to wait for current revocation state")
     ] = 10.0,
 ) -> None:
-    """Verify a token locally with the resource-server library: exit 0 and print its claims,
-    or exit 1 with the reason."""
+    """Verify a token locally with the resource-server library.
+
+    Exit codes: 0 valid (the claims are printed as JSON), 1 invalid (the reason on stderr),
+    2 usage, 3 the key rotator or NATS did not answer within --wait seconds.
+    """
     from tokenry.verifier import VerificationError
 
     # The outcome is reported below, in one line; the library's retry warnings would add more.
     logging.getLogger("tokenry.verifier").setLevel(logging.ERROR)
-    try:
-        iss = issuer or setting("TOKENRY_ISSUER_URL", "issuer_url")
-    except CliError as exc:
-        raise fail(str(exc)) from None
-
+    found = stack(ctx, issuer_url=issuer)
+    iss = found.issuer_url.value
     if jwks_url is not None:
         try:
             run = _with_jwks_url(token, audience, iss, jwks_url, wait)
         except ValueError as exc:  # not an https URL
-            raise fail(str(exc)) from None
+            raise fail(str(exc), USAGE) from None
     else:
-        try:
-            run = _with_tokenry(token, audience, iss, wait)
-        except CliError as exc:
-            raise fail(str(exc)) from None
+        run = _with_tokenry(token, audience, iss, wait, found)
 
     try:
         claims = asyncio.run(run)
     except VerificationError as exc:
         typer.echo(f"invalid: {exc.reason}: {exc.description}", err=True)
-        raise typer.Exit(1) from None
-    except TimeoutError:
-        raise fail("could not reach the key rotator or NATS in time") from None
+        raise typer.Exit(NEGATIVE) from None
+    except (TimeoutError, OSError):
+        where = (
+            f"the key rotator at {found.addr('keyrotator')} or NATS at"
+            f" {found.nats_url.value} ({found.nats_url.source})"
+        )
+        raise fail(
+            f"{where} did not answer within {wait:g}s: unreachable; {found.hint()}", UNREACHABLE
+        ) from None
     typer.echo(json.dumps(claims, indent=2, sort_keys=True))
 
 
@@ -91,13 +97,13 @@ async def _with_tokenry_runtime(
         await runtime.close()
 
 
-def _with_tokenry(token: str, audience: str, iss: str, wait: float) -> Any:
+def _with_tokenry(token: str, audience: str, iss: str, wait: float, found: Stack) -> Any:
     settings = {
-        "nats_url": setting("TOKENRY_NATS_URL", "nats_url"),
-        "prefix": setting("TOKENRY_NATS_PREFIX", "nats_prefix", "tokenry"),
-        "stream": setting("TOKENRY_NATS_STREAM", "nats_stream", "TOKENRY_EVENTS"),
-        "keyrotator": service_addr("keyrotator"),
-        "revocation": service_addr("revocation"),
+        "nats_url": found.nats_url.value,
+        "prefix": found.nats_prefix,
+        "stream": found.nats_stream,
+        "keyrotator": found.addr("keyrotator"),
+        "revocation": found.addr("revocation"),
     }
     return _with_tokenry_runtime(token, audience, iss, wait, settings)
 

@@ -150,9 +150,13 @@ class EmbeddedPostgres:
     def stop(self, timeout: float = 10.0) -> None:
         """Fast shutdown (SIGINT: abort sessions, checkpoint, exit); SIGKILL after ``timeout``.
         Idempotent."""
-        if self._proc is not None:
-            stop_process(self._proc, signal.SIGINT, timeout)
-            self._proc = None
+        if self._proc is None:
+            # Not ours to clean: after a start that found another live postmaster on this data
+            # dir, the socket dir is that server's (a failed second `tokenry dev` must not
+            # take it away).
+            return
+        stop_process(self._proc, signal.SIGINT, timeout)
+        self._proc = None
         self._remove_socket_dir()
 
     def kill(self) -> None:

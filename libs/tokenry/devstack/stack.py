@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tokenry.core.client_secrets import Pepper, generate_secret, hash_secret, pepper_id
 from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
 from tokenry.core.keywrap import Kek
+from tokenry.devstack.endpoints import DEV_FILE, read_dev_file
 from tokenry.devstack.nats import EmbeddedNats
 from tokenry.devstack.ports import free_tcp_port
 from tokenry.devstack.postgres import EmbeddedPostgres
@@ -50,6 +51,13 @@ class DevStack:
     nats: EmbeddedNats | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     addrs: dict[str, str] = field(default_factory=dict)
+    nats_url: str = ""
+    #: this process wrote $TOKENRY_HOME/dev.json, so only this process may remove it
+    wrote_dev_file: bool = False
+
+
+class AlreadyRunning(RuntimeError):
+    """Another ``tokenry dev`` is running on the same data folder."""
 
 
 def _secret_file(path: Path, make: str) -> str:
@@ -120,6 +128,17 @@ def _wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout: float = 30.
 
 
 def start(home: Path, env: Mapping[str, str]) -> DevStack:
+    """Start the stack in ``home``; on failure stop what was started and re-raise.
+
+    Raises:
+        AlreadyRunning: a live ``tokenry dev`` owns ``home`` (its files are left alone).
+    """
+    running = read_dev_file(home)
+    if running is not None:
+        raise AlreadyRunning(
+            f"a dev stack is already running in {home} (pid {running.pid});"
+            " `tokenry dev env` prints its addresses"
+        )
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     stack = DevStack(home=home, env=env)
     try:
@@ -146,6 +165,7 @@ def _start(stack: DevStack) -> None:
         stack.nats = EmbeddedNats(home / "nats", port=_port_or_free(4222))
         stack.nats.start()
         nats_url = stack.nats.url
+    stack.nats_url = nats_url
 
     creds_path = home / "credentials.json"
     admin_secret = generate_secret()
@@ -171,10 +191,13 @@ def _start(stack: DevStack) -> None:
     child_env.pop("TOKENRY_KEK", None)
     child_env.pop("TOKENRY_SECRET_PEPPER", None)
     for name in SERVICES:
-        listen = env.get(f"TOKENRY_{name.upper()}_LISTEN", f"127.0.0.1:{DEFAULT_PORTS[name]}")
+        # The default port, or a free one when another stack holds it: dev.json says which.
+        listen = env.get(f"TOKENRY_{name.upper()}_LISTEN") or (
+            f"127.0.0.1:{_port_or_free(DEFAULT_PORTS[name])}"
+        )
         child_env[f"TOKENRY_{name.upper()}_LISTEN"] = listen
-        stack.addrs[name] = listen
-        child_env[f"TOKENRY_{name.upper()}_ADDR"] = listen
+        stack.addrs[name] = _connect_addr(listen)
+        child_env[f"TOKENRY_{name.upper()}_ADDR"] = stack.addrs[name]
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
     for name in SERVICES:
@@ -190,8 +213,9 @@ def _start(stack: DevStack) -> None:
     for name in SERVICES:
         _wait_serving(stack.addrs[name], stack.children[name])
     _write_private_json(
-        home / "dev.json",
+        home / DEV_FILE,
         {
+            "pid": os.getpid(),
             "database_url": dsn,
             "nats_url": nats_url,
             "issuer_url": issuer_url,
@@ -201,6 +225,13 @@ def _start(stack: DevStack) -> None:
             "pids": {name: proc.pid for name, proc in stack.children.items()},
         },
     )
+    stack.wrote_dev_file = True
+
+
+def _connect_addr(listen: str) -> str:
+    """The address a client dials for a listen address (a wildcard host means loopback)."""
+    host, _, port = listen.rpartition(":")
+    return f"127.0.0.1:{port}" if host in ("", "0.0.0.0", "[::]", "::") else listen  # noqa: S104
 
 
 def _port_or_free(port: int) -> int:
@@ -230,12 +261,24 @@ def stop(stack: DevStack, timeout: float = 10.0) -> None:
         stack.nats.stop()
     if stack.postgres is not None:
         stack.postgres.stop()
-    with contextlib.suppress(FileNotFoundError):
-        (stack.home / "dev.json").unlink()
+    if stack.wrote_dev_file:  # never another stack's: a failed second start leaves it alone
+        with contextlib.suppress(FileNotFoundError):
+            (stack.home / DEV_FILE).unlink()
 
 
 def run_foreground(home: Path, env: Mapping[str, str]) -> int:
-    """What `tokenry dev` runs: start, print, wait for SIGINT/SIGTERM, stop everything."""
+    """What `tokenry dev` runs: start, print, wait for SIGINT/SIGTERM, stop everything.
+
+    Returns the exit code: 0 stopped cleanly, 1 failed to start, 2 already running here.
+    """
+    running = read_dev_file(home)
+    if running is not None:
+        print(
+            f"tokenry dev: a dev stack is already running in {home} (pid {running.pid});"
+            " `tokenry dev env` prints its addresses",
+            file=sys.stderr,
+        )
+        return 2
     print(
         "tokenry dev: DEV MODE — generated KEK, human-chosen demo secret, plaintext loopback",
         file=sys.stderr,
@@ -249,8 +292,12 @@ def run_foreground(home: Path, env: Mapping[str, str]) -> int:
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         stack = start(home, env)
+    except AlreadyRunning as exc:
+        print(f"tokenry dev: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
-        print(f"tokenry dev: failed to start: {exc}", file=sys.stderr)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"tokenry dev: failed to start: {type(exc).__name__}: {first}", file=sys.stderr)
         return 1
     try:
         _print_banner(stack)
@@ -277,13 +324,18 @@ def _print_banner(stack: DevStack) -> None:
     for name in SERVICES:
         lines.append(f"  {name:<12} grpc://{stack.addrs[name]}")
     lines += [
+        f"  nats         {stack.nats_url}",
         "",
         f"  data         {stack.home}",
         f"  credentials  {stack.home / 'credentials.json'} (mode 0600)",
         f"  demo client  {DEMO_CLIENT} / {DEMO_SECRET}",
         "               (scopes demo.read demo.write, audience demo-api)",
         "",
-        "  try: .venv/bin/tokenry token issue --client-id demo-service --client-secret demo-secret",
+        "  In another terminal, the CLI finds this stack through its dev.json; another shell",
+        "  or folder needs these variables:",
+        f'    eval "$(.venv/bin/tokenry dev env --data-dir {stack.home})"',
+        "  try: .venv/bin/tokenry status",
+        "       .venv/bin/tokenry token issue --client-id demo-service --client-secret demo-secret",
         "",
         "Ctrl-C stops everything.",
     ]

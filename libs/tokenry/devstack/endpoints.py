@@ -1,0 +1,221 @@
+"""Where a running Tokenry stack is: one rule for the CLI, the examples and library helpers.
+
+Each address is taken from the first of (docs/operations.md, "Finding a running stack"):
+
+1. a flag (``--issuer-addr``, ``--nats-url``, …), passed in as ``flags``;
+2. ``TOKENRY_<SERVICE>_ADDR``, ``TOKENRY_NATS_URL``, ``TOKENRY_ISSUER_URL``, …;
+3. ``$TOKENRY_HOME/dev.json``, written by a running ``tokenry dev`` — read only in dev mode
+   (``TOKENRY_DEV=1``, or ``dev=True``: the CLI and the examples) and only while the process
+   that wrote it is alive;
+4. the defaults: 127.0.0.1 and ports 50051–50054, ``nats://127.0.0.1:4222``.
+
+The dev admin credentials (``$TOKENRY_HOME/credentials.json``) belong to the stack that dev.json
+describes, and :meth:`Stack.is_dev_target` tells whether an address is that stack's.
+
+Only the standard library and :mod:`tokenry.servicekit.variables` are imported, so a backend
+that embeds just the verifier can use this too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenry.servicekit.variables import DEFAULT_PORTS, DEV_ISSUER_URL
+
+SERVICES = ("issuer", "introspector", "revocation", "keyrotator")
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEV_FILE = "dev.json"
+CREDENTIALS_FILE = "credentials.json"
+
+
+def home(
+    data_dir: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Path:
+    """``data_dir``, else ``$TOKENRY_HOME``, else ``./.tokenry`` (absolute)."""
+    env = os.environ if env is None else env
+    return Path(data_dir or env.get("TOKENRY_HOME") or ".tokenry").resolve()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class DevFile:
+    """What a running ``tokenry dev`` wrote to ``$TOKENRY_HOME/dev.json``."""
+
+    path: Path
+    pid: int
+    addrs: Mapping[str, str]
+    nats_url: str
+    database_url: str
+    issuer_url: str
+    nats_prefix: str = "tokenry"
+    nats_stream: str = "TOKENRY_EVENTS"
+
+    def __repr__(self) -> str:  # the database URL could carry a password
+        return f"DevFile(path={str(self.path)!r}, pid={self.pid})"
+
+
+def read_dev_file(folder: Path) -> DevFile | None:
+    """The dev.json in ``folder`` if the ``tokenry dev`` that wrote it is still running."""
+    path = folder / DEV_FILE
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        pid = int(data["pid"])
+        found = DevFile(
+            path=path,
+            pid=pid,
+            addrs={str(k): str(v) for k, v in dict(data["addrs"]).items()},
+            nats_url=str(data["nats_url"]),
+            database_url=str(data["database_url"]),
+            issuer_url=str(data["issuer_url"]),
+            nats_prefix=str(data.get("nats_prefix", "tokenry")),
+            nats_stream=str(data.get("nats_stream", "TOKENRY_EVENTS")),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return found if _alive(pid) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A value and where it came from: a flag, a variable, ``dev.json`` or ``default``."""
+
+    value: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """The addresses of one stack, each with its source."""
+
+    home: Path
+    dev: DevFile | None
+    addrs: Mapping[str, Located]
+    nats_url: Located
+    issuer_url: Located
+    database_url: Located | None
+    nats_prefix: str = "tokenry"
+    nats_stream: str = "TOKENRY_EVENTS"
+    dev_mode: bool = False
+
+    def __repr__(self) -> str:
+        return f"Stack(home={str(self.home)!r}, dev={self.dev is not None})"
+
+    def addr(self, service: str) -> str:
+        return self.addrs[service].value
+
+    def is_dev_target(self, service: str) -> bool:
+        """True when ``service``'s address is the one the running dev stack listens on."""
+        return self.dev is not None and self.dev.addrs.get(service) == self.addr(service)
+
+    def hint(self) -> str:
+        """What to check when an address does not answer."""
+        if self.dev is None:
+            return (
+                f"no running `tokenry dev` in {self.home}: start one, or set TOKENRY_HOME to its"
+                " folder, or TOKENRY_<SERVICE>_ADDR / TOKENRY_NATS_URL to another stack"
+                " (`tokenry status` shows where the CLI looks)"
+            )
+        return (
+            "`tokenry status` shows where the CLI looks; TOKENRY_HOME and"
+            " TOKENRY_<SERVICE>_ADDR / TOKENRY_NATS_URL choose another stack"
+        )
+
+
+def _truthy(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("1", "true", "yes")
+
+
+def _pick(flag: str | None, flag_name: str, env: Mapping[str, str], var: str) -> Located | None:
+    if flag:
+        return Located(flag, flag_name)
+    if env.get(var):
+        return Located(env[var], var)
+    return None
+
+
+def locate(
+    env: Mapping[str, str] | None = None,
+    *,
+    flags: Mapping[str, str | None] | None = None,
+    dev: bool | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Stack:
+    """Find the stack: flags, then ``TOKENRY_*`` variables, then dev.json, then defaults.
+
+    Args:
+        env: the environment (default ``os.environ``).
+        flags: values given on a command line, keyed ``issuer`` … ``keyrotator``,
+            ``nats_url``, ``issuer_url``, ``database_url``; None or empty means not given.
+        dev: read ``$TOKENRY_HOME/dev.json``; default: ``TOKENRY_DEV`` is set.
+        data_dir: the dev stack's folder (default ``$TOKENRY_HOME`` or ``./.tokenry``).
+    """
+    env = os.environ if env is None else env
+    flags = flags or {}
+    dev_mode = _truthy(env.get("TOKENRY_DEV")) if dev is None else dev
+    folder = home(data_dir, env)
+    devfile = read_dev_file(folder) if dev_mode else None
+
+    addrs: dict[str, Located] = {}
+    for service in SERVICES:
+        found = _pick(
+            flags.get(service), f"--{service}-addr", env, f"TOKENRY_{service.upper()}_ADDR"
+        )
+        if found is None and devfile is not None and service in devfile.addrs:
+            found = Located(devfile.addrs[service], DEV_FILE)
+        addrs[service] = found or Located(f"127.0.0.1:{DEFAULT_PORTS[service]}", "default")
+
+    nats_url = _pick(flags.get("nats_url"), "--nats-url", env, "TOKENRY_NATS_URL")
+    if nats_url is None:
+        nats_url = (
+            Located(devfile.nats_url, DEV_FILE) if devfile else Located(DEFAULT_NATS_URL, "default")
+        )
+    issuer_url = _pick(flags.get("issuer_url"), "--issuer", env, "TOKENRY_ISSUER_URL")
+    if issuer_url is None:
+        issuer_url = (
+            Located(devfile.issuer_url, DEV_FILE) if devfile else Located(DEV_ISSUER_URL, "default")
+        )
+    database_url = _pick(flags.get("database_url"), "--database-url", env, "TOKENRY_DATABASE_URL")
+    if database_url is None and devfile is not None:
+        database_url = Located(devfile.database_url, DEV_FILE)
+    return Stack(
+        home=folder,
+        dev=devfile,
+        addrs=addrs,
+        nats_url=nats_url,
+        issuer_url=issuer_url,
+        database_url=database_url,
+        nats_prefix=env.get("TOKENRY_NATS_PREFIX")
+        or (devfile.nats_prefix if devfile else "tokenry"),
+        nats_stream=env.get("TOKENRY_NATS_STREAM")
+        or (devfile.nats_stream if devfile else "TOKENRY_EVENTS"),
+        dev_mode=dev_mode,
+    )
+
+
+def export_lines(devfile: DevFile) -> list[str]:
+    """``export`` lines for a shell: what ``tokenry dev env`` prints."""
+    values = {
+        "TOKENRY_HOME": str(devfile.path.parent),
+        **{f"TOKENRY_{s.upper()}_ADDR": devfile.addrs[s] for s in SERVICES if s in devfile.addrs},
+        "TOKENRY_NATS_URL": devfile.nats_url,
+        "TOKENRY_ISSUER_URL": devfile.issuer_url,
+        "TOKENRY_DATABASE_URL": devfile.database_url,
+        "TOKENRY_NATS_PREFIX": devfile.nats_prefix,
+        "TOKENRY_NATS_STREAM": devfile.nats_stream,
+    }
+    return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
