@@ -305,6 +305,20 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
+def latest(history: History) -> dict[str, dict[str, int]]:
+    """Per verifier: how many tokens its latest probe answered with each outcome, split by
+    revoked / control (for messages when a run does not settle)."""
+    seen: dict[tuple[str, str], str] = {}
+    for p in history.probes:
+        seen[(p.verifier, p.jti)] = p.outcome
+    out: dict[str, dict[str, int]] = {}
+    for (verifier, jti), outcome in seen.items():
+        kind = "revoked" if jti in history.acks else "control" if jti in history.controls else "x"
+        key = f"{kind}:{outcome}"
+        out.setdefault(verifier, {})[key] = out.setdefault(verifier, {}).get(key, 0) + 1
+    return out
+
+
 def settled(history: History, tokens: Tokens, verifiers: set[str], since: float) -> bool:
     """Every verifier's latest probe (answered after ``since``) refuses every acked token as
     revoked and accepts every control: the run can end."""

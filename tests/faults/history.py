@@ -239,27 +239,21 @@ class Measures:
 def measure(history: History) -> Measures:
     probes = sorted(history.probes, key=lambda p: p.at)
     verifiers = history.verifiers()
+    first_refusal: dict[tuple[str, str], float] = {}
+    for p in probes:
+        acked = history.acks.get(p.jti)
+        if acked is not None and p.outcome == REVOKED and p.at >= acked:
+            first_refusal.setdefault((p.verifier, p.jti), p.at - acked)
     refuse: list[float] = []
-    for jti, acked in history.acks.items():
-        firsts = []
-        for v in verifiers:
-            first = next(
-                (
-                    p.at
-                    for p in probes
-                    if p.verifier == v and p.jti == jti and p.at >= acked and p.outcome == REVOKED
-                ),
-                None,
-            )
-            if first is not None:
-                firsts.append(first - acked)
-        if firsts and len(firsts) == len(verifiers):
-            refuse.append(max(firsts))
+    for jti in history.acks:
+        firsts = [first_refusal.get((v, jti)) for v in verifiers]
+        if firsts and all(f is not None for f in firsts):
+            refuse.append(max(f for f in firsts if f is not None))
     fail_closed: list[float] = []
     reopen: list[float] = []
     if history.faults:
         fault = history.faults[0]
-        for v in verifiers:
+        for v in sorted(v for v in verifiers if fault.hits(v)):
             first = next(
                 (
                     p.at

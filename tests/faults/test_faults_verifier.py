@@ -196,6 +196,7 @@ async def partition_run(
         direct = await VerifierProcess.spawn(
             "direct", settings, revocation_addr=svc.revocation.addr, budget=budget, log_dir=tmp_path
         )
+        cut.watch = True  # what it held arrives at the heal: probe it from a thread
         revoker = Revoker(history, svc.secrets, svc.revocation.addr)
         prober = Prober(history, tokens, [cut, direct], interval=0.01)
         try:

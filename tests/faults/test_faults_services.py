@@ -1,0 +1,322 @@
+"""Faults that hit the servers and the publisher: NATS killed while revoking, the relay leader
+killed, JetStream's store lost, the revocation service partitioned from PostgreSQL.
+
+Verifiers run as processes (``verifier_child.py``); each run ends with ``assert_holds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+from harness import (
+    QUICK_BUDGET,
+    Prober,
+    Revoker,
+    Tokens,
+    VerifierProcess,
+    kill9,
+    latest,
+    now,
+    restart,
+    settled,
+    wait_for,
+    wipe_jetstream,
+)
+from history import History, assert_holds, measure
+from proxy import FaultProxy
+
+from tokenry.devstack import EmbeddedPostgres
+from tokenry.servicekit.config import Settings
+from tokenry.services.revocation.settings import RevocationSettings
+
+from pipeline_support import (
+    kill,
+    make_keys,
+    make_settings,
+    mint,
+    own_nats,
+    spawn_revocation,
+    stack,
+)
+from suite import register_clients, wait_serving
+
+pytestmark = pytest.mark.integration
+
+
+async def mint_tokens(pool: asyncpg.Pool, settings: Settings, n: int) -> tuple[Tokens, list[str]]:
+    tokens = Tokens()
+    jtis = []
+    for _ in range(n):
+        token, claims = await mint(pool, settings)
+        tokens.add(token, claims["jti"])
+        jtis.append(claims["jti"])
+    return tokens, jtis
+
+
+async def settle(history: History, tokens: Tokens, since: float, timeout: float, what: str) -> None:
+    try:
+        took = await wait_for(
+            lambda: settled(history, tokens, history.verifiers(), since), timeout, what
+        )
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; latest answers: {latest(history)}") from None
+    print(f"{what}: {took:.2f}s")
+
+
+async def finish(prober: Prober, history: History, budget: float) -> None:
+    await prober.stop()
+    await prober.final_round()
+    print(measure(history).describe())
+
+
+# --- NATS down while revoking ---------------------------------------------------------------
+
+
+async def nats_down_run(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool, *, budget: float, during: int
+) -> None:
+    server = await own_nats(tmp_path)
+    try:
+        settings = make_settings(database_url, server.url)
+        async with stack(settings, pool, keyrotator=False) as svc:
+            history = History()
+            tokens, jtis = await mint_tokens(pool, settings, during + 5)
+            before, revoked, controls = jtis[:2], jtis[2 : 2 + during], jtis[2 + during :]
+            history.controls.update(controls)
+            proc = await VerifierProcess.spawn(
+                "v", settings, revocation_addr=svc.revocation.addr, budget=budget, log_dir=tmp_path
+            )
+            proc.watch = True
+            revoker = Revoker(history, svc.secrets, svc.revocation.addr)
+            prober = Prober(history, tokens, [proc], interval=0.01)
+            try:
+                await proc.wait_ready()
+                prober.start()
+                for jti in before:
+                    await revoker.revoke(jti)
+                await settle(history, tokens, now(), 20, "\nsteady state")
+                index = history.fault_started("nats-server killed", now())
+                await kill9(server)
+                # The relay keeps heartbeating into its reconnect buffer (the old head)...
+                await asyncio.sleep(0.5)
+                # ...and NATS is not on the revocation path: every Revoke is acknowledged.
+                for jti in revoked:
+                    await revoker.revoke(jti)
+                await asyncio.sleep(budget + 2.0)
+                await restart(server)
+                healed = now()
+                history.fault_healed(index, healed)
+                await settle(history, tokens, healed, budget + 30, "settled after the restart")
+                await finish(prober, history, budget)
+            finally:
+                await prober.stop()
+                await revoker.close()
+                await proc.close()
+            assert_holds(history, budget=budget)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_nats_killed_while_revoking(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool
+) -> None:
+    await nats_down_run(tmp_path, database_url, pool, budget=QUICK_BUDGET, during=6)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("run", range(3))
+async def test_chaos_nats_killed_while_revoking(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool, run: int
+) -> None:
+    await nats_down_run(tmp_path, database_url, pool, budget=30.0, during=100)
+
+
+# --- the relay leader killed ---------------------------------------------------------------
+
+RELAY_OPTIONS = RevocationSettings(heartbeat_interval=0.25, lease_ttl=1.0, sweep_interval=3600)
+
+
+async def leader_pid(pool: asyncpg.Pool) -> int | None:
+    holder = await pool.fetchval(
+        "SELECT holder FROM leases WHERE name = 'event-publisher' AND expires_at > now()"
+    )
+    return int(holder.split(":")[2]) if holder else None
+
+
+async def test_relay_leader_killed(tmp_path: Path, settings: Settings, pool: asyncpg.Pool) -> None:
+    """Two revocation services, each with a relay; kill -9 the one holding the publisher
+    lease while revoking through the other."""
+    secrets = await register_clients(pool, settings)
+    await make_keys(settings, pool)  # and no key rotator: it would run a relay too
+    procs = [spawn_revocation(settings, RELAY_OPTIONS, tmp_path / f"relay{i}.log") for i in (0, 1)]
+    history = History()
+    verifier: VerifierProcess | None = None
+    revoker: Revoker | None = None
+    prober: Prober | None = None
+    try:
+        for _, addr in procs:
+            await wait_serving(addr, timeout=60)
+        await wait_for(lambda: leader_pid(pool), 60, "a publisher leader")
+        leader_id = await leader_pid(pool)
+        leader = next(p for p, _ in procs if p.pid == leader_id)
+        follower_addr = next(a for p, a in procs if p.pid != leader_id)
+        tokens, jtis = await mint_tokens(pool, settings, 10)
+        before, during, after, controls = jtis[:2], jtis[2:6], jtis[6:8], jtis[8:]
+        history.controls.update(controls)
+        verifier = await VerifierProcess.spawn(
+            "v", settings, revocation_addr=follower_addr, log_dir=tmp_path
+        )
+        revoker = Revoker(history, secrets, follower_addr)
+        prober = Prober(history, tokens, [verifier], interval=0.01)
+        await verifier.wait_ready()
+        prober.start()
+        for jti in before:
+            await revoker.revoke(jti)
+        await settle(history, tokens, now(), 20, "\nsteady state")
+        index = history.fault_started("relay leader killed", now())
+        kill(leader)
+        for jti in during:
+            await revoker.revoke(jti)
+
+        async def new_leader() -> bool:
+            return (await leader_pid(pool)) not in (None, leader_id)
+
+        took = await wait_for(new_leader, 30, "a new publisher leader")
+        print(f"new leader {took:.2f}s after the kill")
+        await settle(history, tokens, now(), QUICK_BUDGET + 20, "revocations made in failover")
+        history.fault_healed(index, now())
+        for jti in after:  # steady state again: liveness holds
+            await revoker.revoke(jti)
+        await settle(history, tokens, now(), 20, "settled after the failover")
+        await finish(prober, history, QUICK_BUDGET)
+    finally:
+        if prober is not None:
+            await prober.stop()
+        if revoker is not None:
+            await revoker.close()
+        if verifier is not None:
+            await verifier.close()
+        for proc, _ in procs:
+            if proc.poll() is None:
+                kill(proc)
+    assert_holds(history, budget=QUICK_BUDGET)
+
+
+# --- JetStream store loss ------------------------------------------------------------------
+
+
+async def test_jetstream_store_lost(tmp_path: Path, database_url: str, pool: asyncpg.Pool) -> None:
+    """kill -9 nats-server, delete its store, start it empty: the stream (the accelerator) is
+    gone, PostgreSQL (the record) is not. A verifier that was running and one started after
+    the loss both refuse every acknowledged revocation."""
+    server = await own_nats(tmp_path)
+    try:
+        settings = make_settings(database_url, server.url)
+        async with stack(settings, pool, keyrotator=False) as svc:
+            history = History()
+            tokens, jtis = await mint_tokens(pool, settings, 9)
+            before, during, controls = jtis[:3], jtis[3:6], jtis[6:]
+            history.controls.update(controls)
+            old = await VerifierProcess.spawn(
+                "old", settings, revocation_addr=svc.revocation.addr, log_dir=tmp_path
+            )
+            revoker = Revoker(history, svc.secrets, svc.revocation.addr)
+            prober = Prober(history, tokens, [old], interval=0.01)
+            new: VerifierProcess | None = None
+            try:
+                await old.wait_ready()
+                prober.start()
+                for jti in before:
+                    await revoker.revoke(jti)
+                await settle(history, tokens, now(), 20, "\nsteady state")
+                index = history.fault_started("JetStream store lost", now())
+                await wipe_jetstream(server)
+                for jti in during:
+                    await revoker.revoke(jti)
+                healed = now()
+                history.fault_healed(index, healed)
+                new = await VerifierProcess.spawn(
+                    "new", settings, revocation_addr=svc.revocation.addr, log_dir=tmp_path
+                )
+                cold = history.fault_started("cold start", now(), {"new.0", "new.1"})
+                prober.add(new)
+                print(f"new verifiers ready in {await new.wait_ready():.2f}s")
+                history.fault_healed(cold, now())
+                await settle(history, tokens, now(), QUICK_BUDGET + 30, "settled after the loss")
+                print(f"old: {await old.status()}")
+                await finish(prober, history, QUICK_BUDGET)
+            finally:
+                await prober.stop()
+                await revoker.close()
+                for proc in (old, new):
+                    if proc is not None:
+                        await proc.close()
+            assert_holds(history, budget=QUICK_BUDGET)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+# --- the revocation service partitioned from PostgreSQL ----------------------------------------
+
+
+async def test_revocation_service_partitioned_from_postgres(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool, pg_server: EmbeddedPostgres
+) -> None:
+    """A blackhole between the revocation service (its API and its relay) and PostgreSQL: no
+    heartbeats, no head answers, so verifiers fail closed within budget + 1 s; a Revoke sent
+    during the partition is acknowledged only after the heal, and then refused everywhere."""
+    socket_path = os.path.join(pg_server.socket_dir, ".s.PGSQL.5432")
+    async with FaultProxy(socket_path) as proxy:
+        dbname = urlsplit(settings.database_url).path.lstrip("/")
+        via_proxy = dataclasses.replace(settings, database_url=proxy.pg_dsn(dbname))
+        async with stack(via_proxy, pool, keyrotator=False) as svc:
+            history = History()
+            tokens, jtis = await mint_tokens(pool, settings, 6)
+            before, during, controls = jtis[:2], jtis[2], jtis[3:]
+            history.controls.update(controls)
+            # The verifiers read the JWKS straight from PostgreSQL (settings, not via_proxy).
+            proc = await VerifierProcess.spawn(
+                "v", settings, revocation_addr=svc.revocation.addr, log_dir=tmp_path
+            )
+            revoker = Revoker(history, svc.secrets, svc.revocation.addr)
+            prober = Prober(history, tokens, [proc], interval=0.01)
+            try:
+                await proc.wait_ready()
+                prober.start()
+                for jti in before:
+                    await revoker.revoke(jti)
+                await settle(history, tokens, now(), 20, "\nsteady state")
+                index = history.fault_started("revocation service cut from PostgreSQL", now())
+                proxy.blackhole()
+                late = asyncio.create_task(_revoke_eventually(revoker, during))
+                await asyncio.sleep(QUICK_BUDGET + 2.0)
+                assert not late.done()  # nothing can be acknowledged without PostgreSQL
+                proxy.heal()
+                healed = now()
+                history.fault_healed(index, healed)
+                await late
+                await settle(history, tokens, healed, QUICK_BUDGET + 30, "settled after the heal")
+                await finish(prober, history, QUICK_BUDGET)
+            finally:
+                await prober.stop()
+                await revoker.close()
+                await proc.close()
+            print(f"proxy accepted {proxy.accepted} connections")
+            assert_holds(history, budget=QUICK_BUDGET)
+
+
+async def _revoke_eventually(revoker: Revoker, jti: str) -> None:
+    """Retry until acknowledged (UNAVAILABLE while PostgreSQL is unreachable)."""
+    while True:
+        try:
+            await revoker.revoke(jti, timeout=30)
+            return
+        except Exception:
+            await asyncio.sleep(0.2)
