@@ -18,12 +18,34 @@ Revoke answer reached the caller. p50/p95/p99/max over ``--revocations`` (≥ 20
 
 Throughput: ``c`` concurrent admin Revoke calls for a few seconds, nothing else running.
 
+Floor (same run, same topology, interleaved with the Tokenry rounds): a bare JetStream
+publish (the same envelope, ``Nats-Msg-Id``, awaited PubAck) from this process to 100 bare
+ordered consumers (4 processes × 25, each with its own NATS connection) that decode each event,
+apply it to a dict and stamp the time. Its latency runs from the publish call to the slowest
+consumer's stamp. Target (SPEC §8): Tokenry's p99 (100 verifiers) ≤ 1.2 × the floor's p99.
+
+Throughput: ``c`` concurrent admin Revoke calls for a few seconds, nothing else running.
+
 Cold sync: N rows inserted straight into PostgreSQL, then a fresh verifier process times a
 full ``start_verifier`` (NATS connect, snapshot over gRPC in batches of 5,000, JWKS, subscribe)
 and, in a second pass under tracemalloc, the memory the loaded revocation set keeps.
 
-Run: ``.venv/bin/python scripts/bench_propagation.py [--quick] [--pin]``. Writes
-propagation.json (raw samples) and propagation.png under docs/benchmarks/.
+Heal (last, it restarts NATS): verifiers (default 4 in 2 processes) are current; nats-server
+is stopped; ``--heal-revocations`` Revokes are acknowledged while it is down (16 in flight); the
+outage lasts ``--heal-down`` seconds in all (longer if queueing took longer). Then nats-server
+starts on the same store and port. Heal time: from the moment it accepts a TCP connection
+(polled every 2 ms from here) until every verifier has applied the last queued revocation and
+is current (``RevocationState.wait_current``, stamped by the verifier). Drain rate: the backlog
+over the JetStream store times of its first and last message. Targets: heal ≤ 2 s, drain ≥
+5,000 events/s.
+
+Run: ``.venv/bin/python scripts/bench_propagation.py [--quick] [--pin]``; every volume is an
+option (``--help``), e.g. a cheap validation run::
+
+    scripts/bench_propagation.py --quick --heal-down 6 --heal-budget 3 --heal-revocations 2000
+
+Writes propagation.json (raw samples) and propagation.png under docs/benchmarks/
+(``propagation-quick.*`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -68,6 +90,8 @@ ADMIN = "bench-admin"
 PREFIX = "tokenry"
 STREAM = "TOKENRY_EVENTS"
 TOPOLOGIES = ((1, 1), (2, 5), (4, 25))  # (processes, verifiers per process)
+FLOOR_PREFIX = "floor"
+FLOOR_STREAM = "FLOOR_EVENTS"
 
 
 # --- child: a verifier process -------------------------------------------------------------------
@@ -81,10 +105,11 @@ class StaticJwks:
         return self._text, 0
 
 
-async def _start(args: argparse.Namespace, jwks: str) -> Any:
+async def _start(args: argparse.Namespace, jwks: str, **kwargs: Any) -> Any:
     from tokenry.verifier import start_verifier
 
     return await start_verifier(
+        **kwargs,
         issuer="https://issuer.bench",
         audience="bench",
         nats_url=args.nats_url,
@@ -124,6 +149,90 @@ async def verifier_process(args: argparse.Namespace) -> None:
         asyncio.gather(*(r.state.wait_for_seq(target) for r in runtimes)), timeout=120
     )
     print(json.dumps([{str(k): v for k, v in s.items()} for s in stamps]), flush=True)
+    for runtime in runtimes:
+        await runtime.close()
+
+
+async def floor_process(args: argparse.Namespace) -> None:
+    """``--floor N``: N bare ordered consumers, each on its own connection, each decoding every
+    event into a dict and stamping it; say READY, dump the stamps on DONE <seq>."""
+    import nats
+    from nats.js.api import DeliverPolicy
+
+    from tokenry.bus import codec
+    from tokenry.bus.consumer import IDLE_HEARTBEAT
+
+    conns = []
+    stamps: list[dict[int, float]] = []
+    for _ in range(args.floor):
+        nc = await nats.connect(args.nats_url)
+        applied: dict[str, int] = {}
+        mine: dict[int, float] = {}
+
+        async def on_msg(
+            msg: Any, applied: dict[str, int] = applied, mine: dict[int, float] = mine
+        ) -> None:
+            event = codec.decode(msg.data)
+            if event.revocation is not None:
+                applied[event.revocation.value] = event.revocation.expires_at
+            mine[event.seq] = time.monotonic()
+
+        await nc.jetstream().subscribe(
+            f"{FLOOR_PREFIX}.events.>",
+            cb=on_msg,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            idle_heartbeat=IDLE_HEARTBEAT,
+        )
+        conns.append(nc)
+        stamps.append(mine)
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    line = await loop.run_in_executor(None, sys.stdin.readline)
+    target = int(line.split()[1])
+    deadline = time.monotonic() + 120
+    while not all(target in mine for mine in stamps):
+        if time.monotonic() > deadline:
+            raise TimeoutError("floor consumers did not see every event")
+        await asyncio.sleep(0.01)
+    print(json.dumps([{str(k): v for k, v in s.items()} for s in stamps]), flush=True)
+    for nc in conns:
+        await nc.close()
+
+
+async def heal_process(args: argparse.Namespace) -> None:
+    """``--heal-child N``: N verifiers; READY once current; on WATCH <seq>, stamp when each has
+    applied ``seq`` and when it is current again, and dump the stamps."""
+    jwks = await asyncio.to_thread(Path(args.jwks_file).read_text)
+    runtimes = [
+        await _start(args, jwks, staleness_budget=args.heal_budget) for _ in range(args.heal_child)
+    ]
+    for runtime in runtimes:
+        await asyncio.wait_for(runtime.state.wait_current(), timeout=60)
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    line = await loop.run_in_executor(None, sys.stdin.readline)
+    target = int(line.split()[1])
+
+    async def watch(runtime: Any) -> dict[str, Any]:
+        stale_seen = runtime.state.is_stale()
+
+        async def note_stale() -> None:
+            nonlocal stale_seen
+            while not stale_seen:
+                stale_seen = runtime.state.is_stale()
+                await asyncio.sleep(0.05)
+
+        noting = asyncio.create_task(note_stale())
+        await runtime.state.wait_for_seq(target)
+        applied = time.monotonic()
+        await runtime.state.wait_current()
+        current = time.monotonic()
+        noting.cancel()
+        return {"applied": applied, "current": current, "went_stale": stale_seen}
+
+    results = await asyncio.wait_for(asyncio.gather(*(watch(r) for r in runtimes)), timeout=600)
+    print(json.dumps(results), flush=True)
     for runtime in runtimes:
         await runtime.close()
 
@@ -338,6 +447,7 @@ async def propagation(
         after_ack.append((slowest - t1) * 1000)
         after_send.append((slowest - t0) * 1000)
     return {
+        "kind": "tokenry",
         "verifiers": processes * per_process,
         "processes": processes,
         "per_process": per_process,
@@ -346,6 +456,200 @@ async def propagation(
         "ack_to_all_applied_ms": after_ack,
         "send_to_all_applied_ms": after_send,
         "rpc_ms": [(t1 - t0) * 1000 for _, t0, t1 in sent],
+    }
+
+
+async def _spawn(s: Stack, *mode: str) -> asyncio.subprocess.Process:
+    child = await asyncio.create_subprocess_exec(
+        *s.pin,
+        sys.executable,
+        __file__,
+        *mode,
+        *_child_args(s),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=s.env,
+        limit=1 << 26,  # the stamps come back as one JSON line
+    )
+    assert child.stdout is not None
+    line = await asyncio.wait_for(child.stdout.readline(), timeout=180)
+    if line.strip() != b"READY":
+        raise RuntimeError(f"child {mode} failed to start: {line!r}")
+    return child
+
+
+async def _tell(children: list[asyncio.subprocess.Process], line: str) -> None:
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(f"{line}\n".encode())
+        await child.stdin.drain()
+
+
+async def _collect(children: list[asyncio.subprocess.Process], wait: float = 180) -> list[Any]:
+    out: list[Any] = []
+    for child in children:
+        assert child.stdout is not None
+        out += json.loads(await asyncio.wait_for(child.stdout.readline(), timeout=wait))
+        await child.wait()
+    return out
+
+
+async def floor(
+    s: Stack, processes: int, per_process: int, count: int, pause: float
+) -> dict[str, Any]:
+    """The same-run floor: bare JetStream publish → bare ordered consumers, same topology."""
+    import nats
+
+    from tokenry.bus import codec
+    from tokenry.bus.nats_conn import StreamSettings, ensure_stream
+    from tokenry.core.revocations import Revocation
+
+    subjects = Subjects(FLOOR_PREFIX)
+    nc = await nats.connect(s.nats.url)
+    js = nc.jetstream()
+    await ensure_stream(js, subjects, StreamSettings(name=FLOOR_STREAM, max_age=3600))
+    children = [await _spawn(s, "--floor", str(per_process)) for _ in range(processes)]
+    base = int((await js.stream_info(FLOOR_STREAM)).state.last_seq) + 1
+    sent: list[tuple[int, float, float]] = []
+    for i in range(count + 20):
+        now = int(time.time())
+        rev = Revocation(RevocationKind.JTI, f"floor-{base + i}", 0, now + 600)
+        event = codec.revocation_event(subjects, rev, now, actor="bench")
+        payload = codec.stamp_seq(event.payload, base + i)
+        t0 = time.monotonic()
+        await js.publish(
+            event.subject, payload, timeout=10, headers={"Nats-Msg-Id": str(event.event_id)}
+        )
+        t1 = time.monotonic()
+        if i >= 20:
+            sent.append((base + i, t0, t1))
+        await asyncio.sleep(pause)
+    await nc.close()
+    await _tell(children, f"DONE {sent[-1][0]}")
+    stamps = await _collect(children)
+    after_send, after_ack = [], []
+    for seq, t0, t1 in sent:
+        slowest = max(v[str(seq)] for v in stamps)
+        after_send.append((slowest - t0) * 1000)
+        after_ack.append((slowest - t1) * 1000)
+    return {
+        "kind": "floor",
+        "verifiers": processes * per_process,
+        "processes": processes,
+        "per_process": per_process,
+        "revocations": len(sent),
+        "pause_s": pause,
+        # the floor's "acknowledged" moment is the publish call: Revoke is acknowledged
+        # before the relay publishes
+        "ack_to_all_applied_ms": after_send,
+        "send_to_all_applied_ms": after_send,
+        "puback_to_all_applied_ms": after_ack,
+        "rpc_ms": [(t1 - t0) * 1000 for _, t0, t1 in sent],
+    }
+
+
+async def _revoke_many(s: Stack, n: int, concurrency: int, tag: str) -> int:
+    """``n`` acknowledged revocations, ``concurrency`` in flight; returns the highest seq."""
+    channels = [grpc.aio.insecure_channel(s.revocation_addr) for _ in range(4)]
+    metadata = _metadata(s)
+    next_index = 0
+    head = 0
+
+    async def worker(index: int) -> None:
+        nonlocal next_index, head
+        stub = revocation_pb2_grpc.RevocationStub(channels[index % len(channels)])
+        while next_index < n:
+            i = next_index
+            next_index += 1
+            resp = await stub.Revoke(
+                revocation_pb2.RevokeRequest(jti=f"{tag}-{i}"), metadata=metadata, timeout=30
+            )
+            head = max(head, resp.seq)
+
+    try:
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    finally:
+        for channel in channels:
+            await channel.close()
+    return head
+
+
+async def _accepting(host: str, port: int, within: float = 120) -> tuple[float, float]:
+    """(monotonic, wall) time of the first TCP connection nats-server greets with INFO."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.002)
+            continue
+        at = (time.monotonic(), time.time())
+        try:
+            greeting = await asyncio.wait_for(reader.read(5), timeout=5)
+        finally:
+            writer.close()
+        if greeting.startswith(b"INFO"):
+            return at
+        await asyncio.sleep(0.002)
+    raise TimeoutError("nats-server did not come back")
+
+
+async def heal(
+    s: Stack, processes: int, per_process: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    import nats
+
+    from tokenry.bus import codec
+
+    children = [
+        await _spawn(s, "--heal-child", str(per_process), "--heal-budget", str(args.heal_budget))
+        for _ in range(processes)
+    ]
+    nc = await nats.connect(s.nats.url)
+    before = int((await nc.jetstream().stream_info(STREAM)).state.last_seq)
+    await nc.close()
+    down_at = time.monotonic()
+    await asyncio.to_thread(s.nats.stop)
+    target = await _revoke_many(s, args.heal_revocations, 16, f"heal{processes}x{per_process}")
+    queued_s = time.monotonic() - down_at
+    await asyncio.sleep(max(0.0, down_at + args.heal_down - time.monotonic()))
+    await _tell(children, f"WATCH {target}")
+    starting = asyncio.create_task(asyncio.to_thread(s.nats.start))
+    (accepted, accepted_wall) = await _accepting(s.nats.host, s.nats.port)
+    await starting
+    outage_s = accepted - down_at
+    stamps = await _collect(children, wait=600)
+    nc = await nats.connect(s.nats.url)
+    try:
+        js = nc.jetstream()
+        first = await js.get_msg(STREAM, before + 1)
+        last = await js.get_msg(STREAM, before + args.heal_revocations)
+        assert first.data is not None
+        assert last.data is not None
+        assert first.time is not None
+        assert last.time is not None
+        first_seq, last_seq = codec.decode(first.data).seq, codec.decode(last.data).seq
+        first_at, last_at = first.time.timestamp(), last.time.timestamp()
+    finally:
+        await nc.close()
+    drain_s = last_at - first_at
+    return {
+        "verifiers": processes * per_process,
+        "processes": processes,
+        "per_process": per_process,
+        "revocations": args.heal_revocations,
+        "staleness_budget_s": args.heal_budget,
+        "outage_s": outage_s,
+        "queue_s": queued_s,
+        "target_seq": target,
+        "backlog_outbox_seqs": [first_seq, last_seq],
+        "heal_s": max(v["current"] for v in stamps) - accepted,
+        "all_applied_s": max(v["applied"] for v in stamps) - accepted,
+        "per_verifier_current_s": [v["current"] - accepted for v in stamps],
+        "went_stale": sum(bool(v["went_stale"]) for v in stamps),
+        "first_published_after_accept_s": first_at - accepted_wall,
+        "drain_s": drain_s,
+        "drain_events_per_s": (args.heal_revocations - 1) / drain_s if drain_s > 0 else None,
     }
 
 
@@ -416,20 +720,32 @@ async def cold_sync(s: Stack, n: int) -> dict[str, Any]:
     return result
 
 
+def _series(results: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(kind, processes, per process) of every measured series, in first-seen order."""
+    seen: list[tuple[str, int, int]] = []
+    for r in results["propagation"]:
+        key = (r.get("kind", "tokenry"), r["processes"], r["per_process"])
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per topology: percentiles over every sample of every round, and the median across
+    """Per series: percentiles over every sample of every round, and the median across
     rounds of each round's p99 (the machine is noisy: one round can catch another job)."""
     rows = []
-    for processes, per_process in TOPOLOGIES:
+    for kind, processes, per_process in _series(results):
         runs = [
             r
             for r in results["propagation"]
-            if (r["processes"], r["per_process"]) == (processes, per_process)
+            if (r.get("kind", "tokenry"), r["processes"], r["per_process"])
+            == (kind, processes, per_process)
         ]
         ack = [v for r in runs for v in r["ack_to_all_applied_ms"]]
         sent = [v for r in runs for v in r["send_to_all_applied_ms"]]
         rows.append(
             {
+                "kind": kind,
                 "verifiers": processes * per_process,
                 "topology": f"{processes} × {per_process}",
                 "rounds": len(runs),
@@ -450,24 +766,69 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def floor_ratio(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Tokenry's p99 over the floor's, same topology (target ≤ 1.2, SPEC §8)."""
+    floors = {(r["verifiers"], r["topology"]): r for r in rows if r["kind"] == "floor"}
+    for r in rows:
+        f = floors.get((r["verifiers"], r["topology"]))
+        if r["kind"] == "tokenry" and f is not None:
+            return {
+                "verifiers": r["verifiers"],
+                "tokenry_p99": r["p99"],
+                "floor_p99": f["p99"],
+                "ratio_p99": r["p99"] / f["p99"],
+                "ratio_median_round_p99": r["median_round_p99"] / f["median_round_p99"],
+                "target": 1.2,
+            }
+    return None
+
+
 def print_tables(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
     print(
-        "\n| verifiers | processes × each | n (rounds) | p50 ms | p95 ms | p99 ms | max ms |"
-        " p99 of each round ms | send→applied p50 / p99 ms | Revoke RPC p50 ms |"
+        "\n| what | verifiers | processes × each | n (rounds) | p50 ms | p95 ms | p99 ms |"
+        " max ms | p99 of each round ms | send→applied p50 / p99 ms | Revoke / publish p50 ms |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|")
     for r in rows:
         rounds = ", ".join(f"{v:.1f}" for v in r["round_p99s"])
+        what = "floor (bare JetStream)" if r["kind"] == "floor" else "Tokenry"
         print(
-            f"| {r['verifiers']} | {r['topology']} | {r['n']} ({r['rounds']}) | {r['p50']:.2f} |"
+            f"| {what} | {r['verifiers']} | {r['topology']} | {r['n']} ({r['rounds']}) |"
+            f" {r['p50']:.2f} |"
             f" {r['p95']:.2f} | {r['p99']:.2f} | {r['max']:.2f} | {rounds} |"
             f" {r['send_p50']:.2f} / {r['send_p99']:.2f} | {r['rpc_p50']:.2f} |"
         )
-    t = results["throughput"]
-    print(
-        f"\nthroughput: {t['revocations_per_s']:.0f} revocations/s at c={t['concurrency']}"
-        f" (RPC p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms, {t['calls']} calls)"
-    )
+    ratio = results.get("floor_ratio")
+    if ratio:
+        print(
+            f"\nTokenry p99 / floor p99 ({ratio['verifiers']} verifiers):"
+            f" {ratio['ratio_p99']:.2f}"
+            f" (median of round p99s: {ratio['ratio_median_round_p99']:.2f});"
+            f" target ≤ {ratio['target']}"
+        )
+    if results.get("heal"):
+        print(
+            "\n| heal: verifiers | processes × each | queued | outage s | staleness budget s |"
+            " went stale | first publish after accept s | drain s | drain events/s |"
+            " all applied s | every verifier current s (target 2) |"
+        )
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for h in results["heal"]:
+            print(
+                f"| {h['verifiers']} | {h['processes']} × {h['per_process']} |"
+                f" {h['revocations']:,} | {h['outage_s']:.1f} | {h['staleness_budget_s']:g} |"
+                f" {h['went_stale']} | {h['first_published_after_accept_s']:.3f} |"
+                f" {h['drain_s']:.3f} | {h['drain_events_per_s']:,.0f} |"
+                f" {h['all_applied_s']:.3f} | {h['heal_s']:.3f} |"
+            )
+    t = results.get("throughput")
+    if t:
+        print(
+            f"\nthroughput: {t['revocations_per_s']:.0f} revocations/s at c={t['concurrency']}"
+            f" (RPC p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms, {t['calls']} calls)"
+        )
+    if not results.get("cold_sync"):
+        return
     print("\n| revocations | start_verifier s | snapshot s | kept bytes/entry | peak MB |")
     print("|---:|---:|---:|---:|---:|")
     for c in results["cold_sync"]:
@@ -485,31 +846,68 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for processes, per_process in TOPOLOGIES:
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4))
+    for kind, processes, per_process in _series(results):
         values = sorted(
             v
             for r in results["propagation"]
-            if (r["processes"], r["per_process"]) == (processes, per_process)
+            if (r.get("kind", "tokenry"), r["processes"], r["per_process"])
+            == (kind, processes, per_process)
             for v in r["ack_to_all_applied_ms"]
         )
-        ys = [i / (len(values) - 1) for i in range(len(values))]
+        ys = [i / max(1, len(values) - 1) for i in range(len(values))]
         label = f"{processes * per_process} verifiers ({processes} × {per_process})"
-        left.plot(values, ys, label=label)
-    left.axvline(20, color="red", linestyle="--", label="target p99 20 ms")
+        if kind == "floor":
+            left.plot(values, ys, "k--", label=f"floor: bare JetStream → {label}")
+        else:
+            left.plot(values, ys, label=label)
+    ratio = results.get("floor_ratio")
+    if ratio:
+        left.axvline(
+            1.2 * ratio["floor_p99"], color="red", linestyle="--", label="target p99: 1.2 × floor"
+        )
     left.set_xlabel("Revoke acknowledged → applied by all (ms)")
     left.set_ylabel("fraction of revocations")
     left.set_title("propagation (CDF)")
-    left.legend()
-    sizes = [c["entries"] for c in results["cold_sync"]]
-    right.bar([f"{n:,}" for n in sizes], [c["start_verifier_s"] for c in results["cold_sync"]])
-    right.axhline(10, color="red", linestyle="--", label="target 10 s for 1 M")
-    right.set_ylabel("cold start_verifier (s)")
-    right.set_title("cold sync")
-    right.legend()
+    left.legend(fontsize="small")
+    sizes = [c["entries"] for c in results.get("cold_sync", [])]
+    if sizes:
+        middle.bar([f"{n:,}" for n in sizes], [c["start_verifier_s"] for c in results["cold_sync"]])
+        middle.axhline(10, color="red", linestyle="--", label="target 10 s for 1 M")
+        middle.legend()
+    middle.set_ylabel("cold start_verifier (s)")
+    middle.set_title("cold sync")
+    heals = results.get("heal", [])
+    if heals:
+        names = [f"{h['verifiers']} ({h['processes']}×{h['per_process']})" for h in heals]
+        right.bar(names, [h["heal_s"] for h in heals])
+        for i, h in enumerate(heals):
+            right.annotate(
+                f"drain {h['drain_events_per_s']:,.0f}/s",
+                (i, h["heal_s"]),
+                ha="center",
+                va="bottom",
+                fontsize="small",
+            )
+        right.axhline(2, color="red", linestyle="--", label="target 2 s")
+        right.legend()
+        right.set_xlabel(
+            f"verifiers; {heals[0]['revocations']:,} queued, NATS down {heals[0]['outage_s']:.0f} s"
+        )
+    right.set_ylabel("NATS accepting → every verifier current (s)")
+    right.set_title("heal")
     fig.tight_layout()
     fig.savefig(path)
     return True
+
+
+def _topologies(text: str) -> list[tuple[int, int]]:
+    """``"4x25,2x2"`` → [(4, 25), (2, 2)]; empty → none."""
+    out = []
+    for part in filter(None, text.split(",")):
+        processes, per_process = part.lower().split("x")
+        out.append((int(processes), int(per_process)))
+    return out
 
 
 async def run(args: argparse.Namespace, s: Stack) -> dict[str, Any]:
@@ -520,30 +918,64 @@ async def run(args: argparse.Namespace, s: Stack) -> dict[str, Any]:
             "loadavg_at_start": os.getloadavg(),
         },
         "pinned": bool(s.pin),
+        "args": {k: v for k, v in vars(args).items() if isinstance(v, int | float | str | list)},
         "propagation": [],
     }
+    series = [("tokenry", p, n) for p, n in args.topologies]
+    series += [("floor", p, n) for p, n in args.floor_topologies]
     for round_ in range(args.rounds):
-        order = TOPOLOGIES[round_ % 3 :] + TOPOLOGIES[: round_ % 3]  # interleaved
-        for processes, per_process in order:
-            run_ = await propagation(s, processes, per_process, args.revocations, args.pause)
+        shift = round_ % max(1, len(series))
+        for kind, processes, per_process in series[shift:] + series[:shift]:  # interleaved
+            measure = floor if kind == "floor" else propagation
+            run_ = await measure(s, processes, per_process, args.revocations, args.pause)
             run_["round"] = round_
             results["propagation"].append(run_)
-            print(f"round {round_}: {processes * per_process} verifiers done", file=sys.stderr)
-    results["throughput"] = await throughput(s, 16, args.seconds)
+            print(f"round {round_}: {kind} {processes * per_process} done", file=sys.stderr)
+    if args.seconds > 0:
+        results["throughput"] = await throughput(s, 16, args.seconds)
     results["cold_sync"] = [await cold_sync(s, n) for n in args.cold]
+    results["heal"] = []
+    for processes, per_process in args.heal_topologies:  # last: it restarts NATS
+        results["heal"].append(await heal(s, processes, per_process, args))
+        print(f"heal: {processes * per_process} verifiers done", file=sys.stderr)
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run (small numbers)")
     parser.add_argument("--pin", action="store_true", help="pin the service to core 0")
     parser.add_argument("--revocations", type=int, default=250, help="measured per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per topology")
     parser.add_argument("--pause", type=float, default=0.02, help="seconds between revocations")
-    parser.add_argument("--seconds", type=float, default=5.0, help="throughput run length")
+    parser.add_argument(
+        "--topologies", default="1x1,2x5,4x25", help="verifier processes × verifiers each"
+    )
+    parser.add_argument(
+        "--floor-topologies", default="4x25", help="bare-consumer floor topologies ('' for none)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="throughput run length (0: skip)"
+    )
+    parser.add_argument(
+        "--cold", default="100000,1000000", help="cold-sync sizes, comma-separated ('' for none)"
+    )
+    parser.add_argument(
+        "--heal-topologies", default="2x2", help="heal run(s): processes × verifiers ('' for none)"
+    )
+    parser.add_argument("--heal-down", type=float, default=30.0, help="NATS outage (s)")
+    parser.add_argument(
+        "--heal-revocations", type=int, default=10_000, help="acknowledged while NATS is down"
+    )
+    parser.add_argument(
+        "--heal-budget", type=float, default=30.0, help="the heal verifiers' staleness budget (s)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--verifiers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--heal-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--cold-sync", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     parser.add_argument("--revocation-addr", help=argparse.SUPPRESS)
@@ -558,16 +990,26 @@ def main() -> int:
     if args.verifiers:
         asyncio.run(verifier_process(args))
         return 0
+    if args.floor:
+        asyncio.run(floor_process(args))
+        return 0
+    if args.heal_child:
+        asyncio.run(heal_process(args))
+        return 0
     if args.cold_sync:
         asyncio.run(cold_sync_process(args))
         return 0
-    args.cold = [100_000, 1_000_000]
+    args.cold = [int(n) for n in filter(None, args.cold.split(","))]
     if args.quick:
         args.revocations, args.rounds, args.seconds, args.cold = 30, 1, 1.0, [10_000]
+    args.topologies = _topologies(args.topologies)
+    args.floor_topologies = _topologies(args.floor_topologies)
+    args.heal_topologies = _topologies(args.heal_topologies)
     with stack(args.pin) as s:
         results = asyncio.run(run(args, s))
     rows = summarize(results)
     results["summary"] = rows
+    results["floor_ratio"] = floor_ratio(rows)
     print_tables(rows, results)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "propagation-quick" if args.quick else "propagation"
