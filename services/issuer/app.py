@@ -39,6 +39,7 @@ from tokenry.store.auth_codes import AuthCodeStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.grants import GrantStore
+from tokenry.store.idempotency import IdempotencyStore
 from tokenry.store.keys import KeyStore
 from tokenry.store.revocation_checks import RevocationChecks
 from tokenry.store.revocations import RevocationStore
@@ -139,6 +140,7 @@ def build(
             pepper=pepper,
             subjects=settings.subjects,
             clock=clock,
+            idempotency=IdempotencyStore(pool),
         )
         ready.set(IssuerApi(IssuerHandlers(deps, ExchangeFlow(deps, subject_tokens)), admin))
 

@@ -3,12 +3,24 @@
 A change commits with its ``clients.*`` event (issuers drop their cached copy); deleting a
 client first revokes every token issued to it (a client revocation, SPEC §4), then its grant
 families, then the registration.
+
+Both writes take an optional request_id (store/idempotency.py): the answer is stored with the
+write, so a retry after a lost answer gets it back. A CreateClient answer holds the one-time
+client secret, which must never rest in the database in clear (SPEC §3: only a keyed hash):
+it is stored sealed with AES-256-GCM under a key derived from the server pepper (which never
+enters the database), bound to the caller and request_id, and swept after 24 h.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
@@ -26,6 +38,7 @@ from tokenry.services.issuer.caches import Watermarks
 from tokenry.store import client_events
 from tokenry.store.clients import ClientExists, ClientStore
 from tokenry.store.grants import GrantStore
+from tokenry.store.idempotency import IdempotencyKey, IdempotencyRequest, IdempotencyStore, Replay
 from tokenry.store.revocations import RevocationStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +67,9 @@ class ClientAdmin:
         pepper: Pepper,
         subjects: Subjects,
         clock: Clock,
+        idempotency: IdempotencyStore | None = None,
     ) -> None:
+        self._idempotency = idempotency  # None: requests carrying a request_id are refused
         self._store = store
         self._cache = cache
         self._grants = grants
@@ -69,9 +84,22 @@ class ClientAdmin:
         if not caller.is_admin:
             raise InsufficientScope("managing clients needs tokenry:admin")
 
-    async def create(self, caller: Client, spec: Client) -> Created:
-        """Register ``spec``; a secret client gets a generated ≥ 256-bit secret (SPEC §3)."""
+    async def create(
+        self,
+        caller: Client,
+        spec: Client,
+        idem: IdempotencyRequest | None = None,
+        respond: Callable[[Created], bytes] | None = None,
+    ) -> Created | Replay:
+        """Register ``spec``; a secret client gets a generated ≥ 256-bit secret (SPEC §3).
+
+        With ``idem`` (and ``respond``, the adapter's serializer), a retry of a create that
+        committed gets the first answer back, secret included (:class:`Replay`).
+        """
         self.require_admin(caller)
+        key = await self._idempotency_key(caller, idem, respond)
+        if isinstance(key, Replay):
+            return key
         secret = ""
         client = replace(spec, secret_hash=None, pepper_id=None)
         if spec.auth_method in SECRET_METHODS:
@@ -83,13 +111,19 @@ class ClientAdmin:
         event = client_events.client_event(
             self._subjects.prefix, client.client_id, client_events.CREATED, self._clock.now()
         )
+        created = Created(client, secret)
+        record = None
+        if key is not None and respond is not None:
+            record = (key, self._seal(key, respond(created)))
         try:
-            await self._store.create(client, event)
+            stored = await self._store.create(client, event, idem=record)
         except ClientExists:
             raise InvalidRequest(f"client {client.client_id!r} is already registered") from None
+        if stored is not None and key is not None:
+            return Replay(self._open(key, stored))
         self._cache.invalidate(client.client_id)
         log.info("client %s registered by %s", client.client_id, caller.client_id)
-        return Created(client, secret)
+        return created
 
     async def get(self, caller: Client, client_id: str) -> Client:
         self.require_admin(caller)
@@ -102,12 +136,23 @@ class ClientAdmin:
         self.require_admin(caller)
         return await self._store.list_clients()
 
-    async def delete(self, caller: Client, client_id: str, reason: str) -> int:
+    async def delete(
+        self,
+        caller: Client,
+        client_id: str,
+        reason: str,
+        idem: IdempotencyRequest | None = None,
+        respond: Callable[[int], bytes] | None = None,
+    ) -> int | Replay:
         """Revoke every token of the client, end its families, then delete it.
 
-        Returns the outbox seq of the client revocation's event.
+        Returns the outbox seq of the client revocation's event (a :class:`Replay` of the
+        first answer for a retry with the same request_id).
         """
         self.require_admin(caller)
+        key = await self._idempotency_key(caller, idem, respond)
+        if isinstance(key, Replay):
+            return key
         if client_id == caller.client_id:
             raise InvalidRequest("an admin client cannot delete itself")
         if len(reason) > MAX_REASON:
@@ -134,7 +179,56 @@ class ClientAdmin:
         event = client_events.client_event(
             self._subjects.prefix, client_id, client_events.DELETED, now
         )
-        await self._store.delete(client_id, event)
+        record = None
+        if key is not None and respond is not None:
+            record = (key, self._seal(key, respond(seq)))
+        stored = await self._store.delete(client_id, event, idem=record)
         self._cache.invalidate(client_id)
+        if stored is not None and key is not None:
+            return Replay(self._open(key, stored))
         log.info("client %s deleted by %s; revocation seq %d", client_id, caller.client_id, seq)
         return seq
+
+    async def _idempotency_key(
+        self,
+        caller: Client,
+        idem: IdempotencyRequest | None,
+        respond: Callable[..., bytes] | None,
+    ) -> IdempotencyKey | Replay | None:
+        """The caller's idempotency key, or the stored answer of a request that committed (a
+        fast path before any work: a create that committed would now fail, the id taken)."""
+        if idem is None:
+            return None
+        if self._idempotency is None or respond is None:
+            raise InvalidRequest("this service does not accept request_id")
+        key = idem.key(caller.client_id)
+        stored = await self._idempotency.lookup(key)
+        if stored is not None:
+            return Replay(self._open(key, stored))
+        return key
+
+    # Stored answers are sealed: a CreateClient answer holds the client secret.
+    _SEALED = b"tir1"
+
+    def _aead(self) -> AESGCM:
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"tokenry idempotency v1"
+        ).derive(self._pepper.key)
+        return AESGCM(key)
+
+    def _seal(self, key: IdempotencyKey, response: bytes) -> bytes:
+        nonce = os.urandom(12)
+        pid = self._pepper.id.encode()
+        aad = f"{key.caller}/{key.request_id}".encode()
+        sealed = self._aead().encrypt(nonce, response, aad)
+        return self._SEALED + bytes([len(pid)]) + pid + nonce + sealed
+
+    def _open(self, key: IdempotencyKey, stored: bytes) -> bytes:
+        if stored[:4] != self._SEALED:
+            raise InvalidRequest("the stored answer of this request_id cannot be read")
+        n = stored[4]
+        pid, nonce, sealed = stored[5 : 5 + n], stored[5 + n : 17 + n], stored[17 + n :]
+        if pid != self._pepper.id.encode():  # the pepper was rotated since
+            raise InvalidRequest("the stored answer of this request_id cannot be read any more")
+        aad = f"{key.caller}/{key.request_id}".encode()
+        return self._aead().decrypt(nonce, sealed, aad)

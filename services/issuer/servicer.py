@@ -23,10 +23,12 @@ from tokenry.core.clients import (
 from tokenry.core.errors import InvalidRequest
 from tokenry.servicekit.errors import abort_for, maps_own_errors
 from tokenry.servicekit.grpcmeta import caller_credentials
+from tokenry.servicekit.idempotency import idempotency_of
 from tokenry.servicekit.server import Ready
-from tokenry.services.issuer.client_admin import ClientAdmin
+from tokenry.services.issuer.client_admin import ClientAdmin, Created
 from tokenry.services.issuer.code_flow import AuthorizeOutcome, Completion
 from tokenry.services.issuer.handlers import IssuerHandlers, TokenRequest
+from tokenry.store.idempotency import Replay
 from tokenry.v1 import clients_pb2, clients_pb2_grpc, issuer_pb2, issuer_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -207,10 +209,15 @@ class ClientsServicer(clients_pb2_grpc.ClientsServicer):
         self, request: clients_pb2.CreateClientRequest, context: Context
     ) -> clients_pb2.CreateClientResponse:
         admin, caller = await self._caller(context)
-        created = await admin.create(caller, client_spec(request.client))
-        return clients_pb2.CreateClientResponse(
-            client=client_info(created.client), client_secret=created.secret
+        created = await admin.create(
+            caller,
+            client_spec(request.client),
+            idempotency_of(request, "CreateClient"),
+            lambda c: _created(c).SerializeToString(),
         )
+        if isinstance(created, Replay):
+            return clients_pb2.CreateClientResponse.FromString(created.response)
+        return _created(created)
 
     async def GetClient(
         self, request: clients_pb2.GetClientRequest, context: Context
@@ -230,5 +237,19 @@ class ClientsServicer(clients_pb2_grpc.ClientsServicer):
         self, request: clients_pb2.DeleteClientRequest, context: Context
     ) -> clients_pb2.DeleteClientResponse:
         admin, caller = await self._caller(context)
-        seq = await admin.delete(caller, request.client_id, request.reason)
+        seq = await admin.delete(
+            caller,
+            request.client_id,
+            request.reason,
+            idempotency_of(request, "DeleteClient"),
+            lambda s: clients_pb2.DeleteClientResponse(revocation_seq=s).SerializeToString(),
+        )
+        if isinstance(seq, Replay):
+            return clients_pb2.DeleteClientResponse.FromString(seq.response)
         return clients_pb2.DeleteClientResponse(revocation_seq=seq)
+
+
+def _created(created: Created) -> clients_pb2.CreateClientResponse:
+    return clients_pb2.CreateClientResponse(
+        client=client_info(created.client), client_secret=created.secret
+    )

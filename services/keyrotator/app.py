@@ -21,6 +21,7 @@ from tokenry.services.keyrotator.leader import RotationLeader
 from tokenry.services.keyrotator.servicer import KeyRotatorServicer
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
+from tokenry.store.idempotency import IdempotencyStore
 from tokenry.store.keys import KeyStore
 from tokenry.store.leases import LeaseStore
 from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
@@ -58,6 +59,7 @@ def build(
             clock=clock,
             clients=ClientStore(pool),
             peppers=settings.peppers,
+            idempotency=IdempotencyStore(pool),
         )
         ready.set(handlers)
         leader = RotationLeader(

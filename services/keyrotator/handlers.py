@@ -42,6 +42,8 @@ from tokenry.core.keylifecycle import (
 from tokenry.core.keywrap import KekRing
 from tokenry.core.signing import PrivateKey, generate_private_key, private_key_to_der, public_jwk
 from tokenry.services.keyrotator.config import RotatorConfig
+from tokenry.store import idempotency
+from tokenry.store.idempotency import IdempotencyKey, IdempotencyRequest, IdempotencyStore, Replay
 from tokenry.store.keys import KeyRecord, KeyRow, KeyStore
 from tokenry.store.leases import Lease
 
@@ -85,12 +87,19 @@ class WriteResult:
         return next((h.kid for h in self.hints if h.state == state), "")
 
 
+Respond = Callable[[WriteResult], bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class RotateKeys:
     credentials: Presented
     use: str = ""
     alg: str = ""
     force: bool = False
+    # request_id (idempotent retries) and how the adapter serializes the answer, stored with
+    # the write in its transaction (store/idempotency.py)
+    idem: IdempotencyRequest | None = None
+    respond: Respond | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,8 @@ class RevokeKey:
     credentials: Presented
     kid: str
     reason: str = ""
+    idem: IdempotencyRequest | None = None
+    respond: Respond | None = None
 
 
 class KeyRotatorHandlers:
@@ -111,8 +122,10 @@ class KeyRotatorHandlers:
         clients: ClientLookup,
         peppers: dict[str, Pepper],
         factory: KeyFactory | None = None,
+        idempotency: IdempotencyStore | None = None,
     ) -> None:
         self._keys = keys
+        self._idempotency = idempotency  # None: requests carrying a request_id are refused
         self._config = config
         self._ring: KekRing = config.ring
         self._subjects = subjects
@@ -174,9 +187,16 @@ class KeyRotatorHandlers:
 
     # Admin requests ----------------------------------------------------------------------------
 
-    async def rotate(self, req: RotateKeys) -> WriteResult:
-        """Rotate one key set now (needs ``tokenry:admin``)."""
+    async def rotate(self, req: RotateKeys) -> WriteResult | Replay:
+        """Rotate one key set now (needs ``tokenry:admin``).
+
+        With a request_id, a retry of a rotation that committed gets its stored answer
+        (:class:`Replay`) instead of rotating again.
+        """
         client = await self._admin(req.credentials, "rotating keys")
+        idem = await self._idempotent(client, req.idem, req.respond)
+        if isinstance(idem, Replay):
+            return idem
         keyset = self._keyset(req.use, req.alg)
         now = self._clock.now()
         policy = self._config.policy
@@ -184,7 +204,9 @@ class KeyRotatorHandlers:
         def decide(keys: list[KeyInfo]) -> Sequence[Change]:
             return plan_rotate(keys, keyset, policy, now, force=req.force)
 
-        result = await self._write(decide, lease=None, now=now, actor=client.client_id)
+        result = await self._write(decide, lease=None, now=now, actor=client.client_id, idem=idem)
+        if isinstance(result, Replay):
+            return result
         log.warning(
             "%s rotated %s on demand%s: %s now signs",
             client.client_id,
@@ -194,9 +216,15 @@ class KeyRotatorHandlers:
         )
         return result
 
-    async def revoke(self, req: RevokeKey) -> WriteResult:
-        """Revoke a key now (needs ``tokenry:admin``); an active one hands over to its successor."""
+    async def revoke(self, req: RevokeKey) -> WriteResult | Replay:
+        """Revoke a key now (needs ``tokenry:admin``); an active one hands over to its successor.
+
+        With a request_id, a retry gets the stored answer (:class:`Replay`).
+        """
         client = await self._admin(req.credentials, "revoking keys")
+        idem = await self._idempotent(client, req.idem, req.respond)
+        if isinstance(idem, Replay):
+            return idem
         if not _KID.fullmatch(req.kid):
             raise InvalidRequest("kid must be 1-128 base64url characters")
         if len(req.reason) > MAX_REASON or not req.reason.isprintable():
@@ -213,7 +241,10 @@ class KeyRotatorHandlers:
             extra_kid=kid,
             reason=req.reason,
             actor=client.client_id,
+            idem=idem,
         )
+        if isinstance(result, Replay):
+            return result
         if result.hints:
             log.warning(
                 "%s revoked key %s; %s",
@@ -232,6 +263,21 @@ class KeyRotatorHandlers:
         if ADMIN_SCOPE not in client.scopes:
             raise InsufficientScope(f"{what} needs {ADMIN_SCOPE}")
         return client
+
+    async def _idempotent(
+        self, client: Client, idem: IdempotencyRequest | None, respond: Respond | None
+    ) -> tuple[IdempotencyKey, Respond] | Replay | None:
+        """The caller's idempotency key, or the stored answer of a request that committed (a
+        fast path before any work: the rotation it made may forbid another one just now)."""
+        if idem is None:
+            return None
+        if self._idempotency is None or respond is None:
+            raise InvalidRequest("this service does not accept request_id")
+        key = idem.key(client.client_id)
+        stored = await self._idempotency.lookup(key)
+        if stored is not None:
+            return Replay(stored)
+        return key, respond
 
     def _keyset(self, use: str, alg: str) -> KeySet:
         use = use or "access"
@@ -254,12 +300,18 @@ class KeyRotatorHandlers:
         extra_kid: str | None = None,
         reason: str | None = None,
         actor: str | None = None,
-    ) -> WriteResult:
+        idem: tuple[IdempotencyKey, Respond] | None = None,
+    ) -> WriteResult | Replay:
         try:
             expected = decide([r.info() for r in await self._keys.live(extra_kid)])
             needs = Counter(c.keyset.alg for c in expected if isinstance(c, NewKey))
             await self._factory.prepare(needs)
             async with self._keys.writer(lease) as writer:
+                if idem is not None:
+                    # Under the same-key lock: a concurrent retry that committed first wins.
+                    stored = await idempotency.claim(writer.conn, idem[0])
+                    if stored is not None:
+                        return Replay(stored)
                 changes = decide([r.info() for r in await writer.load(extra_kid)])
                 hints: list[KeyHint] = []
                 for change in changes:
@@ -273,6 +325,9 @@ class KeyRotatorHandlers:
                 order = announce_order(KeyState(h.state) for h in hints)
                 ordered = tuple(hints[i] for i in order)
                 seq = await writer.emit([codec.key_event(self._subjects, h, now) for h in ordered])
+                if idem is not None:
+                    key, respond = idem
+                    await idempotency.record(writer.conn, key, respond(WriteResult(ordered, seq)))
         except LifecycleError as exc:
             raise _oauth_error(exc) from None
         for hint in ordered:

@@ -9,8 +9,15 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tokenry.servicekit.grpcmeta import caller_credentials
+from tokenry.servicekit.idempotency import idempotency_of
 from tokenry.servicekit.server import Ready
-from tokenry.services.keyrotator.handlers import KeyRotatorHandlers, RevokeKey, RotateKeys
+from tokenry.services.keyrotator.handlers import (
+    KeyRotatorHandlers,
+    RevokeKey,
+    RotateKeys,
+    WriteResult,
+)
+from tokenry.store.idempotency import Replay
 from tokenry.store.keys import KeyRow
 from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
 
@@ -74,14 +81,18 @@ class KeyRotatorServicer(keyrotator_pb2_grpc.KeyRotatorServicer):
         handlers = self._handlers.get()
         creds = caller_credentials(context)
         result = await handlers.rotate(
-            RotateKeys(creds, use=request.use, alg=request.alg, force=request.force)
+            RotateKeys(
+                creds,
+                use=request.use,
+                alg=request.alg,
+                force=request.force,
+                idem=idempotency_of(request, "Rotate"),
+                respond=lambda r: _rotated(r).SerializeToString(),
+            )
         )
-        return keyrotator_pb2.RotateResponse(
-            active_kid=result.kid("active"),
-            retiring_kid=result.kid("retiring"),
-            pending_kid=result.kid("pending"),
-            seq=result.seq,
-        )
+        if isinstance(result, Replay):
+            return keyrotator_pb2.RotateResponse.FromString(result.response)
+        return _rotated(result)
 
     async def RevokeKey(
         self,
@@ -90,10 +101,33 @@ class KeyRotatorServicer(keyrotator_pb2_grpc.KeyRotatorServicer):
     ) -> keyrotator_pb2.RevokeKeyResponse:
         handlers = self._handlers.get()
         creds = caller_credentials(context)
-        result = await handlers.revoke(RevokeKey(creds, kid=request.kid, reason=request.reason))
-        return keyrotator_pb2.RevokeKeyResponse(
-            revoked_kid=result.kid("revoked"),
-            active_kid=result.kid("active"),
-            pending_kid=result.kid("pending"),
-            seq=result.seq,
+        result = await handlers.revoke(
+            RevokeKey(
+                creds,
+                kid=request.kid,
+                reason=request.reason,
+                idem=idempotency_of(request, "RevokeKey"),
+                respond=lambda r: _key_revoked(r).SerializeToString(),
+            )
         )
+        if isinstance(result, Replay):
+            return keyrotator_pb2.RevokeKeyResponse.FromString(result.response)
+        return _key_revoked(result)
+
+
+def _rotated(result: WriteResult) -> keyrotator_pb2.RotateResponse:
+    return keyrotator_pb2.RotateResponse(
+        active_kid=result.kid("active"),
+        retiring_kid=result.kid("retiring"),
+        pending_kid=result.kid("pending"),
+        seq=result.seq,
+    )
+
+
+def _key_revoked(result: WriteResult) -> keyrotator_pb2.RevokeKeyResponse:
+    return keyrotator_pb2.RevokeKeyResponse(
+        revoked_kid=result.kid("revoked"),
+        active_kid=result.kid("active"),
+        pending_kid=result.kid("pending"),
+        seq=result.seq,
+    )

@@ -25,6 +25,7 @@ from tokenry.services.revocation.tokens import JwtTokens, OpaqueTokens, StoreOpa
 from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
+from tokenry.store.idempotency import IdempotencyStore
 from tokenry.store.keys import KeyStore
 from tokenry.store.outbox import OutboxStore
 from tokenry.store.revocations import RevocationStore
@@ -86,6 +87,7 @@ def build(
             clock=clock,
             outbox_max_age=settings.stream.max_age,
             interval=options.sweep_interval,
+            idempotency=IdempotencyStore(pool),
         )
         tasks = [asyncio.create_task(sweeper.run(stop), name="revocation-sweeper")]
         if options.relay:

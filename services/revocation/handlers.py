@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -35,7 +35,6 @@ from tokenry.core.clientauth import AssertionContext, ClientLookup, Presented, a
 from tokenry.core.clients import ADMIN_SCOPE, Client
 from tokenry.core.clock import Clock
 from tokenry.core.errors import InsufficientScope, InvalidRequest, UnauthorizedClient
-from tokenry.core.events import OutboxEvent
 from tokenry.core.revocations import (
     DEFAULT_MAX_CLOCK_SKEW,
     Revocation,
@@ -51,7 +50,8 @@ from tokenry.services.revocation.tokens import (
     PresentedToken,
 )
 from tokenry.store.batching import Coalescer
-from tokenry.store.revocations import RevokeResult, SnapshotPart
+from tokenry.store.idempotency import IdempotencyMismatch, IdempotencyRequest, Replay
+from tokenry.store.revocations import RevokeItem, RevokeResult, SnapshotPart
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,10 @@ class RevokeCommand:
     reason: str = ""
     expires_at: int = 0  # 0 = the default for the kind
     token_type_hint: str = ""
+    # request_id (idempotent retries) and how the adapter serializes this request's answer,
+    # stored with it in the same transaction (store/idempotency.py)
+    idem: IdempotencyRequest | None = None
+    respond: Callable[[RevokeOutcome], bytes] | None = None
 
     def __repr__(self) -> str:  # the value may be a bearer token: never print it
         return f"RevokeCommand(target={self.target!r}, credentials={self.credentials!r})"
@@ -97,9 +101,9 @@ class RevokeOutcome:
 
 
 class RevocationRecorder(Protocol):
-    async def revoke(
-        self, rev: Revocation, actor: str, event: OutboxEvent, *, expiry_given: bool = False
-    ) -> RevokeResult: ...
+    async def revoke_many(
+        self, items: Sequence[RevokeItem], *, now: int | None = None
+    ) -> list[RevokeResult]: ...
 
     def snapshot(self, now: int, batch_size: int) -> AsyncGenerator[SnapshotPart, None]: ...
 
@@ -137,14 +141,18 @@ class RevocationHandlers:
         # arrives cannot answer it): one query serves a fleet of verifiers asking at once.
         self._heads: Coalescer[None, int] = Coalescer(self._read_heads)
 
-    async def revoke(self, cmd: RevokeCommand) -> RevokeOutcome:
+    async def revoke(self, cmd: RevokeCommand) -> RevokeOutcome | Replay:
         """Authenticate, authorise and record; returns once committed (never waits on NATS).
+
+        With a request_id, a retry of a request that committed gets its stored answer
+        (:class:`Replay`) and nothing is written again.
 
         Raises:
             InvalidClient: client authentication failed.
             InsufficientScope: jti/grant/subject/client revocation without tokenry:admin.
             UnauthorizedClient: the token was issued to another client (RFC 7009 §2.1).
-            InvalidRequest: a malformed value, reason or expires_at; nothing is written.
+            InvalidRequest: a malformed value, reason or expires_at, or a request_id already
+                used with another request; nothing is written.
         """
         client = await authenticate(cmd.credentials, self._clients, self._peppers, self._assertions)
         if cmd.target is not Target.TOKEN and ADMIN_SCOPE not in client.scopes:
@@ -166,7 +174,21 @@ class RevocationHandlers:
             expiry_given = rev.kind is RevocationKind.JTI
         else:
             expiry_given = cmd.expires_at != 0
-        result = await self._store.revoke(rev, client.client_id, event, expiry_given=expiry_given)
+        item = RevokeItem(rev, client.client_id, event, expiry_given)
+        if cmd.idem is not None:
+            respond = cmd.respond
+            if respond is None:
+                raise ValueError("an idempotent revocation needs respond()")
+            item = replace(
+                item,
+                idem=cmd.idem.key(client.client_id),
+                respond=lambda r: respond(RevokeOutcome(r.seq, rev, r.recorded)),
+            )
+        (result,) = await self._store.revoke_many([item], now=int(now))
+        if result.mismatch:
+            raise IdempotencyMismatch
+        if result.replay is not None:
+            return Replay(result.replay)
         log.info(
             "revocation by %s: %s (seq %d%s)",
             client.client_id,

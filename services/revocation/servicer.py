@@ -11,8 +11,15 @@ import grpc
 from tokenry.bus import codec
 from tokenry.core.errors import InvalidRequest
 from tokenry.servicekit.grpcmeta import caller_credentials
+from tokenry.servicekit.idempotency import idempotency_of
 from tokenry.servicekit.server import Ready
-from tokenry.services.revocation.handlers import RevocationHandlers, RevokeCommand, Target
+from tokenry.services.revocation.handlers import (
+    RevocationHandlers,
+    RevokeCommand,
+    RevokeOutcome,
+    Target,
+)
+from tokenry.store.idempotency import Replay
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 
 _TARGETS = {
@@ -22,6 +29,25 @@ _TARGETS = {
     "subject": Target.SUBJECT,
     "client_id": Target.CLIENT,
 }
+
+
+_NOT_BODY = ("client_assertion_type", "client_assertion")
+
+
+def _response(outcome: RevokeOutcome) -> revocation_pb2.RevokeResponse:
+    rev = outcome.revocation
+    if rev is None:
+        return revocation_pb2.RevokeResponse()
+    return revocation_pb2.RevokeResponse(
+        seq=outcome.seq,
+        kind=codec.kind_to_pb(rev.kind),
+        not_before=rev.not_before,
+        expires_at=rev.expires_at,
+    )
+
+
+def _serialized(outcome: RevokeOutcome) -> bytes:
+    return _response(outcome).SerializeToString()
 
 
 class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
@@ -50,17 +76,14 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
                 reason=request.reason,
                 expires_at=request.expires_at,
                 token_type_hint=request.token_type_hint,
+                # A retry may carry a freshly signed assertion: not part of the request body.
+                idem=idempotency_of(request, "Revoke", ignore=_NOT_BODY),
+                respond=_serialized,
             )
         )
-        rev = outcome.revocation
-        if rev is None:
-            return revocation_pb2.RevokeResponse()
-        return revocation_pb2.RevokeResponse(
-            seq=outcome.seq,
-            kind=codec.kind_to_pb(rev.kind),
-            not_before=rev.not_before,
-            expires_at=rev.expires_at,
-        )
+        if isinstance(outcome, Replay):
+            return revocation_pb2.RevokeResponse.FromString(outcome.response)
+        return _response(outcome)
 
     async def ListRevocations(
         self,

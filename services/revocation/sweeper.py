@@ -2,7 +2,9 @@
 
 - revocations past their ``expires_at`` (the last exp they can matter for);
 - outbox rows published longer ago than the stream keeps events: nobody can ask for them by
-  seq any more (a verifier that far behind takes a snapshot instead).
+  seq any more (a verifier that far behind takes a snapshot instead);
+- idempotency records of admin writes older than 24 h (store/idempotency.py), every
+  service's: they share one table.
 
 Deletes run in bounded batches so no transaction grows large; every replica may sweep (the
 deletes are idempotent), so no lease is needed.
@@ -32,10 +34,15 @@ class PublishedOutbox(Protocol):
     async def sweep_published(self, max_age: float, limit: int = BATCH) -> int: ...
 
 
+class ExpiredRecords(Protocol):
+    async def sweep(self, limit: int = BATCH) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SweepResult:
     revocations: int
     outbox: int
+    idempotency: int = 0
 
 
 class Sweeper:
@@ -47,8 +54,10 @@ class Sweeper:
         clock: Clock,
         outbox_max_age: float,
         interval: float = 60.0,
+        idempotency: ExpiredRecords | None = None,
     ) -> None:
         self._revocations = revocations
+        self._idempotency = idempotency
         self._outbox = outbox
         self._clock = clock
         self._max_age = outbox_max_age
@@ -57,9 +66,17 @@ class Sweeper:
     async def sweep_once(self) -> SweepResult:
         revs = await _drain(lambda: self._revocations.sweep(int(self._clock.now()), BATCH))
         rows = await _drain(lambda: self._outbox.sweep_published(self._max_age, BATCH))
-        if revs or rows:
-            log.info("swept %d expired revocations and %d published outbox rows", revs, rows)
-        return SweepResult(revs, rows)
+        records = 0
+        if (idempotency := self._idempotency) is not None:
+            records = await _drain(lambda: idempotency.sweep(BATCH))
+        if revs or rows or records:
+            log.info(
+                "swept %d expired revocations, %d published outbox rows and %d idempotency records",
+                revs,
+                rows,
+                records,
+            )
+        return SweepResult(revs, rows, records)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

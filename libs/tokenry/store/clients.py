@@ -12,6 +12,8 @@ import asyncpg
 
 from tokenry.core.clients import Client
 from tokenry.core.events import OutboxEvent
+from tokenry.store import idempotency
+from tokenry.store.idempotency import IdempotencyKey
 from tokenry.store.outbox import append
 
 _BASE_COLUMNS = (
@@ -110,13 +112,27 @@ class ClientStore:
             *_args(client),
         )
 
-    async def create(self, client: Client, event: OutboxEvent | None) -> None:
+    async def create(
+        self,
+        client: Client,
+        event: OutboxEvent | None,
+        *,
+        idem: tuple[IdempotencyKey, bytes] | None = None,
+    ) -> bytes | None:
         """Register a new client with its ``clients.created`` event, in one transaction.
+
+        ``idem``: the caller's idempotency key and the answer to store with the write; when an
+        answer is stored already it is returned and nothing is written.
 
         Raises:
             ClientExists: the id is taken (nothing is written).
+            IdempotencyMismatch: the key was used for another request.
         """
         async with self._pool.acquire() as conn, conn.transaction():
+            if idem is not None:
+                stored = await idempotency.claim(conn, idem[0])
+                if stored is not None:
+                    return stored
             try:
                 await conn.execute(
                     f"INSERT INTO clients ({_COLUMNS}) VALUES ({_VALUES})",  # noqa: S608
@@ -126,17 +142,34 @@ class ClientStore:
                 raise ClientExists(client.client_id) from None
             if event is not None:
                 await append(conn, event)
+            if idem is not None:
+                await idempotency.record(conn, *idem)
+            return None
 
-    async def delete(self, client_id: str, event: OutboxEvent) -> bool:
-        """Delete a client with its ``clients.deleted`` event; False if there was none."""
+    async def delete(
+        self,
+        client_id: str,
+        event: OutboxEvent,
+        *,
+        idem: tuple[IdempotencyKey, bytes] | None = None,
+    ) -> bytes | None:
+        """Delete a client with its ``clients.deleted`` event (nothing when there is none).
+
+        ``idem``: as for :meth:`create` (the answer is recorded either way).
+        """
         async with self._pool.acquire() as conn, conn.transaction():
+            if idem is not None:
+                stored = await idempotency.claim(conn, idem[0])
+                if stored is not None:
+                    return stored
             deleted = await conn.fetchval(
                 "DELETE FROM clients WHERE client_id = $1 RETURNING client_id", client_id
             )
-            if deleted is None:
-                return False
-            await append(conn, event)
-            return True
+            if deleted is not None:
+                await append(conn, event)
+            if idem is not None:
+                await idempotency.record(conn, *idem)
+            return None
 
     async def list_clients(self) -> list[Client]:
         rows = await self._pool.fetch(f"{_SELECT} ORDER BY client_id")

@@ -45,6 +45,16 @@ class IdempotencyKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Replay:
+    """A use case's answer to a retry: the stored response of the first request, as is."""
+
+    response: bytes
+
+    def __repr__(self) -> str:  # a stored CreateClient answer is sealed, still: never print it
+        return f"Replay({len(self.response)} bytes)"
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyRequest:
     """What an adapter hands a use case: the caller's request_id and the body hash; the key
     needs the authenticated caller, known only once the use case has authenticated it."""
@@ -153,11 +163,22 @@ async def fill(conn: Executor, keys: list[IdempotencyKey], responses: list[bytes
     )
 
 
-async def sweep(pool: asyncpg.Pool, limit: int = 10_000) -> int:
-    """Delete up to ``limit`` records past their 24 hours; returns how many."""
-    status: str = await pool.execute(
-        "DELETE FROM idempotency_records WHERE ctid = ANY(ARRAY("
-        " SELECT ctid FROM idempotency_records WHERE expires_at <= now() LIMIT $1))",
-        limit,
-    )
-    return int(status.rsplit(maxsplit=1)[-1])
+class IdempotencyStore:
+    """Pool-level reads and the sweep; writes happen in the write's own transaction
+    (:func:`claim`, :func:`record`)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def lookup(self, key: IdempotencyKey) -> bytes | None:
+        """See :func:`lookup`."""
+        return await lookup(self._pool, key)
+
+    async def sweep(self, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` records past their 24 hours; returns how many."""
+        status: str = await self._pool.execute(
+            "DELETE FROM idempotency_records WHERE ctid = ANY(ARRAY("
+            " SELECT ctid FROM idempotency_records WHERE expires_at <= now() LIMIT $1))",
+            limit,
+        )
+        return int(status.rsplit(maxsplit=1)[-1])

@@ -267,6 +267,12 @@ class KeyWriter:
     def __init__(self, conn: Executor) -> None:
         self._conn = conn
 
+    @property
+    def conn(self) -> Executor:
+        """The transaction's connection, for writes that must commit with the keys' (e.g. the
+        idempotency record of an admin request)."""
+        return self._conn
+
     async def load(self, extra_kid: str | None = None) -> list[KeyRow]:
         """The published keys (plus ``extra_kid``), read under the writers' lock."""
         return await _load(self._conn, extra_kid)
