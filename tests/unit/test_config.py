@@ -257,3 +257,22 @@ def test_a_bad_flag_is_one_line_and_exit_2() -> None:
     result = _run_service("issuer", {}, "--workers", "abc")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_port_in_use_is_a_configuration_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **GOOD,
+            "TOKENRY_DATABASE_URL": "postgresql://u@127.0.0.1:9/x",  # never reached
+            "TOKENRY_INTROSPECTOR_LISTEN": f"127.0.0.1:{port}",
+        }
+        result = _run_service("introspector", env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "cannot listen" in last and "TOKENRY_INTROSPECTOR_LISTEN" in last

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from tokenry.cli.common import fail
+from tokenry.cli.common import USAGE, fail
 
 
 def _scripts() -> dict[str, Path]:
@@ -26,16 +26,21 @@ def bench(
     name: Annotated[str, typer.Argument(help="A benchmark name, or 'all'")] = "all",
     args: Annotated[list[str] | None, typer.Argument(help="Passed to the script")] = None,
 ) -> None:
-    """Run a benchmark (`tokenry bench list` shows them)."""
+    """Run a benchmark from a source checkout (`tokenry bench list` shows them; docs/benchmarks).
+
+    Exit codes: 0 done, 1 a benchmark failed, 2 not in a checkout or an unknown name.
+    """
     scripts = _scripts()
     if not scripts:
-        raise fail("no scripts/bench_*.py here: run `tokenry bench` from a Tokenry source checkout")
+        raise fail(
+            "no scripts/bench_*.py here: run `tokenry bench` from a Tokenry source checkout", USAGE
+        )
     if name == "list":
         typer.echo("\n".join(scripts))
         return
     chosen = list(scripts.values()) if name == "all" else [scripts.get(name)]
     if None in chosen:
-        raise fail(f"unknown benchmark {name!r}; choose one of: {', '.join(scripts)}, all")
+        raise fail(f"unknown benchmark {name!r}; choose one of: {', '.join(scripts)}, all", USAGE)
     for script in chosen:
         assert script is not None
         typer.echo(f"== {script.stem}", err=True)

@@ -53,6 +53,10 @@ def _run(main: Coroutine[Any, Any, None], loop: str) -> None:
         asyncio.run(main)
 
 
+class _CannotListen(Exception):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, exit code 2 (SPEC §6)."""
 
@@ -124,11 +128,23 @@ def main(
     children = _spawn_workers(name, workers) if workers > 1 else []
 
     async def serve() -> None:
-        service = build(settings, host, port)
+        try:
+            service = build(settings, host, port)
+        except RuntimeError as exc:  # grpc's only signal that the port is taken
+            if "Failed to bind" not in str(exc):
+                raise
+            raise _CannotListen from None
         await run(service, service_names=service_names)
 
     try:
         _run(serve(), loop)
+    except _CannotListen:
+        print(
+            f"tokenry-{name}: configuration error: cannot listen on {host}:{port} (in use?);"
+            f" set {v.LISTEN[name].name}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         pass
     finally:
