@@ -334,7 +334,9 @@ class OutboxRelay:
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, len(r.window))
 
     async def _settle_head(self, r: _Round) -> None:
-        """Await the oldest outstanding ack; mark the acknowledged prefix every batch."""
+        """Await the oldest outstanding ack, then take every ack already in behind it (acks
+        come in bursts: the window is refilled in one write, not one syscall per row); mark
+        the acknowledged prefix every batch."""
         s = self._settings
         row, future, deadline = r.window[0]
         if not future.done():
@@ -343,11 +345,14 @@ class OutboxRelay:
                 await asyncio.wait_for(asyncio.shield(future), timeout=remaining)
             except TimeoutError:
                 raise TimeoutError(f"no PubAck for seq {row.seq} within {s.ack_timeout}s") from None
-        ack = future.result()  # raises the publish's error
-        r.window.popleft()
-        r.acked.append(row.seq)
-        if ack.duplicate:
-            self.stats.duplicates += 1
+        window = r.window
+        while window and window[0][1].done():
+            row, future, _ = window[0]
+            ack = future.result()  # raises the publish's error, in seq order
+            window.popleft()
+            r.acked.append(row.seq)
+            if ack.duplicate:
+                self.stats.duplicates += 1
         if len(r.acked) >= s.batch:
             await self._mark(r.acked, r.lease)
             r.acked = []
