@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from tokenry.cli.common import NEGATIVE, OK, UNREACHABLE
+from tokenry.cli.common import NEGATIVE, OK, UNREACHABLE, print_wide
 from tokenry.cli.context import stack
 from tokenry.devstack.endpoints import SERVICES
 
@@ -74,16 +74,13 @@ def status(
     if as_json:
         typer.echo(json.dumps({"home": str(found.home), "dev_json": dev, "services": rows}))
     else:
-        from rich.console import Console
         from rich.table import Table
 
-        console = Console(soft_wrap=True)
-        where = f"dev stack: {dev}" if dev else f"no running `tokenry dev` in {found.home}"
-        console.print(where, highlight=False)
+        typer.echo(f"dev stack: {dev}" if dev else f"no running `tokenry dev` in {found.home}")
         table = Table("service", "address", "from", "status", box=None)
         for row in rows:
             table.add_row(row["name"], row["address"], row["from"], row["status"])
-        console.print(table)
+        print_wide(table)
     statuses = {row["status"] for row in rows}
     if "UNREACHABLE" in statuses:
         typer.echo(f"hint: {found.hint()}", err=True)

@@ -30,7 +30,7 @@ from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
 from tokenry.core.keywrap import Kek
 from tokenry.devstack.endpoints import DEV_FILE, read_dev_file
 from tokenry.devstack.nats import EmbeddedNats
-from tokenry.devstack.ports import free_tcp_port
+from tokenry.devstack.ports import free_tcp_port, log_tail
 from tokenry.devstack.postgres import EmbeddedPostgres
 from tokenry.servicekit.config import DEFAULT_PORTS
 from tokenry.store.clients import ClientStore
@@ -112,13 +112,24 @@ async def _prepare_database(dsn: str, pepper: Pepper, admin_secret: str) -> None
         await pool.close()
 
 
-def _wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def _last_line(log: Path | None) -> str:
+    if log is None:
+        return ""
+    lines = [line for line in log_tail(log, 2000).splitlines() if line.strip()]
+    return f" ({lines[-1].strip()[:200]}; see {log})" if lines else f" (see {log})"
+
+
+def _wait_serving(
+    addr: str, proc: subprocess.Popen[bytes], timeout: float = 30.0, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(addr) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"service at {addr} exited with code {proc.returncode}")
+                raise RuntimeError(
+                    f"service at {addr} exited with code {proc.returncode}{_last_line(log)}"
+                )
             with contextlib.suppress(grpc.RpcError):
                 resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
                 if resp.status == health_pb2.HealthCheckResponse.SERVING:
@@ -211,7 +222,7 @@ def _start(stack: DevStack) -> None:
                 start_new_session=True,
             )
     for name in SERVICES:
-        _wait_serving(stack.addrs[name], stack.children[name])
+        _wait_serving(stack.addrs[name], stack.children[name], log=logs / f"{name}.log")
     _write_private_json(
         home / DEV_FILE,
         {
