@@ -43,13 +43,18 @@ def home(
 
 
 def _alive(pid: int) -> bool:
+    """The process exists and, where /proc says so, is a Python process (pids are reused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # someone else's process: alive
-    return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc here: trust the pid
+    return b"tokenry" in cmdline or b"python" in cmdline
 
 
 @dataclass(frozen=True, slots=True)
