@@ -79,6 +79,8 @@ BAD_INPUTS = [
     (("client", "create", "x", "--bootstrap-admin"), {"TOKENRY_DATABASE_URL": "notaurl"}, USAGE),
     (("events", "watch"), {"TOKENRY_NATS_URL": "garbage"}, USAGE),
     (("events", "watch", "--nats-url", "garbage"), {}, USAGE),
+    (("dev",), {"TOKENRY_DATABASE_URL": "notaurl"}, USAGE),
+    (("dev",), {"TOKENRY_ISSUER_LISTEN": "nonsense"}, USAGE),
     # unreachable: every command against a stack that is not there
     (("token", "issue"), {}, UNREACHABLE),
     (("token", "introspect", "t"), {}, UNREACHABLE),

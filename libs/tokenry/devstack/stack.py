@@ -290,6 +290,11 @@ def run_foreground(home: Path, env: Mapping[str, str]) -> int:
             file=sys.stderr,
         )
         return 2
+    problems = _check_external(env)
+    if problems:
+        for problem in problems:
+            print(f"tokenry dev: configuration error: {problem}", file=sys.stderr)
+        return 2
     print(
         "tokenry dev: DEV MODE — generated KEK, human-chosen demo secret, plaintext loopback",
         file=sys.stderr,
@@ -328,6 +333,22 @@ def run_foreground(home: Path, env: Mapping[str, str]) -> int:
             signal.signal(sig, handler)
     print("tokenry dev: stopped", flush=True)
     return 0
+
+
+def _check_external(env: Mapping[str, str]) -> list[str]:
+    """External servers and listen addresses given to `tokenry dev`, checked before anything
+    starts (a malformed URL is a configuration error, not an unreachable server)."""
+    from dataclasses import replace
+
+    from tokenry.servicekit import variables as v
+    from tokenry.servicekit.config import Reader
+
+    reader = Reader(env)
+    for url in (v.DATABASE_URL, v.NATS_URL):  # optional here: unset means embedded
+        reader.get(replace(url, required=False))
+    for var in v.LISTEN.values():
+        reader.get(var)
+    return reader.problems
 
 
 def _print_banner(stack: DevStack) -> None:
