@@ -101,7 +101,7 @@ def credentials(
     path = target.home / CREDENTIALS_FILE
     given = "pass --client-id and --client-secret, or set TOKENRY_CLIENT_ID/TOKENRY_CLIENT_SECRET"
     if target.dev is None:
-        if path.exists():
+        if path.exists() and target.addrs[service].source == "default":
             raise CliError(
                 f"the dev stack in {target.home} is not running (no live dev.json): start"
                 f" `tokenry dev`, or {given} for another stack",
