@@ -131,7 +131,9 @@ def stopped_home(tmp_path: Path, dead_env: dict[str, str]) -> dict[str, str]:
     (tmp_path / "credentials.json").write_text(
         json.dumps({"admin": {"client_id": "tokenry-admin", "client_secret": "s"}})
     )
-    env = {**dead_env, "TOKENRY_HOME": str(tmp_path)}
+    # The default addresses, as a new user has them: the CLI stops before calling anything.
+    env = {k: v for k, v in dead_env.items() if not k.endswith("_ADDR")}
+    env["TOKENRY_HOME"] = str(tmp_path)
     for name in ("TOKENRY_CLIENT_ID", "TOKENRY_CLIENT_SECRET"):
         env.pop(name)
     return env
@@ -175,7 +177,7 @@ def test_dev_admin_credentials_go_only_to_the_dev_stack(stopped_home: dict[str, 
     dev_addrs = {s: _dead() for s in ("issuer", "introspector", "revocation", "keyrotator")}
     _live_dev_json(home, dev_addrs, f"nats://{_dead()}")
     # The dev stack's own address (from dev.json): the credentials would be sent; it is down.
-    env = {k: v for k, v in stopped_home.items() if not k.endswith("_ADDR")}
+    env = dict(stopped_home)
     line = assert_one_line(tokenry(env, "client", "list"), UNREACHABLE)
     assert dev_addrs["issuer"] in line
     # Another address: the dev admin is not sent there.
@@ -208,8 +210,7 @@ def test_status_shows_where_each_address_comes_from(stopped_home: dict[str, str]
     home = Path(stopped_home["TOKENRY_HOME"])
     addrs = {s: _dead() for s in ("issuer", "introspector", "revocation", "keyrotator")}
     _live_dev_json(home, addrs, f"nats://{_dead()}")
-    env = {k: v for k, v in stopped_home.items() if not k.endswith("_ADDR")}
-    env["TOKENRY_KEYROTATOR_ADDR"] = _dead()
+    env = {**stopped_home, "TOKENRY_KEYROTATOR_ADDR": _dead()}
     result = tokenry(env, "--issuer-addr", _dead(), "status", "--json", "--timeout", "0.5")
     assert result.returncode == UNREACHABLE
     rows = {row["name"]: row for row in json.loads(result.stdout)["services"]}
