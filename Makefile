@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install dev test lint proto proto-check bench clean
+.PHONY: install dev test lint proto proto-check bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(STAMP)
 
 test: $(STAMP) proto-check lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fault suite's long variants (default staleness budget, repeats; docs/faults.md). The
+# quick tier of tests/faults runs in `make test`.
+chaos: $(STAMP)
+	TOKENRY_CHAOS=1 $(BIN)/python -m pytest tests/faults -m chaos $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/tokenry bench all

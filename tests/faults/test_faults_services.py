@@ -153,6 +153,21 @@ async def leader_pid(pool: asyncpg.Pool) -> int | None:
 async def test_relay_leader_killed(tmp_path: Path, settings: Settings, pool: asyncpg.Pool) -> None:
     """Two revocation services, each with a relay; kill -9 the one holding the publisher
     lease while revoking through the other."""
+    await leader_run(tmp_path, settings, pool, budget=QUICK_BUDGET)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("run", range(3))
+async def test_chaos_relay_leader_killed(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool, run: int
+) -> None:
+    await leader_run(tmp_path, settings, pool, budget=30.0)
+
+
+async def leader_run(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool, *, budget: float
+) -> None:
     secrets = await register_clients(pool, settings)
     await make_keys(settings, pool)  # and no key rotator: it would run a relay too
     procs = [spawn_revocation(settings, RELAY_OPTIONS, tmp_path / f"relay{i}.log") for i in (0, 1)]
@@ -171,7 +186,7 @@ async def test_relay_leader_killed(tmp_path: Path, settings: Settings, pool: asy
         before, during, after, controls = jtis[:2], jtis[2:6], jtis[6:8], jtis[8:]
         history.controls.update(controls)
         verifier = await VerifierProcess.spawn(
-            "v", settings, revocation_addr=follower_addr, log_dir=tmp_path
+            "v", settings, revocation_addr=follower_addr, budget=budget, log_dir=tmp_path
         )
         revoker = Revoker(history, secrets, follower_addr)
         prober = Prober(history, tokens, [verifier], interval=0.01)
@@ -190,12 +205,12 @@ async def test_relay_leader_killed(tmp_path: Path, settings: Settings, pool: asy
 
         took = await wait_for(new_leader, 30, "a new publisher leader")
         print(f"new leader {took:.2f}s after the kill")
-        await settle(history, tokens, now(), QUICK_BUDGET + 20, "revocations made in failover")
+        await settle(history, tokens, now(), budget + 20, "revocations made in failover")
         history.fault_healed(index, now())
         for jti in after:  # steady state again: liveness holds
             await revoker.revoke(jti)
         await settle(history, tokens, now(), 20, "settled after the failover")
-        await finish(prober, history, QUICK_BUDGET)
+        await finish(prober, history, budget)
     finally:
         if prober is not None:
             await prober.stop()
@@ -206,7 +221,7 @@ async def test_relay_leader_killed(tmp_path: Path, settings: Settings, pool: asy
         for proc, _ in procs:
             if proc.poll() is None:
                 kill(proc)
-    assert_holds(history, budget=QUICK_BUDGET)
+    assert_holds(history, budget=budget)
 
 
 # --- JetStream store loss ------------------------------------------------------------------
@@ -216,6 +231,21 @@ async def test_jetstream_store_lost(tmp_path: Path, database_url: str, pool: asy
     """kill -9 nats-server, delete its store, start it empty: the stream (the accelerator) is
     gone, PostgreSQL (the record) is not. A verifier that was running and one started after
     the loss both refuse every acknowledged revocation."""
+    await store_lost_run(tmp_path, database_url, pool, budget=QUICK_BUDGET)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("run", range(3))
+async def test_chaos_jetstream_store_lost(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool, run: int
+) -> None:
+    await store_lost_run(tmp_path, database_url, pool, budget=30.0)
+
+
+async def store_lost_run(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool, *, budget: float
+) -> None:
     server = await own_nats(tmp_path)
     try:
         settings = make_settings(database_url, server.url)
@@ -225,7 +255,11 @@ async def test_jetstream_store_lost(tmp_path: Path, database_url: str, pool: asy
             before, during, controls = jtis[:3], jtis[3:6], jtis[6:]
             history.controls.update(controls)
             old = await VerifierProcess.spawn(
-                "old", settings, revocation_addr=svc.revocation.addr, log_dir=tmp_path
+                "old",
+                settings,
+                revocation_addr=svc.revocation.addr,
+                budget=budget,
+                log_dir=tmp_path,
             )
             revoker = Revoker(history, svc.secrets, svc.revocation.addr)
             prober = Prober(history, tokens, [old], interval=0.01)
@@ -243,22 +277,26 @@ async def test_jetstream_store_lost(tmp_path: Path, database_url: str, pool: asy
                 healed = now()
                 history.fault_healed(index, healed)
                 new = await VerifierProcess.spawn(
-                    "new", settings, revocation_addr=svc.revocation.addr, log_dir=tmp_path
+                    "new",
+                    settings,
+                    revocation_addr=svc.revocation.addr,
+                    budget=budget,
+                    log_dir=tmp_path,
                 )
                 cold = history.fault_started("cold start", now(), {"new.0", "new.1"})
                 prober.add(new)
                 print(f"new verifiers ready in {await new.wait_ready():.2f}s")
                 history.fault_healed(cold, now())
-                await settle(history, tokens, now(), QUICK_BUDGET + 30, "settled after the loss")
+                await settle(history, tokens, now(), budget + 30, "settled after the loss")
                 print(f"old: {await old.status()}")
-                await finish(prober, history, QUICK_BUDGET)
+                await finish(prober, history, budget)
             finally:
                 await prober.stop()
                 await revoker.close()
                 for proc in (old, new):
                     if proc is not None:
                         await proc.close()
-            assert_holds(history, budget=QUICK_BUDGET)
+            assert_holds(history, budget=budget)
     finally:
         await asyncio.to_thread(server.stop)
 

@@ -132,19 +132,21 @@ async def paused_run(
 
 
 async def publish_ballast(settings: Settings, size: int) -> None:
-    """``size`` bytes of undecodable messages on the heartbeat subject (ignored by verifiers).
+    """``size`` bytes of undecodable messages on the event stream (verifiers skip them).
 
     They stand in for a long backlog (the issue measured with 300-1,000 revocations during
-    the pause): a paused verifier then finds more in its socket than one read takes, and
-    handles probes between reads, as after any long pause. Without it the quick tier would
-    need hundreds of revocations to make the same shape.
+    the pause): the paused verifier's ordered consumer then has more pending than JetStream's
+    flow-control window, so the events behind it are delivered only after the verifier,
+    resumed, has answered a flow-control request — while the heartbeats with the old head are
+    already in its socket. Without it the quick tier would need hundreds of revocations to
+    make the same shape.
     """
     nc = await nats.connect(settings.nats_url)
     try:
+        js = nc.jetstream()
         chunk = b"\0" * 60_000
         for _ in range(size // len(chunk) + 1):
-            await nc.publish(settings.subjects.heartbeat, chunk)
-        await nc.flush()
+            await js.publish(f"{settings.subjects.prefix}.events.ballast", chunk)
     finally:
         await nc.close()
 

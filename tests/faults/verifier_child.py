@@ -39,11 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from history import OK, REVOKED, UNAVAILABLE, state_digest
 
 from tokenry.bus.codec import Subjects
-from tokenry.verifier import Verifier, VerifierRuntime, start_verifier
-from tokenry.verifier.errors import (
-    RevokedError,
+
+# Only the package's public names: the verifier's modules are being reshaped.
+from tokenry.verifier import (
     VerificationError,
+    Verifier,
+    VerifierRuntime,
     VerifierUnavailableError,
+    start_verifier,
 )
 from tokenry.verifier.sync import SyncSettings
 
@@ -69,13 +72,15 @@ async def outcome_of(verifier: Verifier, token: str) -> tuple[str, float]:
     try:
         await verifier.verify(token)
         outcome = OK
-    except RevokedError as exc:
-        outcome = REVOKED if exc.reason == "revoked" else f"error:{exc.reason}"
-    except VerifierUnavailableError:
-        outcome = UNAVAILABLE
     except VerificationError as exc:
-        outcome = f"error:{exc.reason}"
+        outcome = classify(exc)
     return outcome, time.monotonic()
+
+
+def classify(exc: VerificationError) -> str:
+    if isinstance(exc, VerifierUnavailableError):
+        return UNAVAILABLE
+    return REVOKED if exc.reason == "revoked" else f"error:{exc.reason}"
 
 
 class StoreJwks:
@@ -144,12 +149,8 @@ def blocking_outcome(verifier: Verifier, token: str) -> str:
     try:
         verifier.verify_blocking(token, timeout=5)
         return OK
-    except RevokedError as exc:
-        return REVOKED if exc.reason == "revoked" else f"error:{exc.reason}"
-    except VerifierUnavailableError:
-        return UNAVAILABLE
     except VerificationError as exc:
-        return f"error:{exc.reason}"
+        return classify(exc)
 
 
 def write(obj: dict[str, Any]) -> None:
