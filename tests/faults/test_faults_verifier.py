@@ -171,6 +171,7 @@ async def test_chaos_paused_verifier_default_budget(
         pool,
         budget=30.0,
         revoked=300,
+        ballast=1_000_000,
         pause=40.0,
         options=RevocationSettings(heartbeat_interval=2.0, lease_ttl=5.0, sweep_interval=3600),
     )
