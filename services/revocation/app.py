@@ -17,6 +17,7 @@ from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
+from tokenry.services.revocation.clients import CoalescedClients
 from tokenry.services.revocation.handlers import RevocationHandlers
 from tokenry.services.revocation.servicer import RevocationServicer
 from tokenry.services.revocation.settings import RevocationSettings
@@ -63,7 +64,7 @@ def build(
         store = RevocationStore(pool)
         ready.set(
             RevocationHandlers(
-                clients=ClientStore(pool),
+                clients=CoalescedClients(ClientStore(pool)),
                 peppers=settings.peppers,
                 store=store,
                 subjects=settings.subjects,

@@ -1,0 +1,351 @@
+"""Benchmark of revocation throughput (issue 11): acknowledged revocations/s over gRPC with 16
+and 64 in flight, the revocation service pinned to one core, next to a bare grpc.aio echo RPC
+pinned to the same core with the same auth metadata and request bytes, measured in the same run
+(interleaved rounds, medians).
+
+Every acknowledged revocation is durable: PostgreSQL runs with fsync on, and the service
+answers after COMMIT (SPEC §4.1). Each call revokes a jti never revoked before (a leaked batch
+of tokens), as an admin client authenticated with client_secret_basic. The service runs its
+outbox relay (the event publisher) on the same pinned core, as deployed, unless ``--no-relay``.
+
+Target: revocations ≥ 0.5 × echo throughput (the opaque-token issuance path, also one
+group-committed insert, reaches 0.57 ×).
+
+``--profile FILE`` runs the revocation service under cProfile (one run of ``--seconds`` at
+c=64, no echo) and writes the stats to FILE (``python -m pstats FILE``).
+
+Run: ``.venv/bin/python scripts/bench_revocations.py [--quick] [--seconds S] [--rounds N]``.
+Writes revocations.json (raw samples) and revocations.png (if matplotlib is installed) under
+docs/benchmarks/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_issuance import Sample, _load, _wait_port, add_event_loop_option, use_event_loop
+
+from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
+from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
+from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
+from tokenry.devstack.ports import free_tcp_port
+from tokenry.store.clients import ClientStore
+from tokenry.store.migrate import migrate
+from tokenry.v1 import revocation_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT_ID = "bench-admin"
+REVOKE = "/tokenry.v1.Revocation/Revoke"
+ECHO = "/bench.Echo/Echo"
+CONCURRENCY = (16, 64)
+
+
+@dataclass
+class Stack:
+    revocation_addr: str
+    echo_addr: str
+    revocation: subprocess.Popen[bytes]
+    echo: subprocess.Popen[bytes]
+    secret: str
+    dsn: str
+
+
+async def _register_admin(dsn: str, pepper: Pepper, secret: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await ClientStore(pool).upsert(
+            Client(
+                client_id=CLIENT_ID,
+                secret_hash=hash_secret(pepper, secret),
+                pepper_id=pepper.id,
+                grant_types=frozenset({CLIENT_CREDENTIALS}),
+                scopes=frozenset({ADMIN_SCOPE}),
+                audiences=("tokenry",),
+            )
+        )
+    finally:
+        await pool.close()
+
+
+@contextlib.contextmanager
+def stack(server_core: int, *, relay: bool, profile: Path | None = None) -> Iterator[Stack]:
+    tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    pg, nats = EmbeddedPostgres(tmp / "pg"), EmbeddedNats(tmp / "nats")  # durable: fsync on
+    try:
+        pg.start()
+        nats.start()
+        pepper_text = secrets.token_urlsafe(32)
+        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        secret = secrets.token_urlsafe(32)
+        asyncio.run(_register_admin(pg.dsn(), pepper, secret))
+        revocation_port, echo_port = free_tcp_port(), free_tcp_port()
+        env = {
+            **os.environ,
+            "TOKENRY_DEV": "1",
+            "TOKENRY_DATABASE_URL": pg.dsn(),
+            "TOKENRY_NATS_URL": nats.url,
+            "TOKENRY_SECRET_PEPPER": pepper_text,
+            "TOKENRY_ISSUER_URL": "https://issuer.bench",
+            "TOKENRY_LOG_LEVEL": "WARNING",
+            "TOKENRY_REVOCATION_LISTEN": f"127.0.0.1:{revocation_port}",
+            "TOKENRY_RELAY": "1" if relay else "0",
+        }
+        py = sys.executable
+        pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
+        run = [py, "-m", "cProfile", "-o", str(profile)] if profile else [py]
+        revocation = subprocess.Popen([*pin, *run, "-m", "tokenry.services.revocation"], env=env)
+        procs.append(revocation)
+        issuance = str(ROOT / "scripts" / "bench_issuance.py")
+        reply = len(_response_example())
+        echo = subprocess.Popen(
+            [*pin, py, issuance, "--echo-server", str(echo_port), "--reply-size", str(reply)],
+            env=env,
+        )
+        procs.append(echo)
+        _wait_port(f"127.0.0.1:{revocation_port}", revocation)
+        _wait_port(f"127.0.0.1:{echo_port}", echo)
+        yield Stack(
+            f"127.0.0.1:{revocation_port}",
+            f"127.0.0.1:{echo_port}",
+            revocation,
+            echo,
+            secret,
+            pg.dsn(),
+        )
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()  # SIGTERM: graceful, so cProfile writes its stats
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(20)
+            if proc.poll() is None:
+                proc.kill()
+        nats.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _response_example() -> bytes:
+    return revocation_pb2.RevokeResponse(
+        seq=123_456, kind=1, not_before=0, expires_at=int(time.time()) + 900
+    ).SerializeToString()
+
+
+class Jtis:
+    """A fresh jti per call (never revoked before), with the token's own exp."""
+
+    def __init__(self, tag: str) -> None:
+        self._n = itertools.count()
+        self._tag = tag
+        self._exp = int(time.time()) + 600
+
+    def __call__(self) -> bytes:
+        return revocation_pb2.RevokeRequest(
+            jti=f"{self._tag}-{next(self._n)}", expires_at=self._exp, reason="bench"
+        ).SerializeToString()
+
+
+async def _check(dsn: str) -> dict[str, int]:
+    """Every acknowledged revocation has its row and one event; the seq is gap-free."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM revocations) AS revocations,"
+            " (SELECT count(*) FROM outbox) AS events,"
+            " (SELECT min(seq) FROM outbox) AS first, (SELECT max(seq) FROM outbox) AS last"
+        )
+        return dict(row)
+    finally:
+        await conn.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cores = sorted(os.sched_getaffinity(0))
+    server_core = cores[0]
+    client_cores = [c for c in cores if c != server_core] or cores
+    os.sched_setaffinity(0, client_cores)
+    samples: list[Sample] = []
+    with stack(server_core, relay=args.relay, profile=args.profile) as st:
+        basic = base64.b64encode(f"{CLIENT_ID}:{st.secret}".encode()).decode()
+        metadata = (("authorization", f"Basic {basic}"),)
+        procs = {
+            "echo": (st.echo_addr, ECHO, psutil.Process(st.echo.pid)),
+            "revoke": (st.revocation_addr, REVOKE, psutil.Process(st.revocation.pid)),
+        }
+        kinds = ["revoke"] if args.profile else ["echo", "revoke"]
+        concurrencies = (64,) if args.profile else CONCURRENCY
+        for rnd in range(1 if args.profile else args.rounds):
+            for concurrency in concurrencies:
+                order = kinds[rnd % len(kinds) :] + kinds[: rnd % len(kinds)]
+                for kind in order:
+                    addr, method, proc = procs[kind]
+                    jtis = Jtis(f"r{rnd}c{concurrency}{kind}")
+                    sample = asyncio.run(
+                        _load(addr, method, jtis, metadata, concurrency, args.seconds, proc, kind)
+                    )
+                    samples.append(sample)
+                    print(
+                        f"round {rnd + 1} c={concurrency:<2} {kind:<6} {sample.rate:8.0f}/s"
+                        f"  p50 {sample.pct(0.5):7.0f} µs  p99 {sample.pct(0.99):7.0f} µs"
+                        f"  server {sample.server_cpu_us_per_call:5.0f} µs/call"
+                        + (f"  errors {sample.errors}" if sample.errors else ""),
+                        flush=True,
+                    )
+        check = asyncio.run(_check(st.dsn))
+    acknowledged = sum(s.calls for s in samples if s.kind == "revoke")
+    print(f"\nstore: {check} (acknowledged revocations incl. warm-up ≥ {acknowledged})")
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "grpc": grpc.__version__,
+            "cpus": os.cpu_count(),
+            "server_core": server_core,
+            "client_cores": client_cores,
+        },
+        "relay_in_process": args.relay,
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
+        "store_check": check,
+        "samples": [
+            {
+                "kind": s.kind,
+                "concurrency": s.concurrency,
+                "calls": s.calls,
+                "seconds": s.seconds,
+                "rate": s.rate,
+                "p50_us": s.pct(0.5),
+                "p99_us": s.pct(0.99),
+                "server_cpu_us_per_call": s.server_cpu_us_per_call,
+                "errors": s.errors,
+                "latencies_us": [
+                    round(x) for x in s.latencies_us[:: max(1, len(s.latencies_us) // 300)]
+                ],
+            }
+            for s in samples
+        ],
+    }
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Medians per (concurrency, kind), each rate also as a ratio of the same run's echo."""
+    rows = []
+    for concurrency in CONCURRENCY:
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for s in results["samples"]:
+            if s["concurrency"] == concurrency:
+                by_kind.setdefault(s["kind"], []).append(s)
+        if "echo" not in by_kind:
+            continue
+        echo_rate = statistics.median(s["rate"] for s in by_kind["echo"])
+        for kind, runs in by_kind.items():
+            rate = statistics.median(s["rate"] for s in runs)
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "kind": kind,
+                    "rate": rate,
+                    "vs_echo": rate / echo_rate,
+                    "p50_us": statistics.median(s["p50_us"] for s in runs),
+                    "p99_us": statistics.median(s["p99_us"] for s in runs),
+                    "server_cpu_us_per_call": statistics.median(
+                        s["server_cpu_us_per_call"] for s in runs
+                    ),
+                }
+            )
+    return rows
+
+
+NAMES = {"echo": "bare echo (same auth metadata)", "revoke": "Revoke by jti (durable)"}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print("\n| in flight | RPC | calls/s | × echo | p50 µs | p99 µs | server CPU µs/call |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['concurrency']} | {NAMES[r['kind']]} | {r['rate']:.0f} | {r['vs_echo']:.2f} |"
+            f" {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['server_cpu_us_per_call']:.0f} |"
+        )
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, len(CONCURRENCY), figsize=(10, 4))
+    for ax, concurrency in zip(axes, CONCURRENCY, strict=True):
+        chosen = [r for r in rows if r["concurrency"] == concurrency]
+        ax.bar([r["kind"] for r in chosen], [r["rate"] for r in chosen])
+        ax.set_title(f"calls/s, {concurrency} in flight (server on one core)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s (a smoke run)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--no-relay", dest="relay", action="store_false", help="run the service without its relay"
+    )
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile the service")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    add_event_loop_option(parser)
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.rounds = 2.0, 2
+    use_event_loop(args)
+    results = run(args)
+    if args.profile:
+        print(f"profile: {args.profile} (python -m pstats)")
+        return 0
+    results["event_loop"] = args.event_loop
+    rows = summarize(results)
+    results["summary"] = rows
+    print_table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "revocations.json").write_text(json.dumps(results, indent=1))
+    plotted = plot(rows, args.out / "revocations.png")
+    print(f"\nraw samples: {args.out / 'revocations.json'}")
+    print(f"plot: {args.out / 'revocations.png'}" if plotted else "plot: skipped (no matplotlib)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
