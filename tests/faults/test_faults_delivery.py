@@ -14,6 +14,7 @@ import pytest
 from harness import QUICK_BUDGET, InProcess, Prober, Revoker, Tokens, now, settled, wait_for
 from history import History, assert_holds, measure, state_digest
 from proxy import FaultProxy
+from verifier_child import feed_counts
 
 from tokenry.bus import codec
 from tokenry.core.revocations import RevocationSet
@@ -124,10 +125,7 @@ async def test_duplicated_and_reordered_events_change_nothing(
             await nc.close()
         expected = await oracle(pool)
         for k, rt in enumerate(runtimes):
-            print(
-                f"in.{k}: {len(rt.state.revocations)} revocations, snapshots"
-                f" {rt.subscriber.snapshots_taken}, resumes {rt.subscriber.resumes}"
-            )
+            print(f"in.{k}: {len(rt.state.revocations)} revocations, {feed_counts(rt)}")
             assert state_digest(rt.state.revocations.entries()) == state_digest(
                 expected.entries()
             ), f"in.{k} differs from the replay from zero"
