@@ -49,12 +49,11 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from tokenry.core.clock import SystemClock
 from tokenry.core.revocations import Revocation, RevocationKind
+from tokenry.jose import Decoder, JwksCache, b64url_decode
+from tokenry.verifier._metrics import VerifierMetrics
+from tokenry.verifier._state import RevocationState
+from tokenry.verifier._verifier import Verifier, VerifierConfig
 from tokenry.verifier.interceptor import AuthInterceptor, MethodPolicy, ScopeCheck, bearer_token
-from tokenry.verifier.jose import Decoder, b64url_decode
-from tokenry.verifier.jwks import JwksCache
-from tokenry.verifier.metrics import VerifierMetrics
-from tokenry.verifier.state import RevocationState
-from tokenry.verifier.verifier import Verifier, VerifierConfig
 
 ISSUER = "https://issuer.bench"
 AUDIENCE = "demo-api"

@@ -21,8 +21,8 @@ import sys
 
 import grpc
 
+from tokenry.client import ClientSecretBasic, IssuerTokenFetcher, TokenSource, bearer_interceptors
 from tokenry.devstack.endpoints import locate
-from tokenry.verifier import ClientSecretBasic, IssuerTokenFetcher, TokenSource, bearer_interceptors
 
 
 async def main() -> int:

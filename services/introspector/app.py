@@ -21,6 +21,7 @@ from tokenry.core.clientauth import (
     assertion_audiences,
 )
 from tokenry.core.clock import Clock, SystemClock
+from tokenry.jose import JwksCache
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
@@ -36,7 +37,6 @@ from tokenry.store.keys import KeyStore
 from tokenry.store.outbox_feed import AppliedSeq, FeedSettings, OutboxFeed
 from tokenry.store.revocation_checks import RevocationChecks
 from tokenry.v1 import introspector_pb2, introspector_pb2_grpc
-from tokenry.verifier.jwks import JwksCache
 
 log = logging.getLogger(__name__)
 SERVICE_NAMES = (introspector_pb2.DESCRIPTOR.services_by_name["Introspector"].full_name,)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from tokenry import jose
 from tokenry.core.client_secrets import Pepper
 from tokenry.core.clientauth import (
     AssertionContext,
@@ -25,15 +26,14 @@ from tokenry.core.clock import Clock
 from tokenry.core.introspection import (
     INACTIVE,
     Introspection,
-    audiences_of,
     may_see,
     require_introspect_scope,
 )
 from tokenry.core.opaque import ACCESS, REFRESH, kind_of, token_hash
+from tokenry.jose import VerificationKey
+from tokenry.jose._rfc7662 import introspection_claims
 from tokenry.services.introspector.cache import Positive, PositiveCache
-from tokenry.verifier import jose
 from tokenry.verifier.errors import VerificationError
-from tokenry.verifier.keys import VerificationKey
 
 MAX_TOKEN_LENGTH = 8192
 
@@ -72,7 +72,7 @@ class RevocationCheck(Protocol):
 
 
 class VerificationKeys(Protocol):
-    """The published verification keys (``tokenry.verifier.jwks.JwksCache`` fits)."""
+    """The published verification keys (``tokenry.jose.JwksCache`` fits)."""
 
     @property
     def keys(self) -> Mapping[str, VerificationKey]: ...
@@ -193,17 +193,11 @@ class IntrospectorHandlers:
                 key = self._keys.keys.get(parts.kid)
             if key is None:
                 return None
-            claims = self._decoder.verify_signature(parts, key)
             # The audience is checked against the caller afterwards (RFC 7662 §4), so any
             # audience passes here; issuer, times and types are checked as the verifier does.
-            audience = next(iter(audiences_of(claims)), "")
             now = self._clock.now()
-            jose.check_claims(
-                claims,
-                issuer=self._issuer,
-                audience=audience,
-                now=now,
-                leeway=self._leeway,
+            claims = introspection_claims(
+                self._decoder, parts, key, issuer=self._issuer, now=now, leeway=self._leeway
             )
         except VerificationError:
             return None

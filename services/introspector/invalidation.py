@@ -15,10 +15,10 @@ from typing import Final
 
 from tokenry.bus import codec
 from tokenry.core.client_cache import CachedClients
+from tokenry.jose import JwksCache
 from tokenry.services.introspector.cache import PositiveCache
 from tokenry.store import client_events
 from tokenry.store.outbox import OutboxRow
-from tokenry.verifier.jwks import JwksCache
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ class ExchangeFlow:
         if req.token_format not in ("", JWT):
             raise InvalidRequest("token exchange issues JWT access tokens only")
         d.minter.check_ready(JWT)
-        subject = await self._subject_tokens.verify(req.subject_token)
+        subject = await self._subject_tokens.verify(req.subject_token, client)
         now = d.clock.now()
         phantom = opaque.looks_opaque(req.subject_token)
         decision = decide(

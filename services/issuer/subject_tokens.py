@@ -1,29 +1,44 @@
 """Subject tokens for RFC 8693 token exchange: verified, never trusted on their face.
 
-A JWT is verified with the resource-server library's strict checks (``tokenry.verifier.jose``)
-against the keys the key rotator publishes (read from PostgreSQL, as the issuer holds no event-
-fed state for its own decisions, SPEC §4.5); an opaque token (the phantom-token pattern) is
-looked up by its hash. Either way the revocations are checked in PostgreSQL.
+A JWT is verified with the strict checks of :mod:`tokenry.jose` against the keys the key
+rotator publishes (read from PostgreSQL through one :class:`tokenry.jose.JwksCache`, as the
+issuer holds no event-fed state for its own decisions, SPEC §4.5); an opaque token (the
+phantom-token pattern) is looked up by its hash. Either way the revocations are checked in
+PostgreSQL.
+
+The subject token must have been meant for the client exchanging it: its ``aud`` must contain
+the client's id or one of the client's registered audiences (RFC 8693 §2.1: the token
+"represents the identity of the party on behalf of whom the request is being made" to this
+client; RFC 8725 §3.9: a token for one audience is never accepted by another). Who may exchange
+whose tokens (``token_exchange_from``) is decided first, as before, so an exchange a client may
+never make answers ``unauthorized_client`` whatever the token.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from tokenry.core import opaque
+from tokenry.core.clients import Client
 from tokenry.core.clock import Clock
-from tokenry.core.errors import InvalidGrant
+from tokenry.core.errors import InvalidGrant, UnauthorizedClient
+from tokenry.jose import (
+    Decoder,
+    JwksCache,
+    JwsParts,
+    VerificationError,
+    VerificationKey,
+    b64url_decode,
+    loads_strict,
+)
 from tokenry.store import opaque_tokens
 from tokenry.store.grants import GrantStore
+from tokenry.store.jwks_source import StoreJwksSource
 from tokenry.store.keys import KeyStore
 from tokenry.store.revocation_checks import RevocationChecks
-from tokenry.verifier.errors import VerificationError
-from tokenry.verifier.jose import Decoder, check_claims, split_and_parse
-from tokenry.verifier.keys import VerificationKey, parse_jwks
 
 KEYS_TTL = 5.0
 MIN_REFRESH_INTERVAL = 1.0
@@ -45,22 +60,26 @@ class SubjectToken:
 
 
 class PublishedKeys:
-    """The published JWKS (pending, active, retiring keys), cached briefly; one refresh on an
-    unknown kid, rate-limited (pyjwt's PyJWKClient behaviour)."""
+    """The published JWKS (pending, active, retiring keys): one :class:`tokenry.jose.JwksCache`
+    over PostgreSQL, refetched after ``KEYS_TTL`` s, and once for an unknown kid — single-flight
+    and at most every ``MIN_REFRESH_INTERVAL`` s, so a burst of unknown kids is one query."""
 
     def __init__(self, store: KeyStore, clock: Clock) -> None:
-        self._store = store
-        self._clock = clock
-        self._keys: dict[str, VerificationKey] = {}
-        self._loaded = -math.inf
+        self._cache = JwksCache(
+            StoreJwksSource(store),
+            clock,
+            min_refresh_interval=MIN_REFRESH_INTERVAL,
+            max_age=KEYS_TTL,
+        )
 
     async def get(self, kid: str) -> VerificationKey | None:
-        age = self._clock.monotonic() - self._loaded
-        if age > KEYS_TTL or (kid not in self._keys and age > MIN_REFRESH_INTERVAL):
-            jwks, _seq = await self._store.published()
-            self._keys = parse_jwks({"keys": jwks}).keys
-            self._loaded = self._clock.monotonic()
-        return self._keys.get(kid)
+        return await self._cache.get(kid)
+
+
+def accepted_audiences(client: Client) -> frozenset[str]:
+    """What a subject token's ``aud`` may name for ``client`` to exchange it: the client's id
+    or one of its registered audiences (RFC 8693 §2.1, RFC 8725 §3.9)."""
+    return frozenset((client.client_id, *client.audiences))
 
 
 class SubjectTokenVerifier:
@@ -82,12 +101,17 @@ class SubjectTokenVerifier:
         self._clock = clock
         self._decoder = Decoder()
 
-    async def verify(self, token: str) -> SubjectToken:
-        """Raises InvalidGrant for a token that is not valid, active and unrevoked."""
+    async def verify(self, token: str, client: Client) -> SubjectToken:
+        """The subject token ``client`` presents, verified for that client.
+
+        Raises:
+            UnauthorizedClient: the client may not exchange tokens issued to the token's client.
+            InvalidGrant: the token is not valid, active, unrevoked and meant for the client.
+        """
         if opaque.looks_opaque(token):
-            subject = await self._opaque(token)
+            subject = await self._opaque(token, client)
         else:
-            subject = await self._jwt(token)
+            subject = await self._jwt(token, client)
         kind = await self._checks.revoked_kind(
             jti=subject.jti,
             gid=subject.gid,
@@ -99,27 +123,30 @@ class SubjectTokenVerifier:
             raise InvalidGrant("subject_token is revoked")
         return subject
 
-    async def _jwt(self, token: str) -> SubjectToken:
+    async def _jwt(self, token: str, client: Client) -> SubjectToken:
         now = self._clock.now()
         try:
-            parts = split_and_parse(token)
+            parts = self._decoder.parse(token)
             key = await self._keys.get(parts.kid)
             if key is None:
                 raise InvalidGrant("subject_token is not valid (unknown_kid)")
-            claims = self._decoder.verify_signature(parts, key)
-            aud = claims.get("aud")
-            audiences = (
-                (aud,)
-                if isinstance(aud, str)
-                else tuple(a for a in aud or () if isinstance(a, str))
-            )
-            # The audience check of the library needs one expected value; the exchange policy
-            # (who may exchange whose tokens) is the client's, checked by the caller.
-            check_claims(
-                claims, issuer=self._issuer, audience=audiences[0] if audiences else "", now=now
+            claims = self._decoder.decode(
+                token,
+                {parts.kid: key},
+                issuer=self._issuer,
+                audience=accepted_audiences(client),
+                now=now,
             )
         except VerificationError as exc:
+            if exc.reason == "bad_audience":
+                # Raised only once the signature verified, so the payload is authentic: who may
+                # exchange whose tokens is answered first, as for a token meant for the client.
+                _may_exchange_from(client, _payload(parts).get("client_id"))
             raise InvalidGrant(f"subject_token is not valid ({exc.reason})") from None
+        aud = claims.get("aud")
+        audiences = (
+            (aud,) if isinstance(aud, str) else tuple(a for a in aud or () if isinstance(a, str))
+        )
         sub, client_id, gid = claims.get("sub"), claims.get("client_id"), claims.get("gid")
         scope = claims.get("scope", "")
         act = claims.get("act")
@@ -141,7 +168,7 @@ class SubjectTokenVerifier:
             act=act,
         )
 
-    async def _opaque(self, token: str) -> SubjectToken:
+    async def _opaque(self, token: str, client: Client) -> SubjectToken:
         if opaque.kind_of(token) != opaque.ACCESS:
             raise InvalidGrant("subject_token is not a valid access token")
         row = await opaque_tokens.get(self._db, opaque.token_hash(token))
@@ -151,6 +178,9 @@ class SubjectTokenVerifier:
         grant = await self._grants.get(self._db, row.gid)
         if grant is not None and grant.revoked:
             raise InvalidGrant("subject_token is not active")
+        if accepted_audiences(client).isdisjoint(row.audiences):
+            _may_exchange_from(client, row.client_id)
+            raise InvalidGrant("subject_token is not valid (bad_audience)")
         return SubjectToken(
             subject=row.subject,
             client_id=row.client_id,
@@ -162,3 +192,16 @@ class SubjectTokenVerifier:
             gid=row.gid,
             act=row.act,
         )
+
+
+def _may_exchange_from(client: Client, subject_client_id: object) -> None:
+    """The who-may-exchange-for-whom rule of ``tokenry.core.token_exchange.decide``, applied
+    before the audience so that its answer does not depend on the token's audience."""
+    if not isinstance(subject_client_id, str) or not client.may_exchange_from(subject_client_id):
+        raise UnauthorizedClient("the client may not exchange tokens issued to that client")
+
+
+def _payload(parts: JwsParts) -> dict[str, Any]:
+    """The payload of a token whose signature verified (see the caller)."""
+    payload = loads_strict(b64url_decode(parts.payload_segment))
+    return payload if isinstance(payload, dict) else {}

@@ -53,7 +53,7 @@ from tokenry.services.revocation.tokens import (
 )
 from tokenry.store.batching import Coalescer
 from tokenry.store.idempotency import IdempotencyMismatch, IdempotencyRequest, Replay
-from tokenry.store.revocations import RevokeItem, RevokeResult, SnapshotPart
+from tokenry.store.revocations import ActorCheck, RevokeItem, RevokeResult, SnapshotPart
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,10 @@ class RevocationRecorder(Protocol):
     async def head_seq(self) -> int: ...
 
 
+class _StaleClient(Exception):
+    """The cached registration an attempt authenticated against has changed."""
+
+
 class TokenFinder(Protocol):
     async def find(self, token: str) -> PresentedToken | None: ...
 
@@ -129,8 +133,13 @@ class RevocationHandlers:
         opaque: OpaqueTokens | None = None,
         max_clock_skew: int = DEFAULT_MAX_CLOCK_SKEW,
         assertions: AssertionContext | None = None,
+        cached_clients: CachedClients | None = None,
     ) -> None:
         self._clients = clients
+        # Authentication from the cached registry costs no round trip; every write then checks
+        # in its own transaction that the registration it was authenticated against is still
+        # current (ActorCheck), and anything the cache may have got wrong is retried fresh.
+        self._cached = cached_clients
         self._peppers = peppers
         self._store = store
         self._subjects = subjects
@@ -162,8 +171,25 @@ class RevocationHandlers:
             InvalidRequest: a malformed value, reason or expires_at, or a request_id already
                 used with another request; nothing is written.
         """
-        client = await authenticate(cmd.credentials, self._clients, self._peppers, self._assertions)
-        if cmd.target is not Target.TOKEN and ADMIN_SCOPE not in client.scopes:
+        cached = self._cached
+        # A private_key_jwt assertion is single-use (replay protection): never authenticate
+        # it twice, so never from a cache that may have to be retried.
+        if cached is None or cmd.credentials.method == PRIVATE_KEY_JWT:
+            return await self._revoke(cmd, self._clients)
+        try:
+            return await self._revoke(cmd, cached)
+        except (InvalidClient, InsufficientScope, _StaleClient):
+            pass  # a rotated secret, a new scope, a changed client: ask PostgreSQL
+        outcome = await self._revoke(cmd, self._clients)
+        return outcome
+
+    async def _revoke(self, cmd: RevokeCommand, clients: ClientLookup) -> RevokeOutcome | Replay:
+        client = await authenticate(cmd.credentials, clients, self._peppers, self._assertions)
+        if clients is not self._clients and self._cached is not None:
+            pass
+        needs_admin = cmd.target is not Target.TOKEN
+        if needs_admin and ADMIN_SCOPE not in client.scopes:
+            self._forget(client, clients)
             raise InsufficientScope(f"revoking by {cmd.target.value} needs {ADMIN_SCOPE}")
         _check_common(cmd)
         now = self._clock.now()
@@ -182,7 +208,8 @@ class RevocationHandlers:
             expiry_given = rev.kind is RevocationKind.JTI
         else:
             expiry_given = cmd.expires_at != 0
-        item = RevokeItem(rev, client.client_id, event, expiry_given)
+        check = ActorCheck(client.secret_hash, client.jwks_json, admin=needs_admin)
+        item = RevokeItem(rev, client.client_id, event, expiry_given, actor_check=check)
         if cmd.idem is not None:
             respond = cmd.respond
             if respond is None:
@@ -193,6 +220,11 @@ class RevocationHandlers:
                 respond=lambda r: respond(RevokeOutcome(r.seq, rev, r.recorded)),
             )
         result = await self._writes(item)
+        if result.stale:  # the registration changed since it was read: nothing was written
+            self._forget(client, clients)
+            if clients is self._clients:
+                raise TemporarilyUnavailable("the client registration changed; retry")
+            raise _StaleClient
         if result.mismatch:
             raise IdempotencyMismatch
         if result.replay is not None:
@@ -218,6 +250,10 @@ class RevocationHandlers:
         shared read that started earlier would not.
         """
         return await self._heads(None)
+
+    def _forget(self, client: Client, used: ClientLookup) -> None:
+        if self._cached is not None and used is self._cached:
+            self._cached.invalidate(client.client_id)
 
     async def _write_batch(self, items: list[RevokeItem]) -> list[RevokeResult]:
         return await self._store.revoke_many(items, now=int(self._clock.now()))

@@ -9,8 +9,6 @@ Opaque tokens (``tkr_at_``/``tkr_rt_``) are resolved through the :class:`OpaqueT
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,12 +16,10 @@ import asyncpg
 
 from tokenry.core import opaque
 from tokenry.core.clock import Clock
+from tokenry.jose import Decoder, JwksCache, VerificationError
+from tokenry.jose._rfc7009 import owned_token_claims
 from tokenry.store import opaque_tokens
-from tokenry.verifier import jose
-from tokenry.verifier.errors import VerificationError
-from tokenry.verifier.keys import VerificationKey, parse_jwks
-
-log = logging.getLogger(__name__)
+from tokenry.store.jwks_source import StoreJwksSource
 
 OPAQUE_PREFIX = "tkr_"
 
@@ -88,8 +84,13 @@ class PublishedKeys(Protocol):
 
 
 class JwtTokens:
-    """Verifies a JWT's signature against the published JWKS (cached briefly) — expiry
-    ignored — and returns its revocation facts."""
+    """Verifies a JWT's signature against the published JWKS — expiry and audience ignored,
+    RFC 7009 §2.1 — and returns its revocation facts.
+
+    The keys come from one :class:`tokenry.jose.JwksCache` over PostgreSQL
+    (:class:`tokenry.store.jwks_source.StoreJwksSource`): refetched after ``ttl`` seconds, and
+    once (single-flight, at most every ``min_refresh_interval`` s) for an unknown kid.
+    """
 
     def __init__(
         self,
@@ -99,45 +100,31 @@ class JwtTokens:
         ttl: float = 30.0,
         min_refresh_interval: float = 1.0,
     ) -> None:
-        self._source = keys
-        self._clock = clock
-        self._ttl = ttl
-        self._min_interval = min_refresh_interval
-        self._keys: dict[str, VerificationKey] = {}
-        self._loaded_at = float("-inf")
-        self._lock = asyncio.Lock()
-        self._decoder = jose.Decoder()
+        self._keys = JwksCache(
+            StoreJwksSource(keys), clock, min_refresh_interval=min_refresh_interval, max_age=ttl
+        )
+        self._decoder = Decoder()
 
     async def find(self, token: str) -> PresentedToken | None:
-        try:
-            parts = self._decoder.parse(token)
-        except VerificationError:
-            return None
-        key = await self._key(parts.kid)
-        if key is None:
-            return None  # not signed by a key of ours (or one retired/revoked since)
-        try:
-            claims = self._decoder.verify_signature(parts, key)
-        except VerificationError:
-            return None
-        return _facts(claims)
+        claims = await _owned_claims(self._decoder, self._keys, token)
+        return None if claims is None else _facts(claims)
 
-    async def _key(self, kid: str) -> VerificationKey | None:
-        now = self._clock.monotonic()
-        key = self._keys.get(kid)
-        if key is not None and now - self._loaded_at < self._ttl:
-            return key
-        async with self._lock:  # single flight
-            now = self._clock.monotonic()
-            fresh = now - self._loaded_at < self._min_interval
-            if not fresh and (key is None or now - self._loaded_at >= self._ttl):
-                jwks, _seq = await self._source.published()
-                keys, problems = parse_jwks({"keys": jwks})
-                for problem in problems:
-                    log.warning("JWKS: skipped a key: %s", problem)
-                self._keys = keys
-                self._loaded_at = now
-            return self._keys.get(kid)
+
+async def _owned_claims(decoder: Decoder, keys: JwksCache, token: str) -> dict[str, Any] | None:
+    """The claims of a JWT signed by a published key, NOT otherwise validated: a client may
+    revoke its own expired token (RFC 7009 §2.1), and revocation names no audience. None for
+    anything that does not verify (RFC 7009 §2.2: answered with success and no effect)."""
+    try:
+        parts = decoder.parse(token)
+    except VerificationError:
+        return None
+    key = await keys.get(parts.kid)
+    if key is None:
+        return None  # not signed by a key of ours (or one retired/revoked since)
+    try:
+        return owned_token_claims(decoder, parts, key)
+    except VerificationError:
+        return None
 
 
 def _facts(claims: dict[str, Any]) -> PresentedToken | None:

@@ -81,6 +81,25 @@ def extra_clients() -> list[Client]:
             client_type=PUBLIC,
             auth_method=NO_AUTH,
         ),
+        # A user-facing app whose tokens are meant for svc-a too, so svc-a may exchange them
+        # (RFC 8693 §2.1, RFC 8725 §3.9: a subject token's aud names the exchanging client).
+        Client(
+            client_id="portal",
+            **base,
+            grant_types=frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN}),
+            scopes=frozenset({"openid", "read", "write"}),
+            audiences=("api", "svc-a"),
+            redirect_uris=(REDIRECT,),
+        ),
+        Client(
+            client_id="portal-opaque",
+            **base,
+            grant_types=frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN}),
+            scopes=frozenset({"read", "write"}),
+            audiences=("api", "svc-a"),
+            redirect_uris=(REDIRECT,),
+            token_format="opaque",
+        ),
         Client(
             client_id="jwtsvc",
             **base,
@@ -96,7 +115,7 @@ def extra_clients() -> list[Client]:
             grant_types=frozenset({TOKEN_EXCHANGE, CLIENT_CREDENTIALS}),
             scopes=frozenset({"read", "write"}),
             audiences=("svc-b",),
-            token_exchange_from=frozenset({"web", "web-opaque"}),
+            token_exchange_from=frozenset({"web", "web-opaque", "portal", "portal-opaque"}),
         ),
         Client(
             client_id="login",

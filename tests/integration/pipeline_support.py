@@ -43,7 +43,7 @@ from tokenry.store.keys import KeyStore
 from tokenry.store.migrate import migrate
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import VerifierRuntime, start_verifier
-from tokenry.verifier.sync import SyncSettings
+from tokenry.verifier._feed import SyncSettings
 
 from suite import register_clients, wait_serving
 

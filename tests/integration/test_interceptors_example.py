@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
-from tokenry.verifier import ClientSecretBasic, IssuerTokenFetcher, TokenSource, bearer_interceptors
+from tokenry.client import ClientSecretBasic, IssuerTokenFetcher, TokenSource, bearer_interceptors
 
 from suite import Suite, run_suite
 

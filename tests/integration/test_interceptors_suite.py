@@ -15,21 +15,23 @@ import grpc
 import jwt
 import pytest
 
-from tokenry.servicekit.config import Settings
-from tokenry.servicekit.status import oauth_error_of
-from tokenry.verifier import (
-    AuthInterceptor,
+from tokenry.client import (
     ClientSecretBasic,
     IssuerTokenFetcher,
-    MethodPolicy,
-    SyncAuthInterceptor,
     SyncBearerInterceptor,
     SyncIssuerTokenFetcher,
     SyncTokenSource,
     TokenSource,
+    bearer_interceptors,
+)
+from tokenry.servicekit.config import Settings
+from tokenry.servicekit.status import oauth_error_of
+from tokenry.verifier import (
+    AuthInterceptor,
+    MethodPolicy,
+    SyncAuthInterceptor,
     VerifierLoop,
     VerifierRuntime,
-    bearer_interceptors,
     current_claims,
     start_verifier,
 )

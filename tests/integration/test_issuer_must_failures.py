@@ -233,7 +233,7 @@ async def test_too_long_lived_assertion(s: IssuerSuite) -> None:
 
 
 async def test_token_exchange_widening_scope(s: IssuerSuite) -> None:
-    user = await s.code_tokens("web", scope="read")
+    user = await s.code_tokens("portal", scope="read")
     call = s.token(
         "svc-a",
         grant_type=EXCHANGE,
@@ -245,7 +245,7 @@ async def test_token_exchange_widening_scope(s: IssuerSuite) -> None:
 
 
 async def test_token_exchange_never_outlives_its_subject_token(s: IssuerSuite) -> None:
-    user = await s.code_tokens("web", scope="read")
+    user = await s.code_tokens("portal", scope="read")
     subject_exp = jwt.decode(user.access_token, options={"verify_signature": False})["exp"]
     # A client whose own access-token lifetime (1 h) is far longer than the subject token's.
     long_lived = replace(

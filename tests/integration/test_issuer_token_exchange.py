@@ -26,7 +26,7 @@ def claims_of(token: str) -> dict[str, object]:
 
 async def test_exchange_on_behalf_of_a_subject(settings: Settings, pool: asyncpg.Pool) -> None:
     async with issuer_suite(settings, pool) as s:
-        user = await s.code_tokens("web", scope="read write")
+        user = await s.code_tokens("portal", scope="read write")
         subject = claims_of(user.access_token)
         resp = await s.token(
             "svc-a",
@@ -73,7 +73,7 @@ async def test_exchange_never_widens_or_outlives(settings: Settings, pool: async
     async with issuer_suite(settings, pool) as s:
         # svc-a's own lifetime is longer than the subject token's.
         await pool.execute("UPDATE clients SET access_token_ttl = 3600 WHERE client_id = 'svc-a'")
-        user = await s.code_tokens("web", scope="read")
+        user = await s.code_tokens("portal", scope="read")
         subject = claims_of(user.access_token)
         base = {
             "grant_type": EXCHANGE,
@@ -92,7 +92,7 @@ async def test_exchange_never_widens_or_outlives(settings: Settings, pool: async
 
 async def test_exchange_refusals(settings: Settings, pool: asyncpg.Pool) -> None:
     async with issuer_suite(settings, pool) as s:
-        user = await s.code_tokens("web", scope="openid read")
+        user = await s.code_tokens("portal", scope="openid read")
         assert user.id_token
         base = {
             "grant_type": EXCHANGE,
@@ -130,7 +130,7 @@ async def test_exchange_refusals(settings: Settings, pool: asyncpg.Pool) -> None
 
 async def test_phantom_token(settings: Settings, pool: asyncpg.Pool) -> None:
     async with issuer_suite(settings, pool) as s:
-        user = await s.code_tokens("web-opaque", scope="read")
+        user = await s.code_tokens("portal-opaque", scope="read")
         assert user.access_token.startswith("tkr_at_")
         resp = await s.token(
             "svc-a",

@@ -18,7 +18,7 @@ from tokenry.servicekit.config import Settings
 from tokenry.services.revocation.settings import RevocationSettings
 from tokenry.store.revocations import RevocationStore
 from tokenry.verifier import start_verifier
-from tokenry.verifier.sync import SyncSettings
+from tokenry.verifier._feed import SyncSettings
 
 from pipeline_support import (
     StoreJwks,

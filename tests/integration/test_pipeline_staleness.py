@@ -18,7 +18,7 @@ from grpc_health.v1.health import aio as health_aio
 from tokenry.core.clock import FakeClock
 from tokenry.servicekit.config import Settings
 from tokenry.verifier import AuthInterceptor, MethodPolicy, current_claims
-from tokenry.verifier.state import DEFAULT_STALENESS_BUDGET
+from tokenry.verifier._state import DEFAULT_STALENESS_BUDGET
 
 from pipeline_support import mint, oauth_code, stack, start_service, wait_until
 

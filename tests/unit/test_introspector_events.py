@@ -11,11 +11,11 @@ from tokenry.core.client_cache import CachedClients
 from tokenry.core.clients import Client
 from tokenry.core.clock import FakeClock
 from tokenry.core.revocations import Revocation, RevocationKind
+from tokenry.jose import JwksCache
 from tokenry.services.introspector.cache import PositiveCache
 from tokenry.services.introspector.invalidation import CacheInvalidator
 from tokenry.store import client_events
 from tokenry.store.outbox import OutboxRow
-from tokenry.verifier.jwks import JwksCache
 
 SUBJECTS = Subjects("tk")
 

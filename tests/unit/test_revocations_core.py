@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tokenry import jose
 from tokenry.core.clients import MAX_ACCESS_TOKEN_TTL
 from tokenry.core.revocations import (
     EXPIRY_LEEWAY,
@@ -21,7 +22,6 @@ from tokenry.core.revocations import (
     token_expiry,
     watermark,
 )
-from tokenry.verifier import jose
 
 NOW = 1_800_000_000.4
 

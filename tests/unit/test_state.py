@@ -8,7 +8,7 @@ import pytest
 
 from tokenry.core.clock import FakeClock
 from tokenry.core.revocations import Revocation, RevocationKind, RevocationSet
-from tokenry.verifier.state import RevocationState
+from tokenry.verifier._state import RevocationState
 
 
 def _rev(value: str) -> Revocation:

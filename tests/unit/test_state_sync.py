@@ -20,9 +20,9 @@ from tokenry.bus.codec import Subjects
 from tokenry.bus.consumer import EventHandler, HeartbeatHandler, StreamPosition
 from tokenry.core.clock import FakeClock
 from tokenry.core.revocations import Revocation, RevocationKind, RevocationSet
-from tokenry.verifier.jwks import JwksCache
-from tokenry.verifier.state import RevocationState
-from tokenry.verifier.sync import EventSubscriber, Snapshot, SyncSettings
+from tokenry.jose import JwksCache
+from tokenry.verifier._feed import EventSubscriber, Snapshot, SyncSettings
+from tokenry.verifier._state import RevocationState
 
 SUBJECTS = Subjects("t")
 SETTINGS = SyncSettings(gap_grace=0.5, behind_grace=3.0, snapshot_jitter=0.0, max_resumes=2)

@@ -1,5 +1,12 @@
 """OAuth errors raised by domain code; adapters map them to gRPC status or HTTP JSON.
 
+Every exception Tokenry defines derives from :class:`TokenryError`, so a caller can catch
+them all at once. ``tokenry.jose.errors`` holds the token-validation branch::
+
+    TokenryError
+    ├── OAuthError                  (below)
+    └── VerificationError           tokenry.jose.errors: a bearer token was not accepted
+
 ::
 
     OAuthError                      error code (RFC 6749 §5.2) + safe description
@@ -23,7 +30,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 
-class OAuthError(Exception):
+class TokenryError(Exception):
+    """The root of every exception Tokenry defines."""
+
+
+class OAuthError(TokenryError):
     error: ClassVar[str] = "server_error"
 
     def __init__(self, description: str) -> None:

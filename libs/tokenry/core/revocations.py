@@ -41,7 +41,7 @@ class Revocation:
 # --- rules (SPEC §4, §4.7) ----------------------------------------------------------------------
 
 #: Kept past a token's ``exp``: a verifier accepts a token until ``exp + leeway``, and its leeway
-#: may be configured up to ``tokenry.verifier.jose.MAX_LEEWAY`` (300 s; a unit test pins it).
+#: may be configured up to ``tokenry.jose.MAX_LEEWAY`` (300 s; a unit test pins it).
 EXPIRY_LEEWAY: Final = 300
 #: SPEC §4: subject/client watermarks sit this far past ``ceil(now)`` by default, so a token
 #: minted by an issuer whose clock runs slightly ahead cannot survive its revocation.

@@ -12,35 +12,37 @@ Server side (grpc.aio)::
     claims = current_claims()  # inside a handler
 
 Sync servers use :class:`SyncAuthInterceptor` with the verifier running on a
-:class:`VerifierLoop`; calling services attach tokens with :func:`bearer_interceptors` (aio) or
-:class:`SyncBearerInterceptor`. A non-Tokenry issuer: :func:`start_jwks_verifier`. Metrics:
-``VerifierMetrics().observe(runtime.verifier)``. See docs/verifier.md.
+:class:`VerifierLoop`. A non-Tokenry issuer: :func:`start_jwks_verifier`. Metrics:
+``VerifierMetrics().observe(runtime.verifier)``. Calling services attach tokens with
+:mod:`tokenry.client`; the strict JOSE core is :mod:`tokenry.jose`. See docs/verifier.md.
+
+Public modules: this package, :mod:`.interceptor` (grpc.aio) and :mod:`.sync_interceptor`
+(sync grpc) over one shared policy core, and :mod:`.errors`. Everything else is private; the
+names are loaded on first use, so importing the package loads neither gRPC nor NATS until a
+name that needs them is asked for.
 """
 
-from tokenry.verifier.client import (
-    ClientAuth,
-    ClientSecretBasic,
-    IssuerTokenFetcher,
-    RefreshPolicy,
-    SyncBearerInterceptor,
-    SyncIssuerTokenFetcher,
-    SyncTokenSource,
-    TokenSource,
-    bearer_interceptors,
-)
-from tokenry.verifier.errors import VerificationError, VerifierUnavailableError
-from tokenry.verifier.external import JwksVerifierRuntime, start_jwks_verifier
-from tokenry.verifier.interceptor import (
-    AuthInterceptor,
-    MethodPolicy,
-    current_claims,
-    current_claims_or_none,
-)
-from tokenry.verifier.introspection import Introspector
-from tokenry.verifier.metrics import VerifierMetrics
-from tokenry.verifier.runtime import VerifierRuntime, start_verifier
-from tokenry.verifier.sync_interceptor import SyncAuthInterceptor, VerifierLoop
-from tokenry.verifier.verifier import Claims, StalePolicy, Verifier, VerifierConfig
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from tokenry.jose.errors import VerificationError, VerifierUnavailableError
+    from tokenry.verifier._external import JwksVerifierRuntime, start_jwks_verifier
+    from tokenry.verifier._feed import FeedSettings
+    from tokenry.verifier._introspection import Introspector
+    from tokenry.verifier._metrics import VerifierMetrics
+    from tokenry.verifier._runtime import VerifierRuntime, start_verifier
+    from tokenry.verifier._verifier import Claims, StalePolicy, Verifier, VerifierConfig
+    from tokenry.verifier.interceptor import (
+        AuthInterceptor,
+        MethodPolicy,
+        current_claims,
+        current_claims_or_none,
+    )
+    from tokenry.verifier.sync_interceptor import SyncAuthInterceptor, VerifierLoop
 
 __all__ = [
     # verifying
@@ -51,6 +53,7 @@ __all__ = [
     "VerifierConfig",
     "VerifierRuntime",
     "VerifierUnavailableError",
+    "FeedSettings",
     "start_verifier",
     "JwksVerifierRuntime",
     "start_jwks_verifier",
@@ -63,14 +66,64 @@ __all__ = [
     "VerifierLoop",
     "current_claims",
     "current_claims_or_none",
-    # client side
-    "ClientAuth",
-    "ClientSecretBasic",
-    "IssuerTokenFetcher",
-    "RefreshPolicy",
-    "SyncBearerInterceptor",
-    "SyncIssuerTokenFetcher",
-    "SyncTokenSource",
-    "TokenSource",
-    "bearer_interceptors",
 ]
+
+# name → the module that defines it, imported on first use (PEP 562).
+_HOMES: Final = {
+    "Claims": "tokenry.verifier._verifier",
+    "StalePolicy": "tokenry.verifier._verifier",
+    "Verifier": "tokenry.verifier._verifier",
+    "VerifierConfig": "tokenry.verifier._verifier",
+    "VerificationError": "tokenry.jose.errors",
+    "VerifierUnavailableError": "tokenry.jose.errors",
+    "VerifierRuntime": "tokenry.verifier._runtime",
+    "start_verifier": "tokenry.verifier._runtime",
+    "FeedSettings": "tokenry.verifier._feed",
+    "JwksVerifierRuntime": "tokenry.verifier._external",
+    "start_jwks_verifier": "tokenry.verifier._external",
+    "Introspector": "tokenry.verifier._introspection",
+    "VerifierMetrics": "tokenry.verifier._metrics",
+    "AuthInterceptor": "tokenry.verifier.interceptor",
+    "MethodPolicy": "tokenry.verifier._policy",
+    "current_claims": "tokenry.verifier._policy",
+    "current_claims_or_none": "tokenry.verifier._policy",
+    "SyncAuthInterceptor": "tokenry.verifier.sync_interceptor",
+    "VerifierLoop": "tokenry.verifier.sync_interceptor",
+}
+
+# Removed from __all__ (they moved to tokenry.client); importable, with a warning, for one
+# release.
+_MOVED_TO_CLIENT: Final = frozenset(
+    {
+        "ClientAuth",
+        "ClientSecretBasic",
+        "IssuerTokenFetcher",
+        "RefreshPolicy",
+        "SyncBearerInterceptor",
+        "SyncIssuerTokenFetcher",
+        "SyncTokenSource",
+        "TokenSource",
+        "bearer_interceptors",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _MOVED_TO_CLIENT:
+        warnings.warn(
+            f"tokenry.verifier.{name} is deprecated and will be removed in the next release; "
+            "import it from tokenry.client",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("tokenry.client"), name)
+    raise AttributeError(f"module 'tokenry.verifier' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

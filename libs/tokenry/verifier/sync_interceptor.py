@@ -38,8 +38,8 @@ from typing import Any, Final, TypeVar
 
 import grpc
 
-from tokenry.verifier.errors import VerificationError
-from tokenry.verifier.interceptor import (
+from tokenry.jose.errors import VerificationError
+from tokenry.verifier._policy import (
     INSUFFICIENT_SCOPE,
     MISSING_TOKEN,
     MethodPolicy,
@@ -50,7 +50,7 @@ from tokenry.verifier.interceptor import (
     replace_behavior,
     set_claims,
 )
-from tokenry.verifier.verifier import DEFAULT_BLOCKING_TIMEOUT, Claims, Verifier
+from tokenry.verifier._verifier import DEFAULT_BLOCKING_TIMEOUT, Claims, Verifier
 
 __all__ = ["SyncAuthInterceptor", "VerifierLoop"]
 

@@ -10,8 +10,8 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from tokenry.verifier import MethodPolicy
+from tokenry.verifier._verifier import StalePolicy
 from tokenry.verifier.interceptor import current_claims_or_none
-from tokenry.verifier.verifier import StalePolicy
 
 POLICIES = {
     "/t.Admin/*": MethodPolicy(scopes=frozenset({"demo.admin"})),

@@ -19,8 +19,8 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from tokenry.core.clock import FakeClock
 from tokenry.core.revocations import RevocationSet
-from tokenry.verifier.jwks import JwksCache
-from tokenry.verifier.verifier import Verifier, VerifierConfig
+from tokenry.jose import JwksCache
+from tokenry.verifier._verifier import Verifier, VerifierConfig
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "demo-api"

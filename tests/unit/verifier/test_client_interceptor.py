@@ -11,10 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from tokenry.core.clock import FakeClock
-from tokenry.core.revocations import Revocation, RevocationKind
-from tokenry.v1 import issuer_pb2
-from tokenry.verifier.client import (
+from tokenry.client import (
     ClientSecretBasic,
     IssuedToken,
     RefreshPolicy,
@@ -23,6 +20,9 @@ from tokenry.verifier.client import (
     TokenSource,
     bearer_interceptors,
 )
+from tokenry.core.clock import FakeClock
+from tokenry.core.revocations import Revocation, RevocationKind
+from tokenry.v1 import issuer_pb2
 from tokenry.verifier.interceptor import AuthInterceptor
 from tokenry.verifier.sync_interceptor import SyncAuthInterceptor, VerifierLoop
 

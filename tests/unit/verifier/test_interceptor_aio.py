@@ -10,8 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from tokenry.verifier._verifier import Verifier
 from tokenry.verifier.interceptor import AuthInterceptor
-from tokenry.verifier.verifier import Verifier
 
 from .echo import POLICIES, aio_handlers, error_reason
 from .minting import FakeState, MemoryIntrospector, Minter, make_verifier

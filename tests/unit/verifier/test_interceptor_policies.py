@@ -7,6 +7,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from tokenry.v1 import errors_pb2
+from tokenry.verifier._verifier import StalePolicy
 from tokenry.verifier.errors import RevokedError, VerifierUnavailableError
 from tokenry.verifier.interceptor import (
     MISSING_TOKEN,
@@ -17,7 +18,6 @@ from tokenry.verifier.interceptor import (
     StatusBook,
     bearer_token,
 )
-from tokenry.verifier.verifier import StalePolicy
 
 
 def test_policies_resolve_exact_then_service_then_default() -> None:

@@ -11,9 +11,9 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tokenry.core.clock import FakeClock
+from tokenry.verifier._verifier import Verifier
 from tokenry.verifier.interceptor import AuthInterceptor
 from tokenry.verifier.sync_interceptor import SyncAuthInterceptor, VerifierLoop
-from tokenry.verifier.verifier import Verifier
 
 from .echo import POLICIES, aio_handlers, error_reason, sync_handlers
 from .minting import FakeJwksSource, FakeState, MemoryIntrospector, Minter, make_verifier

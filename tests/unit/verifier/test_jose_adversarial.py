@@ -29,6 +29,14 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 
+from tokenry.jose import (
+    ALGORITHMS,
+    Decoder,
+    SignaturePolicy,
+    VerificationKey,
+    decode_verified,
+    split_and_parse,
+)
 from tokenry.verifier.errors import (
     BadSignatureError,
     InvalidClaimsError,
@@ -37,14 +45,6 @@ from tokenry.verifier.errors import (
     TokenExpiredError,
     VerificationError,
 )
-from tokenry.verifier.jose import (
-    ALGORITHMS,
-    Decoder,
-    SignaturePolicy,
-    decode_verified,
-    split_and_parse,
-)
-from tokenry.verifier.keys import VerificationKey
 
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 ISSUER = "https://issuer.tokenry.test"

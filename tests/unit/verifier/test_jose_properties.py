@@ -22,9 +22,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm
 
+from tokenry.jose import FORBIDDEN_HEADERS, VerificationKey, decode_verified
 from tokenry.verifier.errors import REASONS, VerificationError
-from tokenry.verifier.jose import FORBIDDEN_HEADERS, decode_verified
-from tokenry.verifier.keys import VerificationKey
 
 NOW = 1_767_225_600
 ISSUER = "https://issuer.tokenry.test"

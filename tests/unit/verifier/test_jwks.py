@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tokenry.core.clock import FakeClock
+from tokenry.jose import JwksCache
+from tokenry.verifier._external import start_jwks_verifier
+from tokenry.verifier._jwks import HttpsJwksSource
 from tokenry.verifier.errors import RejectedHeaderError
-from tokenry.verifier.external import start_jwks_verifier
-from tokenry.verifier.jwks import HttpsJwksSource, JwksCache
 
 from .minting import AUDIENCE, ISSUER, FakeJwksSource, Minter, jwks_json
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 
-from tokenry.verifier.keys import ParsedJwks, RejectedKey, VerificationKey, parse_jwks
+from tokenry.jose import ParsedJwks, RejectedKey, VerificationKey, parse_jwks
 
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 P384_KEY = ec.generate_private_key(ec.SECP384R1())

@@ -11,6 +11,8 @@ from types import MappingProxyType
 import pytest
 
 from tokenry.core.revocations import Revocation, RevocationKind
+from tokenry.jose import Decoder, JwksCache
+from tokenry.verifier._verifier import STALENESS_RECHECK, StalePolicy, VerifierConfig
 from tokenry.verifier.errors import (
     InvalidClaimsError,
     MalformedTokenError,
@@ -19,9 +21,6 @@ from tokenry.verifier.errors import (
     TokenExpiredError,
     VerifierUnavailableError,
 )
-from tokenry.verifier.jose import Decoder
-from tokenry.verifier.jwks import JwksCache
-from tokenry.verifier.verifier import STALENESS_RECHECK, StalePolicy, VerifierConfig
 
 from .minting import NOW, MemoryIntrospector, Minter, make_verifier
 

@@ -8,9 +8,9 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from tokenry.verifier._metrics import VerifierMetrics
+from tokenry.verifier._verifier import STALENESS_RECHECK
 from tokenry.verifier.errors import VerificationError
-from tokenry.verifier.metrics import VerifierMetrics
-from tokenry.verifier.verifier import STALENESS_RECHECK
 
 from .minting import Minter, make_verifier
 

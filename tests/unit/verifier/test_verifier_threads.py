@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tokenry.core.clock import SystemClock
-from tokenry.verifier.cache import CacheEntry, TokenCache
+from tokenry.jose import JwksCache
+from tokenry.verifier._cache import CacheEntry, TokenCache
+from tokenry.verifier._verifier import StalePolicy, Verifier, VerifierConfig
 from tokenry.verifier.errors import RejectedHeaderError, RevokedError, VerifierUnavailableError
-from tokenry.verifier.jwks import JwksCache
 from tokenry.verifier.sync_interceptor import VerifierLoop
-from tokenry.verifier.verifier import StalePolicy, Verifier, VerifierConfig
 
 from .minting import AUDIENCE, ISSUER, FakeJwksSource, FakeState, MemoryIntrospector, Minter
 

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tokenry.verifier.keys import VerificationKey
+from tokenry.jose import VerificationKey
 
 # tests/unit/verifier/this file → parents[2] is tests/.
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "wycheproof"

@@ -1,0 +1,186 @@
+"""Wiring a verifier to Tokenry: JWKS from the key rotator, revocations from a snapshot of the
+revocation service plus the NATS event stream (SPEC §4.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+from nats.aio.client import Client as NatsClient
+
+from tokenry.bus.codec import Subjects
+from tokenry.bus.consumer import JetStreamEvents
+from tokenry.bus.nats_conn import connect
+from tokenry.core.clock import Clock, SystemClock
+from tokenry.jose import JwksCache, JwksSource
+from tokenry.verifier._feed import EventSubscriber, GrpcSnapshotSource, SyncSettings
+from tokenry.verifier._introspection import Introspector
+from tokenry.verifier._jwks import GrpcJwksSource
+from tokenry.verifier._state import DEFAULT_STALENESS_BUDGET, RevocationState
+from tokenry.verifier._verifier import Verifier, VerifierConfig
+
+SWEEP_INTERVAL = 60.0
+# gRPC's default reconnect backoff grows to 120 s: a verifier whose snapshot source or key
+# rotator was down would reopen up to minutes after they came back. Its calls are rare and
+# cheap, so retry the connection briskly (capped at 2 s, well inside the staleness budget).
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
+
+
+@dataclass
+class VerifierRuntime:
+    """A running verifier and what feeds it; ``await runtime.close()`` when done."""
+
+    verifier: Verifier
+    state: RevocationState
+    jwks: JwksCache
+    subscriber: EventSubscriber
+    _channels: list[grpc.aio.Channel]
+    _nc: NatsClient
+    _sweeper: asyncio.Task[None]
+    _closed: bool = field(default=False)
+    _watchers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def nats_connected(self) -> bool:
+        """Whether the NATS connection is up (it reconnects by itself; for health checks)."""
+        return bool(self._nc.is_connected)
+
+    def watch_staleness(
+        self,
+        on_change: Callable[[bool], Awaitable[None] | None],
+        *,
+        interval: float = 0.25,
+    ) -> None:
+        """Opt-in: call ``on_change(stale)`` now and whenever staleness flips (SPEC §4.4).
+
+        Typical use: set this host's grpc.health to NOT_SERVING while stale, so that load
+        balancers route around a verifier that would answer UNAVAILABLE anyway::
+
+            async def report(stale: bool) -> None:
+                status = NOT_SERVING if stale else SERVING
+                await health.set("", status)
+
+            runtime.watch_staleness(report)
+        """
+
+        async def watch() -> None:
+            last: bool | None = None
+            while True:
+                stale = self.state.is_stale()
+                if stale != last:
+                    last = stale
+                    result = on_change(stale)
+                    if inspect.isawaitable(result):
+                        await result
+                await asyncio.sleep(interval)
+
+        self._watchers.append(asyncio.create_task(watch(), name="verifier-staleness"))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._sweeper, *self._watchers):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.subscriber.close()
+        await self.jwks.close()
+        with contextlib.suppress(Exception):
+            await self._nc.close()
+        for channel in self._channels:
+            await channel.close()
+
+
+async def start_verifier(
+    *,
+    issuer: str,
+    audience: str,
+    keyrotator_addr: str | None = None,
+    nats_url: str,
+    subjects: Subjects | None = None,
+    stream: str = "TOKENRY_EVENTS",
+    staleness_budget: float = DEFAULT_STALENESS_BUDGET,
+    clock: Clock | None = None,
+    revocation_addr: str | None = None,
+    sync: SyncSettings | None = None,
+    config: VerifierConfig | None = None,
+    introspector: Introspector | None = None,
+    jwks_source: JwksSource | None = None,
+) -> VerifierRuntime:
+    """Start a verifier for ``audience`` that trusts ``issuer``.
+
+    The verifier bootstraps from the revocation service's snapshot and is current as soon as
+    this returns; it repairs any loss of events by a new snapshot, and proves it is current by
+    asking the same service for the committed head (SPEC §4.4). It returns once subscribed,
+    retrying its dependencies until then.
+
+    Args:
+        revocation_addr: the revocation service (host:port), for snapshots and head questions.
+            Required: without it this raises ValueError.
+        sync: gap/lag/snapshot tuning (see :class:`~tokenry.verifier.FeedSettings`).
+        config: overrides ``issuer``/``audience`` and sets limits (leeway, cache size…).
+        introspector: enables the introspection fallback while stale (``StalePolicy``).
+        jwks_source: where keys come from instead of the key rotator at ``keyrotator_addr``
+            (one of the two is required).
+    """
+    if not revocation_addr:
+        # The stream is an accelerator, not the record (SPEC §4.1): a verifier that can only
+        # replay it cannot repair a loss, and would accept revoked tokens without knowing it.
+        raise ValueError("start_verifier needs revocation_addr (the revocation service, host:port)")
+    clock = clock or SystemClock()
+    subjects = subjects or Subjects()
+    channels: list[grpc.aio.Channel] = []
+    if jwks_source is None:
+        if keyrotator_addr is None:
+            raise ValueError("give keyrotator_addr or jwks_source")
+        channels.append(grpc.aio.insecure_channel(keyrotator_addr, options=CHANNEL_OPTIONS))
+        jwks_source = GrpcJwksSource(channels[0])
+    jwks = JwksCache(jwks_source, clock)
+    state = RevocationState(clock, staleness_budget=staleness_budget)
+    channels.append(grpc.aio.insecure_channel(revocation_addr, options=CHANNEL_OPTIONS))
+    snapshots = GrpcSnapshotSource(channels[-1])
+    subscriber: list[EventSubscriber] = []
+
+    async def reconnected() -> None:
+        for sub in subscriber:
+            sub.notify_reconnected()
+
+    nc = await connect(nats_url, name=f"tokenry-verifier:{audience}", reconnected=reconnected)
+    subscriber.append(
+        EventSubscriber(
+            events=JetStreamEvents(nc, subjects, stream),
+            state=state,
+            jwks=jwks,
+            snapshots=snapshots,
+            clock=clock,
+            settings=sync,
+        )
+    )
+    try:
+        await subscriber[0].start()
+    except BaseException:
+        await subscriber[0].close()
+        await nc.close()
+        for channel in channels:
+            await channel.close()
+        raise
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            state.sweep()
+
+    config = config or VerifierConfig(issuer=issuer, audience=audience)
+    verifier = Verifier(config, jwks, state, clock, introspector=introspector)
+    return VerifierRuntime(
+        verifier, state, jwks, subscriber[0], channels, nc, asyncio.create_task(sweep())
+    )
