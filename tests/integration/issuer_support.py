@@ -81,14 +81,15 @@ def extra_clients() -> list[Client]:
             client_type=PUBLIC,
             auth_method=NO_AUTH,
         ),
-        # A user-facing app whose tokens are meant for svc-a too, so svc-a may exchange them
-        # (RFC 8693 §2.1, RFC 8725 §3.9: a subject token's aud names the exchanging client).
+        # A user-facing app whose tokens are meant for svc-a (and its downstream svc-b) too, so
+        # svc-a may exchange them (RFC 8693 §2.1, RFC 8725 §3.9: a subject token's aud names
+        # the exchanging client or one of its registered audiences).
         Client(
             client_id="portal",
             **base,
             grant_types=frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN}),
             scopes=frozenset({"openid", "read", "write"}),
-            audiences=("api", "svc-a"),
+            audiences=("api", "svc-a", "svc-b"),
             redirect_uris=(REDIRECT,),
         ),
         Client(
@@ -96,7 +97,7 @@ def extra_clients() -> list[Client]:
             **base,
             grant_types=frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN}),
             scopes=frozenset({"read", "write"}),
-            audiences=("api", "svc-a"),
+            audiences=("api", "svc-a", "svc-b"),
             redirect_uris=(REDIRECT,),
             token_format="opaque",
         ),
