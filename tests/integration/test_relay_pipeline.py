@@ -14,9 +14,11 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
+from test_nats_permissions import AuthNats, Refusals, auth_nats  # noqa: F401 (a fixture)
 
 from tokenry.bus import codec
-from tokenry.bus.nats_conn import ensure_stream
+from tokenry.bus.codec import Subjects
+from tokenry.bus.nats_conn import StreamSettings, ensure_stream
 from tokenry.bus.relay import OutboxRelay, RelaySettings
 from tokenry.core.clock import SystemClock
 from tokenry.core.revocations import Revocation, RevocationKind
@@ -38,14 +40,18 @@ async def nc(settings: Settings) -> AsyncIterator[NatsClient]:
 
 
 async def fill_outbox(
-    pool: asyncpg.Pool, settings: Settings, n: int, reason: str = ""
+    pool: asyncpg.Pool,
+    settings: Settings,
+    n: int,
+    reason: str = "",
+    subjects: Subjects | None = None,
 ) -> list[int]:
     """``n`` revocation events committed at once (a backlog), without revocation rows: the
     relay only reads the outbox."""
     now = int(time.time())
     events = [
         codec.revocation_event(
-            settings.subjects,
+            subjects or settings.subjects,
             Revocation(RevocationKind.JTI, f"j{now}-{i}", 0, now + 600, reason),
             now,
             actor="test",
@@ -196,3 +202,42 @@ async def test_a_purged_or_wiped_stream_never_wedges_the_relay(
     finally:
         await running.close()
     print(f"\nfailed rounds {relay.stats.failures}, refused {relay.stats.refused_out_of_order}")
+
+
+async def test_the_relay_needs_nothing_beyond_the_publisher_permissions(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    auth_nats: AuthNats,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """deploy/local/nats.conf as written: the relay's reply inbox for pipelined PubAcks
+    (_INBOX.>), its stream lookups and its heartbeat link probe (STREAM.INFO) are all allowed
+    to the publisher user, and a consumer receives the heartbeats."""
+    refusals = Refusals()
+    nc = await nats.connect(auth_nats.url("publisher"), error_cb=refusals.on_error)
+    consumer = await nats.connect(auth_nats.url("consumer"))
+    beats: list[int] = []
+
+    async def on_beat(msg: nats.aio.msg.Msg) -> None:
+        beats.append(codec.decode_heartbeat(msg.data)[0])
+
+    await consumer.subscribe(Subjects().heartbeat, cb=on_beat)
+    relay = OutboxRelay(
+        pool=pool,
+        nc=nc,
+        subjects=Subjects(),
+        stream=StreamSettings(),
+        holder="r1",
+        clock=SystemClock(),
+        settings=FAST,
+    )
+    running = Running(relay)
+    try:
+        seqs = await fill_outbox(pool, settings, 600, subjects=Subjects())
+        await wait_until(lambda: relay.published_seq == seqs[-1], 60, "published")
+        await wait_until(lambda: seqs[-1] in beats, 30, "a heartbeat with the head")
+    finally:
+        await running.close()
+        await nc.close()
+        await consumer.close()
+    assert refusals.subjects == []
+    assert relay.stats.peak_in_flight > 1

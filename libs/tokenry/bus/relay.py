@@ -98,7 +98,7 @@ class RelayStats:
     failures: int = 0
     peak_in_flight: int = 0
     heartbeats: int = 0
-    #: Heartbeats skipped because the connection was down or did not answer a PING.
+    #: Heartbeats skipped because the connection was down or did not answer a request.
     heartbeats_skipped: int = 0
     lease_changes: int = 0
 
