@@ -221,6 +221,7 @@ async def main(cfg: ChildConfig) -> None:
                         "head_seq": rt.state.head_seq,
                         "stale": rt.state.is_stale(),
                         "proof_age": rt.state.proof_age(),
+                        "nats": getattr(rt, "nats_connected", None),
                         **feed_counts(rt),
                     }
                     for name, rt in runtimes.items()
