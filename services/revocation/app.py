@@ -12,6 +12,7 @@ import asyncpg
 
 from tokenry.bus.nats_conn import connect
 from tokenry.bus.relay import OutboxRelay, RelaySettings
+from tokenry.core.client_cache import CachedClients
 from tokenry.core.clientauth import AssertionContext, assertion_audiences
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
@@ -62,9 +63,11 @@ def build(
         pool = await create_pool(settings.database_url, command_timeout=5.0)
         closers.append(pool.close)
         store = RevocationStore(pool)
+        fresh_clients = CoalescedClients(ClientStore(pool))
         ready.set(
             RevocationHandlers(
-                clients=CoalescedClients(ClientStore(pool)),
+                clients=fresh_clients,
+                cached_clients=CachedClients(fresh_clients, clock),
                 peppers=settings.peppers,
                 store=store,
                 subjects=settings.subjects,

@@ -32,11 +32,19 @@ from opentelemetry import propagate
 
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
+from tokenry.core.client_cache import CachedClients
 from tokenry.core.client_secrets import Pepper
 from tokenry.core.clientauth import AssertionContext, ClientLookup, Presented, authenticate
-from tokenry.core.clients import ADMIN_SCOPE, Client
+from tokenry.core.clients import ADMIN_SCOPE, PRIVATE_KEY_JWT, Client
 from tokenry.core.clock import Clock
-from tokenry.core.errors import InsufficientScope, InvalidRequest, UnauthorizedClient
+from tokenry.core.errors import (
+    InsufficientScope,
+    InvalidClient,
+    InvalidRequest,
+    TemporarilyUnavailable,
+    UnauthorizedClient,
+)
+from tokenry.core.events import OutboxEvent
 from tokenry.core.revocations import (
     DEFAULT_MAX_CLOCK_SKEW,
     Revocation,
@@ -178,15 +186,16 @@ class RevocationHandlers:
             return await self._revoke(cmd, self._clients)
         try:
             return await self._revoke(cmd, cached)
-        except (InvalidClient, InsufficientScope, _StaleClient):
+        except (InvalidClient, InsufficientScope, UnauthorizedClient, _StaleClient):
             pass  # a rotated secret, a new scope, a changed client: ask PostgreSQL
-        outcome = await self._revoke(cmd, self._clients)
-        return outcome
+        return await self._revoke(cmd, self._clients, refresh=True)
 
-    async def _revoke(self, cmd: RevokeCommand, clients: ClientLookup) -> RevokeOutcome | Replay:
+    async def _revoke(
+        self, cmd: RevokeCommand, clients: ClientLookup, *, refresh: bool = False
+    ) -> RevokeOutcome | Replay:
         client = await authenticate(cmd.credentials, clients, self._peppers, self._assertions)
-        if clients is not self._clients and self._cached is not None:
-            pass
+        if refresh and self._cached is not None:
+            self._cached.invalidate(client.client_id)  # the next call reads it afresh
         needs_admin = cmd.target is not Target.TOKEN
         if needs_admin and ADMIN_SCOPE not in client.scopes:
             self._forget(client, clients)
@@ -202,24 +211,7 @@ class RevocationHandlers:
         event = codec.revocation_event(
             self._subjects, rev, now, _traceparent(), actor=client.client_id
         )
-        # A server-computed expiry slides with "now": raising it is no news (a repeat would
-        # publish an event every second). The caller's expires_at, or a token's own exp, is.
-        if cmd.target is Target.TOKEN:
-            expiry_given = rev.kind is RevocationKind.JTI
-        else:
-            expiry_given = cmd.expires_at != 0
-        check = ActorCheck(client.secret_hash, client.jwks_json, admin=needs_admin)
-        item = RevokeItem(rev, client.client_id, event, expiry_given, actor_check=check)
-        if cmd.idem is not None:
-            respond = cmd.respond
-            if respond is None:
-                raise ValueError("an idempotent revocation needs respond()")
-            item = replace(
-                item,
-                idem=cmd.idem.key(client.client_id),
-                respond=lambda r: respond(RevokeOutcome(r.seq, rev, r.recorded)),
-            )
-        result = await self._writes(item)
+        result = await self._writes(_item(cmd, client, rev, event))
         if result.stale:  # the registration changed since it was read: nothing was written
             self._forget(client, clients)
             if clients is self._clients:
@@ -282,6 +274,29 @@ class RevocationHandlers:
         if expiry is None:
             return None  # expired: no verifier accepts it any more
         return Revocation(RevocationKind.JTI, found.jti, 0, expiry, cmd.reason)
+
+
+def _item(cmd: RevokeCommand, client: Client, rev: Revocation, event: OutboxEvent) -> RevokeItem:
+    """The store's unit of work for one request: the revocation, its event, how to dedupe it,
+    what the caller's registration must still be, and its idempotency record."""
+    # A server-computed expiry slides with "now": raising it is no news (a repeat would
+    # publish an event every second). The caller's expires_at, or a token's own exp, is.
+    if cmd.target is Target.TOKEN:
+        expiry_given = rev.kind is RevocationKind.JTI
+    else:
+        expiry_given = cmd.expires_at != 0
+    check = ActorCheck(client.secret_hash, client.jwks_json, admin=cmd.target is not Target.TOKEN)
+    item = RevokeItem(rev, client.client_id, event, expiry_given, actor_check=check)
+    if cmd.idem is None:
+        return item
+    respond = cmd.respond
+    if respond is None:
+        raise ValueError("an idempotent revocation needs respond()")
+    return replace(
+        item,
+        idem=cmd.idem.key(client.client_id),
+        respond=lambda r: respond(RevokeOutcome(r.seq, rev, r.recorded)),
+    )
 
 
 def _check_common(cmd: RevokeCommand) -> None:
