@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -221,9 +221,6 @@ class Tokens:
     def add(self, token: str, jti: str) -> None:
         self.jtis[token] = jti
 
-    def of(self, jti: str) -> str:
-        return next(t for t, j in self.jtis.items() if j == jti)
-
 
 class Prober:
     """Probes every token on every target, over and over, into a :class:`History`.
@@ -411,13 +408,3 @@ async def purge_stream(nats_url: str, stream: str) -> None:
         await nc.jetstream().purge_stream(stream)
     finally:
         await nc.close()
-
-
-@contextlib.asynccontextmanager
-async def fault(history: History, name: str) -> AsyncIterator[None]:
-    """A fault window in the history: from entering the block to leaving it (the heal)."""
-    index = history.fault_started(name, now())
-    try:
-        yield
-    finally:
-        history.fault_healed(index, now())
