@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
+
+from tokenry.core import b64url
 
 ID_BYTES = 16  # 128 bits -> 22 base64url characters
 
@@ -23,4 +24,4 @@ def new_jti_and_gid() -> tuple[str, str]:
 
 
 def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url.encode(raw)

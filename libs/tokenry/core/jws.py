@@ -8,7 +8,6 @@ does; every other algorithm is pyjwt's own ``Algorithm.sign``.
 
 from __future__ import annotations
 
-import binascii
 import json
 from collections.abc import Callable
 from typing import Any, Final
@@ -18,17 +17,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 from jwt.algorithms import get_default_algorithms
 
+from tokenry.core.b64url import encode_bytes
 from tokenry.core.signing import SigningKey
 
 _ALGORITHMS = get_default_algorithms()
 _ENCODE_JSON: Final = json.JSONEncoder(separators=(",", ":")).encode
-_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 ES256_COORDINATE = 32  # bytes of r and of s for P-256 (RFC 7518 §3.4)
 
 
-def b64url(data: bytes) -> bytes:
-    """Unpadded base64url (RFC 7515 §2)."""
-    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
+#: Unpadded base64url (RFC 7515 §2), as bytes: :func:`tokenry.core.b64url.encode_bytes`.
+b64url: Final = encode_bytes
 
 
 def _es256(key: EllipticCurvePrivateKey) -> Callable[[bytes], bytes]:

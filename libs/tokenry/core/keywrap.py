@@ -26,6 +26,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tokenry.core import b64url
+
 KEK_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -67,7 +69,7 @@ class Kek:
         return cls.from_key(os.urandom(KEK_BYTES))
 
     def encoded(self) -> str:
-        return base64.urlsafe_b64encode(self.key).rstrip(b"=").decode()
+        return b64url.encode(self.key)
 
 
 def kek_id(key: bytes) -> str:

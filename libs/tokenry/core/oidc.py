@@ -8,10 +8,11 @@ The JOSE ``typ`` is ``JWT`` so that an ID token can never pass as an RFC 9068 ac
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
+
+from tokenry.core import b64url
 
 OPENID_SCOPE: Final = "openid"
 ID_TOKEN_TYP: Final = "JWT"
@@ -24,7 +25,7 @@ def at_hash(access_token: str) -> str:
     RS256 and ES256 both hash with SHA-256, so the left 128 bits of SHA-256.
     """
     digest = hashlib.sha256(access_token.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
+    return b64url.encode(digest[:16])
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,14 @@ same successor without the plaintext ever being stored.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
 import secrets
 import zlib
 from typing import Final
+
+from tokenry.core import b64url
 
 ACCESS: Final = "tkr_at_"
 REFRESH: Final = "tkr_rt_"
@@ -51,7 +52,7 @@ def _checksum(head: str) -> str:
 def _assemble(prefix: str, body: bytes) -> str:
     if prefix not in PREFIXES:
         raise ValueError(f"unknown opaque token prefix {prefix!r}")
-    head = prefix + base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
+    head = prefix + b64url.encode(body)
     return head + _checksum(head)
 
 

@@ -6,12 +6,12 @@ a missing challenge means no protection at all: both are refused.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
 from typing import Final
 
+from tokenry.core import b64url
 from tokenry.core.errors import InvalidGrant, InvalidRequest
 
 S256: Final = "S256"
@@ -25,7 +25,7 @@ _S256_CHALLENGE: Final = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 def s256_challenge(verifier: str) -> str:
     """RFC 7636 §4.2: code_challenge = BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return b64url.encode(digest)
 
 
 def check_challenge(challenge: str, method: str) -> None:
