@@ -34,7 +34,13 @@ from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
 from tokenry.core.client_cache import CachedClients
 from tokenry.core.client_secrets import Pepper
-from tokenry.core.clientauth import AssertionContext, ClientLookup, Presented, authenticate
+from tokenry.core.clientauth import (
+    AssertionContext,
+    ClientLookup,
+    Presented,
+    ProvenSecrets,
+    authenticate,
+)
 from tokenry.core.clients import ADMIN_SCOPE, PRIVATE_KEY_JWT, Client
 from tokenry.core.clock import Clock
 from tokenry.core.errors import (
@@ -148,6 +154,8 @@ class RevocationHandlers:
         # in its own transaction that the registration it was authenticated against is still
         # current (ActorCheck), and anything the cache may have got wrong is retried fresh.
         self._cached = cached_clients
+        # Secrets already checked against a client's current hash are not HMAC'd again.
+        self._proven = ProvenSecrets()
         self._peppers = peppers
         self._store = store
         self._subjects = subjects
@@ -193,7 +201,9 @@ class RevocationHandlers:
     async def _revoke(
         self, cmd: RevokeCommand, clients: ClientLookup, *, refresh: bool = False
     ) -> RevokeOutcome | Replay:
-        client = await authenticate(cmd.credentials, clients, self._peppers, self._assertions)
+        client = await authenticate(
+            cmd.credentials, clients, self._peppers, self._assertions, self._proven
+        )
         if refresh and self._cached is not None:
             self._cached.invalidate(client.client_id)  # the next call reads it afresh
         needs_admin = cmd.target is not Target.TOKEN
