@@ -239,7 +239,7 @@ async def heal_process(args: argparse.Namespace) -> None:
 
 async def cold_sync_process(args: argparse.Namespace) -> None:
     """``--cold-sync``: time a full start_verifier, then measure the kept memory."""
-    from tokenry.verifier._feed import GrpcSnapshotSource
+    from tokenry.verifier._snapshot import GrpcSnapshotSource
 
     jwks = await asyncio.to_thread(Path(args.jwks_file).read_text)
     started = time.perf_counter()

@@ -21,7 +21,8 @@ from tokenry.bus.consumer import EventHandler, HeartbeatHandler, StreamPosition
 from tokenry.core.clock import FakeClock
 from tokenry.core.revocations import Revocation, RevocationKind, RevocationSet
 from tokenry.jose import JwksCache
-from tokenry.verifier._feed import EventSubscriber, Snapshot, SyncSettings
+from tokenry.verifier._feed import EventSubscriber, SyncSettings
+from tokenry.verifier._snapshot import Snapshot
 from tokenry.verifier._state import RevocationState
 
 SUBJECTS = Subjects("t")

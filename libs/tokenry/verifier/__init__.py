@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from tokenry.jose.errors import VerificationError, VerifierUnavailableError
+    from tokenry.verifier._config import Claims, StalePolicy, VerifierConfig
     from tokenry.verifier._external import JwksVerifierRuntime, start_jwks_verifier
     from tokenry.verifier._feed import FeedSettings
     from tokenry.verifier._introspection import Introspector
     from tokenry.verifier._metrics import VerifierMetrics
     from tokenry.verifier._runtime import VerifierRuntime, start_verifier
-    from tokenry.verifier._verifier import Claims, StalePolicy, Verifier, VerifierConfig
+    from tokenry.verifier._verifier import Verifier
     from tokenry.verifier.interceptor import (
         AuthInterceptor,
         MethodPolicy,
@@ -70,10 +71,10 @@ __all__ = [
 
 # name → the module that defines it, imported on first use (PEP 562).
 _HOMES: Final = {
-    "Claims": "tokenry.verifier._verifier",
-    "StalePolicy": "tokenry.verifier._verifier",
+    "Claims": "tokenry.verifier._config",
+    "StalePolicy": "tokenry.verifier._config",
     "Verifier": "tokenry.verifier._verifier",
-    "VerifierConfig": "tokenry.verifier._verifier",
+    "VerifierConfig": "tokenry.verifier._config",
     "VerificationError": "tokenry.jose.errors",
     "VerifierUnavailableError": "tokenry.jose.errors",
     "VerifierRuntime": "tokenry.verifier._runtime",

@@ -17,7 +17,7 @@ from grpc_status import rpc_status
 
 from tokenry.jose.errors import VerificationError, VerifierUnavailableError
 from tokenry.v1 import errors_pb2
-from tokenry.verifier._verifier import Claims, StalePolicy
+from tokenry.verifier._config import Claims, StalePolicy
 
 __all__ = [
     "AUTHENTICATED",

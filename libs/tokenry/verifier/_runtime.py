@@ -17,9 +17,10 @@ from tokenry.bus.consumer import JetStreamEvents
 from tokenry.bus.nats_conn import connect
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.jose import JwksCache, JwksSource
-from tokenry.verifier._feed import EventSubscriber, GrpcSnapshotSource, SyncSettings
+from tokenry.verifier._feed import EventSubscriber, SyncSettings
 from tokenry.verifier._introspection import Introspector
 from tokenry.verifier._jwks import GrpcJwksSource
+from tokenry.verifier._snapshot import GrpcSnapshotSource
 from tokenry.verifier._state import DEFAULT_STALENESS_BUDGET, RevocationState
 from tokenry.verifier._verifier import Verifier, VerifierConfig
 

@@ -8,5 +8,6 @@ from tokenry.verifier._deprecated import forward
 __getattr__ = forward(
     __name__,
     "tokenry.verifier._feed",
+    "tokenry.verifier._snapshot",
     public="tokenry.verifier",
 )
