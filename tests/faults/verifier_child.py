@@ -71,14 +71,27 @@ class ChildConfig:
     sync: dict[str, float]
 
 
+#: a verification that took longer than this may have been stopped (SIGSTOP) half-way
+SLOW = 0.2
+
+
+def stamp(started: float) -> float:
+    """When an answer was decided: its end, unless the call took so long that the process
+    may have been stopped in between; then its start, the earliest it can have been decided
+    (an accept decided before a SIGSTOP must not be dated after the SIGCONT)."""
+    ended = time.monotonic()
+    return ended if ended - started <= SLOW else started
+
+
 async def outcome_of(verifier: Verifier, token: str) -> tuple[str, float]:
     """What ``verifier`` answers for ``token`` now, and the monotonic time it answered."""
+    started = time.monotonic()
     try:
         await verifier.verify(token)
         outcome = OK
     except VerificationError as exc:
         outcome = classify(exc)
-    return outcome, time.monotonic()
+    return outcome, stamp(started)
 
 
 def classify(exc: VerificationError) -> str:
@@ -122,8 +135,9 @@ class Watcher:
         while not self._stop.is_set():
             for name, rt in list(self._runtimes.items()):
                 for i, token in enumerate(self._tokens):
+                    started = time.monotonic()
                     outcome = blocking_outcome(rt.verifier, token)
-                    t = time.monotonic()
+                    t = stamp(started)
                     with self._lock:
                         run = self._runs.get((name, i))
                         if run is None or run[0] != outcome:
