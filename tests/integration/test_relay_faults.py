@@ -24,7 +24,7 @@ import pytest
 from faults.proxy import FaultProxy
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from test_relay_pipeline import fill_outbox
+from test_relay_pipeline import fill_outbox, stream_outbox_seqs, wait_until
 
 from tokenry.bus import codec
 from tokenry.bus.nats_conn import connect
@@ -32,8 +32,6 @@ from tokenry.bus.relay import LEASE_NAME, OutboxRelay, RelaySettings
 from tokenry.core.clock import SystemClock
 from tokenry.devstack import EmbeddedNats
 from tokenry.servicekit.config import Settings
-
-from pipeline_support import stream_outbox_seqs, wait_until
 
 pytestmark = pytest.mark.integration
 

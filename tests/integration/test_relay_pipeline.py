@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import nats
@@ -25,11 +25,45 @@ from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.servicekit.config import Settings
 from tokenry.store.outbox import OutboxStore
 
-from pipeline_support import stream_outbox_seqs, wait_until
-
 pytestmark = pytest.mark.integration
 
 FAST = RelaySettings(heartbeat_interval=0.5, lease_ttl=2.0, poll_interval=5.0)
+
+
+# The relay's tests import only the bus and the store (not pipeline_support, which pulls in
+# every service and the verifier), so they keep running while those are being reshaped.
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
+) -> float:
+    """Poll a condition that has no event of its own; returns the seconds it took."""
+    started = time.perf_counter()
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def stream_outbox_seqs(nats_url: str, settings: Settings) -> list[int]:
+    """Every event in the stream, in stream order, as outbox seqs (what a verifier reads)."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(settings.stream.name)
+        seqs = []
+        for stream_seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(settings.stream.name, stream_seq)
+            assert msg.data is not None
+            seqs.append(codec.decode(msg.data).seq)
+        return seqs
+    finally:
+        await nc.close()
 
 
 @pytest.fixture
@@ -140,6 +174,9 @@ async def test_a_publish_that_fails_inside_the_window_is_never_overtaken(
         await wait_until(lambda: relay.stats.failures > 0, 30, "row k refused")
         stuck = await stream_outbox_seqs(settings.nats_url, settings)
         assert stuck == before  # nothing after the refused row got in
+        # The refusals come back as errors (err_code 10070), not as PubAck timeouts (nats-py's
+        # publish_async never resolves a refused publish).
+        await wait_until(lambda: relay.stats.refused_out_of_order > 0, 30, "k+1… refused")
         print(
             f"\nwhile row {poison[0]} is refused: {relay.stats.failures} failed rounds,"
             f" {relay.stats.refused_out_of_order} successors refused, stream ends at {stuck[-1]}"
