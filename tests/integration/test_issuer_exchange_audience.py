@@ -9,8 +9,10 @@ client's tokens could exchange one addressed to somebody else.
 from __future__ import annotations
 
 import asyncpg
+import grpc
 import pytest
 
+from tokenry.client import ClientSecretBasic, TokenExchangeFetcher
 from tokenry.core.tokens import ACCESS_TOKEN_TYPE_URN
 from tokenry.servicekit.config import Settings
 
@@ -46,3 +48,21 @@ async def test_a_subject_token_for_another_audience_is_refused(
             subject_token_type=ACCESS_TOKEN_TYPE_URN,
         )
         assert resp.access_token
+
+
+async def test_the_client_exchange_helper(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with issuer_suite(settings, pool) as s:
+        auth = ClientSecretBasic("svc-a", s.secret("svc-a"))
+        channel = s.suite.channel("issuer")
+        user = await s.code_tokens("portal", scope="read")
+        issued = await TokenExchangeFetcher(
+            channel, auth, user.access_token, scope="read", audience=["svc-b"]
+        ).fetch()
+        assert issued.access_token and issued.expires_in > 0
+        assert "access_token" not in repr(issued) and user.access_token not in repr(
+            TokenExchangeFetcher(channel, auth, user.access_token)
+        )
+        # Not meant for svc-a: the issuer's refusal surfaces as its RpcError.
+        other = await s.code_tokens("web", scope="read")
+        with pytest.raises(grpc.RpcError):
+            await TokenExchangeFetcher(channel, auth, other.access_token).fetch()

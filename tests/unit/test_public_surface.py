@@ -75,6 +75,7 @@ CLIENT = {
     "IssuerTokenFetcher",
     "SyncIssuerTokenFetcher",
     "SyncTokenFetcher",
+    "TokenExchangeFetcher",
     "TokenFetcher",
     "RefreshMachine",
     "RefreshPolicy",

@@ -10,7 +10,8 @@
     source = SyncTokenSource(SyncIssuerTokenFetcher(grpc.insecure_channel(ISSUER), auth, ...))
     channel = grpc.intercept_channel(grpc.insecure_channel(BACKEND), SyncBearerInterceptor(source))
 
-- Tokens come from the RFC 6749 §4.4 client-credentials grant (``Issuer.Token``); client
+- Tokens come from the RFC 6749 §4.4 client-credentials grant (``Issuer.Token``), or from RFC
+  8693 token exchange on behalf of a caller (:class:`TokenExchangeFetcher`); client
   authentication is the :class:`ClientAuth` port (:class:`ClientSecretBasic` is RFC 6749
   §2.3.1; ``private_key_jwt``, RFC 7523 §2.2, plugs in as another ``ClientAuth``).
 - One sans-I/O :class:`RefreshMachine` decides for both token sources when to refresh (early,
@@ -24,6 +25,7 @@ from tokenry.client._fetchers import (
     IssuerTokenFetcher,
     SyncIssuerTokenFetcher,
     SyncTokenFetcher,
+    TokenExchangeFetcher,
     TokenFetcher,
 )
 from tokenry.client._interceptors import SyncBearerInterceptor, bearer_interceptors
@@ -38,6 +40,7 @@ __all__ = [
     "IssuerTokenFetcher",
     "SyncIssuerTokenFetcher",
     "SyncTokenFetcher",
+    "TokenExchangeFetcher",
     "TokenFetcher",
     # caching and refreshing
     "RefreshMachine",

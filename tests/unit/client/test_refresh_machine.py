@@ -91,3 +91,22 @@ def test_invalidate_drops_only_the_refused_token() -> None:
 def test_bad_policies_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         RefreshPolicy(**kwargs)
+
+
+def test_the_exchange_request_is_rfc8693() -> None:
+    from tokenry.client import ClientSecretBasic
+    from tokenry.client._fetchers import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, exchange_request
+
+    request, metadata = exchange_request(
+        ClientSecretBasic("svc-a", "s3cret"), "subject.jwt.token", "read", ["svc-b"]
+    )
+    assert request.grant_type == TOKEN_EXCHANGE
+    assert (request.subject_token, request.subject_token_type) == (
+        "subject.jwt.token",
+        ACCESS_TOKEN_TYPE,
+    )
+    assert (request.scope, list(request.audience)) == ("read", ["svc-b"])
+    assert not request.actor_token  # the authenticated client is the actor
+    assert metadata[0][0] == "authorization"
+    with pytest.raises(ValueError, match="subject token"):
+        exchange_request(ClientSecretBasic("svc-a", "s3cret"), "")
