@@ -38,7 +38,7 @@ from tokenry.v1 import (
 
 from issuer_support import IssuerSuite, issuer_suite, oauth_error
 from pipeline_support import Running, Stack, make_settings, own_postgres, start_service
-from suite import register_clients
+from suite import basic, register_clients
 
 pytestmark = pytest.mark.integration
 
@@ -226,12 +226,15 @@ async def test_a_retried_create_client_returns_the_same_secret_never_stored_in_c
 
 
 class CommitCutProxy:
-    """TCP → PostgreSQL's Unix socket. Once armed, the first connection that sends COMMIT has
-    PostgreSQL's answer dropped and both sides cut: the transaction committed, and the service
-    never learns it (the answer lost after commit)."""
+    """TCP → PostgreSQL's Unix socket. Once armed, the first connection that sends ``marker``
+    and then COMMIT has PostgreSQL's answer to the COMMIT dropped and both sides cut: the
+    transaction committed, and the service never learns it (the answer lost after commit).
+    The marker (text of the idempotency record's SQL) singles out the admin write's
+    transaction from the service's other ones (the leader loop, the relay)."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, marker: bytes = b"idempotency_records") -> None:
         self._target = socket_path
+        self._marker = marker
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.armed = False
@@ -253,10 +256,13 @@ class CommitCutProxy:
             return
         self._writers.update((writer, up_writer))
         committing = asyncio.Event()
+        marked = False
 
         async def upstream() -> None:
+            nonlocal marked
             while data := await reader.read(65536):
-                if self.armed and b"COMMIT" in data:
+                marked = marked or (self.armed and self._marker in data)
+                if self.armed and marked and b"COMMIT" in data:
                     self.armed = False
                     committing.set()
                 up_writer.write(data)
@@ -288,6 +294,45 @@ class CommitCutProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+async def test_a_rotate_whose_answer_was_lost_after_commit_rotates_once(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """The issue's case: Rotate commits, answers UNAVAILABLE, and the retry must not rotate a
+    second time."""
+    pg = await own_postgres(tmp_path)
+    proxy = CommitCutProxy(str(pg.socket_dir / ".s.PGSQL.5432"))
+    await proxy.start()
+    settings = make_settings(proxy.dsn(), nats_server.url)
+    direct = await asyncpg.create_pool(pg.dsn(), min_size=1, max_size=2)
+    secrets = await register_clients(direct, settings)
+    rotator = await start_service("keyrotator", settings)
+    channel = grpc.aio.insecure_channel(rotator.addr)
+    try:
+        kr = keyrotator_pb2_grpc.KeyRotatorStub(channel)
+        md = [("authorization", basic("admin", secrets["admin"]))]
+        keys_before = await direct.fetchval("SELECT count(*) FROM signing_keys")
+        request = keyrotator_pb2.RotateRequest(force=True, request_id=rid())
+        proxy.armed = True
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await kr.Rotate(request, metadata=md, timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and proxy.cut.is_set()
+        assert await direct.fetchval("SELECT count(*) FROM signing_keys") == keys_before + 1
+        key_events = await events(direct, "%keys%")
+        answer = await kr.Rotate(request, metadata=md, timeout=30)  # the retry
+        active = await direct.fetchval(
+            "SELECT kid FROM signing_keys WHERE state = 'active' AND alg = 'ES256'"
+        )
+        assert answer.active_kid == active and answer.seq > 0
+        assert await direct.fetchval("SELECT count(*) FROM signing_keys") == keys_before + 1
+        assert await events(direct, "%keys%") == key_events
+    finally:
+        await channel.close()
+        await rotator.stop()
+        await direct.close()
+        await proxy.close()
+        await asyncio.to_thread(pg.stop)
 
 
 async def retry_until_answered(
