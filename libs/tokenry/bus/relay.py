@@ -229,6 +229,11 @@ class OutboxRelay:
             self._lease_valid_until = started + s.lease_ttl
         self._set_lease(lease)
 
+    def _lease_live(self) -> bool:
+        """Held, and not past the expiry counted from before its last renewal request (never
+        later than PostgreSQL's own)."""
+        return self._lease is not None and self._clock.monotonic() < self._lease_valid_until
+
     def _set_lease(self, lease: Lease | None) -> None:
         old = self._lease
         if (lease is None) != (old is None):
@@ -252,6 +257,11 @@ class OutboxRelay:
             lease = self._lease
             if lease is None:
                 await self._wait_wake(stop, s.poll_interval)
+                continue
+            if not self._lease_live():
+                # Our own estimate says the lease ran out (a pause, a slow database): publish
+                # nothing until the keeper renews it or learns it is lost.
+                await _sleep_or_stop(stop, s.reconnect_poll)
                 continue
             if not self._nc.is_connected:
                 # Publishing now would only fill nats-py's reconnect buffer; look again soon
@@ -288,7 +298,9 @@ class OutboxRelay:
         r = _Round(lease)
         try:
             while True:
-                if self._lease != lease:  # renewals keep the fence; a new fence is a new reign
+                # Renewals keep the fence; a new fence is a new reign. A leader that was paused
+                # past its lease stops sending before its keeper has even run again.
+                if self._lease != lease or not self._lease_live():
                     raise _Fenced
                 await self._fill(r)
                 if not r.window:
@@ -386,7 +398,7 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), timeout=s.heartbeat_interval)
             self._beat_now.clear()
-            if self._lease is None:
+            if not self._lease_live():
                 continue
             try:
                 await self._heartbeat()
