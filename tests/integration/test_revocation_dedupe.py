@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from tokenry.servicekit.config import Settings
+from tokenry.v1 import revocation_pb2
 
 from pipeline_support import Running, Stack, start_service
 from suite import register_clients
@@ -78,6 +79,34 @@ async def test_four_concurrent_identical_revocations_make_one_event_and_one_seq(
     assert sorted(await pool.fetchval("SELECT array_agg(seq) FROM outbox")) == list(
         range(1, head + 1)
     )
+
+
+async def test_two_replicas_revoking_the_same_jtis_make_one_event_each(
+    svc: Stack, pool: asyncpg.Pool, settings: Settings, clock: ShiftedClock
+) -> None:
+    """Group commit serialises one process's writes; replicas still race in PostgreSQL, where
+    only the counter lock taken before the duplicate check keeps one event per revocation."""
+    second = await start_service("revocation", settings, clock=clock)
+    try:
+        exp = int(time.time()) + 300
+        jtis = [f"rep-{i}" for i in range(100)]
+        addrs = [svc.revocation.addr, second.addr]
+        request = revocation_pb2.RevokeRequest
+        calls = [
+            svc.stub(addrs[k % 2]).Revoke(
+                request(jti=j, expires_at=exp), metadata=svc.auth(), timeout=10
+            )
+            for j in jtis
+            for k in range(4)
+        ]
+        responses = await asyncio.gather(*calls)
+    finally:
+        await second.stop()
+    seqs: dict[str, set[int]] = {}
+    for j, resp in zip((j for j in jtis for _ in range(4)), responses, strict=True):
+        seqs.setdefault(j, set()).add(resp.seq)
+    assert all(len(s) == 1 for s in seqs.values())
+    assert await revocation_events(pool) == len(jtis)
 
 
 async def test_a_repeat_without_expires_at_is_a_no_op_even_a_second_later(
