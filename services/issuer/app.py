@@ -12,24 +12,22 @@ import asyncpg
 from grpc_health.v1.health import aio as health_aio
 from nats.aio.client import Client as NatsClient
 
+from tokenry.bus import codec
 from tokenry.bus.nats_conn import connect
 from tokenry.core.client_cache import CachedClients
 from tokenry.core.clientauth import AssertionContext, ProvenSecrets, assertion_audiences
 from tokenry.core.clients import ID_TOKEN_ALGS
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.core.refresh import derivation_key
+from tokenry.flows import IssuerDeps, Minter, TokenEndpoint, Watermarks
 from tokenry.servicekit import variables as v
 from tokenry.servicekit.clockskew import DATABASE_CLOCK_SQL, ClockSkewGate
 from tokenry.servicekit.config import Reader, Settings
 from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
-from tokenry.services.issuer.caches import Watermarks
 from tokenry.services.issuer.client_admin import ClientAdmin
-from tokenry.services.issuer.deps import IssuerDeps
 from tokenry.services.issuer.exchange_flow import ExchangeFlow
-from tokenry.services.issuer.handlers import IssuerHandlers
 from tokenry.services.issuer.listener import IssuerListener
-from tokenry.services.issuer.minting import Minter
 from tokenry.services.issuer.servicer import ClientsServicer, IssuerApi, IssuerServicer
 from tokenry.services.issuer.subject_tokens import PublishedKeys, SubjectTokenVerifier
 from tokenry.store import opaque_tokens
@@ -41,6 +39,7 @@ from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.grants import GrantStore
 from tokenry.store.idempotency import IdempotencyStore
 from tokenry.store.keys import KeyStore
+from tokenry.store.postgres import PgRevocationLog, PgStorage
 from tokenry.store.revocation_checks import RevocationChecks
 from tokenry.store.revocations import RevocationStore
 from tokenry.v1 import clients_pb2, clients_pb2_grpc, issuer_pb2, issuer_pb2_grpc
@@ -102,6 +101,7 @@ def build(
         closers.append(writer.close)
         pepper = next(iter(settings.peppers.values()))
         issuer = settings.issuer_url
+        # The flows' ports (tokenry.store.ports), PostgreSQL side.
         deps = IssuerDeps(
             clients=cache,
             peppers=settings.peppers,
@@ -113,12 +113,12 @@ def build(
             minter=Minter(issuer=issuer, keys=keys),
             clock=clock,
             watermarks=watermarks,
-            opaque_writer=writer,
-            grants=grants,
-            codes=codes,
-            revocations=revocations,
-            checks=checks,
-            subjects=settings.subjects,
+            access_tokens=writer,
+            requests=codes,
+            transactions=PgStorage(pool),
+            revocations=PgRevocationLog(
+                revocations, partial(codec.revocation_event, settings.subjects)
+            ),
             refresh_key=derivation_key(pepper.key),
             proven=ProvenSecrets(),
             mint_gate=gate.check,
@@ -142,7 +142,7 @@ def build(
             clock=clock,
             idempotency=IdempotencyStore(pool),
         )
-        ready.set(IssuerApi(IssuerHandlers(deps, ExchangeFlow(deps, subject_tokens)), admin))
+        ready.set(IssuerApi(TokenEndpoint(deps, ExchangeFlow(deps, subject_tokens)), admin))
 
         listener = IssuerListener(
             subjects=settings.subjects,

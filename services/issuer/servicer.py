@@ -1,4 +1,4 @@
-"""Issuer gRPC servicers: protobuf <-> handlers only."""
+"""Issuer gRPC servicers: protobuf <-> :mod:`tokenry.flows` only."""
 
 from __future__ import annotations
 
@@ -21,13 +21,12 @@ from tokenry.core.clients import (
     Client,
 )
 from tokenry.core.errors import InvalidRequest
+from tokenry.flows import AuthorizeOutcome, Completion, TokenEndpoint, TokenRequest
 from tokenry.servicekit.errors import abort_for, maps_own_errors
 from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.idempotency import idempotency_of
 from tokenry.servicekit.server import Ready
 from tokenry.services.issuer.client_admin import ClientAdmin, Created
-from tokenry.services.issuer.code_flow import AuthorizeOutcome, Completion
-from tokenry.services.issuer.handlers import IssuerHandlers, TokenRequest
 from tokenry.store.idempotency import Replay
 from tokenry.v1 import clients_pb2, clients_pb2_grpc, issuer_pb2, issuer_pb2_grpc
 
@@ -36,7 +35,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 @dataclass(frozen=True, slots=True)
 class IssuerApi:
-    handlers: IssuerHandlers
+    handlers: TokenEndpoint
     admin: ClientAdmin
 
 

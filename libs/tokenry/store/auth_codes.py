@@ -7,46 +7,21 @@ recorded (``used_at``) so that a second use is recognised and revokes its family
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 
 from tokenry.store.db import Executor
+from tokenry.store.records import AuthCodeRecord, AuthRequestRecord
+
+__all__ = ["USED_CODE_RETENTION", "AuthCodeRecord", "AuthCodeStore", "AuthRequestRecord"]
 
 # Used codes are kept this long past their exp, so a late replay still revokes the family.
 USED_CODE_RETENTION = 86400
 
 
-@dataclass(frozen=True, slots=True)
-class AuthRequestRecord:
-    challenge_hash: bytes
-    client_id: str
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    audiences: tuple[str, ...]
-    state: str
-    code_challenge: str
-    nonce: str
-    expires_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class AuthCodeRecord:
-    code_hash: bytes
-    gid: str
-    client_id: str
-    redirect_uri: str
-    code_challenge: str
-    subject: str
-    scopes: tuple[str, ...]
-    audiences: tuple[str, ...]
-    nonce: str
-    auth_time: int
-    expires_at: int
-    used_at: int | None = None
-
-
 class AuthCodeStore:
+    """Login challenges outside a transaction (``tokenry.store.ports.AuthorizeRequestStorage``);
+    the rest is used through :class:`tokenry.store.postgres.PgUnitOfWork`."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 

@@ -8,26 +8,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import asyncpg
 
 from tokenry.store import opaque_tokens
 from tokenry.store.db import Executor
+from tokenry.store.records import GrantRecord
 
-
-@dataclass(frozen=True, slots=True)
-class GrantRecord:
-    gid: str
-    client_id: str
-    subject: str
-    scopes: tuple[str, ...]
-    audiences: tuple[str, ...]
-    auth_time: int
-    nonce: str
-    created_at: int
-    expires_at: int
-    revoked: bool = False
+__all__ = ["GrantRecord", "GrantStore"]
 
 
 def _record(row: asyncpg.Record) -> GrantRecord:

@@ -8,16 +8,28 @@ returns only after its own row is committed, but N concurrent issuances cost one
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from tokenry.store.batching import DEFAULT_MAX_BATCH, Coalescer
 from tokenry.store.db import Executor
+from tokenry.store.records import ACCESS, REFRESH, OpaqueTokenRecord
 
-ACCESS = "access"
-REFRESH = "refresh"
+__all__ = [
+    "ACCESS",
+    "REFRESH",
+    "IntrospectionReader",
+    "OpaqueTokenRecord",
+    "OpaqueTokenWriter",
+    "get",
+    "get_many_for_introspection",
+    "insert_many",
+    "mark_spent",
+    "revoke_family",
+    "sweep",
+]
 
 _COLUMNS = (
     "token_hash, kind, jti, gid, client_id, subject, scopes, audiences, issued_at, expires_at, act"
@@ -27,29 +39,6 @@ _SELECT = (
     " expires_at, act::text AS act, used_at, successor_hash, minted::text AS minted,"
     " revoked_at IS NOT NULL AS revoked FROM opaque_tokens"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class OpaqueTokenRecord:
-    token_hash: bytes
-    kind: str
-    jti: str
-    gid: str
-    client_id: str
-    subject: str
-    scopes: tuple[str, ...]
-    audiences: tuple[str, ...]
-    issued_at: int
-    expires_at: int
-    act: dict[str, Any] | None = None
-    # Refresh rotation state (None until spent).
-    used_at: int | None = None
-    successor_hash: bytes | None = None
-    minted: dict[str, Any] | None = None
-    revoked: bool = False
-
-    def __repr__(self) -> str:
-        return f"OpaqueTokenRecord(kind={self.kind!r}, jti={self.jti!r}, gid={self.gid!r})"
 
 
 def _record(row: asyncpg.Record) -> OpaqueTokenRecord:
@@ -72,7 +61,7 @@ def _record(row: asyncpg.Record) -> OpaqueTokenRecord:
     )
 
 
-def _columns(records: list[OpaqueTokenRecord]) -> list[list[Any]]:
+def _columns(records: Sequence[OpaqueTokenRecord]) -> list[list[Any]]:
     return [
         [r.token_hash for r in records],
         [r.kind for r in records],
@@ -104,7 +93,7 @@ FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], $6::tex
 )
 
 
-async def insert_many(conn: Executor | asyncpg.Pool, records: list[OpaqueTokenRecord]) -> None:
+async def insert_many(conn: Executor | asyncpg.Pool, records: Sequence[OpaqueTokenRecord]) -> None:
     """Insert token rows (inside the caller's transaction when ``conn`` is one)."""
     if records:
         await conn.execute(_INSERT_MANY_JSON, *_columns(records))
@@ -186,6 +175,9 @@ class OpaqueTokenWriter:
 
     async def write(self, record: OpaqueTokenRecord) -> None:
         await self._batches(record)
+
+    # ``tokenry.store.ports.AccessTokenWriter``: the same function, no extra frame on the hot path.
+    write_access_token = write
 
     async def close(self) -> None:
         await self._batches.close()

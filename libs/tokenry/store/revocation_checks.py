@@ -7,11 +7,12 @@ revocation service; read here with plain SQL).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 
 from tokenry.store.db import Executor
+from tokenry.store.records import Watermark
+
+__all__ = ["RevocationChecks", "Watermark"]
 
 _CHECK = """
 SELECT kind FROM revocations
@@ -23,14 +24,10 @@ LIMIT 1
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Watermark:
-    kind: str  # "subject" | "client"
-    value: str
-    not_before: int
-
-
 class RevocationChecks:
+    """``tokenry.store.ports.RevocationLookup`` (``conn``: inside a transaction) and
+    ``WatermarkSource``."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 

@@ -1,10 +1,10 @@
 """The refresh_token grant (RFC 6749 §6) with rotation, family revocation and the grace rule.
 
-See :mod:`tokenry.core.refresh` for the rules. The presented token's row is locked
-(``SELECT … FOR UPDATE``) for the whole decision, so concurrent refreshes of one token are
-serialised by PostgreSQL: the first rotates, the others see it spent inside the grace and get
-the same successor and the same access-token claims. The winner is decided in the database,
-never in a process.
+See :mod:`tokenry.core.refresh` for the rules. The presented token is read with ``lock=True``
+inside the unit of work and stays locked for the whole decision (PostgreSQL: ``SELECT … FOR
+UPDATE``), so concurrent refreshes of one token are serialised by the store: the first rotates,
+the others see it spent inside the grace and get the same successor and the same access-token
+claims. The winner is decided in the store, never in a process.
 """
 
 from __future__ import annotations
@@ -25,13 +25,11 @@ from tokenry.core.refresh import (
     successor_of,
 )
 from tokenry.core.tokens import AccessToken
-from tokenry.services.issuer.deps import IssuerDeps, TokenRequest, token_format
-from tokenry.services.issuer.family import refresh_record, revoke_family
-from tokenry.services.issuer.minting import JWT, TokenResult, opaque_record
-from tokenry.store import opaque_tokens
-from tokenry.store.db import Executor
-from tokenry.store.grants import GrantRecord
-from tokenry.store.opaque_tokens import REFRESH, OpaqueTokenRecord
+from tokenry.flows.deps import IssuerDeps, TokenRequest, token_format
+from tokenry.flows.family import refresh_record, revoke_family
+from tokenry.flows.minting import JWT, TokenResult, opaque_record
+from tokenry.store.ports import UnitOfWork
+from tokenry.store.records import REFRESH, GrantRecord, OpaqueTokenRecord
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +48,16 @@ class RefreshFlow:
             raise InvalidGrant("invalid refresh token")
         token_hash = opaque.token_hash(req.refresh_token)
         reuse_gid: str | None = None
-        async with d.grants.transaction() as conn:
-            row = await opaque_tokens.get(conn, token_hash, lock=True)
+        async with d.transactions.transaction() as tx:
+            row = await tx.get_token(token_hash, lock=True)
             if row is None or row.kind != REFRESH:
                 raise InvalidGrant("invalid refresh token")
-            grant = await d.grants.get(conn, row.gid)
+            grant = await tx.get_grant(row.gid)
             if grant is None:
                 raise InvalidGrant("invalid refresh token")
             successor_used = False
             if row.successor_hash is not None:
-                successor = await opaque_tokens.get(conn, row.successor_hash)
+                successor = await tx.get_token(row.successor_hash)
                 successor_used = successor is None or successor.used_at is not None
             now = d.clock.now()
             state = RefreshState(
@@ -77,30 +75,22 @@ class RefreshFlow:
                 # No dead tokens (SPEC §4): a retry never gets back an access token whose jti an
                 # admin revoked inside the grace (family/subject/client revocations already
                 # end the family in their own transaction).
-                if isinstance(minted_jti, str) and await d.checks.revoked_kind(
-                    jti=minted_jti,
-                    gid=None,
-                    subject=None,
-                    client_id=None,
-                    issued_at=0,
-                    conn=conn,
+                if isinstance(minted_jti, str) and await tx.revoked_kind(
+                    jti=minted_jti, gid=None, subject=None, client_id=None, issued_at=0
                 ):
                     raise InvalidGrant("the refreshed access token was revoked")
                 return self._replay(row, req.refresh_token)
             if outcome is Outcome.ROTATE:
                 # SPEC §3: a subject or client revoked since the family began cannot refresh.
-                if await d.checks.revoked_kind(
+                if await tx.revoked_kind(
                     jti=None,
                     gid=grant.gid,
                     subject=grant.subject,
                     client_id=grant.client_id,
                     issued_at=grant.created_at,
-                    conn=conn,
                 ):
                     raise InvalidGrant("the grant was revoked")
-                return await self._rotate(
-                    conn, client=client, req=req, row=row, grant=grant, now=now
-                )
+                return await self._rotate(tx, client=client, req=req, row=row, grant=grant, now=now)
             reuse_gid = row.gid
         # OAuth 2.1 §4.3.1: a spent refresh token presented again — revoke the whole family.
         await revoke_family(d, reuse_gid, actor=client.client_id, reason="refresh token reused")
@@ -108,7 +98,7 @@ class RefreshFlow:
 
     async def _rotate(
         self,
-        conn: Executor,
+        tx: UnitOfWork,
         *,
         client: Client,
         req: TokenRequest,
@@ -133,8 +123,7 @@ class RefreshFlow:
         }
         successor = successor_of(d.refresh_key, req.refresh_token)
         successor_row = refresh_record(successor, grant, client, issued_at)
-        await opaque_tokens.mark_spent(
-            conn,
+        await tx.mark_spent(
             row.token_hash,
             used_at=issued_at,
             successor_hash=successor_row.token_hash,
@@ -147,7 +136,7 @@ class RefreshFlow:
         else:
             access = access_token_of(d.refresh_key, req.refresh_token)
             rows.append(opaque_record(token, access))
-        await opaque_tokens.insert_many(conn, rows)
+        await tx.insert_tokens(rows)
         return TokenResult(
             access_token=access,
             token_type="Bearer",

@@ -18,11 +18,10 @@ from tokenry.core.errors import InsufficientScope, InvalidGrant, InvalidRequest
 from tokenry.core.grants import narrow_scopes
 from tokenry.core.ids import new_gid
 from tokenry.core.oidc import OPENID_SCOPE
-from tokenry.services.issuer.deps import IssuerDeps, TokenRequest, token_format
-from tokenry.services.issuer.family import FamilyStart, issue_first_tokens, revoke_family
-from tokenry.services.issuer.minting import TokenResult
-from tokenry.store.auth_codes import AuthCodeRecord, AuthRequestRecord
-from tokenry.store.grants import GrantRecord
+from tokenry.flows.deps import IssuerDeps, TokenRequest, token_format
+from tokenry.flows.family import FamilyStart, issue_first_tokens, revoke_family
+from tokenry.flows.minting import TokenResult
+from tokenry.store.records import AuthCodeRecord, AuthRequestRecord, GrantRecord
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class CodeFlow:
                 error_description=exc.description,
             )
         challenge = opaque.new_token(opaque.LOGIN_CHALLENGE)
-        await d.codes.save_request(
+        await d.requests.save_request(
             AuthRequestRecord(
                 challenge_hash=opaque.token_hash(challenge),
                 client_id=valid.client_id,
@@ -113,8 +112,8 @@ class CodeFlow:
         auth_time = done.auth_time or now
         if not 0 < auth_time <= now + AUTH_TIME_SKEW:
             raise InvalidRequest("auth_time must be a past unix time")
-        async with d.grants.transaction() as conn:
-            req = await d.codes.take_request(conn, opaque.token_hash(done.login_challenge), now)
+        async with d.transactions.transaction() as tx:
+            req = await tx.take_request(opaque.token_hash(done.login_challenge), now)
             if req is None:
                 raise InvalidRequest("unknown or expired login challenge")
             if done.deny:
@@ -131,8 +130,7 @@ class CodeFlow:
                 )
             scopes = narrow_scopes(done.granted_scope, req.scopes)
             code = opaque.new_token(opaque.CODE)
-            await d.codes.save_code(
-                conn,
+            await tx.save_code(
                 AuthCodeRecord(
                     code_hash=opaque.token_hash(code),
                     gid=new_gid(),
@@ -168,8 +166,8 @@ class CodeFlow:
         d.minter.check_ready(fmt)
         code_hash = opaque.token_hash(req.code)
         reused: AuthCodeRecord | None = None
-        async with d.grants.transaction() as conn:
-            code = await d.codes.lock_code(conn, code_hash)
+        async with d.transactions.transaction() as tx:
+            code = await tx.lock_code(code_hash)
             if code is None:
                 raise InvalidGrant("invalid authorization code")
             if code.used_at is not None:
@@ -187,7 +185,7 @@ class CodeFlow:
                 if OPENID_SCOPE in scopes:
                     d.minter.check_id_ready(client.id_token_alg)
                 d.watermarks.check(code.subject, client.client_id, now)
-                await d.codes.mark_used(conn, code_hash, int(now))
+                await tx.mark_code_used(code_hash, int(now))
                 grant = GrantRecord(
                     gid=code.gid,
                     client_id=client.client_id,
@@ -199,10 +197,8 @@ class CodeFlow:
                     created_at=int(now),
                     expires_at=int(now) + client.refresh_token_absolute_ttl,
                 )
-                await d.grants.create(conn, grant)
-                return await issue_first_tokens(
-                    d, conn, FamilyStart(client, grant, scopes, fmt, now)
-                )
+                await tx.create_grant(grant)
+                return await issue_first_tokens(d, tx, FamilyStart(client, grant, scopes, fmt, now))
         # RFC 6749 §4.1.2 / §10.5: a code used twice is stolen; revoke everything issued from it.
         await revoke_family(
             d, reused.gid, actor=client.client_id, reason="authorization code reused"

@@ -5,19 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from tokenry.bus import codec
 from tokenry.core import opaque
 from tokenry.core.clients import REFRESH_TOKEN, Client
 from tokenry.core.ids import new_jti
 from tokenry.core.oidc import OPENID_SCOPE
 from tokenry.core.revocations import Revocation, RevocationKind, family_expiry
 from tokenry.core.tokens import new_access_token
-from tokenry.services.issuer.deps import IssuerDeps
-from tokenry.services.issuer.minting import JWT, TokenResult, opaque_record
-from tokenry.store import opaque_tokens
-from tokenry.store.db import Executor
-from tokenry.store.grants import GrantRecord
-from tokenry.store.opaque_tokens import REFRESH, OpaqueTokenRecord
+from tokenry.flows.deps import IssuerDeps
+from tokenry.flows.minting import JWT, TokenResult, opaque_record
+from tokenry.store.ports import UnitOfWork
+from tokenry.store.records import REFRESH, GrantRecord, OpaqueTokenRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +28,9 @@ async def revoke_family(deps: IssuerDeps, gid: str, *, actor: str, reason: str) 
     # The family's JWTs live at most MAX_ACCESS_TOKEN_TTL (SPEC §4.7); its refresh tokens are
     # refused through grants.revoked_at, which outlives the revocation row.
     rev = Revocation(RevocationKind.GRANT, gid, 0, family_expiry(now, int(now), None), reason)
-    result = await deps.revocations.revoke(
-        rev, actor, codec.revocation_event(deps.subjects, rev, now)
-    )
-    seq = result.seq
-    async with deps.grants.transaction() as conn:
-        await deps.grants.revoke_family(conn, gid)
+    seq = await deps.revocations.revoke(rev, actor, now)
+    async with deps.transactions.transaction() as tx:
+        await tx.revoke_family(gid)
     log.warning("revoked grant family %s (%s), event seq %d", gid, reason, seq)
     return seq
 
@@ -50,9 +44,9 @@ class FamilyStart:
     now: float
 
 
-async def issue_first_tokens(deps: IssuerDeps, conn: Executor, start: FamilyStart) -> TokenResult:
+async def issue_first_tokens(deps: IssuerDeps, tx: UnitOfWork, start: FamilyStart) -> TokenResult:
     """Access token, refresh token (if the client may refresh) and ID token (scope ``openid``)
-    of a new family, their rows written in the caller's transaction."""
+    of a new family, their rows written in the caller's unit of work."""
     client, grant, now = start.client, start.grant, start.now
     token = new_access_token(
         issuer=deps.minter.issuer,
@@ -87,7 +81,7 @@ async def issue_first_tokens(deps: IssuerDeps, conn: Executor, start: FamilyStar
             nonce=grant.nonce,
             access_token=access,
         )
-    await opaque_tokens.insert_many(conn, rows)
+    await tx.insert_tokens(rows)
     return TokenResult(
         access_token=access,
         token_type="Bearer",

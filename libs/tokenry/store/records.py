@@ -1,0 +1,97 @@
+"""The rows the token flows read and write, as plain values (no driver types).
+
+Shared by the storage ports (:mod:`tokenry.store.ports`), the PostgreSQL adapters and the
+in-memory adapter (:mod:`tokenry.store.memory`). Tokens, codes and login challenges are known
+only by their SHA-256 (SPEC §3; fosite keys its storage by the token's *signature*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ACCESS = "access"
+REFRESH = "refresh"
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    """A grant family (``gid``): one authorization, refreshed or exchanged."""
+
+    gid: str
+    client_id: str
+    subject: str
+    scopes: tuple[str, ...]
+    audiences: tuple[str, ...]
+    auth_time: int
+    nonce: str
+    created_at: int
+    expires_at: int
+    revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequestRecord:
+    """An authorization request parked behind its login challenge (RFC 6749 §4.1.1)."""
+
+    challenge_hash: bytes
+    client_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    audiences: tuple[str, ...]
+    state: str
+    code_challenge: str
+    nonce: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCodeRecord:
+    """An authorization code (RFC 6749 §4.1.2); ``used_at`` stays set once redeemed."""
+
+    code_hash: bytes
+    gid: str
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    subject: str
+    scopes: tuple[str, ...]
+    audiences: tuple[str, ...]
+    nonce: str
+    auth_time: int
+    expires_at: int
+    used_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpaqueTokenRecord:
+    """An opaque access or refresh token, by hash."""
+
+    token_hash: bytes
+    kind: str
+    jti: str
+    gid: str
+    client_id: str
+    subject: str
+    scopes: tuple[str, ...]
+    audiences: tuple[str, ...]
+    issued_at: int
+    expires_at: int
+    act: dict[str, Any] | None = None
+    # Refresh rotation state (None until spent).
+    used_at: int | None = None
+    successor_hash: bytes | None = None
+    minted: dict[str, Any] | None = None
+    revoked: bool = False
+
+    def __repr__(self) -> str:
+        return f"OpaqueTokenRecord(kind={self.kind!r}, jti={self.jti!r}, gid={self.gid!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """A subject or client revocation watermark (SPEC §4: ``iat < not_before`` is revoked)."""
+
+    kind: str  # "subject" | "client"
+    value: str
+    not_before: int
