@@ -82,6 +82,7 @@ class VerifierProcess:
         budget: float = QUICK_BUDGET,
         log_dir: Path,
         sync: dict[str, float] | None = None,
+        clock_offset: float = 0.0,
     ) -> VerifierProcess:
         cfg = ChildConfig(
             names=[f"{name}.{i}" for i in range(count)],
@@ -94,6 +95,7 @@ class VerifierProcess:
             database_url=settings.database_url,
             budget=budget,
             sync=sync or FAST_SYNC,
+            clock_offset=clock_offset,
         )
         log = log_dir / f"verifier-{name}.log"
         with log.open("ab") as err:
@@ -353,14 +355,37 @@ class Revoker:
         self.addr = addr
         self.top = 0
 
-    async def revoke(self, jti: str, *, timeout: float = 10) -> int:
+    async def revoke(self, jti: str, *, timeout: float = 10, request_id: str = "") -> int:
+        return int((await self.answer(jti, timeout=timeout, request_id=request_id)).seq)
+
+    async def answer(
+        self, jti: str, *, timeout: float = 10, request_id: str = ""
+    ) -> revocation_pb2.RevokeResponse:
+        """The whole answer (a retry with the same ``request_id`` must get the same bytes)."""
         stub = revocation_pb2_grpc.RevocationStub(self._channel)
         resp = await stub.Revoke(
-            revocation_pb2.RevokeRequest(jti=jti), metadata=self._auth, timeout=timeout
+            revocation_pb2.RevokeRequest(jti=jti, request_id=request_id),
+            metadata=self._auth,
+            timeout=timeout,
         )
         self.history.ack(jti, now())
         self.top = max(self.top, resp.seq)
-        return int(resp.seq)
+        return resp
+
+    async def until_acked(
+        self, jti: str, *, request_id: str = "", deadline: float = 60
+    ) -> revocation_pb2.RevokeResponse:
+        """Retry (the same request) until acknowledged: UNAVAILABLE or a deadline while a
+        dependency is down."""
+        give_up = now() + deadline
+        while True:
+            try:
+                return await self.answer(jti, timeout=5, request_id=request_id)
+            except grpc.aio.AioRpcError as exc:
+                retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                if exc.code() not in retryable or now() > give_up:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -408,3 +433,81 @@ async def purge_stream(nats_url: str, stream: str) -> None:
         await nc.jetstream().purge_stream(stream)
     finally:
         await nc.close()
+
+
+async def stream_revocations(nats_url: str, stream: str) -> list[tuple[int, str]]:
+    """Every revocation event the stream holds, in stream order: (outbox seq, value)."""
+    from tokenry.bus import codec
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        out = []
+        for stream_seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msg = await js.get_msg(stream, stream_seq)
+            except nats.js.errors.NotFoundError:
+                continue  # deleted
+            assert msg.data is not None
+            with contextlib.suppress(Exception):  # ballast, key events: not revocations
+                event = codec.decode(msg.data)
+                if event.revocation is not None:
+                    out.append((event.seq, event.revocation.value))
+        return out
+    finally:
+        await nc.close()
+
+
+class SkewedClock:
+    """The system wall clock ``offset`` seconds off (NTP trouble); monotonic time untouched."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+async def mint_tokens(
+    pool: Any, settings: Settings, n: int, **claims: Any
+) -> tuple[Tokens, list[str]]:
+    """``n`` tokens signed with the active key (``pipeline_support.mint``), and their jtis."""
+    from pipeline_support import mint
+
+    tokens = Tokens()
+    jtis = []
+    for _ in range(n):
+        token, body = await mint(pool, settings, **claims)
+        tokens.add(token, body["jti"])
+        jtis.append(body["jti"])
+    return tokens, jtis
+
+
+async def settle(
+    history: History, tokens: Tokens, since: float, timeout: float, what: str
+) -> float:
+    """Wait until every verifier refuses every acked token and accepts every control."""
+    try:
+        took = await wait_for(
+            lambda: settled(history, tokens, history.verifiers(), since), timeout, what
+        )
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; latest answers: {latest(history)}") from None
+    print(f"{what}: {took:.2f}s")
+    return took
+
+
+async def finish(prober: Prober, history: History) -> None:
+    """Stop probing, take the final round (the ``lost`` rule reads it), print the figures."""
+    from history import measure
+
+    await prober.stop()
+    await prober.final_round()
+    print(measure(history).describe())

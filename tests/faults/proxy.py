@@ -11,6 +11,9 @@ Faults apply to every connection, present and future, until :meth:`FaultProxy.he
 - :meth:`~FaultProxy.reset`: every open connection is closed with an RST (SO_LINGER 0); with
   ``refuse=True`` new connections are reset too until the heal.
 - :meth:`~FaultProxy.latency`: each chunk is delivered ``seconds`` after it was read, in order.
+- :meth:`~FaultProxy.cut_after_commit`: PostgreSQL only, once: the first connection that sends
+  ``marker`` and then a COMMIT has the COMMIT forwarded and PostgreSQL's answer dropped, and
+  is reset: the transaction committed and the client never learns it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class _Link:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    marked: bool = False  # sent the commit-cut marker
+    committing: bool = False  # then sent COMMIT: drop whatever comes back
 
     def writers(self) -> Iterator[asyncio.StreamWriter]:
         yield self.client
@@ -62,6 +67,9 @@ class FaultProxy:
         self._flowing.set()
         self._refuse = False
         self._delay = 0.0
+        self._commit_marker: bytes | None = None
+        #: set when cut_after_commit has cut a connection
+        self.commit_cut = asyncio.Event()
         self.port = 0
         #: connections accepted so far (tests of the proxy and of reconnects)
         self.accepted = 0
@@ -111,6 +119,11 @@ class FaultProxy:
     def latency(self, seconds: float) -> None:
         self._delay = seconds
 
+    def cut_after_commit(self, marker: bytes) -> None:
+        """Arm the one-shot commit cut (see the module docstring)."""
+        self.commit_cut.clear()
+        self._commit_marker = marker
+
     def heal(self) -> None:
         self._refuse = False
         self._delay = 0.0
@@ -143,14 +156,19 @@ class FaultProxy:
             return
         link.upstream = up_writer
         link.tasks = [
-            asyncio.create_task(self._pipe(link, reader, up_writer)),
-            asyncio.create_task(self._pipe(link, up_reader, writer)),
+            asyncio.create_task(self._pipe(link, reader, up_writer, upstream=True)),
+            asyncio.create_task(self._pipe(link, up_reader, writer, upstream=False)),
         ]
         await asyncio.gather(*link.tasks, return_exceptions=True)
         self._drop(link, reset=False)
 
     async def _pipe(
-        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        link: _Link,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        upstream: bool,
     ) -> None:
         queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
 
@@ -178,6 +196,15 @@ class FaultProxy:
                 if not data:
                     if writer.can_write_eof():
                         writer.write_eof()
+                    return
+                if upstream and (marker := self._commit_marker) is not None:
+                    link.marked = link.marked or marker in data
+                    if link.marked and b"COMMIT" in data:
+                        self._commit_marker = None
+                        link.committing = True
+                elif not upstream and link.committing:
+                    self._drop(link, reset=True)  # the answer to COMMIT: never delivered
+                    self.commit_cut.set()
                     return
                 writer.write(data)
                 await writer.drain()

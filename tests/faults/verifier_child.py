@@ -69,6 +69,21 @@ class ChildConfig:
     database_url: str  # the JWKS straight from PostgreSQL (no key rotator, no second relay)
     budget: float
     sync: dict[str, float]
+    #: this process's wall clock runs this many seconds off (clock skew); monotonic untouched
+    clock_offset: float = 0.0
+
+
+class OffsetClock:
+    """The system wall clock ``offset`` seconds off; the monotonic clock untouched."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 #: a verification that took longer than this may have been stopped (SIGSTOP) half-way
@@ -200,6 +215,7 @@ async def main(cfg: ChildConfig) -> None:
             staleness_budget=cfg.budget,
             sync=SyncSettings(**cfg.sync),  # type: ignore[arg-type]
             jwks_source=jwks,
+            clock=OffsetClock(cfg.clock_offset) if cfg.clock_offset else None,
         )
 
     async def started() -> None:
