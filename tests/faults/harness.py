@@ -251,6 +251,14 @@ class Prober:
         self.targets.append(target)
         self._start(target)
 
+    def replace(self, target: Probed) -> None:
+        """Probe ``target`` instead of the one of the same name (a restarted process)."""
+        old = self._tasks.pop(target.name, None)
+        if old is not None:
+            old.cancel()
+        self.targets = [t for t in self.targets if t.name != target.name] + [target]
+        self._start(target)
+
     def _start(self, target: Probed) -> None:
         self._tasks[target.name] = asyncio.create_task(self._loop(target))
 

@@ -18,10 +18,12 @@ from harness import (
     QUICK_BUDGET,
     Prober,
     Revoker,
-    Tokens,
     VerifierProcess,
+    finish,
+    mint_tokens,
     now,
     purge_stream,
+    settle,
     settled,
     wait_for,
 )
@@ -31,19 +33,9 @@ from proxy import FaultProxy
 from tokenry.servicekit.config import Settings
 from tokenry.services.revocation.settings import RevocationSettings
 
-from pipeline_support import mint, stack
+from pipeline_support import stack
 
 pytestmark = pytest.mark.integration
-
-
-async def mint_tokens(pool: asyncpg.Pool, settings: Settings, n: int) -> tuple[Tokens, list[str]]:
-    tokens = Tokens()
-    jtis = []
-    for _ in range(n):
-        token, claims = await mint(pool, settings)
-        tokens.add(token, claims["jti"])
-        jtis.append(claims["jti"])
-    return tokens, jtis
 
 
 async def paused_run(
@@ -315,4 +307,59 @@ async def test_cold_start_probed_before_ready_never_accepts_a_revoked_token(
         early = [p for p in history.probes if p.at < healed]
         assert early and all(p.outcome == UNAVAILABLE for p in early)
         print(measure(history).describe())
+        assert_holds(history, budget=QUICK_BUDGET)
+
+
+async def test_verifier_killed_and_restarted(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """kill -9 a verifier process, revoke while it is gone, start it again: probed from its
+    first answer on, it answers unavailable until it is ready and never accepts a token
+    revoked before (or while) it was down."""
+    async with stack(settings, pool, keyrotator=False) as svc:
+        history = History()
+        tokens, jtis = await mint_tokens(pool, settings, 9)
+        before, during, controls = jtis[:2], jtis[2:6], jtis[6:]
+        history.controls.update(controls)
+
+        async def spawn(name: str) -> VerifierProcess:
+            return await VerifierProcess.spawn(
+                name, settings, revocation_addr=svc.revocation.addr, log_dir=tmp_path
+            )
+
+        killed, steady = await spawn("k"), await spawn("steady")
+        revoker = Revoker(history, svc.secrets, svc.revocation.addr)
+        prober = Prober(history, tokens, [killed, steady], interval=0.01)
+        restarted: VerifierProcess | None = None
+        try:
+            await killed.wait_ready()
+            await steady.wait_ready()
+            prober.start()
+            for jti in before:
+                await revoker.revoke(jti)
+            await settle(history, tokens, now(), 20, "\nsteady state")
+            index = history.fault_started("verifier killed", now(), {"k.0", "k.1"})
+            await killed.kill()
+            for jti in during:
+                await revoker.revoke(jti)
+            restarted = await spawn("k")
+            started = now()
+            prober.replace(restarted)
+            print(f"ready {await restarted.wait_ready():.2f}s after the restart")
+            history.fault_healed(index, now())
+            await settle(history, tokens, started, QUICK_BUDGET + 20, "settled after the restart")
+            await finish(prober, history)
+        finally:
+            await prober.stop()
+            await revoker.close()
+            for proc in (killed, steady, restarted):
+                if proc is not None:
+                    await proc.close()
+        accepted = [
+            p
+            for p in history.probes
+            if p.verifier.startswith("k.") and p.at > started and p.jti in history.acks
+            if p.outcome == OK
+        ]
+        assert not accepted, f"{len(accepted)} accepts of revoked tokens after the restart"
         assert_holds(history, budget=QUICK_BUDGET)
