@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from tokenry.core.clients import Client
 from tokenry.core.clock import Clock
-from tokenry.core.revocations import Revocation, RevocationKind
+from tokenry.core.revocations import Revocation, RevocationKind, RevocationSet
 from tokenry.store.records import (
     AuthCodeRecord,
     AuthRequestRecord,
@@ -67,6 +67,8 @@ class MemoryStore:
         self.tokens: dict[bytes, OpaqueTokenRecord] = {}
         # (kind, value) -> (revocation, seq of the event that last recorded it)
         self.revocations: dict[tuple[str, str], tuple[Revocation, int]] = {}
+        # The same rows as a set, for the one Python revocation rule (RevocationSet.check).
+        self.revocation_set = RevocationSet()
         # The outbox: (seq, revocation, actor), gap-free in commit order.
         self.events: list[tuple[int, Revocation, str]] = []
 
@@ -126,7 +128,7 @@ class MemoryStore:
         issued_at: int,
     ) -> str | None:
         return _revoked_kind(
-            self.revocations,
+            self.revocation_set,
             jti=jti,
             gid=gid,
             subject=subject,
@@ -161,6 +163,7 @@ class MemoryStore:
                         expires_at=max(held[0].expires_at, rev.expires_at),
                     )
                 self.revocations[key] = (rev, seq)
+                self.revocation_set.apply(rev)
                 self.events.append((seq, rev, actor))
             self._end_families(rev)
             return seq
@@ -233,7 +236,7 @@ def _revoke_tokens(tokens: dict[bytes, OpaqueTokenRecord], gid: str, undo: _Undo
 
 
 def _revoked_kind(
-    revocations: dict[tuple[str, str], tuple[Revocation, int]],
+    revocations: RevocationSet,
     *,
     jti: str | None,
     gid: str | None,
@@ -241,18 +244,8 @@ def _revoked_kind(
     client_id: str | None,
     issued_at: int,
 ) -> str | None:
-    # As tokenry.store.revocation_checks: jti and grant by value; subject and client when the
-    # token was issued before the watermark (SPEC §4).
-    for kind, value, watermark in (
-        (RevocationKind.JTI.value, jti or "", False),
-        (RevocationKind.GRANT.value, gid or "", False),
-        (RevocationKind.SUBJECT.value, subject or "", True),
-        (RevocationKind.CLIENT.value, client_id or "", True),
-    ):
-        held = revocations.get((kind, value))
-        if held is not None and (not watermark or held[0].not_before > issued_at):
-            return kind
-    return None
+    # The one Python rule; absent claims are "" as tokenry.store.revocation_checks passes them.
+    return revocations.check(jti or "", gid or "", subject or "", client_id or "", issued_at)
 
 
 class MemoryUnitOfWork:
@@ -362,7 +355,7 @@ class MemoryUnitOfWork:
     ) -> str | None:
         self._log()
         return _revoked_kind(
-            self._store.revocations,
+            self._store.revocation_set,
             jti=jti,
             gid=gid,
             subject=subject,

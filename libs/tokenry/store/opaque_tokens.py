@@ -16,6 +16,7 @@ import asyncpg
 from tokenry.store.batching import DEFAULT_MAX_BATCH, Coalescer
 from tokenry.store.db import Executor
 from tokenry.store.records import ACCESS, REFRESH, OpaqueTokenRecord
+from tokenry.store.revocation_checks import covers
 
 __all__ = [
     "ACCESS",
@@ -109,21 +110,18 @@ async def get(
 
 # One round trip for introspection (SPEC §4.5: PostgreSQL-backed revocation state): the token
 # row and whether any revocation covers it — its jti, its family, or a subject/client watermark
-# later than its iat (SPEC §4).
-_INTROSPECT = """
+# later than its iat (the one rule, ``revocation_checks.covers``).
+_COVERED = covers("t.jti", "t.gid", "t.subject", "t.client_id", "t.issued_at", on="r.")
+_INTROSPECT = f"""
 SELECT t.token_hash, t.kind, t.jti, t.gid, t.client_id, t.subject, t.scopes, t.audiences,
        t.issued_at, t.expires_at, t.act::text AS act, t.used_at, t.successor_hash,
        t.minted::text AS minted,
        t.revoked_at IS NOT NULL OR EXISTS (
-           SELECT 1 FROM revocations r
-           WHERE (r.kind = 'jti' AND r.value = t.jti)
-              OR (r.kind = 'grant' AND r.value = t.gid)
-              OR (r.kind = 'subject' AND r.value = t.subject AND r.not_before > t.issued_at)
-              OR (r.kind = 'client' AND r.value = t.client_id AND r.not_before > t.issued_at)
+           SELECT 1 FROM revocations r WHERE {_COVERED}
        ) AS revoked
 FROM opaque_tokens t
 WHERE t.token_hash = ANY($1::bytea[])
-"""
+"""  # noqa: S608 - constant SQL
 
 
 async def get_many_for_introspection(

@@ -12,16 +12,31 @@ import asyncpg
 from tokenry.store.db import Executor
 from tokenry.store.records import Watermark
 
-__all__ = ["RevocationChecks", "Watermark"]
+__all__ = ["RevocationChecks", "Watermark", "covers"]
 
-_CHECK = """
-SELECT kind FROM revocations
-WHERE (kind = 'jti' AND value = $1)
-   OR (kind = 'grant' AND value = $2)
-   OR (kind = 'subject' AND value = $3 AND not_before > $5)
-   OR (kind = 'client' AND value = $4 AND not_before > $5)
-LIMIT 1
-"""
+
+def covers(
+    jti: str, gid: str, subject: str, client_id: str, issued_at: str, *, on: str = ""
+) -> str:
+    """The one SQL rule "this revocation row covers the token": the SQL twin of
+    :meth:`tokenry.core.revocations.RevocationSet.check` (a property test keeps them equal).
+
+    jti and grant revocations match by value; subject and client revocations are watermarks,
+    covering tokens with ``iat < not_before`` (SPEC §4). Expiry is not tested: a row lives until
+    the sweeper drops it, as an entry of the set does until its sweep, and by ``expires_at`` every
+    token it covers has expired (``expires_at >= exp + leeway``). Each argument is a SQL
+    expression (a ``$n`` parameter or a column); ``on`` qualifies the revocations columns (a
+    table alias followed by a dot).
+    """
+    return (
+        f"(({on}kind = 'jti' AND {on}value = {jti})"
+        f" OR ({on}kind = 'grant' AND {on}value = {gid})"
+        f" OR ({on}kind = 'subject' AND {on}value = {subject} AND {issued_at} < {on}not_before)"
+        f" OR ({on}kind = 'client' AND {on}value = {client_id} AND {issued_at} < {on}not_before))"
+    )
+
+
+_CHECK = f"SELECT kind FROM revocations WHERE {covers('$1', '$2', '$3', '$4', '$5')} LIMIT 1"  # noqa: S608 - constant SQL
 
 
 class RevocationChecks:

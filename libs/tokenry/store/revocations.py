@@ -4,9 +4,10 @@ Concurrent revocations are group-committed: a batch is still one statement, each
 keeping its own dedupe, seq, outbox row and idempotency record
 (:meth:`RevocationStore.revoke_many`).
 
-PostgreSQL is the source of truth. Tokenry's own services check revocations here (SPEC §4.5:
-never the event-fed state), verifiers bootstrap from :meth:`RevocationStore.snapshot`, and the
-sweeper drops rows once they cannot matter (SPEC §4.7).
+PostgreSQL is the source of truth. Tokenry's own services check revocations against this table
+(SPEC §4.5: never the event-fed state) with the one SQL rule in
+:mod:`tokenry.store.revocation_checks`, verifiers bootstrap from
+:meth:`RevocationStore.snapshot`, and the sweeper drops rows once they cannot matter (SPEC §4.7).
 """
 
 from __future__ import annotations
@@ -37,18 +38,6 @@ SELECT ord, seq, recorded, idem_found, idem_hash, idem_response, stale FROM toke
     $8::uuid[], $9::text[], $10::bytea[], $11::text[], $12::bigint,
     $13::text[], $14::uuid[], $15::bytea[],
     $16::boolean[], $17::text[], $18::text[], $19::boolean[])
-"""
-
-# The same O(1) checks a verifier runs (RFC 9068 claims jti, gid, sub, client_id, iat), as one
-# primary-key probe per kind.
-_CHECK = """
-SELECT kind FROM revocations
-WHERE expires_at > $6 AND (
-       (kind = 'jti' AND value = $1)
-    OR (kind = 'grant' AND value = $2)
-    OR (kind = 'subject' AND value = $3 AND $5 < not_before)
-    OR (kind = 'client' AND value = $4 AND $5 < not_before))
-LIMIT 1
 """
 
 _SWEEP = """
@@ -163,22 +152,6 @@ class RevocationStore:
             if keys:
                 await idempotency.fill(conn, keys, answers)
         return results
-
-    async def check(
-        self,
-        *,
-        jti: str,
-        gid: str | None,
-        sub: str | None,
-        client_id: str | None,
-        iat: float,
-        now: float,
-    ) -> str | None:
-        """The kind of a live revocation covering these claims, or None (SPEC §4.5)."""
-        kind: str | None = await self._pool.fetchval(
-            _CHECK, jti, gid, sub, client_id, iat, int(now)
-        )
-        return kind
 
     async def get(self, kind: RevocationKind, value: str) -> Revocation | None:
         row = await self._pool.fetchrow(
