@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 from tokenry.servicekit import config
 from tokenry.servicekit import logging as jsonlog
+from tokenry.servicekit import telemetry as otel
 from tokenry.servicekit import variables as v
 from tokenry.servicekit.server import Service, run
 
@@ -42,6 +43,33 @@ def _event_loop(reader: config.Reader) -> str:
         except ImportError:
             reader.problem("TOKENRY_EVENT_LOOP=uvloop but uvloop is not installed")
     return chosen
+
+
+def _telemetry_settings(reader: config.Reader, name: str) -> otel.TelemetrySettings | None:
+    """The OTEL_* variables and TOKENRY_METRICS_LISTEN, checked with the rest."""
+    try:
+        return otel.read_settings(
+            name,
+            worker=int(os.environ.get(WORKER_ENV, "0") or 0),
+            metrics_listen=reader.get(v.METRICS_LISTEN),
+        )
+    except otel.TelemetryError as exc:
+        reader.problem(str(exc))
+        return None
+
+
+def _start_telemetry(name: str, settings: otel.TelemetrySettings | None) -> otel.Telemetry:
+    assert settings is not None  # a bad value stopped main() before this
+    try:
+        return otel.configure(settings)
+    except OSError:
+        where = settings.metrics_listen or ("", 0)
+        print(
+            f"tokenry-{name}: configuration error: cannot serve metrics on "
+            f"{where[0]}:{where[1]} (in use?); set {v.METRICS_LISTEN.name}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
 
 def _run(main: Coroutine[Any, Any, None], loop: str) -> None:
@@ -113,6 +141,7 @@ def main(
     host, port = config.read_listen(reader, name)
     workers = reader.get(v.WORKERS) if workers_flag is None else workers_flag
     loop = _event_loop(reader)
+    telemetry_settings = _telemetry_settings(reader, name)
     if options is not None:
         options(reader, settings)
     if reader.problems:
@@ -126,6 +155,8 @@ def main(
             file=sys.stderr,
         )
     children = _spawn_workers(name, workers) if workers > 1 else []
+    # The SDK is set up here, in each process (workers re-run main), never inherited.
+    telemetry = _start_telemetry(name, telemetry_settings)
 
     async def serve() -> None:
         try:
@@ -148,6 +179,7 @@ def main(
     except KeyboardInterrupt:
         pass
     finally:
+        telemetry.shutdown()  # flush spans and metrics (ARCHITECTURE §2)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tokenry.core.errors import TemporarilyUnavailable
 from tokenry.servicekit.errors import ErrorMappingInterceptor
+from tokenry.servicekit.rpctelemetry import instrument_server
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +82,9 @@ def new_server(
     registered through :func:`tokenry.servicekit.errors.guard` (cheaper per call)."""
     mapping = [ErrorMappingInterceptor(unavailable)] if map_errors else []
     server = grpc.aio.server(interceptors=[*mapping, *interceptors], options=SERVER_OPTIONS)
+    # Per-RPC metrics and spans, wrapped at registration (no interceptor); a no-op when
+    # telemetry is off (servicekit.telemetry).
+    instrument_server(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [

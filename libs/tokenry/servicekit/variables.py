@@ -303,6 +303,15 @@ EVENT_LOOP = Var(
     "all",
     "asyncio",
 )
+METRICS_LISTEN = Var(
+    "TOKENRY_METRICS_LISTEN",
+    listen,
+    None,
+    "`host:port` of the Prometheus scrape endpoint; worker i of `--workers` uses port + i "
+    "(docs/observability.md)",
+    "all",
+    "off",
+)
 LISTEN = {
     service: Var(
         f"TOKENRY_{service.upper()}_LISTEN",
@@ -411,6 +420,7 @@ VARIABLES: tuple[Var[Any], ...] = (
     WORKERS,
     EVENT_LOOP,
     LOG_LEVEL,
+    METRICS_LISTEN,
     ACCESS_TOKEN_ALG,
     NATS_PREFIX,
     NATS_STREAM,

@@ -1,0 +1,292 @@
+"""Per-RPC metrics and server spans, wrapped around each method once, at registration.
+
+Not an interceptor: a grpc.aio server interceptor costs ≈ 20 µs per call (ARCHITECTURE §7),
+which alone would eat most of the 5 % that telemetry may cost on issuance (SPEC §8). Instead
+:func:`instrument_server` wraps each method handler as it is registered (the way
+:func:`tokenry.servicekit.errors.guard` does): per call one coroutine frame, one histogram
+record, and a span only when the call is sampled.
+
+The OpenTelemetry gRPC instrumentation (opentelemetry-instrumentation-grpc) was measured in
+the same run (docs/benchmarks/telemetry.md): it is an interceptor, starts a span object on
+every call (sampled or not) and reads every metadata entry into attributes.
+
+Sampling happens here, at the edge: a call is traced with the configured probability, drawn
+locally; the caller's ``sampled`` flag is ignored (an untrusted caller could otherwise have
+every call traced), but its trace id is kept so a sampled call joins the caller's trace. A
+call that is not sampled starts no span at all.
+
+Metric (OpenTelemetry semantic conventions for RPC):
+
+``rpc.server.call.duration`` (s, histogram): ``rpc.system`` = grpc, ``rpc.method``
+(``tokenry.v1.Issuer/Token``), ``rpc.grpc.status_code`` (``OK``, ``UNAUTHENTICATED``, …). Its
+count is the call rate, its non-OK share the error rate; the issuer's ``Token`` method is the
+token-endpoint latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final, TypeAlias, cast
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = ["DURATION_BUCKETS", "RpcTelemetry", "from_globals", "instrument_server"]
+
+#: seconds; from a cached call (≈ 0.3 ms) to a client's usual deadline
+DURATION_BUCKETS: Final = (
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+_W3C: Final = TraceContextTextMapPropagator()
+_CODE_NAMES: Final = {code: code.name for code in grpc.StatusCode}
+_CODE_BY_VALUE: Final = {code.value[0]: code.name for code in grpc.StatusCode}
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+def _code_name(code: object) -> str:
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return _CODE_NAMES[code]
+    if isinstance(code, int):
+        return _CODE_BY_VALUE.get(code, "UNKNOWN")
+    return "UNKNOWN"
+
+
+class RpcTelemetry:
+    """The instruments and the edge sampler shared by every wrapped method of a server.
+
+    Args:
+        meter: where the duration histogram lives (None: no metrics).
+        tracer: where server spans start (None: no traces).
+        ratio: the probability that a call is traced.
+    """
+
+    def __init__(
+        self,
+        meter: metrics.Meter | None,
+        tracer: trace.Tracer | None,
+        ratio: float = 1.0,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._tracer = tracer if ratio > 0.0 else None
+        self._ratio = ratio
+        self._rand = rand
+        self._duration = (
+            meter.create_histogram(
+                "rpc.server.call.duration",
+                unit="s",
+                description="gRPC server calls by method and status code (count = rate)",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            )
+            if meter is not None
+            else None
+        )
+
+    @property
+    def active(self) -> bool:
+        return self._duration is not None or self._tracer is not None
+
+    def _edge_parent(self, ctx: grpc.aio.ServicerContext[Any, Any]) -> Context | None:
+        """The context a sampled call's span starts under, or None when not sampled."""
+        if self._ratio < 1.0 and self._rand() >= self._ratio:
+            return None
+        carrier: dict[str, str] = {}
+        for key, value in ctx.invocation_metadata() or ():
+            if key in ("traceparent", "tracestate") and isinstance(value, str):
+                carrier[key] = value
+        if "traceparent" not in carrier:
+            return Context()
+        remote = trace.get_current_span(_W3C.extract(carrier)).get_span_context()
+        if not remote.is_valid:
+            return Context()
+        # Keep the caller's trace id, overrule its sampled flag: the decision above is ours.
+        forced = SpanContext(
+            remote.trace_id,
+            remote.span_id,
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            trace_state=remote.trace_state,
+        )
+        return trace.set_span_in_context(NonRecordingSpan(forced))
+
+    def _start(
+        self, method: str, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[trace.Span, object] | None:
+        if self._tracer is None:
+            return None
+        parent = self._edge_parent(ctx)
+        if parent is None:
+            return None
+        service, _, name = method.partition("/")
+        span = self._tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return span, token
+
+    def _finish(self, started: tuple[trace.Span, object] | None, code: str) -> None:
+        if started is None:
+            return
+        span, token = started
+        otel_context.detach(cast(Any, token))
+        span.set_attribute("rpc.grpc.status_code", code)
+        if code != "OK":
+            span.set_status(Status(StatusCode.ERROR, code))
+        span.end()
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """``handler`` with its calls measured (and traced when sampled)."""
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            unary = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
+            return grpc.unary_unary_rpc_method_handler(self._unary(method, unary), **kwargs)
+        if handler.unary_stream is not None:
+            stream = cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)
+            return grpc.unary_stream_rpc_method_handler(self._stream(method, stream), **kwargs)
+        return handler  # client- and bidi-streaming (reflection) stay as they are
+
+    def _attrs(self, method: str) -> dict[str, dict[str, str]]:
+        base = {"rpc.system": "grpc", "rpc.method": method.lstrip("/")}
+        return {name: {**base, "rpc.grpc.status_code": name} for name in _CODE_NAMES.values()}
+
+    def _unary(
+        self, method: str, inner: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        by_code = self._attrs(method)
+        record = self._duration.record if self._duration is not None else None
+        name = method.lstrip("/")
+        clock = time.perf_counter
+        start_span, finish = self._start, self._finish
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            began = clock()
+            started = start_span(name, context)
+            code = "UNKNOWN"
+            try:
+                response = await inner(request, context)
+                code = _code_name(context.code())
+                return response
+            except grpc.aio.AbortError:
+                code = _code_name(context.code())
+                raise
+            except BaseException as exc:
+                code = _unexpected(exc)
+                raise
+            finally:
+                if record is not None:
+                    record(clock() - began, by_code.get(code, by_code["UNKNOWN"]))
+                finish(started, code)
+
+        return unary
+
+    def _stream(
+        self, method: str, inner: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        by_code = self._attrs(method)
+        record = self._duration.record if self._duration is not None else None
+        name = method.lstrip("/")
+        start_span, finish = self._start, self._finish
+
+        async def stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            began = time.perf_counter()
+            started = start_span(name, context)
+            code = "UNKNOWN"
+            try:
+                async for item in inner(request, context):
+                    yield item
+                code = _code_name(context.code())
+            except grpc.aio.AbortError:
+                code = _code_name(context.code())
+                raise
+            except BaseException as exc:
+                code = _unexpected(exc)
+                raise
+            finally:
+                if record is not None:
+                    record(time.perf_counter() - began, by_code.get(code, by_code["UNKNOWN"]))
+                finish(started, code)
+
+        return stream
+
+
+def _unexpected(exc: BaseException) -> str:
+    return "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"
+
+
+def from_globals() -> RpcTelemetry | None:
+    """The instruments for the SDK providers :mod:`tokenry.servicekit.telemetry` installed as
+    OpenTelemetry's globals; None when neither traces nor metrics are on (nothing to wrap)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from tokenry.servicekit.telemetry import EdgeTracerProvider
+
+    meter_provider = metrics.get_meter_provider()
+    tracer_provider = trace.get_tracer_provider()
+    meter = (
+        meter_provider.get_meter("tokenry.rpc")
+        if isinstance(meter_provider, MeterProvider)
+        else None
+    )
+    tracer = None
+    ratio = 0.0
+    if isinstance(tracer_provider, EdgeTracerProvider):
+        ratio = tracer_provider.edge_ratio
+        tracer = tracer_provider.get_tracer("tokenry.rpc")
+    rpc = RpcTelemetry(meter, tracer, ratio)
+    return rpc if rpc.active else None
+
+
+def instrument_server(server: grpc.aio.Server, rpc: RpcTelemetry | None = None) -> None:
+    """Wrap every unary and server-streaming method registered on ``server`` from now on.
+
+    ``rpc`` defaults to :func:`from_globals`; when telemetry is off nothing is wrapped and the
+    server is left exactly as it was.
+    """
+    rpc = rpc if rpc is not None else from_globals()
+    if rpc is None:
+        return
+    add_generic = server.add_generic_rpc_handlers
+    add_registered = server.add_registered_method_handlers
+
+    def generic(handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        for handler in handlers:
+            methods = getattr(handler, "_method_handlers", None)
+            if isinstance(methods, dict):
+                # grpc.method_handlers_generic_handler's dict, keyed "/pkg.Service/Method"
+                handler._method_handlers = {  # type: ignore[attr-defined]
+                    path: rpc.wrap(path, h) for path, h in methods.items()
+                }
+        add_generic(tuple(handlers))
+
+    def registered(service: str, handlers: Mapping[str, Handler]) -> None:
+        add_registered(
+            service, {name: rpc.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        )
+
+    server.add_generic_rpc_handlers = generic  # type: ignore[method-assign,assignment]
+    server.add_registered_method_handlers = registered  # type: ignore[method-assign,assignment]
