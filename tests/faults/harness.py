@@ -201,12 +201,14 @@ class InProcess:
 
     name: str
     runtimes: list[VerifierRuntime]
+    #: date each answer by its end (see ``verifier_child.outcome_of``)
+    by_end: bool = False
 
     async def probe(self, tokens: list[str]) -> list[tuple[str, int, str, float]]:
         results = []
         for k, rt in enumerate(self.runtimes):
             for i, token in enumerate(tokens):
-                outcome, t = await outcome_of(rt.verifier, token)
+                outcome, t = await outcome_of(rt.verifier, token, by_end=self.by_end)
                 results.append((f"{self.name}.{k}", i, outcome, t))
         return results
 
