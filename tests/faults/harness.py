@@ -469,6 +469,30 @@ async def stream_revocations(nats_url: str, stream: str) -> list[tuple[int, str]
         await nc.close()
 
 
+async def replay_outbox(pool: Any) -> str:
+    """The state digest of every revocation event in the outbox applied in seq order to an
+    empty state: the replay-from-zero oracle a verifier's state must equal."""
+    from tokenry.bus import codec
+    from tokenry.core.revocations import RevocationSet
+
+    revs = RevocationSet()
+    for row in await pool.fetch("SELECT seq, payload FROM outbox ORDER BY seq"):
+        event = codec.decode(codec.stamp_seq(row["payload"], row["seq"]))
+        if event.revocation is not None:
+            revs.apply(event.revocation)
+    from history import state_digest
+
+    return state_digest(revs.entries())
+
+
+async def assert_replays(procs: list[VerifierProcess], pool: Any) -> None:
+    """Every verifier's revocation state hashes equal to the replay of the outbox from zero."""
+    expected = await replay_outbox(pool)
+    for proc in procs:
+        for name, (digest, count) in (await proc.digests()).items():
+            assert digest == expected, f"{name} ({count} revocations) differs from the replay"
+
+
 class SkewedClock:
     """The system wall clock ``offset`` seconds off (NTP trouble); monotonic time untouched."""
 
