@@ -24,7 +24,14 @@ from tokenry.core.clock import Clock, SystemClock
 from tokenry.jose import JwksCache
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
-from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
+from tokenry.servicekit.server import (
+    Closer,
+    Ready,
+    Service,
+    listen,
+    new_server,
+    set_serving,
+)
 from tokenry.services.introspector.cache import PositiveCache
 from tokenry.services.introspector.handlers import IntrospectorHandlers, OpaqueRecord
 from tokenry.services.introspector.invalidation import CacheInvalidator
@@ -137,11 +144,11 @@ def build(
     applied = applied or AppliedSeq()
     listen_url = options.listen_url or settings.database_url
     ready: Ready[IntrospectorHandlers] = Ready()
-    server, health = new_server(SERVICE_NAMES, map_errors=False)
+    server, health = new_server(SERVICE_NAMES, map_errors=False, tls=settings.tls)
     introspector_pb2_grpc.add_IntrospectorServicer_to_server(
         guard(IntrospectorServicer(ready, UNAVAILABLE_ERRORS), UNAVAILABLE_ERRORS), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = listen(server, host, port, settings.tls)
     closers: list[Closer] = []
 
     async def startup(stop: asyncio.Event) -> None:
@@ -187,7 +194,9 @@ def build(
             # Introspection works from here on, NATS or not; events only invalidate the
             # cache sooner than its age bound (SPEC §4.5).
             await set_serving(health, SERVICE_NAMES, serving=True)
-            nc = await connect(settings.nats_url, name="tokenry-introspector")
+            nc = await connect(
+                settings.nats_url, name="tokenry-introspector", tls=settings.tls.nats_context()
+            )
             closers.append(nc.close)
             # The same events through NATS: the backstop while the feed's link is down.
             await nc.subscribe(

@@ -13,7 +13,14 @@ from tokenry.bus.relay import OutboxRelay
 from tokenry.core.clock import SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
-from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
+from tokenry.servicekit.server import (
+    Closer,
+    Ready,
+    Service,
+    listen,
+    new_server,
+    set_serving,
+)
 from tokenry.services.keyrotator import config as rotator_config
 from tokenry.services.keyrotator.config import RotatorConfig
 from tokenry.services.keyrotator.handlers import KeyRotatorHandlers
@@ -42,11 +49,11 @@ def build(
     holder = f"keyrotator:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     ready: Ready[KeyRotatorHandlers] = Ready()
     unavailable = UNAVAILABLE_ERRORS
-    server, health = new_server(SERVICE_NAMES, map_errors=False)
+    server, health = new_server(SERVICE_NAMES, map_errors=False, tls=settings.tls)
     keyrotator_pb2_grpc.add_KeyRotatorServicer_to_server(
         guard(KeyRotatorServicer(ready), unavailable), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = listen(server, host, port, settings.tls)
     closers: list[Closer] = []
 
     async def startup(stop: asyncio.Event) -> None:
@@ -79,7 +86,9 @@ def build(
             log.warning("first key rotator step failed: %s; the loop retries", type(exc).__name__)
 
         async def relay(stop: asyncio.Event) -> None:
-            nc = await connect(settings.nats_url, name="tokenry-keyrotator")
+            nc = await connect(
+                settings.nats_url, name="tokenry-keyrotator", tls=settings.tls.nats_context()
+            )
             closers.append(nc.close)
             await OutboxRelay(
                 pool=pool,

@@ -17,7 +17,14 @@ from tokenry.core.clientauth import AssertionContext, assertion_audiences
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
-from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
+from tokenry.servicekit.server import (
+    Closer,
+    Ready,
+    Service,
+    listen,
+    new_server,
+    set_serving,
+)
 from tokenry.services.revocation.clients import CoalescedClients
 from tokenry.services.revocation.handlers import RevocationHandlers
 from tokenry.services.revocation.servicer import RevocationServicer
@@ -50,11 +57,13 @@ def build(
     clock = clock or SystemClock()
     ready: Ready[RevocationHandlers] = Ready()
     # Errors map to statuses through guard() (no per-call interceptor, ARCHITECTURE §7).
-    server, health = new_server(SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS, map_errors=False)
+    server, health = new_server(
+        SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS, map_errors=False, tls=settings.tls
+    )
     revocation_pb2_grpc.add_RevocationServicer_to_server(
         guard(RevocationServicer(ready), UNAVAILABLE_ERRORS), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = listen(server, host, port, settings.tls)
     closers: list[Closer] = []
 
     async def startup(stop: asyncio.Event) -> None:
@@ -115,7 +124,9 @@ async def _relay(
     clock: Clock,
     stop: asyncio.Event,
 ) -> None:
-    nc = await connect(settings.nats_url, name="tokenry-revocation")
+    nc = await connect(
+        settings.nats_url, name="tokenry-revocation", tls=settings.tls.nats_context()
+    )
     try:
         relay = OutboxRelay(
             pool=pool,

@@ -19,7 +19,8 @@ from tokenry.services.keyrotator import config as rotator_config
 from tokenry.services.revocation.settings import RevocationSettings
 
 GOOD = {
-    "TOKENRY_DATABASE_URL": "postgresql://db/tokenry",
+    # Off loopback outside dev mode, PostgreSQL must be verify-full (tests/unit/test_tls_config)
+    "TOKENRY_DATABASE_URL": "postgresql://db/tokenry?sslmode=verify-full",
     "TOKENRY_NATS_URL": "nats://127.0.0.1:4222",
     "TOKENRY_ISSUER_URL": "https://auth.example",
     "TOKENRY_SECRET_PEPPER": "p" * 43,
@@ -112,6 +113,15 @@ BAD = {
     "TOKENRY_JWKS_CACHE_TTL": "0",
     "TOKENRY_KEYROTATOR_LEASE_TTL": "soon",
     "TOKENRY_KEY_SETS": "access",
+    "TOKENRY_TLS_CERT": "/nonexistent/cert.pem",  # without its key
+    "TOKENRY_TLS_KEY": "/nonexistent/key.pem",  # without its certificate
+    "TOKENRY_TLS_CA": "/nonexistent/ca.pem",
+    "TOKENRY_TLS_CLIENT_AUTH": "maybe",
+    "TOKENRY_TLS_TERMINATED": "perhaps",
+    "TOKENRY_MAX_CONNECTION_AGE": "forever",
+    "TOKENRY_NATS_TLS_CA": "/nonexistent/nats-ca.pem",
+    "TOKENRY_NATS_TLS_CERT": "/nonexistent/nats.pem",  # without its key
+    "TOKENRY_NATS_TLS_KEY": "/nonexistent/nats-key.pem",  # without its certificate
 }
 
 
@@ -213,6 +223,9 @@ def test_every_variable_a_service_reads_is_declared() -> None:
 
 def _run_service(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("TOKENRY_")}
+    # Services listen on 0.0.0.0 by default: declare TLS in front, so only the value under
+    # test is bad (the plaintext-listener refusal is tests/unit/test_tls_config.py's).
+    base["TOKENRY_TLS_TERMINATED"] = "1"
     return subprocess.run(
         [sys.executable, "-m", f"tokenry.services.{module}", *args],
         env={**base, **env},

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,11 +45,15 @@ async def connect(
     attempts: int = 0,
     reconnected: Callback | None = None,
     disconnected: Callback | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> NatsClient:
     """Connect, retrying with capped backoff (``attempts=0``: forever); then reconnect forever.
 
     ``reconnected``/``disconnected`` are awaited on those transitions (the verifier checks
-    the stream after a reconnect: it may have been reset while we were away).
+    the stream after a reconnect: it may have been reset while we were away). ``tls`` is the
+    context of a TLS connection (CA bundle, client certificate for mTLS): nats-py upgrades to
+    TLS when the server asks for it; without a context it would use the system's roots. A
+    refused handshake is retried like an unreachable server (its error is logged each time).
     """
     delay = 0.1
     attempt = 0
@@ -58,7 +63,9 @@ async def connect(
         # enough (the client keeps reconnecting by itself).
         log.info("NATS %s: %s", name, type(exc).__name__)
 
-    callbacks: dict[str, Callable[..., Awaitable[None]]] = {"error_cb": on_error}
+    callbacks: dict[str, Any] = {"error_cb": on_error}
+    if tls is not None:
+        callbacks["tls"] = tls
     if reconnected is not None:
         callbacks["reconnected_cb"] = reconnected
     if disconnected is not None:

@@ -19,6 +19,7 @@ from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings
 from tokenry.core.client_secrets import Pepper, pepper_id
 from tokenry.core.keywrap import Kek, secret_text
+from tokenry.servicekit import tls as transport
 from tokenry.servicekit import variables as v
 from tokenry.servicekit.variables import DEFAULT_PORTS, Var, parse_addr_text
 
@@ -109,6 +110,8 @@ class Settings:
     access_token_alg: str
     kek: Kek | None
     peppers: dict[str, Pepper]
+    #: TLS of the listener and of the connection to NATS (servicekit.tls); plaintext if unset
+    tls: transport.Transport = transport.PLAINTEXT
 
     def __repr__(self) -> str:  # the URLs may carry passwords; keys never print
         return f"Settings(dev={self.dev}, issuer_url={self.issuer_url!r})"
@@ -161,6 +164,7 @@ def read(reader: Reader, *, need_kek: bool = False) -> Settings:
         access_token_alg=reader.get(v.ACCESS_TOKEN_ALG),
         kek=_kek(reader, need_kek=need_kek),
         peppers=_peppers(reader),
+        tls=transport.read_transport(reader),
     )
 
 

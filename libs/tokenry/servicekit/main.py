@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
-from tokenry.servicekit import config
+from tokenry.servicekit import config, tls
 from tokenry.servicekit import logging as jsonlog
 from tokenry.servicekit import telemetry as otel
 from tokenry.servicekit import variables as v
@@ -139,6 +139,8 @@ def main(
     reader = config.Reader()
     settings = config.read(reader, need_kek=need_kek)
     host, port = config.read_listen(reader, name)
+    tls.check_listener(reader, settings.tls, host, port, v.LISTEN[name].name, dev=settings.dev)
+    tls.check_database_url(reader, settings.database_url, dev=settings.dev)
     workers = reader.get(v.WORKERS) if workers_flag is None else workers_flag
     loop = _event_loop(reader)
     telemetry_settings = _telemetry_settings(reader, name)
@@ -151,7 +153,8 @@ def main(
     jsonlog.configure(name, settings.log_level)
     if settings.dev and WORKER_ENV not in os.environ:
         print(
-            f"tokenry-{name}: DEV MODE — human-chosen secrets and plaintext loopback accepted",
+            f"tokenry-{name}: DEV MODE — human-chosen secrets accepted"
+            + ("" if settings.tls.server else "; PLAINTEXT listener (no TLS)"),
             file=sys.stderr,
         )
     children = _spawn_workers(name, workers) if workers > 1 else []

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from tokenry.core.errors import TemporarilyUnavailable
 from tokenry.servicekit.errors import ErrorMappingInterceptor
 from tokenry.servicekit.rpctelemetry import instrument_server
+from tokenry.servicekit.tls import PLAINTEXT, Transport, add_listener, server_options
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,11 +78,16 @@ def new_server(
     unavailable: tuple[type[BaseException], ...] = (),
     *,
     map_errors: bool = True,
+    tls: Transport = PLAINTEXT,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     """A server with health and reflection. ``map_errors=False`` when every servicer is
-    registered through :func:`tokenry.servicekit.errors.guard` (cheaper per call)."""
+    registered through :func:`tokenry.servicekit.errors.guard` (cheaper per call).
+
+    ``tls`` sets the maximum connection age (servicekit.tls); bind with :func:`listen`."""
     mapping = [ErrorMappingInterceptor(unavailable)] if map_errors else []
-    server = grpc.aio.server(interceptors=[*mapping, *interceptors], options=SERVER_OPTIONS)
+    server = grpc.aio.server(
+        interceptors=[*mapping, *interceptors], options=[*SERVER_OPTIONS, *server_options(tls)]
+    )
     # Per-RPC metrics and spans, wrapped at registration (no interceptor); a no-op when
     # telemetry is off (servicekit.telemetry).
     instrument_server(server)
@@ -94,6 +100,14 @@ def new_server(
     ]
     reflection.enable_server_reflection(names, server)
     return server, health
+
+
+def listen(server: grpc.aio.Server, host: str, port: int, tls: Transport = PLAINTEXT) -> int:
+    """Bind the listener, with TLS (reloading certificates) when ``tls.server`` is set.
+
+    Returns the bound port (``port=0`` picks a free one).
+    """
+    return add_listener(server, host, port, tls)
 
 
 async def set_serving(

@@ -45,6 +45,8 @@ MAX_TOKEN_TTL = float(MAX_ACCESS_TOKEN_TTL)
 DEFAULT_RETENTION = MAX_TOKEN_TTL + RETENTION_LEEWAY
 DEFAULT_KEYROTATOR_LEASE_TTL = 10.0
 DEFAULT_ID_TOKEN_KEYSETS = "id:RS256,id:ES256"  # OIDC Core §15.1: RS256 by default
+# A connection re-handshakes at least this often, so certificates rotate into it (issue 13).
+DEFAULT_MAX_CONNECTION_AGE = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,10 @@ def keysets(text: str) -> tuple[KeySet, ...]:
         raise ValueError(f"must be use:alg pairs such as access:ES256,id:RS256 ({exc})") from None
 
 
+def path(text: str) -> str:
+    return text  # checked where the file is read (servicekit.tls), with the path in the message
+
+
 def _unchecked(text: str) -> str:
     return text  # secrets: read and checked by the reader, never echoed
 
@@ -205,7 +211,7 @@ def _unchecked(text: str) -> str:
 # --- the table -------------------------------------------------------------------------------
 
 DEV = Var(
-    "TOKENRY_DEV", flag, False, "dev mode: human-chosen secrets, plaintext loopback", "all", "0"
+    "TOKENRY_DEV", flag, False, "dev mode: human-chosen secrets, plaintext allowed", "all", "0"
 )
 DATABASE_URL = Var(
     "TOKENRY_DATABASE_URL",
@@ -408,6 +414,58 @@ KEY_SETS: Var[tuple[KeySet, ...]] = Var(
     f"access:<ACCESS_TOKEN_ALG>,{DEFAULT_ID_TOKEN_KEYSETS}",
 )
 
+TLS_CERT = Var(
+    "TOKENRY_TLS_CERT",
+    path,
+    "",
+    "path of the listener's PEM certificate chain; turns TLS on (reloaded when the file changes)",
+    "all",
+)
+TLS_KEY = Var("TOKENRY_TLS_KEY", path, "", "path of the PEM private key of `TOKENRY_TLS_CERT`")
+TLS_CA = Var(
+    "TOKENRY_TLS_CA",
+    path,
+    "",
+    "path of the PEM CA bundle client certificates are verified against (reloaded too)",
+)
+TLS_CLIENT_AUTH = Var(
+    "TOKENRY_TLS_CLIENT_AUTH",
+    flag,
+    False,
+    "require a client certificate from `TOKENRY_TLS_CA` on the listener (mTLS)",
+    "all",
+    "0",
+)
+TLS_TERMINATED = Var(
+    "TOKENRY_TLS_TERMINATED",
+    flag,
+    False,
+    "TLS terminates in front of every listener (sidecar, proxy): plaintext on a non-loopback"
+    " address is then allowed outside dev mode",
+    "all",
+    "0",
+)
+MAX_CONNECTION_AGE = Var(
+    "TOKENRY_MAX_CONNECTION_AGE",
+    duration,
+    DEFAULT_MAX_CONNECTION_AGE,
+    "a connection is closed (GOAWAY) after this long and re-handshakes; capped at the"
+    " listener certificate's lifetime",
+    "all",
+    "1h",
+)
+NATS_TLS_CA = Var(
+    "TOKENRY_NATS_TLS_CA",
+    path,
+    "",
+    "path of the CA bundle NATS's certificate is checked against (default `TOKENRY_TLS_CA`);"
+    " setting any `TOKENRY_NATS_TLS_*` turns TLS to NATS on",
+)
+NATS_TLS_CERT = Var(
+    "TOKENRY_NATS_TLS_CERT", path, "", "path of the client certificate presented to NATS"
+)
+NATS_TLS_KEY = Var("TOKENRY_NATS_TLS_KEY", path, "", "path of the key of `TOKENRY_NATS_TLS_CERT`")
+
 VARIABLES: tuple[Var[Any], ...] = (
     DATABASE_URL,
     NATS_URL,
@@ -419,6 +477,15 @@ VARIABLES: tuple[Var[Any], ...] = (
     *LISTEN.values(),
     WORKERS,
     EVENT_LOOP,
+    TLS_CERT,
+    TLS_KEY,
+    TLS_CA,
+    TLS_CLIENT_AUTH,
+    TLS_TERMINATED,
+    MAX_CONNECTION_AGE,
+    NATS_TLS_CA,
+    NATS_TLS_CERT,
+    NATS_TLS_KEY,
     LOG_LEVEL,
     METRICS_LISTEN,
     ACCESS_TOKEN_ALG,
