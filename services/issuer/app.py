@@ -20,16 +20,16 @@ from tokenry.core.clients import ID_TOKEN_ALGS
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.core.refresh import derivation_key
 from tokenry.flows import IssuerDeps, Minter, TokenEndpoint, Watermarks
+from tokenry.flows.subject_tokens import PublishedKeys, SubjectTokenVerifier
+from tokenry.flows.token_exchange import ExchangeFlow
 from tokenry.servicekit import variables as v
 from tokenry.servicekit.clockskew import DATABASE_CLOCK_SQL, ClockSkewGate
 from tokenry.servicekit.config import Reader, Settings
 from tokenry.servicekit.errors import guard
 from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
 from tokenry.services.issuer.client_admin import ClientAdmin
-from tokenry.services.issuer.exchange_flow import ExchangeFlow
 from tokenry.services.issuer.listener import IssuerListener
 from tokenry.services.issuer.servicer import ClientsServicer, IssuerApi, IssuerServicer
-from tokenry.services.issuer.subject_tokens import PublishedKeys, SubjectTokenVerifier
 from tokenry.store import opaque_tokens
 from tokenry.store.active_key import ActiveKeys
 from tokenry.store.assertion_jtis import AssertionJtiStore
@@ -99,6 +99,7 @@ def build(
         revocations = RevocationStore(pool)
         writer = opaque_tokens.OpaqueTokenWriter(pool)
         closers.append(writer.close)
+        storage = PgStorage(pool)
         pepper = next(iter(settings.peppers.values()))
         issuer = settings.issuer_url
         # The flows' ports (tokenry.store.ports), PostgreSQL side.
@@ -115,7 +116,7 @@ def build(
             watermarks=watermarks,
             access_tokens=writer,
             requests=codes,
-            transactions=PgStorage(pool),
+            transactions=storage,
             revocations=PgRevocationLog(
                 revocations, partial(codec.revocation_event, settings.subjects)
             ),
@@ -127,8 +128,7 @@ def build(
             issuer=issuer,
             keys=PublishedKeys(key_store, clock),
             checks=checks,
-            grants=grants,
-            pool=pool,
+            tokens=storage,
             clock=clock,
         )
         admin = ClientAdmin(

@@ -13,12 +13,11 @@ from flows_support import (
     refresh_request,
 )
 
+from contract.adapters import Adapter
 from tokenry.core import opaque
 from tokenry.core.clients import CLIENT_CREDENTIALS
 from tokenry.core.errors import InvalidGrant
 from tokenry.flows import TokenRequest
-
-from conftest import Adapter
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import pytest
 
+from contract.adapters import Adapter
 from tokenry.core import opaque
 from tokenry.core.clients import CLIENT_CREDENTIALS, Client
 from tokenry.core.ids import new_gid, new_jti
@@ -27,8 +28,6 @@ from tokenry.store.records import (
     GrantRecord,
     OpaqueTokenRecord,
 )
-
-from conftest import Adapter
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from tokenry.core.clock import FakeClock
-from tokenry.services.issuer.subject_tokens import PublishedKeys
+from tokenry.flows.subject_tokens import PublishedKeys
 from tokenry.services.revocation.tokens import JwtTokens
 from tokenry.store.jwks_source import StoreJwksSource
 

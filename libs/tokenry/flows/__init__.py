@@ -7,6 +7,8 @@ run, in process (ARCHITECTURE §1).
   channel in Hydra's login model (authorize, complete);
 - :mod:`~tokenry.flows.refresh`: RFC 6749 §6 with rotation, reuse detection and the grace
   (OAuth 2.1 §4.3.1, SPEC §3);
+- :mod:`~tokenry.flows.token_exchange`: RFC 8693, over
+  :mod:`~tokenry.flows.subject_tokens` (the subject token verified, never trusted on its face);
 - :mod:`~tokenry.flows.family`: grant families, revoked as one;
 - :mod:`~tokenry.flows.minting`: JWT (RFC 9068) and opaque access tokens, OIDC ID tokens;
 - :mod:`~tokenry.flows.watermarks`: no token born revoked (SPEC §4).
@@ -24,7 +26,9 @@ from tokenry.flows.client_credentials import ClientCredentialsFlow
 from tokenry.flows.deps import IssuerDeps, TokenRequest, token_format
 from tokenry.flows.minting import JWT, OPAQUE, Minter, SigningKeys, TokenResult
 from tokenry.flows.refresh import RefreshFlow
+from tokenry.flows.subject_tokens import PublishedKeys, SubjectTokenVerifier, VerificationKeys
 from tokenry.flows.token import TokenEndpoint, TokenExchange
+from tokenry.flows.token_exchange import ExchangeFlow
 from tokenry.flows.watermarks import Watermarks
 
 __all__ = [
@@ -38,6 +42,10 @@ __all__ = [
     "AuthorizeOutcome",
     "Completion",
     "RefreshFlow",
+    "ExchangeFlow",
+    "SubjectTokenVerifier",
+    "PublishedKeys",
+    "VerificationKeys",
     "Minter",
     "SigningKeys",
     "Watermarks",

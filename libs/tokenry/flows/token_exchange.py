@@ -1,7 +1,7 @@
 """The token exchange grant (RFC 8693), including the phantom-token pattern.
 
 The rules are pure (:mod:`tokenry.core.token_exchange`); this module verifies the subject token
-(:mod:`tokenry.services.issuer.subject_tokens`) and mints the JWT. The exchanged token is always
+(:mod:`tokenry.flows.subject_tokens`) and mints the JWT. The exchanged token is always
 a JWT: it is what internal services verify locally.
 """
 
@@ -13,9 +13,11 @@ from tokenry.core.errors import InvalidGrant, InvalidRequest
 from tokenry.core.ids import new_jti
 from tokenry.core.token_exchange import PHANTOM_MAX_TTL, check_request, decide
 from tokenry.core.tokens import ACCESS_TOKEN_TYPE_URN, new_access_token
-from tokenry.services.issuer.deps import IssuerDeps, TokenRequest
-from tokenry.services.issuer.minting import JWT, TokenResult
-from tokenry.services.issuer.subject_tokens import SubjectTokenVerifier
+from tokenry.flows.deps import IssuerDeps, TokenRequest
+from tokenry.flows.minting import JWT, TokenResult
+from tokenry.flows.subject_tokens import SubjectTokenVerifier
+
+__all__ = ["ExchangeFlow"]
 
 
 class ExchangeFlow:

@@ -1,10 +1,10 @@
 """Subject tokens for RFC 8693 token exchange: verified, never trusted on their face.
 
 A JWT is verified with the strict checks of :mod:`tokenry.jose` against the keys the key
-rotator publishes (read from PostgreSQL through one :class:`tokenry.jose.JwksCache`, as the
+rotator publishes (read from the store through one :class:`tokenry.jose.JwksCache`, as the
 issuer holds no event-fed state for its own decisions, SPEC §4.5); an opaque token (the
-phantom-token pattern) is looked up by its hash. Either way the revocations are checked in
-PostgreSQL.
+phantom-token pattern) is looked up by its hash (``tokenry.store.ports.TokenReader``). Either
+way the revocations are checked in the durable record (``RevocationLookup``).
 
 The subject token must have been meant for the client exchanging it: its ``aud`` must contain
 the client's id or one of the client's registered audiences (RFC 8693 §2.1: the token
@@ -17,9 +17,7 @@ never make answers ``unauthorized_client`` whatever the token.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import asyncpg
+from typing import Any, Protocol
 
 from tokenry.core import opaque
 from tokenry.core.clients import Client
@@ -34,11 +32,10 @@ from tokenry.jose import (
     b64url_decode,
     loads_strict,
 )
-from tokenry.store import opaque_tokens
-from tokenry.store.grants import GrantStore
+from tokenry.store.jwks_source import PublishedKeys as KeySource
 from tokenry.store.jwks_source import StoreJwksSource
-from tokenry.store.keys import KeyStore
-from tokenry.store.revocation_checks import RevocationChecks
+from tokenry.store.ports import RevocationLookup, TokenReader
+from tokenry.store.records import ACCESS
 
 KEYS_TTL = 5.0
 MIN_REFRESH_INTERVAL = 1.0
@@ -64,7 +61,7 @@ class PublishedKeys:
     over PostgreSQL, refetched after ``KEYS_TTL`` s, and once for an unknown kid — single-flight
     and at most every ``MIN_REFRESH_INTERVAL`` s, so a burst of unknown kids is one query."""
 
-    def __init__(self, store: KeyStore, clock: Clock) -> None:
+    def __init__(self, store: KeySource, clock: Clock) -> None:
         self._cache = JwksCache(
             StoreJwksSource(store),
             clock,
@@ -74,6 +71,14 @@ class PublishedKeys:
 
     async def get(self, kid: str) -> VerificationKey | None:
         return await self._cache.get(kid)
+
+
+class VerificationKeys(Protocol):
+    """The published verification keys by kid (:class:`PublishedKeys`)."""
+
+    async def get(self, kid: str) -> VerificationKey | None:
+        """The key named ``kid``, or None when it is not published (after one refresh)."""
+        ...
 
 
 def accepted_audiences(client: Client) -> frozenset[str]:
@@ -87,17 +92,15 @@ class SubjectTokenVerifier:
         self,
         *,
         issuer: str,
-        keys: PublishedKeys,
-        checks: RevocationChecks,
-        grants: GrantStore,
-        pool: asyncpg.Pool,
+        keys: VerificationKeys,
+        checks: RevocationLookup,
+        tokens: TokenReader,
         clock: Clock,
     ) -> None:
         self._issuer = issuer
         self._keys = keys
         self._checks = checks
-        self._grants = grants
-        self._db = pool
+        self._tokens = tokens
         self._clock = clock
         self._decoder = Decoder()
 
@@ -171,11 +174,11 @@ class SubjectTokenVerifier:
     async def _opaque(self, token: str, client: Client) -> SubjectToken:
         if opaque.kind_of(token) != opaque.ACCESS:
             raise InvalidGrant("subject_token is not a valid access token")
-        row = await opaque_tokens.get(self._db, opaque.token_hash(token))
+        row = await self._tokens.get_token(opaque.token_hash(token))
         now = self._clock.now()
-        if row is None or row.kind != opaque_tokens.ACCESS or row.revoked or now >= row.expires_at:
+        if row is None or row.kind != ACCESS or row.revoked or now >= row.expires_at:
             raise InvalidGrant("subject_token is not active")
-        grant = await self._grants.get(self._db, row.gid)
+        grant = await self._tokens.get_grant(row.gid)
         if grant is not None and grant.revoked:
             raise InvalidGrant("subject_token is not active")
         if accepted_audiences(client).isdisjoint(row.audiences):

@@ -1,0 +1,1 @@
+"""The contract suite of the storage ports (tokenry.store.ports): memory and PostgreSQL."""
