@@ -1,4 +1,18 @@
-"""Issuer gRPC servicers: protobuf <-> :mod:`tokenry.flows` only."""
+"""Issuer gRPC servicers: protobuf <-> :mod:`tokenry.flows` only (the issuer's table of contents).
+
+``tokenry.v1.Issuer`` (the use cases live in :mod:`tokenry.flows`, shared with the HTTP gateway):
+
+- ``Token`` -> :meth:`tokenry.flows.TokenEndpoint.token`, which authenticates the client and runs
+  its grant: :mod:`~tokenry.flows.client_credentials` (RFC 6749 §4.4),
+  :mod:`~tokenry.flows.authorization_code` (§4.1 + RFC 7636), :mod:`~tokenry.flows.refresh` (§6)
+  or :mod:`~tokenry.flows.token_exchange` (RFC 8693);
+- ``Authorize`` / ``CompleteAuthorization`` -> :class:`tokenry.flows.CodeFlow` (the front channel
+  in Hydra's login model).
+
+``tokenry.v1.Clients`` -> :class:`tokenry.services.issuer.client_admin.ClientAdmin` (the registry's
+admin RPCs). Wiring (PostgreSQL adapters of the storage ports, NATS listener, maintenance) is in
+:mod:`tokenry.services.issuer.app`.
+"""
 
 from __future__ import annotations
 
