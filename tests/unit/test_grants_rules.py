@@ -39,7 +39,7 @@ from tokenry.core.refresh import Outcome, RefreshState, decide
 from tokenry.core.token_exchange import check_request
 from tokenry.core.token_exchange import decide as decide_exchange
 from tokenry.core.tokens import ACCESS_TOKEN_TYPE_URN
-from tokenry.services.issuer.caches import Watermarks
+from tokenry.flows import Watermarks
 
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 WEB = Client(

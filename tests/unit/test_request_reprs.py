@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from tokenry.core.clientauth import BasicHeader
+from tokenry.flows import TokenRequest, TokenResult
 from tokenry.services.introspector.handlers import IntrospectRequest
-from tokenry.services.issuer.deps import TokenRequest
-from tokenry.services.issuer.minting import TokenResult
 
 HEADER = "Basic ZGVtbzp0a3JfY3Nfc2VjcmV0"  # base64("demo:tkr_cs_secret")
 TOKEN = "tkr_at_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"
