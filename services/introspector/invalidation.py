@@ -17,7 +17,6 @@ from tokenry.bus import codec
 from tokenry.core.client_cache import CachedClients
 from tokenry.jose import JwksCache
 from tokenry.services.introspector.cache import PositiveCache
-from tokenry.store import client_events
 from tokenry.store.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
@@ -36,25 +35,29 @@ class CacheInvalidator:
     """
 
     def __init__(
-        self, prefix: str, cache: PositiveCache, clients: CachedClients, jwks: JwksCache
+        self,
+        prefix: str,  # noqa: ARG002 - kept for callers; the payload names the event (one envelope)
+        cache: PositiveCache,
+        clients: CachedClients,
+        jwks: JwksCache,
     ) -> None:
-        self._clients_prefix = f"{prefix}.events.clients."
         self._cache = cache
         self._clients = clients
         self._jwks = jwks
 
-    def event(self, subject: str, payload: bytes) -> None:
-        """Apply one event (a NATS message's subject and data, or an outbox row's)."""
-        if subject.startswith(self._clients_prefix):
-            change = client_events.decode_client_event(payload)
-            if change is not None:
-                self._clients.invalidate(change.client_id)
-            return
+    def event(self, subject: str, payload: bytes) -> None:  # noqa: ARG002 - see below
+        """Apply one event (a NATS message's subject and data, or an outbox row's).
+
+        Every event is one ``tokenry.v1.Event`` envelope, so the payload alone says what it is;
+        the subject is taken for the callers' convenience.
+        """
         try:
             event = codec.decode(payload)
         except codec.UndecodableEvent:
             return
-        if event.revocation is not None:
+        if event.client is not None:
+            self._clients.invalidate(event.client.client_id)
+        elif event.revocation is not None:
             rev = event.revocation
             # Subject/client: iat < not_before is revoked (SPEC §4); jti/grant ignore it.
             self._cache.invalidate(rev.kind.value, rev.value, rev.not_before)

@@ -35,7 +35,6 @@ from tokenry.core.clock import Clock
 from tokenry.core.errors import InsufficientScope, InvalidRequest, NotFound
 from tokenry.core.revocations import Revocation, RevocationKind, family_expiry, watermark
 from tokenry.services.issuer.caches import Watermarks
-from tokenry.store import client_events
 from tokenry.store.clients import ClientExists, ClientStore
 from tokenry.store.grants import GrantStore
 from tokenry.store.idempotency import IdempotencyKey, IdempotencyRequest, IdempotencyStore, Replay
@@ -108,8 +107,10 @@ class ClientAdmin:
                 client, secret_hash=hash_secret(self._pepper, secret), pepper_id=self._pepper.id
             )
         validate_registration(client, registrar_is_admin=caller.is_admin)
-        event = client_events.client_event(
-            self._subjects.prefix, client.client_id, client_events.CREATED, self._clock.now()
+        event = codec.client_event(
+            self._subjects,
+            codec.ClientChanged(client.client_id, codec.CLIENT_CREATED),
+            self._clock.now(),
         )
         created = Created(client, secret)
         record = None
@@ -176,8 +177,8 @@ class ClientAdmin:
         seq = result.seq
         self._watermarks.raise_to("client", client_id, not_before)
         await self._grants.revoke_client_families(client_id)
-        event = client_events.client_event(
-            self._subjects.prefix, client_id, client_events.DELETED, now
+        event = codec.client_event(
+            self._subjects, codec.ClientChanged(client_id, codec.CLIENT_DELETED), now
         )
         record = None
         if key is not None and respond is not None:

@@ -26,7 +26,6 @@ from tokenry.bus.codec import Subjects
 from tokenry.core.client_cache import CachedClients
 from tokenry.core.revocations import RevocationKind
 from tokenry.services.issuer.caches import Watermarks
-from tokenry.store import client_events
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,6 @@ class IssuerListener:
         self._clients = clients
         self._watermarks = watermarks
         self._on_key_event = on_key_event
-        self._clients_prefix = f"{subjects.prefix}.events.clients."
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.seen = 0
@@ -55,16 +53,14 @@ class IssuerListener:
     async def on_message(self, msg: Msg) -> None:
         self.handle(msg.subject, msg.data)
 
-    def handle(self, subject: str, data: bytes) -> None:
+    def handle(self, subject: str, data: bytes) -> None:  # noqa: ARG002 - the payload decides
         self.seen += 1
-        if subject.startswith(self._clients_prefix):
-            change = client_events.decode_client_event(data)
-            if change is not None:
-                self._clients.invalidate(change.client_id)
-            return
         try:
             event = codec.decode(data)
         except codec.UndecodableEvent:
+            return
+        if event.client is not None:
+            self._clients.invalidate(event.client.client_id)
             return
         if event.key is not None:
             task = asyncio.create_task(self._key_event(event.key.kid, event.key.state))

@@ -14,7 +14,6 @@ from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.jose import JwksCache
 from tokenry.services.introspector.cache import PositiveCache
 from tokenry.services.introspector.invalidation import CacheInvalidator
-from tokenry.store import client_events
 from tokenry.store.outbox import OutboxRow
 
 SUBJECTS = Subjects("tk")
@@ -101,7 +100,8 @@ def test_a_revoked_key_is_dropped_at_once_and_its_tokens_forgotten() -> None:
 def test_client_events_and_garbage_leave_the_answers_alone() -> None:
     clock, cache, invalidator, _ = setup()
     cache.put(b"a", token(1, clock.now()))
-    change = client_events.client_event("tk", "demo", client_events.DELETED, clock.now())
+    deleted = codec.ClientChanged("demo", codec.CLIENT_DELETED)
+    change = codec.client_event(codec.Subjects("tk"), deleted, clock.now())
     invalidator.apply([row(1, change.subject, change.payload), row(2, "tk.events.x", b"\xff\x00")])
     assert cache.get(b"a") is not None
 

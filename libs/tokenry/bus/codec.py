@@ -1,4 +1,8 @@
-"""The wire format of events, as pure functions (no sockets): domain <-> tokenry.v1.Event."""
+"""The wire format of events, as pure functions (no sockets): domain <-> tokenry.v1.Event.
+
+One envelope for every producer: revocations, key state changes and client-registry changes
+are each a ``payload`` of ``tokenry.v1.Event``, and :class:`Subjects` names every subject.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +39,17 @@ KEY_STATES: Final = {
 }
 _PB_TO_KEY_STATE: Final = {v: k for k, v in KEY_STATES.items()}
 
+#: Client-registry changes (``Subjects.client(change)``, ``ClientChanged.change``).
+CLIENT_CREATED: Final = "created"
+CLIENT_UPDATED: Final = "updated"
+CLIENT_DELETED: Final = "deleted"
+_CLIENT_CHANGES: Final = {
+    CLIENT_CREATED: events_pb2.CLIENT_CHANGE_CREATED,
+    CLIENT_UPDATED: events_pb2.CLIENT_CHANGE_UPDATED,
+    CLIENT_DELETED: events_pb2.CLIENT_CHANGE_DELETED,
+}
+_PB_TO_CLIENT_CHANGE: Final = {v: k for k, v in _CLIENT_CHANGES.items()}
+
 
 @dataclass(frozen=True, slots=True)
 class Subjects:
@@ -56,6 +71,14 @@ class Subjects:
     def key(self, state: str) -> str:
         return f"{self.prefix}.events.keys.{state}"
 
+    def client(self, change: str) -> str:
+        """A client-registry change (``CLIENT_CREATED``, ``CLIENT_UPDATED``, ``CLIENT_DELETED``)."""
+        return f"{self.prefix}.events.clients.{change}"
+
+    @property
+    def clients(self) -> str:
+        return f"{self.prefix}.events.clients.>"
+
 
 @dataclass(frozen=True, slots=True)
 class KeyHint:
@@ -67,6 +90,14 @@ class KeyHint:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientChanged:
+    """A client registration was created, updated or deleted: drop any cached copy."""
+
+    client_id: str
+    change: str
+
+
+@dataclass(frozen=True, slots=True)
 class DecodedEvent:
     event_id: str
     seq: int
@@ -74,6 +105,7 @@ class DecodedEvent:
     revocation: Revocation | None = None
     key: KeyHint | None = None
     actor: str = ""
+    client: ClientChanged | None = None
 
 
 def _envelope(now: float) -> tuple[uuid.UUID, events_pb2.Event]:
@@ -116,6 +148,18 @@ def key_event(
     return OutboxEvent(event_id, subjects.key(hint.state), env.SerializeToString(), traceparent)
 
 
+def client_event(
+    subjects: Subjects, change: ClientChanged, now: float, traceparent: str | None = None
+) -> OutboxEvent:
+    event_id, env = _envelope(now)
+    env.client_changed.CopyFrom(
+        events_pb2.ClientChanged(client_id=change.client_id, change=_CLIENT_CHANGES[change.change])
+    )
+    return OutboxEvent(
+        event_id, subjects.client(change.change), env.SerializeToString(), traceparent
+    )
+
+
 def stamp_seq(payload: bytes, seq: int) -> bytes:
     """Set the outbox seq on a stored envelope (known only after the producer's commit)."""
     env = events_pb2.Event.FromString(payload)
@@ -152,6 +196,11 @@ def decode(data: bytes) -> DecodedEvent:
         state = _PB_TO_KEY_STATE.get(env.key_changed.state, "unknown")
         hint = KeyHint(env.key_changed.kid, env.key_changed.alg, state)
         return DecodedEvent(env.event_id, env.seq, occurred, key=hint)
+    if which == "client_changed":
+        change = _PB_TO_CLIENT_CHANGE.get(env.client_changed.change)
+        if change is not None and env.client_changed.client_id:
+            client = ClientChanged(env.client_changed.client_id, change)
+            return DecodedEvent(env.event_id, env.seq, occurred, client=client)
     # A newer producer's payload: still advances the sequence, changes nothing here.
     return DecodedEvent(env.event_id, env.seq, occurred)
 

@@ -23,38 +23,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tokenry/v1/clients.proto\x12\ntokenry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x03\n\nClientInfo\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_type\x18\x02 \x01(\t\x12\"\n\x1atoken_endpoint_auth_method\x18\x03 \x01(\t\x12\x13\n\x0bgrant_types\x18\x04 \x03(\t\x12\x15\n\rredirect_uris\x18\x05 \x03(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x11\n\taudiences\x18\x07 \x03(\t\x12\x14\n\x0ctoken_format\x18\x08 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ss_token_ttl\x18\t \x01(\x03\x12\x14\n\x0cid_token_ttl\x18\n \x01(\x03\x12\x1e\n\x16refresh_token_idle_ttl\x18\x0b \x01(\x03\x12\"\n\x1arefresh_token_absolute_ttl\x18\x0c \x01(\x03\x12\x14\n\x0cid_token_alg\x18\r \x01(\t\x12\x11\n\tjwks_json\x18\x0e \x01(\t\x12\x1b\n\x13token_exchange_from\x18\x0f \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x10 \x01(\t\"Q\n\x13\x43reateClientRequest\x12&\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x16.tokenry.v1.ClientInfo\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"U\n\x14\x43reateClientResponse\x12&\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x16.tokenry.v1.ClientInfo\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"%\n\x10GetClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\x14\n\x12ListClientsRequest\">\n\x13ListClientsResponse\x12\'\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x16.tokenry.v1.ClientInfo\"L\n\x13\x44\x65leteClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\".\n\x14\x44\x65leteClientResponse\x12\x16\n\x0erevocation_seq\x18\x01 \x01(\x04\"L\n\rClientChanged\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12(\n\x06\x63hange\x18\x02 \x01(\x0e\x32\x18.tokenry.v1.ClientChange\"\x90\x01\n\x0b\x43lientEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0e\x63lient_changed\x18\x14 \x01(\x0b\x32\x19.tokenry.v1.ClientChanged*~\n\x0c\x43lientChange\x12\x1d\n\x19\x43LIENT_CHANGE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LIENT_CHANGE_CREATED\x10\x01\x12\x19\n\x15\x43LIENT_CHANGE_UPDATED\x10\x02\x12\x19\n\x15\x43LIENT_CHANGE_DELETED\x10\x03\x32\xc2\x02\n\x07\x43lients\x12Q\n\x0c\x43reateClient\x12\x1f.tokenry.v1.CreateClientRequest\x1a .tokenry.v1.CreateClientResponse\x12\x41\n\tGetClient\x12\x1c.tokenry.v1.GetClientRequest\x1a\x16.tokenry.v1.ClientInfo\x12N\n\x0bListClients\x12\x1e.tokenry.v1.ListClientsRequest\x1a\x1f.tokenry.v1.ListClientsResponse\x12Q\n\x0c\x44\x65leteClient\x12\x1f.tokenry.v1.DeleteClientRequest\x1a .tokenry.v1.DeleteClientResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tokenry/v1/clients.proto\x12\ntokenry.v1\"\x8c\x03\n\nClientInfo\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_type\x18\x02 \x01(\t\x12\"\n\x1atoken_endpoint_auth_method\x18\x03 \x01(\t\x12\x13\n\x0bgrant_types\x18\x04 \x03(\t\x12\x15\n\rredirect_uris\x18\x05 \x03(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x11\n\taudiences\x18\x07 \x03(\t\x12\x14\n\x0ctoken_format\x18\x08 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ss_token_ttl\x18\t \x01(\x03\x12\x14\n\x0cid_token_ttl\x18\n \x01(\x03\x12\x1e\n\x16refresh_token_idle_ttl\x18\x0b \x01(\x03\x12\"\n\x1arefresh_token_absolute_ttl\x18\x0c \x01(\x03\x12\x14\n\x0cid_token_alg\x18\r \x01(\t\x12\x11\n\tjwks_json\x18\x0e \x01(\t\x12\x1b\n\x13token_exchange_from\x18\x0f \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x10 \x01(\t\"Q\n\x13\x43reateClientRequest\x12&\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x16.tokenry.v1.ClientInfo\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"U\n\x14\x43reateClientResponse\x12&\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x16.tokenry.v1.ClientInfo\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"%\n\x10GetClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\x14\n\x12ListClientsRequest\">\n\x13ListClientsResponse\x12\'\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x16.tokenry.v1.ClientInfo\"L\n\x13\x44\x65leteClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\".\n\x14\x44\x65leteClientResponse\x12\x16\n\x0erevocation_seq\x18\x01 \x01(\x04\x32\xc2\x02\n\x07\x43lients\x12Q\n\x0c\x43reateClient\x12\x1f.tokenry.v1.CreateClientRequest\x1a .tokenry.v1.CreateClientResponse\x12\x41\n\tGetClient\x12\x1c.tokenry.v1.GetClientRequest\x1a\x16.tokenry.v1.ClientInfo\x12N\n\x0bListClients\x12\x1e.tokenry.v1.ListClientsRequest\x1a\x1f.tokenry.v1.ListClientsResponse\x12Q\n\x0c\x44\x65leteClient\x12\x1f.tokenry.v1.DeleteClientRequest\x1a .tokenry.v1.DeleteClientResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokenry.v1.clients_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLIENTCHANGE']._serialized_start=1118
-  _globals['_CLIENTCHANGE']._serialized_end=1244
-  _globals['_CLIENTINFO']._serialized_start=74
-  _globals['_CLIENTINFO']._serialized_end=470
-  _globals['_CREATECLIENTREQUEST']._serialized_start=472
-  _globals['_CREATECLIENTREQUEST']._serialized_end=553
-  _globals['_CREATECLIENTRESPONSE']._serialized_start=555
-  _globals['_CREATECLIENTRESPONSE']._serialized_end=640
-  _globals['_GETCLIENTREQUEST']._serialized_start=642
-  _globals['_GETCLIENTREQUEST']._serialized_end=679
-  _globals['_LISTCLIENTSREQUEST']._serialized_start=681
-  _globals['_LISTCLIENTSREQUEST']._serialized_end=701
-  _globals['_LISTCLIENTSRESPONSE']._serialized_start=703
-  _globals['_LISTCLIENTSRESPONSE']._serialized_end=765
-  _globals['_DELETECLIENTREQUEST']._serialized_start=767
-  _globals['_DELETECLIENTREQUEST']._serialized_end=843
-  _globals['_DELETECLIENTRESPONSE']._serialized_start=845
-  _globals['_DELETECLIENTRESPONSE']._serialized_end=891
-  _globals['_CLIENTCHANGED']._serialized_start=893
-  _globals['_CLIENTCHANGED']._serialized_end=969
-  _globals['_CLIENTEVENT']._serialized_start=972
-  _globals['_CLIENTEVENT']._serialized_end=1116
-  _globals['_CLIENTS']._serialized_start=1247
-  _globals['_CLIENTS']._serialized_end=1569
+  _globals['_CLIENTINFO']._serialized_start=41
+  _globals['_CLIENTINFO']._serialized_end=437
+  _globals['_CREATECLIENTREQUEST']._serialized_start=439
+  _globals['_CREATECLIENTREQUEST']._serialized_end=520
+  _globals['_CREATECLIENTRESPONSE']._serialized_start=522
+  _globals['_CREATECLIENTRESPONSE']._serialized_end=607
+  _globals['_GETCLIENTREQUEST']._serialized_start=609
+  _globals['_GETCLIENTREQUEST']._serialized_end=646
+  _globals['_LISTCLIENTSREQUEST']._serialized_start=648
+  _globals['_LISTCLIENTSREQUEST']._serialized_end=668
+  _globals['_LISTCLIENTSRESPONSE']._serialized_start=670
+  _globals['_LISTCLIENTSRESPONSE']._serialized_end=732
+  _globals['_DELETECLIENTREQUEST']._serialized_start=734
+  _globals['_DELETECLIENTREQUEST']._serialized_end=810
+  _globals['_DELETECLIENTRESPONSE']._serialized_start=812
+  _globals['_DELETECLIENTRESPONSE']._serialized_end=858
+  _globals['_CLIENTS']._serialized_start=861
+  _globals['_CLIENTS']._serialized_end=1183
 # @@protoc_insertion_point(module_scope)

@@ -26,23 +26,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tokenry/v1/events.proto\x12\ntokenry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07revoked\x18\n \x01(\x0b\x32\x13.tokenry.v1.RevokedH\x00\x12-\n\x0bkey_changed\x18\x0b \x01(\x0b\x32\x16.tokenry.v1.KeyChangedH\x00\x42\t\n\x07payload\"\x89\x01\n\x07Revoked\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.tokenry.v1.RevocationKind\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nnot_before\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"K\n\nKeyChanged\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03\x61lg\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.tokenry.v1.KeyState\"`\n\tHeartbeat\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpublisher_id\x18\x03 \x01(\t*\x9e\x01\n\x0eRevocationKind\x12\x1f\n\x1bREVOCATION_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13REVOCATION_KIND_JTI\x10\x01\x12\x19\n\x15REVOCATION_KIND_GRANT\x10\x02\x12\x1b\n\x17REVOCATION_KIND_SUBJECT\x10\x03\x12\x1a\n\x16REVOCATION_KIND_CLIENT\x10\x04*\x98\x01\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_PENDING\x10\x01\x12\x14\n\x10KEY_STATE_ACTIVE\x10\x02\x12\x16\n\x12KEY_STATE_RETIRING\x10\x03\x12\x15\n\x11KEY_STATE_RETIRED\x10\x04\x12\x15\n\x11KEY_STATE_REVOKED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tokenry/v1/events.proto\x12\ntokenry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07revoked\x18\n \x01(\x0b\x32\x13.tokenry.v1.RevokedH\x00\x12-\n\x0bkey_changed\x18\x0b \x01(\x0b\x32\x16.tokenry.v1.KeyChangedH\x00\x12\x33\n\x0e\x63lient_changed\x18\x14 \x01(\x0b\x32\x19.tokenry.v1.ClientChangedH\x00\x42\t\n\x07payload\"\x89\x01\n\x07Revoked\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.tokenry.v1.RevocationKind\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nnot_before\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"K\n\nKeyChanged\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03\x61lg\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.tokenry.v1.KeyState\"L\n\rClientChanged\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12(\n\x06\x63hange\x18\x02 \x01(\x0e\x32\x18.tokenry.v1.ClientChange\"`\n\tHeartbeat\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpublisher_id\x18\x03 \x01(\t*\x9e\x01\n\x0eRevocationKind\x12\x1f\n\x1bREVOCATION_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13REVOCATION_KIND_JTI\x10\x01\x12\x19\n\x15REVOCATION_KIND_GRANT\x10\x02\x12\x1b\n\x17REVOCATION_KIND_SUBJECT\x10\x03\x12\x1a\n\x16REVOCATION_KIND_CLIENT\x10\x04*\x98\x01\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_PENDING\x10\x01\x12\x14\n\x10KEY_STATE_ACTIVE\x10\x02\x12\x16\n\x12KEY_STATE_RETIRING\x10\x03\x12\x15\n\x11KEY_STATE_RETIRED\x10\x04\x12\x15\n\x11KEY_STATE_REVOKED\x10\x05*~\n\x0c\x43lientChange\x12\x1d\n\x19\x43LIENT_CHANGE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LIENT_CHANGE_CREATED\x10\x01\x12\x19\n\x15\x43LIENT_CHANGE_UPDATED\x10\x02\x12\x19\n\x15\x43LIENT_CHANGE_DELETED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokenry.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REVOCATIONKIND']._serialized_start=576
-  _globals['_REVOCATIONKIND']._serialized_end=734
-  _globals['_KEYSTATE']._serialized_start=737
-  _globals['_KEYSTATE']._serialized_end=889
+  _globals['_REVOCATIONKIND']._serialized_start=707
+  _globals['_REVOCATIONKIND']._serialized_end=865
+  _globals['_KEYSTATE']._serialized_start=868
+  _globals['_KEYSTATE']._serialized_end=1020
+  _globals['_CLIENTCHANGE']._serialized_start=1022
+  _globals['_CLIENTCHANGE']._serialized_end=1148
   _globals['_EVENT']._serialized_start=73
-  _globals['_EVENT']._serialized_end=258
-  _globals['_REVOKED']._serialized_start=261
-  _globals['_REVOKED']._serialized_end=398
-  _globals['_KEYCHANGED']._serialized_start=400
-  _globals['_KEYCHANGED']._serialized_end=475
-  _globals['_HEARTBEAT']._serialized_start=477
-  _globals['_HEARTBEAT']._serialized_end=573
+  _globals['_EVENT']._serialized_end=311
+  _globals['_REVOKED']._serialized_start=314
+  _globals['_REVOKED']._serialized_end=451
+  _globals['_KEYCHANGED']._serialized_start=453
+  _globals['_KEYCHANGED']._serialized_end=528
+  _globals['_CLIENTCHANGED']._serialized_start=530
+  _globals['_CLIENTCHANGED']._serialized_end=606
+  _globals['_HEARTBEAT']._serialized_start=608
+  _globals['_HEARTBEAT']._serialized_end=704
 # @@protoc_insertion_point(module_scope)

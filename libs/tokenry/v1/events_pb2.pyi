@@ -26,6 +26,13 @@ class KeyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KEY_STATE_RETIRING: _ClassVar[KeyState]
     KEY_STATE_RETIRED: _ClassVar[KeyState]
     KEY_STATE_REVOKED: _ClassVar[KeyState]
+
+class ClientChange(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLIENT_CHANGE_UNSPECIFIED: _ClassVar[ClientChange]
+    CLIENT_CHANGE_CREATED: _ClassVar[ClientChange]
+    CLIENT_CHANGE_UPDATED: _ClassVar[ClientChange]
+    CLIENT_CHANGE_DELETED: _ClassVar[ClientChange]
 REVOCATION_KIND_UNSPECIFIED: RevocationKind
 REVOCATION_KIND_JTI: RevocationKind
 REVOCATION_KIND_GRANT: RevocationKind
@@ -37,20 +44,26 @@ KEY_STATE_ACTIVE: KeyState
 KEY_STATE_RETIRING: KeyState
 KEY_STATE_RETIRED: KeyState
 KEY_STATE_REVOKED: KeyState
+CLIENT_CHANGE_UNSPECIFIED: ClientChange
+CLIENT_CHANGE_CREATED: ClientChange
+CLIENT_CHANGE_UPDATED: ClientChange
+CLIENT_CHANGE_DELETED: ClientChange
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "seq", "occurred_at", "revoked", "key_changed")
+    __slots__ = ("event_id", "seq", "occurred_at", "revoked", "key_changed", "client_changed")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     KEY_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CHANGED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     seq: int
     occurred_at: _timestamp_pb2.Timestamp
     revoked: Revoked
     key_changed: KeyChanged
-    def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[_Union[Revoked, _Mapping]] = ..., key_changed: _Optional[_Union[KeyChanged, _Mapping]] = ...) -> None: ...
+    client_changed: ClientChanged
+    def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[_Union[Revoked, _Mapping]] = ..., key_changed: _Optional[_Union[KeyChanged, _Mapping]] = ..., client_changed: _Optional[_Union[ClientChanged, _Mapping]] = ...) -> None: ...
 
 class Revoked(_message.Message):
     __slots__ = ("kind", "value", "not_before", "expires_at", "reason", "actor")
@@ -77,6 +90,14 @@ class KeyChanged(_message.Message):
     alg: str
     state: KeyState
     def __init__(self, kid: _Optional[str] = ..., alg: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ...) -> None: ...
+
+class ClientChanged(_message.Message):
+    __slots__ = ("client_id", "change")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    change: ClientChange
+    def __init__(self, client_id: _Optional[str] = ..., change: _Optional[_Union[ClientChange, str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("last_seq", "sent_at", "publisher_id")
