@@ -201,14 +201,23 @@ def assert_holds(history: History, *, budget: float, limit: int = 20) -> None:
     """Raise AssertionError listing the first ``limit`` violations, if any."""
     violations = check(history, budget=budget)
     if violations:
-        lines = [str(v) for v in violations[:limit]]
-        more = len(violations) - limit
+        # The first violation of each (rule, verifier, token): one line each, the worst first.
+        first: dict[tuple[str, str, str], Violation] = {}
+        for v in violations:
+            first.setdefault((v.rule, v.verifier, v.jti), v)
+        order = {"lost": 0, "safety": 1, "liveness": 2, "healing": 3}
+        distinct = sorted(first.values(), key=lambda v: (order.get(v.rule, 9), v.at))
+        lines = [str(v) for v in distinct[:limit]]
+        more = len(distinct) - limit
         if more > 0:
             lines.append(f"… and {more} more")
         counts: dict[str, int] = {}
         for v in violations:
             counts[v.rule] = counts.get(v.rule, 0) + 1
-        raise AssertionError(f"{len(violations)} violation(s) {counts}:\n" + "\n".join(lines))
+        raise AssertionError(
+            f"{len(violations)} violation(s) {counts}, {len(distinct)} distinct"
+            " (rule, verifier, token), the first of each:\n" + "\n".join(lines)
+        )
 
 
 @dataclass(frozen=True, slots=True)

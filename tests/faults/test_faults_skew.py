@@ -1,0 +1,134 @@
+"""Clock skew of ±90 s on one side, checked over the whole history (issue 11).
+
+tests/integration/test_clock_skew.py already covers the issuer's side (an issuer 5 s, 25 s
+fast or 90 s slow goes NOT_SERVING; within the bound a subject revocation rejects every token
+minted before its ack). Here the wall clock of one other side is 90 s off, for a whole run
+with a partition in it:
+
+- ``relay``: the revocation service (its API, its relay and their heartbeats' ``sent_at``);
+- ``verifier``: one verifier process's own view of the time.
+
+A proof of currency is dated by the verifier's monotonic clock, never by a wall clock, so in
+every case the partitioned verifier must fail closed within the budget (not stay open on a
+heartbeat dated in the future), reopen after the heal (not stay shut on one dated in the
+past), and every acknowledged revocation — by jti, and by subject for every token of that
+subject minted before the ack — must be refused everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from harness import (
+    QUICK_BUDGET,
+    Prober,
+    Revoker,
+    SkewedClock,
+    Tokens,
+    VerifierProcess,
+    finish,
+    now,
+    settle,
+)
+from history import OK, History, assert_holds
+from proxy import FaultProxy
+
+from tokenry.servicekit.config import Settings
+
+from pipeline_support import FAST_REVOCATION, make_keys, mint, start_service
+from suite import register_clients
+
+pytestmark = pytest.mark.integration
+
+SKEW = 90.0
+
+
+@pytest.mark.parametrize("offset", [SKEW, -SKEW], ids=["ahead", "behind"])
+@pytest.mark.parametrize("side", ["relay", "verifier"])
+async def test_one_side_90s_off(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool, side: str, offset: float
+) -> None:
+    secrets = await register_clients(pool, settings)
+    await make_keys(settings, pool)
+    clock = SkewedClock(offset if side == "relay" else 0.0)
+    revocation = await start_service("revocation", settings, options=FAST_REVOCATION, clock=clock)
+    nats_port = int(settings.nats_url.rsplit(":", 1)[1])
+    async with FaultProxy(("127.0.0.1", nats_port)) as proxy:
+        history = History()
+        tokens = Tokens()
+        # A verifier 90 s behind refuses a token whose iat is in its future (the iat allowance
+        # never exceeds the issuers' skew bound): the probed tokens are then 2 minutes old.
+        # Otherwise fresh: a subject revocation's not_before must cover every token minted
+        # before its ack, including the last 90 s.
+        issued = int(time.time()) - (120 if side == "verifier" else 0)
+        for kind, n in (("jti", 5), ("subject", 2), ("control", 3)):
+            for _ in range(n):
+                sub = "skewed-user" if kind == "subject" else "demo"
+                token, body = await mint(pool, settings, sub=sub, iat=issued)
+                tokens.add(token, body["jti"])
+                if kind == "control":
+                    history.controls.add(body["jti"])
+        by_jti = [j for t, j in tokens.jtis.items() if j not in history.controls][:5]
+        of_subject = [j for j in tokens.jtis.values() if j not in history.controls][5:]
+        skewed = offset if side == "verifier" else 0.0
+        cut = await VerifierProcess.spawn(
+            "cut",
+            settings,
+            revocation_addr=revocation.addr,
+            nats_url=proxy.nats_url,
+            log_dir=tmp_path,
+            clock_offset=skewed,
+        )
+        direct = await VerifierProcess.spawn(
+            "direct",
+            settings,
+            revocation_addr=revocation.addr,
+            log_dir=tmp_path,
+            clock_offset=skewed,
+        )
+        cut.watch = True
+        revoker = Revoker(history, secrets, revocation.addr)
+        prober = Prober(history, tokens, [cut, direct], interval=0.01)
+        fresh_answers: list[str] = []
+        try:
+            await cut.wait_ready()
+            await direct.wait_ready()
+            prober.start()
+            await revoker.revoke(by_jti[0])
+            await settle(history, tokens, now(), 20, "\nsteady state")
+            # Every token of the subject minted so far (all of them) dies with this ack.
+            await revoker.revoke_subject("skewed-user", of_subject)
+            await settle(history, tokens, now(), 5, "subject revocation applied", strict=False)
+            index = history.fault_started("partitioned from NATS", now(), {"cut.0", "cut.1"})
+            proxy.blackhole()
+            await asyncio.sleep(0.3)
+            for jti in by_jti[1:]:
+                await revoker.revoke(jti)
+            await asyncio.sleep(QUICK_BUDGET + 1.5)
+            proxy.heal()
+            healed = now()
+            history.fault_healed(index, healed)
+            await settle(
+                history, tokens, healed, QUICK_BUDGET + 10, "settled after the heal", strict=False
+            )
+            # What a token minted just now gets from verifiers whose clock is off.
+            fresh, _ = await mint(pool, settings)
+            for name, _i, outcome, _t in await direct.probe([fresh]):
+                fresh_answers.append(f"{name}: {outcome}")
+            await finish(prober, history)
+        finally:
+            await prober.stop()
+            await revoker.close()
+            for proc in (cut, direct):
+                await proc.close()
+            await revocation.stop()
+    print(f"a token minted now: {', '.join(fresh_answers)}")
+    if side == "relay" or offset > 0:
+        assert all(a.endswith(OK) for a in fresh_answers)
+    else:  # its iat is 90 s in this verifier's future: refused, never accepted
+        assert not any(a.endswith(OK) for a in fresh_answers)
+    assert_holds(history, budget=QUICK_BUDGET)
