@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install dev test lint proto proto-check bench chaos clean
+.PHONY: install dev test lint proto proto-check bench chaos clean promtool
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) proto-check lint
+test: $(STAMP) proto-check lint promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The telemetry tests check the scrape with `promtool check metrics` and deploy/otel's alert
+# rules with `promtool check rules` (never skipped). Debian's `prometheus` package has it:
+# installed here as root; elsewhere stop with one line naming the package.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "promtool is missing: install Debian's 'prometheus' package (apt-get install prometheus)" >&2; exit 1; \
+	  fi; }
 
 # The fault suite's long variants (default staleness budget, repeats; docs/faults.md). The
 # quick tier of tests/faults runs in `make test`.

@@ -35,10 +35,12 @@ from tokenry.core.clients import (
     Client,
 )
 from tokenry.core.errors import InvalidRequest
+from tokenry.core.opaque import ACCESS as OPAQUE_ACCESS_PREFIX
 from tokenry.flows import AuthorizeOutcome, Completion, TokenEndpoint, TokenRequest
 from tokenry.servicekit.errors import abort_for, maps_own_errors
 from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.idempotency import idempotency_of
+from tokenry.servicekit.metrics import IssuedTokens
 from tokenry.servicekit.server import Ready
 from tokenry.services.issuer.client_admin import ClientAdmin, Created
 from tokenry.store.idempotency import Replay
@@ -74,10 +76,15 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
     hot path)."""
 
     def __init__(
-        self, api: Ready[IssuerApi], unavailable: tuple[type[BaseException], ...] = ()
+        self,
+        api: Ready[IssuerApi],
+        unavailable: tuple[type[BaseException], ...] = (),
+        issued: IssuedTokens | None = None,
     ) -> None:
         self._api = api
         self._unavailable = unavailable
+        # tokenry.tokens.issued: a dict increment per token, exported at collection time
+        self._issued = issued if issued is not None else IssuedTokens()
 
     @maps_own_errors
     async def Token(
@@ -111,6 +118,10 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
             )
         except Exception as exc:
             await abort_for(context, exc, self._unavailable)
+        # Issued, so the client authenticated (or is a registered public client): its id is
+        # a bounded label (IssuedTokens caps them); the grant type was accepted, so known.
+        fmt = "opaque" if result.access_token.startswith(OPAQUE_ACCESS_PREFIX) else "jwt"
+        self._issued.add_presented(request.grant_type, fmt, creds)
         return issuer_pb2.TokenResponse(
             access_token=result.access_token,
             token_type=result.token_type,

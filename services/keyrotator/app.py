@@ -13,6 +13,7 @@ from tokenry.bus.relay import OutboxRelay
 from tokenry.core.clock import SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
+from tokenry.servicekit.metrics import KeyGauges, metrics_on, observe_relay
 from tokenry.servicekit.server import (
     Closer,
     Ready,
@@ -90,19 +91,25 @@ def build(
                 settings.nats_url, name="tokenry-keyrotator", tls=settings.tls.nats_context()
             )
             closers.append(nc.close)
-            await OutboxRelay(
+            publisher = OutboxRelay(
                 pool=pool,
                 nc=nc,
                 subjects=settings.subjects,
                 stream=settings.stream,
                 holder=holder,
                 clock=clock,
-            ).run(stop)
+            )
+            if metrics_on():
+                observe_relay(publisher)
+            await publisher.run(stop)
 
         await set_serving(health, SERVICE_NAMES, serving=True)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(leader.run(stop), name="keyrotator-leader")
             tasks.create_task(relay(stop), name="keyrotator-relay")
+            if metrics_on():  # key ages and the rotation schedule (the overdue alert)
+                gauges = KeyGauges(handlers, clock.now)
+                tasks.create_task(gauges.run(stop), name="keyrotator-key-gauges")
 
     return Service("keyrotator", server, bound, health, startup, closers)
 

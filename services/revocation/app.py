@@ -17,6 +17,7 @@ from tokenry.core.clientauth import AssertionContext, assertion_audiences
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
+from tokenry.servicekit.metrics import OutboxGauges, metrics_on, observe_relay
 from tokenry.servicekit.server import (
     Closer,
     Ready,
@@ -103,6 +104,9 @@ def build(
             idempotency=IdempotencyStore(pool),
         )
         tasks = [asyncio.create_task(sweeper.run(stop), name="revocation-sweeper")]
+        if metrics_on():  # the outbox backlog and its oldest event's age, from PostgreSQL
+            gauges = OutboxGauges(pool)
+            tasks.append(asyncio.create_task(gauges.run(stop), name="outbox-gauges"))
         if options.relay:
             tasks.append(asyncio.create_task(_relay(settings, options, pool, clock, stop)))
         try:
@@ -140,6 +144,8 @@ async def _relay(
                 heartbeat_interval=options.heartbeat_interval, lease_ttl=options.lease_ttl
             ),
         )
+        if metrics_on():
+            observe_relay(relay)
         await relay.run(stop)
     finally:
         with contextlib.suppress(Exception):

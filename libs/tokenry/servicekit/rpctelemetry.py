@@ -20,7 +20,11 @@ Metric (OpenTelemetry semantic conventions for RPC):
 ``rpc.server.call.duration`` (s, histogram): ``rpc.system`` = grpc, ``rpc.method``
 (``tokenry.v1.Issuer/Token``), ``rpc.grpc.status_code`` (``OK``, ``UNAUTHENTICATED``, …). Its
 count is the call rate, its non-OK share the error rate; the issuer's ``Token`` method is the
-token-endpoint latency.
+token-endpoint latency, the introspector's ``Introspect`` the introspection latency.
+
+``tokenry.client_auth.failures`` (counter): calls answered UNAUTHENTICATED, by ``auth.method``
+(``client_secret_basic``, ``client_secret_post``, ``private_key_jwt``, ``bearer``, ``none``)
+and ``rpc.method``; a plain integer bumped only on that path.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -98,6 +103,28 @@ class RpcTelemetry:
             if meter is not None
             else None
         )
+        self._auth_failures: dict[tuple[str, str], int] = {}
+        if meter is not None:
+            meter.create_observable_counter(
+                "tokenry.client_auth.failures",
+                callbacks=[self._observe_auth_failures],
+                unit="{call}",
+                description="Calls refused UNAUTHENTICATED, by the credential presented",
+            )
+
+    def _observe_auth_failures(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(n, {"auth.method": how, "rpc.method": method})
+            for (how, method), n in list(self._auth_failures.items())
+        ]
+
+    def _auth_failed(
+        self, method: str, request: Any, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Count an UNAUTHENTICATED answer by what the caller presented (only on this path)."""
+        how = _presented(request, ctx)
+        key = (how, method)
+        self._auth_failures[key] = self._auth_failures.get(key, 0) + 1
 
     @property
     def active(self) -> bool:
@@ -179,7 +206,7 @@ class RpcTelemetry:
         record = self._duration.record if self._duration is not None else None
         name = method.lstrip("/")
         clock = time.perf_counter
-        start_span, finish = self._start, self._finish
+        start_span, finish, auth_failed = self._start, self._finish, self._auth_failed
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             began = clock()
@@ -198,6 +225,8 @@ class RpcTelemetry:
             finally:
                 if record is not None:
                     record(clock() - began, by_code.get(code, by_code["UNKNOWN"]))
+                    if code == "UNAUTHENTICATED":
+                        auth_failed(name, request, context)
                 finish(started, code)
 
         return unary
@@ -232,6 +261,20 @@ class RpcTelemetry:
                 finish(started, code)
 
         return stream
+
+
+def _presented(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The client-authentication method a refused call used (RFC 6749 §2.3, RFC 7523 §2.2),
+    or ``bearer`` (a resource call with a token), or ``none``. Never the credential itself."""
+    if getattr(request, "client_assertion", ""):
+        return "private_key_jwt"
+    for key, value in ctx.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme = value.split(" ", 1)[0].lower()
+            return {"basic": "client_secret_basic", "bearer": "bearer"}.get(scheme, "other")
+    if getattr(request, "client_secret", ""):
+        return "client_secret_post"
+    return "none"
 
 
 def _unexpected(exc: BaseException) -> str:
