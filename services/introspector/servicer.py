@@ -1,4 +1,4 @@
-"""Introspector gRPC servicer: protobuf <-> handlers only."""
+"""Introspector gRPC servicer: protobuf <-> :mod:`tokenry.flows.introspection` only."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 
 from tokenry.core.introspection import Introspection
+from tokenry.flows.introspection import IntrospectionFlow, IntrospectRequest
 from tokenry.servicekit.errors import abort_for, maps_own_errors
 from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.server import Ready
-from tokenry.services.introspector.handlers import IntrospectorHandlers, IntrospectRequest
 from tokenry.v1 import introspector_pb2, introspector_pb2_grpc
 
 
@@ -45,7 +45,7 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
 
     def __init__(
         self,
-        handlers: Ready[IntrospectorHandlers],
+        handlers: Ready[IntrospectionFlow],
         unavailable: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._handlers = handlers

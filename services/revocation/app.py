@@ -7,14 +7,22 @@ import contextlib
 import os
 import socket
 import uuid
+from functools import partial
 
 import asyncpg
 
+from tokenry.bus import codec
 from tokenry.bus.nats_conn import connect
 from tokenry.bus.relay import OutboxRelay, RelaySettings
 from tokenry.core.client_cache import CachedClients
 from tokenry.core.clientauth import AssertionContext, assertion_audiences
 from tokenry.core.clock import Clock, SystemClock
+from tokenry.flows.revocation import OpaqueTokens, RevocationFlow
+from tokenry.servicekit.clockskew import (
+    DATABASE_CLOCK_SQL,
+    ClockSkewGate,
+    DatabaseAlignedClock,
+)
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
 from tokenry.servicekit.metrics import OutboxGauges, metrics_on, observe_relay
@@ -27,17 +35,17 @@ from tokenry.servicekit.server import (
     set_serving,
 )
 from tokenry.services.revocation.clients import CoalescedClients
-from tokenry.services.revocation.handlers import RevocationHandlers
 from tokenry.services.revocation.servicer import RevocationServicer
 from tokenry.services.revocation.settings import RevocationSettings
 from tokenry.services.revocation.sweeper import Sweeper
-from tokenry.services.revocation.tokens import JwtTokens, OpaqueTokens, StoreOpaqueTokens
 from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.idempotency import IdempotencyStore
 from tokenry.store.keys import KeyStore
 from tokenry.store.outbox import OutboxStore
+from tokenry.store.presented_tokens import JwtTokens, StoreOpaqueTokens
+from tokenry.store.revocation_recorder import PgRevocationRecorder
 from tokenry.store.revocations import RevocationStore
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 
@@ -56,7 +64,7 @@ def build(
     """The service; ``options`` default to ``TOKENRY_*`` variables (see settings.py)."""
     options = options or RevocationSettings.from_env()
     clock = clock or SystemClock()
-    ready: Ready[RevocationHandlers] = Ready()
+    ready: Ready[RevocationFlow] = Ready()
     # Errors map to statuses through guard() (no per-call interceptor, ARCHITECTURE §7).
     server, health = new_server(
         SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS, map_errors=False, tls=settings.tls
@@ -73,15 +81,26 @@ def build(
         pool = await create_pool(settings.database_url, command_timeout=5.0)
         closers.append(pool.close)
         store = RevocationStore(pool)
+        # Watermarks and event times on PostgreSQL's clock, not this host's: a revocation
+        # service running slow would set a subject watermark in the past (servicekit.clockskew).
+        database_time = ClockSkewGate(
+            read_database_clock=partial(pool.fetchval, DATABASE_CLOCK_SQL),
+            clock=clock,
+            max_skew=float("inf"),  # measure only: revoking never stops for a clock
+        )
+        with contextlib.suppress(Exception):
+            await database_time.measure()
+        aligned = DatabaseAlignedClock(clock, database_time)
         fresh_clients = CoalescedClients(ClientStore(pool))
         ready.set(
-            RevocationHandlers(
+            RevocationFlow(
                 clients=fresh_clients,
                 cached_clients=CachedClients(fresh_clients, clock),
                 peppers=settings.peppers,
-                store=store,
-                subjects=settings.subjects,
-                clock=clock,
+                recorder=PgRevocationRecorder(
+                    store, partial(codec.revocation_event, settings.subjects), aligned
+                ),
+                clock=aligned,
                 jwts=JwtTokens(KeyStore(pool), clock),
                 opaque=opaque or StoreOpaqueTokens(pool),
                 max_clock_skew=options.max_clock_skew,
@@ -103,7 +122,10 @@ def build(
             interval=options.sweep_interval,
             idempotency=IdempotencyStore(pool),
         )
-        tasks = [asyncio.create_task(sweeper.run(stop), name="revocation-sweeper")]
+        tasks = [
+            asyncio.create_task(sweeper.run(stop), name="revocation-sweeper"),
+            asyncio.create_task(database_time.run(stop), name="revocation-database-time"),
+        ]
         if metrics_on():  # the outbox backlog and its oldest event's age, from PostgreSQL
             gauges = OutboxGauges(pool)
             tasks.append(asyncio.create_task(gauges.run(stop), name="outbox-gauges"))

@@ -1,4 +1,4 @@
-"""Revocation gRPC servicer: protobuf <-> handlers only."""
+"""Revocation gRPC servicer: protobuf <-> :mod:`tokenry.flows.revocation` only."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ import grpc
 
 from tokenry.bus import codec
 from tokenry.core.errors import InvalidRequest
+from tokenry.flows.revocation import Replayed, RevocationFlow, RevokeCommand, RevokeOutcome, Target
 from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.idempotency import idempotency_of
 from tokenry.servicekit.server import Ready
-from tokenry.services.revocation.handlers import (
-    RevocationHandlers,
-    RevokeCommand,
-    RevokeOutcome,
-    Target,
-)
-from tokenry.store.idempotency import Replay
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 
 _TARGETS = {
@@ -51,7 +45,7 @@ def _serialized(outcome: RevokeOutcome) -> bytes:
 
 
 class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
-    def __init__(self, handlers: Ready[RevocationHandlers]) -> None:
+    def __init__(self, handlers: Ready[RevocationFlow]) -> None:
         self._handlers = handlers
 
     async def Revoke(
@@ -81,7 +75,7 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
                 respond=_serialized,
             )
         )
-        if isinstance(outcome, Replay):
+        if isinstance(outcome, Replayed):
             return revocation_pb2.RevokeResponse.FromString(outcome.response)
         return _response(outcome)
 

@@ -1,0 +1,223 @@
+"""RFC 7662 token introspection: authenticate the caller, find the token, decide, answer.
+
+The introspector's gRPC servicer and the HTTP gateway's ``/oauth2/introspect`` are both thin
+adapters over :class:`IntrospectionFlow` (moved here from services/introspector/handlers.py).
+
+Every negative outcome is the one ``INACTIVE`` answer, and the work done for a garbage, unknown,
+expired, revoked or not-for-you token is kept similar (format and checksum checks before any
+database hit; one revocation lookup for every well-formed candidate) so neither the answer nor,
+as far as practical, the time tells them apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from tokenry import jose
+from tokenry.core.client_secrets import Pepper
+from tokenry.core.clientauth import (
+    AssertionContext,
+    ClientLookup,
+    Presented,
+    ProvenSecrets,
+    authenticate,
+)
+from tokenry.core.clock import Clock
+from tokenry.core.introspection import (
+    INACTIVE,
+    Introspection,
+    may_see,
+    require_introspect_scope,
+)
+from tokenry.core.opaque import ACCESS, REFRESH, kind_of, token_hash
+from tokenry.flows.introspection_cache import Positive, PositiveCache
+from tokenry.jose import VerificationError, VerificationKey
+from tokenry.jose._rfc7662 import introspection_claims
+
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "IntrospectRequest",
+    "IntrospectionFlow",
+    "OpaqueRecord",
+    "OpaqueTokens",
+    "RevocationCheck",
+    "VerificationKeys",
+]
+
+MAX_TOKEN_LENGTH = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class OpaqueRecord:
+    """What the issuer stored for an opaque token (only its hash is stored)."""
+
+    kind: str  # "access" | "refresh"
+    jti: str
+    gid: str | None
+    client_id: str
+    subject: str
+    scope: str
+    audiences: tuple[str, ...]
+    issuer: str
+    issued_at: int
+    expires_at: int
+    revoked: bool
+    act: dict[str, Any] | None = None
+
+
+class OpaqueTokens(Protocol):
+    async def find(self, digest: bytes) -> OpaqueRecord | None:
+        """The record for SHA-256(token), or None; ``revoked`` covers every revocation rule
+        (its own row, jti, family, subject and client watermarks) from PostgreSQL."""
+        ...
+
+
+class RevocationCheck(Protocol):
+    async def revoked(
+        self, jti: str, gid: str | None, sub: str | None, client_id: str | None, iat: float
+    ) -> bool:
+        """Whether PostgreSQL-backed revocation state revokes these claims (SPEC §4.5)."""
+        ...
+
+
+class VerificationKeys(Protocol):
+    """The published verification keys (``tokenry.jose.JwksCache`` fits)."""
+
+    @property
+    def keys(self) -> Mapping[str, VerificationKey]: ...
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Refetch (single-flight, rate limited unless forced)."""
+        ...
+
+
+class IntrospectRequest(NamedTuple):
+    credentials: Presented
+    token: str
+    token_type_hint: str
+
+    def __repr__(self) -> str:  # never print the token
+        return f"IntrospectRequest(credentials={self.credentials!r})"
+
+
+class IntrospectionFlow:
+    """RFC 7662 §2: the protected resource (here: any client holding ``tokenry:introspect``)
+    asks about a token; every negative outcome is ``{"active": false}`` (§2.2)."""
+
+    def __init__(
+        self,
+        *,
+        clients: ClientLookup,
+        peppers: dict[str, Pepper],
+        opaque: OpaqueTokens,
+        revocations: RevocationCheck,
+        keys: VerificationKeys,
+        issuer_url: str,
+        clock: Clock,
+        cache: PositiveCache,
+        leeway: float = jose.DEFAULT_LEEWAY,
+        assertions: AssertionContext | None = None,
+        proven: ProvenSecrets | None = None,
+    ) -> None:
+        self._clients = clients
+        self._peppers = peppers
+        self._opaque = opaque
+        self._revocations = revocations
+        self._keys = keys
+        self._issuer = issuer_url
+        self._clock = clock
+        self._cache = cache
+        self._leeway = leeway
+        self._decoder = jose.Decoder()
+        self._assertions = assertions  # None: private_key_jwt is refused
+        self._proven = proven
+
+    async def introspect(self, req: IntrospectRequest) -> Introspection:
+        caller = await authenticate(
+            req.credentials, self._clients, self._peppers, self._assertions, self._proven
+        )
+        require_introspect_scope(caller)  # an error, not an answer: the caller is at fault
+        token = req.token
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return INACTIVE
+        digest = hashlib.blake2s(token.encode()).digest()
+        # A warm answer is decided without another coroutine (the introspector's hot path).
+        found = self._cache.get(digest) or await self._lookup(token, digest)
+        if found is None or not may_see(caller, found.answer.aud):
+            return INACTIVE
+        return found.answer
+
+    async def _lookup(self, token: str, digest: bytes) -> Positive | None:
+        # RFC 7662 §2.1: token_type_hint is only a hint; the token's own shape decides.
+        kind = kind_of(token)
+        # Read before any database read: an invalidation that lands while we look the token
+        # up keeps this answer out of the cache (it may predate the revocation's commit).
+        epoch = self._cache.epoch
+        kid: str | None = None
+        if kind in (ACCESS, REFRESH):  # codes and login challenges are never introspectable
+            # One query answers both: the row and every revocation rule that covers it.
+            claims = await self._opaque_claims(token)
+        elif kind is None and token.count(".") == 2:
+            verified = await self._jwt_claims(token)
+            claims, kid = verified if verified is not None else (None, None)
+            if claims is not None and await self._revocations.revoked(
+                claims["jti"],
+                claims.get("gid"),
+                claims.get("sub"),
+                claims.get("client_id"),
+                claims["iat"],
+            ):
+                claims = None
+        else:
+            return None  # neither shape: garbage, answered without a database hit
+        if claims is None:
+            return None
+        return self._cache.put(digest, claims, kid=kid, epoch=epoch)
+
+    async def _opaque_claims(self, token: str) -> dict[str, Any] | None:
+        record = await self._opaque.find(token_hash(token))
+        if record is None or record.revoked or record.expires_at <= self._clock.now():
+            return None
+        claims: dict[str, Any] = {
+            "iss": record.issuer,
+            "sub": record.subject,
+            "client_id": record.client_id,
+            "scope": record.scope,
+            "exp": record.expires_at,
+            "iat": record.issued_at,
+            "jti": record.jti,
+        }
+        if record.audiences:
+            claims["aud"] = list(record.audiences)
+        if record.gid:
+            claims["gid"] = record.gid
+        if record.act is not None:
+            claims["act"] = record.act
+        return claims
+
+    async def _jwt_claims(self, token: str) -> tuple[dict[str, Any], str] | None:
+        """The verified claims of a JWT that is active on our clock, and its ``kid``."""
+        try:
+            parts = self._decoder.parse(token)
+            key = self._keys.keys.get(parts.kid)
+            if key is None:
+                await self._keys.refresh()  # a key published since the last refresh
+                key = self._keys.keys.get(parts.kid)
+            if key is None:
+                return None
+            # The audience is checked against the caller afterwards (RFC 7662 §4), so any
+            # audience passes here; issuer, times and types are checked as the verifier does.
+            now = self._clock.now()
+            claims = introspection_claims(
+                self._decoder, parts, key, issuer=self._issuer, now=now, leeway=self._leeway
+            )
+        except VerificationError:
+            return None
+        # RFC 7662: an expired token is inactive. The verifier's clock leeway is for other
+        # servers' clocks; the introspector answers on its own clock, like the opaque path.
+        if claims["exp"] <= now:
+            return None
+        return claims, parts.kid
