@@ -14,21 +14,21 @@ may be different replicas.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from tokenry.core.clock import Clock
 from tokenry.services.keyrotator.handlers import KeyRotatorHandlers
 from tokenry.store.keys import LeaseLost
-from tokenry.store.leases import Lease, LeaseStore
+from tokenry.store.leases import LeaderLease, Lease, LeaseStore
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "keyrotator"
-ERROR_BACKOFF = 0.5
 
 
 class RotationLeader:
+    """The key rotator's work, run under the one lease loop (``store.leases.LeaderLease``)."""
+
     def __init__(
         self,
         *,
@@ -39,58 +39,42 @@ class RotationLeader:
         lease_ttl: float,
     ) -> None:
         self._handlers = handlers
-        self._leases = leases
-        self._holder = holder
         self._clock = clock
-        self._ttl = lease_ttl
-        self._lease: Lease | None = None
-        self.steps = 0
+        self._lease = LeaderLease(leases, LEASE_NAME, holder, lease_ttl, clock, role="key rotator")
         self.lost_leases = 0
 
     @property
     def holder(self) -> str:
-        return self._holder
+        return self._lease.holder
 
     @property
     def is_leader(self) -> bool:
-        return self._lease is not None
+        return self._lease.lease is not None
+
+    @property
+    def steps(self) -> int:
+        return self._lease.attempts
 
     async def step(self) -> float:
         """Renew or take the lease and, as leader, do what is due. Returns seconds to wait."""
-        self.steps += 1
-        renew_in = self._ttl / 3
-        lease = await self._leases.acquire(LEASE_NAME, self._holder, self._ttl)
-        if (lease is None) != (self._lease is None):
-            log.info("key rotator %s: %s", self._holder, "leader" if lease else "follower")
-        self._lease = lease
+        lease = await self._lease.renew()
         if lease is None:
-            return renew_in
+            return self._lease.ttl / 3
+        due = await self._maintain(lease)
+        return self._lease.ttl / 3 if due is None else min(self._lease.ttl / 3, due)
+
+    async def _maintain(self, lease: Lease) -> float | None:
+        """What the lifecycle says is due; the seconds until the next thing is (None: nothing)."""
         try:
             due = await self._handlers.maintain(lease)
         except LeaseLost:
             self.lost_leases += 1
-            self._lease = None
-            log.warning("key rotator %s lost its lease before writing; wrote nothing", self._holder)
-            return renew_in
-        if due is None:
-            return renew_in
-        return max(0.0, min(renew_in, due - self._clock.now()))
+            self._lease.lost()
+            log.warning(
+                "key rotator %s lost its lease before writing; wrote nothing", self._lease.holder
+            )
+            return None
+        return None if due is None else max(0.0, due - self._clock.now())
 
     async def run(self, stop: asyncio.Event) -> None:
-        try:
-            while not stop.is_set():
-                try:
-                    delay = await self.step()
-                except Exception as exc:
-                    log.warning(
-                        "key rotator step failed: %s: %s; retrying", type(exc).__name__, exc
-                    )
-                    delay = ERROR_BACKOFF
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=delay)
-        finally:
-            if self._lease is not None:
-                with contextlib.suppress(Exception):
-                    await self._leases.release(self._lease)
-                self._lease = None
+        await self._lease.run(stop, self._maintain)

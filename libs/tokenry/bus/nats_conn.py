@@ -20,9 +20,13 @@ from nats.js.api import DiscardPolicy, PubAck, RetentionPolicy, StorageType, Str
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from tokenry.bus.codec import Subjects
+from tokenry.core.backoff import Backoff, BackoffPolicy
 from tokenry.core.clients import MAX_ACCESS_TOKEN_TTL
 
 log = logging.getLogger(__name__)
+
+#: Retries of an unreachable NATS at start-up: 0.1 s doubling to 2 s, jittered.
+CONNECT_BACKOFF = BackoffPolicy(initial=0.1, maximum=2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,7 @@ async def connect(
     TLS when the server asks for it; without a context it would use the system's roots. A
     refused handshake is retried like an unreachable server (its error is logged each time).
     """
-    delay = 0.1
+    backoff = Backoff(CONNECT_BACKOFF)
     attempt = 0
 
     async def on_error(exc: Exception) -> None:
@@ -87,9 +91,9 @@ async def connect(
         except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
             if attempts and attempt >= attempts:
                 raise
+            delay = backoff.next_delay()
             log.warning("NATS not reachable yet (%s); retrying in %.1fs", type(exc).__name__, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 def stream_config(subjects: Subjects, settings: StreamSettings) -> StreamConfig:

@@ -50,8 +50,9 @@ from nats.js.api import PubAck
 from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import PipelinedPublisher, StreamSettings, ensure_stream
+from tokenry.core.backoff import Backoff, BackoffPolicy
 from tokenry.core.clock import Clock
-from tokenry.store.leases import Lease, LeaseStore
+from tokenry.store.leases import LeaderLease, Lease, LeaseStore
 from tokenry.store.outbox import OutboxRow, OutboxStore
 
 log = logging.getLogger(__name__)
@@ -164,11 +165,17 @@ class OutboxRelay:
         self._holder = holder
         self._clock = clock
         self._outbox = OutboxStore(pool)
-        self._leases = LeaseStore(pool)
+        self._keeper = LeaderLease(
+            LeaseStore(pool),
+            LEASE_NAME,
+            holder,
+            self._settings.lease_ttl,
+            clock,
+            role="event publisher",
+            on_change=self._lease_changed,
+        )
         self._wake = asyncio.Event()
         self._beat_now = asyncio.Event()
-        self._lease: Lease | None = None
-        self._lease_valid_until = 0.0
         self._stream_ready = False
         # Set when the relay fell behind (an outage, a failure, a new lease, a burst): the
         # next drain sends a heartbeat at once.
@@ -178,12 +185,12 @@ class OutboxRelay:
 
     @property
     def is_leader(self) -> bool:
-        return self._lease is not None
+        return self._keeper.lease is not None
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
             asyncio.create_task(self._listen(stop), name="outbox-listen"),
-            asyncio.create_task(self._keep_lease(stop), name="outbox-lease"),
+            asyncio.create_task(self._keeper.run(stop), name="outbox-lease"),
             asyncio.create_task(self._heartbeats(stop), name="outbox-heartbeat"),
         ]
         try:
@@ -195,66 +202,33 @@ class OutboxRelay:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._publisher.close()
-            if self._lease is not None:
-                with contextlib.suppress(Exception):
-                    await self._leases.release(self._lease)
-                self._lease = None
+            await self._keeper.release()
 
     # --- the lease ---------------------------------------------------------------------------
 
-    async def _keep_lease(self, stop: asyncio.Event) -> None:
-        """Renew every ttl/3, independent of NATS: a leader must not lose its lease because
-        a publish or a stream lookup is waiting on a NATS that is down."""
-        s = self._settings
-        while not stop.is_set():
-            try:
-                await self._renew()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("publisher lease renewal: %s: %s", type(exc).__name__, exc)
-                if self._lease is not None and self._clock.monotonic() >= self._lease_valid_until:
-                    log.warning("event publisher %s: lease ran out unrenewed", self._holder)
-                    self._set_lease(None)
-            await _sleep_or_stop(stop, s.lease_ttl / 3)
-
-    async def _renew(self) -> None:
-        s = self._settings
-        started = self._clock.monotonic()
-        lease = await asyncio.wait_for(
-            self._leases.acquire(LEASE_NAME, self._holder, s.lease_ttl), timeout=s.lease_ttl / 3
-        )
-        if lease is not None:
-            # Counted from before the request: PostgreSQL's expiry is at least this late.
-            self._lease_valid_until = started + s.lease_ttl
-        self._set_lease(lease)
+    # Renewed every ttl/3 by its own task (LeaderLease.run), independent of NATS: a leader must
+    # not lose its lease because a publish or a stream lookup is waiting on a NATS that is down.
 
     def _lease_live(self) -> bool:
-        """Held, and not past the expiry counted from before its last renewal request (never
-        later than PostgreSQL's own)."""
-        return self._lease is not None and self._clock.monotonic() < self._lease_valid_until
+        return self._keeper.live()
 
-    def _set_lease(self, lease: Lease | None) -> None:
-        old = self._lease
-        if (lease is None) != (old is None):
-            log.info("event publisher %s: %s", self._holder, "leader" if lease else "follower")
-        if lease is not None and (old is None or lease.fence != old.fence):
+    def _lease_changed(self, lease: Lease | None) -> None:
+        if lease is not None:  # a new reign (taken, or a new fence)
             self.stats.lease_changes += 1
             self._stream_ready = False
             self._beat_after_drain = True
             self._wake.set()
-        self._lease = lease
 
     # --- publishing --------------------------------------------------------------------------
 
     async def _publish_loop(self, stop: asyncio.Event) -> None:
         s = self._settings
-        backoff = 0.0
+        backoff = Backoff(BackoffPolicy(initial=min(0.1, s.max_backoff), maximum=s.max_backoff))
         while not stop.is_set():
             # Cleared before the work, not after: a NOTIFY that lands while we publish must
             # wake the next round at once instead of waiting for the poll interval.
             self._wake.clear()
-            lease = self._lease
+            lease = self._keeper.lease
             if lease is None:
                 await self._wait_wake(stop, s.poll_interval)
                 continue
@@ -277,13 +251,13 @@ class OutboxRelay:
                 self.stats.failures += 1
                 self._stream_ready = False
                 self._beat_after_drain = True
-                backoff = min(s.max_backoff, max(0.1, backoff * 2))
+                delay = backoff.next_delay()
                 log.warning(
-                    "outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff
+                    "outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
                 )
-                await self._wait_connected_or(stop, backoff)
+                await self._wait_connected_or(stop, delay)
                 continue
-            backoff = 0.0
+            backoff.reset()
             if self._beat_after_drain:
                 self._beat_after_drain = False
                 self._beat_now.set()
@@ -300,7 +274,7 @@ class OutboxRelay:
             while True:
                 # Renewals keep the fence; a new fence is a new reign. A leader that was paused
                 # past its lease stops sending before its keeper has even run again.
-                if self._lease != lease or not self._lease_live():
+                if self._keeper.lease != lease or not self._lease_live():
                     raise _Fenced
                 await self._fill(r)
                 if not r.window:
@@ -384,8 +358,8 @@ class OutboxRelay:
     async def _mark(self, seqs: list[int], lease: Lease) -> None:
         if not await self._outbox.mark_published(seqs, lease):
             log.warning("event publisher %s lost its lease; stopping", self._holder)
-            if self._lease == lease:
-                self._set_lease(None)
+            if self._keeper.lease == lease:
+                self._keeper.lost()
             raise _Fenced
         self.stats.published += len(seqs)
         self.published_seq = seqs[-1]

@@ -8,7 +8,12 @@ import logging
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from tokenry.core.backoff import Backoff, BackoffPolicy
+
 log = logging.getLogger(__name__)
+
+#: Retries of an unreachable PostgreSQL at start-up: 0.1 s doubling to 5 s, jittered.
+CONNECT_BACKOFF = BackoffPolicy(initial=0.1, maximum=5.0)
 
 # A connection, or one borrowed from a pool: what a function running SQL needs.
 Executor = asyncpg.Connection | PoolConnectionProxy
@@ -49,7 +54,7 @@ async def create_pool(
     command_timeout: float = 5.0,
 ) -> asyncpg.Pool:
     """Create a pool, retrying with capped exponential backoff (``attempts=0``: forever)."""
-    delay = 0.1
+    backoff = Backoff(CONNECT_BACKOFF)
     attempt = 0
     while True:
         attempt += 1
@@ -68,8 +73,8 @@ async def create_pool(
         except UNAVAILABLE_ERRORS as exc:
             if attempts and attempt >= attempts:
                 raise
+            delay = backoff.next_delay()
             log.warning(
                 "database not reachable yet (%s); retrying in %.1fs", type(exc).__name__, delay
             )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)

@@ -32,6 +32,7 @@ from typing import Protocol
 
 import asyncpg
 
+from tokenry.core.backoff import Backoff, BackoffPolicy
 from tokenry.store.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class OutboxFeed:
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the outbox until ``stop`` is set; reconnect after every failure, forever."""
         s = self._settings
-        delay = 0.05
+        backoff = Backoff(BackoffPolicy(initial=0.05, maximum=s.max_backoff))
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
@@ -146,7 +147,7 @@ class OutboxFeed:
                 await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
                 await self._catch_up(conn)  # after LISTEN: nothing committed since is missed
                 self.connected = True
-                delay = 0.05
+                backoff.reset()
                 await self._follow(conn, stop)
             except asyncio.CancelledError:
                 raise
@@ -163,8 +164,7 @@ class OutboxFeed:
                     # Never a graceful close: on a blackholed link it would wait for an answer.
                     conn.terminate()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, s.max_backoff)
+                await asyncio.wait_for(stop.wait(), backoff.next_delay())
 
     def _on_notify(self, *_: object) -> None:
         self._notifications += 1
