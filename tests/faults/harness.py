@@ -482,6 +482,24 @@ async def stream_revocations(nats_url: str, stream: str) -> list[tuple[int, str]
         await nc.close()
 
 
+async def stream_seqs(nats_url: str, stream: str) -> list[int]:
+    """The outbox seq of every event in the stream, in stream order."""
+    from tokenry.bus import codec
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        out = []
+        for stream_seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, stream_seq)
+            assert msg.data is not None
+            out.append(codec.decode(msg.data).seq)
+        return out
+    finally:
+        await nc.close()
+
+
 async def replay_outbox(pool: Any) -> str:
     """The state digest of every revocation event in the outbox applied in seq order to an
     empty state: the replay-from-zero oracle a verifier's state must equal."""

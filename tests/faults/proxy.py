@@ -14,6 +14,9 @@ Faults apply to every connection, present and future, until :meth:`FaultProxy.he
 - :meth:`~FaultProxy.cut_after_commit`: PostgreSQL only, once: the first connection that sends
   ``marker`` and then a COMMIT has the COMMIT forwarded and PostgreSQL's answer dropped, and
   is reset: the transaction committed and the client never learns it.
+- :meth:`~FaultProxy.hold_after`: once: the first connection that sends ``marker`` has that
+  chunk forwarded, then nothing more either way (a client stopped inside a transaction);
+  when either side closes, the other is closed (PostgreSQL rolls back).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class _Link:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     marked: bool = False  # sent the commit-cut marker
     committing: bool = False  # then sent COMMIT: drop whatever comes back
+    held: bool = False  # hold_after matched: forward nothing more
 
     def writers(self) -> Iterator[asyncio.StreamWriter]:
         yield self.client
@@ -68,6 +72,9 @@ class FaultProxy:
         self._refuse = False
         self._delay = 0.0
         self._commit_marker: bytes | None = None
+        self._hold_marker: bytes | None = None
+        #: set when hold_after has matched a connection
+        self.holding = asyncio.Event()
         #: set when cut_after_commit has cut a connection
         self.commit_cut = asyncio.Event()
         self.port = 0
@@ -123,6 +130,11 @@ class FaultProxy:
         """Arm the one-shot commit cut (see the module docstring)."""
         self.commit_cut.clear()
         self._commit_marker = marker
+
+    def hold_after(self, marker: bytes) -> None:
+        """Arm the one-shot hold (see the module docstring)."""
+        self.holding.clear()
+        self._hold_marker = marker
 
     def heal(self) -> None:
         self._refuse = False
@@ -193,6 +205,11 @@ class FaultProxy:
                 if data is None:
                     self._drop(link, reset=True)
                     return
+                if link.held:
+                    if not data:
+                        self._drop(link, reset=False)
+                        return
+                    continue
                 if not data:
                     if writer.can_write_eof():
                         writer.write_eof()
@@ -208,6 +225,10 @@ class FaultProxy:
                     return
                 writer.write(data)
                 await writer.drain()
+                if upstream and (hold := self._hold_marker) is not None and hold in data:
+                    self._hold_marker = None
+                    link.held = True
+                    self.holding.set()
         finally:
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -28,6 +28,7 @@ from harness import (
     now,
     restart,
     settled,
+    stream_seqs,
     wait_for,
     wipe_jetstream,
 )
@@ -366,26 +367,6 @@ async def _revoke_eventually(revoker: Revoker, jti: str) -> None:
 
 
 # --- the relay leader killed mid-backlog ------------------------------------------------------
-
-
-async def stream_seqs(nats_url: str, stream: str) -> list[int]:
-    """The outbox seq of every event in the stream, in stream order."""
-    import nats
-
-    from tokenry.bus import codec
-
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        out = []
-        for stream_seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream, stream_seq)
-            assert msg.data is not None
-            out.append(codec.decode(msg.data).seq)
-        return out
-    finally:
-        await nc.close()
 
 
 async def applied(proc: VerifierProcess | None, seq: int) -> bool:
