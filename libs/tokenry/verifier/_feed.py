@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +119,8 @@ class EventSubscriber:
         #: full syncs done (the bootstrap is the first); resumes from the stream
         self.snapshots_taken = 0
         self.resumes = 0
+        #: called with each applied event's occurred_at (VerifierMetrics: propagation lag)
+        self.on_applied: Callable[[float], None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -173,6 +175,8 @@ class EventSubscriber:
             self._on_key(event.key)
         state = self._state
         state.apply(seq, event.revocation)
+        if self.on_applied is not None:
+            self.on_applied(event.occurred_at)
         if seq <= state.applied_seq:
             self._contig_stream = max(self._contig_stream, stream_seq)
             if self._ahead_pos:

@@ -19,7 +19,17 @@ Instruments (attribute ``tokenry.audience`` on each):
                                                   is current (SPEC §4.4)
 ``tokenry.verifier.jwks.keys``         gauge      verification keys held
 ``tokenry.verifier.jwks.refreshes``    counter    ``outcome`` (ok, error)
+``tokenry.verifier.consumer.lag``      gauge      events announced by heartbeats (the committed
+                                                  head) and not yet applied, computed locally
+``tokenry.verifier.revocation.lag``    histogram  (s) propagation lag per applied event:
+                                                  max(0, applied − occurred_at), wall clocks
+``tokenry.verifier.revocation          counter    events whose occurred_at lay in our future
+.negative_lags``                                  (a clock-skew signal; recorded as lag 0)
+``tokenry.verifier.snapshots``         counter    full syncs (the bootstrap is the first)
 =====================================  =========  ===============================================
+
+The last three need the event feed: :meth:`VerifierMetrics.observe_runtime` (or ``observe``
+with ``feed=``). The lag histogram is recorded once per applied event, never per verification.
 
 Counts are plain ``+= 1``: under many threads an increment may very rarely be lost (a GIL
 switch between read and write); they never raise and never slow the hot path.
@@ -27,19 +37,26 @@ switch between read and write); they never raise and never slow the hot path.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 if TYPE_CHECKING:
+    from tokenry.verifier._feed import EventSubscriber
+    from tokenry.verifier._runtime import VerifierRuntime
     from tokenry.verifier._verifier import Verifier
 
 __all__ = ["METER_NAME", "VerifierMetrics", "VerifierStats"]
 
 METER_NAME: Final = "tokenry.verifier"
+#: seconds; the promise is milliseconds (SPEC §4), the tail shows outages
+LAG_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
 
 
 class VerifierStats:
@@ -96,8 +113,9 @@ class VerifierMetrics:
             no-op until the application installs an SDK.
     """
 
-    def __init__(self, meter: Meter | None = None) -> None:
+    def __init__(self, meter: Meter | None = None, now: Callable[[], float] = time.time) -> None:
         self._meter = meter if meter is not None else metrics.get_meter(METER_NAME)
+        self._now = now  # wall clock: occurred_at is the revocation service's wall clock
         self._verifiers: weakref.WeakKeyDictionary[Verifier, dict[str, str]] = (
             weakref.WeakKeyDictionary()
         )
@@ -145,9 +163,55 @@ class VerifierMetrics:
             description="JWKS fetches by outcome",
         )
 
-    def observe(self, verifier: Verifier, **attributes: str) -> None:
-        """Export ``verifier``'s numbers, labelled with its audience and ``attributes``."""
-        self._verifiers[verifier] = {"tokenry.audience": verifier.config.audience, **attributes}
+        m.create_observable_gauge(
+            "tokenry.verifier.consumer.lag",
+            callbacks=[self._callback(_consumer_lag)],
+            unit="{event}",
+            description="Committed events announced by heartbeats and not yet applied",
+        )
+        self._lag = m.create_histogram(
+            "tokenry.verifier.revocation.lag",
+            unit="s",
+            description="Event propagation lag at this verifier: applied - occurred_at",
+            explicit_bucket_boundaries_advisory=list(LAG_BUCKETS),
+        )
+        self._feeds: weakref.WeakKeyDictionary[Verifier, _FeedStats] = weakref.WeakKeyDictionary()
+        m.create_observable_counter(
+            "tokenry.verifier.revocation.negative_lags",
+            callbacks=[self._feed_callback(lambda f: f.negatives)],
+            unit="{event}",
+            description="Events whose occurred_at was in this verifier's future (clock skew)",
+        )
+        m.create_observable_counter(
+            "tokenry.verifier.snapshots",
+            callbacks=[self._feed_callback(lambda f: f.snapshots())],
+            unit="{snapshot}",
+            description="Full syncs from a snapshot (the bootstrap is the first)",
+        )
+
+    def observe(
+        self, verifier: Verifier, *, feed: EventSubscriber | None = None, **attributes: str
+    ) -> None:
+        """Export ``verifier``'s numbers, labelled with its audience and ``attributes``; with
+        its ``feed``, also the propagation lag of each event it applies."""
+        labels = {"tokenry.audience": verifier.config.audience, **attributes}
+        self._verifiers[verifier] = labels
+        if feed is not None:
+            stats = _FeedStats(feed, self._lag, labels, self._now)
+            self._feeds[verifier] = stats
+            feed.on_applied = stats.applied
+
+    def observe_runtime(self, runtime: VerifierRuntime, **attributes: str) -> None:
+        """:meth:`observe` for a running verifier and its event feed."""
+        self.observe(runtime.verifier, feed=runtime.subscriber, **attributes)
+
+    def _feed_callback(
+        self, read: Callable[[_FeedStats], float]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(read(s), s.labels) for s in list(self._feeds.values())]
+
+        return callback
 
     def _callback(self, read: Reading) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
@@ -158,6 +222,45 @@ class VerifierMetrics:
             return observations
 
         return callback
+
+
+class _FeedStats:
+    """Records each applied event's lag into the histogram; counts negative lags."""
+
+    __slots__ = ("__weakref__", "_feed", "_now", "_record", "labels", "negatives")
+
+    def __init__(
+        self,
+        feed: EventSubscriber,
+        histogram: Histogram,
+        labels: dict[str, str],
+        now: Callable[[], float],
+    ) -> None:
+        self._feed = weakref.ref(feed)
+        self._record = histogram.record
+        self._now = now
+        self.labels = labels
+        self.negatives = 0
+
+    def applied(self, occurred_at: float) -> None:
+        if not occurred_at:
+            return  # an event without a timestamp (none are written so, but be safe)
+        lag = self._now() - occurred_at
+        if lag < 0:
+            self.negatives += 1
+            lag = 0.0
+        self._record(lag, self.labels)
+
+    def snapshots(self) -> int:
+        feed = self._feed()
+        return feed.snapshots_taken if feed is not None else 0
+
+
+def _consumer_lag(verifier: Verifier) -> Iterable[tuple[float, dict[str, str]]]:
+    # The event-fed state knows both numbers (a JWKS-only verifier has neither: 0).
+    state = verifier.state
+    head, applied = getattr(state, "head_seq", 0), getattr(state, "applied_seq", 0)
+    yield max(0, head - applied), {}
 
 
 def _verifications(verifier: Verifier) -> Iterable[tuple[float, dict[str, str]]]:
