@@ -95,6 +95,7 @@ BAD = {
     "TOKENRY_INTROSPECTOR_LISTEN": "host:port",
     "TOKENRY_REVOCATION_LISTEN": "1.2.3.4:99999",
     "TOKENRY_KEYROTATOR_LISTEN": "50054",
+    "TOKENRY_GATEWAY_LISTEN": "gateway:port",
     "TOKENRY_WORKERS": "abc",
     "TOKENRY_EVENT_LOOP": "trio",
     "TOKENRY_LOG_LEVEL": "loud",
@@ -131,6 +132,7 @@ def _read_everything(env: dict[str, str]) -> list[str]:
     settings = read_shared(reader, need_kek=True)
     for service in variables.DEFAULT_PORTS:
         read_listen(reader, service)
+    reader.get(variables.GATEWAY_LISTEN)
     reader.get(variables.WORKERS)
     reader.get(variables.EVENT_LOOP)
     RevocationSettings.read(reader)

@@ -329,6 +329,16 @@ LISTEN = {
     )
     for service, port in DEFAULT_PORTS.items()
 }
+GATEWAY_PORT = 8080
+GATEWAY_LISTEN = Var(
+    "TOKENRY_GATEWAY_LISTEN",
+    listen,
+    None,
+    "`host:port` the HTTP gateway listens on (dev mode: 127.0.0.1, else 0.0.0.0); "
+    "TOKENRY_ISSUER_URL is its external URL (docs/gateway.md)",
+    "gateway",
+    f":{GATEWAY_PORT}",
+)
 MAX_CLOCK_SKEW = Var(
     "TOKENRY_MAX_CLOCK_SKEW",
     integer(0, 300),
@@ -475,6 +485,7 @@ VARIABLES: tuple[Var[Any], ...] = (
     SECRET_PEPPER,
     DEV,
     *LISTEN.values(),
+    GATEWAY_LISTEN,
     WORKERS,
     EVENT_LOOP,
     TLS_CERT,

@@ -1,0 +1,1 @@
+"""The HTTP gateway (SPEC §2): token, introspection, revocation, JWKS, discovery, authorize."""

@@ -1,0 +1,380 @@
+"""HTTP <-> :mod:`tokenry.flows` only: the gateway's endpoints hold no token logic of their own.
+
+Every endpoint parses its form with the standard library's ``urllib.parse.parse_qsl`` (strict:
+a malformed pair is a 400), refuses a parameter given twice (RFC 6749 §3.1, §3.2), refuses a
+bearer token in the query string (RFC 6750 §2.3 is not offered: SPEC §3), and answers errors as
+RFC 6749 §5.2 JSON. The use cases run in this process (no network hop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tokenry.core.clientauth import credentials_from
+from tokenry.core.errors import (
+    InsufficientScope,
+    InvalidClient,
+    InvalidRequest,
+    NotFound,
+    OAuthError,
+    ServerError,
+    TemporarilyUnavailable,
+)
+from tokenry.core.introspection import Introspection
+from tokenry.flows import TokenEndpoint, TokenRequest, TokenResult
+from tokenry.flows.introspection import IntrospectionFlow, IntrospectRequest
+from tokenry.flows.revocation import RevocationFlow, RevokeCommand, Target
+from tokenry.services.gateway import metadata as m
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GatewayApi", "Jwks", "Routes"]
+
+#: Largest form body accepted (a client assertion or a token is at most 8 KiB).
+MAX_BODY = 64 * 1024
+MAX_FIELDS = 32
+FORM = "application/x-www-form-urlencoded"
+# Parameters that may repeat: RFC 8707 §2 resource indicators, RFC 8693 §2.1 audiences.
+_REPEATABLE = frozenset({"resource", "audience"})
+_NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+_JSON = "application/json"
+_INACTIVE_BODY = b'{"active":false}'
+
+
+@dataclass(slots=True)
+class Jwks:
+    """The published keys as served: the document, its ETag, and the max-age HTTP caches get."""
+
+    body: bytes = b'{"keys":[]}'
+    etag: str = '"empty"'
+    max_age: int = 300
+
+    def update(self, keys: list[dict[str, Any]]) -> None:
+        # Public members only (RFC 7517 §4): the key store holds public JWKs, and this filter
+        # keeps a private member out even if one ever got there.
+        public = [{k: v for k, v in key.items() if k not in _PRIVATE_MEMBERS} for key in keys]
+        body = json.dumps({"keys": public}, separators=(",", ":"), sort_keys=True).encode()
+        self.body = body
+        self.etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+@dataclass(slots=True)
+class GatewayApi:
+    """What the routes run, built by the composition root (app.py) once PostgreSQL is up."""
+
+    token: TokenEndpoint
+    introspection: IntrospectionFlow
+    revocation: RevocationFlow
+    jwks: Jwks
+    oauth_metadata: bytes
+    oidc_metadata: bytes
+    #: exception types meaning "PostgreSQL is unreachable": 503, retry (SPEC §7)
+    unavailable: tuple[type[BaseException], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ApiHolder:
+    """Set by the lifespan; until then every endpoint answers 503."""
+
+    def __init__(self) -> None:
+        self.api: GatewayApi | None = None
+
+    def get(self) -> GatewayApi:
+        if self.api is None:
+            raise TemporarilyUnavailable("the gateway is starting")
+        return self.api
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _status(exc: OAuthError) -> int:
+    if isinstance(exc, InvalidClient):
+        return 401
+    if isinstance(exc, InsufficientScope):
+        return 403
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, TemporarilyUnavailable):
+        return 503
+    if isinstance(exc, ServerError):
+        return 500
+    return 400
+
+
+def error_response(exc: OAuthError) -> Response:
+    """RFC 6749 §5.2 JSON; 401 with ``WWW-Authenticate`` for a failed client authentication."""
+    status = _status(exc)
+    headers = dict(_NO_STORE)
+    if status == 401:
+        headers["www-authenticate"] = 'Basic realm="tokenry", charset="UTF-8"'
+    elif status == 503:
+        headers["retry-after"] = "1"
+    body = {"error": exc.error, "error_description": exc.description}
+    return Response(json.dumps(body).encode(), status, headers, media_type=_JSON)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(holder: ApiHolder, endpoint: Endpoint) -> Endpoint:
+    """OAuth errors as JSON, PostgreSQL outages as 503, anything else as a bare 500 (never a
+    stack trace, never a secret: SPEC §7)."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except OAuthError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            api = holder.api
+            if api is not None and isinstance(exc, api.unavailable):
+                return error_response(TemporarilyUnavailable("storage is unavailable; retry"))
+            log.exception("gateway: unexpected %s", type(exc).__name__)
+            return error_response(ServerError("internal error"))
+
+    return run
+
+
+# --- request parsing ---------------------------------------------------------------------
+
+
+def refuse_query_token(request: Request) -> None:
+    """SPEC §3: bearer tokens are accepted only in the Authorization header, never in a URI."""
+    query = request.scope.get("query_string", b"")
+    if query and b"access_token" in query:
+        names = {k for k, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
+        if "access_token" in names:
+            raise InvalidRequest("bearer tokens are not accepted in the query string")
+
+
+async def read_form(request: Request) -> dict[str, list[str]]:
+    """The form body (RFC 6749 Appendix B), each name with its values in order."""
+    refuse_query_token(request)
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";", 1)[0].strip().lower() != FORM:
+        raise InvalidRequest(f"the body must be {FORM}")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise InvalidRequest("the request body is too large")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise InvalidRequest("the request body is too large")
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=bool(text),
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("malformed form body") from None
+    form: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if "\x00" in value:
+            raise InvalidRequest(f"{name[:40]!r} holds a NUL character")
+        form.setdefault(name, []).append(value)
+    for name, values in form.items():
+        if len(values) > 1 and name not in _REPEATABLE:
+            raise InvalidRequest(f"parameter {name[:40]!r} is repeated (RFC 6749 §3.2)")
+    return form
+
+
+def one(form: Mapping[str, list[str]], name: str) -> str:
+    values = form.get(name)
+    return values[0] if values else ""
+
+
+def client_credentials(request: Request, form: Mapping[str, list[str]]) -> Any:
+    """The one client authentication method used (RFC 6749 §2.3; Basic form-decoded, §2.3.1)."""
+    return credentials_from(
+        request.headers.get("authorization"),
+        one(form, "client_id"),
+        one(form, "client_secret"),
+        one(form, "client_assertion_type"),
+        one(form, "client_assertion"),
+    )
+
+
+def json_response(body: bytes, status: int = 200, *, no_store: bool = True) -> Response:
+    return Response(body, status, _NO_STORE if no_store else None, media_type=_JSON)
+
+
+def token_body(result: TokenResult) -> bytes:
+    """RFC 6749 §5.1 (and RFC 8693 §2.2.1 ``issued_token_type``)."""
+    out: dict[str, Any] = {
+        "access_token": result.access_token,
+        "token_type": result.token_type,
+        "expires_in": result.expires_in,
+    }
+    if result.scope:
+        out["scope"] = result.scope
+    if result.refresh_token:
+        out["refresh_token"] = result.refresh_token
+    if result.id_token:
+        out["id_token"] = result.id_token
+    if result.issued_token_type:
+        out["issued_token_type"] = result.issued_token_type
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
+def introspection_body(answer: Introspection) -> bytes:
+    """RFC 7662 §2.2: ``{"active": false}`` and nothing else for every negative answer."""
+    if not answer.active:
+        return _INACTIVE_BODY
+    out: dict[str, Any] = {
+        "active": True,
+        "scope": answer.scope,
+        "client_id": answer.client_id,
+        "token_type": answer.token_type,
+        "exp": answer.exp,
+        "iat": answer.iat,
+        "sub": answer.sub,
+        "aud": list(answer.aud),
+        "iss": answer.iss,
+        "jti": answer.jti,
+    }
+    if answer.nbf:
+        out["nbf"] = answer.nbf
+    if answer.act is not None:
+        out["act"] = dict(answer.act)
+    if answer.cnf is not None:
+        out["cnf"] = dict(answer.cnf)
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+
+class Routes:
+    def __init__(self, holder: ApiHolder) -> None:
+        self._holder = holder
+        # A cached positive answer is one immutable object: render it once.
+        self._rendered: dict[int, tuple[Introspection, bytes]] = {}
+
+    def routes(self) -> list[Route]:
+        g = self._holder
+
+        def route(path: str, endpoint: Endpoint, methods: list[str]) -> Route:
+            return Route(path, guarded(g, endpoint), methods=methods)
+
+        return [
+            route(m.TOKEN_PATH, self.token, ["POST"]),
+            route(m.INTROSPECT_PATH, self.introspect, ["POST"]),
+            route(m.REVOKE_PATH, self.revoke, ["POST"]),
+            route(m.JWKS_PATH, self.jwks, ["GET", "HEAD"]),
+            route(m.OAUTH_METADATA_PATH, self.oauth_metadata, ["GET", "HEAD"]),
+            route(m.OIDC_METADATA_PATH, self.oidc_metadata, ["GET", "HEAD"]),
+            route("/health/ready", self.ready, ["GET", "HEAD"]),
+        ]
+
+    async def token(self, request: Request) -> Response:
+        """RFC 6749 §3.2 / §5: the token endpoint, every grant of :class:`TokenEndpoint`."""
+        api = self._holder.get()
+        form = await read_form(request)
+        creds = client_credentials(request, form)
+        result = await api.token.token(
+            TokenRequest(
+                grant_type=one(form, "grant_type"),
+                scope=one(form, "scope"),
+                audiences=(*form.get("audience", ()), *form.get("resource", ())),
+                credentials=creds,
+                code=one(form, "code"),
+                redirect_uri=one(form, "redirect_uri"),
+                code_verifier=one(form, "code_verifier"),
+                refresh_token=one(form, "refresh_token"),
+                subject_token=one(form, "subject_token"),
+                subject_token_type=one(form, "subject_token_type"),
+                actor_token=one(form, "actor_token"),
+                requested_token_type=one(form, "requested_token_type"),
+                token_format=one(form, "token_format"),
+            )
+        )
+        return json_response(token_body(result))
+
+    async def introspect(self, request: Request) -> Response:
+        """RFC 7662 §2: the same answers as the introspector's gRPC Introspect."""
+        api = self._holder.get()
+        form = await read_form(request)
+        creds = client_credentials(request, form)
+        answer = await api.introspection.introspect(
+            IntrospectRequest(creds, one(form, "token"), one(form, "token_type_hint"))
+        )
+        if not answer.active:
+            return json_response(_INACTIVE_BODY)
+        held = self._rendered.get(id(answer))
+        if held is None or held[0] is not answer:
+            if len(self._rendered) >= 4096:
+                self._rendered.clear()
+            held = (answer, introspection_body(answer))
+            self._rendered[id(answer)] = held
+        return json_response(held[1])
+
+    async def revoke(self, request: Request) -> Response:
+        """RFC 7009 §2: 200 with an empty body for every token, known or not (§2.2)."""
+        api = self._holder.get()
+        form = await read_form(request)
+        creds = client_credentials(request, form)
+        await api.revocation.revoke(
+            RevokeCommand(
+                credentials=creds,
+                target=Target.TOKEN,
+                value=one(form, "token"),
+                token_type_hint=one(form, "token_type_hint"),
+            )
+        )
+        return Response(b"", 200, _NO_STORE)
+
+    async def jwks(self, request: Request) -> Response:
+        """The published keys (pending, active, retiring), public members only; HTTP caches may
+        keep them for less than the key publish lead, so a pending key is always seen before it
+        signs (SPEC §5)."""
+        jwks = self._holder.get().jwks
+        headers = {
+            "cache-control": f"public, max-age={jwks.max_age}",
+            "etag": jwks.etag,
+            "access-control-allow-origin": "*",
+        }
+        if _etag_matches(request.headers.get("if-none-match"), jwks.etag):
+            return Response(b"", 304, headers)
+        return Response(jwks.body, 200, headers, media_type="application/jwk-set+json")
+
+    async def oauth_metadata(self, _request: Request) -> Response:
+        return _metadata(self._holder.get().oauth_metadata)
+
+    async def oidc_metadata(self, _request: Request) -> Response:
+        return _metadata(self._holder.get().oidc_metadata)
+
+    async def ready(self, _request: Request) -> Response:
+        self._holder.get()
+        return Response(b"ok", 200, {"cache-control": "no-store"}, media_type="text/plain")
+
+
+def _metadata(body: bytes) -> Response:
+    headers = {"cache-control": "public, max-age=300", "access-control-allow-origin": "*"}
+    return Response(body, 200, headers, media_type=_JSON)
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags

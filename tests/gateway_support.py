@@ -1,0 +1,209 @@
+"""Test helpers: the HTTP gateway in-process on port 0 beside the gRPC suite, against the real
+PostgreSQL and NATS of tests/conftest.py (no tests here)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import asyncpg
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from tokenry.core import pkce
+from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
+from tokenry.core.client_secrets import hash_secret
+from tokenry.core.clients import (
+    AUTHORIZATION_CODE,
+    CLIENT_CREDENTIALS,
+    INTROSPECT_SCOPE,
+    LOGIN_SCOPE,
+    NO_AUTH,
+    PRIVATE_KEY_JWT,
+    PUBLIC,
+    REFRESH_TOKEN,
+    Client,
+)
+from tokenry.servicekit.config import Settings
+from tokenry.services.gateway.app import build
+from tokenry.store.clients import ClientStore
+from tokenry.store.outbox_feed import AppliedSeq
+
+from suite import Suite, run_suite
+
+REDIRECT = "https://app.test/cb"
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
+CHALLENGE = pkce.s256_challenge(VERIFIER)
+ASSERTION_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def assertion_jwks() -> str:
+    jwk = json.loads(ECAlgorithm.to_jwk(ASSERTION_KEY.public_key()))
+    jwk.update(kid="k1", alg="ES256")
+    return json.dumps({"keys": [jwk]})
+
+
+def client_assertion(client_id: str, aud: Any) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": aud,
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, ASSERTION_KEY, algorithm="ES256", headers={"kid": "k1"})
+
+
+def gateway_clients() -> list[Client]:
+    base: dict[str, Any] = {"secret_hash": None, "pepper_id": None}
+    return [
+        Client(
+            client_id="web",
+            **base,
+            grant_types=frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN}),
+            scopes=frozenset({"openid", "read", "write"}),
+            audiences=("api",),
+            redirect_uris=(REDIRECT, "http://127.0.0.1/cb"),
+            description="Web Portal",
+        ),
+        Client(
+            client_id="spa",
+            **base,
+            grant_types=frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN}),
+            scopes=frozenset({"openid", "read"}),
+            audiences=("api",),
+            redirect_uris=(REDIRECT,),
+            client_type=PUBLIC,
+            auth_method=NO_AUTH,
+        ),
+        Client(
+            client_id="opaque-svc",
+            **base,
+            grant_types=frozenset({CLIENT_CREDENTIALS}),
+            scopes=frozenset({"demo.read"}),
+            audiences=("demo-api",),
+            token_format="opaque",
+        ),
+        Client(
+            client_id="jwtsvc",
+            **base,
+            grant_types=frozenset({CLIENT_CREDENTIALS}),
+            scopes=frozenset({"read", INTROSPECT_SCOPE}),
+            audiences=("api",),
+            auth_method=PRIVATE_KEY_JWT,
+            jwks_json=assertion_jwks(),
+        ),
+        Client(
+            client_id="api",  # a resource server that introspects its own tokens
+            **base,
+            grant_types=frozenset({CLIENT_CREDENTIALS}),
+            scopes=frozenset({INTROSPECT_SCOPE}),
+            audiences=(),
+        ),
+        Client(
+            client_id="login",
+            **base,
+            grant_types=frozenset({CLIENT_CREDENTIALS}),
+            scopes=frozenset({LOGIN_SCOPE}),
+            audiences=("tokenry",),
+        ),
+    ]
+
+
+@dataclass
+class GatewaySuite:
+    suite: Suite
+    url: str
+    http: httpx.AsyncClient
+    applied: AppliedSeq
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        return self.suite.settings
+
+    def basic(self, client_id: str) -> httpx.BasicAuth:
+        return httpx.BasicAuth(client_id, self.secrets[client_id])
+
+    async def token(self, client_id: str = "demo", **form: Any) -> httpx.Response:
+        form.setdefault("grant_type", "client_credentials")
+        return await self.http.post("/oauth2/token", data=form, auth=self.basic(client_id))
+
+    async def introspect(self, token: str, caller: str = "demo-api") -> httpx.Response:
+        return await self.http.post(
+            "/oauth2/introspect", data={"token": token}, auth=self.basic(caller)
+        )
+
+    async def revoke(self, token: str, caller: str = "demo", **form: Any) -> httpx.Response:
+        return await self.http.post(
+            "/oauth2/revoke", data={"token": token, **form}, auth=self.basic(caller)
+        )
+
+
+async def register(pool: asyncpg.Pool, settings: Settings, secrets_out: dict[str, str]) -> None:
+    pepper = next(iter(settings.peppers.values()))
+    store = ClientStore(pool)
+    for spec in gateway_clients():
+        client = spec
+        if spec.auth_method in ("client_secret_basic", "client_secret_post"):
+            secret = secrets.token_urlsafe(32)
+            secrets_out[spec.client_id] = secret
+            client = replace(spec, secret_hash=hash_secret(pepper, secret), pepper_id=pepper.id)
+        await store.upsert(client)
+
+
+async def wait_ready(http: httpx.AsyncClient, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if (await http.get("/health/ready")).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError("the gateway did not become ready")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def gateway_suite(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    services: tuple[str, ...] = ("keyrotator",),
+) -> AsyncIterator[GatewaySuite]:
+    """The gRPC services named (the key rotator makes the keys) and the gateway."""
+    async with run_suite(settings, pool, services=services) as suite:
+        await register(pool, settings, suite.secrets)
+        applied = AppliedSeq()
+        gateway = build(settings, "127.0.0.1", 0, applied=applied)
+        stop = asyncio.Event()
+        task = asyncio.create_task(gateway.serve(stop))
+        url = f"http://127.0.0.1:{gateway.port}"
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                await wait_ready(http)
+                yield GatewaySuite(suite, url, http, applied, suite.secrets)
+        finally:
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+__all__ = [
+    "ASSERTION_KEY",
+    "CHALLENGE",
+    "CLIENT_ASSERTION_TYPE",
+    "REDIRECT",
+    "VERIFIER",
+    "GatewaySuite",
+    "client_assertion",
+    "gateway_suite",
+]
