@@ -72,3 +72,18 @@ def test_a_negative_bound_is_a_programming_error() -> None:
         ClockSkewGate(
             read_database_clock=Database(FakeClock(), 0).now, clock=FakeClock(), max_skew=-1
         )
+
+
+async def test_the_aligned_clock_reads_the_database_time_rounded_up() -> None:
+    from tokenry.servicekit.clockskew import DatabaseAlignedClock
+
+    clock = FakeClock()
+    db = Database(clock, offset=90.0)  # this host runs 90 s slow
+    gate = ClockSkewGate(read_database_clock=db.now, clock=clock, max_skew=2)
+    aligned = DatabaseAlignedClock(clock, gate)
+    assert aligned.now() == clock.now()  # nothing measured yet: the local clock
+    await gate.measure()
+    assert aligned.now() == pytest.approx(clock.now() + 90.0)
+    clock.advance(5)
+    assert aligned.now() == pytest.approx(clock.now() + 90.0)
+    assert aligned.monotonic() == clock.monotonic()

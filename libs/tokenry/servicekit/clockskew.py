@@ -117,3 +117,31 @@ class ClockSkewGate:
                 log.debug("clock check failed (%s); keeping the last verdict", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval)
+
+
+class DatabaseAlignedClock:
+    """A :class:`~tokenry.core.clock.Clock` whose wall time is PostgreSQL's, as the gate last
+    measured it, rounded up by the measurement's uncertainty.
+
+    The revocation service stamps subject and client watermarks (``ceil(now) + max skew``) and
+    event times with it: a revocation service whose own clock runs 90 s slow would otherwise
+    set a watermark 88 s in the past and leave every token of the subject minted in those 88 s
+    valid for good. The database's clock is the one every replica and every issuer's gate
+    shares, and rounding up keeps the watermark on the safe side. Before the first reading it
+    is the local clock. ``monotonic`` is the local one (durations never need alignment).
+    """
+
+    __slots__ = ("_base", "_gate")
+
+    def __init__(self, base: Clock, gate: ClockSkewGate) -> None:
+        self._base = base
+        self._gate = gate
+
+    def now(self) -> float:
+        reading = self._gate.last
+        if reading is None:
+            return self._base.now()
+        return self._base.now() - reading.offset + reading.uncertainty
+
+    def monotonic(self) -> float:
+        return self._base.monotonic()
