@@ -337,6 +337,15 @@ async def rotator_run(
                 lambda: verifier_at(verifier, top), budget + 20, "the verifier at the top"
             )
             await assert_replays([verifier], pool)
+
+            # The verifier may have caught up by a snapshot: the stream must get every event
+            # too (a dead rotator's lease must run out before the live one publishes).
+            async def stream_complete() -> bool:
+                seqs = await stream_seqs(settings.nats_url, settings.stream.name)
+                return bool(seqs) and seqs[-1] >= top
+
+            took = await wait_for(stream_complete, 30, "every event in the stream")
+            print(f"the stream complete {took:.2f}s after the checks")
         finally:
             await prober.stop()
             await revoker.close()
