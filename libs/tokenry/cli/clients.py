@@ -18,31 +18,20 @@ from typing import Annotated, Any
 import grpc
 import typer
 
-from tokenry.cli.common import USAGE, call, cli_error, fail, print_wide
+from tokenry.cli.common import (
+    USAGE,
+    AdminClientId,
+    AdminClientSecret,
+    call,
+    cli_error,
+    fail,
+    print_wide,
+)
 from tokenry.cli.context import CliError, credentials, stack
 from tokenry.cli.typerkit import App
 from tokenry.devstack.endpoints import Stack
 
 app = App(help="Register, list, show and delete OAuth clients.")
-
-# The caller (an admin client). --admin-client-id/--admin-client-secret are the old names,
-# kept as hidden aliases.
-ClientId = Annotated[
-    str | None,
-    typer.Option(
-        "--client-id",
-        "--admin-client-id",
-        help="Admin client id (default: TOKENRY_CLIENT_ID, or the dev admin for the dev stack)",
-    ),
-]
-ClientSecret = Annotated[
-    str | None,
-    typer.Option(
-        "--client-secret",
-        "--admin-client-secret",
-        help="Admin client secret (default: TOKENRY_CLIENT_SECRET)",
-    ),
-]
 
 
 def _metadata(
@@ -165,8 +154,8 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
         typer.Option(help="Token exchange: client ids whose tokens it may exchange ('*' = any)"),
     ] = None,
     description: Annotated[str, typer.Option(help="Free text")] = "",
-    admin_client_id: ClientId = None,
-    admin_client_secret: ClientSecret = None,
+    admin_client_id: AdminClientId = None,
+    admin_client_secret: AdminClientSecret = None,
 ) -> None:
     """Register a client; prints it as JSON with its generated secret (shown only once).
 
@@ -239,8 +228,8 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
 def list_clients(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array")] = False,
-    admin_client_id: ClientId = None,
-    admin_client_secret: ClientSecret = None,
+    admin_client_id: AdminClientId = None,
+    admin_client_secret: AdminClientSecret = None,
 ) -> None:
     """List registered clients (never their secrets)."""
     from tokenry.v1 import clients_pb2, clients_pb2_grpc
@@ -278,8 +267,8 @@ def list_clients(
 def show(
     ctx: typer.Context,
     client_id: Annotated[str, typer.Argument(help="The client's id")],
-    admin_client_id: ClientId = None,
-    admin_client_secret: ClientSecret = None,
+    admin_client_id: AdminClientId = None,
+    admin_client_secret: AdminClientSecret = None,
 ) -> None:
     """Print one client as JSON."""
     from tokenry.v1 import clients_pb2, clients_pb2_grpc
@@ -301,8 +290,8 @@ def delete(
     ctx: typer.Context,
     client_id: Annotated[str, typer.Argument(help="The client's id")],
     reason: Annotated[str, typer.Option(help="Recorded with the client revocation")] = "",
-    admin_client_id: ClientId = None,
-    admin_client_secret: ClientSecret = None,
+    admin_client_id: AdminClientId = None,
+    admin_client_secret: AdminClientSecret = None,
 ) -> None:
     """Delete a client and revoke every token issued to it."""
     from tokenry.v1 import clients_pb2, clients_pb2_grpc

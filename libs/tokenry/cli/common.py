@@ -8,7 +8,7 @@ error, 3 unreachable (nothing answered at the address).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import grpc
 import typer
@@ -21,6 +21,25 @@ OK = 0
 NEGATIVE = 1
 USAGE = 2
 UNREACHABLE = 3
+
+# The caller of an admin API (an admin client). --admin-client-id/--admin-client-secret are
+# the old names, kept as aliases.
+AdminClientId = Annotated[
+    str | None,
+    typer.Option(
+        "--client-id",
+        "--admin-client-id",
+        help="Admin client id (default: TOKENRY_CLIENT_ID, or the dev admin for the dev stack)",
+    ),
+]
+AdminClientSecret = Annotated[
+    str | None,
+    typer.Option(
+        "--client-secret",
+        "--admin-client-secret",
+        help="Admin client secret (default: TOKENRY_CLIENT_SECRET)",
+    ),
+]
 
 _UNREACHABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # The request itself was wrong: a usage error, not the service's answer about the world.

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import grpc
 import typer
 
-from tokenry.cli.common import UNREACHABLE, USAGE, call, cli_error, fail, print_wide
+from tokenry.cli.common import (
+    UNREACHABLE,
+    USAGE,
+    AdminClientId,
+    AdminClientSecret,
+    call,
+    cli_error,
+    fail,
+    print_wide,
+)
 from tokenry.cli.context import CliError, credentials, stack
 from tokenry.cli.typerkit import App
 
@@ -21,23 +30,6 @@ if TYPE_CHECKING:
     from tokenry.store.keys import RewrapReport
 
 app = App(help="Signing keys: list, rotate, revoke, rewrap under a new KEK (docs/keys.md).")
-
-ClientId = Annotated[
-    str | None,
-    typer.Option(
-        "--client-id",
-        "--admin-client-id",
-        help="Admin client id (default: TOKENRY_CLIENT_ID, or the dev admin for the dev stack)",
-    ),
-]
-ClientSecret = Annotated[
-    str | None,
-    typer.Option(
-        "--client-secret",
-        "--admin-client-secret",
-        help="Admin client secret (default: TOKENRY_CLIENT_SECRET)",
-    ),
-]
 
 
 def jwks(ctx: typer.Context) -> None:
@@ -134,8 +126,8 @@ def rotate(  # noqa: PLR0917 - typer maps one parameter per option
         bool,
         typer.Option(help="Rotate even if the successor is younger than the publish lead"),
     ] = False,
-    client_id: ClientId = None,
-    client_secret: ClientSecret = None,
+    client_id: AdminClientId = None,
+    client_secret: AdminClientSecret = None,
 ) -> None:
     """Rotate a key set now: its published successor signs from now on (needs tokenry:admin)."""
     from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
@@ -175,8 +167,8 @@ def revoke(
     ctx: typer.Context,
     kid: Annotated[str, typer.Argument(help="The kid of the key to revoke")],
     reason: Annotated[str, typer.Option(help="Recorded with the key")] = "",
-    client_id: ClientId = None,
-    client_secret: ClientSecret = None,
+    client_id: AdminClientId = None,
+    client_secret: AdminClientSecret = None,
 ) -> None:
     """Emergency: revoke a key; its tokens are rejected everywhere (needs tokenry:admin)."""
     from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
