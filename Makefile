@@ -14,23 +14,33 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
-install: $(STAMP)
+# Strict editable mode links each module at install time: when the set of modules changes
+# (a new or moved file), re-link, or the new module is not importable.
+MODULES := $(shell find libs services -name '*.py' -o -name '*.sql' | sort | cksum | cut -d' ' -f1)
+LINKED := $(VENV)/.linked-$(MODULES)
 
-dev: $(STAMP)
+$(LINKED): $(STAMP)
+	rm -f $(VENV)/.linked-*
+	$(BIN)/python -m pip install --quiet --no-deps -e . --config-settings editable_mode=strict
+	touch $@
+
+install: $(STAMP) $(LINKED)
+
+dev: install
 	$(BIN)/tokenry dev
 
-proto: $(STAMP)
+proto: install
 	$(BIN)/python scripts/gen_protos.py
 
-proto-check: $(STAMP)
+proto-check: install
 	$(BIN)/python scripts/gen_protos.py --check
 
-lint: $(STAMP)
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) proto-check lint promtool
+test: install proto-check lint promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The telemetry tests check the scrape with `promtool check metrics` and deploy/otel's alert
@@ -46,10 +56,10 @@ promtool:
 
 # The fault suite's long variants (default staleness budget, repeats; docs/faults.md). The
 # quick tier of tests/faults runs in `make test`.
-chaos: $(STAMP)
+chaos: install
 	TOKENRY_CHAOS=1 $(BIN)/python -m pytest tests/faults -m chaos $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: install
 	$(BIN)/tokenry bench all
 
 clean:
