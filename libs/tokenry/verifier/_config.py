@@ -16,7 +16,7 @@ __all__ = [
     "DEFAULT_BLOCKING_TIMEOUT",
     "Claims",
     "NoRevocationFeed",
-    "RevocationChecks",
+    "RevocationRule",
     "RevocationView",
     "StalePolicy",
     "VerifierConfig",
@@ -35,7 +35,9 @@ class StalePolicy(StrEnum):
     """Verify locally, then ask the introspector per request whether the token is active."""
 
 
-class RevocationChecks(Protocol):
+class RevocationRule(Protocol):
+    """The one Python revocation rule (``tokenry.core.revocations.RevocationSet.check``)."""
+
     def check(
         self, jti: str, gid: str | None, sub: str | None, client_id: str | None, iat: float
     ) -> str | None:
@@ -47,7 +49,7 @@ class RevocationView(Protocol):
     """What the verifier reads from its revocation state (``state.RevocationState``)."""
 
     @property
-    def revocations(self) -> RevocationChecks: ...
+    def revocations(self) -> RevocationRule: ...
 
     def is_stale(self) -> bool: ...
 
