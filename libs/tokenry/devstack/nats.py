@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -31,11 +32,31 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
+@dataclass(frozen=True, slots=True)
+class NatsServerTls:
+    """TLS of the client port: the server's certificate and key, and for ``verify`` (clients
+    must present a certificate from ``ca``) the CA bundle."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+    verify: bool = False
+
+    def args(self) -> list[str]:
+        out = ["--tlscert", str(self.cert), "--tlskey", str(self.key)]
+        if self.ca is not None:
+            out += ["--tlscacert", str(self.ca)]
+        out.append("--tlsverify" if self.verify else "--tls")
+        return out
+
+
 class EmbeddedNats:
     """A single nats-server with file-backed JetStream, owned as a child process.
 
     The port is fixed at construction (a free one is picked when ``port=0``), so ``url`` is
     known before ``start()`` and stays the same across ``restart()``: clients reconnect to it.
+    With ``tls`` the client port requires TLS (the server still greets in plaintext with
+    ``tls_required``, and nats-py upgrades the connection with the context it was given).
     """
 
     def __init__(
@@ -45,11 +66,13 @@ class EmbeddedNats:
         port: int = 0,
         host: str = "127.0.0.1",
         log_path: Path | None = None,
+        tls: NatsServerTls | None = None,
     ) -> None:
         self.store_dir = Path(store_dir).absolute()
         self.log_path = log_path or self.store_dir.with_name(self.store_dir.name + ".log")
         self.host = host
         self.port = port or free_tcp_port(host)
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -81,6 +104,7 @@ class EmbeddedNats:
             self.host,
             "-p",
             str(self.port),
+            *(self.tls.args() if self.tls is not None else []),
         ]
         with self.log_path.open("ab") as log:
             # New session: a terminal's Ctrl-C reaches only the supervisor, which stops us last.
