@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
+import re
 import secrets
 import time
 import uuid
@@ -34,7 +36,8 @@ from tokenry.core.clients import (
     Client,
 )
 from tokenry.servicekit.config import Settings
-from tokenry.services.gateway.app import build
+from tokenry.services.gateway.app import GatewayOptions, build
+from tokenry.services.gateway.users import UserStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.outbox_feed import AppliedSeq
 
@@ -44,6 +47,7 @@ REDIRECT = "https://app.test/cb"
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
 CHALLENGE = pkce.s256_challenge(VERIFIER)
 ASSERTION_KEY = ec.generate_private_key(ec.SECP256R1())
+USER, PASSWORD = "alice", "correct horse battery"
 
 
 def assertion_jwks() -> str:
@@ -151,6 +155,37 @@ class GatewaySuite:
         )
 
 
+def hidden_fields(page: str) -> dict[str, str]:
+    """The hidden inputs of a rendered form (what a browser would post back)."""
+    return {
+        html.unescape(m.group(1)): html.unescape(m.group(2))
+        for m in re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
+    }
+
+
+async def browser_login(
+    http: httpx.AsyncClient,
+    authorize_url: str,
+    *,
+    user: str = USER,
+    password: str = PASSWORD,
+    scopes: list[str] | None = None,
+    decision: str = "allow",
+) -> httpx.Response:
+    """Drive the login and consent pages as a browser would; returns the final redirect."""
+    page = await http.get(authorize_url)
+    assert page.status_code == 200, page.text
+    login = await http.post(
+        "/oauth2/login",
+        data={**hidden_fields(page.text), "username": user, "password": password},
+    )
+    assert login.status_code == 200, login.text
+    fields = hidden_fields(login.text)
+    granted = scopes if scopes is not None else fields["scope"].split()
+    form: dict[str, Any] = {**fields, "grant_scope": granted, "decision": decision}
+    return await http.post("/oauth2/consent", data=form)
+
+
 async def register(pool: asyncpg.Pool, settings: Settings, secrets_out: dict[str, str]) -> None:
     pepper = next(iter(settings.peppers.values()))
     store = ClientStore(pool)
@@ -184,7 +219,11 @@ async def gateway_suite(
     async with run_suite(settings, pool, services=services) as suite:
         await register(pool, settings, suite.secrets)
         applied = AppliedSeq()
-        gateway = build(settings, "127.0.0.1", 0, applied=applied)
+        users = UserStore()
+        users.add(USER, PASSWORD)
+        gateway = build(
+            settings, "127.0.0.1", 0, applied=applied, options=GatewayOptions(users=users)
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.serve(stop))
         url = f"http://127.0.0.1:{gateway.port}"
@@ -201,9 +240,13 @@ __all__ = [
     "ASSERTION_KEY",
     "CHALLENGE",
     "CLIENT_ASSERTION_TYPE",
+    "PASSWORD",
     "REDIRECT",
+    "USER",
     "VERIFIER",
     "GatewaySuite",
     "client_assertion",
+    "browser_login",
     "gateway_suite",
+    "hidden_fields",
 ]

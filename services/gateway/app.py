@@ -19,6 +19,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -40,14 +41,16 @@ from tokenry.flows.token_exchange import ExchangeFlow
 from tokenry.jose import JwksCache
 from tokenry.servicekit import variables as v
 from tokenry.servicekit.clockskew import DATABASE_CLOCK_SQL, ClockSkewGate
-from tokenry.servicekit.config import Settings
+from tokenry.servicekit.config import Reader, Settings
 from tokenry.servicekit.tls import ServerTls
 from tokenry.services.gateway.events import GatewayEvents
 from tokenry.services.gateway.metadata import (
     authorization_server_metadata,
     openid_configuration,
 )
+from tokenry.services.gateway.pages import LoginApp
 from tokenry.services.gateway.routes import ApiHolder, GatewayApi, Jwks, Routes
+from tokenry.services.gateway.users import Authenticator, UserStore
 from tokenry.store import opaque_tokens
 from tokenry.store.active_key import ActiveKeys
 from tokenry.store.assertion_jtis import AssertionJtiStore
@@ -83,6 +86,9 @@ class GatewayOptions:
     #: the event loop uvicorn runs ("asyncio" or "uvloop")
     loop: str = "asyncio"
     introspection_cache_max_age: float = 5.0
+    #: who may sign in on the built-in login page (default: the dev user store file
+    #: TOKENRY_GATEWAY_USERS, or nobody)
+    users: Authenticator | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,7 +191,10 @@ def build(
                 with contextlib.suppress(Exception):
                     await close()
 
-    app = Starlette(routes=routes.routes(), lifespan=lifespan)
+    users = options.users or UserStore(_users_file())
+    # The cookie is Secure on HTTPS requests, and on every request when TLS terminates in front.
+    login = LoginApp(holder, users, secure_cookies=settings.tls.terminated_in_front)
+    app = Starlette(routes=[*routes.routes(), *login.routes()], lifespan=lifespan)
     return Gateway(app, bind(host, port), options.loop, settings.tls.server)
 
 
@@ -291,6 +300,7 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
         oauth_metadata=_doc(authorization_server_metadata(issuer, settings.access_token_alg)),
         oidc_metadata=_doc(openid_configuration(issuer, settings.access_token_alg)),
         unavailable=UNAVAILABLE_ERRORS,
+        clients=clients,
     )
 
     async def keys_changed() -> None:
@@ -325,6 +335,13 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
                 log.warning("gateway maintenance failed: %s", type(exc).__name__)
 
     return api, [feed.run, gate.run, maintenance]
+
+
+def _users_file() -> Path | None:
+    reader = Reader()
+    path = reader.get(v.GATEWAY_USERS)
+    reader.check()
+    return Path(path) if path else None
 
 
 async def _ignore_change(ok: bool) -> None:

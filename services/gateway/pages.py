@@ -1,0 +1,386 @@
+"""The built-in login app: ``/oauth2/authorize`` → login → consent → redirect with ``code``,
+``state`` and ``iss`` (OIDC Core §3.1.2.1, RFC 9207), over :class:`tokenry.flows.CodeFlow`.
+
+Hydra's model: :meth:`CodeFlow.authorize` validates the request and parks it behind a single-use
+login challenge; this app authenticates the user (a pluggable
+:class:`~tokenry.services.gateway.users.Authenticator`), asks for consent and calls
+:meth:`CodeFlow.complete`, which issues the code and the redirect. Errors that may be redirected
+(RFC 6749 §4.1.2.1) are, with ``iss``; a request whose client or redirect URI is unknown gets an
+error page and never a redirect.
+
+Pages are server-rendered HTML with no external assets. Forms carry a CSRF token bound to the
+browser's session cookie (``Secure`` over HTTPS, ``HttpOnly``, ``SameSite=Lax``) and to the
+login challenge; the consent form also carries the authenticated subject, MACed so it cannot
+be swapped. Every page sends a strict CSP, ``X-Frame-Options: DENY``, ``Referrer-Policy:
+no-referrer`` and ``Cache-Control: no-store`` (RFC 9700 §4.16, §4.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import os
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from tokenry.core.authorize import AuthorizationRequest
+from tokenry.core.clients import LOGIN_SCOPE, Client
+from tokenry.core.errors import InvalidRequest, OAuthError
+from tokenry.flows import AuthorizeOutcome, Completion
+from tokenry.services.gateway.routes import ApiHolder, read_form, refuse_query_token
+from tokenry.services.gateway.users import Authenticator, LoginThrottle
+
+__all__ = ["LoginApp", "SCOPE_DESCRIPTIONS"]
+
+SESSION_COOKIE = "tkr_session"
+# The stylesheet is served from here ('self' under the CSP; no inline style, no external asset).
+CSS_PATH = "/oauth2/assets/login.css"
+PAGE_HEADERS = {
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+}
+SCOPE_DESCRIPTIONS = {
+    "openid": "Confirm who you are (your user id)",
+    "read": "Read your data",
+    "write": "Change your data",
+}
+# The caller that completes authorizations in process (CodeFlow.complete checks its scope).
+_LOGIN_CALLER = Client(
+    client_id="tokenry-gateway-login",
+    secret_hash=None,
+    pepper_id=None,
+    grant_types=frozenset(),
+    scopes=frozenset({LOGIN_SCOPE}),
+    audiences=(),
+)
+
+_STYLE = """
+*{box-sizing:border-box}body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,
+sans-serif;background:#f3f4f6;color:#111827}main{max-width:420px;margin:8vh auto;padding:0 16px}
+.card{background:#fff;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.12);padding:28px}
+h1{font-size:1.35rem;margin:0 0 4px}p.sub{color:#4b5563;margin:0 0 20px}
+label{display:block;font-weight:600;margin:14px 0 4px}
+input[type=text],input[type=password]{width:100%;padding:10px 12px;border:1px solid #d1d5db;
+border-radius:8px;font-size:1rem}input:focus{outline:2px solid #2563eb;border-color:#2563eb}
+button{width:100%;margin-top:20px;padding:11px;border:0;border-radius:8px;background:#2563eb;
+color:#fff;font-size:1rem;font-weight:600;cursor:pointer}button.secondary{background:#e5e7eb;
+color:#111827;margin-top:10px}.error{background:#fef2f2;color:#991b1b;border:1px solid #fecaca;
+border-radius:8px;padding:10px 12px;margin:0 0 12px}ul.scopes{list-style:none;padding:0;margin:0}
+ul.scopes li{display:flex;gap:10px;align-items:flex-start;padding:10px 0;
+border-top:1px solid #e5e7eb}ul.scopes label{margin:0;font-weight:400}
+ul.scopes code{color:#6b7280;font-size:.85rem}footer{text-align:center;color:#9ca3af;
+font-size:.8rem;margin-top:16px}
+"""
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    doc = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<title>{html.escape(title)}</title><link rel="stylesheet" href="{CSS_PATH}"></head>'
+        f'<body><main><div class="card">{body}</div><footer>Tokenry</footer></main></body></html>'
+    )
+    return HTMLResponse(doc, status, PAGE_HEADERS)
+
+
+def _hidden(name: str, value: str) -> str:
+    return f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    challenge: str
+    client_id: str
+    client_name: str
+    scopes: tuple[str, ...]
+
+
+class LoginApp:
+    """The authorize, login and consent endpoints."""
+
+    def __init__(
+        self,
+        holder: ApiHolder,
+        users: Authenticator,
+        *,
+        secure_cookies: bool,  # also when the request is not HTTPS (TLS terminates in front)
+        throttle: LoginThrottle | None = None,
+        key: bytes | None = None,
+    ) -> None:
+        self._holder = holder
+        self._users = users
+        self._secure = secure_cookies
+        self._throttle = throttle or LoginThrottle()
+        self._key = key or os.urandom(32)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/oauth2/authorize", self.authorize, methods=["GET", "POST"]),
+            Route("/oauth2/login", self.login, methods=["POST"]),
+            Route("/oauth2/consent", self.consent, methods=["POST"]),
+            Route(CSS_PATH, self.css, methods=["GET", "HEAD"]),
+        ]
+
+    async def css(self, _request: Request) -> Response:
+        headers = {"cache-control": "public, max-age=86400", "x-content-type-options": "nosniff"}
+        return Response(_STYLE.encode(), 200, headers, media_type="text/css")
+
+    # --- MACs ----------------------------------------------------------------------------
+
+    def _mac(self, *parts: str) -> str:
+        msg = "\x00".join(parts).encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+
+    def _csrf(self, session: str, challenge: str) -> str:
+        return self._mac("csrf", session, challenge)
+
+    def _check_csrf(self, request: Request, form: dict[str, list[str]]) -> str:
+        session = request.cookies.get(SESSION_COOKIE, "")
+        challenge = _one(form, "login_challenge")
+        given = _one(form, "csrf")
+        if (
+            not session
+            or not challenge
+            or not hmac.compare_digest(given, self._csrf(session, challenge))
+        ):
+            raise InvalidRequest("the form expired or was not sent from this browser; start again")
+        return session
+
+    # --- endpoints -----------------------------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        try:
+            refuse_query_token(request)
+            if request.method == "GET":
+                params = _single(parse_qsl(request.url.query, keep_blank_values=True))
+            else:
+                form = await read_form(request)
+                params = {k: v[0] for k, v in form.items()}
+        except OAuthError as exc:
+            return _error_page(exc.description)
+        api = self._holder.get()
+        flow = api.token.code_flow
+        try:
+            outcome = await flow.authorize(
+                AuthorizationRequest(
+                    response_type=params.get("response_type", ""),
+                    client_id=params.get("client_id", ""),
+                    redirect_uri=params.get("redirect_uri", ""),
+                    scope=params.get("scope", ""),
+                    state=params.get("state", ""),
+                    code_challenge=params.get("code_challenge", ""),
+                    code_challenge_method=params.get("code_challenge_method", ""),
+                    nonce=params.get("nonce", ""),
+                    resources=tuple(v for k, v in _pairs(request, params) if k == "resource"),
+                )
+            )
+        except OAuthError as exc:
+            # Unknown client or redirect URI: never redirect (RFC 6749 §4.1.2.1).
+            return _error_page(exc.description)
+        if outcome.redirect_to:
+            return _redirect(outcome.redirect_to)
+        if outcome.error:
+            # Unknown client or redirect URI: never redirect (RFC 6749 §4.1.2.1).
+            return _error_page(outcome.error_description or outcome.error)
+        client = await api.clients.get_client(outcome.client_id) if api.clients else None
+        pending = _pending(outcome, client)
+        session = request.cookies.get(SESSION_COOKIE) or os.urandom(24).hex()
+        resp = self._login_page(pending, session)
+        self._set_session(resp, session, secure=self._secure or request.url.scheme == "https")
+        return resp
+
+    async def login(self, request: Request) -> Response:
+        try:
+            form = await read_form(request)
+            session = self._check_csrf(request, form)
+        except OAuthError as exc:
+            return _error_page(exc.description)
+        challenge = _one(form, "login_challenge")
+        pending = _Pending(
+            challenge,
+            _one(form, "client_id"),
+            _one(form, "client_name"),
+            tuple(_one(form, "scope").split()),
+        )
+        username = _one(form, "username")
+        password = _one(form, "password")
+        address = request.client.host if request.client else "?"
+        user_key, addr_key = f"u:{username}", f"a:{address}"
+        if not self._throttle.allowed(user_key, addr_key):
+            return self._login_page(
+                pending,
+                session,
+                error="Too many attempts. Wait a few minutes and try again.",
+                username=username,
+                status=429,
+            )
+        subject = self._users.authenticate(username, password) if username and password else None
+        if subject is None:
+            self._throttle.failed(user_key, addr_key)
+            return self._login_page(
+                pending,
+                session,
+                error="Wrong username or password.",
+                username=username,
+                status=401,
+            )
+        self._throttle.succeeded(user_key)
+        auth_time = str(int(time.time()))
+        return self._consent_page(pending, session, subject, auth_time)
+
+    async def consent(self, request: Request) -> Response:
+        try:
+            form = await read_form(request, repeatable=frozenset({"grant_scope"}))
+            session = self._check_csrf(request, form)
+        except OAuthError as exc:
+            return _error_page(exc.description)
+        challenge = _one(form, "login_challenge")
+        subject = _one(form, "subject")
+        auth_time = _one(form, "auth_time")
+        if not hmac.compare_digest(
+            _one(form, "subject_mac"), self._mac("subject", session, challenge, subject, auth_time)
+        ):
+            return _error_page("the form was changed; start again")
+        granted = " ".join(form.get("grant_scope", []))
+        # The granted set is always explicit: nothing ticked grants nothing, which is a denial
+        # (CodeFlow.complete reads an empty grant as "everything requested").
+        deny = _one(form, "decision") != "allow" or not granted
+        flow = self._holder.get().token.code_flow
+        try:
+            outcome = await flow.complete(
+                _LOGIN_CALLER,
+                Completion(
+                    login_challenge=challenge,
+                    subject=subject,
+                    granted_scope=granted,
+                    auth_time=int(auth_time) if auth_time.isdigit() else 0,
+                    deny=deny,
+                ),
+            )
+        except OAuthError as exc:
+            return _error_page(exc.description)
+        if not outcome.redirect_to:
+            return _error_page(outcome.error_description or "the request could not be completed")
+        return _redirect(outcome.redirect_to)
+
+    # --- pages ---------------------------------------------------------------------------
+
+    def _set_session(self, resp: Response, session: str, *, secure: bool) -> None:
+        resp.set_cookie(
+            SESSION_COOKIE,
+            session,
+            path="/oauth2",
+            secure=secure,
+            httponly=True,
+            samesite="lax",
+        )
+
+    def _common(self, pending: _Pending, session: str) -> str:
+        return (
+            _hidden("login_challenge", pending.challenge)
+            + _hidden("csrf", self._csrf(session, pending.challenge))
+            + _hidden("client_id", pending.client_id)
+            + _hidden("client_name", pending.client_name)
+            + _hidden("scope", " ".join(pending.scopes))
+        )
+
+    def _login_page(
+        self,
+        pending: _Pending,
+        session: str,
+        *,
+        error: str = "",
+        username: str = "",
+        status: int = 200,
+    ) -> HTMLResponse:
+        err = f'<p class="error" role="alert" id="err">{html.escape(error)}</p>' if error else ""
+        described = ' aria-describedby="err"' if error else ""
+        body = (
+            "<h1>Sign in</h1>"
+            f'<p class="sub">to continue to <strong>{html.escape(pending.client_name)}</strong></p>'
+            f'{err}<form method="post" action="/oauth2/login">{self._common(pending, session)}'
+            '<label for="username">Username</label>'
+            f'<input type="text" id="username" name="username" autocomplete="username" '
+            f'value="{html.escape(username)}" required autofocus{described}>'
+            '<label for="password">Password</label>'
+            '<input type="password" id="password" name="password" '
+            f'autocomplete="current-password" required{described}>'
+            '<button type="submit">Sign in</button></form>'
+        )
+        return _page("Sign in", body, status)
+
+    def _consent_page(
+        self, pending: _Pending, session: str, subject: str, auth_time: str
+    ) -> HTMLResponse:
+        items = "".join(
+            f'<li><input type="checkbox" id="s{i}" name="grant_scope" value="{html.escape(s)}" '
+            f'checked><label for="s{i}">{html.escape(SCOPE_DESCRIPTIONS.get(s, s))} '
+            f"<code>{html.escape(s)}</code></label></li>"
+            for i, s in enumerate(pending.scopes)
+        )
+        mac = self._mac("subject", session, pending.challenge, subject, auth_time)
+        body = (
+            f"<h1>Allow {html.escape(pending.client_name)}?</h1>"
+            f'<p class="sub">Signed in as <strong>{html.escape(subject)}</strong>. '
+            f"{html.escape(pending.client_name)} asks to:</p>"
+            f'<form method="post" action="/oauth2/consent">{self._common(pending, session)}'
+            + _hidden("subject", subject)
+            + _hidden("auth_time", auth_time)
+            + _hidden("subject_mac", mac)
+            + f'<ul class="scopes">{items}</ul>'
+            '<button type="submit" name="decision" value="allow">Allow</button>'
+            '<button type="submit" name="decision" value="deny" class="secondary">Deny</button>'
+            "</form>"
+        )
+        return _page("Allow access", body)
+
+
+def _pending(outcome: AuthorizeOutcome, client: Client | None) -> _Pending:
+    name = (client.description if client is not None else "") or outcome.client_id
+    return _Pending(
+        outcome.login_challenge, outcome.client_id, name, tuple(outcome.requested_scope.split())
+    )
+
+
+def _one(form: dict[str, list[str]], name: str) -> str:
+    values = form.get(name)
+    return values[0] if values else ""
+
+
+def _single(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name in out and name != "resource":
+            raise InvalidRequest(f"parameter {name[:40]!r} is repeated")
+        out.setdefault(name, value)
+    return out
+
+
+def _pairs(request: Request, params: dict[str, str]) -> list[tuple[str, str]]:
+    if request.method == "GET":
+        return parse_qsl(request.url.query, keep_blank_values=True)
+    return list(params.items())
+
+
+def _redirect(uri: str) -> Response:
+    resp = RedirectResponse(uri, status_code=303)
+    resp.headers.update(PAGE_HEADERS)
+    return resp
+
+
+def _error_page(message: str) -> HTMLResponse:
+    body = (
+        "<h1>Something went wrong</h1>"
+        f'<p class="error" role="alert">{html.escape(message)}</p>'
+        '<p class="sub">Go back to the application and start again.</p>'
+    )
+    return _page("Error", body, 400)

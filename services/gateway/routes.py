@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tokenry.core.clientauth import credentials_from
+from tokenry.core.clientauth import ClientLookup, credentials_from
 from tokenry.core.errors import (
     InsufficientScope,
     InvalidClient,
@@ -83,6 +83,8 @@ class GatewayApi:
     oidc_metadata: bytes
     #: exception types meaning "PostgreSQL is unreachable": 503, retry (SPEC §7)
     unavailable: tuple[type[BaseException], ...] = ()
+    #: the client registry (names on the login and consent pages)
+    clients: ClientLookup | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -161,7 +163,9 @@ def refuse_query_token(request: Request) -> None:
             raise InvalidRequest("bearer tokens are not accepted in the query string")
 
 
-async def read_form(request: Request) -> dict[str, list[str]]:
+async def read_form(
+    request: Request, repeatable: frozenset[str] = _REPEATABLE
+) -> dict[str, list[str]]:
     """The form body (RFC 6749 Appendix B), each name with its values in order."""
     refuse_query_token(request)
     ctype = request.headers.get("content-type", "")
@@ -193,7 +197,7 @@ async def read_form(request: Request) -> dict[str, list[str]]:
             raise InvalidRequest(f"{name[:40]!r} holds a NUL character")
         form.setdefault(name, []).append(value)
     for name, values in form.items():
-        if len(values) > 1 and name not in _REPEATABLE:
+        if len(values) > 1 and name not in repeatable:
             raise InvalidRequest(f"parameter {name[:40]!r} is repeated (RFC 6749 §3.2)")
     return form
 

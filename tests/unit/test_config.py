@@ -96,6 +96,7 @@ BAD = {
     "TOKENRY_REVOCATION_LISTEN": "1.2.3.4:99999",
     "TOKENRY_KEYROTATOR_LISTEN": "50054",
     "TOKENRY_GATEWAY_LISTEN": "gateway:port",
+    "TOKENRY_GATEWAY_USERS": "relative/users.json",
     "TOKENRY_WORKERS": "abc",
     "TOKENRY_EVENT_LOOP": "trio",
     "TOKENRY_LOG_LEVEL": "loud",
@@ -133,6 +134,7 @@ def _read_everything(env: dict[str, str]) -> list[str]:
     for service in variables.DEFAULT_PORTS:
         read_listen(reader, service)
     reader.get(variables.GATEWAY_LISTEN)
+    reader.get(variables.GATEWAY_USERS)
     reader.get(variables.WORKERS)
     reader.get(variables.EVENT_LOOP)
     RevocationSettings.read(reader)

@@ -339,6 +339,20 @@ GATEWAY_LISTEN = Var(
     "gateway",
     f":{GATEWAY_PORT}",
 )
+def _absolute_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return text
+
+
+GATEWAY_USERS = Var(
+    "TOKENRY_GATEWAY_USERS",
+    _absolute_path,
+    "",
+    "the dev user store of the built-in login page (JSON, scrypt hashes; docs/gateway.md)",
+    "gateway",
+    "none",
+)
 MAX_CLOCK_SKEW = Var(
     "TOKENRY_MAX_CLOCK_SKEW",
     integer(0, 300),
@@ -486,6 +500,7 @@ VARIABLES: tuple[Var[Any], ...] = (
     DEV,
     *LISTEN.values(),
     GATEWAY_LISTEN,
+    GATEWAY_USERS,
     WORKERS,
     EVENT_LOOP,
     TLS_CERT,

@@ -1,0 +1,141 @@
+"""/oauth2/authorize → login → consent → redirect with code, state and iss (RFC 9207), over the
+real gateway: security headers, CSRF, error redirects, throttling, and the code redeemed."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import asyncpg
+import pytest
+
+from tokenry.servicekit.config import Settings
+
+from gateway_support import (
+    CHALLENGE,
+    REDIRECT,
+    VERIFIER,
+    browser_login,
+    gateway_suite,
+    hidden_fields,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def authorize_url(**overrides: str) -> str:
+    params = {
+        "response_type": "code",
+        "client_id": "web",
+        "redirect_uri": REDIRECT,
+        "scope": "openid read",
+        "state": "st&=/ é",
+        "code_challenge": CHALLENGE,
+        "code_challenge_method": "S256",
+        "nonce": "n-1",
+    }
+    params.update(overrides)
+    return "/oauth2/authorize?" + urlencode(params)
+
+
+def query(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+async def test_code_flow_through_the_pages(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with gateway_suite(settings, pool) as g:
+        page = await g.http.get(authorize_url())
+        assert page.status_code == 200
+        for name, value in {
+            "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
+            "x-frame-options": "DENY",
+            "referrer-policy": "no-referrer",
+            "cache-control": "no-store",
+        }.items():
+            assert page.headers[name] == value
+        cookie = page.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie
+        assert "Web Portal" in page.text and '<label for="password">' in page.text
+
+        resp = await browser_login(g.http, authorize_url())
+        assert resp.status_code == 303
+        location = resp.headers["location"]
+        assert location.startswith(REDIRECT + "?")
+        q = query(location)
+        assert q["state"] == "st&=/ é" and q["iss"] == settings.issuer_url and q["code"]
+        tokens = await g.http.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": q["code"],
+                "redirect_uri": REDIRECT,
+                "code_verifier": VERIFIER,
+            },
+            auth=g.basic("web"),
+        )
+        assert tokens.status_code == 200, tokens.text
+        body = tokens.json()
+        assert body["refresh_token"] and body["id_token"] and body["scope"] == "openid read"
+        # refresh rotates
+        refreshed = await g.http.post(
+            "/oauth2/token",
+            data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+            auth=g.basic("web"),
+        )
+        assert refreshed.status_code == 200, refreshed.text
+        assert refreshed.json()["refresh_token"] != body["refresh_token"]
+        # the code is single-use, and its reuse revokes the family (RFC 6749 §4.1.2)
+        again = await g.http.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": q["code"],
+                "redirect_uri": REDIRECT,
+                "code_verifier": VERIFIER,
+            },
+            auth=g.basic("web"),
+        )
+        assert (again.status_code, again.json()["error"]) == (400, "invalid_grant")
+
+
+async def test_errors_deny_csrf_and_throttling(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with gateway_suite(settings, pool) as g:
+        # an unregistered redirect URI or an unknown client: an error page, never a redirect
+        for bad in (
+            authorize_url(redirect_uri="https://evil.test/cb"),
+            authorize_url(client_id="nobody"),
+        ):
+            resp = await g.http.get(bad)
+            assert resp.status_code == 400 and "location" not in resp.headers
+        # a redirectable error carries state and iss (RFC 6749 §4.1.2.1, RFC 9207 §2)
+        resp = await g.http.get(authorize_url(code_challenge_method="plain"))
+        assert resp.status_code == 303
+        q = query(resp.headers["location"])
+        assert q["error"] == "invalid_request" and q["iss"] == settings.issuer_url
+        assert q["state"] == "st&=/ é"
+        # a bearer token in the query string is refused
+        resp = await g.http.get(authorize_url(access_token="x"))
+        assert resp.status_code == 400 and "location" not in resp.headers
+        # deny, and an empty grant (nothing ticked) grants nothing
+        for kwargs in ({"decision": "deny"}, {"scopes": []}):
+            resp = await browser_login(g.http, authorize_url(), **kwargs)
+            assert resp.status_code == 303
+            assert query(resp.headers["location"])["error"] == "access_denied"
+        # CSRF: the login form posted without the session cookie is refused
+        page = await g.http.get(authorize_url())
+        fields = hidden_fields(page.text)
+        g.http.cookies.clear()
+        resp = await g.http.post(
+            "/oauth2/login", data={**fields, "username": "alice", "password": "x"}
+        )
+        assert resp.status_code == 400
+        # wrong password: inline error; then throttled
+        page = await g.http.get(authorize_url())
+        fields = hidden_fields(page.text)
+        statuses = []
+        for _ in range(6):
+            resp = await g.http.post(
+                "/oauth2/login", data={**fields, "username": "alice", "password": "wrong-one"}
+            )
+            statuses.append(resp.status_code)
+        assert statuses[:5] == [401] * 5 and statuses[5] == 429
+        assert "Wrong username or password" in resp.text or "Too many attempts" in resp.text
