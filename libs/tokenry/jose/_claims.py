@@ -3,7 +3,9 @@
 ``exp``, ``iat`` required finite JSON numbers (not bool, NaN or Infinity), ``nbf`` optional
 likewise; ``jti`` a non-empty string; ``iss`` equal to the issuer; ``aud`` a string or array of
 strings containing the audience — which is always required: there is no way to skip it (RFC 8725
-§3.9); ``sub``/``client_id``/``scope`` strings when present; then ``now >= exp + leeway`` →
+§3.9); ``sub`` and ``client_id`` required non-empty strings (RFC 9068 §2.2: both REQUIRED;
+without them the subject and client revocation watermarks would silently skip the token);
+``scope`` a string when present; then ``now >= exp + leeway`` →
 ``expired`` (cannot be turned off, NIST SP 800-228), ``nbf`` later than ``now + leeway`` →
 ``not_yet_valid``, ``iat`` later than ``now + min(leeway, max clock skew)`` → ``iat_in_future``.
 The iat allowance never exceeds the skew the issuers are held to (docs/events.md): subject and
@@ -89,6 +91,14 @@ def _optional_string(claims: Mapping[str, Any], name: str) -> None:
     value = claims.get(name, _MISSING)
     if value is not _MISSING and type(value) is not str:
         raise InvalidClaimsError("bad_claim_type", f"claim {name} must be a string")
+
+
+def _required_string(claims: Mapping[str, Any], name: str) -> None:
+    value = claims.get(name, _MISSING)
+    if value is _MISSING:
+        raise InvalidClaimsError("missing_claim", f"claim {name} is required")
+    if type(value) is not str or not value:
+        raise InvalidClaimsError("bad_claim_type", f"claim {name} must be a non-empty string")
 
 
 def _check_identity(claims: Mapping[str, Any], issuer: str, audience: Audience) -> None:
@@ -183,8 +193,10 @@ def check(
 
     _check_identity(claims, issuer, audience)
 
-    _optional_string(claims, "sub")
-    _optional_string(claims, "client_id")
+    # RFC 9068 §2.2: sub and client_id are REQUIRED. The subject and client revocation
+    # watermarks key on them: a token without either would escape those revocations.
+    _required_string(claims, "sub")
+    _required_string(claims, "client_id")
     _optional_string(claims, "scope")
 
     # RFC 7519 §4.1.4: the token must not be accepted on or after exp (plus the skew leeway).

@@ -43,6 +43,7 @@ CLAIMS = {
     "exp": NOW + 600,
     "iat": NOW,
     "jti": "c2VjcmV0LWp0aS0xMjM0NQ",
+    "client_id": "svc-orders",
     "scope": "demo.read",
 }
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -228,8 +229,11 @@ def check_signed(header: dict[str, Any], claims: dict[str, Any]) -> None:
     assert result["iss"] == ISSUER
     aud = result["aud"]
     assert aud == AUDIENCE or (isinstance(aud, list) and AUDIENCE in aud)
-    for name in ("sub", "client_id", "scope"):
-        assert name not in result or isinstance(result[name], str)
+    assert isinstance(result["sub"], str)  # RFC 9068 §2.2: required
+    assert result["sub"]
+    assert isinstance(result["client_id"], str)
+    assert result["client_id"]
+    assert "scope" not in result or isinstance(result["scope"], str)
 
 
 @FAST
