@@ -13,7 +13,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -21,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tokenry.servicekit import telemetry as otel
 from tokenry.servicekit.logging import JsonFormatter
-from tokenry.servicekit.rpctelemetry import RpcTelemetry, instrument_server
+from tokenry.servicekit.rpctelemetry import RpcTelemetry, instrument_server, rpc_duration
 
 # --- settings --------------------------------------------------------------------------------
 
@@ -138,13 +137,17 @@ def _points(reader: InMemoryMetricReader, name: str) -> dict[tuple[str, str], in
 @pytest.fixture
 async def traced() -> AsyncIterator[tuple[InMemoryMetricReader, InMemorySpanExporter, int]]:
     reader = InMemoryMetricReader()
-    meters = MeterProvider(metric_readers=[reader])
+    meters = otel.EdgeMeterProvider(metric_readers=[reader])
     spans = InMemorySpanExporter()
     tracers = TracerProvider(sampler=otel.FollowParent())
     tracers.add_span_processor(SimpleSpanProcessor(spans))
     draws = iter([0.5, 0.001, 0.9, 0.002, 0.003, 0.004, 0.005] + [0.5] * 100)
     rpc = RpcTelemetry(
-        meters.get_meter("t"), tracers.get_tracer("t"), ratio=0.01, rand=lambda: next(draws)
+        meters.get_meter("t"),
+        tracers.get_tracer("t"),
+        ratio=0.01,
+        duration=rpc_duration(meters),
+        rand=lambda: next(draws),
     )
     server, port = await _serve(rpc)
     try:

@@ -3,8 +3,10 @@
 Not an interceptor: a grpc.aio server interceptor costs ≈ 20 µs per call (ARCHITECTURE §7),
 which alone would eat most of the 5 % that telemetry may cost on issuance (SPEC §8). Instead
 :func:`instrument_server` wraps each method handler as it is registered (the way
-:func:`tokenry.servicekit.errors.guard` does): per call one coroutine frame, one histogram
-record, and a span only when the call is sampled.
+:func:`tokenry.servicekit.errors.guard` does): per call one coroutine frame, a few integer
+bumps in a :class:`~tokenry.servicekit.telemetry.PlainHistogram` series bound at registration
+(the SDK's ``Histogram.record`` measured 5–15 µs per reader per call here), and a span only
+when the call is sampled.
 
 The OpenTelemetry gRPC instrumentation (opentelemetry-instrumentation-grpc) was measured in
 the same run (docs/benchmarks/telemetry.md): it is an interceptor, starts a span object on
@@ -33,7 +35,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, Final, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
 import grpc
 from opentelemetry import context as otel_context
@@ -50,7 +52,10 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["DURATION_BUCKETS", "RpcTelemetry", "from_globals", "instrument_server"]
+if TYPE_CHECKING:
+    from tokenry.servicekit.telemetry import EdgeMeterProvider, PlainHistogram, PlainSeries
+
+__all__ = ["DURATION_BUCKETS", "RpcTelemetry", "from_globals", "instrument_server", "rpc_duration"]
 
 #: seconds; from a cached call (≈ 0.3 ms) to a client's usual deadline
 DURATION_BUCKETS: Final = (
@@ -88,21 +93,13 @@ class RpcTelemetry:
         tracer: trace.Tracer | None,
         ratio: float = 1.0,
         *,
+        duration: PlainHistogram | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._tracer = tracer if ratio > 0.0 else None
         self._ratio = ratio
         self._rand = rand
-        self._duration = (
-            meter.create_histogram(
-                "rpc.server.call.duration",
-                unit="s",
-                description="gRPC server calls by method and status code (count = rate)",
-                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            )
-            if meter is not None
-            else None
-        )
+        self._duration = duration
         self._auth_failures: dict[tuple[str, str], int] = {}
         if meter is not None:
             meter.create_observable_counter(
@@ -195,15 +192,20 @@ class RpcTelemetry:
             return grpc.unary_stream_rpc_method_handler(self._stream(method, stream), **kwargs)
         return handler  # client- and bidi-streaming (reflection) stay as they are
 
-    def _attrs(self, method: str) -> dict[str, dict[str, str]]:
+    def _series(self, method: str) -> dict[str, PlainSeries] | None:
+        """The method's histogram series by status code, bound once at registration."""
+        if self._duration is None:
+            return None
         base = {"rpc.system": "grpc", "rpc.method": method.lstrip("/")}
-        return {name: {**base, "rpc.grpc.status_code": name} for name in _CODE_NAMES.values()}
+        return {
+            name: self._duration.series({**base, "rpc.grpc.status_code": name})
+            for name in _CODE_NAMES.values()
+        }
 
     def _unary(
         self, method: str, inner: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
-        by_code = self._attrs(method)
-        record = self._duration.record if self._duration is not None else None
+        by_code = self._series(method)
         name = method.lstrip("/")
         clock = time.perf_counter
         start_span, finish, auth_failed = self._start, self._finish, self._auth_failed
@@ -223,8 +225,8 @@ class RpcTelemetry:
                 code = _unexpected(exc)
                 raise
             finally:
-                if record is not None:
-                    record(clock() - began, by_code.get(code, by_code["UNKNOWN"]))
+                if by_code is not None:
+                    (by_code.get(code) or by_code["UNKNOWN"]).record(clock() - began)
                     if code == "UNAUTHENTICATED":
                         auth_failed(name, request, context)
                 finish(started, code)
@@ -234,8 +236,7 @@ class RpcTelemetry:
     def _stream(
         self, method: str, inner: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
-        by_code = self._attrs(method)
-        record = self._duration.record if self._duration is not None else None
+        by_code = self._series(method)
         name = method.lstrip("/")
         start_span, finish = self._start, self._finish
 
@@ -256,8 +257,8 @@ class RpcTelemetry:
                 code = _unexpected(exc)
                 raise
             finally:
-                if record is not None:
-                    record(time.perf_counter() - began, by_code.get(code, by_code["UNKNOWN"]))
+                if by_code is not None:
+                    (by_code.get(code) or by_code["UNKNOWN"]).record(time.perf_counter() - began)
                 finish(started, code)
 
         return stream
@@ -284,24 +285,31 @@ def _unexpected(exc: BaseException) -> str:
 def from_globals() -> RpcTelemetry | None:
     """The instruments for the SDK providers :mod:`tokenry.servicekit.telemetry` installed as
     OpenTelemetry's globals; None when neither traces nor metrics are on (nothing to wrap)."""
-    from opentelemetry.sdk.metrics import MeterProvider
-
-    from tokenry.servicekit.telemetry import EdgeTracerProvider
+    from tokenry.servicekit.telemetry import EdgeMeterProvider, EdgeTracerProvider
 
     meter_provider = metrics.get_meter_provider()
     tracer_provider = trace.get_tracer_provider()
-    meter = (
-        meter_provider.get_meter("tokenry.rpc")
-        if isinstance(meter_provider, MeterProvider)
-        else None
-    )
+    meter, duration = None, None
+    if isinstance(meter_provider, EdgeMeterProvider):
+        meter = meter_provider.get_meter("tokenry.rpc")
+        duration = rpc_duration(meter_provider)
     tracer = None
     ratio = 0.0
     if isinstance(tracer_provider, EdgeTracerProvider):
         ratio = tracer_provider.edge_ratio
         tracer = tracer_provider.get_tracer("tokenry.rpc")
-    rpc = RpcTelemetry(meter, tracer, ratio)
+    rpc = RpcTelemetry(meter, tracer, ratio, duration=duration)
     return rpc if rpc.active else None
+
+
+def rpc_duration(provider: EdgeMeterProvider) -> PlainHistogram:
+    """The ``rpc.server.call.duration`` histogram on ``provider`` (plain integers per call)."""
+    return provider.plain_histogram(
+        "rpc.server.call.duration",
+        "s",
+        "gRPC server calls by method and status code (count = rate)",
+        DURATION_BUCKETS,
+    )
 
 
 def instrument_server(server: grpc.aio.Server, rpc: RpcTelemetry | None = None) -> None:
