@@ -6,6 +6,7 @@ import pytest
 
 from tokenry.bus import codec
 from tokenry.bus.codec import KeyHint, Subjects
+from tokenry.bus.errors import MalformedSnapshot
 from tokenry.core.revocations import Revocation, RevocationKind, SnapshotBatch
 from tokenry.v1 import events_pb2, revocation_pb2
 
@@ -75,5 +76,5 @@ def test_snapshot_message_roundtrip() -> None:
 
 def test_snapshot_with_ragged_columns_is_refused() -> None:
     msg = revocation_pb2.RevocationSnapshot(seq=1, jtis=["a", "b"], jti_expires_at=[1])
-    with pytest.raises(codec.SnapshotError):
+    with pytest.raises(MalformedSnapshot):
         codec.snapshot_batch(msg)

@@ -7,11 +7,14 @@ are each a ``payload`` of ``tokenry.v1.Event``, and :class:`Subjects` names ever
 from __future__ import annotations
 
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tokenry.bus.errors import MalformedSnapshot
+from tokenry.bus.errors import UndecodableEvent as UndecodableEvent  # noqa: PLC0414 - re-export
 from tokenry.core.events import OutboxEvent
 from tokenry.core.revocations import Revocation, RevocationKind, SnapshotBatch
 from tokenry.v1 import events_pb2, revocation_pb2
@@ -167,10 +170,6 @@ def stamp_seq(payload: bytes, seq: int) -> bytes:
     return env.SerializeToString()
 
 
-class UndecodableEvent(ValueError):
-    """Bytes on the event stream that are not a Tokenry event this version understands."""
-
-
 def decode(data: bytes) -> DecodedEvent:
     try:
         env = events_pb2.Event.FromString(data)
@@ -241,14 +240,10 @@ def snapshot_message(
     return msg
 
 
-class SnapshotError(ValueError):
-    """A snapshot message that is inconsistent (columns of different lengths)."""
-
-
 def snapshot_batch(msg: revocation_pb2.RevocationSnapshot) -> SnapshotBatch:
     """The entries of one snapshot message as columns."""
     if len(msg.jtis) != len(msg.jti_expires_at) or len(msg.grant_ids) != len(msg.grant_expires_at):
-        raise SnapshotError("snapshot columns differ in length")
+        raise MalformedSnapshot("snapshot columns differ in length")
     return SnapshotBatch(
         jtis=list(msg.jtis),
         jti_expires_at=list(msg.jti_expires_at),
@@ -257,3 +252,16 @@ def snapshot_batch(msg: revocation_pb2.RevocationSnapshot) -> SnapshotBatch:
         subjects=[(w.value, w.not_before, w.expires_at) for w in msg.subjects],
         clients=[(w.value, w.not_before, w.expires_at) for w in msg.clients],
     )
+
+
+def __getattr__(name: str) -> type[MalformedSnapshot]:
+    # ``SnapshotError`` named MalformedSnapshot until issue 12 item 9 (the verifier's
+    # SnapshotError is another thing); the old name resolves for one release.
+    if name == "SnapshotError":
+        warnings.warn(
+            "tokenry.bus.codec.SnapshotError is now tokenry.bus.errors.MalformedSnapshot",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return MalformedSnapshot
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,7 +32,7 @@ from tokenry.jose import (
     b64url_decode,
     loads_strict,
 )
-from tokenry.store.jwks_source import PublishedKeys as KeySource
+from tokenry.store.jwks_source import PublishedKeyReader as KeySource
 from tokenry.store.jwks_source import StoreJwksSource
 from tokenry.store.ports import RevocationLookup, TokenReader
 from tokenry.store.records import ACCESS

@@ -13,6 +13,7 @@ import asyncpg
 from tokenry.core.clients import Client
 from tokenry.core.events import OutboxEvent
 from tokenry.store import idempotency
+from tokenry.store.errors import ClientExists as ClientExists  # noqa: PLC0414 - re-export
 from tokenry.store.idempotency import IdempotencyKey
 from tokenry.store.outbox import append
 
@@ -78,10 +79,6 @@ def _args(client: Client) -> tuple[object, ...]:
         client.refresh_token_absolute_ttl,
         sorted(client.token_exchange_from),
     )
-
-
-class ClientExists(Exception):
-    """A client with this id is already registered."""
 
 
 class ClientStore:

@@ -9,12 +9,13 @@ TTL) over this source, so a burst of unknown kids costs one query, not one each.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any, Protocol
 
-__all__ = ["PublishedKeys", "StoreJwksSource"]
+__all__ = ["PublishedKeyReader", "StoreJwksSource"]
 
 
-class PublishedKeys(Protocol):
+class PublishedKeyReader(Protocol):
     """What the source reads (``tokenry.store.keys.KeyStore`` fits)."""
 
     async def published(self) -> tuple[list[dict[str, Any]], int]:
@@ -27,10 +28,23 @@ class StoreJwksSource:
 
     __slots__ = ("_keys",)
 
-    def __init__(self, keys: PublishedKeys) -> None:
+    def __init__(self, keys: PublishedKeyReader) -> None:
         self._keys = keys
 
     async def fetch(self) -> tuple[str, int]:
         """One read of the published keys (one repeatable-read snapshot)."""
         jwks, seq = await self._keys.published()
         return json.dumps({"keys": jwks}), seq
+
+
+def __getattr__(name: str) -> Any:
+    # ``PublishedKeys`` named this port until issue 12 item 9; ``tokenry.flows.PublishedKeys``
+    # is the key cache. The old name resolves for one release.
+    if name == "PublishedKeys":
+        warnings.warn(
+            "tokenry.store.jwks_source.PublishedKeys is now PublishedKeyReader",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return PublishedKeyReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,14 +21,11 @@ from tokenry.core.events import OutboxEvent
 from tokenry.core.keylifecycle import PUBLISHED, KeyInfo, KeySet, KeyState, Transition
 from tokenry.core.keywrap import Kek, KekRing, KeyUnwrapError, is_sealed, seal
 from tokenry.store.db import Executor
+from tokenry.store.errors import LeaseLost as LeaseLost  # noqa: PLC0414 - re-export
 from tokenry.store.leases import Lease
 from tokenry.store.outbox import append, lease_is_current
 
 PUBLISHED_STATES = tuple(sorted(PUBLISHED))
-
-
-class LeaseLost(Exception):
-    """The writer's lease is no longer current: another replica leads now; nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)

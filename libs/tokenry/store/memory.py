@@ -26,6 +26,7 @@ from typing import Any, Final
 from tokenry.core.clients import Client
 from tokenry.core.clock import Clock
 from tokenry.core.revocations import Revocation, RevocationKind, RevocationSet
+from tokenry.store.errors import DuplicateRow
 from tokenry.store.records import (
     AuthCodeRecord,
     AuthRequestRecord,
@@ -38,10 +39,6 @@ __all__ = ["DuplicateRow", "MemoryStore", "MemoryUnitOfWork"]
 
 _ABSENT: Final = object()
 _WATERMARK_KINDS: Final = (RevocationKind.SUBJECT.value, RevocationKind.CLIENT.value)
-
-
-class DuplicateRow(Exception):
-    """A row with this key exists already (PostgreSQL: a unique violation)."""
 
 
 def _json(value: dict[str, Any] | None) -> dict[str, Any] | None:

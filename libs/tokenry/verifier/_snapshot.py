@@ -9,6 +9,7 @@ from typing import Protocol
 import grpc
 
 from tokenry.bus import codec
+from tokenry.bus.errors import MalformedSnapshot
 from tokenry.core.errors import TokenryError
 from tokenry.core.revocations import RevocationSet
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
@@ -75,7 +76,7 @@ class GrpcSnapshotSource:
                     raise SnapshotError("snapshot messages disagree on their seq")
                 try:
                     batch = codec.snapshot_batch(msg)
-                except codec.SnapshotError as exc:
+                except MalformedSnapshot as exc:
                     raise SnapshotError(str(exc)) from None
                 batch.load_into(revs)
                 count += len(batch)
