@@ -16,13 +16,29 @@ registered:
 
 Every failure is ``invalid_client``; before anything is proven the description is the same, so a
 caller cannot tell an unknown client from a wrong secret (RFC 6749 §5.2).
+
+Brute force and abuse (issue 13 item 8). Client ids are public and secrets are 256-bit random,
+so the threat is lock-out and load, not guessing. :class:`FailureLimiter` therefore limits
+*failures only*: the credential is always checked first, a correct one is answered at once
+whatever happened before (no lock-out of a victim by an attacker who knows its id), and a
+successful authentication never touches the limiter. A failure is held back (answered late,
+still ``invalid_client``, with a ``retry after`` hint) once its (client_id, peer) or its peer
+alone has used up a burst of failures. The peer is the transport's peer address, or the
+client address a trusted proxy put in a configured header (:func:`peer_from`); adapters set
+it for the request in :data:`request_peer`. :class:`CallerLimiter` bounds the calls of one
+authenticated caller (introspection). Both hold their state in the process: with ``--workers
+N`` each worker limits on its own (the limits hold per process, N times looser across a host).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
+import math
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from itertools import islice
 from typing import Final, NamedTuple, Protocol
@@ -36,7 +52,7 @@ from tokenry.core.client_assertion import (
 from tokenry.core.client_secrets import Pepper, hash_secret, verify_secret
 from tokenry.core.clients import NO_AUTH, PRIVATE_KEY_JWT, SECRET_METHODS, Client
 from tokenry.core.clock import Clock
-from tokenry.core.errors import InvalidClient, InvalidRequest
+from tokenry.core.errors import InvalidClient, InvalidRequest, TemporarilyUnavailable
 
 MAX_CREDENTIAL_LENGTH = 512
 _BAD_CLIENT = "client authentication failed"
@@ -235,13 +251,42 @@ async def authenticate(
     peppers: dict[str, Pepper],
     assertions: AssertionContext | None = None,
     proven: ProvenSecrets | None = None,
+    *,
+    limiter: FailureLimiter | None = None,
 ) -> Client:
     """Return the authenticated client or raise ``InvalidClient``.
 
     A client may only use the method it registered (a secret client either secret method).
     With ``proven``, a secret already checked against the client's current hash is not checked
-    again (see :class:`ProvenSecrets`).
+    again (see :class:`ProvenSecrets`). With ``limiter``, a failure is answered late once its
+    (client_id, peer) or peer has failed too often (:class:`FailureLimiter`); a success costs
+    nothing more.
     """
+    if limiter is None:
+        return await _authenticate_once(credentials, lookup, peppers, assertions, proven)
+    try:
+        return await _authenticate_once(credentials, lookup, peppers, assertions, proven)
+    except InvalidClient as exc:
+        await limiter.hold_failure(_claimed_id(credentials), request_peer.get(), exc)
+        raise
+
+
+def _claimed_id(credentials: Presented) -> str:
+    if isinstance(credentials, BasicHeader):
+        try:
+            return credentials.parse().client_id[:MAX_CREDENTIAL_LENGTH]
+        except InvalidClient:
+            return ""
+    return credentials.client_id[:MAX_CREDENTIAL_LENGTH]
+
+
+async def _authenticate_once(
+    credentials: Presented,
+    lookup: ClientLookup,
+    peppers: dict[str, Pepper],
+    assertions: AssertionContext | None,
+    proven: ProvenSecrets | None,
+) -> Client:
     if proven is not None and credentials.method in (BASIC, POST):
         key, known = proven.recall(credentials)
         if known is not None:
@@ -307,8 +352,177 @@ async def _authenticate(
     raise InvalidClient(_BAD_CLIENT)
 
 
+# --- brute force and abuse (issue 13 item 8) -----------------------------------------------------
+
+#: The caller's network identity for the current request, set by the transport adapter
+#: (``peer_from``) before it authenticates; "" when unknown (then only per-client keys apply).
+request_peer: ContextVar[str] = ContextVar("tokenry_request_peer", default="")
+
+
+def peer_from(transport_peer: str, forwarded: str | None = None, *, trusted: bool = False) -> str:
+    """The peer a limiter keys on.
+
+    Args:
+        transport_peer: the transport's peer (gRPC ``context.peer()``, e.g. ``ipv4:10.0.0.7:5123``,
+            or the HTTP client host). Its port is dropped: one host, many connections.
+        forwarded: the value of the configured trusted-proxy header (``X-Forwarded-For``
+            style), if the request carried one.
+        trusted: whether a trusted-proxy header is configured. Without it the header is ignored,
+            so a client cannot pick its own peer to dodge the per-peer limit.
+    """
+    if trusted and forwarded:
+        # The rightmost entry is the one the trusted proxy appended; earlier ones are the
+        # client's own claims.
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:128]
+    peer = transport_peer
+    if peer.startswith(("ipv4:", "ipv6:")):
+        peer = peer.partition(":")[2]
+        peer = peer.rpartition(":")[0] or peer
+        peer = peer.strip("[]").replace("%5B", "").replace("%5D", "")
+    return peer[:128]
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket: ``burst`` events at once, then ``per_second``."""
+
+    burst: float
+    per_second: float
+
+
+@dataclass(frozen=True, slots=True)
+class FailureLimits:
+    """The failure limits (docs/security.md states them).
+
+    Defaults: per (client_id, peer) 10 failures at once, then one every 2 s; per peer 100 at
+    once, then 20/s; a held failure waits at most ``max_delay`` (2 s) and at most ``max_held``
+    failures wait at the same time (beyond that they are answered at once: holding is a
+    courtesy to the server, not a promise to the attacker). ``max_keys`` bounds the memory.
+    """
+
+    pair: Bucket = Bucket(10, 0.5)
+    peer: Bucket = Bucket(100, 20.0)
+    max_delay: float = 2.0
+    max_held: int = 1024
+    max_keys: int = 65_536
+
+
+class _Buckets:
+    """Token buckets by key, pure: ``take`` returns how long the event should have waited."""
+
+    __slots__ = ("_bucket", "_entries", "_max_keys")
+
+    def __init__(self, bucket: Bucket, max_keys: int) -> None:
+        self._bucket = bucket
+        self._max_keys = max_keys
+        self._entries: dict[object, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def take(self, key: object, now: float, floor: float) -> float:
+        b = self._bucket
+        tokens, at = self._entries.get(key, (b.burst, now))
+        tokens = min(b.burst, tokens + max(0.0, now - at) * b.per_second) - 1.0
+        # The deficit is bounded so that a flood ends: it never owes more than ``floor`` s.
+        tokens = max(tokens, -floor * b.per_second)
+        entries = self._entries
+        if key not in entries and len(entries) >= self._max_keys:
+            self._sweep(now)
+        entries[key] = (tokens, now)
+        return 0.0 if tokens >= 0 else -tokens / b.per_second
+
+    def _sweep(self, now: float) -> None:
+        b = self._bucket
+        full = [
+            k for k, (t, at) in self._entries.items() if t + (now - at) * b.per_second >= b.burst
+        ]
+        for k in full:
+            del self._entries[k]
+        if len(self._entries) >= self._max_keys:  # still full: drop the oldest eighth
+            for k in list(islice(self._entries, max(1, self._max_keys // 8))):
+                del self._entries[k]
+
+
+class FailureLimiter:
+    """Delays failed client authentications only (issue 13 item 8).
+
+    Pure apart from the injected ``sleep``: time comes from ``clock.monotonic()``. One instance
+    per process, shared by every call on its event loop.
+    """
+
+    __slots__ = ("_clock", "_held", "_limits", "_pairs", "_peers", "_sleep")
+
+    def __init__(
+        self,
+        clock: Clock,
+        limits: FailureLimits | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._limits = limits = limits or FailureLimits()
+        self._pairs = _Buckets(limits.pair, limits.max_keys)
+        self._peers = _Buckets(limits.peer, limits.max_keys)
+        self._sleep = sleep
+        self._held = 0
+
+    def __len__(self) -> int:
+        return len(self._pairs) + len(self._peers)
+
+    def failed(self, client_id: str, peer: str) -> float:
+        """Record one failure; the seconds its answer should be held back (0: answer now)."""
+        now = self._clock.monotonic()
+        cap = self._limits.max_delay
+        delay = self._pairs.take((client_id, peer), now, cap)
+        if peer:
+            delay = max(delay, self._peers.take(peer, now, cap))
+        return min(delay, cap)
+
+    async def hold_failure(self, client_id: str, peer: str, exc: InvalidClient) -> None:
+        """Record the failure, add the retry hint to ``exc`` and hold the answer back."""
+        delay = self.failed(client_id, peer)
+        if delay <= 0:
+            return
+        retry_after = max(1, math.ceil(delay))
+        exc.retry_after = retry_after  # type: ignore[attr-defined]
+        exc.description = f"{exc.description}; retry after {retry_after} s"
+        if self._held >= self._limits.max_held:
+            return
+        self._held += 1
+        try:
+            await self._sleep(delay)
+        finally:
+            self._held -= 1
+
+
+class CallerLimiter:
+    """Bounds the calls of each authenticated caller (introspection, issue 13 item 8): a token
+    bucket per client id, per process. ``check`` raises ``TemporarilyUnavailable`` with a retry
+    hint when the caller is over its rate."""
+
+    __slots__ = ("_buckets", "_clock")
+
+    def __init__(self, clock: Clock, bucket: Bucket = Bucket(2000, 1000.0)) -> None:
+        self._clock = clock
+        self._buckets = _Buckets(bucket, 65_536)
+
+    def check(self, client_id: str) -> None:
+        wait = self._buckets.take(client_id, self._clock.monotonic(), 1.0)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            raise TemporarilyUnavailable(
+                f"too many calls from this client; retry after {retry_after} s"
+            )
+
+
 __all__ = [
     "AssertionContext",
+    "Bucket",
+    "CallerLimiter",
+    "FailureLimiter",
+    "FailureLimits",
     "AssertionReplay",
     "BasicHeader",
     "Presented",
@@ -321,4 +535,6 @@ __all__ = [
     "credentials_from",
     "hash_secret",
     "parse_basic",
+    "peer_from",
+    "request_peer",
 ]
