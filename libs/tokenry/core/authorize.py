@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tokenry.core import pkce
 from tokenry.core.clients import AUTHORIZATION_CODE, Client
 from tokenry.core.errors import InvalidClient, InvalidRequest, OAuthError
+from tokenry.core.errors import RedirectError as RedirectError  # noqa: PLC0414 - re-export
 from tokenry.core.grants import grant_audiences, grant_scopes
 from tokenry.core.oidc import MAX_NONCE_LENGTH
 
@@ -45,17 +46,6 @@ class ValidatedRequest:
     state: str
     code_challenge: str
     nonce: str
-
-
-class RedirectError(Exception):
-    """A refusal reported to the client through its verified redirect URI."""
-
-    def __init__(self, redirect_uri: str, state: str, error: str, description: str) -> None:
-        super().__init__(f"{error}: {description}")
-        self.redirect_uri = redirect_uri
-        self.state = state
-        self.error = error
-        self.description = description
 
 
 def redirect_uri_matches(requested: str, registered: tuple[str, ...]) -> bool:

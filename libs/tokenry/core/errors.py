@@ -1,11 +1,18 @@
 """OAuth errors raised by domain code; adapters map them to gRPC status or HTTP JSON.
 
 Every exception Tokenry defines derives from :class:`TokenryError`, so a caller can catch
-them all at once. ``tokenry.jose.errors`` holds the token-validation branch::
+them all at once. Each package keeps its branch in its own ``errors.py``::
 
     TokenryError
     ├── OAuthError                  (below)
-    └── VerificationError           tokenry.jose.errors: a bearer token was not accepted
+    ├── RedirectError               an authorization refusal sent to the verified redirect URI
+    ├── KeyUnwrapError              a sealed key could not be opened (core.keywrap)
+    ├── LifecycleError              a key lifecycle change not possible now (core.keylifecycle)
+    │   ├── IllegalTransition, UnknownKey, NoActiveKey, SuccessorNotReady
+    ├── VerificationError           tokenry.jose.errors: a bearer token was not accepted
+    ├── BusError                    tokenry.bus.errors: undecodable events and snapshots
+    ├── StoreError                  tokenry.store.errors: duplicates, lost leases
+    └── FeedError                   the verifier's event feed (tokenry.verifier, private)
 
 ::
 
@@ -27,7 +34,10 @@ Descriptions are shown to callers: they never contain a token, a secret or key m
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from tokenry.core.keylifecycle import KeySet, KeyState
 
 
 class TokenryError(Exception):
@@ -87,3 +97,51 @@ class TemporarilyUnavailable(OAuthError):
 
 class ServerError(OAuthError):
     error = "server_error"
+
+
+class RedirectError(TokenryError):
+    """A refusal reported to the client through its verified redirect URI."""
+
+    def __init__(self, redirect_uri: str, state: str, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.redirect_uri = redirect_uri
+        self.state = state
+        self.error = error
+        self.description = description
+
+
+class KeyUnwrapError(TokenryError):
+    """A sealed key could not be opened (wrong KEK, wrong kid, or tampered data)."""
+
+
+class LifecycleError(TokenryError):
+    """A requested lifecycle change is not possible now; the message is safe to show."""
+
+
+class IllegalTransition(LifecycleError):
+    def __init__(self, kid: str, src: KeyState, dst: KeyState) -> None:
+        super().__init__(f"key {kid} cannot go from {src} to {dst}")
+        self.kid, self.src, self.dst = kid, src, dst
+
+
+class UnknownKey(LifecycleError):
+    def __init__(self, kid: str) -> None:
+        super().__init__(f"no signing key with kid {kid!r}")
+        self.kid = kid
+
+
+class NoActiveKey(LifecycleError):
+    def __init__(self, keyset: KeySet) -> None:
+        super().__init__(f"no active key for {keyset}")
+        self.keyset = keyset
+
+
+class SuccessorNotReady(LifecycleError):
+    """The pending successor has not been published for the whole publish lead yet."""
+
+    def __init__(self, kid: str, ready_at: float) -> None:
+        super().__init__(
+            f"the successor {kid} may sign only once verifiers have had time to fetch it"
+            f" (publish lead); rotate again after {ready_at:.0f} (unix time), or force it"
+        )
+        self.kid, self.ready_at = kid, ready_at

@@ -30,6 +30,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+# Defined in core/errors.py (one errors.py per package); importable here as before.
+from tokenry.core.errors import IllegalTransition as IllegalTransition  # noqa: PLC0414
+from tokenry.core.errors import LifecycleError as LifecycleError  # noqa: PLC0414
+from tokenry.core.errors import NoActiveKey as NoActiveKey  # noqa: PLC0414
+from tokenry.core.errors import SuccessorNotReady as SuccessorNotReady  # noqa: PLC0414
+from tokenry.core.errors import UnknownKey as UnknownKey  # noqa: PLC0414
 from tokenry.core.signing import SUPPORTED_ALGS
 
 
@@ -55,39 +61,6 @@ ALLOWED: Final[Mapping[KeyState, frozenset[KeyState]]] = {
 }
 
 USES: Final = ("access", "id")
-
-
-class LifecycleError(Exception):
-    """A requested lifecycle change is not possible now; the message is safe to show."""
-
-
-class IllegalTransition(LifecycleError):
-    def __init__(self, kid: str, src: KeyState, dst: KeyState) -> None:
-        super().__init__(f"key {kid} cannot go from {src} to {dst}")
-        self.kid, self.src, self.dst = kid, src, dst
-
-
-class UnknownKey(LifecycleError):
-    def __init__(self, kid: str) -> None:
-        super().__init__(f"no signing key with kid {kid!r}")
-        self.kid = kid
-
-
-class NoActiveKey(LifecycleError):
-    def __init__(self, keyset: KeySet) -> None:
-        super().__init__(f"no active key for {keyset}")
-        self.keyset = keyset
-
-
-class SuccessorNotReady(LifecycleError):
-    """The pending successor has not been published for the whole publish lead yet."""
-
-    def __init__(self, kid: str, ready_at: float) -> None:
-        super().__init__(
-            f"the successor {kid} may sign only once verifiers have had time to fetch it"
-            f" (publish lead); rotate again after {ready_at:.0f} (unix time), or force it"
-        )
-        self.kid, self.ready_at = kid, ready_at
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -27,15 +27,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tokenry.core import b64url
+from tokenry.core.errors import KeyUnwrapError as KeyUnwrapError  # noqa: PLC0414 - re-export
 
 KEK_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 SEAL_MAGIC = b"tkw1"
-
-
-class KeyUnwrapError(Exception):
-    """A sealed key could not be opened (wrong KEK, wrong kid, or tampered data)."""
 
 
 @dataclass(frozen=True, slots=True)
