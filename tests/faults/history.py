@@ -226,6 +226,8 @@ class Measures:
 
     #: ack → every verifier refuses as revoked (the slowest verifier), seconds, per revocation
     refuse_after_ack: list[float]
+    #: the same for the acks with no fault hitting any verifier within a second (steady state)
+    refuse_steady: list[float]
     #: fault start → first unavailable answer (per verifier), seconds
     fail_closed_after: list[float]
     #: heal → first ok of a control token (per verifier, after the first heal), seconds
@@ -239,7 +241,8 @@ class Measures:
             return f"median {s[len(s) // 2]:.3f}s, max {s[-1]:.3f}s (n={len(s)})"
 
         return (
-            f"ack→refused: {fmt(self.refuse_after_ack)}; "
+            f"ack→refused: {fmt(self.refuse_after_ack)}"
+            f" (steady state: {fmt(self.refuse_steady)}); "
             f"fault→fail closed: {fmt(self.fail_closed_after)}; "
             f"heal→reopened: {fmt(self.reopen_after_heal)}"
         )
@@ -254,10 +257,13 @@ def measure(history: History) -> Measures:
         if acked is not None and p.outcome == REVOKED and p.at >= acked:
             first_refusal.setdefault((p.verifier, p.jti), p.at - acked)
     refuse: list[float] = []
-    for jti in history.acks:
+    steady: list[float] = []
+    for jti, acked in history.acks.items():
         firsts = [first_refusal.get((v, jti)) for v in verifiers]
         if firsts and all(f is not None for f in firsts):
             refuse.append(max(f for f in firsts if f is not None))
+            if not any(history.in_fault(v, acked, acked + LIVENESS_BOUND) for v in verifiers):
+                steady.append(refuse[-1])
     fail_closed: list[float] = []
     reopen: list[float] = []
     if history.faults:
@@ -288,7 +294,7 @@ def measure(history: History) -> Measures:
                 )
                 if first is not None:
                     reopen.append(first - healed)
-    return Measures(refuse, fail_closed, reopen)
+    return Measures(refuse, steady, fail_closed, reopen)
 
 
 def state_digest(entries: Iterable[Revocation]) -> str:
