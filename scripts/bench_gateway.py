@@ -1,0 +1,497 @@
+"""HTTP gateway benchmark (issue 14, SPEC §8): a script, never a timed test.
+
+Every server runs pinned to one core with all its threads (``taskset -a -c 0``), driven by wrk
+on the other core (``taskset -c 1``), one after another in one run (interleaved rounds):
+
+- ``token``: the gateway's POST /oauth2/token, client credentials, ES256 JWT, client_secret_basic;
+- ``introspect-warm``: POST /oauth2/introspect of one opaque token (the positive cache);
+- ``introspect-cold``: a different opaque token on every request (PostgreSQL, durable);
+- the in-run ceilings on two HTTP stacks (uvicorn + httptools + uvloop, and granian): a bare
+  ASGI echo that reads the form and answers a token-sized JSON, and the same echo making one
+  ES256 signature per request.
+
+Reported: req/s, p50 and p99 (wrk's latency distribution), the server's CPU-µs per request
+(/proc utime + stime over the run, every thread) and the load tool's CPU share. Raw results go
+to docs/benchmarks/gateway.json; the table is printed in Markdown.
+
+    .venv/bin/python scripts/bench_gateway.py --quick          # one round, 5 s per run
+    .venv/bin/python scripts/bench_gateway.py --rounds 3 --duration 10
+
+The oidc-provider comparison (issue 14) needs Node ≥ 22 and is not run by this script yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "benchmarks"
+TOKEN_BODY = b"grant_type=client_credentials&scope=demo.read"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- the echo servers (run as ``bench_gateway.py serve-echo``) -----------------------------
+
+
+def make_echo(sign: bool) -> Any:
+    """A raw ASGI app: read the form body, answer a token-sized JSON (optionally signed)."""
+    from urllib.parse import parse_qsl
+
+    signer = None
+    if sign:
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        algorithm = jwt.get_algorithm_by_name("ES256")
+
+        def signer(payload: bytes) -> bytes:
+            return algorithm.sign(payload, key)  # type: ignore[no-any-return]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].replace(".startup", ".startup.complete")
+                kind = kind.replace(".shutdown", ".shutdown.complete")
+                await send({"type": kind})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        form = dict(parse_qsl(body.decode()))
+        token = "x" * 300
+        if signer is not None:
+            sig = signer(("eyJhbGciOiJFUzI1NiJ9." + form.get("scope", "")).encode())
+            token = base64.urlsafe_b64encode(sig).decode()
+        out = json.dumps({"access_token": token, "token_type": "Bearer", "expires_in": 600})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": out.encode()})
+
+    return app
+
+
+echo = make_echo(sign=False)
+echo_sign = make_echo(sign=True)
+
+
+def serve_echo(stack: str, port: int, sign: bool) -> None:
+    target = "echo_sign" if sign else "echo"
+    if stack == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            f"bench_gateway:{target}",
+            app_dir=str(Path(__file__).parent),
+            host="127.0.0.1",
+            port=port,
+            http="httptools",
+            loop="uvloop",
+            access_log=False,
+            log_level="warning",
+        )
+    else:
+        os.chdir(Path(__file__).parent)
+        os.execvp(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "granian",
+                "--interface",
+                "asgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--runtime-threads",
+                "1",
+                "--loop",
+                "uvloop",
+                "--no-ws",
+                "--log-level",
+                "warning",
+                f"bench_gateway:{target}",
+            ],
+        )
+
+
+# --- measuring ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(
+    port: int, proc: subprocess.Popen[bytes], path: str = "/", timeout: float = 60
+) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on {port} exited ({proc.returncode})")
+        with contextlib.suppress(httpx.HTTPError):
+            r = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1)
+            if r.status_code < 500:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"server on {port} not ready")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, every thread
+
+
+_LAT = re.compile(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, lua: Path, conns: int, duration: float, server_pid: int) -> dict[str, float]:
+    before_cpu = cpu_seconds(server_pid)
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{duration}s",
+            "-s",
+            str(lua),
+            "--latency",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    wall = time.monotonic() - t0
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = cpu_seconds(server_pid) - before_cpu
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {p: _ms(v, u) for p, v, u in _LAT.findall(out)}
+    tool_cpu = (after_children.ru_utime - before_children.ru_utime) + (
+        after_children.ru_stime - before_children.ru_stime
+    )
+    return {
+        "rps": requests / duration,
+        "p50_ms": lat.get("50", float("nan")),
+        "p99_ms": lat.get("99", float("nan")),
+        "cpu_us_per_req": 1e6 * server_cpu / max(requests, 1),
+        "tool_cpu_share": tool_cpu / wall,
+        "errors": int(non2xx.group(1)) if non2xx else 0,
+        "requests": requests,
+    }
+
+
+def lua_post(path: Path, body: str, authorization: str) -> Path:
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        f'wrk.headers["Authorization"] = {json.dumps(authorization)}\n'
+    )
+    return path
+
+
+def lua_cold(path: Path, tokens: list[str], authorization: str) -> Path:
+    """A different token per request (round robin over ``tokens``)."""
+    listing = ",".join(json.dumps(t) for t in tokens)
+    path.write_text(
+        f"local tokens = {{{listing}}}\nlocal i = 0\n"
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        f'wrk.headers["Authorization"] = {json.dumps(authorization)}\n'
+        "request = function()\n  i = i % #tokens + 1\n"
+        '  return wrk.format(nil, nil, nil, "token=" .. tokens[i])\nend\n'
+    )
+    return path
+
+
+def basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+# --- the stack ----------------------------------------------------------------------------
+
+
+async def _register(dsn: str, pepper: Any, secrets_: dict[str, str]) -> None:
+    import asyncpg
+
+    from tokenry.core.client_secrets import hash_secret
+    from tokenry.core.clients import CLIENT_CREDENTIALS, INTROSPECT_SCOPE, Client
+    from tokenry.store.clients import ClientStore
+    from tokenry.store.migrate import migrate
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    specs = {
+        "bench": ({"demo.read"}, ("demo-api",), "jwt"),
+        "bench-opaque": ({"demo.read"}, ("demo-api",), "opaque"),
+        "demo-api": ({INTROSPECT_SCOPE}, (), "jwt"),
+    }
+    try:
+        for client_id, (scopes, audiences, fmt) in specs.items():
+            await ClientStore(pool).upsert(
+                Client(
+                    client_id=client_id,
+                    secret_hash=hash_secret(pepper, secrets_[client_id]),
+                    pepper_id=pepper.id,
+                    grant_types=frozenset({CLIENT_CREDENTIALS}),
+                    scopes=frozenset(scopes),
+                    audiences=audiences,
+                    token_format=fmt,
+                )
+            )
+    finally:
+        await pool.close()
+
+
+@contextlib.contextmanager
+def tokenry_gateway() -> Iterator[tuple[int, subprocess.Popen[bytes], dict[str, str]]]:
+    from tokenry.core.client_secrets import Pepper, pepper_id
+    from tokenry.core.keywrap import Kek
+    from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
+
+    tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-gw-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    pg, nats = EmbeddedPostgres(tmp / "pg"), EmbeddedNats(tmp / "nats")  # durable: fsync on
+    try:
+        pg.start()
+        nats.start()
+        pepper_text = secrets.token_urlsafe(32)
+        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        creds = {c: secrets.token_urlsafe(32) for c in ("bench", "bench-opaque", "demo-api")}
+        asyncio.run(_register(pg.dsn(), pepper, creds))
+        rotator_port, gateway_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "TOKENRY_DEV": "1",
+            "TOKENRY_DATABASE_URL": pg.dsn(),
+            "TOKENRY_NATS_URL": nats.url,
+            "TOKENRY_KEK": Kek.generate().encoded(),
+            "TOKENRY_SECRET_PEPPER": pepper_text,
+            "TOKENRY_ISSUER_URL": "https://issuer.bench",
+            "TOKENRY_LOG_LEVEL": "WARNING",
+            "TOKENRY_KEY_SETS": "access:ES256",
+            "TOKENRY_EVENT_LOOP": "uvloop",
+            "TOKENRY_KEYROTATOR_LISTEN": f"127.0.0.1:{rotator_port}",
+            "TOKENRY_GATEWAY_LISTEN": f"127.0.0.1:{gateway_port}",
+        }
+        py = sys.executable
+        procs.append(subprocess.Popen([py, "-m", "tokenry.services.keyrotator"], env=env))
+        time.sleep(2)
+        gateway = subprocess.Popen(
+            ["taskset", "-a", "-c", "0", py, "-m", "tokenry.services.gateway"], env=env
+        )
+        procs.append(gateway)
+        wait_http(gateway_port, gateway, "/health/ready")
+        # the key rotator's first key may land after the gateway started: wait for a token
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = httpx.post(
+                f"http://127.0.0.1:{gateway_port}/oauth2/token",
+                content=TOKEN_BODY,
+                headers={
+                    "content-type": "application/x-www-form-urlencoded",
+                    "authorization": basic("bench", creds["bench"]),
+                },
+            )
+            if r.status_code == 200:
+                break
+            time.sleep(0.5)
+        yield gateway_port, gateway, creds
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+        nats.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def echo_server(stack: str, sign: bool) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port = free_port()
+    cmd = ["taskset", "-a", "-c", "0", sys.executable, __file__, "serve-echo", stack, str(port)]
+    proc = subprocess.Popen([*cmd, *(["--sign"] if sign else [])])
+    try:
+        wait_http(port, proc)
+        yield port, proc
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def mint_opaque(port: int, secret: str, count: int) -> list[str]:
+    import httpx
+
+    async def run() -> list[str]:
+        out: list[str] = []
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def worker() -> None:
+                while len(out) < count:
+                    r = await http.post(
+                        "/oauth2/token",
+                        content=TOKEN_BODY,
+                        headers={
+                            "content-type": "application/x-www-form-urlencoded",
+                            "authorization": basic("bench-opaque", secret),
+                        },
+                    )
+                    out.append(r.json()["access_token"])
+
+            await asyncio.gather(*(worker() for _ in range(16)))
+        return out[:count]
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--quick", action="store_true", help="one round, 5 s, c=32 only")
+    parser.add_argument("--cold-tokens", type=int, default=6000)
+    args = parser.parse_args()
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        sys.exit("needs wrk and taskset (apt-get install wrk util-linux)")
+    conns = [32] if args.quick else [1, 32]
+    rounds = 1 if args.quick else args.rounds
+    work = Path(tempfile.mkdtemp(prefix="tokenry-bench-lua-"))
+    results: dict[str, list[dict[str, float]]] = {}
+
+    def record(name: str, c: int, res: dict[str, float]) -> None:
+        key = f"{name} c={c}"
+        results.setdefault(key, []).append(res)
+        print(
+            f"{key:32s} {res['rps']:8.0f}/s p50 {res['p50_ms']:6.2f} ms p99 {res['p99_ms']:6.2f} ms"
+            f" {res['cpu_us_per_req']:6.0f} CPU-µs/req tool {100 * res['tool_cpu_share']:3.0f}%"
+            f" errors {res['errors']}",
+            flush=True,
+        )
+
+    with tokenry_gateway() as (port, gateway, creds):
+        url = f"http://127.0.0.1:{port}"
+        token_lua = lua_post(
+            work / "token.lua", TOKEN_BODY.decode(), basic("bench", creds["bench"])
+        )
+        warm_token = mint_opaque(port, creds["bench-opaque"], 1)[0]
+        warm_lua = lua_post(
+            work / "warm.lua", f"token={warm_token}", basic("demo-api", creds["demo-api"])
+        )
+        cold = mint_opaque(port, creds["bench-opaque"], args.cold_tokens)
+        cold_lua = lua_cold(work / "cold.lua", cold, basic("demo-api", creds["demo-api"]))
+        for _ in range(rounds):
+            for c in conns:
+                record(
+                    "tokenry token (ES256 JWT)",
+                    c,
+                    wrk(url + "/oauth2/token", token_lua, c, args.duration, gateway.pid),
+                )
+                record(
+                    "tokenry introspect warm",
+                    c,
+                    wrk(url + "/oauth2/introspect", warm_lua, c, args.duration, gateway.pid),
+                )
+                record(
+                    "tokenry introspect cold",
+                    c,
+                    wrk(url + "/oauth2/introspect", cold_lua, c, args.duration, gateway.pid),
+                )
+                for stack in ("uvicorn", "granian"):
+                    for sign in (False, True):
+                        name = f"{stack} echo" + (" + ES256 sign" if sign else "")
+                        with echo_server(stack, sign) as (eport, eproc):
+                            record(
+                                name,
+                                c,
+                                wrk(
+                                    f"http://127.0.0.1:{eport}/oauth2/token",
+                                    token_lua,
+                                    c,
+                                    args.duration,
+                                    eproc.pid,
+                                ),
+                            )
+    summary = {
+        key: {m: statistics.median(r[m] for r in runs) for m in runs[0]}
+        for key, runs in results.items()
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "gateway.json").write_text(
+        json.dumps({"args": vars(args), "runs": results, "median": summary}, indent=2)
+    )
+    print("\n| run | req/s | p50 ms | p99 ms | server CPU-µs/req | wrk CPU |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for key, s in summary.items():
+        print(
+            f"| {key} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} |"
+            f" {s['cpu_us_per_req']:.0f} | {100 * s['tool_cpu_share']:.0f}% |"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve-echo":
+        serve_echo(sys.argv[2], int(sys.argv[3]), "--sign" in sys.argv)
+    else:
+        main()
