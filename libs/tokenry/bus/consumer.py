@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from tokenry.bus import tracing
 from tokenry.bus.codec import Subjects
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,12 @@ class JetStreamEvents:
 
     async def subscribe(self, start: int, on_event: EventHandler) -> Subscription:
         async def deliver(msg: Msg) -> None:
+            headers = msg.headers
+            if headers and "traceparent" in headers:
+                # The apply span: child of the header's context (bus.tracing; none unsampled)
+                with tracing.applying(msg.subject, headers):
+                    on_event(_stream_seq(msg), msg.data)
+                return
             on_event(_stream_seq(msg), msg.data)
 
         sub = await self._js.subscribe(

@@ -47,7 +47,7 @@ import asyncpg
 from nats.aio.client import Client as NatsClient
 from nats.js.api import PubAck
 
-from tokenry.bus import codec
+from tokenry.bus import codec, tracing
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import PipelinedPublisher, StreamSettings, ensure_stream
 from tokenry.core.backoff import Backoff, BackoffPolicy
@@ -349,11 +349,17 @@ class OutboxRelay:
             # Stored only right after the predecessor: a seq never overtakes the one before
             # it, even when that one failed inside the window (ARCHITECTURE §4).
             headers[EXPECTED_LAST_MSG_ID] = predecessor
-        if row.traceparent:
-            headers["traceparent"] = row.traceparent
-        return await self._publisher.publish(
+        # The publish span is the child of the context stored with the event; its own
+        # context travels in the header (bus.tracing). Unsampled: the stored header as is.
+        span, traceparent = tracing.start_publish(row.subject, str(row.event_id), row.traceparent)
+        if traceparent:
+            headers["traceparent"] = traceparent
+        future = await self._publisher.publish(
             row.subject, codec.stamp_seq(row.payload, row.seq), headers
         )
+        if span is not None:
+            tracing.end_when_done(span, future)
+        return future
 
     async def _mark(self, seqs: list[int], lease: Lease) -> None:
         if not await self._outbox.mark_published(seqs, lease):
