@@ -1,0 +1,273 @@
+"""Benchmark: what telemetry costs on issuance (SPEC §8 "telemetry on", issue 15).
+
+Three issuers against the same PostgreSQL, NATS and key rotator, each pinned to the same core
+(one at a time under load), measured A/B/C interleaved in the same run, medians of rounds:
+
+- ``off``: no OTEL_* variables (the default: no SDK installed);
+- ``on``: Tokenry's telemetry as an operator would run it: OTLP traces sampled at 1 % at the
+  gRPC edge, OTLP metrics every 10 s and the Prometheus scrape endpoint on;
+- ``contrib``: the same metrics, but traces from the OpenTelemetry gRPC instrumentation
+  (opentelemetry-instrumentation-grpc's aio server interceptor) with the SDK's
+  ``parentbased_traceidratio`` sampler at 1 % — the alternative the lean wrapper replaced.
+
+The OTLP endpoint is a real OTLP/gRPC receiver in this process (tests/integration/
+otlp_support.py) that discards what it receives. Load: client-credentials JWT (ES256) tokens,
+``c`` concurrent callers over 4 connections (scripts/bench_issuance.py's load generator).
+
+Target: ``on`` ≥ 0.95 × ``off`` (tokens/s), i.e. telemetry costs ≤ 5 %.
+
+Run: ``.venv/bin/python scripts/bench_telemetry.py [--quick] [--seconds S] [--rounds N]``;
+writes docs/benchmarks/telemetry.json (raw samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests" / "integration")]
+
+import bench_issuance as bi  # noqa: E402
+from otlp_support import OtlpReceiver  # noqa: E402
+
+from tokenry.core.client_secrets import Pepper, pepper_id  # noqa: E402
+from tokenry.core.keywrap import Kek  # noqa: E402
+from tokenry.devstack import EmbeddedNats, EmbeddedPostgres  # noqa: E402
+from tokenry.devstack.ports import free_tcp_port  # noqa: E402
+
+TOKEN = "/tokenry.v1.Issuer/Token"
+CONTRIB = (
+    "from opentelemetry import trace;"
+    "from opentelemetry.sdk.trace import TracerProvider;"
+    "from opentelemetry.sdk.trace.export import BatchSpanProcessor;"
+    "from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio;"
+    "from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter;"
+    "p = TracerProvider(sampler=ParentBasedTraceIdRatio(0.01));"
+    "p.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()));"
+    "trace.set_tracer_provider(p);"
+    "from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer;"
+    "GrpcAioInstrumentorServer().instrument();"
+    "import runpy; runpy.run_module('tokenry.services.issuer', run_name='__main__')"
+)
+
+
+def _sink_thread() -> tuple[str, OtlpReceiver]:
+    """An OTLP receiver on its own event loop thread (the load runs asyncio.run per sample)."""
+    sink = OtlpReceiver(keep=False)
+    ready: list[str] = []
+    started = threading.Event()
+
+    def serve() -> None:
+        async def main() -> None:
+            ready.append(await sink.start())
+            started.set()
+            await asyncio.Event().wait()
+
+        asyncio.run(main())
+
+    threading.Thread(target=serve, daemon=True).start()
+    started.wait(30)
+    return ready[0], sink
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cores = sorted(os.sched_getaffinity(0))
+    server_core = cores[0]
+    client_cores = [c for c in cores if c != server_core] or cores
+    endpoint, sink = _sink_thread()
+    os.sched_setaffinity(0, client_cores)
+    tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-tel-"))
+    pg, nats = EmbeddedPostgres(tmp / "pg", fsync=False), EmbeddedNats(tmp / "nats")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        pg.start()
+        nats.start()
+        pepper_text = secrets.token_urlsafe(32)
+        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        secret = secrets.token_urlsafe(32)
+        asyncio.run(bi._register(pg.dsn(), pepper, secret))
+        rotator_port = free_tcp_port()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env = {
+            **base,
+            "TOKENRY_DEV": "1",
+            "TOKENRY_DATABASE_URL": pg.dsn(),
+            "TOKENRY_NATS_URL": nats.url,
+            "TOKENRY_KEK": Kek.generate().encoded(),
+            "TOKENRY_SECRET_PEPPER": pepper_text,
+            "TOKENRY_ISSUER_URL": "https://issuer.bench",
+            "TOKENRY_LOG_LEVEL": "WARNING",
+            "TOKENRY_KEY_SETS": "access:ES256",
+            "TOKENRY_KEYROTATOR_LISTEN": f"127.0.0.1:{rotator_port}",
+        }
+        py = sys.executable
+        rotator = subprocess.Popen([py, "-m", "tokenry.services.keyrotator"], env=env)
+        procs.append(rotator)
+        bi._wait_port(f"127.0.0.1:{rotator_port}", rotator)
+        telemetry = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_TRACES_SAMPLER": "traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+            "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+        }
+        variants = {
+            "off": ([py, "-m", "tokenry.services.issuer"], {}),
+            "on": (
+                [py, "-m", "tokenry.services.issuer"],
+                {**telemetry, "TOKENRY_METRICS_LISTEN": f"127.0.0.1:{free_tcp_port()}"},
+            ),
+            "contrib": (
+                [py, "-c", CONTRIB],
+                {
+                    **telemetry,
+                    "OTEL_TRACES_EXPORTER": "none",  # the contrib tracer provider is set above
+                    "TOKENRY_METRICS_LISTEN": f"127.0.0.1:{free_tcp_port()}",
+                },
+            ),
+        }
+        pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
+        servers: dict[str, tuple[str, psutil.Process]] = {}
+        for name, (cmd, extra) in variants.items():
+            port = free_tcp_port()
+            proc = subprocess.Popen(
+                [*pin, *cmd], env={**env, **extra, "TOKENRY_ISSUER_LISTEN": f"127.0.0.1:{port}"}
+            )
+            procs.append(proc)
+            bi._wait_port(f"127.0.0.1:{port}", proc)
+            servers[name] = (f"127.0.0.1:{port}", psutil.Process(proc.pid))
+        basic = base64.b64encode(f"{bi.CLIENT_ID}:{secret}".encode()).decode()
+        metadata = (("authorization", f"Basic {basic}"),)
+        request = bi._token_request("jwt")
+        samples: list[bi.Sample] = []
+        for rnd in range(args.rounds):
+            for concurrency in (1, 32):
+                order = list(servers)
+                order = order[rnd % len(order) :] + order[: rnd % len(order)]
+                for name in order:
+                    addr, proc = servers[name]
+                    sample = asyncio.run(
+                        bi._load(
+                            addr, TOKEN, request, metadata, concurrency, args.seconds, proc, name
+                        )
+                    )
+                    samples.append(sample)
+                    print(
+                        f"round {rnd + 1} c={concurrency:<2} {name:<8} {sample.rate:8.0f}/s"
+                        f"  p50 {sample.pct(0.5):7.0f} µs  p99 {sample.pct(0.99):7.0f} µs"
+                        f"  server {sample.server_cpu_us_per_call:5.0f} µs/call"
+                        + (f"  errors {sample.errors}" if sample.errors else ""),
+                        flush=True,
+                    )
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+        nats.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "grpc": grpc.__version__,
+            "cpus": os.cpu_count(),
+            "server_core": server_core,
+        },
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
+        "otlp_exports_received": sink.exports,
+        "samples": [
+            {
+                "kind": s.kind,
+                "concurrency": s.concurrency,
+                "calls": s.calls,
+                "rate": s.rate,
+                "p50_us": s.pct(0.5),
+                "p99_us": s.pct(0.99),
+                "server_cpu_us_per_call": s.server_cpu_us_per_call,
+                "errors": s.errors,
+            }
+            for s in samples
+        ],
+    }
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for concurrency in (1, 32):
+        med: dict[str, dict[str, float]] = {}
+        for kind in ("off", "on", "contrib"):
+            runs = [
+                s
+                for s in results["samples"]
+                if s["kind"] == kind and s["concurrency"] == concurrency
+            ]
+            med[kind] = {
+                key: statistics.median(r[key] for r in runs)
+                for key in ("rate", "p50_us", "p99_us", "server_cpu_us_per_call")
+            }
+        for kind, m in med.items():
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "kind": kind,
+                    **m,
+                    "rate_vs_off": m["rate"] / med["off"]["rate"],
+                    "cpu_vs_off": m["server_cpu_us_per_call"]
+                    / med["off"]["server_cpu_us_per_call"],
+                }
+            )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.rounds = 2.0, 3
+    results = run(args)
+    rows = summarize(results)
+    results["summary"] = rows
+    print(
+        f"\n{'c':>3} {'telemetry':<9} {'tokens/s':>9} {'× off':>6} {'p50 µs':>7} "
+        f"{'p99 µs':>7} {'CPU µs/call':>11} {'× off':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['concurrency']:>3} {r['kind']:<9} {r['rate']:>9.0f} {r['rate_vs_off']:>6.3f} "
+            f"{r['p50_us']:>7.0f} {r['p99_us']:>7.0f} {r['server_cpu_us_per_call']:>11.0f} "
+            f"{r['cpu_vs_off']:>6.3f}"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "telemetry.json").write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
