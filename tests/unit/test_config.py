@@ -99,6 +99,7 @@ BAD = {
     "TOKENRY_GATEWAY_USERS": "relative/users.json",
     "TOKENRY_WORKERS": "abc",
     "TOKENRY_EVENT_LOOP": "trio",
+    "TOKENRY_METRICS_LISTEN": "metrics:port",
     "TOKENRY_LOG_LEVEL": "loud",
     "TOKENRY_ACCESS_TOKEN_ALG": "HS256",
     "TOKENRY_NATS_PREFIX": "a.b",
@@ -137,6 +138,7 @@ def _read_everything(env: dict[str, str]) -> list[str]:
     reader.get(variables.GATEWAY_USERS)
     reader.get(variables.WORKERS)
     reader.get(variables.EVENT_LOOP)
+    reader.get(variables.METRICS_LISTEN)
     RevocationSettings.read(reader)
     rotator_config.read(reader, settings)
     return reader.problems
