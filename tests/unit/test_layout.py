@@ -42,6 +42,18 @@ FORBIDDEN = {
         "tokenry.services",
     ),
     "tokenry.client": ("asyncpg", "nats", "tokenry.store", "tokenry.verifier", "tokenry.services"),
+    # The use cases over storage ports: the gRPC servicers and the HTTP gateway adapt them.
+    "tokenry.flows": (
+        "grpc",
+        "asyncpg",
+        "nats",
+        "google.protobuf",
+        "tokenry.v1",
+        "tokenry.bus",
+        "tokenry.verifier",
+        "tokenry.servicekit",
+        "tokenry.services",
+    ),
     "tokenry.verifier": ("asyncpg", "tokenry.store", "tokenry.services", "tokenry.client"),
     "tokenry.bus": ("tokenry.services",),
     "tokenry.store": ("grpc", "nats", "tokenry.services", "tokenry.verifier"),

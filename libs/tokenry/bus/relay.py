@@ -32,6 +32,10 @@ the next interval.
 
 Whatever NATS or PostgreSQL do, the relay never gives up: it logs, backs off and retries, so an
 acknowledged revocation is delivered once both are reachable again (SPEC §4.1).
+
+Size: one publisher whose ordering, fencing and heartbeat rules (above) hold only together; the
+lease loop is :class:`tokenry.store.leases.LeaderLease` and the pipelined publisher lives in
+:mod:`tokenry.bus.nats_conn`.
 """
 
 from __future__ import annotations

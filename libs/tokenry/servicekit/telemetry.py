@@ -1,5 +1,8 @@
 """OpenTelemetry for Tokenry's services: the SDK, set up from the standard ``OTEL_*`` variables.
 
+Size: the SDK set-up is one concern (providers, exporters, sampler, scrape endpoint) read in
+order; the per-RPC side is :mod:`tokenry.servicekit.rpctelemetry`.
+
 Libraries (the verifier, the bus, the store) use only the OpenTelemetry *API*; this module is the
 one place where a service installs the SDK (ARCHITECTURE §8, STYLE §2.14). :func:`configure`
 runs in every worker process, before the service is built (``--workers N`` starts fresh
