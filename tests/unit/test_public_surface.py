@@ -83,7 +83,9 @@ CLIENT = {
     "SyncTokenSource",
     "TokenSource",
     "SyncBearerInterceptor",
+    "bearer_channel",
     "bearer_interceptors",
+    "sync_bearer_channel",
 }
 #: Public modules of the verifier besides the package itself; everything else is private.
 VERIFIER_MODULES = {"errors", "interceptor", "sync_interceptor"}

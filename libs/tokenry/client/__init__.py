@@ -4,7 +4,8 @@
 
     source = TokenSource(IssuerTokenFetcher(issuer_channel, ClientSecretBasic(ID, SECRET),
                                             scope="demo.read", audience=["demo-api"]))
-    channel = grpc.aio.insecure_channel(BACKEND, interceptors=bearer_interceptors(source))
+    channel = bearer_channel(BACKEND, source, grpc.ssl_channel_credentials(ca_pem))
+    # or: grpc.aio.secure_channel(BACKEND, creds, interceptors=bearer_interceptors(source))
 
     # sync grpc
     source = SyncTokenSource(SyncIssuerTokenFetcher(grpc.insecure_channel(ISSUER), auth, ...))
@@ -28,7 +29,12 @@ from tokenry.client._fetchers import (
     TokenExchangeFetcher,
     TokenFetcher,
 )
-from tokenry.client._interceptors import SyncBearerInterceptor, bearer_interceptors
+from tokenry.client._interceptors import (
+    SyncBearerInterceptor,
+    bearer_channel,
+    bearer_interceptors,
+    sync_bearer_channel,
+)
 from tokenry.client._refresh import IssuedToken, RefreshMachine, RefreshPolicy, Step
 from tokenry.client._sources import SyncTokenSource, TokenSource
 
@@ -50,5 +56,7 @@ __all__ = [
     "TokenSource",
     # interceptors
     "SyncBearerInterceptor",
+    "bearer_channel",
     "bearer_interceptors",
+    "sync_bearer_channel",
 ]

@@ -16,7 +16,7 @@ import grpc
 
 from tokenry.client._sources import SyncTokenSource, TokenSource
 
-__all__ = ["SyncBearerInterceptor", "bearer_interceptors"]
+__all__ = ["SyncBearerInterceptor", "bearer_channel", "bearer_interceptors", "sync_bearer_channel"]
 
 
 # --- metadata ------------------------------------------------------------------------------------
@@ -146,6 +146,40 @@ def bearer_interceptors(source: TokenSource) -> list[grpc.aio.ClientInterceptor]
         _AioStreamUnary(source),
         _AioStreamStream(source),
     ]
+
+
+def bearer_channel(
+    target: str,
+    source: TokenSource,
+    credentials: grpc.ChannelCredentials | None = None,
+    *,
+    options: list[tuple[str, Any]] | None = None,
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to ``target`` that attaches ``source``'s token to every call.
+
+    ``credentials``: TLS towards the server (``grpc.ssl_channel_credentials(...)``, with the
+    caller's certificate for mTLS); None is plaintext, for loopback and tests only — a bearer
+    token on a plaintext channel can be read by anyone on the path (SPEC §3 "Transport").
+    """
+    interceptors = bearer_interceptors(source)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+
+
+def sync_bearer_channel(
+    target: str,
+    source: SyncTokenSource,
+    credentials: grpc.ChannelCredentials | None = None,
+    *,
+    options: list[tuple[str, Any]] | None = None,
+) -> grpc.Channel:
+    """The sync-grpc :func:`bearer_channel`: ``credentials`` None is plaintext."""
+    if credentials is None:
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        channel = grpc.secure_channel(target, credentials, options=options)
+    return grpc.intercept_channel(channel, SyncBearerInterceptor(source))
 
 
 # --- sync grpc client interceptor ----------------------------------------------------------------

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificateAuthority", "Issued", "write_private"]
+__all__ = ["CertificateAuthority", "DevPki", "Issued", "dev_pki", "write_private"]
 
 DEFAULT_CA_LIFETIME = dt.timedelta(days=365)
 DEFAULT_LEAF_LIFETIME = dt.timedelta(days=30)
@@ -189,3 +189,52 @@ class CertificateAuthority:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return Issued(cert, cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+@dataclass(frozen=True, slots=True)
+class DevPki:
+    """The dev CA's folder (``$TOKENRY_HOME/tls``): ``ca.pem`` and ``<name>.pem`` /
+    ``<name>-key.pem`` for each service, the embedded NATS and each dev client."""
+
+    folder: Path
+    #: names that got a certificate and key (services, ``nats``, the dev clients)
+    names: tuple[str, ...]
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    def cert(self, name: str) -> Path:
+        return self.folder / f"{name}.pem"
+
+    def key(self, name: str) -> Path:
+        return self.folder / f"{name}-key.pem"
+
+
+#: the trust domain of the dev certificates' SPIFFE-style URI SANs
+DEV_TRUST_DOMAIN = "tokenry.dev"
+
+
+def dev_pki(folder: Path, names: Sequence[str], *, now: dt.datetime | None = None) -> DevPki:
+    """Make (or reuse) the dev CA in ``folder`` and issue a fresh certificate to each name.
+
+    The CA is kept across runs while it has more than a week to live, so a CLI, an example or
+    a browser that trusts ``ca.pem`` keeps working; leaf certificates are re-issued each start.
+    Each leaf carries ``localhost``, ``127.0.0.1``, ``::1`` and
+    ``spiffe://tokenry.dev/<name>``. Keys are written 0600, the folder is 0700.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pki = DevPki(folder, tuple(names))
+    ca_key = folder / "ca-key.pem"
+    try:
+        ca = CertificateAuthority.load(pki.ca, ca_key)
+        if ca.cert.not_valid_after_utc - now < dt.timedelta(days=7):
+            raise ValueError("the dev CA expires soon")
+    except (OSError, ValueError):
+        ca = CertificateAuthority.generate("Tokenry dev CA", now=now)
+        ca.write(pki.ca, ca_key)
+    for name in names:
+        issued = ca.issue(name, uris=(f"spiffe://{DEV_TRUST_DOMAIN}/{name}",), now=now)
+        issued.write(pki.cert(name), pki.key(name))
+    return pki

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -101,6 +102,12 @@ class VerifierRuntime:
             await channel.close()
 
 
+def _channel(addr: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(addr, credentials, options=CHANNEL_OPTIONS)
+
+
 async def start_verifier(
     *,
     issuer: str,
@@ -116,6 +123,8 @@ async def start_verifier(
     config: VerifierConfig | None = None,
     introspector: Introspector | None = None,
     jwks_source: JwksSource | None = None,
+    channel_credentials: grpc.ChannelCredentials | None = None,
+    nats_tls: ssl.SSLContext | None = None,
 ) -> VerifierRuntime:
     """Start a verifier for ``audience`` that trusts ``issuer``.
 
@@ -132,6 +141,10 @@ async def start_verifier(
         introspector: enables the introspection fallback while stale (``StalePolicy``).
         jwks_source: where keys come from instead of the key rotator at ``keyrotator_addr``
             (one of the two is required).
+        channel_credentials: TLS (and for mTLS the verifier's client certificate) towards the
+            key rotator and the revocation service, e.g. ``grpc.ssl_channel_credentials(...)``
+            or ``tokenry.tls.ClientTls(...).channel_credentials()``; None: plaintext.
+        nats_tls: the ``ssl.SSLContext`` for NATS over TLS (``ClientTls(...).ssl_context()``).
     """
     if not revocation_addr:
         # The stream is an accelerator, not the record (SPEC §4.1): a verifier that can only
@@ -143,11 +156,11 @@ async def start_verifier(
     if jwks_source is None:
         if keyrotator_addr is None:
             raise ValueError("give keyrotator_addr or jwks_source")
-        channels.append(grpc.aio.insecure_channel(keyrotator_addr, options=CHANNEL_OPTIONS))
+        channels.append(_channel(keyrotator_addr, channel_credentials))
         jwks_source = GrpcJwksSource(channels[0])
     jwks = JwksCache(jwks_source, clock)
     state = RevocationState(clock, staleness_budget=staleness_budget)
-    channels.append(grpc.aio.insecure_channel(revocation_addr, options=CHANNEL_OPTIONS))
+    channels.append(_channel(revocation_addr, channel_credentials))
     snapshots = GrpcSnapshotSource(channels[-1])
     subscriber: list[EventSubscriber] = []
 
@@ -155,7 +168,9 @@ async def start_verifier(
         for sub in subscriber:
             sub.notify_reconnected()
 
-    nc = await connect(nats_url, name=f"tokenry-verifier:{audience}", reconnected=reconnected)
+    nc = await connect(
+        nats_url, name=f"tokenry-verifier:{audience}", reconnected=reconnected, tls=nats_tls
+    )
     subscriber.append(
         EventSubscriber(
             events=JetStreamEvents(nc, subjects, stream),
