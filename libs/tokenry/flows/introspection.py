@@ -20,7 +20,9 @@ from tokenry import jose
 from tokenry.core.client_secrets import Pepper
 from tokenry.core.clientauth import (
     AssertionContext,
+    CallerLimiter,
     ClientLookup,
+    FailureLimiter,
     Presented,
     ProvenSecrets,
     authenticate,
@@ -134,12 +136,21 @@ class IntrospectionFlow:
         self._decoder = jose.Decoder()
         self._assertions = assertions  # None: private_key_jwt is refused
         self._proven = proven
+        # Issue 13 item 8: failed authentications held back, calls limited per caller.
+        self._limiter = FailureLimiter(clock)
+        self._per_caller = CallerLimiter(clock)
 
     async def introspect(self, req: IntrospectRequest) -> Introspection:
         caller = await authenticate(
-            req.credentials, self._clients, self._peppers, self._assertions, self._proven
+            req.credentials,
+            self._clients,
+            self._peppers,
+            self._assertions,
+            self._proven,
+            limiter=self._limiter,
         )
         require_introspect_scope(caller)  # an error, not an answer: the caller is at fault
+        self._per_caller.check(caller.client_id)
         token = req.token
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return INACTIVE

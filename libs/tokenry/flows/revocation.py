@@ -42,6 +42,7 @@ from tokenry.core.client_secrets import Pepper
 from tokenry.core.clientauth import (
     AssertionContext,
     ClientLookup,
+    FailureLimiter,
     Presented,
     ProvenSecrets,
     authenticate,
@@ -265,6 +266,7 @@ class RevocationFlow:
         self._cached = cached_clients
         # Secrets already checked against a client's current hash are not HMAC'd again.
         self._proven = ProvenSecrets()
+        self._limiter = FailureLimiter(clock)  # issue 13 item 8: failures held back
         self._peppers = peppers
         self._recorder = recorder
         self._clock = clock
@@ -301,7 +303,13 @@ class RevocationFlow:
         self, cmd: RevokeCommand, clients: ClientLookup, *, refresh: bool = False
     ) -> RevokeOutcome | Replayed:
         client = await authenticate(
-            cmd.credentials, clients, self._peppers, self._assertions, self._proven
+            cmd.credentials,
+            clients,
+            self._peppers,
+            self._assertions,
+            self._proven,
+            # Held back only on the authoritative attempt: a miss in the cache is retried.
+            limiter=self._limiter if clients is self._clients else None,
         )
         if refresh and self._cached is not None:
             self._cached.invalidate(client.client_id)  # the next call reads it afresh

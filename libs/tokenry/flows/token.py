@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tokenry.core.clientauth import Presented, authenticate
+from tokenry.core.clientauth import FailureLimiter, Presented, authenticate
 from tokenry.core.clients import (
     AUTHORIZATION_CODE,
     CLIENT_CREDENTIALS,
@@ -49,10 +49,14 @@ class TokenEndpoint:
         self.refresh_flow = RefreshFlow(deps)
         self.client_credentials = ClientCredentialsFlow(deps)
         self._exchange = exchange
+        # Failed client authentications are held back (issue 13 item 8); per process.
+        self._limiter = FailureLimiter(deps.clock)
 
     async def authenticate(self, credentials: Presented) -> Client:
         d = self._d
-        return await authenticate(credentials, d.clients, d.peppers, d.assertions, d.proven)
+        return await authenticate(
+            credentials, d.clients, d.peppers, d.assertions, d.proven, limiter=self._limiter
+        )
 
     async def token(self, req: TokenRequest) -> TokenResult:
         if self._d.mint_gate is not None:

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import grpc
 
-from tokenry.core.clientauth import Presented, credentials_from
+from tokenry.core.clientauth import Presented, credentials_from, peer_from, request_peer
+
+#: The header a trusted proxy in front puts the client's address in (e.g. x-forwarded-for);
+#: unset, any such header is ignored (issue 13 item 8).
+TRUSTED_PROXY_HEADER = "TOKENRY_TRUSTED_PROXY_HEADER"
+
+
+class _PeerOf:
+    """The caller's peer for the failure limiter, resolved only when a failure needs it: a
+    successful authentication pays one ContextVar set and nothing else."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self._context = context
+
+    def __call__(self) -> str:
+        header = os.environ.get(TRUSTED_PROXY_HEADER, "").strip().lower()
+        forwarded = metadata_value(self._context, header) if header else None
+        return peer_from(self._context.peer() or "", forwarded, trusted=bool(header))
 
 
 def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
@@ -27,6 +47,7 @@ def caller_credentials(
     """The one client-authentication method a call uses (SPEC §3): client_secret_basic in the
     ``authorization`` metadata, or client_secret_post / private_key_jwt (RFC 7523 §2.2) carried
     in the request's fields."""
+    request_peer.set(_PeerOf(context))
     return credentials_from(
         metadata_value(context, "authorization"),
         client_id,

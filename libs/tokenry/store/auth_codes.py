@@ -10,9 +10,22 @@ from __future__ import annotations
 import asyncpg
 
 from tokenry.store.db import Executor
-from tokenry.store.records import AuthCodeRecord, AuthRequestRecord
+from tokenry.store.records import (
+    MAX_PENDING_REQUESTS_PER_CLIENT,
+    AuthCodeRecord,
+    AuthRequestRecord,
+    too_many_pending,
+)
 
-__all__ = ["USED_CODE_RETENTION", "AuthCodeRecord", "AuthCodeStore", "AuthRequestRecord"]
+__all__ = [
+    "MAX_PENDING_REQUESTS_PER_CLIENT",
+    "USED_CODE_RETENTION",
+    "AuthCodeRecord",
+    "AuthCodeStore",
+    "AuthRequestRecord",
+    "too_many_pending",
+]
+
 
 # Used codes are kept this long past their exp, so a late replay still revokes the family.
 USED_CODE_RETENTION = 86400
@@ -26,10 +39,14 @@ class AuthCodeStore:
         self._pool = pool
 
     async def save_request(self, req: AuthRequestRecord) -> None:
-        await self._pool.execute(
+        # One statement: the bound is checked where the row is written (racing inserts may
+        # overshoot it by the number in flight, never without limit).
+        status: str = await self._pool.execute(
             "INSERT INTO auth_requests (challenge_hash, client_id, redirect_uri, scopes,"
             " audiences, state, code_challenge, nonce, expires_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9"
+            " WHERE (SELECT count(*) FROM (SELECT 1 FROM auth_requests WHERE client_id = $2"
+            "   AND expires_at > extract(epoch FROM clock_timestamp()) LIMIT $10) AS live) < $10",
             req.challenge_hash,
             req.client_id,
             req.redirect_uri,
@@ -39,7 +56,10 @@ class AuthCodeStore:
             req.code_challenge,
             req.nonce,
             req.expires_at,
+            MAX_PENDING_REQUESTS_PER_CLIENT,
         )
+        if status.endswith(" 0"):
+            raise too_many_pending()
 
     async def take_request(
         self, conn: Executor, challenge_hash: bytes, now: int

@@ -28,11 +28,13 @@ from tokenry.core.clock import Clock
 from tokenry.core.revocations import Revocation, RevocationKind, RevocationSet
 from tokenry.store.errors import DuplicateRow
 from tokenry.store.records import (
+    MAX_PENDING_REQUESTS_PER_CLIENT,
     AuthCodeRecord,
     AuthRequestRecord,
     GrantRecord,
     OpaqueTokenRecord,
     Watermark,
+    too_many_pending,
 )
 
 __all__ = ["DuplicateRow", "MemoryStore", "MemoryUnitOfWork"]
@@ -103,6 +105,14 @@ class MemoryStore:
         async with self._lock:
             if req.challenge_hash in self.requests:
                 raise DuplicateRow("auth_requests")
+            now = self._clock.now()
+            live = sum(
+                1
+                for r in self.requests.values()
+                if r.client_id == req.client_id and r.expires_at > now
+            )
+            if live >= MAX_PENDING_REQUESTS_PER_CLIENT:
+                raise too_many_pending()
             self.requests[req.challenge_hash] = req
 
     async def write_access_token(self, record: OpaqueTokenRecord) -> None:

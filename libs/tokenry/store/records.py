@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tokenry.core.errors import TemporarilyUnavailable
+
 ACCESS = "access"
 REFRESH = "refresh"
 
@@ -95,3 +97,13 @@ class Watermark:
     kind: str  # "subject" | "client"
     value: str
     not_before: int
+
+
+#: Live login challenges one client may have pending (issue 13 item 8): the authorize RPC is
+#: unauthenticated, so without a bound anyone could fill the table under a public client's id.
+#: Expired ones stop counting at once and are deleted by the TTL sweep (:meth:`sweep`).
+MAX_PENDING_REQUESTS_PER_CLIENT = 1000
+
+
+def too_many_pending() -> TemporarilyUnavailable:
+    return TemporarilyUnavailable("too many pending authorization requests for this client")
