@@ -24,6 +24,7 @@ from tokenry.core.clock import Clock, SystemClock
 from tokenry.jose import JwksCache
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
+from tokenry.servicekit.metrics import metrics_on, observe_cache
 from tokenry.servicekit.server import (
     Closer,
     Ready,
@@ -157,6 +158,8 @@ def build(
         jwks = JwksCache(StoreJwksSource(KeyStore(pool)), clock)
         await jwks.refresh(force=True)
         cache = PositiveCache(clock, size=options.cache_size, max_age=options.cache_max_age)
+        if metrics_on():  # the introspection cache hit ratio (issue 15)
+            observe_cache(cache, "tokenry.introspector.cache")
         clients = CachedClients(ClientStore(pool), clock)
         reader = opaque_tokens.IntrospectionReader(pool)
         closers.append(reader.close)  # closers run in reverse: before the pool closes

@@ -96,3 +96,25 @@ async def test_key_age_and_time_to_next_rotation_negative_when_overdue() -> None
     labels = (("alg", "ES256"), ("kid", "k1"), ("state", "active"), ("use", "access"))
     assert _values(reader, "tokenry.keys.age") == {labels: 1500.0}
     assert _values(reader, "tokenry.keys.next_transition") == {labels: -600.0}
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.held = {b"a": 1}
+
+    def get(self, key: bytes) -> int | None:
+        return self.held.get(key)
+
+
+def test_cache_hit_ratio_counts_lookups_without_changing_answers() -> None:
+    from tokenry.servicekit.metrics import observe_cache
+
+    meter, reader = _meter()
+    cache = _Cache()
+    observe_cache(cache, "tokenry.introspector.cache", meter)
+    assert [cache.get(k) for k in (b"a", b"b", b"a", b"a")] == [1, None, 1, 1]
+    assert _values(reader, "tokenry.introspector.cache.lookups") == {
+        (("result", "hit"),): 3,
+        (("result", "miss"),): 1,
+    }
+    assert _values(reader, "tokenry.introspector.cache.hit_ratio") == {(): 0.75}

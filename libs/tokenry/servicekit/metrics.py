@@ -18,6 +18,8 @@ process; later ones are counted under ``other``.
 ``tokenry.relay.lease_changes``          counter   leaderships taken by this process
 ``tokenry.relay.published``              counter   events published (acknowledged by JetStream)
 ``tokenry.relay.failures``               counter   publishing rounds that failed
+``tokenry.introspector.cache.lookups``   counter   ``result`` (hit, miss): the positive cache
+``tokenry.introspector.cache.hit_ratio`` gauge     hits / lookups since start
 ``tokenry.keys.age``                     gauge s   per key (``kid``, ``alg``, ``use``, ``state``)
 ``tokenry.keys.next_transition``         gauge s   until the schedule moves the key next;
                                                    negative = overdue
@@ -47,6 +49,7 @@ __all__ = [
     "KeyGauges",
     "OutboxGauges",
     "metrics_on",
+    "observe_cache",
     "observe_relay",
 ]
 
@@ -162,6 +165,43 @@ def _stat(relay: _Relay, attr: str) -> Callable[[CallbackOptions], Iterable[Obse
         return [Observation(getattr(relay.stats, attr))]
 
     return read
+
+
+class _Lookups(Protocol):
+    def get(self, key: Any) -> Any: ...
+
+
+def observe_cache(cache: _Lookups, name: str, meter: Meter | None = None) -> None:
+    """Count ``cache.get`` hits (not None) and misses, exported as ``<name>.lookups`` and
+    ``<name>.hit_ratio``: the lookup is wrapped on this instance only (two integer bumps),
+    and only when the caller decided metrics are on."""
+    counts = [0, 0]  # misses, hits
+    lookup = cache.get
+
+    def get(key: Any) -> Any:
+        found = lookup(key)
+        counts[found is not None] += 1
+        return found
+
+    cache.get = get  # type: ignore[method-assign]
+    m = _meter(meter)
+    m.create_observable_counter(
+        f"{name}.lookups",
+        callbacks=[
+            lambda _o: [
+                Observation(counts[1], {"result": "hit"}),
+                Observation(counts[0], {"result": "miss"}),
+            ]
+        ],
+        unit="{lookup}",
+        description="Cache lookups by result",
+    )
+    m.create_observable_gauge(
+        f"{name}.hit_ratio",
+        callbacks=[lambda _o: [Observation(counts[1] / max(1, counts[0] + counts[1]))]],
+        unit="",
+        description="Cache hits / lookups since start",
+    )
 
 
 async def _every(
