@@ -243,3 +243,34 @@ def test_json_logs_carry_trace_ids_and_extra_fields_but_never_secret_named_ones(
     assert entry["span_id"] == format(ids.span_id, "016x")
     assert entry["msg"] == "revoked jti" and entry["seq"] == 42 and entry["worker"] == 1
     assert "s3cr3t" not in line and "eyJ" not in line
+
+
+async def test_client_spans_carry_the_trace_to_the_server_edge() -> None:
+    from tokenry.servicekit.rpctelemetry import ClientTracing
+
+    spans = InMemorySpanExporter()
+    tracers = TracerProvider(sampler=otel.FollowParent())
+    tracers.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = tracers.get_tracer("t")
+    server, port = await _serve(RpcTelemetry(None, tracer, ratio=1.0))
+    try:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", interceptors=[ClientTracing(tracer)]
+        ) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            await stub.Check(health_pb2.HealthCheckRequest())  # no current span: no client span
+            with tracer.start_as_current_span("caller"):
+                await stub.Check(health_pb2.HealthCheckRequest())
+    finally:
+        await server.stop(None)
+    by_kind = {s.kind: s for s in spans.get_finished_spans() if s.name != "caller"}
+    client, caller = (
+        by_kind[trace.SpanKind.CLIENT],
+        next(s for s in spans.get_finished_spans() if s.name == "caller"),
+    )
+    server_spans = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    assert len(server_spans) == 2  # the edge traces both (ratio 1), the second joins the trace
+    joined = [s for s in server_spans if s.parent is not None]
+    assert len(joined) == 1 and joined[0].parent.span_id == client.context.span_id
+    assert client.parent is not None and client.parent.span_id == caller.context.span_id
+    assert client.attributes is not None and client.attributes["rpc.grpc.status_code"] == "OK"

@@ -55,7 +55,14 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 if TYPE_CHECKING:
     from tokenry.servicekit.telemetry import EdgeMeterProvider, PlainHistogram, PlainSeries
 
-__all__ = ["DURATION_BUCKETS", "RpcTelemetry", "from_globals", "instrument_server", "rpc_duration"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "ClientTracing",
+    "RpcTelemetry",
+    "from_globals",
+    "instrument_server",
+    "rpc_duration",
+]
 
 #: seconds; from a cached call (≈ 0.3 ms) to a client's usual deadline
 DURATION_BUCKETS: Final = (
@@ -262,6 +269,58 @@ class RpcTelemetry:
                 finish(started, code)
 
         return stream
+
+
+class ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):
+    """Client spans for unary calls made inside a sampled span, with the W3C ``traceparent``
+    added to the call's metadata (OpenTelemetry API only: usable by any application).
+
+    A call made outside a recording span gets nothing added and starts no span: the server's
+    edge decides about sampling anyway (its caller's flags are never trusted).
+    """
+
+    def __init__(self, tracer: trace.Tracer | None = None) -> None:
+        self._tracer = tracer
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        if not trace.get_current_span().is_recording():
+            return await continuation(client_call_details, request)
+        method = client_call_details.method
+        name = (method.decode() if isinstance(method, bytes) else str(method)).lstrip("/")
+        service, _, short = name.partition("/")
+        tracer = self._tracer or trace.get_tracer("tokenry.rpc")
+        span = tracer.start_span(
+            name,
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": short},
+        )
+        carrier: dict[str, str] = {}
+        _W3C.inject(carrier, context=trace.set_span_in_context(span))
+        metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+        for key, value in carrier.items():
+            metadata[key] = value
+        details = grpc.aio.ClientCallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            metadata,
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
+        )
+        code = "UNKNOWN"
+        try:
+            call = await continuation(details, request)
+            code = _code_name(await call.code())
+            return call
+        finally:
+            span.set_attribute("rpc.grpc.status_code", code)
+            if code != "OK":
+                span.set_status(Status(StatusCode.ERROR, code))
+            span.end()
 
 
 def _presented(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> str:
