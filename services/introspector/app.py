@@ -34,13 +34,14 @@ from tokenry.servicekit.server import (
     set_serving,
 )
 from tokenry.services.introspector.cache import PositiveCache
-from tokenry.services.introspector.handlers import IntrospectorHandlers, OpaqueRecord
+from tokenry.services.introspector.handlers import IntrospectorHandlers
 from tokenry.services.introspector.invalidation import CacheInvalidator
 from tokenry.services.introspector.servicer import IntrospectorServicer
 from tokenry.store import opaque_tokens
 from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
+from tokenry.store.introspection import StoreOpaqueTokens, StoreRevocationCheck
 from tokenry.store.keys import KeyStore
 from tokenry.store.outbox_feed import AppliedSeq, FeedSettings, OutboxFeed
 from tokenry.store.revocation_checks import RevocationChecks
@@ -49,51 +50,6 @@ from tokenry.v1 import introspector_pb2, introspector_pb2_grpc
 log = logging.getLogger(__name__)
 SERVICE_NAMES = (introspector_pb2.DESCRIPTOR.services_by_name["Introspector"].full_name,)
 KEY_REFRESH_INTERVAL = 2.0  # a revoked or retired key stops verifying within this
-
-
-class StoreOpaqueTokens:
-    """OpaqueTokens port over the issuer's ``opaque_tokens`` table (lookup by SHA-256)."""
-
-    def __init__(self, reader: opaque_tokens.IntrospectionReader, issuer_url: str) -> None:
-        self._reader = reader
-        self._issuer = issuer_url
-
-    async def find(self, digest: bytes) -> OpaqueRecord | None:
-        row = await self._reader.get(digest)
-        if row is None:
-            return None
-        return OpaqueRecord(
-            kind=row.kind,
-            jti=row.jti,
-            gid=row.gid,
-            client_id=row.client_id,
-            subject=row.subject,
-            scope=" ".join(row.scopes),
-            # A refresh token is for the client that holds it (RFC 6749 §1.5).
-            audiences=row.audiences if row.kind == "access" else (row.client_id,),
-            issuer=self._issuer,
-            issued_at=row.issued_at,
-            expires_at=row.expires_at,
-            # Revoked by its row or by any revocation rule (one query); a spent refresh token
-            # is dead too, even inside the issuer's retry grace.
-            revoked=row.revoked or row.used_at is not None,
-            act=row.act,
-        )
-
-
-class StoreRevocationCheck:
-    """RevocationCheck port: PostgreSQL, never the event-fed state (SPEC §4.5)."""
-
-    def __init__(self, checks: RevocationChecks) -> None:
-        self._checks = checks
-
-    async def revoked(
-        self, jti: str, gid: str | None, sub: str | None, client_id: str | None, iat: float
-    ) -> bool:
-        kind = await self._checks.revoked_kind(
-            jti=jti, gid=gid, subject=sub, client_id=client_id, issued_at=int(iat)
-        )
-        return kind is not None
 
 
 class StoreJwksSource:
