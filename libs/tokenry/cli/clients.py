@@ -28,6 +28,7 @@ from tokenry.cli.common import (
     print_wide,
 )
 from tokenry.cli.context import CliError, credentials, stack
+from tokenry.cli.secrets import ClientSecretFile, read_secret_file
 from tokenry.cli.typerkit import App
 from tokenry.devstack.endpoints import Stack
 
@@ -35,9 +36,10 @@ app = App(help="Register, list, show and delete OAuth clients.")
 
 
 def _metadata(
-    target: Stack, client_id: str | None, client_secret: str | None
+    target: Stack, client_id: str | None, client_secret: str | None, secret_file: str | None
 ) -> tuple[tuple[str, str], ...]:
     try:
+        client_secret = read_secret_file(secret_file, client_secret)
         creds = credentials(client_id, client_secret, target=target, service="issuer")
     except CliError as exc:
         raise cli_error(exc) from None
@@ -156,6 +158,7 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
     description: Annotated[str, typer.Option(help="Free text")] = "",
     admin_client_id: AdminClientId = None,
     admin_client_secret: AdminClientSecret = None,
+    client_secret_file: ClientSecretFile = None,
 ) -> None:
     """Register a client; prints it as JSON with its generated secret (shown only once).
 
@@ -206,7 +209,7 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
         token_exchange_from=exchange_from or [],
         description=description,
     )
-    metadata = _metadata(found, admin_client_id, admin_client_secret)
+    metadata = _metadata(found, admin_client_id, admin_client_secret, client_secret_file)
     addr = found.addr("issuer")
 
     def go(channel: grpc.Channel) -> Any:
@@ -230,12 +233,13 @@ def list_clients(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array")] = False,
     admin_client_id: AdminClientId = None,
     admin_client_secret: AdminClientSecret = None,
+    client_secret_file: ClientSecretFile = None,
 ) -> None:
     """List registered clients (never their secrets)."""
     from tokenry.v1 import clients_pb2, clients_pb2_grpc
 
     found = stack(ctx)
-    metadata = _metadata(found, admin_client_id, admin_client_secret)
+    metadata = _metadata(found, admin_client_id, admin_client_secret, client_secret_file)
     addr = found.addr("issuer")
 
     def go(channel: grpc.Channel) -> Any:
@@ -269,12 +273,13 @@ def show(
     client_id: Annotated[str, typer.Argument(help="The client's id")],
     admin_client_id: AdminClientId = None,
     admin_client_secret: AdminClientSecret = None,
+    client_secret_file: ClientSecretFile = None,
 ) -> None:
     """Print one client as JSON."""
     from tokenry.v1 import clients_pb2, clients_pb2_grpc
 
     found = stack(ctx)
-    metadata = _metadata(found, admin_client_id, admin_client_secret)
+    metadata = _metadata(found, admin_client_id, admin_client_secret, client_secret_file)
     addr = found.addr("issuer")
 
     def go(channel: grpc.Channel) -> Any:
@@ -286,18 +291,19 @@ def show(
 
 
 @app.command("delete")
-def delete(
+def delete(  # noqa: PLR0917 - typer maps one parameter per option
     ctx: typer.Context,
     client_id: Annotated[str, typer.Argument(help="The client's id")],
     reason: Annotated[str, typer.Option(help="Recorded with the client revocation")] = "",
     admin_client_id: AdminClientId = None,
     admin_client_secret: AdminClientSecret = None,
+    client_secret_file: ClientSecretFile = None,
 ) -> None:
     """Delete a client and revoke every token issued to it."""
     from tokenry.v1 import clients_pb2, clients_pb2_grpc
 
     found = stack(ctx)
-    metadata = _metadata(found, admin_client_id, admin_client_secret)
+    metadata = _metadata(found, admin_client_id, admin_client_secret, client_secret_file)
     addr = found.addr("issuer")
 
     def go(channel: grpc.Channel) -> Any:

@@ -23,6 +23,7 @@ from tokenry.cli.common import (
     print_wide,
 )
 from tokenry.cli.context import CliError, credentials, stack
+from tokenry.cli.secrets import ClientSecretFile, read_secret_file
 from tokenry.cli.typerkit import App
 
 if TYPE_CHECKING:
@@ -128,12 +129,14 @@ def rotate(  # noqa: PLR0917 - typer maps one parameter per option
     ] = False,
     client_id: AdminClientId = None,
     client_secret: AdminClientSecret = None,
+    client_secret_file: ClientSecretFile = None,
 ) -> None:
     """Rotate a key set now: its published successor signs from now on (needs tokenry:admin)."""
     from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
 
     found = stack(ctx)
     try:
+        client_secret = read_secret_file(client_secret_file, client_secret)
         creds = credentials(client_id, client_secret, target=found, service="keyrotator")
     except CliError as exc:
         raise cli_error(exc) from None
@@ -163,18 +166,20 @@ def rotate(  # noqa: PLR0917 - typer maps one parameter per option
 
 
 @app.command()
-def revoke(
+def revoke(  # noqa: PLR0917 - typer maps one parameter per option
     ctx: typer.Context,
     kid: Annotated[str, typer.Argument(help="The kid of the key to revoke")],
     reason: Annotated[str, typer.Option(help="Recorded with the key")] = "",
     client_id: AdminClientId = None,
     client_secret: AdminClientSecret = None,
+    client_secret_file: ClientSecretFile = None,
 ) -> None:
     """Emergency: revoke a key; its tokens are rejected everywhere (needs tokenry:admin)."""
     from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc
 
     found = stack(ctx)
     try:
+        client_secret = read_secret_file(client_secret_file, client_secret)
         creds = credentials(client_id, client_secret, target=found, service="keyrotator")
     except CliError as exc:
         raise cli_error(exc) from None

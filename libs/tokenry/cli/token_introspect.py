@@ -10,11 +10,15 @@ import typer
 
 from tokenry.cli.common import call, cli_error
 from tokenry.cli.context import CliError, credentials, stack
+from tokenry.cli.secrets import ClientSecretFile, read_secret_file, token_argument
 
 
-def token_introspect(
+def token_introspect(  # noqa: PLR0917 - typer maps one parameter per option
     ctx: typer.Context,
-    token: Annotated[str, typer.Argument(help="An access or refresh token (JWT or opaque)")],
+    token: Annotated[
+        str,
+        typer.Argument(help="An access or refresh token (JWT or opaque); - reads it from stdin"),
+    ],
     token_type_hint: Annotated[
         str, typer.Option(help="access_token or refresh_token (a hint)")
     ] = "",
@@ -34,6 +38,7 @@ def token_introspect(
             help="Caller's secret (default: TOKENRY_CLIENT_SECRET)",
         ),
     ] = None,
+    client_secret_file: ClientSecretFile = None,
 ) -> None:
     """Print the RFC 7662 §2.2 response as JSON: "active": false for any token not valid.
 
@@ -44,6 +49,8 @@ def token_introspect(
 
     found = stack(ctx)
     try:
+        token = token_argument(token)
+        client_secret = read_secret_file(client_secret_file, client_secret)
         creds = credentials(client_id, client_secret, target=found, service="introspector")
     except CliError as exc:
         raise cli_error(exc) from None

@@ -10,6 +10,7 @@ import typer
 
 from tokenry.cli.common import USAGE, call, cli_error, fail
 from tokenry.cli.context import CliError, credentials, stack
+from tokenry.cli.secrets import ClientSecretFile, read_secret_file
 
 
 def token_issue(  # noqa: PLR0917 - typer maps one parameter per option
@@ -23,6 +24,7 @@ def token_issue(  # noqa: PLR0917 - typer maps one parameter per option
     client_secret: Annotated[
         str | None, typer.Option(help="Client secret (or TOKENRY_CLIENT_SECRET)")
     ] = None,
+    client_secret_file: ClientSecretFile = None,
     scope: Annotated[
         str, typer.Option(help="Space-delimited scopes; empty = all the client may have")
     ] = "",
@@ -41,6 +43,7 @@ def token_issue(  # noqa: PLR0917 - typer maps one parameter per option
         raise fail(f"--format must be jwt or opaque, not {token_format!r}", USAGE)
     found = stack(ctx)
     try:
+        client_secret = read_secret_file(client_secret_file, client_secret)
         creds = credentials(client_id, client_secret, target=found, service="issuer")
     except CliError as exc:
         raise cli_error(exc) from None

@@ -11,6 +11,7 @@ import typer
 
 from tokenry.cli.common import USAGE, call, cli_error, fail
 from tokenry.cli.context import CliError, credentials, stack
+from tokenry.cli.secrets import ClientSecretFile, read_secret_file, token_argument
 
 _KINDS = {0: None, 1: "jti", 2: "grant", 3: "subject", 4: "client"}
 
@@ -19,7 +20,9 @@ def token_revoke(  # noqa: PLR0917 - typer maps one parameter per option
     ctx: typer.Context,
     token: Annotated[
         str | None,
-        typer.Argument(help="A token to revoke (RFC 7009): its client or an admin may"),
+        typer.Argument(
+            help="A token to revoke (RFC 7009): its client or an admin may; - reads it from stdin"
+        ),
     ] = None,
     jti: Annotated[str | None, typer.Option(help="Revoke one token by jti (admin)")] = None,
     grant: Annotated[
@@ -56,6 +59,7 @@ def token_revoke(  # noqa: PLR0917 - typer maps one parameter per option
             help="Client secret (default: TOKENRY_CLIENT_SECRET)",
         ),
     ] = None,
+    client_secret_file: ClientSecretFile = None,
 ) -> None:
     """Revoke a token, a jti, a grant, a subject or a client; prints what was recorded as JSON.
 
@@ -82,6 +86,10 @@ def token_revoke(  # noqa: PLR0917 - typer maps one parameter per option
         raise fail("give exactly one of TOKEN, --jti, --grant, --subject or --client", USAGE)
     found = stack(ctx)
     try:
+        if token is not None:
+            token = token_argument(token)
+            chosen["token"] = token
+        client_secret = read_secret_file(client_secret_file, client_secret)
         creds = credentials(client_id, client_secret, target=found, service="revocation")
     except CliError as exc:
         raise cli_error(exc) from None
