@@ -21,7 +21,7 @@ import sys
 
 import grpc
 
-from tokenry.client import ClientSecretBasic, IssuerTokenFetcher, TokenSource, bearer_interceptors
+from tokenry.client import ClientSecretBasic, IssuerTokenFetcher, TokenSource, bearer_channel
 from tokenry.devstack.endpoints import locate
 
 
@@ -30,15 +30,16 @@ async def main() -> int:
     found = locate(dev=env.get("TOKENRY_DEV", "1") != "0")
     issuer_addr = found.addr("issuer")
     backend = env.get("DEMO_BACKEND", "127.0.0.1:50060")
-    async with grpc.aio.insecure_channel(issuer_addr) as issuer:
+    tls = found.client_tls()  # the dev CA of `tokenry dev`, or TOKENRY_TLS_CA; None: plaintext
+    issuer_channel = tls.aio_channel(issuer_addr) if tls else grpc.aio.insecure_channel(issuer_addr)
+    async with issuer_channel as issuer:
         auth = ClientSecretBasic(
             env.get("TOKENRY_CLIENT_ID", "demo-service"),
             env.get("TOKENRY_CLIENT_SECRET", "demo-secret"),
         )
         source = TokenSource(IssuerTokenFetcher(issuer, auth, scope="demo.read"))
-        async with grpc.aio.insecure_channel(
-            backend, interceptors=bearer_interceptors(source)
-        ) as channel:
+        # The demo backend listens in plaintext on loopback; a real one takes credentials here.
+        async with bearer_channel(backend, source) as channel:
             hello: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
                 "/demo.Greeter/Hello"
             )

@@ -54,6 +54,7 @@ async def main(found: Stack) -> None:
         nats_url=found.nats_url.value,
         subjects=Subjects(found.nats_prefix),
         stream=found.nats_stream,
+        **found.verifier_tls(),  # TLS: the dev CA, or TOKENRY_TLS_CA / TOKENRY_NATS_TLS_CA
     )
     runtime = await asyncio.wait_for(verifier_started, STARTUP_TIMEOUT)  # else: exit 3
     VerifierMetrics().observe(runtime.verifier)  # exported if the app installs an OTel SDK

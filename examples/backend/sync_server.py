@@ -55,6 +55,7 @@ def main() -> int:
         nats_url=found.nats_url.value,
         subjects=Subjects(found.nats_prefix),
         stream=found.nats_stream,
+        **found.verifier_tls(),  # TLS: the dev CA, or TOKENRY_TLS_CA / TOKENRY_NATS_TLS_CA
     )
     try:
         runtime = loop.run(asyncio.wait_for(started, STARTUP_TIMEOUT))

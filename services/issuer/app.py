@@ -26,7 +26,14 @@ from tokenry.servicekit import variables as v
 from tokenry.servicekit.clockskew import DATABASE_CLOCK_SQL, ClockSkewGate
 from tokenry.servicekit.config import Reader, Settings
 from tokenry.servicekit.errors import guard
-from tokenry.servicekit.server import Closer, Ready, Service, new_server, set_serving
+from tokenry.servicekit.server import (
+    Closer,
+    Ready,
+    Service,
+    listen,
+    new_server,
+    set_serving,
+)
 from tokenry.services.issuer.client_admin import ClientAdmin
 from tokenry.services.issuer.listener import IssuerListener
 from tokenry.services.issuer.servicer import ClientsServicer, IssuerApi, IssuerServicer
@@ -69,14 +76,14 @@ def build(
     skew = _max_clock_skew() if max_clock_skew is None else max_clock_skew
     ready: Ready[IssuerApi] = Ready()
     unavailable = UNAVAILABLE_ERRORS
-    server, health = new_server(SERVICE_NAMES, map_errors=False)
+    server, health = new_server(SERVICE_NAMES, map_errors=False, tls=settings.tls)
     issuer_pb2_grpc.add_IssuerServicer_to_server(
         guard(IssuerServicer(ready, unavailable), unavailable), server
     )
     clients_pb2_grpc.add_ClientsServicer_to_server(
         guard(ClientsServicer(ready), unavailable), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = listen(server, host, port, settings.tls)
     closers: list[Closer] = []
 
     async def startup(stop: asyncio.Event) -> None:
@@ -150,7 +157,7 @@ def build(
             watermarks=watermarks,
             on_key_event=keys.on_key_event,
         )
-        nats_task = asyncio.create_task(_listen(settings.nats_url, listener, closers))
+        nats_task = asyncio.create_task(_listen(settings, listener, closers))
         gate_task = asyncio.create_task(gate.run(stop), name="issuer-clock-skew")
         maintenance = Maintenance(
             refresh_keys=keys.refresh,
@@ -216,9 +223,11 @@ class _Serving:
         await set_serving(self._health, SERVICE_NAMES, serving=self._keys and self._clock)
 
 
-async def _listen(url: str, listener: IssuerListener, closers: list[Closer]) -> None:
+async def _listen(settings: Settings, listener: IssuerListener, closers: list[Closer]) -> None:
     """Connect to NATS in the background: issuance never waits for it (events are hints)."""
-    nc: NatsClient = await connect(url, name="tokenry-issuer")
+    nc: NatsClient = await connect(
+        settings.nats_url, name="tokenry-issuer", tls=settings.tls.nats_context()
+    )
     closers.append(nc.close)
     await listener.start(nc)
 

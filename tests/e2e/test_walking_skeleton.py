@@ -3,6 +3,9 @@
 issue → call the backend (OK) → revoke → the backend rejects the token, measured from the Revoke
 acknowledgement; the same with NATS stopped while revoking (the outbox delivers it later); and
 SIGTERM leaves no process behind.
+
+Over TLS, as `tokenry dev` runs by default (issue 13 item 5): the test, the CLI and the example
+backend's verifier reach the services through the dev CA that dev.json names.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from pathlib import Path
 import grpc
 import psutil
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.devstack.ports import free_tcp_port
+from tokenry.tls import ClientTls
 from tokenry.v1 import issuer_pb2, issuer_pb2_grpc, revocation_pb2, revocation_pb2_grpc
 
 from conftest import new_database
@@ -132,9 +137,18 @@ def backend(stack: Stack) -> Iterator[str]:
     proc.wait(10)
 
 
+def _tls(stack: Stack) -> ClientTls:
+    return ClientTls(Path(str(stack.dev["tls_ca"])))
+
+
+def _channel(stack: Stack, service: str) -> grpc.aio.Channel:
+    """A TLS channel to one of the dev stack's services, trusting the dev CA only."""
+    return _tls(stack).aio_channel(stack.dev["addrs"][service])  # type: ignore[index]
+
+
 async def _issue(stack: Stack) -> str:
     demo = stack.creds["demo"]
-    async with grpc.aio.insecure_channel(stack.dev["addrs"]["issuer"]) as ch:  # type: ignore[index]
+    async with _channel(stack, "issuer") as ch:
         resp = await issuer_pb2_grpc.IssuerStub(ch).Token(
             issuer_pb2.TokenRequest(grant_type="client_credentials", scope="demo.read"),
             metadata=basic(demo["client_id"], demo["client_secret"]),
@@ -169,7 +183,7 @@ async def _until_ok(addr: str, token: str, timeout: float = 30.0) -> None:
 
 async def _revoke(stack: Stack, jti: str) -> int:
     admin = stack.creds["admin"]
-    async with grpc.aio.insecure_channel(stack.dev["addrs"]["revocation"]) as ch:  # type: ignore[index]
+    async with _channel(stack, "revocation") as ch:
         resp = await revocation_pb2_grpc.RevocationStub(ch).Revoke(
             revocation_pb2.RevokeRequest(jti=jti, reason="e2e"),
             metadata=basic(admin["client_id"], admin["client_secret"]),
@@ -221,6 +235,26 @@ async def test_revocation_while_nats_is_down_is_delivered_later(
     print(
         f"\nNATS back → backend rejects the token revoked during the outage: {(time.perf_counter() - started) * 1000:.0f} ms"
     )
+
+
+async def test_dev_stack_listens_with_tls_only(stack: Stack) -> None:
+    """Every listener of `tokenry dev` is TLS from the dev CA; plaintext is refused, and the
+    private keys it wrote are the owner's only."""
+    tls_dir = stack.home / "tls"
+    assert stack.dev["tls_ca"] == str(tls_dir / "ca.pem")
+    keys = sorted(tls_dir.glob("*-key.pem"))
+    assert {k.name for k in keys} >= {"ca-key.pem", "demo-service-key.pem", "issuer-key.pem"}
+    assert all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
+    request = health_pb2.HealthCheckRequest()
+    for service in ("issuer", "introspector", "revocation", "keyrotator"):
+        addr = stack.dev["addrs"][service]  # type: ignore[index]
+        async with _channel(stack, service) as ch:
+            resp = await health_pb2_grpc.HealthStub(ch).Check(request, timeout=10)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        async with grpc.aio.insecure_channel(addr) as plain:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await health_pb2_grpc.HealthStub(plain).Check(request, timeout=3)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, service
 
 
 def test_cli_contracts(stack: Stack) -> None:

@@ -75,11 +75,32 @@ def rpc_error(exc: grpc.RpcError, addr: str, hint: str = "") -> tuple[str, int]:
     return f"{code.name if code else 'RPC failed'}: {details}", exit_code
 
 
+def channel(addr: str) -> grpc.Channel:
+    """A channel to ``addr``: TLS when a CA is known (``TOKENRY_TLS_CA``, or the dev CA of
+    the running ``tokenry dev``), plaintext otherwise (devstack.endpoints has the rule).
+
+    Raises:
+        CliError: the TLS files cannot be read (exit 2).
+    """
+    import click
+
+    from tokenry.cli.context import stack
+
+    current = click.get_current_context(silent=True)
+    tls = stack(current if isinstance(current, typer.Context) else None).client_tls()
+    if tls is None:
+        return grpc.insecure_channel(addr)
+    try:
+        return tls.secure_channel(addr)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
 def call(addr: str, fn: Callable[[grpc.Channel], T], *, hint: str = "") -> T:
     """Run ``fn`` on a channel to ``addr``; RPC and CLI errors become one-line exits."""
     try:
-        with grpc.insecure_channel(addr) as channel:
-            return fn(channel)
+        with channel(addr) as open_channel:
+            return fn(open_channel)
     except grpc.RpcError as exc:
         message, code = rpc_error(exc, addr, hint)
         raise fail(message, code) from None

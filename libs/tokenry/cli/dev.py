@@ -30,8 +30,19 @@ def _folder(ctx: typer.Context, data_dir: str | None) -> str | None:
 
 
 @app.callback()
-def dev(ctx: typer.Context, data_dir: DataDir = None) -> None:
-    """Run PostgreSQL, NATS and every service locally until Ctrl-C.
+def dev(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Plaintext listeners and NATS instead of TLS from the generated dev CA",
+        ),
+    ] = False,
+) -> None:
+    """Run PostgreSQL, NATS and every service locally until Ctrl-C, over TLS from a local
+    dev CA written to $TOKENRY_HOME/tls (`tokenry dev env` exports its path).
 
     Exit codes: 0 stopped cleanly, 1 failed to start, 2 a dev stack already runs in this folder.
     """
@@ -40,12 +51,13 @@ def dev(ctx: typer.Context, data_dir: DataDir = None) -> None:
     from tokenry.devstack.endpoints import home
     from tokenry.devstack.stack import run_foreground
 
-    raise typer.Exit(run_foreground(home(_folder(ctx, data_dir)), os.environ))
+    raise typer.Exit(run_foreground(home(_folder(ctx, data_dir)), os.environ, insecure=insecure))
 
 
 @app.command("env")
 def env(ctx: typer.Context, data_dir: DataDir = None) -> None:
-    """Print `export` lines for the running dev stack: every address, the NATS URL, the home.
+    """Print `export` lines for the running dev stack: every address, the NATS URL, the home,
+    and the dev CA (TOKENRY_TLS_CA) unless it runs --insecure.
 
     Use: eval "$(tokenry dev env)". Exit 3 when no dev stack runs in the folder.
     """

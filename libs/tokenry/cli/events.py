@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import ssl
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import typer
@@ -101,6 +102,9 @@ def watch(  # noqa: PLR0917 - typer maps one parameter per option
     w = _Watch(
         url, found.nats_prefix, found.nats_stream, as_json, from_start, heartbeats, count, timeout
     )
+    tls = found.nats_tls()  # TOKENRY_NATS_TLS_CA, else the dev CA of a TLS dev stack
+    if tls is not None:
+        w = replace(w, tls=tls)
     try:
         asyncio.run(_watch(w))
     except KeyboardInterrupt:
@@ -139,6 +143,7 @@ class _Watch:
     heartbeats: bool
     count: int
     timeout: float
+    tls: ssl.SSLContext | None = None
 
 
 async def _watch(w: _Watch) -> None:
@@ -172,6 +177,7 @@ async def _watch(w: _Watch) -> None:
                 error_cb=quiet,
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
+                **({"tls": w.tls} if w.tls is not None else {}),
             ),
             timeout=w.timeout,
         )

@@ -18,8 +18,10 @@ def _health(addr: str, timeout: float) -> str:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from tokenry.cli.common import channel as open_channel
+
     try:
-        with grpc.insecure_channel(addr) as channel:
+        with open_channel(addr) as channel:
             grpc.channel_ready_future(channel).result(timeout=timeout)
             resp = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout

@@ -72,8 +72,15 @@ def token_verify(  # noqa: PLR0917 - typer maps one parameter per option
 
 
 async def _with_tokenry_runtime(
-    token: str, audience: str, iss: str, wait: float, settings: dict[str, str]
+    token: str,
+    audience: str,
+    iss: str,
+    wait: float,
+    settings: dict[str, str],
+    *,
+    tls: tuple[Any, Any] = (None, None),
 ) -> dict[str, Any]:
+    """``tls``: the channel credentials and the NATS ssl context (None, None: plaintext)."""
     from tokenry.bus.codec import Subjects
     from tokenry.verifier import start_verifier
 
@@ -86,6 +93,8 @@ async def _with_tokenry_runtime(
             nats_url=settings["nats_url"],
             subjects=Subjects(settings["prefix"]),
             stream=settings["stream"],
+            channel_credentials=tls[0],
+            nats_tls=tls[1],
         ),
         timeout=wait,
     )
@@ -105,7 +114,11 @@ def _with_tokenry(token: str, audience: str, iss: str, wait: float, found: Stack
         "keyrotator": found.addr("keyrotator"),
         "revocation": found.addr("revocation"),
     }
-    return _with_tokenry_runtime(token, audience, iss, wait, settings)
+    client_tls = found.client_tls()  # the dev CA, or TOKENRY_TLS_CA; None: plaintext
+    creds = client_tls.channel_credentials() if client_tls is not None else None
+    return _with_tokenry_runtime(
+        token, audience, iss, wait, settings, tls=(creds, found.nats_tls())
+    )
 
 
 async def _jwks_run(token: str, audience: str, iss: str, jwks_url: str) -> dict[str, Any]:

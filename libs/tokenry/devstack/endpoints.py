@@ -12,8 +12,13 @@ Each address is taken from the first of (docs/operations.md, "Finding a running 
 The dev admin credentials (``$TOKENRY_HOME/credentials.json``) belong to the stack that dev.json
 describes, and :meth:`Stack.is_dev_target` tells whether an address is that stack's.
 
-Only the standard library and :mod:`tokenry.servicekit.variables` are imported, so a backend
-that embeds just the verifier can use this too.
+TLS follows the same rule: ``TOKENRY_TLS_CA`` (with ``TOKENRY_TLS_CERT``/``TOKENRY_TLS_KEY`` for a
+client certificate) and ``TOKENRY_NATS_TLS_CA``, else the dev CA and client certificate a running
+``tokenry dev`` wrote under ``$TOKENRY_HOME/tls``, else plaintext.
+
+Only the standard library and :mod:`tokenry.servicekit.variables` are imported at load time
+(:mod:`tokenry.tls`, which loads grpc, only when TLS material is asked for), so a backend that
+embeds just the verifier can use this too.
 """
 
 from __future__ import annotations
@@ -24,9 +29,16 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenry.servicekit.variables import DEFAULT_PORTS, DEV_ISSUER_URL
+
+if TYPE_CHECKING:
+    import ssl
+
+    import grpc
+
+    from tokenry.tls import ClientTls
 
 SERVICES = ("issuer", "introspector", "revocation", "keyrotator")
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -69,9 +81,20 @@ class DevFile:
     issuer_url: str
     nats_prefix: str = "tokenry"
     nats_stream: str = "TOKENRY_EVENTS"
+    #: the dev CA (None: ``tokenry dev --insecure``), the admin's client certificate and key
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: the CA of the embedded NATS when it runs TLS
+    nats_tls_ca: str | None = None
 
     def __repr__(self) -> str:  # the database URL could carry a password
         return f"DevFile(path={str(self.path)!r}, pid={self.pid})"
+
+
+def _opt(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return str(value) if value else None
 
 
 def read_dev_file(folder: Path) -> DevFile | None:
@@ -89,6 +112,10 @@ def read_dev_file(folder: Path) -> DevFile | None:
             issuer_url=str(data["issuer_url"]),
             nats_prefix=str(data.get("nats_prefix", "tokenry")),
             nats_stream=str(data.get("nats_stream", "TOKENRY_EVENTS")),
+            tls_ca=_opt(data, "tls_ca"),
+            tls_cert=_opt(data, "tls_cert"),
+            tls_key=_opt(data, "tls_key"),
+            nats_tls_ca=_opt(data, "nats_tls_ca"),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -116,9 +143,41 @@ class Stack:
     nats_prefix: str = "tokenry"
     nats_stream: str = "TOKENRY_EVENTS"
     dev_mode: bool = False
+    #: CA bundle, client certificate and key for the gRPC services (None: plaintext)
+    tls_ca: Located | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    nats_tls_ca: Located | None = None
 
     def __repr__(self) -> str:
         return f"Stack(home={str(self.home)!r}, dev={self.dev is not None})"
+
+    def client_tls(self) -> ClientTls | None:
+        """TLS towards the gRPC services, or None for plaintext."""
+        if self.tls_ca is None:
+            return None
+        from tokenry.tls import ClientTls
+
+        cert = Path(self.tls_cert) if self.tls_cert and self.tls_key else None
+        key = Path(self.tls_key) if cert is not None and self.tls_key else None
+        return ClientTls(Path(self.tls_ca.value), cert, key)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """:meth:`client_tls` as gRPC channel credentials (None: plaintext)."""
+        tls = self.client_tls()
+        return None if tls is None else tls.channel_credentials()
+
+    def verifier_tls(self) -> dict[str, Any]:
+        """``start_verifier``'s TLS arguments: ``channel_credentials`` and ``nats_tls``."""
+        return {"channel_credentials": self.channel_credentials(), "nats_tls": self.nats_tls()}
+
+    def nats_tls(self) -> ssl.SSLContext | None:
+        """The ssl context for NATS, or None (plaintext, or system roots for ``tls://``)."""
+        if self.nats_tls_ca is None:
+            return None
+        from tokenry.tls import ClientTls
+
+        return ClientTls(Path(self.nats_tls_ca.value)).ssl_context()
 
     def addr(self, service: str) -> str:
         return self.addrs[service].value
@@ -197,6 +256,14 @@ def locate(
     database_url = _pick(flags.get("database_url"), "--database-url", env, "TOKENRY_DATABASE_URL")
     if database_url is None and devfile is not None:
         database_url = Located(devfile.database_url, DEV_FILE)
+    tls_ca = _pick(None, "", env, "TOKENRY_TLS_CA")
+    tls_cert, tls_key = env.get("TOKENRY_TLS_CERT"), env.get("TOKENRY_TLS_KEY")
+    if tls_ca is None and devfile is not None and devfile.tls_ca:
+        tls_ca = Located(devfile.tls_ca, DEV_FILE)
+        tls_cert, tls_key = devfile.tls_cert, devfile.tls_key
+    nats_tls_ca = _pick(None, "", env, "TOKENRY_NATS_TLS_CA")
+    if nats_tls_ca is None and devfile is not None and devfile.nats_tls_ca:
+        nats_tls_ca = Located(devfile.nats_tls_ca, DEV_FILE)
     return Stack(
         home=folder,
         dev=devfile,
@@ -209,6 +276,10 @@ def locate(
         nats_stream=env.get("TOKENRY_NATS_STREAM")
         or (devfile.nats_stream if devfile else "TOKENRY_EVENTS"),
         dev_mode=dev_mode,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert or None,
+        tls_key=tls_key or None,
+        nats_tls_ca=nats_tls_ca,
     )
 
 
@@ -223,4 +294,8 @@ def export_lines(devfile: DevFile) -> list[str]:
         "TOKENRY_NATS_PREFIX": devfile.nats_prefix,
         "TOKENRY_NATS_STREAM": devfile.nats_stream,
     }
+    if devfile.tls_ca:
+        values["TOKENRY_TLS_CA"] = devfile.tls_ca
+    if devfile.nats_tls_ca:
+        values["TOKENRY_NATS_TLS_CA"] = devfile.nats_tls_ca
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]

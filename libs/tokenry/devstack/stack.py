@@ -3,7 +3,10 @@
 Starts embedded PostgreSQL and NATS (unless TOKENRY_DATABASE_URL / TOKENRY_NATS_URL point at
 external ones), applies migrations, registers the dev clients, starts every service as a child
 process and waits for each to report SERVING; on SIGINT/SIGTERM it stops the children, then the
-servers. Dev mode is the only mode with human-chosen secrets and a generated KEK (SPEC §2).
+servers. Dev mode is the only mode with human-chosen secrets, a generated KEK and a generated
+local CA (SPEC §2): every listener, and the embedded NATS, runs TLS with certificates from the dev
+CA in ``$TOKENRY_HOME/tls`` (:func:`tokenry.devstack.ca.dev_pki`); ``--insecure`` keeps
+plaintext, and says so.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +32,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tokenry.core.client_secrets import Pepper, generate_secret, hash_secret, pepper_id
 from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
 from tokenry.core.keywrap import Kek
+from tokenry.devstack.ca import DevPki, dev_pki
 from tokenry.devstack.endpoints import DEV_FILE, read_dev_file
-from tokenry.devstack.nats import EmbeddedNats
+from tokenry.devstack.nats import EmbeddedNats, NatsServerTls
 from tokenry.devstack.ports import free_tcp_port, log_tail
 from tokenry.devstack.postgres import EmbeddedPostgres
 from tokenry.servicekit.config import DEFAULT_PORTS
+from tokenry.servicekit.variables import GATEWAY_PORT
 from tokenry.store.clients import ClientStore
 from tokenry.store.migrate import migrate
 
@@ -41,6 +47,7 @@ DEMO_CLIENT = "demo-service"
 DEMO_SECRET = "demo-secret"
 ADMIN_CLIENT = "tokenry-admin"
 DEV_ISSUER_URL = "http://127.0.0.1:8080"
+TLS_DIR = "tls"
 
 
 @dataclass
@@ -54,6 +61,10 @@ class DevStack:
     nats_url: str = ""
     #: this process wrote $TOKENRY_HOME/dev.json, so only this process may remove it
     wrote_dev_file: bool = False
+    #: the dev CA and certificates; None with ``--insecure``
+    pki: DevPki | None = None
+    #: the embedded NATS runs TLS (an external one is whatever TOKENRY_NATS_URL says)
+    nats_tls: bool = False
 
 
 class AlreadyRunning(RuntimeError):
@@ -119,11 +130,23 @@ def _last_line(log: Path | None) -> str:
     return f" ({lines[-1].strip()[:200]}; see {log})" if lines else f" (see {log})"
 
 
+def _channel(addr: str, pki: DevPki | None) -> grpc.Channel:
+    if pki is None:
+        return grpc.insecure_channel(addr)
+    from tokenry.tls import ClientTls
+
+    return ClientTls(pki.ca).secure_channel(addr)
+
+
 def _wait_serving(
-    addr: str, proc: subprocess.Popen[bytes], timeout: float = 30.0, log: Path | None = None
+    addr: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 30.0,
+    log: Path | None = None,
+    pki: DevPki | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(addr) as channel:
+    with _channel(addr, pki) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -138,8 +161,10 @@ def _wait_serving(
     raise TimeoutError(f"service at {addr} did not become SERVING within {timeout:.0f}s")
 
 
-def start(home: Path, env: Mapping[str, str]) -> DevStack:
+def start(home: Path, env: Mapping[str, str], *, insecure: bool = False) -> DevStack:
     """Start the stack in ``home``; on failure stop what was started and re-raise.
+
+    ``insecure``: plaintext listeners and NATS instead of TLS from the dev CA.
 
     Raises:
         AlreadyRunning: a live ``tokenry dev`` owns ``home`` (its files are left alone).
@@ -152,6 +177,9 @@ def start(home: Path, env: Mapping[str, str]) -> DevStack:
         )
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     stack = DevStack(home=home, env=env)
+    if not insecure:
+        names = [*SERVICES, "nats", DEMO_CLIENT, ADMIN_CLIENT]
+        stack.pki = dev_pki(home / TLS_DIR, names)
     try:
         _start(stack)
     except BaseException:
@@ -172,9 +200,14 @@ def _start(stack: DevStack) -> None:
         stack.postgres.start()
         dsn = stack.postgres.dsn()
     nats_url = env.get("TOKENRY_NATS_URL")
+    pki = stack.pki
     if not nats_url:
-        stack.nats = EmbeddedNats(home / "nats", port=_port_or_free(4222))
+        tls = None
+        if pki is not None:
+            tls = NatsServerTls(pki.cert("nats"), pki.key("nats"), pki.ca, verify=False)
+        stack.nats = EmbeddedNats(home / "nats", port=_port_or_free(4222), tls=tls)
         stack.nats.start()
+        stack.nats_tls = tls is not None
         nats_url = stack.nats.url
     stack.nats_url = nats_url
 
@@ -215,14 +248,15 @@ def _start(stack: DevStack) -> None:
         with (logs / f"{name}.log").open("ab") as log:
             stack.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", f"tokenry.services.{name}"],
-                env=child_env,
+                env=_service_env(stack, name, child_env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # Ctrl-C reaches only the supervisor, which then stops the children in order.
                 start_new_session=True,
             )
     for name in SERVICES:
-        _wait_serving(stack.addrs[name], stack.children[name], log=logs / f"{name}.log")
+        _wait_serving(stack.addrs[name], stack.children[name], log=logs / f"{name}.log", pki=pki)
+    _start_gateway(stack, child_env, logs)
     _write_private_json(
         home / DEV_FILE,
         {
@@ -234,9 +268,38 @@ def _start(stack: DevStack) -> None:
             "nats_stream": env.get("TOKENRY_NATS_STREAM", "TOKENRY_EVENTS"),
             "addrs": stack.addrs,
             "pids": {name: proc.pid for name, proc in stack.children.items()},
+            # The CLI's and the examples' TLS: the dev CA and the admin's client certificate.
+            "tls_ca": str(pki.ca) if pki else None,
+            "tls_cert": str(pki.cert(ADMIN_CLIENT)) if pki else None,
+            "tls_key": str(pki.key(ADMIN_CLIENT)) if pki else None,
+            "nats_tls_ca": str(pki.ca) if pki and stack.nats_tls else None,
         },
     )
     stack.wrote_dev_file = True
+
+
+def _service_env(stack: DevStack, name: str, base: Mapping[str, str]) -> dict[str, str]:
+    """A service's environment: its own certificate from the dev CA (and the CA for NATS)."""
+    env = dict(base)
+    pki = stack.pki
+    if pki is None:
+        return env
+    env.update(
+        {
+            "TOKENRY_TLS_CERT": str(pki.cert(name)),
+            "TOKENRY_TLS_KEY": str(pki.key(name)),
+            "TOKENRY_TLS_CA": str(pki.ca),
+        }
+    )
+    if stack.nats_tls:
+        env.update(
+            {
+                "TOKENRY_NATS_TLS_CA": str(pki.ca),
+                "TOKENRY_NATS_TLS_CERT": str(pki.cert(name)),
+                "TOKENRY_NATS_TLS_KEY": str(pki.key(name)),
+            }
+        )
+    return env
 
 
 def _connect_addr(listen: str) -> str:
@@ -254,6 +317,40 @@ def _port_or_free(port: int) -> int:
         except OSError:
             return free_tcp_port()
     return port
+
+
+def _start_gateway(stack: DevStack, env: Mapping[str, str], logs: Path) -> None:
+    """The HTTP gateway (issue 14) on :8080 (TOKENRY_GATEWAY_LISTEN), plaintext on loopback: in
+    dev the issuer URL is the gateway's URL, so discovery's ``issuer`` is where it is served."""
+    listen = stack.env.get("TOKENRY_GATEWAY_LISTEN") or f"127.0.0.1:{_port_or_free(GATEWAY_PORT)}"
+    child_env = {
+        **env,
+        "TOKENRY_GATEWAY_LISTEN": listen,
+        "TOKENRY_GATEWAY_USERS": str((stack.home / "users.json").resolve()),
+    }
+    with (logs / "gateway.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tokenry.services.gateway"],
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    stack.children["gateway"] = proc
+    addr = _connect_addr(listen)
+    stack.addrs["gateway"] = addr
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"gateway exited with {proc.returncode}" + _last_line(logs / "gateway.log")
+            )
+        ready = f"http://{addr}/health/ready"
+        with contextlib.suppress(OSError), urllib.request.urlopen(ready, timeout=1) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"gateway at {addr} not ready within 30s")
 
 
 def stop(stack: DevStack, timeout: float = 10.0) -> None:
@@ -277,8 +374,10 @@ def stop(stack: DevStack, timeout: float = 10.0) -> None:
             (stack.home / DEV_FILE).unlink()
 
 
-def run_foreground(home: Path, env: Mapping[str, str]) -> int:
+def run_foreground(home: Path, env: Mapping[str, str], *, insecure: bool = False) -> int:
     """What `tokenry dev` runs: start, print, wait for SIGINT/SIGTERM, stop everything.
+
+    ``insecure`` (``tokenry dev --insecure``): plaintext everywhere, announced loudly.
 
     Returns the exit code: 0 stopped cleanly, 1 failed to start, 2 already running here.
     """
@@ -296,9 +395,16 @@ def run_foreground(home: Path, env: Mapping[str, str]) -> int:
             print(f"tokenry dev: configuration error: {problem}", file=sys.stderr)
         return 2
     print(
-        "tokenry dev: DEV MODE — generated KEK, human-chosen demo secret, plaintext loopback",
+        "tokenry dev: DEV MODE — generated KEK, human-chosen demo secret, "
+        + ("PLAINTEXT loopback" if insecure else "TLS from a generated local CA"),
         file=sys.stderr,
     )
+    if insecure:
+        print(
+            "tokenry dev: WARNING --insecure: every listener and NATS are PLAINTEXT; client"
+            " secrets and tokens cross the loopback unencrypted",
+            file=sys.stderr,
+        )
     stop_requested = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -307,7 +413,7 @@ def run_foreground(home: Path, env: Mapping[str, str]) -> int:
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        stack = start(home, env)
+        stack = start(home, env, insecure=insecure)
     except AlreadyRunning as exc:
         print(f"tokenry dev: {exc}", file=sys.stderr)
         return 2
@@ -352,12 +458,25 @@ def _check_external(env: Mapping[str, str]) -> list[str]:
 
 
 def _print_banner(stack: DevStack) -> None:
+    pki = stack.pki
     lines = ["", "Tokenry dev stack is up", ""]
+    scheme = "grpcs" if pki else "grpc"
     for name in SERVICES:
-        lines.append(f"  {name:<12} grpc://{stack.addrs[name]}")
+        lines.append(f"  {name:<12} {scheme}://{stack.addrs[name]}")
+    if "gateway" in stack.addrs:
+        gateway = f"http://{stack.addrs['gateway']}"
+        lines.append(f"  {'gateway':<12} {gateway}")
+        lines.append(f"  {'discovery':<12} {gateway}/.well-known/openid-configuration")
+    nats_note = " (TLS)" if stack.nats_tls else ""
+    lines += [f"  nats         {stack.nats_url}{nats_note}", ""]
+    if pki is not None:
+        lines += [
+            f"  TLS CA       {pki.ca} (the dev CA; `tokenry dev env` exports it)",
+            f"  client certs {pki.folder}/{{{DEMO_CLIENT},{ADMIN_CLIENT}}}.pem (keys 0600)",
+        ]
+    else:
+        lines.append("  TLS          OFF (--insecure): PLAINTEXT listeners")
     lines += [
-        f"  nats         {stack.nats_url}",
-        "",
         f"  data         {stack.home}",
         f"  credentials  {stack.home / 'credentials.json'} (mode 0600)",
         f"  demo client  {DEMO_CLIENT} / {DEMO_SECRET}",
