@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,26 +40,16 @@ from tokenry.store import opaque_tokens
 from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
-from tokenry.store.introspection import StoreOpaqueTokens, StoreRevocationCheck
+from tokenry.store.introspection import StoreOpaqueRecords, StoreRevocationCheck
+from tokenry.store.jwks_source import StoreJwksSource
 from tokenry.store.keys import KeyStore
-from tokenry.store.outbox_feed import AppliedSeq, FeedSettings, OutboxFeed
+from tokenry.store.outbox_feed import AppliedSeq, OutboxFeed, OutboxFeedSettings
 from tokenry.store.revocation_checks import RevocationChecks
 from tokenry.v1 import introspector_pb2, introspector_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAMES = (introspector_pb2.DESCRIPTOR.services_by_name["Introspector"].full_name,)
 KEY_REFRESH_INTERVAL = 2.0  # a revoked or retired key stops verifying within this
-
-
-class StoreJwksSource:
-    """The published keys straight from PostgreSQL (the introspector is a Tokenry service)."""
-
-    def __init__(self, keys: KeyStore) -> None:
-        self._keys = keys
-
-    async def fetch(self) -> tuple[str, int]:
-        keys, seq = await self._keys.published()
-        return json.dumps({"keys": keys}), seq
 
 
 def _on_nats_event(invalidator: CacheInvalidator) -> Any:
@@ -82,7 +71,7 @@ class IntrospectorOptions:
     #: of its own: point this at PostgreSQL directly when the pool goes through a
     #: transaction-pooling proxy such as PgBouncer.
     listen_url: str | None = None
-    feed: FeedSettings = field(default_factory=FeedSettings)
+    feed: OutboxFeedSettings = field(default_factory=OutboxFeedSettings)
 
 
 def build(
@@ -123,7 +112,7 @@ def build(
             IntrospectorHandlers(
                 clients=clients,
                 peppers=settings.peppers,
-                opaque=StoreOpaqueTokens(reader, settings.issuer_url),
+                opaque=StoreOpaqueRecords(reader, settings.issuer_url),
                 revocations=StoreRevocationCheck(RevocationChecks(pool)),
                 keys=jwks,
                 issuer_url=settings.issuer_url,
@@ -174,5 +163,5 @@ def build(
 
 
 async def _connect_listener(dsn: str) -> asyncpg.Connection:
-    # The feed bounds the attempt itself (FeedSettings.timeout).
+    # The feed bounds the attempt itself (OutboxFeedSettings.timeout).
     return await asyncpg.connect(dsn)

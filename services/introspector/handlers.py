@@ -5,10 +5,10 @@ from tokenry.flows.introspection import (
     MAX_TOKEN_LENGTH,
     IntrospectionFlow,
     IntrospectRequest,
+    KeyCache,
     OpaqueRecord,
-    OpaqueTokens,
+    OpaqueRecords,
     RevocationCheck,
-    VerificationKeys,
 )
 
 IntrospectorHandlers = IntrospectionFlow
@@ -19,7 +19,7 @@ __all__ = [
     "IntrospectionFlow",
     "IntrospectorHandlers",
     "OpaqueRecord",
-    "OpaqueTokens",
+    "OpaqueRecords",
     "RevocationCheck",
-    "VerificationKeys",
+    "KeyCache",
 ]

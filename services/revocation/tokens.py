@@ -8,7 +8,8 @@ from tokenry.flows.revocation import (
     OpaqueTokens,
     PresentedToken,
 )
-from tokenry.store.presented_tokens import JwtTokens, PublishedKeys, StoreOpaqueTokens
+from tokenry.store.jwks_source import PublishedKeyReader as PublishedKeys
+from tokenry.store.presented_tokens import JwtTokens, StoreOpaqueTokens
 
 __all__ = [
     "OPAQUE_PREFIX",

@@ -27,7 +27,7 @@ import pytest
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.server import serve
 from tokenry.services.introspector import app as introspector_app
-from tokenry.store.outbox_feed import AppliedSeq, FeedSettings
+from tokenry.store.outbox_feed import AppliedSeq, OutboxFeedSettings
 from tokenry.v1 import (
     introspector_pb2,
     introspector_pb2_grpc,
@@ -41,7 +41,7 @@ from suite import Suite, basic, run_suite, wait_serving
 pytestmark = pytest.mark.integration
 INACTIVE = introspector_pb2.IntrospectResponse(active=False)
 #: detect a dead LISTEN link and reconnect quickly (the defaults are 1 s / 2 s / 2 s)
-FAST_FEED = FeedSettings(poll_interval=0.2, timeout=0.5, max_backoff=0.2)
+FAST_FEED = OutboxFeedSettings(poll_interval=0.2, timeout=0.5, max_backoff=0.2)
 
 
 class UnixBlackhole:

@@ -18,12 +18,12 @@ from tokenry.core.events import OutboxEvent
 from tokenry.devstack import EmbeddedPostgres
 from tokenry.store import outbox
 from tokenry.store.outbox import OutboxRow
-from tokenry.store.outbox_feed import FeedSettings, OutboxFeed
+from tokenry.store.outbox_feed import OutboxFeed, OutboxFeedSettings
 
 from pipeline_support import own_postgres
 
 pytestmark = pytest.mark.integration
-FAST = FeedSettings(poll_interval=0.2, timeout=1.0, max_backoff=0.2)
+FAST = OutboxFeedSettings(poll_interval=0.2, timeout=1.0, max_backoff=0.2)
 
 
 class Recorder:

@@ -7,7 +7,6 @@ are each a ``payload`` of ``tokenry.v1.Event``, and :class:`Subjects` names ever
 from __future__ import annotations
 
 import uuid
-import warnings
 from dataclasses import dataclass
 from typing import Final
 
@@ -16,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tokenry.bus.errors import MalformedSnapshot
 from tokenry.bus.errors import UndecodableEvent as UndecodableEvent  # noqa: PLC0414 - re-export
 from tokenry.core.events import OutboxEvent
+from tokenry.core.renames import renamed
 from tokenry.core.revocations import Revocation, RevocationKind, SnapshotBatch
 from tokenry.v1 import events_pb2, revocation_pb2
 
@@ -254,14 +254,8 @@ def snapshot_batch(msg: revocation_pb2.RevocationSnapshot) -> SnapshotBatch:
     )
 
 
-def __getattr__(name: str) -> type[MalformedSnapshot]:
-    # ``SnapshotError`` named MalformedSnapshot until issue 12 item 9 (the verifier's
-    # SnapshotError is another thing); the old name resolves for one release.
-    if name == "SnapshotError":
-        warnings.warn(
-            "tokenry.bus.codec.SnapshotError is now tokenry.bus.errors.MalformedSnapshot",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return MalformedSnapshot
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``SnapshotError`` named MalformedSnapshot until issue 12 item 9 (the verifier's SnapshotError
+# is another thing); the old name resolves for one release.
+__getattr__ = renamed(
+    __name__, {"SnapshotError": ("tokenry.bus.errors.MalformedSnapshot", MalformedSnapshot)}
+)

@@ -35,6 +35,7 @@ from tokenry.core.introspection import (
     require_introspect_scope,
 )
 from tokenry.core.opaque import ACCESS, REFRESH, kind_of, token_hash
+from tokenry.core.renames import renamed
 from tokenry.flows.introspection_cache import Positive, PositiveCache
 from tokenry.jose import VerificationError, VerificationKey
 from tokenry.jose._rfc7662 import introspection_claims
@@ -44,9 +45,9 @@ __all__ = [
     "IntrospectRequest",
     "IntrospectionFlow",
     "OpaqueRecord",
-    "OpaqueTokens",
+    "OpaqueRecords",
     "RevocationCheck",
-    "VerificationKeys",
+    "KeyCache",
 ]
 
 MAX_TOKEN_LENGTH = 8192
@@ -70,7 +71,7 @@ class OpaqueRecord:
     act: dict[str, Any] | None = None
 
 
-class OpaqueTokens(Protocol):
+class OpaqueRecords(Protocol):
     async def find(self, digest: bytes) -> OpaqueRecord | None:
         """The record for SHA-256(token), or None; ``revoked`` covers every revocation rule
         (its own row, jti, family, subject and client watermarks) from PostgreSQL."""
@@ -85,7 +86,7 @@ class RevocationCheck(Protocol):
         ...
 
 
-class VerificationKeys(Protocol):
+class KeyCache(Protocol):
     """The published verification keys (``tokenry.jose.JwksCache`` fits)."""
 
     @property
@@ -114,9 +115,9 @@ class IntrospectionFlow:
         *,
         clients: ClientLookup,
         peppers: dict[str, Pepper],
-        opaque: OpaqueTokens,
+        opaque: OpaqueRecords,
         revocations: RevocationCheck,
-        keys: VerificationKeys,
+        keys: KeyCache,
         issuer_url: str,
         clock: Clock,
         cache: PositiveCache,
@@ -232,3 +233,11 @@ class IntrospectionFlow:
         if claims["exp"] <= now:
             return None
         return claims, parts.kid
+
+
+# Renamed in issue 12 item 9: flows.revocation.OpaqueTokens and flows.VerificationKeys are other
+# ports. The old names resolve for one release.
+__getattr__ = renamed(
+    __name__,
+    {"OpaqueTokens": ("OpaqueRecords", OpaqueRecords), "VerificationKeys": ("KeyCache", KeyCache)},
+)

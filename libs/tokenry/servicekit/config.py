@@ -18,6 +18,7 @@ from typing import TypeVar
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings
 from tokenry.core.client_secrets import Pepper, pepper_id
+from tokenry.core.errors import TokenryError
 from tokenry.core.keywrap import Kek, secret_text
 from tokenry.servicekit import tls as transport
 from tokenry.servicekit import variables as v
@@ -38,7 +39,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(TokenryError, ValueError):
     """One or more configuration values are missing or invalid; each problem names its variable.
 
     Attributes:

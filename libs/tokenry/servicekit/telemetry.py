@@ -82,6 +82,8 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from tokenry.core.errors import TokenryError
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
@@ -106,7 +108,7 @@ PROTOCOLS: Final = ("grpc", "http/protobuf")
 _TRUE: Final = ("true", "1", "yes", "on")
 
 
-class TelemetryError(ValueError):
+class TelemetryError(TokenryError, ValueError):
     """A bad ``OTEL_*`` value; the message names the variable, never its value's secrets."""
 
 

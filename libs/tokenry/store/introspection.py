@@ -3,15 +3,16 @@ by the introspector and the HTTP gateway."""
 
 from __future__ import annotations
 
+from tokenry.core.renames import renamed
 from tokenry.flows.introspection import OpaqueRecord
 from tokenry.store import opaque_tokens
 from tokenry.store.revocation_checks import RevocationChecks
 
-__all__ = ["StoreOpaqueTokens", "StoreRevocationCheck"]
+__all__ = ["StoreOpaqueRecords", "StoreRevocationCheck"]
 
 
-class StoreOpaqueTokens:
-    """OpaqueTokens port over the issuer's ``opaque_tokens`` table (lookup by SHA-256)."""
+class StoreOpaqueRecords:
+    """OpaqueRecords port over the issuer's ``opaque_tokens`` table (lookup by SHA-256)."""
 
     def __init__(self, reader: opaque_tokens.IntrospectionReader, issuer_url: str) -> None:
         self._reader = reader
@@ -53,3 +54,8 @@ class StoreRevocationCheck:
             jti=jti, gid=gid, subject=sub, client_id=client_id, issued_at=int(iat)
         )
         return kind is not None
+
+
+# ``StoreOpaqueTokens`` until issue 12 item 9 (``store.presented_tokens.StoreOpaqueTokens`` is the
+# revocation side's); the old name resolves for one release.
+__getattr__ = renamed(__name__, {"StoreOpaqueTokens": ("StoreOpaqueRecords", StoreOpaqueRecords)})

@@ -9,8 +9,9 @@ TTL) over this source, so a burst of unknown kids costs one query, not one each.
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Any, Protocol
+
+from tokenry.core.renames import renamed
 
 __all__ = ["PublishedKeyReader", "StoreJwksSource"]
 
@@ -37,14 +38,6 @@ class StoreJwksSource:
         return json.dumps({"keys": jwks}), seq
 
 
-def __getattr__(name: str) -> Any:
-    # ``PublishedKeys`` named this port until issue 12 item 9; ``tokenry.flows.PublishedKeys``
-    # is the key cache. The old name resolves for one release.
-    if name == "PublishedKeys":
-        warnings.warn(
-            "tokenry.store.jwks_source.PublishedKeys is now PublishedKeyReader",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return PublishedKeyReader
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``PublishedKeys`` named this port until issue 12 item 9 (``tokenry.flows.PublishedKeys`` is the
+# key cache); the old name resolves for one release.
+__getattr__ = renamed(__name__, {"PublishedKeys": ("PublishedKeyReader", PublishedKeyReader)})

@@ -33,6 +33,7 @@ from typing import Protocol
 import asyncpg
 
 from tokenry.core.backoff import Backoff, BackoffPolicy
+from tokenry.core.renames import renamed
 from tokenry.store.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class FeedHandler(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class FeedSettings:
+class OutboxFeedSettings:
     #: a read even without a notification: catches up and proves the connection alive
     poll_interval: float = 1.0
     #: a query (or a connection attempt) slower than this means the link is dead
@@ -124,12 +125,12 @@ class OutboxFeed:
         handler: FeedHandler,
         *,
         applied: AppliedSeq | None = None,
-        settings: FeedSettings | None = None,
+        settings: OutboxFeedSettings | None = None,
     ) -> None:
         self._connect = connect
         self._handler = handler
         self.applied = applied or AppliedSeq()
-        self._settings = settings or FeedSettings()
+        self._settings = settings or OutboxFeedSettings()
         self._wake = asyncio.Event()
         self._notifications = 0
         self._last: int | None = None  # None: nothing read yet, the handler must start afresh
@@ -224,3 +225,7 @@ class OutboxFeed:
             self.applied.advance(self._last)
             if len(rows) < s.batch:
                 return
+
+
+# ``FeedSettings`` until issue 12 item 9 (``tokenry.verifier.FeedSettings`` is the verifier's).
+__getattr__ = renamed(__name__, {"FeedSettings": ("OutboxFeedSettings", OutboxFeedSettings)})

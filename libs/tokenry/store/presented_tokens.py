@@ -11,19 +11,20 @@ Opaque tokens (``tkr_at_``/``tkr_rt_``) are resolved through the :class:`OpaqueT
 
 from __future__ import annotations
 
-__all__ = ["JwtTokens", "PublishedKeys", "StoreOpaqueTokens"]
+__all__ = ["JwtTokens", "StoreOpaqueTokens"]
 
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
 from tokenry.core import opaque
 from tokenry.core.clock import Clock
+from tokenry.core.renames import renamed
 from tokenry.flows.revocation import PresentedToken
 from tokenry.jose import Decoder, JwksCache, VerificationError
 from tokenry.jose._rfc7009 import owned_token_claims
 from tokenry.store import opaque_tokens
-from tokenry.store.jwks_source import StoreJwksSource
+from tokenry.store.jwks_source import PublishedKeyReader, StoreJwksSource
 
 
 class StoreOpaqueTokens:
@@ -51,12 +52,6 @@ class StoreOpaqueTokens:
         )
 
 
-class PublishedKeys(Protocol):
-    async def published(self) -> tuple[list[dict[str, Any]], int]:
-        """Every published public JWK and the event seq the set is current to."""
-        ...
-
-
 class JwtTokens:
     """Verifies a JWT's signature against the published JWKS — expiry and audience ignored,
     RFC 7009 §2.1 — and returns its revocation facts.
@@ -68,7 +63,7 @@ class JwtTokens:
 
     def __init__(
         self,
-        keys: PublishedKeys,
+        keys: PublishedKeyReader,
         clock: Clock,
         *,
         ttl: float = 30.0,
@@ -121,3 +116,11 @@ def _facts(claims: dict[str, Any]) -> PresentedToken | None:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+# Its own copy of the key-reading port until issue 12 item 9: the one port is
+# ``tokenry.store.jwks_source.PublishedKeyReader``.
+__getattr__ = renamed(
+    __name__,
+    {"PublishedKeys": ("tokenry.store.jwks_source.PublishedKeyReader", PublishedKeyReader)},
+)
