@@ -6,6 +6,7 @@ Three issuers against the same PostgreSQL, NATS and key rotator, each pinned to 
 - ``off``: no OTEL_* variables (the default: no SDK installed);
 - ``on``: Tokenry's telemetry as an operator would run it: OTLP traces sampled at 1 % at the
   gRPC edge, OTLP metrics every 10 s and the Prometheus scrape endpoint on;
+- ``scrape``: metrics on the Prometheus scrape endpoint only (no OTLP exporter, no traces);
 - ``contrib``: the same metrics, but traces from the OpenTelemetry gRPC instrumentation
   (opentelemetry-instrumentation-grpc's aio server interceptor) with the SDK's
   ``parentbased_traceidratio`` sampler at 1 % — the alternative the lean wrapper replaced.
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 [py, "-m", "tokenry.services.issuer"],
                 {**telemetry, "TOKENRY_METRICS_LISTEN": f"127.0.0.1:{free_tcp_port()}"},
             ),
+            "scrape": (  # metrics on the scrape endpoint only: no OTLP exporter in the process
+                [py, "-m", "tokenry.services.issuer"],
+                {"TOKENRY_METRICS_LISTEN": f"127.0.0.1:{free_tcp_port()}"},
+            ),
             "contrib": (
                 [py, "-c", CONTRIB],
                 {
@@ -218,7 +224,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for concurrency in (1, 32):
         med: dict[str, dict[str, float]] = {}
-        for kind in ("off", "on", "contrib"):
+        for kind in ("off", "on", "scrape", "contrib"):
             runs = [
                 s
                 for s in results["samples"]
@@ -242,13 +248,82 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def micro(repeat: int = 7, n: int = 20_000) -> dict[str, float]:
+    """In-process: µs per call that the per-RPC wrapper adds to a handler that does nothing
+    (metrics on, traces at 1 %), and what one SDK ``Histogram.record`` would have cost."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from tokenry.servicekit import telemetry as otel
+    from tokenry.servicekit.metrics import IssuedTokens
+    from tokenry.servicekit.rpctelemetry import RpcTelemetry, rpc_duration
+
+    class Ctx:
+        def code(self) -> None:
+            return None
+
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return (("authorization", "Basic eDp5"),)
+
+    async def inner(_request: bytes, _ctx: Any) -> bytes:
+        return b""
+
+    meters = otel.EdgeMeterProvider(metric_readers=[InMemoryMetricReader(), InMemoryMetricReader()])
+    tracers = otel.EdgeTracerProvider(edge_ratio=0.01, sampler=otel.FollowParent())
+    rpc = RpcTelemetry(
+        meters.get_meter("m"), tracers.get_tracer("t"), 0.01, duration=rpc_duration(meters)
+    )
+    wrapped = rpc.wrap("/tokenry.v1.Issuer/Token", grpc.unary_unary_rpc_method_handler(inner))
+    issued = IssuedTokens(meters.get_meter("m"))
+    histogram = meters.get_meter("m").create_histogram("h", unit="s")
+    attrs = {"rpc.method": "tokenry.v1.Issuer/Token", "rpc.grpc.status_code": "OK"}
+
+    async def bare_call() -> None:
+        await inner(b"", None)
+
+    ctx = Ctx()
+
+    async def wrapped_call() -> None:
+        await wrapped.unary_unary(b"", ctx)  # type: ignore[misc]
+        issued.add("client_credentials", "jwt", "bench")
+
+    async def sdk_record() -> None:
+        histogram.record(0.0004, attrs)
+
+    async def best(fn: Any) -> float:
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            for _ in range(n):
+                await fn()
+            times.append((time.perf_counter() - started) / n * 1e6)
+        return min(times)
+
+    async def run_all() -> dict[str, float]:
+        return {
+            "bare_us": await best(bare_call),
+            "wrapped_us": await best(wrapped_call),
+            "sdk_histogram_record_us": await best(sdk_record),
+        }
+
+    return asyncio.run(run_all())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--micro", action="store_true", help="only the in-process per-call cost")
     args = parser.parse_args()
+    if args.micro:
+        got = micro()
+        added = got["wrapped_us"] - got["bare_us"]
+        print(
+            f"per call: bare {got['bare_us']:.2f} µs, wrapped {got['wrapped_us']:.2f} µs "
+            f"(+{added:.2f} µs); one SDK Histogram.record {got['sdk_histogram_record_us']:.2f} µs"
+        )
+        return 0
     if args.quick:
         args.seconds, args.rounds = 2.0, 3
     results = run(args)
