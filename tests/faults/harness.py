@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import grpc
 import nats
 import psutil
-from history import OK, REVOKED, History
+from history import OK, REVOKED, History, state_digest
 from verifier_child import LINE_LIMIT, ChildConfig, outcome_of
 
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
@@ -511,8 +511,6 @@ async def replay_outbox(pool: Any) -> str:
         event = codec.decode(codec.stamp_seq(row["payload"], row["seq"]))
         if event.revocation is not None:
             revs.apply(event.revocation)
-    from history import state_digest
-
     return state_digest(revs.entries())
 
 
@@ -522,6 +520,37 @@ async def assert_replays(procs: list[VerifierProcess], pool: Any) -> None:
     for proc in procs:
         for name, (digest, count) in (await proc.digests()).items():
             assert digest == expected, f"{name} ({count} revocations) differs from the replay"
+
+
+async def assert_exact(
+    targets: list[VerifierProcess | InProcess], pool: Any, timeout: float = 30
+) -> None:
+    """The oracle, at the end of a run: once every verifier has applied every committed seq,
+    its revocation state hashes equal to the replay of the whole outbox from zero."""
+    top = int(await pool.fetchval("SELECT coalesce(max(seq), 0) FROM outbox"))
+
+    async def at_top() -> bool:
+        for t in targets:
+            if isinstance(t, InProcess):
+                if any(rt.state.applied_seq < top for rt in t.runtimes):
+                    return False
+            elif any(v["applied_seq"] < top for v in (await t.status()).values()):
+                return False
+        return True
+
+    await wait_for(at_top, timeout, f"every verifier at seq {top}")
+    expected = await replay_outbox(pool)
+    for t in targets:
+        if isinstance(t, InProcess):
+            digests = {
+                f"{t.name}.{k}": (state_digest(rt.state.revocations.entries()), 0)
+                for k, rt in enumerate(t.runtimes)
+            }
+        else:
+            digests = await t.digests()
+        for name, (digest, _count) in digests.items():
+            assert digest == expected, f"{name} differs from the replay of the outbox from zero"
+    print(f"every verifier equals the replay from zero (seq {top})")
 
 
 class SkewedClock:

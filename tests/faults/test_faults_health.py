@@ -20,6 +20,7 @@ from harness import (
     InProcess,
     Prober,
     Revoker,
+    assert_exact,
     finish,
     mint_tokens,
     now,
@@ -100,12 +101,8 @@ async def test_health_flag_follows_staleness_through_a_partition(
         direct_rt = await svc.verifier(staleness_budget=QUICK_BUDGET)
         cut, direct = Host(cut_rt), Host(direct_rt)
         revoker = Revoker(history, svc.secrets, svc.revocation.addr)
-        prober = Prober(
-            history,
-            tokens,
-            [InProcess("cut", [cut_rt]), InProcess("direct", [direct_rt])],
-            interval=0.01,
-        )
+        targets = [InProcess("cut", [cut_rt]), InProcess("direct", [direct_rt])]
+        prober = Prober(history, tokens, targets, interval=0.01)
         try:
             for host in (cut, direct):
                 await host.start()
@@ -127,6 +124,7 @@ async def test_health_flag_follows_staleness_through_a_partition(
             history.fault_healed(index, healed)
             await wait_for(lambda: cut.status() == SERVING, QUICK_BUDGET + 10, "SERVING again")
             await settle(history, tokens, healed, QUICK_BUDGET + 20, "settled after the heal")
+            await assert_exact(targets, pool)
             await finish(prober, history)
         finally:
             await prober.stop()

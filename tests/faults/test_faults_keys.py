@@ -28,6 +28,7 @@ from harness import (
     Prober,
     Revoker,
     VerifierProcess,
+    assert_exact,
     assert_replays,
     finish,
     mint_tokens,
@@ -80,9 +81,8 @@ async def test_slow_then_unreachable_jwks_source(
             history.controls.update(controls)
             runtime = await svc.verifier(keyrotator_addr=proxy.addr, staleness_budget=QUICK_BUDGET)
             revoker = Revoker(history, svc.secrets, svc.revocation.addr)
-            prober = Prober(
-                history, tokens, [InProcess("v", [runtime], by_end=True)], interval=0.01
-            ).start()
+            target = InProcess("v", [runtime], by_end=True)
+            prober = Prober(history, tokens, [target], interval=0.01).start()
             channel = grpc.aio.insecure_channel(svc.keyrotator.addr)  # not through the proxy
             try:
                 for jti in before:
@@ -127,6 +127,7 @@ async def test_slow_then_unreachable_jwks_source(
                 healed = now()
                 history.fault_healed(index, healed)
                 await settle(history, tokens, healed, QUICK_BUDGET + 20, "new kid verifies")
+                await assert_exact([target], pool)
                 await finish(prober, history)
             finally:
                 await prober.stop()

@@ -21,6 +21,7 @@ from harness import (
     Prober,
     Revoker,
     VerifierProcess,
+    assert_exact,
     finish,
     mint_tokens,
     now,
@@ -158,6 +159,11 @@ async def test_postgres_restart_before_and_after_commit_one_answer_one_event(
             assert again.SerializeToString() == first.SerializeToString()
             history.fault_healed(index, now())
             await settle(history, tokens, now(), QUICK_BUDGET + 30, "settled after the restart")
+            exact = await asyncpg.create_pool(direct, min_size=1, max_size=1)
+            try:
+                await assert_exact([proc], exact)
+            finally:
+                await exact.close()
             await finish(prober, history)
             in_outbox = await outbox_values(direct)
         finally:
@@ -221,6 +227,7 @@ async def test_postgres_paused_while_revoking(
             await asyncio.gather(*sent)
             print(f"\nthe {len(sent)} revocations acknowledged {now() - healed:.2f}s after SIGCONT")
             await settle(history, tokens, healed, QUICK_BUDGET + 30, "settled after SIGCONT")
+            await assert_exact(procs, pool)
             await finish(prober, history)
         finally:
             if paused:

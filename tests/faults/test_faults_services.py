@@ -22,6 +22,7 @@ from harness import (
     Revoker,
     Tokens,
     VerifierProcess,
+    assert_exact,
     assert_replays,
     kill9,
     latest,
@@ -119,6 +120,7 @@ async def nats_down_run(
                 healed = now()
                 history.fault_healed(index, healed)
                 await settle(history, tokens, healed, budget + 30, "settled after the restart")
+                await assert_exact([proc], pool)
                 await finish(prober, history, budget)
             finally:
                 await prober.stop()
@@ -216,6 +218,7 @@ async def leader_run(
         for jti in after:  # steady state again: liveness holds
             await revoker.revoke(jti)
         await settle(history, tokens, now(), 20, "settled after the failover")
+        await assert_exact([verifier], pool)
         await finish(prober, history, budget)
     finally:
         if prober is not None:
@@ -294,6 +297,7 @@ async def store_lost_run(
                 print(f"new verifiers ready in {await new.wait_ready():.2f}s")
                 history.fault_healed(cold, now())
                 await settle(history, tokens, now(), budget + 30, "settled after the loss")
+                await assert_exact([old, new], pool)
                 print(f"old: {await old.status()}")
                 await finish(prober, history, budget)
             finally:
@@ -347,6 +351,7 @@ async def test_revocation_service_partitioned_from_postgres(
                 history.fault_healed(index, healed)
                 await late
                 await settle(history, tokens, healed, QUICK_BUDGET + 30, "settled after the heal")
+                await assert_exact([proc], pool)
                 await finish(prober, history, QUICK_BUDGET)
             finally:
                 await prober.stop()

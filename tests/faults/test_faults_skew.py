@@ -30,6 +30,7 @@ from harness import (
     SkewedClock,
     Tokens,
     VerifierProcess,
+    assert_exact,
     finish,
     now,
     settle,
@@ -115,6 +116,7 @@ async def test_one_side_90s_off(
             await settle(
                 history, tokens, healed, QUICK_BUDGET + 10, "settled after the heal", strict=False
             )
+            await assert_exact([cut, direct], pool)
             # What a token minted just now gets from verifiers whose clock is off.
             fresh, _ = await mint(pool, settings)
             for name, _i, outcome, _t in await direct.probe([fresh]):

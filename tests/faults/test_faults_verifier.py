@@ -19,6 +19,7 @@ from harness import (
     Prober,
     Revoker,
     VerifierProcess,
+    assert_exact,
     finish,
     mint_tokens,
     now,
@@ -96,6 +97,7 @@ async def paused_run(
                 "every verifier refusing the revoked tokens and accepting the controls",
             )
             print(f"settled {took:.2f}s after SIGCONT")
+            await assert_exact([paused, steady], pool)
             await prober.stop()
             await prober.final_round()
         finally:
@@ -227,6 +229,7 @@ async def partition_run(
                 "every verifier refusing the revoked tokens and accepting the controls",
             )
             print(f"\nsettled {took:.2f}s after the heal; {await cut.status()}")
+            await assert_exact([cut, direct], pool)
             await prober.stop()
             await prober.final_round()
         finally:
@@ -295,6 +298,7 @@ async def test_cold_start_probed_before_ready_never_accepts_a_revoked_token(
                 QUICK_BUDGET + 20,
                 "the cold verifiers current",
             )
+            await assert_exact([cold], pool)
             await prober.stop()
             await prober.final_round()
         finally:
@@ -348,6 +352,7 @@ async def test_verifier_killed_and_restarted(
             print(f"ready {await restarted.wait_ready():.2f}s after the restart")
             history.fault_healed(index, now())
             await settle(history, tokens, started, QUICK_BUDGET + 20, "settled after the restart")
+            await assert_exact([restarted, steady], pool)
             await finish(prober, history)
         finally:
             await prober.stop()
