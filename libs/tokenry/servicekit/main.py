@@ -150,7 +150,10 @@ def main(
         for problem in reader.problems:
             print(f"tokenry-{name}: configuration error: {problem}", file=sys.stderr)
         raise SystemExit(2)
-    jsonlog.configure(name, settings.log_level)
+    # With --workers every line says which process wrote it (0 = the supervisor's own).
+    index = os.environ.get(WORKER_ENV)
+    worker = int(index) if index else (0 if workers > 1 else None)
+    jsonlog.configure(name, settings.log_level, worker=worker)
     if settings.dev and WORKER_ENV not in os.environ:
         print(
             f"tokenry-{name}: DEV MODE — human-chosen secrets accepted"
