@@ -67,3 +67,17 @@ def test_bad_policies_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match="backoff"):
         BackoffPolicy(initial, maximum, multiplier, jitter)
+
+
+def test_token_sources_retry_on_the_one_helper_with_jitter() -> None:
+    from tokenry.client import RefreshMachine, RefreshPolicy
+
+    policy = RefreshPolicy(retry_backoff=2.0, max_backoff=8.0, retry_jitter=0.5)
+    machine = RefreshMachine(policy)
+    retry_at = []
+    for now in (100.0, 200.0, 300.0, 400.0):
+        machine.fetch_started(now)
+        machine.fetch_failed(now)
+        retry_at.append(machine._retry_at - now)
+    for delay, ceiling in zip(retry_at, [2.0, 4.0, 8.0, 8.0], strict=True):
+        assert ceiling / 2 <= delay <= ceiling

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
+from tokenry.core.backoff import Backoff, BackoffPolicy
+
 __all__ = ["Held", "IssuedToken", "RefreshMachine", "RefreshPolicy", "Step"]
 
 
@@ -41,18 +43,33 @@ class RefreshPolicy:
         expiry_margin: stop using a token this many seconds before it expires (clock skew and
             transit), capped at a tenth of its lifetime.
         retry_backoff: first delay after a failed early refresh, doubling up to ``max_backoff``.
+        retry_jitter: the random fraction of each retry delay (``tokenry.core.backoff``), to
+            spread the retries of many sources; 0 = exact doubling.
     """
 
     refresh_ratio: float = 0.75
     expiry_margin: float = 30.0
     retry_backoff: float = 1.0
     max_backoff: float = 30.0
+    retry_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.refresh_ratio <= 1.0:
             raise ValueError("refresh_ratio must be in (0, 1]")
         if self.expiry_margin < 0 or self.retry_backoff <= 0 or self.max_backoff <= 0:
             raise ValueError("margins and backoffs must be positive")
+        if not 0.0 <= self.retry_jitter <= 1.0:
+            raise ValueError("retry_jitter must be in [0, 1]")
+
+    def backoff(self) -> Backoff:
+        """The retry schedule of one source (the one backoff helper)."""
+        return Backoff(
+            BackoffPolicy(
+                initial=self.retry_backoff,
+                maximum=max(self.max_backoff, self.retry_backoff),
+                jitter=self.retry_jitter,
+            )
+        )
 
     def plan(self, token: IssuedToken, fetched_at: float) -> Held:
         """``fetched_at`` is when the fetch *started* (monotonic), so the plan errs early."""
@@ -95,7 +112,7 @@ class RefreshMachine:
         self.fetching = False
         self.fetches = 0
         self._retry_at = float("-inf")
-        self._backoff = self.policy.retry_backoff
+        self._backoff = self.policy.backoff()
 
     def step(self, held: Held | None, now: float) -> Step:
         """What to do with ``held`` (the caller's snapshot of :attr:`held`) at ``now``."""
@@ -118,15 +135,14 @@ class RefreshMachine:
         """The fetch that began at ``started`` succeeded: hold its token, reset the backoff."""
         self.fetching = False
         self.held = held = self.policy.plan(token, started)
-        self._backoff = self.policy.retry_backoff
+        self._backoff.reset()
         self._retry_at = float("-inf")
         return held
 
     def fetch_failed(self, now: float) -> None:
         """The fetch failed at ``now``: no early refresh before the backoff has passed."""
         self.fetching = False
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, self.policy.max_backoff)
+        self._retry_at = self._backoff.retry_at(now)
 
     def invalidate(self, token: str) -> bool:
         """A server refused ``token``: drop it, unless another caller already replaced it (so
