@@ -10,6 +10,7 @@ import socket
 
 from tokenry.bus.nats_conn import connect
 from tokenry.bus.relay import OutboxRelay
+from tokenry.core.clientauth import AssertionContext, assertion_audiences
 from tokenry.core.clock import SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
@@ -22,11 +23,13 @@ from tokenry.servicekit.server import (
     new_server,
     set_serving,
 )
+from tokenry.servicekit.verifier_access import VerifierAccess
 from tokenry.services.keyrotator import config as rotator_config
 from tokenry.services.keyrotator.config import RotatorConfig
 from tokenry.services.keyrotator.handlers import KeyRotatorHandlers
 from tokenry.services.keyrotator.leader import RotationLeader
 from tokenry.services.keyrotator.servicer import KeyRotatorServicer
+from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
 from tokenry.store.idempotency import IdempotencyStore
@@ -52,7 +55,11 @@ def build(
     unavailable = UNAVAILABLE_ERRORS
     server, health = new_server(SERVICE_NAMES, map_errors=False, tls=settings.tls)
     keyrotator_pb2_grpc.add_KeyRotatorServicer_to_server(
-        guard(KeyRotatorServicer(ready), unavailable), server
+        guard(
+            KeyRotatorServicer(ready, VerifierAccess.from_env(os.environ, dev=settings.dev)),
+            unavailable,
+        ),
+        server,
     )
     bound = listen(server, host, port, settings.tls)
     closers: list[Closer] = []
@@ -68,6 +75,11 @@ def build(
             clients=ClientStore(pool),
             peppers=settings.peppers,
             idempotency=IdempotencyStore(pool),
+            assertions=AssertionContext(
+                audiences=assertion_audiences(settings.issuer_url),
+                clock=clock,
+                replay=AssertionJtiStore(pool, clock),
+            ),
         )
         ready.set(handlers)
         leader = RotationLeader(

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from tokenry.bus import codec
 from tokenry.bus.codec import KeyHint, Subjects
 from tokenry.core.client_secrets import Pepper
-from tokenry.core.clientauth import ClientLookup, Presented, authenticate
+from tokenry.core.clientauth import (
+    AssertionContext,
+    ClientLookup,
+    FailureLimiter,
+    Presented,
+    authenticate,
+)
 from tokenry.core.clients import ADMIN_SCOPE, Client
 from tokenry.core.clock import Clock
 from tokenry.core.errors import InsufficientScope, InvalidRequest, NotFound, TemporarilyUnavailable
@@ -123,8 +129,11 @@ class KeyRotatorHandlers:
         peppers: dict[str, Pepper],
         factory: KeyFactory | None = None,
         idempotency: IdempotencyStore | None = None,
+        assertions: AssertionContext | None = None,
     ) -> None:
         self._keys = keys
+        self._assertions = assertions  # private_key_jwt on the admin RPCs (issue 13 item 3)
+        self._limiter = FailureLimiter(clock)
         self._idempotency = idempotency  # None: requests carrying a request_id are refused
         self._config = config
         self._ring: KekRing = config.ring
@@ -258,8 +267,14 @@ class KeyRotatorHandlers:
 
     # Plumbing --------------------------------------------------------------------------------
 
+    async def authenticate(self, credentials: Presented) -> Client:
+        """The caller, by client_secret_basic or private_key_jwt (RFC 7523 §2.2)."""
+        return await authenticate(
+            credentials, self._clients, self._peppers, self._assertions, limiter=self._limiter
+        )
+
     async def _admin(self, credentials: Presented, what: str) -> Client:
-        client = await authenticate(credentials, self._clients, self._peppers)
+        client = await self.authenticate(credentials)
         if ADMIN_SCOPE not in client.scopes:
             raise InsufficientScope(f"{what} needs {ADMIN_SCOPE}")
         return client

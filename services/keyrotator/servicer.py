@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.idempotency import idempotency_of
 from tokenry.servicekit.server import Ready
+from tokenry.servicekit.verifier_access import VerifierAccess
 from tokenry.services.keyrotator.handlers import (
     KeyRotatorHandlers,
     RevokeKey,
@@ -51,15 +52,21 @@ def _key_info(row: KeyRow, next_at: float | None) -> keyrotator_pb2.SigningKeyIn
 
 
 class KeyRotatorServicer(keyrotator_pb2_grpc.KeyRotatorServicer):
-    def __init__(self, handlers: Ready[KeyRotatorHandlers]) -> None:
+    def __init__(
+        self, handlers: Ready[KeyRotatorHandlers], access: VerifierAccess | None = None
+    ) -> None:
         self._handlers = handlers
+        self._access = access  # None: GetJwks answers anyone (tests of other concerns)
 
     async def GetJwks(
         self,
         request: keyrotator_pb2.GetJwksRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> keyrotator_pb2.GetJwksResponse:
-        jwks, seq = await self._handlers.get().jwks()
+        handlers = self._handlers.get()
+        if self._access is not None:
+            await self._access.check(context, handlers.authenticate)
+        jwks, seq = await handlers.jwks()
         return keyrotator_pb2.GetJwksResponse(jwks_json=jwks, seq=seq)
 
     async def ListKeys(

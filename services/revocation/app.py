@@ -34,6 +34,7 @@ from tokenry.servicekit.server import (
     new_server,
     set_serving,
 )
+from tokenry.servicekit.verifier_access import VerifierAccess
 from tokenry.services.revocation.clients import CoalescedClients
 from tokenry.services.revocation.servicer import RevocationServicer
 from tokenry.services.revocation.settings import RevocationSettings
@@ -70,7 +71,11 @@ def build(
         SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS, map_errors=False, tls=settings.tls
     )
     revocation_pb2_grpc.add_RevocationServicer_to_server(
-        guard(RevocationServicer(ready), UNAVAILABLE_ERRORS), server
+        guard(
+            RevocationServicer(ready, VerifierAccess.from_env(os.environ, dev=settings.dev)),
+            UNAVAILABLE_ERRORS,
+        ),
+        server,
     )
     bound = listen(server, host, port, settings.tls)
     closers: list[Closer] = []

@@ -14,6 +14,7 @@ from tokenry.flows.revocation import Replayed, RevocationFlow, RevokeCommand, Re
 from tokenry.servicekit.grpcmeta import caller_credentials
 from tokenry.servicekit.idempotency import idempotency_of
 from tokenry.servicekit.server import Ready
+from tokenry.servicekit.verifier_access import VerifierAccess
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 
 _TARGETS = {
@@ -45,8 +46,11 @@ def _serialized(outcome: RevokeOutcome) -> bytes:
 
 
 class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
-    def __init__(self, handlers: Ready[RevocationFlow]) -> None:
+    def __init__(
+        self, handlers: Ready[RevocationFlow], access: VerifierAccess | None = None
+    ) -> None:
         self._handlers = handlers
+        self._access = access  # None: the control plane answers anyone (tests of other concerns)
 
     async def Revoke(
         self,
@@ -84,7 +88,10 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
         request: revocation_pb2.ListRevocationsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[revocation_pb2.RevocationSnapshot]:
-        parts = self._handlers.get().snapshot(request.batch_size)
+        handlers = self._handlers.get()
+        if self._access is not None:
+            await self._access.check(context, handlers.authenticate)
+        parts = handlers.snapshot(request.batch_size)
         async with contextlib.aclosing(parts):
             async for part in parts:
                 yield codec.snapshot_message(part.seq, part.batch, last=part.last, total=part.total)
@@ -94,4 +101,7 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):
         request: revocation_pb2.GetHeadRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> revocation_pb2.GetHeadResponse:
-        return revocation_pb2.GetHeadResponse(seq=await self._handlers.get().head())
+        handlers = self._handlers.get()
+        if self._access is not None:
+            await self._access.check(context, handlers.authenticate)
+        return revocation_pb2.GetHeadResponse(seq=await handlers.head())

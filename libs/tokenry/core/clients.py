@@ -21,7 +21,9 @@ INTROSPECT_SCOPE: Final = "tokenry:introspect"
 # May call CompleteAuthorization: asserts who the user is for the front channel (the gateway's
 # login app). As powerful as it sounds, so it is reserved like the others.
 LOGIN_SCOPE: Final = "tokenry:login"
-RESERVED_SCOPES: Final = frozenset({ADMIN_SCOPE, INTROSPECT_SCOPE, LOGIN_SCOPE})
+#: Reads the control plane (ListRevocations, GetHead, GetJwks, the event stream; SPEC §2).
+VERIFIER_SCOPE: Final = "tokenry:verifier"
+RESERVED_SCOPES: Final = frozenset({ADMIN_SCOPE, INTROSPECT_SCOPE, LOGIN_SCOPE, VERIFIER_SCOPE})
 RESERVED_PREFIX: Final = "tokenry:"
 
 # Grant types (RFC 6749 §4, RFC 8693 §2.1). No implicit, no password grant, ever (OAuth 2.1).

@@ -299,6 +299,17 @@ class RevocationFlow:
             pass  # a rotated secret, a new scope, a changed client: ask PostgreSQL
         return await self._revoke(cmd, self._clients, refresh=True)
 
+    async def authenticate(self, credentials: Presented) -> Client:
+        """The caller of a control-plane read (ListRevocations, GetHead; issue 13 item 3)."""
+        return await authenticate(
+            credentials,
+            self._clients,
+            self._peppers,
+            self._assertions,
+            self._proven,
+            limiter=self._limiter,
+        )
+
     async def _revoke(
         self, cmd: RevokeCommand, clients: ClientLookup, *, refresh: bool = False
     ) -> RevokeOutcome | Replayed:

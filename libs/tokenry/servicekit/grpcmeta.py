@@ -12,6 +12,9 @@ from tokenry.core.clientauth import Presented, credentials_from, peer_from, requ
 #: The header a trusted proxy in front puts the client's address in (e.g. x-forwarded-for);
 #: unset, any such header is ignored (issue 13 item 8).
 TRUSTED_PROXY_HEADER = "TOKENRY_TRUSTED_PROXY_HEADER"
+#: Metadata keys of private_key_jwt for RPCs whose messages have no assertion fields.
+ASSERTION_TYPE_KEY = "client-assertion-type"
+ASSERTION_KEY = "client-assertion"
 
 
 class _PeerOf:
@@ -48,8 +51,15 @@ def caller_credentials(
     ``authorization`` metadata, or client_secret_post / private_key_jwt (RFC 7523 §2.2) carried
     in the request's fields."""
     request_peer.set(_PeerOf(context))
+    authorization = metadata_value(context, "authorization")
+    if not (authorization or assertion or assertion_type or client_secret):
+        # RPCs without assertion fields (admin and control-plane RPCs) take private_key_jwt
+        # (RFC 7523 §2.2) in metadata; looked for only when nothing else was presented.
+        assertion = metadata_value(context, ASSERTION_KEY) or ""
+        if assertion:
+            assertion_type = metadata_value(context, ASSERTION_TYPE_KEY) or ""
     return credentials_from(
-        metadata_value(context, "authorization"),
+        authorization,
         client_id,
         client_secret,
         assertion_type,

@@ -18,6 +18,7 @@ from tokenry.bus.consumer import JetStreamEvents
 from tokenry.bus.nats_conn import connect
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.jose import JwksCache, JwksSource
+from tokenry.verifier._control_auth import ClientAuth, control_plane_interceptors
 from tokenry.verifier._feed import EventSubscriber, SyncSettings
 from tokenry.verifier._introspection import Introspector
 from tokenry.verifier._jwks import GrpcJwksSource
@@ -102,10 +103,15 @@ class VerifierRuntime:
             await channel.close()
 
 
-def _channel(addr: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+def _channel(
+    addr: str, credentials: grpc.ChannelCredentials | None, auth: ClientAuth | None = None
+) -> grpc.aio.Channel:
+    interceptors = control_plane_interceptors(auth)
     if credentials is None:
-        return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(addr, credentials, options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        addr, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+    )
 
 
 async def start_verifier(
@@ -125,6 +131,7 @@ async def start_verifier(
     jwks_source: JwksSource | None = None,
     channel_credentials: grpc.ChannelCredentials | None = None,
     nats_tls: ssl.SSLContext | None = None,
+    client_auth: ClientAuth | None = None,
 ) -> VerifierRuntime:
     """Start a verifier for ``audience`` that trusts ``issuer``.
 
@@ -145,6 +152,9 @@ async def start_verifier(
             key rotator and the revocation service, e.g. ``grpc.ssl_channel_credentials(...)``
             or ``tokenry.tls.ClientTls(...).channel_credentials()``; None: plaintext.
         nats_tls: the ``ssl.SSLContext`` for NATS over TLS (``ClientTls(...).ssl_context()``).
+        client_auth: the verifier's client (holding ``tokenry:verifier``) for the control plane,
+            e.g. ``tokenry.client.ClientSecretBasic(id, secret)``; not needed when the mTLS
+            certificate of ``channel_credentials`` names an allowed verifier (issue 13 item 3).
     """
     if not revocation_addr:
         # The stream is an accelerator, not the record (SPEC §4.1): a verifier that can only
@@ -156,11 +166,11 @@ async def start_verifier(
     if jwks_source is None:
         if keyrotator_addr is None:
             raise ValueError("give keyrotator_addr or jwks_source")
-        channels.append(_channel(keyrotator_addr, channel_credentials))
+        channels.append(_channel(keyrotator_addr, channel_credentials, client_auth))
         jwks_source = GrpcJwksSource(channels[0])
     jwks = JwksCache(jwks_source, clock)
     state = RevocationState(clock, staleness_budget=staleness_budget)
-    channels.append(_channel(revocation_addr, channel_credentials))
+    channels.append(_channel(revocation_addr, channel_credentials, client_auth))
     snapshots = GrpcSnapshotSource(channels[-1])
     subscriber: list[EventSubscriber] = []
 

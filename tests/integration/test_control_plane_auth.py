@@ -1,0 +1,310 @@
+"""The authenticated control plane (issue 13 item 3): ListRevocations, GetHead (revocation
+service) and GetJwks (key rotator) are readable by authenticated verifiers only — an mTLS
+certificate whose SAN matches TOKENRY_VERIFIER_ALLOWED_IDS, or a client holding
+``tokenry:verifier`` — against the real services with mTLS listeners and PostgreSQL. grpc
+Python either requires and verifies client certificates or requests none, so the SAN path
+needs an mTLS port; there, a workload whose certificate is not an allowed verifier may still
+read as a client holding ``tokenry:verifier``. Each way is tested for refusal and success,
+then ``start_verifier`` with either credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from jwt.algorithms import ECAlgorithm
+
+from tokenry.client import ClientSecretBasic
+from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
+from tokenry.core.client_secrets import hash_secret
+from tokenry.core.clients import (
+    ADMIN_SCOPE,
+    CLIENT_CREDENTIALS,
+    PRIVATE_KEY_JWT,
+    VERIFIER_SCOPE,
+    Client,
+)
+from tokenry.devstack.ca import DEV_TRUST_DOMAIN, DevPki, dev_pki
+from tokenry.servicekit.config import Settings
+from tokenry.servicekit.server import serve
+from tokenry.servicekit.tls import ServerTls, Transport
+from tokenry.store.clients import ClientStore
+from tokenry.tls import ClientTls
+from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc, revocation_pb2, revocation_pb2_grpc
+from tokenry.verifier import start_verifier
+
+from suite import APPS, basic
+
+pytestmark = pytest.mark.integration
+
+SERVICES = ("keyrotator", "revocation")
+ISSUER = "https://issuer.test"
+JWT_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+@dataclasses.dataclass
+class Plane:
+    addrs: dict[str, str]
+    pki: DevPki
+    secrets: dict[str, str]
+    settings: Settings
+
+    def tls(self, name: str | None = None) -> ClientTls:
+        if name is None:
+            return ClientTls(self.pki.ca)
+        return ClientTls(self.pki.ca, self.pki.cert(name), self.pki.key(name))
+
+
+async def _register(pool: asyncpg.Pool, settings: Settings) -> dict[str, str]:
+    pepper = next(iter(settings.peppers.values()))
+    store = ClientStore(pool)
+    created = {}
+    for client_id, scopes in (
+        ("verifier-client", {VERIFIER_SCOPE}),
+        ("demo", {"demo.read"}),
+        ("admin", {ADMIN_SCOPE}),
+    ):
+        secret = secrets.token_urlsafe(32)
+        await store.upsert(
+            Client(
+                client_id=client_id,
+                secret_hash=hash_secret(pepper, secret),
+                pepper_id=pepper.id,
+                grant_types=frozenset({CLIENT_CREDENTIALS}),
+                scopes=frozenset(scopes),
+                audiences=("demo-api",),
+            )
+        )
+        created[client_id] = secret
+    jwk = json.loads(ECAlgorithm.to_jwk(JWT_KEY.public_key()))
+    jwk.update(kid="a1", alg="ES256")
+    for client_id, scopes in (("jwt-verifier", {VERIFIER_SCOPE}), ("jwt-admin", {ADMIN_SCOPE})):
+        await store.upsert(
+            Client(
+                client_id=client_id,
+                secret_hash=None,
+                pepper_id=None,
+                grant_types=frozenset({CLIENT_CREDENTIALS}),
+                scopes=frozenset(scopes),
+                audiences=("demo-api",),
+                auth_method=PRIVATE_KEY_JWT,
+                jwks_json=json.dumps({"keys": [jwk]}),
+            )
+        )
+    return created
+
+
+def _assertion(client_id: str) -> str:
+    now = int(time.time())
+    return jwt.encode(
+        {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": ISSUER,
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+        },
+        JWT_KEY,
+        algorithm="ES256",
+        headers={"kid": "a1"},
+    )
+
+
+@pytest.fixture
+async def plane(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Plane]:
+    monkeypatch.setenv("TOKENRY_VERIFIER_AUTH", "required")
+    monkeypatch.setenv("TOKENRY_VERIFIER_ALLOWED_IDS", f"spiffe://{DEV_TRUST_DOMAIN}/verifier-*")
+    pki = dev_pki(tmp_path / "tls", [*SERVICES, "verifier-a", "workload"])
+    settings = dataclasses.replace(settings, issuer_url=ISSUER)
+    created = await _register(pool, settings)
+    stop = asyncio.Event()
+    tasks = []
+    addrs: dict[str, str] = {}
+    try:
+        for name in SERVICES:
+            own = dataclasses.replace(
+                settings,
+                tls=Transport(ServerTls(pki.cert(name), pki.key(name), pki.ca, client_auth=True)),
+            )
+            module = APPS[name]
+            service = module.build(own, "127.0.0.1", 0)
+            addrs[name] = f"127.0.0.1:{service.port}"
+            tasks.append(
+                asyncio.create_task(
+                    serve(service, stop, grace=1, service_names=module.SERVICE_NAMES)
+                )
+            )
+        for addr in addrs.values():
+            await _wait_serving(ClientTls(pki.ca, pki.cert("workload"), pki.key("workload")), addr)
+        yield Plane(addrs, pki, created, settings)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _wait_serving(tls: ClientTls, addr: str) -> None:
+    async with tls.aio_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(grpc.RpcError):
+                resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            assert time.monotonic() < deadline, f"{addr} not SERVING"
+            await asyncio.sleep(0.05)
+
+
+Read = Callable[[Plane, ClientTls, tuple[tuple[str, str], ...]], Awaitable[Any]]
+
+
+async def _get_head(plane: Plane, tls: ClientTls, md: tuple[tuple[str, str], ...]) -> Any:
+    async with tls.aio_channel(plane.addrs["revocation"]) as ch:
+        stub = revocation_pb2_grpc.RevocationStub(ch)
+        return await stub.GetHead(revocation_pb2.GetHeadRequest(), metadata=md, timeout=10)
+
+
+async def _list(plane: Plane, tls: ClientTls, md: tuple[tuple[str, str], ...]) -> Any:
+    async with tls.aio_channel(plane.addrs["revocation"]) as ch:
+        stub = revocation_pb2_grpc.RevocationStub(ch)
+        call = stub.ListRevocations(
+            revocation_pb2.ListRevocationsRequest(), metadata=md, timeout=10
+        )
+        return [msg async for msg in call]
+
+
+async def _jwks(plane: Plane, tls: ClientTls, md: tuple[tuple[str, str], ...]) -> Any:
+    async with tls.aio_channel(plane.addrs["keyrotator"]) as ch:
+        stub = keyrotator_pb2_grpc.KeyRotatorStub(ch)
+        return await stub.GetJwks(keyrotator_pb2.GetJwksRequest(), metadata=md, timeout=10)
+
+
+READS: dict[str, Read] = {"GetHead": _get_head, "ListRevocations": _list, "GetJwks": _jwks}
+
+
+async def _refused(read: Read, plane: Plane, tls: ClientTls, md: Any) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await read(plane, tls, md)
+    return caught.value.code()
+
+
+@pytest.mark.parametrize("rpc", READS)
+async def test_reader_without_a_client_certificate_is_refused(plane: Plane, rpc: str) -> None:
+    code = await _refused(READS[rpc], plane, plane.tls(), ())
+    assert code == grpc.StatusCode.UNAVAILABLE  # the mTLS handshake fails
+
+
+@pytest.mark.parametrize("rpc", READS)
+async def test_anonymous_reader_is_refused(plane: Plane, rpc: str) -> None:
+    code = await _refused(READS[rpc], plane, plane.tls("workload"), ())
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("rpc", READS)
+async def test_certificate_with_allowed_spiffe_id_may_read(plane: Plane, rpc: str) -> None:
+    assert await READS[rpc](plane, plane.tls("verifier-a"), ()) is not None
+
+
+@pytest.mark.parametrize("rpc", READS)
+async def test_certificate_from_the_ca_with_another_spiffe_id_is_refused(
+    plane: Plane, rpc: str
+) -> None:
+    code = await _refused(READS[rpc], plane, plane.tls("workload"), ())
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("rpc", READS)
+async def test_client_holding_verifier_scope_may_read(plane: Plane, rpc: str) -> None:
+    md = (("authorization", basic("verifier-client", plane.secrets["verifier-client"])),)
+    assert await READS[rpc](plane, plane.tls("workload"), md) is not None
+
+
+@pytest.mark.parametrize("rpc", READS)
+async def test_private_key_jwt_client_holding_verifier_scope_may_read(
+    plane: Plane, rpc: str
+) -> None:
+    md = (
+        ("client-assertion-type", CLIENT_ASSERTION_TYPE),
+        ("client-assertion", _assertion("jwt-verifier")),
+    )
+    assert await READS[rpc](plane, plane.tls("workload"), md) is not None
+
+
+@pytest.mark.parametrize("rpc", READS)
+async def test_client_without_verifier_scope_is_denied(plane: Plane, rpc: str) -> None:
+    for client_id in ("demo", "admin"):  # not even an admin: the scope is the permission
+        md = (("authorization", basic(client_id, plane.secrets[client_id])),)
+        code = await _refused(READS[rpc], plane, plane.tls("workload"), md)
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("rpc", READS)
+async def test_wrong_secret_of_the_verifier_client_is_refused(plane: Plane, rpc: str) -> None:
+    md = (("authorization", basic("verifier-client", "wrong")),)
+    code = await _refused(READS[rpc], plane, plane.tls("workload"), md)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_admin_rpc_accepts_private_key_jwt(plane: Plane) -> None:
+    md = (
+        ("client-assertion-type", CLIENT_ASSERTION_TYPE),
+        ("client-assertion", _assertion("jwt-admin")),
+    )
+    async with plane.tls("workload").aio_channel(plane.addrs["keyrotator"]) as ch:
+        stub = keyrotator_pb2_grpc.KeyRotatorStub(ch)
+        resp = await stub.ListKeys(keyrotator_pb2.ListKeysRequest(), metadata=md, timeout=10)
+    assert resp is not None
+
+
+def _verifier_args(plane: Plane, nats_url: str) -> dict[str, Any]:
+    return {
+        "issuer": ISSUER,
+        "audience": "demo-api",
+        "keyrotator_addr": plane.addrs["keyrotator"],
+        "revocation_addr": plane.addrs["revocation"],
+        "nats_url": nats_url,
+        "subjects": plane.settings.subjects,
+        "stream": plane.settings.stream.name,
+    }
+
+
+async def _current(**kwargs: Any) -> None:
+    runtime = await asyncio.wait_for(start_verifier(**kwargs), timeout=30)
+    try:
+        await asyncio.wait_for(runtime.state.wait_current(), timeout=20)
+        assert not runtime.state.is_stale()
+    finally:
+        await runtime.close()
+
+
+async def test_start_verifier_with_client_credentials(plane: Plane) -> None:
+    await _current(
+        **_verifier_args(plane, plane.settings.nats_url),
+        channel_credentials=plane.tls("workload").channel_credentials(),
+        client_auth=ClientSecretBasic("verifier-client", plane.secrets["verifier-client"]),
+    )
+
+
+async def test_start_verifier_with_its_mtls_certificate(plane: Plane) -> None:
+    await _current(
+        **_verifier_args(plane, plane.settings.nats_url),
+        channel_credentials=plane.tls("verifier-a").channel_credentials(),
+    )
