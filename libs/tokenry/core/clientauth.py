@@ -267,7 +267,10 @@ async def authenticate(
     try:
         return await _authenticate_once(credentials, lookup, peppers, assertions, proven)
     except InvalidClient as exc:
-        await limiter.hold_failure(_claimed_id(credentials), request_peer.get(), exc)
+        peer = request_peer.get()
+        await limiter.hold_failure(
+            _claimed_id(credentials), peer if isinstance(peer, str) else peer(), exc
+        )
         raise
 
 
@@ -354,9 +357,10 @@ async def _authenticate(
 
 # --- brute force and abuse (issue 13 item 8) -----------------------------------------------------
 
-#: The caller's network identity for the current request, set by the transport adapter
-#: (``peer_from``) before it authenticates; "" when unknown (then only per-client keys apply).
-request_peer: ContextVar[str] = ContextVar("tokenry_request_peer", default="")
+#: The caller's network identity for the current request, set by the transport adapter before it
+#: authenticates: the peer (see :func:`peer_from`), or a function that resolves it, called only
+#: when a failure needs it; "" when unknown (then only the per-client keys apply).
+request_peer: ContextVar[str | Callable[[], str]] = ContextVar("tokenry_request_peer", default="")
 
 
 def peer_from(transport_peer: str, forwarded: str | None = None, *, trusted: bool = False) -> str:
