@@ -16,7 +16,12 @@ the ceiling a zero-overhead issuer could reach on this machine, measured in the 
 
 Targets: issuance (JWT) ≥ 0.8 × echo throughput; p99 ≤ 3 × p50 at c=32.
 
-Run: ``.venv/bin/python scripts/bench_issuance.py [--quick] [--seconds S] [--rounds N]``.
+``--tls`` runs every pinned server (the issuer and both echoes) with TLS from a throwaway CA
+(servicekit's reloading credentials, as in production) and the load generator over TLS
+channels, so the ratios are against a TLS echo in the same run (SPEC §8 "TLS on"); its results
+go to issuance-tls.json / issuance-tls.png.
+
+Run: ``.venv/bin/python scripts/bench_issuance.py [--quick] [--seconds S] [--rounds N] [--tls]``.
 Writes issuance.json (raw samples) and issuance.png (if matplotlib is installed) under
 docs/benchmarks/.
 """
@@ -53,6 +58,7 @@ from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.devstack.ports import free_tcp_port
 from tokenry.store.clients import ClientStore
 from tokenry.store.migrate import migrate
+from tokenry.tls import ClientTls
 from tokenry.v1 import issuer_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +93,14 @@ def run_echo_server(port: int, reply_size: int, sign: bool = False) -> None:
             "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
         )
         server.add_generic_rpc_handlers((handler,))
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        cert = os.environ.get("TOKENRY_TLS_CERT")
+        if cert:  # --tls: the same reloading credentials as the services
+            from tokenry.servicekit.tls import ServerTls, Transport, add_listener
+
+            files = ServerTls(Path(cert), Path(os.environ["TOKENRY_TLS_KEY"]))
+            add_listener(server, "127.0.0.1", port, Transport(files))
+        else:
+            server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await server.wait_for_termination()
 
@@ -129,13 +142,26 @@ class Stack:
     secret: str
     signing_echo_addr: str = ""
     signing_echo: subprocess.Popen[bytes] | None = None
+    tls: ClientTls | None = None
 
 
-def _wait_port(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def _channel(addr: str, tls: ClientTls | None, options: list[tuple[str, Any]] | None = None) -> Any:
+    """A grpc.aio channel, TLS when ``tls`` is given (--tls)."""
+    if tls is None:
+        return grpc.aio.insecure_channel(addr, options=options)
+    return tls.aio_channel(addr, options=options)
+
+
+def _wait_port(
+    addr: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 60.0,
+    tls: ClientTls | None = None,
+) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(addr) as channel:
+    with grpc.insecure_channel(addr) if tls is None else tls.secure_channel(addr) as channel:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"server for {addr} exited with {proc.returncode}")
@@ -175,8 +201,20 @@ async def _register(dsn: str, pepper: Pepper, secret: str) -> None:
 
 
 @contextlib.contextmanager
-def stack(server_core: int, reply_size: int) -> Iterator[Stack]:
+def stack(server_core: int, reply_size: int, *, tls: bool = False) -> Iterator[Stack]:
     tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
+    client_tls: ClientTls | None = None
+    tls_env: dict[str, str] = {}
+    if tls:
+        from tokenry.devstack.ca import dev_pki
+
+        pki = dev_pki(tmp / "tls", ["server"])
+        client_tls = ClientTls(pki.ca)
+        tls_env = {
+            "TOKENRY_TLS_CERT": str(pki.cert("server")),
+            "TOKENRY_TLS_KEY": str(pki.key("server")),
+            "TOKENRY_TLS_CA": str(pki.ca),
+        }
     procs: list[subprocess.Popen[bytes]] = []
     pg = EmbeddedPostgres(tmp / "pg", fsync=False)
     nats = EmbeddedNats(tmp / "nats")
@@ -200,11 +238,12 @@ def stack(server_core: int, reply_size: int) -> Iterator[Stack]:
             "TOKENRY_KEY_SETS": "access:ES256",
             "TOKENRY_ISSUER_LISTEN": f"127.0.0.1:{issuer_port}",
             "TOKENRY_KEYROTATOR_LISTEN": f"127.0.0.1:{rotator_port}",
+            **tls_env,
         }
         py = sys.executable
         rotator = subprocess.Popen([py, "-m", "tokenry.services.keyrotator"], env=env)
         procs.append(rotator)
-        _wait_port(f"127.0.0.1:{rotator_port}", rotator)
+        _wait_port(f"127.0.0.1:{rotator_port}", rotator, tls=client_tls)
         pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
         issuer = subprocess.Popen([*pin, py, "-m", "tokenry.services.issuer"], env=env)
         procs.append(issuer)
@@ -216,9 +255,9 @@ def stack(server_core: int, reply_size: int) -> Iterator[Stack]:
         sign_args = ["--echo-server", str(sign_port), "--reply-size", str(reply_size), "--sign"]
         signing = subprocess.Popen([*pin, py, __file__, *sign_args], env=env)
         procs.append(signing)
-        _wait_port(f"127.0.0.1:{issuer_port}", issuer)
-        _wait_port(f"127.0.0.1:{echo_port}", echo)
-        _wait_port(f"127.0.0.1:{sign_port}", signing)
+        _wait_port(f"127.0.0.1:{issuer_port}", issuer, tls=client_tls)
+        _wait_port(f"127.0.0.1:{echo_port}", echo, tls=client_tls)
+        _wait_port(f"127.0.0.1:{sign_port}", signing, tls=client_tls)
         yield Stack(
             env,
             f"127.0.0.1:{issuer_port}",
@@ -228,6 +267,7 @@ def stack(server_core: int, reply_size: int) -> Iterator[Stack]:
             secret,
             f"127.0.0.1:{sign_port}",
             signing,
+            client_tls,
         )
     finally:
         for proc in reversed(procs):
@@ -273,10 +313,10 @@ async def _load(
     seconds: float,
     server: psutil.Process,
     kind: str,
+    tls: ClientTls | None = None,
 ) -> Sample:
     channels = [
-        grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(CHANNELS)
+        _channel(addr, tls, [("grpc.use_local_subchannel_pool", 1)]) for _ in range(CHANNELS)
     ]
     calls: list[Any] = [ch.unary_unary(method) for ch in channels]
     # A fixed request, or a factory (e.g. a token never seen before, for a cold cache).
@@ -323,8 +363,10 @@ def _token_request(fmt: str) -> bytes:
     ).SerializeToString()
 
 
-async def _reply_size(addr: str, metadata: tuple[tuple[str, str], ...]) -> int:
-    async with grpc.aio.insecure_channel(addr) as ch:
+async def _reply_size(
+    addr: str, metadata: tuple[tuple[str, str], ...], tls: ClientTls | None = None
+) -> int:
+    async with _channel(addr, tls) as ch:
         call: Any = ch.unary_unary("/tokenry.v1.Issuer/Token")
         resp: bytes = await call(_token_request("jwt"), metadata=metadata, timeout=10)
     return len(resp)
@@ -335,10 +377,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server_core = cores[0]
     client_cores = [c for c in cores if c != server_core] or cores
     os.sched_setaffinity(0, client_cores)
-    with stack(server_core, reply_size=700) as st:
+    with stack(server_core, reply_size=700, tls=args.tls) as st:
         basic = base64.b64encode(f"{CLIENT_ID}:{st.secret}".encode()).decode()
         metadata = (("authorization", f"Basic {basic}"),)
-        size = asyncio.run(_reply_size(st.issuer_addr, metadata))
+        size = asyncio.run(_reply_size(st.issuer_addr, metadata, st.tls))
         issuer_proc = psutil.Process(st.issuer.pid)
         echo_proc = psutil.Process(st.echo.pid)
         assert st.signing_echo is not None
@@ -368,7 +410,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     addr, method, request, proc = kinds[kind]
                     sample = asyncio.run(
                         _load(
-                            addr, method, request, metadata, concurrency, args.seconds, proc, kind
+                            addr,
+                            method,
+                            request,
+                            metadata,
+                            concurrency,
+                            args.seconds,
+                            proc,
+                            kind,
+                            tls=st.tls,
                         )
                     )
                     samples.append(sample)
@@ -389,6 +439,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "client_cores": client_cores,
         },
         "token_response_bytes": size,
+        "tls": args.tls,
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
         "samples": [
@@ -490,6 +541,9 @@ def main() -> int:
     parser.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reply-size", type=int, default=700, help=argparse.SUPPRESS)
     parser.add_argument("--sign", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tls", action="store_true", help="every pinned server and the load over TLS"
+    )
     add_event_loop_option(parser)
     args = parser.parse_args()
     if args.echo_server is not None:
@@ -504,10 +558,11 @@ def main() -> int:
     results["summary"] = rows
     print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "issuance.json").write_text(json.dumps(results, indent=1))
-    plotted = plot(rows, args.out / "issuance.png")
-    print(f"\nraw samples: {args.out / 'issuance.json'}")
-    print(f"plot: {args.out / 'issuance.png'}" if plotted else "plot: skipped (no matplotlib)")
+    name = "issuance-tls" if args.tls else "issuance"
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    plotted = plot(rows, args.out / f"{name}.png")
+    print(f"\nraw samples: {args.out / f'{name}.json'}")
+    print(f"plot: {args.out / f'{name}.png'}" if plotted else "plot: skipped (no matplotlib)")
     return 0
 
 
