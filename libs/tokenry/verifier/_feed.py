@@ -37,6 +37,7 @@ from typing import Any
 
 from tokenry.bus import codec
 from tokenry.bus.consumer import EventStream, StreamPosition, Subscription
+from tokenry.core.backoff import Backoff, BackoffPolicy
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.jose import JwksCache
 from tokenry.verifier._snapshot import (
@@ -127,7 +128,9 @@ class EventSubscriber:
     async def start(self, stop: asyncio.Event | None = None) -> None:
         """Subscribe to heartbeats, bootstrap (retrying until it works), start the watchdog."""
         self._hb_sub = await self._events.subscribe_heartbeats(self._on_heartbeat)
-        delay = 0.1
+        backoff = Backoff(
+            BackoffPolicy(min(0.1, self._settings.retry_max), self._settings.retry_max)
+        )
         while True:
             try:
                 await self._full_sync()
@@ -138,8 +141,7 @@ class EventSubscriber:
                 if stop is not None and stop.is_set():
                     return
                 log.info("verifier bootstrap not possible yet (%s); retrying", _name(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max)
+                await asyncio.sleep(backoff.next_delay())
         self._watchdog = asyncio.create_task(self._watch(), name="verifier-sync-watchdog")
 
     def notify_reconnected(self) -> None:
@@ -261,13 +263,12 @@ class EventSubscriber:
     async def _refresh_keys(self, seq: int) -> None:
         """Fetch the JWKS until it is current to ``seq`` or later (a source without seqs, 0,
         is taken as it is)."""
-        delay = 0.1
+        backoff = Backoff(BackoffPolicy(0.1, 1.6))  # 0.1 s doubling, five tries
         for _ in range(5):
             await self._jwks.refresh(force=True)
             if self._jwks.loaded and (self._jwks.seq >= seq or self._jwks.seq == 0):
                 return
-            await asyncio.sleep(delay)
-            delay *= 2
+            await asyncio.sleep(backoff.next_delay())
         raise KeysUnavailable(f"no JWKS current to seq {seq}")
 
     async def _unsubscribe(self) -> None:
@@ -279,6 +280,10 @@ class EventSubscriber:
 
     async def _watch(self) -> None:
         s = self._settings
+        # After a failure: from twice the check interval (at least 0.25 s), doubling to
+        # retry_max, each delay drawn in [d/2, d].
+        first = min(max(2 * s.check_interval, 0.25), s.retry_max)
+        backoff = Backoff(BackoffPolicy(first, s.retry_max, jitter=0.5), self._rng)
         delay = s.check_interval
         reconnect_owed = False
         failing = False
@@ -287,7 +292,7 @@ class EventSubscriber:
                 # Back off for real: waiting on the kick would return at once while a
                 # reconnect is owed (a hot loop of stream-info requests when the stream is
                 # gone, issue 11 finding 4).
-                await asyncio.sleep(self._rng.uniform(0.5, 1.0) * delay)
+                await asyncio.sleep(delay)
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._kick.wait(), timeout=delay)
@@ -298,12 +303,13 @@ class EventSubscriber:
                 await self.check(reconnected=reconnect_owed)
                 reconnect_owed = failing = False
                 delay = s.check_interval
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("verifier sync: %s; retrying", _name(exc))
                 failing = True
-                delay = min(max(delay * 2, 0.25), s.retry_max)
+                delay = backoff.next_delay()
 
     async def check(self, *, reconnected: bool = False) -> None:
         """One watchdog round: look for a gap, a lag or a reconnect, and recover from it."""
