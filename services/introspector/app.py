@@ -23,7 +23,7 @@ from tokenry.core.clock import Clock, SystemClock
 from tokenry.jose import JwksCache
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
-from tokenry.servicekit.metrics import metrics_on, observe_cache
+from tokenry.servicekit.metrics import metrics_on, observe_cache, observe_nats, observe_pool
 from tokenry.servicekit.server import (
     Closer,
     Ready,
@@ -100,6 +100,8 @@ def build(
     async def startup(stop: asyncio.Event) -> None:
         pool = await create_pool(settings.database_url)
         closers.append(pool.close)
+        if metrics_on():
+            observe_pool(pool)
         jwks = JwksCache(StoreJwksSource(KeyStore(pool)), clock)
         await jwks.refresh(force=True)
         cache = PositiveCache(clock, size=options.cache_size, max_age=options.cache_max_age)
@@ -146,6 +148,8 @@ def build(
                 settings.nats_url, name="tokenry-introspector", tls=settings.tls.nats_context()
             )
             closers.append(nc.close)
+            if metrics_on():
+                observe_nats(nc, "events")
             # The same events through NATS: the backstop while the feed's link is down.
             await nc.subscribe(
                 f"{settings.subjects.prefix}.events.>", cb=_on_nats_event(invalidator)

@@ -14,7 +14,13 @@ from tokenry.core.clientauth import AssertionContext, assertion_audiences
 from tokenry.core.clock import SystemClock
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
-from tokenry.servicekit.metrics import KeyGauges, metrics_on, observe_relay
+from tokenry.servicekit.metrics import (
+    KeyGauges,
+    metrics_on,
+    observe_nats,
+    observe_pool,
+    observe_relay,
+)
 from tokenry.servicekit.server import (
     Closer,
     Ready,
@@ -67,6 +73,8 @@ def build(
     async def startup(stop: asyncio.Event) -> None:
         pool = await create_pool(settings.database_url)
         closers.append(pool.close)
+        if metrics_on():
+            observe_pool(pool)
         handlers = KeyRotatorHandlers(
             keys=KeyStore(pool),
             config=cfg,
@@ -103,6 +111,8 @@ def build(
                 settings.nats_url, name="tokenry-keyrotator", tls=settings.tls.nats_context()
             )
             closers.append(nc.close)
+            if metrics_on():
+                observe_nats(nc, "relay")
             publisher = OutboxRelay(
                 pool=pool,
                 nc=nc,

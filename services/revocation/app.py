@@ -25,7 +25,13 @@ from tokenry.servicekit.clockskew import (
 )
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.errors import guard
-from tokenry.servicekit.metrics import OutboxGauges, metrics_on, observe_relay
+from tokenry.servicekit.metrics import (
+    OutboxGauges,
+    metrics_on,
+    observe_nats,
+    observe_pool,
+    observe_relay,
+)
 from tokenry.servicekit.server import (
     Closer,
     Ready,
@@ -85,6 +91,8 @@ def build(
         # longer than this; the client retries.
         pool = await create_pool(settings.database_url, command_timeout=5.0)
         closers.append(pool.close)
+        if metrics_on():
+            observe_pool(pool)
         store = RevocationStore(pool)
         # Watermarks and event times on PostgreSQL's clock, not this host's: a revocation
         # service running slow would set a subject watermark in the past (servicekit.clockskew).
@@ -158,6 +166,8 @@ async def _relay(
     nc = await connect(
         settings.nats_url, name="tokenry-revocation", tls=settings.tls.nats_context()
     )
+    if metrics_on():
+        observe_nats(nc, "relay")
     try:
         relay = OutboxRelay(
             pool=pool,

@@ -220,3 +220,73 @@ def test_a_bad_metrics_listen_is_a_configuration_error(settings: Settings) -> No
     )
     assert done.returncode == 2
     assert "TOKENRY_METRICS_LISTEN" in done.stderr
+
+
+async def test_revocation_and_keyrotator_export_relay_outbox_nats_pool_and_key_gauges(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
+
+    client_secrets = await register_clients(pool, settings)
+    ports = {name: (free_tcp_port(), free_tcp_port()) for name in ("keyrotator", "revocation")}
+    env = _env(settings, free_tcp_port(), ports["keyrotator"][0], 0)
+    procs = []
+    for name, (grpc_port, metrics_port) in ports.items():
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", f"tokenry.services.{name}"],
+                env={
+                    **env,
+                    f"TOKENRY_{name.upper()}_LISTEN": f"127.0.0.1:{grpc_port}",
+                    "TOKENRY_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+                },
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    try:
+        for grpc_port, _ in ports.values():
+            await wait_serving(f"127.0.0.1:{grpc_port}", timeout=30)
+        auth = "Basic " + base64.b64encode(f"admin:{client_secrets['admin']}".encode()).decode()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['revocation'][0]}") as channel:
+            resp = await revocation_pb2_grpc.RevocationStub(channel).Revoke(
+                revocation_pb2.RevokeRequest(jti="A" * 22),
+                metadata=(("authorization", auth),),
+                timeout=10,
+            )
+        assert resp.seq > 0
+        deadline = time.monotonic() + 30
+        while True:  # the gauges are sampled every few seconds; the lease may move at first
+            texts = {name: _scrape(m) for name, (_, m) in ports.items()}
+            leaders = sum(_sum(t, "tokenry_relay_leader") for t in texts.values())
+            published = sum(_sum(t, "tokenry_relay_published_total") for t in texts.values())
+            keys = _sum(texts["keyrotator"], "tokenry_keys_age_seconds")
+            if leaders == 1 and published >= 1 and keys > 0:
+                break
+            assert time.monotonic() < deadline, (leaders, published, keys)
+            time.sleep(0.2)
+        for text in texts.values():
+            _check_metrics(text)
+            assert _sum(text, "tokenry_nats_connected", connection="relay") == 1
+            assert _sum(text, "tokenry_db_pool_connections", state="max") > 0
+        revocation = texts["revocation"]
+        assert "tokenry_outbox_backlog" in revocation
+        assert "tokenry_outbox_oldest_unpublished_seconds" in revocation
+        assert (
+            _sum(
+                revocation,
+                "rpc_server_call_duration_seconds_count",
+                rpc_method="tokenry.v1.Revocation/Revoke",
+                rpc_grpc_status_code="OK",
+            )
+            == 1
+        )
+        assert _sum(texts["keyrotator"], "tokenry_keys_next_transition_seconds", state="active")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -20,6 +20,10 @@ process; later ones are counted under ``other``.
 ``tokenry.relay.failures``               counter   publishing rounds that failed
 ``tokenry.introspector.cache.lookups``   counter   ``result`` (hit, miss): the positive cache
 ``tokenry.introspector.cache.hit_ratio`` gauge     hits / lookups since start
+``tokenry.nats.connected``               gauge     1 while the connection is up (``connection``)
+``tokenry.nats.reconnects``              counter   reconnections (``connection``)
+``tokenry.db.pool.connections``          gauge     ``state`` (open, idle, max): a pool with no
+                                                   idle connection makes callers wait
 ``tokenry.keys.age``                     gauge s   per key (``kid``, ``alg``, ``use``, ``state``)
 ``tokenry.keys.next_transition``         gauge s   until the schedule moves the key next;
                                                    negative = overdue
@@ -50,6 +54,8 @@ __all__ = [
     "OutboxGauges",
     "metrics_on",
     "observe_cache",
+    "observe_nats",
+    "observe_pool",
     "observe_relay",
 ]
 
@@ -165,6 +171,40 @@ def _stat(relay: _Relay, attr: str) -> Callable[[CallbackOptions], Iterable[Obse
         return [Observation(getattr(relay.stats, attr))]
 
     return read
+
+
+def observe_nats(nc: Any, connection: str, meter: Meter | None = None) -> None:
+    """A NATS connection's state and reconnections (nats-py keeps the count)."""
+    labels = {"connection": connection}
+    m = _meter(meter)
+    m.create_observable_gauge(
+        "tokenry.nats.connected",
+        callbacks=[lambda _o: [Observation(1 if nc.is_connected else 0, labels)]],
+        unit="",
+        description="1 while the NATS connection is up",
+    )
+    m.create_observable_counter(
+        "tokenry.nats.reconnects",
+        callbacks=[lambda _o: [Observation(int(nc.stats.get("reconnects", 0)), labels)]],
+        unit="{reconnect}",
+        description="NATS reconnections",
+    )
+
+
+def observe_pool(pool: asyncpg.Pool, meter: Meter | None = None) -> None:
+    """The PostgreSQL pool's open, idle and maximum connections (asyncpg counts them)."""
+    _meter(meter).create_observable_gauge(
+        "tokenry.db.pool.connections",
+        callbacks=[
+            lambda _o: [
+                Observation(pool.get_size(), {"state": "open"}),
+                Observation(pool.get_idle_size(), {"state": "idle"}),
+                Observation(pool.get_max_size(), {"state": "max"}),
+            ]
+        ],
+        unit="{connection}",
+        description="PostgreSQL pool connections; none idle means callers wait",
+    )
 
 
 class _Lookups(Protocol):
