@@ -90,7 +90,7 @@ def build(
     applied = applied or AppliedSeq()
     listen_url = options.listen_url or settings.database_url
     ready: Ready[IntrospectorHandlers] = Ready()
-    server, health = new_server(SERVICE_NAMES, map_errors=False, tls=settings.tls)
+    server, health = new_server(SERVICE_NAMES, tls=settings.tls)
     introspector_pb2_grpc.add_IntrospectorServicer_to_server(
         guard(IntrospectorServicer(ready, UNAVAILABLE_ERRORS), UNAVAILABLE_ERRORS), server
     )

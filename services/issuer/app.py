@@ -76,7 +76,7 @@ def build(
     skew = _max_clock_skew() if max_clock_skew is None else max_clock_skew
     ready: Ready[IssuerApi] = Ready()
     unavailable = UNAVAILABLE_ERRORS
-    server, health = new_server(SERVICE_NAMES, map_errors=False, tls=settings.tls)
+    server, health = new_server(SERVICE_NAMES, tls=settings.tls)
     issuer_pb2_grpc.add_IssuerServicer_to_server(
         guard(IssuerServicer(ready, unavailable), unavailable), server
     )

@@ -59,7 +59,7 @@ def build(
     holder = f"keyrotator:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     ready: Ready[KeyRotatorHandlers] = Ready()
     unavailable = UNAVAILABLE_ERRORS
-    server, health = new_server(SERVICE_NAMES, map_errors=False, tls=settings.tls)
+    server, health = new_server(SERVICE_NAMES, tls=settings.tls)
     keyrotator_pb2_grpc.add_KeyRotatorServicer_to_server(
         guard(
             KeyRotatorServicer(ready, VerifierAccess.from_env(os.environ, dev=settings.dev)),

@@ -73,9 +73,7 @@ def build(
     clock = clock or SystemClock()
     ready: Ready[RevocationFlow] = Ready()
     # Errors map to statuses through guard() (no per-call interceptor, ARCHITECTURE §7).
-    server, health = new_server(
-        SERVICE_NAMES, unavailable=UNAVAILABLE_ERRORS, map_errors=False, tls=settings.tls
-    )
+    server, health = new_server(SERVICE_NAMES, tls=settings.tls)
     revocation_pb2_grpc.add_RevocationServicer_to_server(
         guard(
             RevocationServicer(ready, VerifierAccess.from_env(os.environ, dev=settings.dev)),

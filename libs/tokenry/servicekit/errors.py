@@ -1,8 +1,10 @@
 """Domain exceptions become gRPC statuses in one place; servicers never call abort.
 
-Two equivalent ways: :func:`guard` wraps a servicer's methods once, at registration (no cost
-per call beyond a try/except), and :class:`ErrorMappingInterceptor` does the same for any
-servicer that is not guarded (an aio interceptor costs ≈ 20 µs per call, ARCHITECTURE §7).
+:func:`guard` wraps a servicer's methods once, at registration (no cost per call beyond a
+try/except; an aio interceptor would cost ≈ 20 µs per call, ARCHITECTURE §7); a hot method that
+catches its own exceptions calls :func:`abort_for` and is marked :func:`maps_own_errors`. Every
+servicer is registered through ``guard(servicer, unavailable)``: ``unavailable`` lists the
+exceptions that mean a backing service is down.
 
 ``OAuthError`` → its code with an OAuthError detail; database or NATS unreachable →
 UNAVAILABLE (fail fast, the client retries); anything else → INTERNAL with a generic message
@@ -32,53 +34,6 @@ def _status_for(exc: BaseException, unavailable: tuple[type[BaseException], ...]
         return oauth_status("temporarily_unavailable", "a backing service is unavailable; retry")
     log.error("unhandled %s in RPC", type(exc).__name__, exc_info=exc)
     return oauth_status("server_error", "internal error")
-
-
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, unavailable: tuple[type[BaseException], ...] = ()) -> None:
-        self._unavailable = unavailable
-        # Wrapped handlers by the handler they wrap: built once per method, not per call
-        # (building one costs ≈ 35 µs, a tenth of a bare unary call).
-        self._wrapped: dict[
-            int, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
-        ] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        cached = self._wrapped.get(id(handler))
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler)
-        if wrapped is not None:
-            self._wrapped[id(handler)] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(
-        self, handler: grpc.RpcMethodHandler[Any, Any]
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_stream is not None:
-            stream = cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)
-            return grpc.unary_stream_rpc_method_handler(
-                _mapped_stream(stream, self._unavailable), **kwargs
-            )
-        if handler.unary_unary is None:
-            return handler
-        unary = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
-        return grpc.unary_unary_rpc_method_handler(
-            _mapped_unary(unary, self._unavailable), **kwargs
-        )
 
 
 def _mapped_unary(
@@ -136,7 +91,7 @@ def maps_own_errors(method: F) -> F:
 
 
 def guard(servicer: T, unavailable: tuple[type[BaseException], ...] = ()) -> T:
-    """The servicer with each RPC method wrapped to map exceptions, as the interceptor does."""
+    """The servicer with each RPC method wrapped to map exceptions to statuses."""
     return cast(T, _Guarded(servicer, unavailable))
 
 

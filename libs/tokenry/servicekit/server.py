@@ -22,7 +22,6 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from tokenry.core.errors import TemporarilyUnavailable
-from tokenry.servicekit.errors import ErrorMappingInterceptor
 from tokenry.servicekit.rpctelemetry import instrument_server
 from tokenry.servicekit.tls import PLAINTEXT, Transport, add_listener, server_options
 
@@ -75,18 +74,15 @@ class Service:
 def new_server(
     service_names: Sequence[str],
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-    unavailable: tuple[type[BaseException], ...] = (),
     *,
-    map_errors: bool = True,
     tls: Transport = PLAINTEXT,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
-    """A server with health and reflection. ``map_errors=False`` when every servicer is
-    registered through :func:`tokenry.servicekit.errors.guard` (cheaper per call).
+    """A server with health and reflection. Register each servicer through
+    :func:`tokenry.servicekit.errors.guard`: it maps exceptions to statuses (no interceptor).
 
     ``tls`` sets the maximum connection age (servicekit.tls); bind with :func:`listen`."""
-    mapping = [ErrorMappingInterceptor(unavailable)] if map_errors else []
     server = grpc.aio.server(
-        interceptors=[*mapping, *interceptors], options=[*SERVER_OPTIONS, *server_options(tls)]
+        interceptors=list(interceptors), options=[*SERVER_OPTIONS, *server_options(tls)]
     )
     # Per-RPC metrics and spans, wrapped at registration (no interceptor); a no-op when
     # telemetry is off (servicekit.telemetry).
