@@ -71,6 +71,12 @@ async def test_one_revocation_records_one_lag_sample_at_every_verifier(
             for p in _points(reader, "tokenry.verifier.revocation.negative_lags")
         }
         assert negatives["skewed"] >= 1 and negatives["v0"] == 0
+        # Heartbeats may announce a later head (key events) for a moment: wait until caught up.
+        await wait_until(
+            lambda: all(r.state.applied_seq >= r.state.head_seq for r in runtimes.values()),
+            20,
+            "every verifier caught up with the announced head",
+        )
         consumer = [
             p.value  # type: ignore[attr-defined]
             for reader in readers.values()

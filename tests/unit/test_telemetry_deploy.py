@@ -23,6 +23,7 @@ EXPORTED = {
     "tokenry_relay_lease_changes_total",
     "tokenry_keys_next_transition_seconds",
     "tokenry_verifier_staleness_seconds",
+    "tokenry_verifier_staleness_budget_seconds",
     "tokenry_verifier_consumer_lag",
     "tokenry_verifier_revocation_lag_seconds",
     "tokenry_verifier_revocation_negative_lags_total",

@@ -17,6 +17,7 @@ Instruments (attribute ``tokenry.audience`` on each):
 ``tokenry.verifier.cache.entries``     gauge      tokens held in the verified-token cache
 ``tokenry.verifier.staleness``         gauge (s)  age of the last proof that the revocation state
                                                   is current (SPEC §4.4)
+``tokenry.verifier.staleness_budget``  gauge (s)  the budget it is held against (alerts: half)
 ``tokenry.verifier.jwks.keys``         gauge      verification keys held
 ``tokenry.verifier.jwks.refreshes``    counter    ``outcome`` (ok, error)
 ``tokenry.verifier.consumer.lag``      gauge      events announced by heartbeats (the committed
@@ -151,6 +152,12 @@ class VerifierMetrics:
             description="Age of the last proof that the revocation state is current",
         )
         m.create_observable_gauge(
+            "tokenry.verifier.staleness_budget",
+            callbacks=[self._callback(_budget)],
+            unit="s",
+            description="Staleness budget: past it the verifier fails closed or introspects",
+        )
+        m.create_observable_gauge(
             "tokenry.verifier.jwks.keys",
             callbacks=[self._callback(lambda v: [(len(v.jwks.keys), {})])],
             unit="{key}",
@@ -254,6 +261,12 @@ class _FeedStats:
     def snapshots(self) -> int:
         feed = self._feed()
         return feed.snapshots_taken if feed is not None else 0
+
+
+def _budget(verifier: Verifier) -> Iterable[tuple[float, dict[str, str]]]:
+    budget = getattr(verifier.state, "budget", None)
+    if budget is not None:
+        yield float(budget), {}
 
 
 def _consumer_lag(verifier: Verifier) -> Iterable[tuple[float, dict[str, str]]]:
