@@ -103,7 +103,7 @@ async def test_one_side_90s_off(
             await settle(history, tokens, now(), 20, "\nsteady state")
             # Every token of the subject minted so far (all of them) dies with this ack.
             await revoker.revoke_subject("skewed-user", of_subject)
-            await settle(history, tokens, now(), 5, "subject revocation applied", strict=False)
+            await settle(history, tokens, now(), 3, "subject revocation applied", strict=False)
             index = history.fault_started("partitioned from NATS", now(), {"cut.0", "cut.1"})
             proxy.blackhole()
             await asyncio.sleep(0.3)
@@ -114,7 +114,7 @@ async def test_one_side_90s_off(
             healed = now()
             history.fault_healed(index, healed)
             await settle(
-                history, tokens, healed, QUICK_BUDGET + 10, "settled after the heal", strict=False
+                history, tokens, healed, QUICK_BUDGET + 5, "settled after the heal", strict=False
             )
             await assert_exact([cut, direct], pool)
             # What a token minted just now gets from verifiers whose clock is off.

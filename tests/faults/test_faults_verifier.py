@@ -368,3 +368,101 @@ async def test_verifier_killed_and_restarted(
         ]
         assert not accepted, f"{len(accepted)} accepts of revoked tokens after the restart"
         assert_holds(history, budget=QUICK_BUDGET)
+
+
+async def test_slow_link_to_nats(tmp_path: Path, settings: Settings, pool: asyncpg.Pool) -> None:
+    """0.5 s each way, well inside the budget: the verifier never fails closed."""
+    await slow_link_run(tmp_path, settings, pool, 0.5, stays_open=True)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(600)
+async def test_chaos_very_slow_link_to_nats(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """2 s each way (a round trip longer than the 3 s budget's margin and than the ordered
+    consumer's idle-heartbeat window): it may fail closed, must stay safe, and heals."""
+    await slow_link_run(tmp_path, settings, pool, 2.0, stays_open=False)
+
+
+async def slow_link_run(
+    tmp_path: Path, settings: Settings, pool: asyncpg.Pool, delay: float, *, stays_open: bool
+) -> None:
+    """``delay`` seconds of latency each way on one verifier process's NATS link while tokens
+    are revoked one by one: its events arrive late, but it asks the revocation service for the
+    head directly, so it must never accept a revoked token past the safety bound, refuse each
+    one once the event or a snapshot arrives, and end exact. Prints how late it refused and how
+    many snapshots it took (a slow link must not become a snapshot storm)."""
+    async with (
+        stack(settings, pool, keyrotator=False) as svc,
+        FaultProxy(("127.0.0.1", int(settings.nats_url.rsplit(":", 1)[1]))) as proxy,
+    ):
+        history = History()
+        tokens, jtis = await mint_tokens(pool, settings, 8)
+        revoked, controls = jtis[:5], jtis[5:]
+        history.controls.update(controls)
+        slow = await VerifierProcess.spawn(
+            "slow",
+            settings,
+            revocation_addr=svc.revocation.addr,
+            nats_url=proxy.nats_url,
+            log_dir=tmp_path,
+        )
+        direct = await VerifierProcess.spawn(
+            "direct", settings, revocation_addr=svc.revocation.addr, log_dir=tmp_path
+        )
+        revoker = Revoker(history, svc.secrets, svc.revocation.addr)
+        prober = Prober(history, tokens, [slow, direct], interval=0.01)
+        try:
+            await slow.wait_ready()
+            await direct.wait_ready()
+            prober.start()
+            await settle(history, tokens, now(), 20, "\nsteady state")
+            index = history.fault_started(f"{delay}s NATS latency", now(), {"slow.0", "slow.1"})
+            proxy.latency(delay)
+            for jti in revoked:
+                await revoker.revoke(jti)
+                await asyncio.sleep(0.4)
+            await settle(
+                history,
+                tokens,
+                now(),
+                QUICK_BUDGET + 10,
+                "all refused on the slow link",
+                strict=False,
+            )
+            under_latency = await slow.status()
+            await asyncio.sleep(QUICK_BUDGET)  # it must stay open (proved by GetHead)
+            proxy.heal()
+            history.fault_healed(index, now())
+            await settle(history, tokens, now(), QUICK_BUDGET + 20, "settled after the heal")
+            await assert_exact([slow, direct], pool)
+            status = await slow.status()
+            await finish(prober, history)
+        finally:
+            await prober.stop()
+            await revoker.close()
+            for proc in (slow, direct):
+                await proc.close()
+    refused = []
+    for jti in revoked:
+        firsts = [
+            min(
+                p.at for p in history.probes if p.verifier == v and p.jti == jti and p.outcome != OK
+            )
+            for v in ("slow.0", "slow.1")
+        ]
+        refused.append(max(firsts) - history.acks[jti])
+    unavailable = [
+        p for p in history.probes if p.verifier.startswith("slow") and p.outcome == UNAVAILABLE
+    ]
+    print(f"the slow verifiers, under latency: {under_latency}")
+    print(
+        f"slow link {delay}s: refused {min(refused):.2f}–{max(refused):.2f}s after the ack;"
+        f" {len(unavailable)} unavailable answers;"
+        f" snapshots {[v['snapshots'] for v in status.values()]},"
+        f" resumes {[v['resumes'] for v in status.values()]}"
+    )
+    if stays_open:
+        assert not unavailable, "a slow link well inside the budget shut the verifier"
+    assert_holds(history, budget=QUICK_BUDGET)
