@@ -28,8 +28,13 @@ from starlette.applications import Starlette
 
 from tokenry.bus import codec
 from tokenry.core.client_cache import CachedClients
-from tokenry.core.clientauth import AssertionContext, ProvenSecrets, assertion_audiences
-from tokenry.core.clients import ID_TOKEN_ALGS
+from tokenry.core.clientauth import (
+    AssertionContext,
+    ClientLookup,
+    ProvenSecrets,
+    assertion_audiences,
+)
+from tokenry.core.clients import ID_TOKEN_ALGS, Client
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.core.refresh import derivation_key
 from tokenry.flows import IssuerDeps, Minter, TokenEndpoint, Watermarks
@@ -40,7 +45,11 @@ from tokenry.flows.subject_tokens import PublishedKeys, SubjectTokenVerifier
 from tokenry.flows.token_exchange import ExchangeFlow
 from tokenry.jose import JwksCache
 from tokenry.servicekit import variables as v
-from tokenry.servicekit.clockskew import DATABASE_CLOCK_SQL, ClockSkewGate
+from tokenry.servicekit.clockskew import (
+    DATABASE_CLOCK_SQL,
+    ClockSkewGate,
+    DatabaseAlignedClock,
+)
 from tokenry.servicekit.config import Reader, Settings
 from tokenry.servicekit.tls import ServerTls
 from tokenry.services.gateway.events import GatewayEvents
@@ -225,7 +234,7 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
         key_store, settings.kek, settings.access_token_alg, id_token_algs=sorted(ID_TOKEN_ALGS)
     )
     await keys.refresh()
-    client_store = ClientStore(pool)
+    client_store = _PrintableIds(ClientStore(pool))
     clients = CachedClients(client_store, clock)
     watermarks = Watermarks()
     checks = RevocationChecks(pool)
@@ -282,8 +291,9 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
         clients=client_store,
         cached_clients=clients,
         peppers=settings.peppers,
-        recorder=PgRevocationRecorder(revocations, encode, clock),
-        clock=clock,
+        # Watermarks on PostgreSQL's clock (servicekit.clockskew.DatabaseAlignedClock).
+        recorder=PgRevocationRecorder(revocations, encode, DatabaseAlignedClock(clock, gate)),
+        clock=DatabaseAlignedClock(clock, gate),
         jwts=JwtTokens(key_store, clock),
         opaque=RevocableOpaqueTokens(pool),
         max_clock_skew=options.max_clock_skew,
@@ -335,6 +345,20 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
                 log.warning("gateway maintenance failed: %s", type(exc).__name__)
 
     return api, [feed.run, gate.run, maintenance]
+
+
+class _PrintableIds:
+    """A client id with a NUL or another control character names no client: PostgreSQL refuses
+    NUL in text, so such an id (from a decoded Basic header) must not reach it as a query
+    (found by tests/integration/test_gateway_fuzz.py)."""
+
+    def __init__(self, lookup: ClientLookup) -> None:
+        self._lookup = lookup
+
+    async def get_client(self, client_id: str) -> Client | None:
+        if not client_id.isprintable():
+            return None
+        return await self._lookup.get_client(client_id)
 
 
 def _users_file() -> Path | None:
