@@ -18,7 +18,7 @@ from tokenry.bus.consumer import JetStreamEvents
 from tokenry.bus.nats_conn import connect
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.jose import JwksCache, JwksSource
-from tokenry.verifier._control_auth import ClientAuth, control_plane_interceptors
+from tokenry.verifier._control_auth import ControlPlaneAuth, control_plane_interceptors
 from tokenry.verifier._feed import EventSubscriber, SyncSettings
 from tokenry.verifier._introspection import Introspector
 from tokenry.verifier._jwks import GrpcJwksSource
@@ -104,7 +104,7 @@ class VerifierRuntime:
 
 
 def _channel(
-    addr: str, credentials: grpc.ChannelCredentials | None, auth: ClientAuth | None = None
+    addr: str, credentials: grpc.ChannelCredentials | None, auth: ControlPlaneAuth | None = None
 ) -> grpc.aio.Channel:
     interceptors = control_plane_interceptors(auth)
     if credentials is None:
@@ -131,7 +131,7 @@ async def start_verifier(
     jwks_source: JwksSource | None = None,
     channel_credentials: grpc.ChannelCredentials | None = None,
     nats_tls: ssl.SSLContext | None = None,
-    client_auth: ClientAuth | None = None,
+    client_auth: ControlPlaneAuth | None = None,
 ) -> VerifierRuntime:
     """Start a verifier for ``audience`` that trusts ``issuer``.
 
