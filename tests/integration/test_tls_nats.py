@@ -238,3 +238,53 @@ async def test_embedded_dev_nats_runs_tls_and_services_settings_reach_it(tmp_pat
             await nc.close()
     finally:
         server.stop()
+
+
+def _watch(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    tokenry = Path(sys.executable).parent / "tokenry"
+    cmd = [str(tokenry), "events", "watch", "--all", "--count", "1", "--timeout", "3"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+async def test_cli_events_watch_reads_a_tls_nats_with_the_ca(tmp_path: Path) -> None:
+    """`tokenry events watch` against a TLS nats-server like the dev stack's (server TLS, no
+    client certificates): it connects with TOKENRY_NATS_TLS_CA and prints the event; without
+    the CA it cannot (exit 3, one line)."""
+    ca = CertificateAuthority.generate()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    ca.issue("nats").write(tmp_path / "nats.pem", tmp_path / "nats-key.pem")
+    server = EmbeddedNats(
+        tmp_path / "store", tls=NatsServerTls(tmp_path / "nats.pem", tmp_path / "nats-key.pem")
+    )
+    server.start()
+    try:
+        pub = await connect(
+            server.url,
+            name="test-relay",
+            attempts=1,
+            tls=ClientTls(tmp_path / "ca.pem").ssl_context(),
+        )
+        try:
+            await ensure_stream(pub.jetstream(), SUBJECTS, StreamSettings())
+            event = _event("jti-watched")
+            await pub.jetstream().publish(
+                event.subject,
+                codec.stamp_seq(event.payload, 1),
+                headers={"Nats-Msg-Id": str(event.event_id)},
+                timeout=WAIT,
+            )
+        finally:
+            await pub.close()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TOKENRY_")}
+        env = {**base, "TOKENRY_HOME": str(tmp_path / "home"), "TOKENRY_NATS_URL": server.url}
+        watched = await asyncio.to_thread(
+            _watch, {**env, "TOKENRY_NATS_TLS_CA": str(tmp_path / "ca.pem")}
+        )
+        assert watched.returncode == 0, watched.stderr
+        assert "jti-watched" in watched.stdout
+        refused = await asyncio.to_thread(_watch, env)
+        assert refused.returncode == 3, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in refused.stderr
+    finally:
+        server.stop()
