@@ -44,13 +44,14 @@ from itertools import islice
 from typing import Final, NamedTuple, Protocol
 from urllib.parse import unquote_plus
 
+from tokenry.core import mtls
 from tokenry.core.client_assertion import (
     CLIENT_ASSERTION_TYPE,
     unverified_subject,
     verify_client_assertion,
 )
 from tokenry.core.client_secrets import Pepper, hash_secret, verify_secret
-from tokenry.core.clients import NO_AUTH, PRIVATE_KEY_JWT, SECRET_METHODS, Client
+from tokenry.core.clients import NO_AUTH, PRIVATE_KEY_JWT, SECRET_METHODS, TLS_CLIENT_AUTH, Client
 from tokenry.core.clock import Clock
 from tokenry.core.errors import InvalidClient, InvalidRequest, TemporarilyUnavailable
 
@@ -349,10 +350,27 @@ async def _authenticate(
             raise InvalidClient("client assertion was already used (jti replay, RFC 7523 §3)")
         return client
     if method == NO_AUTH:
+        if client is not None and client.auth_method == TLS_CLIENT_AUTH:
+            return _tls_client(client)
         if client is None or not client.is_public or client.auth_method != NO_AUTH:
             raise InvalidClient(_BAD_CLIENT)
         return client
     raise InvalidClient(_BAD_CLIENT)
+
+
+def _tls_client(client: Client) -> Client:
+    """RFC 8705 §2.1: the listener verified the chain; the certificate must carry the client's
+    one registered identifier (§2.1.2). Without a certificate, or with another client's, the
+    answer is the same invalid_client."""
+    cert = mtls.current_certificate()
+    if cert is None or not mtls.registered_identity_matches(
+        cert,
+        san_uri=client.tls_client_auth_san_uri,
+        subject_dn=client.tls_client_auth_subject_dn,
+        san_dns=client.tls_client_auth_san_dns,
+    ):
+        raise InvalidClient(_BAD_CLIENT)
+    return client
 
 
 # --- brute force and abuse (issue 13 item 8) -----------------------------------------------------

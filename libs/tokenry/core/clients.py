@@ -42,8 +42,12 @@ SECRET_BASIC: Final = "client_secret_basic"
 SECRET_POST: Final = "client_secret_post"
 PRIVATE_KEY_JWT: Final = "private_key_jwt"
 NO_AUTH: Final = "none"
+#: RFC 8705 §2.1: mutual-TLS client authentication (PKI method).
+TLS_CLIENT_AUTH: Final = "tls_client_auth"
 SECRET_METHODS: Final = frozenset({SECRET_BASIC, SECRET_POST})
-AUTH_METHODS: Final = frozenset({SECRET_BASIC, SECRET_POST, PRIVATE_KEY_JWT, NO_AUTH})
+AUTH_METHODS: Final = frozenset(
+    {SECRET_BASIC, SECRET_POST, PRIVATE_KEY_JWT, NO_AUTH, TLS_CLIENT_AUTH}
+)
 
 TOKEN_FORMATS: Final = frozenset({"jwt", "opaque"})
 ID_TOKEN_ALGS: Final = frozenset({"RS256", "ES256"})
@@ -90,6 +94,12 @@ class Client:
     refresh_token_absolute_ttl: int = DEFAULT_REFRESH_ABSOLUTE_TTL
     # RFC 8693 policy: whose tokens this client may exchange (client ids, or "*").
     token_exchange_from: frozenset[str] = frozenset()
+    # RFC 8705 §2.1.2: the one identifier a tls_client_auth client's certificate must carry.
+    tls_client_auth_san_uri: str = ""
+    tls_client_auth_subject_dn: str = ""
+    tls_client_auth_san_dns: str = ""
+    # RFC 8705 §3.4 tls_client_certificate_bound_access_tokens: tokens carry cnf.x5t#S256.
+    certificate_bound: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -199,6 +209,30 @@ def _check_type_and_method(client: Client, reserved: set[str]) -> None:
         raise InvalidRequest("jwks is only for private_key_jwt clients")
 
 
+def _check_mtls(client: Client) -> None:
+    """RFC 8705 registration rules."""
+    identities = [
+        v
+        for v in (
+            client.tls_client_auth_san_uri,
+            client.tls_client_auth_subject_dn,
+            client.tls_client_auth_san_dns,
+        )
+        if v
+    ]
+    if client.auth_method == TLS_CLIENT_AUTH:
+        # RFC 8705 §2.1.2: exactly one of the identifiers.
+        if len(identities) != 1 or client.secret_hash is not None:
+            raise InvalidRequest(
+                "tls_client_auth needs exactly one of tls_client_auth_san_uri,"
+                " tls_client_auth_subject_dn, tls_client_auth_san_dns, and no secret"
+            )
+    elif identities:
+        raise InvalidRequest("tls_client_auth_* identifiers are only for tls_client_auth")
+    if client.certificate_bound and client.token_format != "jwt":
+        raise InvalidRequest("certificate-bound tokens are JWTs (token_format jwt)")
+
+
 def _check_lifetimes(client: Client) -> None:
     if client.token_format not in TOKEN_FORMATS:
         raise InvalidRequest("token_format must be jwt or opaque")
@@ -251,6 +285,7 @@ def validate_registration(client: Client, *, registrar_is_admin: bool) -> None:
     if not client.grant_types:
         raise InvalidRequest("a client needs at least one grant type")
     _check_type_and_method(client, reserved)
+    _check_mtls(client)
     _check_lifetimes(client)
     _check_targets(client)
     if len(client.description) > 500:

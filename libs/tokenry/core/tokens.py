@@ -24,6 +24,8 @@ class AccessToken:
     gid: str
     # RFC 8693 §4.1: the acting party (token exchange), nested for a chain of delegations.
     act: dict[str, Any] | None = field(default=None, compare=False)
+    # RFC 8705 §3.1: the confirmation of a certificate-bound token ({"x5t#S256": ...}).
+    cnf: dict[str, str] | None = field(default=None, compare=False)
 
     def claims(self) -> dict[str, Any]:
         # RFC 9068 §2.2: aud may be a single string; an array only when there are several.
@@ -43,6 +45,8 @@ class AccessToken:
         }
         if self.act is not None:
             claims["act"] = self.act
+        if self.cnf is not None:
+            claims["cnf"] = self.cnf
         return claims
 
 
@@ -59,6 +63,7 @@ def new_access_token(
     gid: str,
     act: dict[str, Any] | None = None,
     not_after: int | None = None,
+    cnf: dict[str, str] | None = None,
 ) -> AccessToken:
     # iat is whole seconds on the issuer clock: subject/client watermarks compare against it
     # (SPEC §4), so it must never be rounded up.
@@ -78,4 +83,5 @@ def new_access_token(
         jti=jti,
         gid=gid,
         act=act,
+        cnf=cnf,
     )

@@ -7,7 +7,7 @@ token is one group-committed row (``tokenry.store.ports.AccessTokenWriter``).
 
 from __future__ import annotations
 
-from tokenry.core import opaque
+from tokenry.core import mtls, opaque
 from tokenry.core.clients import Client
 from tokenry.core.grants import grant_audiences, grant_scopes
 from tokenry.core.ids import new_jti_and_gid
@@ -44,6 +44,7 @@ class ClientCredentialsFlow:
             ttl=client.access_token_ttl,
             jti=jti,
             gid=gid,
+            cnf=mtls.confirmation(client.certificate_bound),
         )
         if fmt == JWT:
             value = d.minter.sign_access(token)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import grpc
 
 from tokenry.core.clientauth import Presented, credentials_from, peer_from, request_peer
+from tokenry.core.mtls import request_certificate
 
 #: The header a trusted proxy in front puts the client's address in (e.g. x-forwarded-for);
 #: unset, any such header is ignored (issue 13 item 8).
@@ -15,6 +17,11 @@ TRUSTED_PROXY_HEADER = "TOKENRY_TRUSTED_PROXY_HEADER"
 #: Metadata keys of private_key_jwt for RPCs whose messages have no assertion fields.
 ASSERTION_TYPE_KEY = "client-assertion-type"
 ASSERTION_KEY = "client-assertion"
+
+
+def _certificate_of(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
+    values = list(context.auth_context().get("x509_pem_cert") or ())
+    return bytes(values[0]) if values else None
 
 
 class _PeerOf:
@@ -51,6 +58,9 @@ def caller_credentials(
     ``authorization`` metadata, or client_secret_post / private_key_jwt (RFC 7523 §2.2) carried
     in the request's fields."""
     request_peer.set(_PeerOf(context))
+    # RFC 8705: the verified client certificate, read from the call only if a client or a
+    # bound token needs it (tokenry.core.mtls).
+    request_certificate.set(functools.partial(_certificate_of, context))
     authorization = metadata_value(context, "authorization")
     if not (authorization or assertion or assertion_type or client_secret):
         # RPCs without assertion fields (admin and control-plane RPCs) take private_key_jwt

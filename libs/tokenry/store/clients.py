@@ -23,15 +23,21 @@ _BASE_COLUMNS = (
 )
 _COLUMNS = (
     _BASE_COLUMNS + ", client_type, auth_method, jwks, redirect_uris, id_token_ttl, id_token_alg,"
-    " refresh_token_idle_ttl, refresh_token_absolute_ttl, token_exchange_from"
+    " refresh_token_idle_ttl, refresh_token_absolute_ttl, token_exchange_from,"
+    " tls_client_auth_san_uri, tls_client_auth_subject_dn, tls_client_auth_san_dns,"
+    " certificate_bound"
 )
 _SELECT = (
     "SELECT client_id, secret_hash, pepper_id, grant_types, scopes, audiences, token_format,"
     " access_token_ttl, description, client_type, auth_method, jwks::text AS jwks,"
     " redirect_uris, id_token_ttl, id_token_alg, refresh_token_idle_ttl,"
-    " refresh_token_absolute_ttl, token_exchange_from FROM clients"
+    " refresh_token_absolute_ttl, token_exchange_from, tls_client_auth_san_uri,"
+    " tls_client_auth_subject_dn, tls_client_auth_san_dns, certificate_bound FROM clients"
 )
-_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17, $18"
+_VALUES = (
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17, $18,"
+    " $19, $20, $21, $22"
+)
 
 
 def _client(row: asyncpg.Record) -> Client:
@@ -54,6 +60,10 @@ def _client(row: asyncpg.Record) -> Client:
         refresh_token_idle_ttl=row["refresh_token_idle_ttl"],
         refresh_token_absolute_ttl=row["refresh_token_absolute_ttl"],
         token_exchange_from=frozenset(row["token_exchange_from"]),
+        tls_client_auth_san_uri=row["tls_client_auth_san_uri"],
+        tls_client_auth_subject_dn=row["tls_client_auth_subject_dn"],
+        tls_client_auth_san_dns=row["tls_client_auth_san_dns"],
+        certificate_bound=row["certificate_bound"],
     )
 
 
@@ -78,6 +88,10 @@ def _args(client: Client) -> tuple[object, ...]:
         client.refresh_token_idle_ttl,
         client.refresh_token_absolute_ttl,
         sorted(client.token_exchange_from),
+        client.tls_client_auth_san_uri,
+        client.tls_client_auth_subject_dn,
+        client.tls_client_auth_san_dns,
+        client.certificate_bound,
     )
 
 
@@ -105,7 +119,11 @@ class ClientStore:
             " id_token_alg = EXCLUDED.id_token_alg,"
             " refresh_token_idle_ttl = EXCLUDED.refresh_token_idle_ttl,"
             " refresh_token_absolute_ttl = EXCLUDED.refresh_token_absolute_ttl,"
-            " token_exchange_from = EXCLUDED.token_exchange_from, updated_at = now()",
+            " token_exchange_from = EXCLUDED.token_exchange_from,"
+            " tls_client_auth_san_uri = EXCLUDED.tls_client_auth_san_uri,"
+            " tls_client_auth_subject_dn = EXCLUDED.tls_client_auth_subject_dn,"
+            " tls_client_auth_san_dns = EXCLUDED.tls_client_auth_san_dns,"
+            " certificate_bound = EXCLUDED.certificate_bound, updated_at = now()",
             *_args(client),
         )
 

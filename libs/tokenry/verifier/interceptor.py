@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from tokenry.jose.errors import VerificationError
+from tokenry.verifier._binding import bound_thumbprint, checked_aio
 from tokenry.verifier._policy import (
     INSUFFICIENT_SCOPE,
     MISSING_TOKEN,
@@ -126,6 +127,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         # handler sees the variable, and it dies with the task.
         _claims.set(claims)
         handler = await continuation(handler_call_details)
+        if "cnf" in claims:  # RFC 8705 §3.2: checked against the caller's certificate
+            expected = bound_thumbprint(claims)
+            if expected is not None:
+                handler = checked_aio(handler, expected)
         if handler is None or self._runs_on_loop(handler):
             return handler
         return _with_claims_in_thread(handler, claims)

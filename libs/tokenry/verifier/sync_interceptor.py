@@ -39,6 +39,11 @@ from typing import Any, Final, TypeVar
 import grpc
 
 from tokenry.jose.errors import VerificationError
+from tokenry.verifier._binding import (
+    CERTIFICATE_MISMATCH,
+    bound_thumbprint,
+    certificate_matches,
+)
 from tokenry.verifier._policy import (
     INSUFFICIENT_SCOPE,
     MISSING_TOKEN,
@@ -142,6 +147,10 @@ class SyncAuthInterceptor(grpc.ServerInterceptor):
             result = authenticate(token, policy)
             if isinstance(result, grpc.Status):
                 context.abort_with_status(result)  # raises
+            if "cnf" in result:  # RFC 8705 §3.2: a bound token needs its certificate
+                expected = bound_thumbprint(result)
+                if expected is not None and not certificate_matches(context, expected):
+                    context.abort_with_status(CERTIFICATE_MISMATCH)
             if inner is None:  # authenticated caller, unknown method
                 context.abort(*_UNIMPLEMENTED)
             set_claims(result)
