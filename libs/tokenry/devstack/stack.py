@@ -7,6 +7,10 @@ servers. Dev mode is the only mode with human-chosen secrets, a generated KEK an
 local CA (SPEC §2): every listener, and the embedded NATS, runs TLS with certificates from the dev
 CA in ``$TOKENRY_HOME/tls`` (:func:`tokenry.devstack.ca.dev_pki`); ``--insecure`` keeps
 plaintext, and says so.
+
+Size: one supervisor whose start and stop orders mirror each other (servers, migrations,
+clients, children, then the reverse); the endpoints live in :mod:`tokenry.devstack.endpoints`
+and the PKI in :mod:`tokenry.devstack.ca`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ Every accepted request writes one row and one outbox event in one statement, or 
 an equal or stronger revocation exists already; it never waits on NATS (SPEC §4.1, §4.5).
 Concurrent requests are group-committed by the recorder: one statement per batch, each request
 keeping those semantics.
+
+Size: the use case with its ports and records (lines 100-250), so the storage contract is read
+next to the rules that rely on it; the ports can move to their own module when a second use case
+needs them.
 """
 
 from __future__ import annotations
