@@ -66,3 +66,31 @@ def test_every_public_exception_derives_from_tokenry_error(package: str) -> None
             ):
                 outside.append(f"{module.__name__}.{name}")
     assert not outside, "not under TokenryError: " + ", ".join(outside)
+
+
+#: Names renamed by issue 12 item 9: (module, old name, the object it now resolves to).
+RENAMED = [
+    ("tokenry.bus.codec", "SnapshotError", "tokenry.bus.errors.MalformedSnapshot"),
+    ("tokenry.store.jwks_source", "PublishedKeys", "tokenry.store.jwks_source.PublishedKeyReader"),
+    (
+        "tokenry.store.presented_tokens",
+        "PublishedKeys",
+        "tokenry.store.jwks_source.PublishedKeyReader",
+    ),
+    ("tokenry.store.outbox_feed", "FeedSettings", "tokenry.store.outbox_feed.OutboxFeedSettings"),
+    (
+        "tokenry.store.introspection",
+        "StoreOpaqueTokens",
+        "tokenry.store.introspection.StoreOpaqueRecords",
+    ),
+    ("tokenry.flows.introspection", "OpaqueTokens", "tokenry.flows.introspection.OpaqueRecords"),
+    ("tokenry.flows.introspection", "VerificationKeys", "tokenry.flows.introspection.KeyCache"),
+]
+
+
+@pytest.mark.parametrize(("module", "old", "new"), RENAMED)
+def test_renamed_names_still_resolve_with_a_warning(module: str, old: str, new: str) -> None:
+    new_module, _, new_name = new.rpartition(".")
+    target = getattr(importlib.import_module(new_module), new_name)
+    with pytest.warns(DeprecationWarning, match=old):
+        assert getattr(importlib.import_module(module), old) is target
