@@ -28,6 +28,9 @@ client address a trusted proxy put in a configured header (:func:`peer_from`); a
 it for the request in :data:`request_peer`. :class:`CallerLimiter` bounds the calls of one
 authenticated caller (introspection). Both hold their state in the process: with ``--workers
 N`` each worker limits on its own (the limits hold per process, N times looser across a host).
+
+Size: client authentication and the limits on its failures are one rule (every service
+authenticates through here); the limiters can move to a module of their own if they grow.
 """
 
 from __future__ import annotations
