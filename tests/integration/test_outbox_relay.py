@@ -164,3 +164,30 @@ async def test_relay_survives_publish_failures_and_delivers_later(
     finally:
         stop.set()
         await task
+
+
+async def test_published_events_carry_the_rows_write_time_not_the_producers_clock(
+    settings: Settings, pool: asyncpg.Pool, nc: NatsClient
+) -> None:
+    """occurred_at is PostgreSQL's clock_timestamp() at the write (migration 0008), stamped by
+    the relay: the producer built the payload with its own clock (here: an hour slow) before
+    its transaction even began, and the propagation lag must start at the write."""
+    now = int(time.time())
+    rev = Revocation(RevocationKind.JTI, "stamped", 0, now + 600)
+    event = codec.revocation_event(settings.subjects, rev, now - 3600, actor="admin")
+    before = time.time()
+    seq = (await RevocationStore(pool).revoke(rev, "admin", event)).seq
+    after = time.time()
+    relay = _relay(pool, nc, settings, "r-stamp")
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await wait_until(lambda: relay.published_seq >= seq, 30, "published")
+    finally:
+        stop.set()
+        await task
+    msg = await nc.jetstream().get_msg(settings.stream.name, subject=event.subject)
+    decoded = codec.decode(msg.data)
+    assert decoded.seq == seq
+    # The write happened between before and after (same machine, same clock as PostgreSQL).
+    assert before - 1 <= decoded.occurred_at <= after + 1

@@ -163,10 +163,14 @@ def client_event(
     )
 
 
-def stamp_seq(payload: bytes, seq: int) -> bytes:
-    """Set the outbox seq on a stored envelope (known only after the producer's commit)."""
+def stamp_seq(payload: bytes, seq: int, occurred_at: float | None = None) -> bytes:
+    """Set the outbox seq on a stored envelope (known only after the producer's commit) and,
+    when given, ``occurred_at``: the row's write time on PostgreSQL's clock (migration 0008),
+    which the relay knows and the producer, building the payload before its write, does not."""
     env = events_pb2.Event.FromString(payload)
     env.seq = seq
+    if occurred_at is not None:
+        env.occurred_at.FromNanoseconds(round(occurred_at * 1e9))
     return env.SerializeToString()
 
 

@@ -359,7 +359,7 @@ class OutboxRelay:
         if traceparent:
             headers["traceparent"] = traceparent
         future = await self._publisher.publish(
-            row.subject, codec.stamp_seq(row.payload, row.seq), headers
+            row.subject, codec.stamp_seq(row.payload, row.seq, row.written_at), headers
         )
         if span is not None:
             tracing.end_when_done(span, future)

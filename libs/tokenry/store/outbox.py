@@ -26,6 +26,8 @@ class OutboxRow:
     subject: str
     payload: bytes
     traceparent: str | None
+    #: when the row was written (Unix seconds, PostgreSQL's clock_timestamp()); None: unknown
+    written_at: float | None = None
 
 
 async def append(conn: Executor, event: OutboxEvent) -> int:
@@ -56,13 +58,16 @@ class OutboxStore:
         """Up to ``limit`` unpublished rows with seq > ``after``, in seq order (a pipelining
         publisher reads on past the rows it has in flight)."""
         rows = await self._pool.fetch(
-            "SELECT seq, event_id, subject, payload, traceparent FROM outbox"
+            "SELECT seq, event_id, subject, payload, traceparent,"
+            " extract(epoch FROM created_at)::float8 AS written FROM outbox"
             " WHERE published_at IS NULL AND seq > $2 ORDER BY seq LIMIT $1",
             limit,
             after,
         )
         return [
-            OutboxRow(r["seq"], r["event_id"], r["subject"], r["payload"], r["traceparent"])
+            OutboxRow(
+                r["seq"], r["event_id"], r["subject"], r["payload"], r["traceparent"], r["written"]
+            )
             for r in rows
         ]
 
