@@ -151,9 +151,7 @@ def build(
             if metrics_on():
                 observe_nats(nc, "events")
             # The same events through NATS: the backstop while the feed's link is down.
-            await nc.subscribe(
-                f"{settings.subjects.prefix}.events.>", cb=_on_nats_event(invalidator)
-            )
+            await nc.subscribe(settings.subjects.events, cb=_on_nats_event(invalidator))
             while not stop.is_set():
                 await jwks.refresh(force=True)
                 with contextlib.suppress(TimeoutError):
