@@ -11,15 +11,22 @@ The thumbprint is computed once per distinct certificate, keyed by the certifica
 from __future__ import annotations
 
 import hmac
+import inspect
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Final
 
 import grpc
 
 from tokenry.core.mtls import CNF_THUMBPRINT, thumbprint_of_pem
-from tokenry.verifier._policy import auth_status, behavior_of, replace_behavior, streams_responses
+from tokenry.verifier._policy import (
+    _claims,
+    auth_status,
+    behavior_of,
+    replace_behavior,
+    streams_responses,
+)
 
-__all__ = ["CERTIFICATE_MISMATCH", "bound_thumbprint", "certificate_matches", "checked_aio"]
+__all__ = ["CERTIFICATE_MISMATCH", "BoundHandlers", "bound_thumbprint", "certificate_matches"]
 
 CERTIFICATE_MISMATCH: Final = auth_status(
     "invalid_token",
@@ -45,27 +52,54 @@ def bound_thumbprint(claims: Mapping[str, Any]) -> str | None:
 
 def certificate_matches(context: Any, expected: str) -> bool:
     """Whether the call's verified client certificate has the thumbprint ``expected``."""
-    values = list(context.auth_context().get("x509_pem_cert") or ())
+    values = context.auth_context().get("x509_pem_cert")
     if not values or not expected:
         return False
-    return hmac.compare_digest(thumbprint_of_pem(bytes(values[0])), expected)
+    return hmac.compare_digest(thumbprint_of_pem(values[0]), expected)
 
 
-def checked_aio(
-    handler: grpc.RpcMethodHandler[Any, Any] | None, expected: str
-) -> grpc.RpcMethodHandler[Any, Any] | None:
-    """``handler`` refusing the call unless its certificate matches ``expected``."""
-    if handler is None:
-        return None
+def _expected() -> str | None:
+    claims = _claims.get()
+    return None if claims is None else bound_thumbprint(claims)
+
+
+class BoundHandlers:
+    """Handlers that check the current call's bound token against its certificate, built once
+    per original handler (so the interceptor's per-behavior caches keep hitting): the expected
+    thumbprint is read from the call's claims, set by the interceptor before the handler runs.
+    """
+
+    __slots__ = ("_wrapped",)
+
+    def __init__(self) -> None:
+        self._wrapped: dict[
+            int, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
+
+    def __call__(
+        self, handler: grpc.RpcMethodHandler[Any, Any] | None
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        if handler is None:
+            return None
+        cached = self._wrapped.get(id(handler))
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _checked(handler)
+        if len(self._wrapped) >= 4096:
+            self._wrapped.clear()
+        self._wrapped[id(handler)] = (handler, wrapped)
+        return wrapped
+
+
+def _checked(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     inner = behavior_of(handler)
-    is_async = getattr(inner, "__code__", None) is not None and bool(
-        inner.__code__.co_flags & 0x180  # CO_COROUTINE | CO_ASYNC_GENERATOR
-    )
+    is_async = inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner)
     if streams_responses(handler):
         if is_async:
 
             async def astream(request: Any, context: Any) -> AsyncIterator[Any]:
-                if not certificate_matches(context, expected):
+                expected = _expected()
+                if expected is not None and not certificate_matches(context, expected):
                     await context.abort_with_status(CERTIFICATE_MISMATCH)
                 async for item in inner(request, context):
                     yield item
@@ -73,7 +107,8 @@ def checked_aio(
             return replace_behavior(handler, astream)
 
         def stream(request: Any, context: Any) -> Iterator[Any]:
-            if not certificate_matches(context, expected):
+            expected = _expected()
+            if expected is not None and not certificate_matches(context, expected):
                 context.abort_with_status(CERTIFICATE_MISMATCH)
             yield from inner(request, context)
 
@@ -81,14 +116,16 @@ def checked_aio(
     if is_async:
 
         async def acall(request: Any, context: Any) -> Any:
-            if not certificate_matches(context, expected):
+            expected = _expected()
+            if expected is not None and not certificate_matches(context, expected):
                 await context.abort_with_status(CERTIFICATE_MISMATCH)
             return await inner(request, context)
 
         return replace_behavior(handler, acall)
 
     def call(request: Any, context: Any) -> Any:
-        if not certificate_matches(context, expected):
+        expected = _expected()
+        if expected is not None and not certificate_matches(context, expected):
             context.abort_with_status(CERTIFICATE_MISMATCH)
         return inner(request, context)
 

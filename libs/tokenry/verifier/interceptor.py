@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from tokenry.jose.errors import VerificationError
-from tokenry.verifier._binding import bound_thumbprint, checked_aio
+from tokenry.verifier._binding import BoundHandlers
 from tokenry.verifier._policy import (
     INSUFFICIENT_SCOPE,
     MISSING_TOKEN,
@@ -104,6 +104,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._scopes_ok = ScopeCheck()
         self._status_for = StatusBook()
         self._is_async: dict[Callable[..., Any], bool] = {}
+        self._bound = BoundHandlers()
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -128,9 +129,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         _claims.set(claims)
         handler = await continuation(handler_call_details)
         if "cnf" in claims:  # RFC 8705 §3.2: checked against the caller's certificate
-            expected = bound_thumbprint(claims)
-            if expected is not None:
-                handler = checked_aio(handler, expected)
+            handler = self._bound(handler)
         if handler is None or self._runs_on_loop(handler):
             return handler
         return _with_claims_in_thread(handler, claims)
