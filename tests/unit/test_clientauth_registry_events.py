@@ -65,3 +65,23 @@ def test_other_events_are_not_client_events() -> None:
     unknown = events_pb2.Event(event_id="e", seq=3)
     unknown.client_changed.client_id = "svc-1"  # change UNSPECIFIED: not a change we know
     assert codec.decode(unknown.SerializeToString()).client is None
+
+
+def test_subjects_are_named_only_in_the_codec() -> None:
+    # Client events once built their subjects with f-strings of their own (issue 12 item 4):
+    # no f-string outside bus/codec.py spells an event or heartbeat subject.
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for base in (root / "libs" / "tokenry", root / "services"):
+        for path in base.rglob("*.py"):
+            if "v1" in path.relative_to(root).parts or path.name == "codec.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.JoinedStr):
+                    text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+                    if ".events." in text or ".heartbeat" in text:
+                        found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not found, found
