@@ -85,3 +85,13 @@ def test_subjects_are_named_only_in_the_codec() -> None:
                     if ".events." in text or ".heartbeat" in text:
                         found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert not found, found
+
+
+def test_events_watch_shows_client_changes() -> None:
+    from tokenry.cli.events import describe, human
+
+    change = codec.ClientChanged("svc-1", codec.CLIENT_CREATED)
+    event = codec.client_event(codec.Subjects("tkr"), change, 1_800_000_000.0)
+    data = describe(codec.decode(codec.stamp_seq(event.payload, 9)), 12)
+    assert data["type"] == "client" and data["client_id"] == "svc-1"
+    assert human(data).endswith("client svc-1 created")

@@ -1,4 +1,4 @@
-"""`tokenry events watch [--json]`: a live tail of revocation and key events (SPEC §6).
+"""`tokenry events watch [--json]`: a live tail of revocation, key and client events (SPEC §6).
 
 Reads the event stream with its own ordered consumer (nothing is acknowledged or consumed for
 anyone else), from now on or, with ``--all``, from the oldest event the stream still holds.
@@ -45,6 +45,8 @@ def describe(event: Any, stream_seq: int) -> dict[str, Any]:
             out["not_before"] = _iso(rev.not_before)
     elif event.key is not None:
         out.update(type="key", kid=event.key.kid, alg=event.key.alg, state=event.key.state)
+    elif event.client is not None:
+        out.update(type="client", client_id=event.client.client_id, change=event.client.change)
     else:
         out["type"] = "other"
     return out
@@ -61,6 +63,8 @@ def human(data: dict[str, Any]) -> str:
         return line + (f": {data['reason']}" if data["reason"] else "")
     if data["type"] == "key":
         return f"{head} key {data['kid']} ({data['alg']}) is now {data['state']}"
+    if data["type"] == "client":
+        return f"{head} client {data['client_id']} {data['change']}"
     return f"{head} event of a newer kind"
 
 
@@ -85,7 +89,7 @@ def watch(  # noqa: PLR0917 - typer maps one parameter per option
         float, typer.Option(help="Seconds to wait for NATS at start (then: reconnect quietly)")
     ] = 5.0,
 ) -> None:
-    """Print revocation and key events as they are published, until Ctrl-C.
+    """Print revocation, key and client events as they are published, until Ctrl-C.
 
     Exit codes: 0 done (--count reached, or Ctrl-C), 1 no event stream yet, 2 a malformed
     URL, 3 NATS unreachable at start.
