@@ -46,9 +46,20 @@ def test_each_public_class_name_is_defined_once() -> None:
     assert not twice, "\n".join(f"{n}: {', '.join(w)}" for n, w in sorted(twice.items()))
 
 
-#: Packages whose modules the exception check imports (services and the CLI entry points are
-#: applications; their exceptions are checked through the libraries they use).
-PACKAGES = ("core", "jose", "bus", "store", "flows", "verifier", "client", "servicekit")
+#: Every package of the library (services are applications: their exceptions are the
+#: libraries').
+PACKAGES = (
+    "core",
+    "jose",
+    "bus",
+    "store",
+    "flows",
+    "verifier",
+    "client",
+    "servicekit",
+    "devstack",
+    "cli",
+)
 
 
 @pytest.mark.parametrize("package", PACKAGES)

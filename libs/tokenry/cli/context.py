@@ -20,11 +20,12 @@ from urllib.parse import quote_plus
 
 import typer
 
+from tokenry.core.errors import TokenryError
 from tokenry.devstack.endpoints import CREDENTIALS_FILE, Stack, locate
 from tokenry.devstack.endpoints import home as stack_home
 
 
-class CliError(Exception):
+class CliError(TokenryError):
     """A one-line error for the user, with its exit code (2: usage or configuration)."""
 
     def __init__(self, message: str, code: int = 2) -> None:

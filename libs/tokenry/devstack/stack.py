@@ -35,6 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.core.client_secrets import Pepper, generate_secret, hash_secret, pepper_id
 from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
+from tokenry.core.errors import TokenryError
 from tokenry.core.keywrap import Kek
 from tokenry.devstack.ca import DevPki, dev_pki
 from tokenry.devstack.endpoints import DEV_FILE, read_dev_file
@@ -71,7 +72,7 @@ class DevStack:
     nats_tls: bool = False
 
 
-class AlreadyRunning(RuntimeError):
+class AlreadyRunning(TokenryError, RuntimeError):
     """Another ``tokenry dev`` is running on the same data folder."""
 
 
