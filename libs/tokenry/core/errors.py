@@ -12,7 +12,11 @@ them all at once. Each package keeps its branch in its own ``errors.py``::
     ├── VerificationError           tokenry.jose.errors: a bearer token was not accepted
     ├── BusError                    tokenry.bus.errors: undecodable events and snapshots
     ├── StoreError                  tokenry.store.errors: duplicates, lost leases
-    └── FeedError                   the verifier's event feed (tokenry.verifier, private)
+    ├── FeedError                   the verifier's event feed (tokenry.verifier, private)
+    ├── ConfigError, TelemetryError tokenry.servicekit: bad settings (also ValueError)
+    └── CliError, AlreadyRunning    the CLI's one-line errors; a second `tokenry dev`
+
+tests/unit/test_names.py keeps every public exception of the library under this root.
 
 ::
 
