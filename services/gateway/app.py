@@ -116,6 +116,9 @@ class Gateway:
             loop="none",  # the caller's loop (asyncio or uvloop, chosen by the runner)
             lifespan="on",
             access_log=False,
+            # X-Forwarded-* are not trusted: the client address (login throttling) is the TCP
+            # peer. This also drops a middleware from every request.
+            proxy_headers=False,
             log_config=None,
             server_header=False,
             date_header=True,
