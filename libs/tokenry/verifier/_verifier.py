@@ -339,6 +339,15 @@ class Verifier:
             )
         entry = self._decode(token, now)
         if entry is None:
+            if self.jwks.last_error is not None:
+                # The refresh that could have brought the key failed: an outage is not an
+                # unknown key, so the caller is told to retry (UNAVAILABLE), not that the token
+                # is invalid (found by tests/faults/test_faults_jwks.py).
+                raise VerifierUnavailableError(
+                    "keys_unavailable",
+                    f"kid not in the held keys and they could not be refreshed"
+                    f" ({self.jwks.last_error})",
+                )
             raise RejectedHeaderError("unknown_kid", "kid names no known key")
         return entry
 

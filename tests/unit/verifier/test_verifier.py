@@ -146,6 +146,23 @@ async def test_unknown_kid_triggers_one_rate_limited_refresh() -> None:
     assert source.calls == 3
 
 
+async def test_an_unknown_kid_while_the_key_source_fails_is_unavailable_not_invalid() -> None:
+    """An outage is not an unknown key: the caller must retry, not drop the token as invalid
+    (found by the fault suite: a rotated-in key while the key rotator was unreachable)."""
+    known, rotated_in = Minter("known"), Minter("rotated-in")
+    verifier, source, _, clock = await make_verifier(known)
+    source.fail = True
+    clock.advance(5)
+    with pytest.raises(VerifierUnavailableError) as err:
+        await verifier.verify(rotated_in.token())
+    assert err.value.reason == "keys_unavailable"
+    assert (await verifier.verify(known.token()))["sub"] == "svc-a"  # held keys still serve
+    source.fail = False
+    source.serve(known, rotated_in)
+    clock.advance(5)
+    assert (await verifier.verify(rotated_in.token()))["sub"] == "svc-a"
+
+
 async def test_a_new_key_is_picked_up_on_its_first_token() -> None:
     first, second = Minter("first"), Minter("second")
     verifier, source, _, clock = await make_verifier(first)
