@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from databases import TEMPLATE_DB, create_template, new_database
 
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings
@@ -23,9 +24,6 @@ from tokenry.core.client_secrets import Pepper, pepper_id
 from tokenry.core.keywrap import Kek
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.servicekit.config import Settings
-from tokenry.store.migrate import migrate
-
-TEMPLATE_DB = "tokenry_template"
 
 
 @pytest.fixture(scope="session")
@@ -48,35 +46,10 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
         server.stop()
 
 
-async def create_template(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
-        await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(dsn.replace("/postgres?", f"/{TEMPLATE_DB}?"))
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 async def template_db(pg_server: EmbeddedPostgres) -> str:
     await create_template(pg_server.dsn())
     return TEMPLATE_DB
-
-
-async def new_database(server: EmbeddedPostgres, template: str | None = TEMPLATE_DB) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server.dsn())
-    try:
-        clause = f" TEMPLATE {template}" if template else ""
-        await conn.execute(f"CREATE DATABASE {name}{clause}")
-    finally:
-        await conn.close()
-    return server.dsn(name)
 
 
 @pytest.fixture

@@ -25,14 +25,13 @@ from pathlib import Path
 import grpc
 import psutil
 import pytest
+from databases import new_database
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.devstack.ports import free_tcp_port
 from tokenry.tls import ClientTls
 from tokenry.v1 import issuer_pb2, issuer_pb2_grpc, revocation_pb2, revocation_pb2_grpc
-
-from conftest import new_database
 
 pytestmark = pytest.mark.e2e
 

@@ -18,10 +18,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from databases import new_database
 
 from tokenry.devstack import EmbeddedPostgres
-
-from conftest import new_database
 
 pytestmark = pytest.mark.e2e
 

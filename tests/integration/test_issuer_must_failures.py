@@ -16,6 +16,7 @@ import asyncpg
 import grpc
 import jwt
 import pytest
+from databases import new_database
 
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings
@@ -28,7 +29,6 @@ from tokenry.servicekit.config import Settings
 from tokenry.store.clients import ClientStore
 from tokenry.v1 import clients_pb2
 
-from conftest import new_database
 from issuer_support import (
     ASSERTION_KEY,
     REDIRECT,

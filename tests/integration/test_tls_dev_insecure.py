@@ -16,12 +16,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from databases import new_database
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.devstack.ports import free_tcp_port
-
-from conftest import new_database
 
 pytestmark = pytest.mark.integration
 
