@@ -58,7 +58,7 @@ from tokenry.services.gateway.metadata import (
     openid_configuration,
 )
 from tokenry.services.gateway.pages import LoginApp
-from tokenry.services.gateway.routes import ApiHolder, GatewayApi, Jwks, Routes
+from tokenry.services.gateway.routes import ApiHolder, FastPath, GatewayApi, Jwks, Routes
 from tokenry.services.gateway.users import Authenticator, UserStore
 from tokenry.store import opaque_tokens
 from tokenry.store.active_key import ActiveKeys
@@ -105,7 +105,7 @@ class Gateway:
     """The ASGI app, its bound socket and the uvicorn server that serves it."""
 
     def __init__(
-        self, app: Starlette, sock: socket.socket, loop: str, tls: ServerTls | None = None
+        self, app: FastPath, sock: socket.socket, loop: str, tls: ServerTls | None = None
     ) -> None:
         self.app = app
         self._sock = sock
@@ -207,7 +207,9 @@ def build(
     # The cookie is Secure on HTTPS requests, and on every request when TLS terminates in front.
     login = LoginApp(holder, users, secure_cookies=settings.tls.terminated_in_front)
     app = Starlette(routes=[*routes.routes(), *login.routes()], lifespan=lifespan)
-    return Gateway(app, bind(host, port), options.loop, settings.tls.server)
+    # The token, introspection and revocation POSTs skip Starlette's routing and middleware.
+    fast = FastPath(app, routes)
+    return Gateway(fast, bind(host, port), options.loop, settings.tls.server)
 
 
 Job = Callable[[asyncio.Event], Awaitable[None]]

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -38,7 +38,7 @@ from tokenry.services.gateway import metadata as m
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GatewayApi", "Jwks", "Routes"]
+__all__ = ["ApiHolder", "Call", "FastPath", "GatewayApi", "Jwks", "Routes"]
 
 #: Largest form body accepted (a client assertion or a token is at most 8 KiB).
 MAX_BODY = 64 * 1024
@@ -139,16 +139,31 @@ def guarded(holder: ApiHolder, endpoint: Endpoint) -> Endpoint:
     async def run(request: Request) -> Response:
         try:
             return await endpoint(request)
-        except OAuthError as exc:
-            return error_response(exc)
         except Exception as exc:
-            api = holder.api
-            if api is not None and isinstance(exc, api.unavailable):
-                return error_response(TemporarilyUnavailable("storage is unavailable; retry"))
-            log.exception("gateway: unexpected %s", type(exc).__name__)
-            return error_response(ServerError("internal error"))
+            return _error(holder, exc)
 
     return run
+
+
+def _error(holder: ApiHolder, exc: Exception) -> Response:
+    if isinstance(exc, OAuthError):
+        return error_response(exc)
+    api = holder.api
+    if api is not None and isinstance(exc, api.unavailable):
+        return error_response(TemporarilyUnavailable("storage is unavailable; retry"))
+    log.exception("gateway: unexpected %s", type(exc).__name__)
+    return error_response(ServerError("internal error"))
+
+
+def _ok_headers(length: int) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"cache-control", b"no-store"),
+        (b"pragma", b"no-cache"),
+        (b"content-length", str(length).encode()),
+    ]
+    if length:  # RFC 7009's success is an empty body: no content type
+        headers.append((b"content-type", b"application/json"))
+    return headers
 
 
 # --- request parsing ---------------------------------------------------------------------
@@ -156,29 +171,61 @@ def guarded(holder: ApiHolder, endpoint: Endpoint) -> Endpoint:
 
 def refuse_query_token(request: Request) -> None:
     """SPEC §3: bearer tokens are accepted only in the Authorization header, never in a URI."""
-    query = request.scope.get("query_string", b"")
-    if query and b"access_token" in query:
-        names = {k for k, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
-        if "access_token" in names:
-            raise InvalidRequest("bearer tokens are not accepted in the query string")
+    _refuse_query_token(request.scope.get("query_string", b""))
+
+
+class Call(NamedTuple):
+    """What the form endpoints read from an HTTP request (Starlette's or the raw ASGI scope's)."""
+
+    query: bytes
+    content_type: str
+    content_length: str | None
+    authorization: str | None
+    body: bytes
+
+
+async def read_call(request: Request) -> Call:
+    declared = request.headers.get("content-length")
+    body = b""
+    if declared is None or (declared.isdigit() and int(declared) <= MAX_BODY):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                break
+    return Call(
+        request.scope.get("query_string", b""),
+        request.headers.get("content-type", ""),
+        declared,
+        request.headers.get("authorization"),
+        body,
+    )
 
 
 async def read_form(
     request: Request, repeatable: frozenset[str] = _REPEATABLE
 ) -> dict[str, list[str]]:
     """The form body (RFC 6749 Appendix B), each name with its values in order."""
-    refuse_query_token(request)
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";", 1)[0].strip().lower() != FORM:
+    return parse_form(await read_call(request), repeatable)
+
+
+def _refuse_query_token(query: bytes) -> None:
+    if query and b"access_token" in query:
+        names = {k for k, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
+        if "access_token" in names:
+            raise InvalidRequest("bearer tokens are not accepted in the query string")
+
+
+def parse_form(call: Call, repeatable: frozenset[str] = _REPEATABLE) -> dict[str, list[str]]:
+    """Checks and decodes the form (strict ``parse_qsl``; nothing hand-written)."""
+    _refuse_query_token(call.query)
+    if call.content_type.split(";", 1)[0].strip().lower() != FORM:
         raise InvalidRequest(f"the body must be {FORM}")
-    declared = request.headers.get("content-length")
+    declared = call.content_length
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
         raise InvalidRequest("the request body is too large")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise InvalidRequest("the request body is too large")
+    body = call.body
+    if len(body) > MAX_BODY:
+        raise InvalidRequest("the request body is too large")
     try:
         text = body.decode("ascii")
         pairs = parse_qsl(
@@ -207,19 +254,15 @@ def one(form: Mapping[str, list[str]], name: str) -> str:
     return values[0] if values else ""
 
 
-def client_credentials(request: Request, form: Mapping[str, list[str]]) -> Any:
+def client_credentials(authorization: str | None, form: Mapping[str, list[str]]) -> Any:
     """The one client authentication method used (RFC 6749 §2.3; Basic form-decoded, §2.3.1)."""
     return credentials_from(
-        request.headers.get("authorization"),
+        authorization,
         one(form, "client_id"),
         one(form, "client_secret"),
         one(form, "client_assertion_type"),
         one(form, "client_assertion"),
     )
-
-
-def json_response(body: bytes, status: int = 200, *, no_store: bool = True) -> Response:
-    return Response(body, status, _NO_STORE if no_store else None, media_type=_JSON)
 
 
 def token_body(result: TokenResult) -> bytes:
@@ -290,17 +333,30 @@ class Routes:
             route("/health/ready", self.ready, ["GET", "HEAD"]),
         ]
 
-    async def token(self, request: Request) -> Response:
+    # The three form endpoints: HTTP-independent, served by Starlette (below) and by the raw
+    # ASGI fast path (:class:`FastPath`), which answers them without Starlette's routing,
+    # middleware and Request/Response objects.
+
+    async def answer(
+        self, endpoint: Callable[[GatewayApi, Call], Awaitable[bytes]], call: Call
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Run one form endpoint: (status, headers, body); errors as in :func:`guarded`."""
+        try:
+            body = await endpoint(self._holder.get(), call)
+        except Exception as exc:
+            resp = _error(self._holder, exc)
+            return resp.status_code, list(resp.raw_headers), bytes(resp.body)
+        return 200, _ok_headers(len(body)), body
+
+    async def token_endpoint(self, api: GatewayApi, call: Call) -> bytes:
         """RFC 6749 §3.2 / §5: the token endpoint, every grant of :class:`TokenEndpoint`."""
-        api = self._holder.get()
-        form = await read_form(request)
-        creds = client_credentials(request, form)
+        form = parse_form(call)
         result = await api.token.token(
             TokenRequest(
                 grant_type=one(form, "grant_type"),
                 scope=one(form, "scope"),
                 audiences=(*form.get("audience", ()), *form.get("resource", ())),
-                credentials=creds,
+                credentials=client_credentials(call.authorization, form),
                 code=one(form, "code"),
                 redirect_uri=one(form, "redirect_uri"),
                 code_verifier=one(form, "code_verifier"),
@@ -312,40 +368,55 @@ class Routes:
                 token_format=one(form, "token_format"),
             )
         )
-        return json_response(token_body(result))
+        return token_body(result)
 
-    async def introspect(self, request: Request) -> Response:
+    async def introspection_endpoint(self, api: GatewayApi, call: Call) -> bytes:
         """RFC 7662 §2: the same answers as the introspector's gRPC Introspect."""
-        api = self._holder.get()
-        form = await read_form(request)
-        creds = client_credentials(request, form)
+        form = parse_form(call)
+        creds = client_credentials(call.authorization, form)
         answer = await api.introspection.introspect(
             IntrospectRequest(creds, one(form, "token"), one(form, "token_type_hint"))
         )
         if not answer.active:
-            return json_response(_INACTIVE_BODY)
+            return _INACTIVE_BODY
+        # A cached positive answer is one immutable object: render it once.
         held = self._rendered.get(id(answer))
         if held is None or held[0] is not answer:
             if len(self._rendered) >= 4096:
                 self._rendered.clear()
             held = (answer, introspection_body(answer))
             self._rendered[id(answer)] = held
-        return json_response(held[1])
+        return held[1]
 
-    async def revoke(self, request: Request) -> Response:
+    async def revocation_endpoint(self, api: GatewayApi, call: Call) -> bytes:
         """RFC 7009 §2: 200 with an empty body for every token, known or not (§2.2)."""
-        api = self._holder.get()
-        form = await read_form(request)
-        creds = client_credentials(request, form)
+        form = parse_form(call)
         await api.revocation.revoke(
             RevokeCommand(
-                credentials=creds,
+                credentials=client_credentials(call.authorization, form),
                 target=Target.TOKEN,
                 value=one(form, "token"),
                 token_type_hint=one(form, "token_type_hint"),
             )
         )
-        return Response(b"", 200, _NO_STORE)
+        return b""
+
+    async def _starlette(
+        self, endpoint: Callable[[GatewayApi, Call], Awaitable[bytes]], request: Request
+    ) -> Response:
+        status, headers, body = await self.answer(endpoint, await read_call(request))
+        resp = Response(body, status)
+        resp.raw_headers = headers
+        return resp
+
+    async def token(self, request: Request) -> Response:
+        return await self._starlette(self.token_endpoint, request)
+
+    async def introspect(self, request: Request) -> Response:
+        return await self._starlette(self.introspection_endpoint, request)
+
+    async def revoke(self, request: Request) -> Response:
+        return await self._starlette(self.revocation_endpoint, request)
 
     async def jwks(self, request: Request) -> Response:
         """The published keys (pending, active, retiring), public members only; HTTP caches may
@@ -382,3 +453,59 @@ def _etag_matches(header: str | None, etag: str) -> bool:
         return False
     tags = [t.strip().removeprefix("W/") for t in header.split(",")]
     return "*" in tags or etag in tags
+
+
+class FastPath:
+    """Raw ASGI in front of the Starlette app for ``POST`` to the three form endpoints (the hot
+    paths): the same :meth:`Routes.answer`, without routing, middleware or Request objects.
+    Everything else goes to ``app``."""
+
+    def __init__(self, app: Any, routes: Routes) -> None:
+        self._app = app
+        self._answer = routes.answer
+        self._endpoints: dict[str, Callable[[GatewayApi, Call], Awaitable[bytes]]] = {
+            m.TOKEN_PATH: routes.token_endpoint,
+            m.INTROSPECT_PATH: routes.introspection_endpoint,
+            m.REVOKE_PATH: routes.revocation_endpoint,
+        }
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._endpoints.get(scope["path"])
+            if endpoint is not None:
+                await self._serve(endpoint, scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+    async def _serve(
+        self,
+        endpoint: Callable[[GatewayApi, Call], Awaitable[bytes]],
+        scope: Any,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        ctype = ""
+        length: str | None = None
+        authorization: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                ctype = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        body = b""
+        if length is None or (length.isdigit() and int(length) <= MAX_BODY):
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > MAX_BODY:
+                    break
+        call = Call(scope.get("query_string", b""), ctype, length, authorization, body)
+        status, headers, out = await self._answer(endpoint, call)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
