@@ -25,6 +25,10 @@ Three ways in, one object:
 - :meth:`Verifier.verify_blocking` — for threads (the sync gRPC interceptor): it verifies
   first-sight tokens in the calling thread, and hands only what needs the event loop (a JWKS
   refresh, the introspection fallback) to the verifier's loop, waiting with a timeout.
+
+Size: the hot path is generated here from the same rules as the first sight and the fallback,
+so that a change to one is seen beside the others; split, the cache-hit path would pay a
+cross-module attribute lookup per call (docs/benchmarks/verifier.md).
 """
 
 from __future__ import annotations
