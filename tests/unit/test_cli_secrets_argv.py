@@ -157,3 +157,17 @@ def test_empty_stdin_for_a_dash_token_is_a_usage_error(env: dict[str, str]) -> N
     result = tokenry(env, "token", "introspect", "-", stdin="")
     assert result.returncode == 2, result.stderr
     assert "no token on standard input" in result.stderr
+
+
+def test_token_verify_dash_reads_the_token_from_stdin(env: dict[str, str]) -> None:
+    """The token comes from stdin: a malformed one is judged (exit 1), never echoed."""
+    env = {**env, "TOKENRY_ISSUER_URL": "https://issuer.test"}
+    jwks = "https://127.0.0.1:1/jwks.json"
+    result = tokenry(
+        env, "token", "verify", "-", "--audience", "a", "--jwks-url", jwks, stdin="not-a-jwt\n"
+    )
+    assert result.returncode in (1, 3), result.stderr
+    assert "not-a-jwt" not in result.stderr
+    empty = tokenry(env, "token", "verify", "-", "--audience", "a", "--jwks-url", jwks, stdin="")
+    assert empty.returncode == 2
+    assert "no token on standard input" in empty.stderr

@@ -16,13 +16,14 @@ from typing import Annotated, Any
 import typer
 
 from tokenry.cli.common import NEGATIVE, UNREACHABLE, USAGE, fail
-from tokenry.cli.context import stack
+from tokenry.cli.context import CliError, stack
+from tokenry.cli.secrets import token_argument
 from tokenry.devstack.endpoints import Stack
 
 
 def token_verify(  # noqa: PLR0917 - typer maps one parameter per option
     ctx: typer.Context,
-    token: Annotated[str, typer.Argument(help="The access token (JWT)")],
+    token: Annotated[str, typer.Argument(help="The access token (JWT); - reads it from stdin")],
     audience: Annotated[str, typer.Option(help="This resource server's audience")],
     issuer: Annotated[
         str | None,
@@ -45,6 +46,10 @@ def token_verify(  # noqa: PLR0917 - typer maps one parameter per option
 
     # The outcome is reported below, in one line; the library's retry warnings would add more.
     logging.getLogger("tokenry.verifier").setLevel(logging.ERROR)
+    try:
+        token = token_argument(token)
+    except CliError as exc:
+        raise fail(str(exc), exc.code) from None
     found = stack(ctx, issuer_url=issuer)
     iss = found.issuer_url.value
     if jwks_url is not None:
