@@ -66,7 +66,7 @@ from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.auth_codes import AuthCodeStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
-from tokenry.store.introspection import StoreOpaqueTokens, StoreRevocationCheck
+from tokenry.store.introspection import StoreOpaqueRecords, StoreRevocationCheck
 from tokenry.store.jwks_source import StoreJwksSource
 from tokenry.store.keys import KeyStore
 from tokenry.store.outbox_feed import AppliedSeq, OutboxFeed
@@ -283,7 +283,7 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
     introspection = IntrospectionFlow(
         clients=clients,
         peppers=settings.peppers,
-        opaque=StoreOpaqueTokens(reader, issuer),
+        opaque=StoreOpaqueRecords(reader, issuer),
         revocations=StoreRevocationCheck(checks),
         keys=verification_keys,
         issuer_url=issuer,
