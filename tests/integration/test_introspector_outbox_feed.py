@@ -106,11 +106,19 @@ async def test_rows_arrive_in_seq_order_and_survive_a_postgres_restart(
         assert recorder.resets == 1, "the outbox kept every row: re-read, no reset"
 
 
+async def _first_connection(recorder: Recorder) -> None:
+    while recorder.resets < 1:  # the handler is reset once the first connection is up
+        await asyncio.sleep(0.01)
+
+
 async def test_rows_swept_while_away_reset_the_handler(pg: EmbeddedPostgres) -> None:
     dsn = pg.dsn()
     recorder = Recorder()
     feed = OutboxFeed(lambda: asyncpg.connect(dsn), recorder, settings=FAST)
     async with following(feed):
+        # The feed starts at the head it reads on connecting: produce only once it has, or
+        # under load "a" can land before that read and never be delivered as a row.
+        await asyncio.wait_for(_first_connection(recorder), 10)
         seq = await produce(dsn, "a")
         await asyncio.wait_for(feed.applied.reached(seq), 10)
     # Away: three events commit, and the first two are swept before the feed is back.
