@@ -31,6 +31,7 @@ class Recorder:
         self.seqs: list[int] = []
         self.subjects: list[str] = []
         self.resets = 0
+        self.connected = asyncio.Event()  # set by the first reset: the feed is connected
         self.notifications = 0
         self.held = False
 
@@ -47,6 +48,7 @@ class Recorder:
 
     def reset(self) -> None:
         self.resets += 1
+        self.connected.set()
 
 
 async def produce(dsn: str, *subjects: str) -> int:
@@ -106,11 +108,6 @@ async def test_rows_arrive_in_seq_order_and_survive_a_postgres_restart(
         assert recorder.resets == 1, "the outbox kept every row: re-read, no reset"
 
 
-async def _first_connection(recorder: Recorder) -> None:
-    while recorder.resets < 1:  # the handler is reset once the first connection is up
-        await asyncio.sleep(0.01)
-
-
 async def test_rows_swept_while_away_reset_the_handler(pg: EmbeddedPostgres) -> None:
     dsn = pg.dsn()
     recorder = Recorder()
@@ -118,7 +115,7 @@ async def test_rows_swept_while_away_reset_the_handler(pg: EmbeddedPostgres) -> 
     async with following(feed):
         # The feed starts at the head it reads on connecting: produce only once it has, or
         # under load "a" can land before that read and never be delivered as a row.
-        await asyncio.wait_for(_first_connection(recorder), 10)
+        await asyncio.wait_for(recorder.connected.wait(), 10)
         seq = await produce(dsn, "a")
         await asyncio.wait_for(feed.applied.reached(seq), 10)
     # Away: three events commit, and the first two are swept before the feed is back.
