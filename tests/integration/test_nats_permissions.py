@@ -45,6 +45,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNTS_CONF = REPO / "deploy" / "nats" / "accounts.conf"
 CLUSTER_CONF = REPO / "deploy" / "nats" / "nats.conf"
+PERMISSIONS_CONF = REPO / "deploy" / "nats" / "permissions.conf"
 LOCAL_CONF = REPO / "deploy" / "local" / "nats.conf"
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 
@@ -236,29 +237,21 @@ def _config_test(conf: Path, env: Mapping[str, str]) -> subprocess.CompletedProc
     )
 
 
-def _cluster_env(route_password: str, route_hosts: list[str]) -> dict[str, str]:
-    routes = [f"nats-route://route:{route_password}@{host}" for host in route_hosts]
-    return {
-        "NATS_SERVER_NAME": "nats-0",
-        "NATS_ROUTE_PASSWORD": route_password,
-        "NATS_ROUTES": json.dumps(routes),
-        "NATS_PUBLISHER_PASSWORD": _password(),
-        "NATS_CONSUMER_PASSWORD": _password(),
-    }
-
-
 def test_every_nats_config_in_deploy_passes_the_servers_config_test() -> None:
-    """`nats-server -c FILE -t` on each config, with the environment deploy/k8s provides
-    (the cluster's routes need not resolve: config test mode does not dial them)."""
-    peers = [f"nats-{i}.nats-headless:6222" for i in range(3)]
+    """`nats-server -c FILE -t` on each plaintext config, with the environment it needs."""
     configs = {
         LOCAL_CONF: {
             "NATS_PUBLISHER_PASSWORD": _password(),
             "NATS_CONSUMER_PASSWORD": _password(),
         },
-        CLUSTER_CONF: _cluster_env(_password(), peers),
     }
-    found = {p for p in (REPO / "deploy").rglob("*.conf") if p != ACCOUNTS_CONF}
+    # Included files are tested through the configs that include them; the cluster config
+    # (TLS with certificates) is run as a real 3-node cluster in test_deploy_nats_tls.py.
+    found = {
+        p
+        for p in (REPO / "deploy").rglob("*.conf")
+        if p not in (ACCOUNTS_CONF, PERMISSIONS_CONF, CLUSTER_CONF)
+    }
     assert found == set(configs), "a new NATS config in deploy/ needs a config test here"
     for conf, env in configs.items():
         result = _config_test(conf, env)
@@ -503,95 +496,3 @@ async def test_event_redirected_onto_the_heartbeat_subject_is_marked_as_a_stream
         await attacker.close()
         await verifier.nc.close()
         await pub.close()
-
-
-# --- the production template itself, as a real 3-node cluster ----------------------------------
-
-
-def _node_config(tmp: Path, index: int, http_port: int) -> Path:
-    """deploy/nats/nats.conf for node ``index`` on this machine: only its paths and monitor
-    port are replaced (everything else is the file deploy/k8s ships)."""
-    text = CLUSTER_CONF.read_text()
-    node = tmp / f"node{index}"
-    node.mkdir()
-    for old, new in (
-        ('store_dir: "/data"', f'store_dir: "{node / "store"}"'),
-        ('pid_file: "/var/run/nats/nats.pid"', f'pid_file: "{node / "nats.pid"}"'),
-        ("http_port: 8222", f'http: "127.0.0.1:{http_port}"'),
-    ):
-        assert text.count(old) == 1, f"{CLUSTER_CONF} no longer has {old!r}"
-        text = text.replace(old, new)
-    (node / "nats.conf").write_text(text)
-    (node / ACCOUNTS_CONF.name).write_text(ACCOUNTS_CONF.read_text())
-    return node / "nats.conf"
-
-
-async def _until_created(nc: NatsClient, settings: StreamSettings) -> None:
-    """Create the R3 stream once the cluster has a meta leader and knows its three peers."""
-    deadline = time.monotonic() + 30
-    js = nc.jetstream(timeout=0.5)  # a request sent while the cluster forms may get no answer
-    while True:
-        try:
-            await ensure_stream(js, SUBJECTS, settings)
-            return
-        except (nats.js.errors.APIError, nats.errors.TimeoutError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-
-
-async def test_three_node_cluster_from_the_template_replicates_with_the_same_permissions(
-    tmp_path: Path,
-) -> None:
-    route_password = _password()
-    client_ports = [free_tcp_port() for _ in range(3)]
-    route_ports = [free_tcp_port() for _ in range(3)]
-    env = _cluster_env(route_password, [f"127.0.0.1:{p}" for p in route_ports])
-    passwords = {
-        "publisher": env["NATS_PUBLISHER_PASSWORD"],
-        "consumer": env["NATS_CONSUMER_PASSWORD"],
-    }
-    procs: list[subprocess.Popen[bytes]] = []
-    started = time.perf_counter()
-    try:
-        for i in range(3):
-            conf = _node_config(tmp_path, i, free_tcp_port())
-            args = ["-c", str(conf), "-a", "127.0.0.1", "-p", str(client_ports[i])]
-            args += ["--cluster", f"nats://127.0.0.1:{route_ports[i]}"]
-            node_env = {**env, "NATS_SERVER_NAME": f"nats-{i}"}
-            procs.append(_start(args, node_env, tmp_path, tmp_path / f"nats-{i}.log"))
-        for i, proc in enumerate(procs):
-            _wait_ready(proc, client_ports[i], tmp_path / f"nats-{i}.log")
-        first, last = AuthNats(client_ports[0], passwords), AuthNats(client_ports[2], passwords)
-
-        pub = await connect(first.url("publisher"), name="test-relay", attempts=1)
-        verifier = Verifier(await connect(last.url("consumer"), name="test-verifier", attempts=1))
-        attacker, refusals = await _attacker(last)
-        try:
-            await _until_created(pub, StreamSettings(replicas=3))
-            formed = time.perf_counter()
-            info = await pub.jetstream().stream_info(STREAM)
-            assert info.cluster is not None and len(info.cluster.replicas or []) == 2
-            await verifier.start()
-            ack = await _publish_event(pub, _revocation("jti-clustered"), 1)
-            seq, event = await verifier.next_event()
-            assert seq == ack.seq and event.revocation is not None
-
-            await attacker.publish(SUBJECTS.events.replace(">", "revocation.jti"), b"forged")
-            await attacker.flush()
-            await refusals.wait_for("tokenry.events.revocation.jti")
-            assert (await _stream_state(pub))[1] == ack.seq
-            print(
-                f"3-node cluster: R3 stream after {formed - started:.2f} s, "
-                f"event across nodes after {time.perf_counter() - formed:.3f} s"
-            )
-        finally:
-            await attacker.close()
-            await verifier.nc.close()
-            await pub.close()
-    finally:
-        for proc in procs:  # all at once: each node's shutdown waits on its peers otherwise
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            stop_process(proc, signal.SIGTERM, 10.0)
