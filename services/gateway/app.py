@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import uvicorn
@@ -176,7 +177,7 @@ def build(
     clock = clock or SystemClock()
     options = options or GatewayOptions()
     holder = ApiHolder()
-    routes = Routes(holder)
+    routes = Routes(holder, urlsplit(settings.issuer_url).path)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -312,8 +312,11 @@ def introspection_body(answer: Introspection) -> bytes:
 
 
 class Routes:
-    def __init__(self, holder: ApiHolder) -> None:
+    def __init__(self, holder: ApiHolder, issuer_path: str = "") -> None:
         self._holder = holder
+        # An issuer with a path (https://host/tenant) also serves the path-inserted RFC 8414
+        # metadata (§3.1) and the path-appended OIDC one (Discovery §4).
+        self._issuer_path = issuer_path.rstrip("/")
         # A cached positive answer is one immutable object: render it once.
         self._rendered: dict[int, tuple[Introspection, bytes]] = {}
 
@@ -331,6 +334,14 @@ class Routes:
             route(m.OAUTH_METADATA_PATH, self.oauth_metadata, ["GET", "HEAD"]),
             route(m.OIDC_METADATA_PATH, self.oidc_metadata, ["GET", "HEAD"]),
             route("/health/ready", self.ready, ["GET", "HEAD"]),
+            *(
+                [
+                    route(m.OAUTH_METADATA_PATH + path, self.oauth_metadata, ["GET", "HEAD"]),
+                    route(path + m.OIDC_METADATA_PATH, self.oidc_metadata, ["GET", "HEAD"]),
+                ]
+                if (path := self._issuer_path)
+                else []
+            ),
         ]
 
     # The three form endpoints: HTTP-independent, served by Starlette (below) and by the raw

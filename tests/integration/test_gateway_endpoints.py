@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 
 import asyncpg
 import jwt
@@ -226,3 +227,20 @@ async def test_introspection_and_revocation(settings: Settings, pool: asyncpg.Po
         # a revocation request without a token
         resp = await g.http.post("/oauth2/revoke", data={}, auth=g.basic("demo"))
         assert (resp.status_code, resp.json()["error"]) == (400, "invalid_request")
+
+
+async def test_issuer_with_a_path_serves_path_inserted_metadata(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """RFC 8414 §3.1 (inserted) and OIDC Discovery §4 (appended) for https://issuer.test/t1."""
+    tenant = dataclasses.replace(settings, issuer_url="https://issuer.test/t1")
+    async with gateway_suite(tenant, pool) as g:
+        for path in (
+            "/.well-known/oauth-authorization-server/t1",
+            "/t1/.well-known/openid-configuration",
+        ):
+            resp = await g.http.get(path)
+            assert resp.status_code == 200, path
+            doc = resp.json()
+            assert doc["issuer"] == "https://issuer.test/t1"
+            assert doc["token_endpoint"] == "https://issuer.test/t1/oauth2/token"
