@@ -29,6 +29,7 @@ __all__ = [
     "OIDC_METADATA_PATH",
     "REVOKE_PATH",
     "TOKEN_PATH",
+    "USERINFO_PATH",
     "authorization_server_metadata",
     "openid_configuration",
 ]
@@ -40,6 +41,7 @@ AUTHORIZE_PATH = "/oauth2/authorize"
 JWKS_PATH = "/.well-known/jwks.json"
 OAUTH_METADATA_PATH = "/.well-known/oauth-authorization-server"
 OIDC_METADATA_PATH = "/.well-known/openid-configuration"
+USERINFO_PATH = "/oauth2/userinfo"
 
 # What a client assertion may be signed with (tokenry.core.client_assertion accepts these).
 ASSERTION_ALGS = tuple(sorted(ALGORITHMS))
@@ -85,6 +87,7 @@ def openid_configuration(issuer: str, access_token_alg: str) -> dict[str, Any]:
     doc = authorization_server_metadata(issuer, access_token_alg)
     doc.update(
         {
+            "userinfo_endpoint": issuer.rstrip("/") + USERINFO_PATH,
             "subject_types_supported": ["public"],
             # RS256 by default (OIDC Core §15.1); a client may ask for ES256.
             "id_token_signing_alg_values_supported": sorted(ID_TOKEN_ALGS),

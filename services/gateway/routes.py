@@ -334,6 +334,7 @@ class Routes:
             route(m.OAUTH_METADATA_PATH, self.oauth_metadata, ["GET", "HEAD"]),
             route(m.OIDC_METADATA_PATH, self.oidc_metadata, ["GET", "HEAD"]),
             route("/health/ready", self.ready, ["GET", "HEAD"]),
+            route(m.USERINFO_PATH, self.userinfo, ["GET", "POST"]),
             *(
                 [
                     route(m.OAUTH_METADATA_PATH + path, self.oauth_metadata, ["GET", "HEAD"]),
@@ -429,6 +430,27 @@ class Routes:
     async def revoke(self, request: Request) -> Response:
         return await self._starlette(self.revocation_endpoint, request)
 
+    async def userinfo(self, request: Request) -> Response:
+        """OIDC Core §5.3. The access token is taken from the Authorization header only (RFC
+        6750 §2.1); it must be an active access token of this deployment (signature, expiry and
+        every revocation rule checked against PostgreSQL, as introspection does, so a revoked
+        token is refused at once) whose scope includes ``openid``. Errors per RFC 6750 §3."""
+        api = self._holder.get()
+        query = request.scope.get("query_string", b"")
+        body = (await read_call(request)).body if request.method == "POST" else b""
+        if b"access_token" in query or b"access_token" in body:
+            return _bearer_error(400, "invalid_request", "send the token in the header only")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _bearer_error(401, "", "")
+        answer = await api.introspection.active_access_token(token.strip())
+        if answer is None:
+            return _bearer_error(401, "invalid_token", "the access token is not active")
+        if "openid" not in answer.scope.split():
+            return _bearer_error(403, "insufficient_scope", "the openid scope is required")
+        body = json.dumps({"sub": answer.sub}, separators=(",", ":")).encode()
+        return Response(body, 200, _NO_STORE, media_type=_JSON)
+
     async def jwks(self, request: Request) -> Response:
         """The published keys (pending, active, retiring), public members only; HTTP caches may
         keep them for less than the key publish lead, so a pending key is always seen before it
@@ -452,6 +474,18 @@ class Routes:
     async def ready(self, _request: Request) -> Response:
         self._holder.get()
         return Response(b"ok", 200, {"cache-control": "no-store"}, media_type="text/plain")
+
+
+def _bearer_error(status: int, error: str, description: str) -> Response:
+    """RFC 6750 §3: the challenge, with the error code when there is one (§3.1)."""
+    challenge = 'Bearer realm="tokenry"'
+    if error:
+        challenge += f', error="{error}", error_description="{description}"'
+    headers = {**_NO_STORE, "www-authenticate": challenge}
+    if not error:
+        return Response(b"", status, headers)
+    body = json.dumps({"error": error, "error_description": description}).encode()
+    return Response(body, status, headers, media_type=_JSON)
 
 
 def _metadata(body: bytes) -> Response:

@@ -3,6 +3,7 @@ real gateway: security headers, CSRF, error redirects, throttling, and the code 
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import asyncpg
@@ -139,3 +140,46 @@ async def test_errors_deny_csrf_and_throttling(settings: Settings, pool: asyncpg
             statuses.append(resp.status_code)
         assert statuses[:5] == [401] * 5 and statuses[5] == 429
         assert "Wrong username or password" in resp.text or "Too many attempts" in resp.text
+
+
+async def test_userinfo(settings: Settings, pool: asyncpg.Pool) -> None:
+    """OIDC Core §5.3 with RFC 6750 errors; a revoked token is refused at once."""
+    async with gateway_suite(settings, pool) as g:
+        q = query((await browser_login(g.http, authorize_url())).headers["location"])
+        tokens = await g.http.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": q["code"],
+                "redirect_uri": REDIRECT,
+                "code_verifier": VERIFIER,
+            },
+            auth=g.basic("web"),
+        )
+        access = tokens.json()["access_token"]
+        bearer = {"authorization": f"Bearer {access}"}
+        for method in ("GET", "POST"):
+            resp = await g.http.request(method, "/oauth2/userinfo", headers=bearer)
+            assert resp.status_code == 200, resp.text
+            assert resp.json() == {"sub": "alice"}
+            assert resp.headers["cache-control"] == "no-store"
+        # no token: a bare challenge; a token in the query string: invalid_request
+        resp = await g.http.get("/oauth2/userinfo")
+        assert resp.status_code == 401 and resp.headers["www-authenticate"].startswith("Bearer")
+        resp = await g.http.get(f"/oauth2/userinfo?access_token={access}")
+        assert resp.status_code == 400
+        # a client-credentials token has no openid scope
+        cc = (await g.token("demo", scope="demo.read")).json()["access_token"]
+        resp = await g.http.get("/oauth2/userinfo", headers={"authorization": f"Bearer {cc}"})
+        assert (
+            resp.status_code == 403
+            and 'error="insufficient_scope"' in resp.headers["www-authenticate"]
+        )
+        # revoked: refused at once
+        assert (await g.revoke(access, caller="web")).status_code == 200
+        seq = await pool.fetchval("SELECT max(seq) FROM outbox")
+        await asyncio.wait_for(g.applied.reached(seq), 10)
+        resp = await g.http.get("/oauth2/userinfo", headers=bearer)
+        assert (
+            resp.status_code == 401 and 'error="invalid_token"' in resp.headers["www-authenticate"]
+        )

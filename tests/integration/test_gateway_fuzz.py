@@ -26,6 +26,8 @@ PATHS = (
     "/oauth2/authorize",
     "/oauth2/login",
     "/oauth2/consent",
+    "/oauth2/userinfo",
+    "/.well-known/jwks.json",
 )
 NAMES = st.sampled_from(
     [

@@ -162,6 +162,16 @@ class IntrospectionFlow:
             return INACTIVE
         return found.answer
 
+    async def active_access_token(self, token: str) -> Introspection | None:
+        """The answer for an access token of this deployment that is active now, with no
+        caller and no audience check: what OIDC userinfo (Core §5.3) needs. Refresh tokens,
+        codes and anything else answer None, as does every inactive token."""
+        if not token or len(token) > MAX_TOKEN_LENGTH or kind_of(token) == REFRESH:
+            return None
+        digest = hashlib.blake2s(token.encode()).digest()
+        found = self._cache.get(digest) or await self._lookup(token, digest)
+        return None if found is None else found.answer
+
     async def _lookup(self, token: str, digest: bytes) -> Positive | None:
         # RFC 7662 §2.1: token_type_hint is only a hint; the token's own shape decides.
         kind = kind_of(token)
