@@ -10,7 +10,6 @@ Login attempts are throttled per user and per client address (:class:`LoginThrot
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -21,6 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+from tokenry.core import b64url
 
 __all__ = ["Authenticator", "LoginThrottle", "UserStore", "hash_password"]
 
@@ -34,8 +35,7 @@ def hash_password(password: str, salt: bytes | None = None) -> tuple[str, str]:
     digest = hashlib.scrypt(
         password.encode(), salt=salt, n=_N, r=_R, p=_P, maxmem=64 * 1024 * 1024, dklen=32
     )
-    enc = base64.urlsafe_b64encode
-    return enc(digest).decode(), enc(salt).decode()
+    return b64url.encode(digest), b64url.encode(salt)
 
 
 class Authenticator(Protocol):
@@ -75,7 +75,7 @@ class UserStore:
 
     def authenticate(self, username: str, password: str) -> str | None:
         stored, salt = self._users.get(username, self._dummy)
-        digest, _ = hash_password(password, base64.urlsafe_b64decode(salt))
+        digest, _ = hash_password(password, b64url.decode(salt))
         ok = hmac.compare_digest(digest, stored)
         return username if ok and username in self._users else None
 

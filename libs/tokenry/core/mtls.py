@@ -17,7 +17,6 @@ and behind a sidecar every peer is 127.0.0.1).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -26,6 +25,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tokenry.core import b64url
 from tokenry.core.errors import InvalidClient
 
 __all__ = [
@@ -57,9 +57,7 @@ class PeerCertificate:
     def __init__(self, cert: x509.Certificate) -> None:
         der = cert.public_bytes(Encoding.DER)
         # RFC 8705 §3.1: base64url (no padding) of the SHA-256 of the DER certificate.
-        self.thumbprint = (
-            base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
-        )
+        self.thumbprint = b64url.encode(hashlib.sha256(der).digest())
         self.subject = cert.subject
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -154,6 +154,10 @@ def read(reader: Reader, *, need_kek: bool = False) -> Settings:
             issuer_url = v.DEV_ISSUER_URL
         elif not reader.env.get(v.ISSUER_URL.name, "").strip():
             reader.problem(f"{v.ISSUER_URL.name} is required outside dev mode: {v.ISSUER_URL.doc}")
+    # Read where they are used (servicekit.verifier_access, servicekit.grpcmeta); checked here
+    # so that a bad value is one more line of the start-up report, not a failure later.
+    for checked in (v.VERIFIER_ALLOWED_IDS, v.VERIFIER_AUTH, v.TRUSTED_PROXY_HEADER):
+        reader.get(checked)
     return Settings(
         dev=dev,
         database_url=reader.get(v.DATABASE_URL),

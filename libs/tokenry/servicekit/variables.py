@@ -207,6 +207,21 @@ def path(text: str) -> str:
     return text  # checked where the file is read (servicekit.tls), with the path in the message
 
 
+def spiffe_patterns(text: str) -> str:
+    """Comma- or space-separated ``spiffe://`` ID patterns (``*`` stands for one segment)."""
+    for part in re.split(r"[\s,]+", text.strip()):
+        if part and (not part.startswith("spiffe://") or len(part) <= len("spiffe://")):
+            raise ValueError("must be spiffe:// ID patterns, e.g. spiffe://example.org/ns/*/sa/x")
+    return text
+
+
+def metadata_key(text: str) -> str:
+    """A gRPC metadata / HTTP header name (RFC 9110 token, lower-cased by gRPC)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", text.strip().lower()):
+        raise ValueError("must be a header name such as x-forwarded-for")
+    return text.strip().lower()
+
+
 def _unchecked(text: str) -> str:
     return text  # secrets: read and checked by the reader, never echoed
 
@@ -342,6 +357,8 @@ GATEWAY_LISTEN = Var(
     "gateway",
     f":{GATEWAY_PORT}",
 )
+
+
 def _absolute_path(text: str) -> str:
     if not text.startswith("/"):
         raise ValueError("must be an absolute path")
@@ -493,6 +510,32 @@ NATS_TLS_CERT = Var(
 )
 NATS_TLS_KEY = Var("TOKENRY_NATS_TLS_KEY", path, "", "path of the key of `TOKENRY_NATS_TLS_CERT`")
 
+VERIFIER_ALLOWED_IDS = Var(
+    "TOKENRY_VERIFIER_ALLOWED_IDS",
+    spiffe_patterns,
+    "",
+    "SPIFFE ID patterns (`*` one segment, comma-separated) of client certificates that may read"
+    " the control plane (docs/security.md)",
+    "revocation, keyrotator",
+)
+VERIFIER_AUTH = Var(
+    "TOKENRY_VERIFIER_AUTH",
+    choice(("required", "optional")),
+    "",
+    "`required` (default outside dev mode) or `optional`: whether ListRevocations, GetHead and"
+    " GetJwks need an authenticated verifier",
+    "revocation, keyrotator",
+    "required",
+)
+TRUSTED_PROXY_HEADER = Var(
+    "TOKENRY_TRUSTED_PROXY_HEADER",
+    metadata_key,
+    "",
+    "metadata/header naming the client's address, set by a trusted proxy in front (failure"
+    " limiter key); unset: the transport peer",
+    "all",
+)
+
 VARIABLES: tuple[Var[Any], ...] = (
     DATABASE_URL,
     NATS_URL,
@@ -522,6 +565,9 @@ VARIABLES: tuple[Var[Any], ...] = (
     NATS_STREAM,
     REPLICAS,
     MAX_CLOCK_SKEW,
+    VERIFIER_ALLOWED_IDS,
+    VERIFIER_AUTH,
+    TRUSTED_PROXY_HEADER,
     HEARTBEAT_INTERVAL,
     PUBLISHER_LEASE_TTL,
     SWEEP_INTERVAL,
