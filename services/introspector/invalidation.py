@@ -9,6 +9,7 @@ down. Applying an event twice changes nothing, so both may deliver it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Final
@@ -44,6 +45,7 @@ class CacheInvalidator:
         self._cache = cache
         self._clients = clients
         self._jwks = jwks
+        self._refreshes: set[asyncio.Task[None]] = set()
 
     def event(self, subject: str, payload: bytes) -> None:  # noqa: ARG002 - see below
         """Apply one event (a NATS message's subject and data, or an outbox row's).
@@ -69,6 +71,16 @@ class CacheInvalidator:
                 self._cache.invalidate_kid(key.kid)
             elif key.state not in _LIVE_KEY_STATES:
                 self._cache.clear()  # a state this version does not know: re-verify all
+            if key.state != "revoked":
+                # Key events are hints to refetch (SPEC §4.6): a key published since the last
+                # fetch must be known before its first token arrives, not at the next periodic
+                # refresh (an unknown kid is answered inactive).
+                self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._jwks.refresh(force=True))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
 
     # --- FeedHandler ----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from tokenry.bus import codec
@@ -82,7 +83,19 @@ def test_a_nats_message_and_an_outbox_row_do_the_same() -> None:
     assert cache.get(b"a") is None and cache.get(b"b") is None
 
 
-def test_a_revoked_key_is_dropped_at_once_and_its_tokens_forgotten() -> None:
+async def test_a_new_key_event_refetches_the_key_set() -> None:
+    """Key events are hints to refetch (SPEC §4.6): without it, a key published after the last
+    periodic fetch made its first tokens introspect as inactive (unknown kid)."""
+    clock, _, invalidator, jwks = setup()
+    before = jwks.fetches_ok + jwks.fetches_failed
+    event = codec.key_event(SUBJECTS, KeyHint("k9", "ES256", "pending"), clock.now())
+    invalidator.apply([row(1, event.subject, event.payload)])
+    await asyncio.sleep(0)  # the refetch runs on the loop, off the event path
+    await asyncio.sleep(0)
+    assert jwks.fetches_ok + jwks.fetches_failed == before + 1
+
+
+async def test_a_revoked_key_is_dropped_at_once_and_its_tokens_forgotten() -> None:
     clock, cache, invalidator, jwks = setup()
     cache.put(b"signed", token(1, clock.now()), kid="k1")
     cache.put(b"other", token(2, clock.now()), kid="k2")
