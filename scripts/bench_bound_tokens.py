@@ -1,5 +1,5 @@
-"""Benchmark (issue 13 item 4, SPEC §8 "TLS on"): server CPU per RPC with a certificate-bound
-token vs an unbound one, both over the same mTLS connection.
+"""Benchmark (issue 13 item 4, docs/spec.md §8 "TLS on"): server CPU per RPC with a
+certificate-bound token vs an unbound one, both over the same mTLS connection.
 
 The server is a child process pinned to one core: a grpc.aio server with the real
 ``AuthInterceptor`` (verifier on an in-memory key set, no revocation feed), an mTLS listener

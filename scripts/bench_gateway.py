@@ -1,4 +1,4 @@
-"""HTTP gateway benchmark (issue 14, SPEC §8): a script, never a timed test.
+"""HTTP gateway benchmark (issue 14, docs/spec.md §8): a script, never a timed test.
 
 Every server runs pinned to one core with all its threads (``taskset -a -c 0``), driven by wrk
 on the other core (``taskset -c 1``), one after another in one run (interleaved rounds):

@@ -1,4 +1,4 @@
-"""Benchmark of introspection (SPEC §8): opaque-token introspections/s over gRPC, durable
+"""Benchmark of introspection (docs/spec.md §8): opaque-token introspections/s over gRPC, durable
 PostgreSQL, the introspector pinned to one core, next to a bare echo RPC pinned to the same core
 and measured in the same run (interleaved rounds, medians).
 

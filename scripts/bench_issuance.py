@@ -1,4 +1,4 @@
-"""Benchmark of issuance (SPEC §8): client-credentials tokens/s over gRPC, JWT (ES256) and
+"""Benchmark of issuance (docs/spec.md §8): client-credentials tokens/s over gRPC, JWT (ES256) and
 opaque, with the issuer pinned to one core, next to a bare grpc.aio echo RPC pinned to the same
 core and measured in the same run (A/B interleaved, medians of several rounds).
 
@@ -18,8 +18,8 @@ Targets: issuance (JWT) ≥ 0.8 × echo throughput; p99 ≤ 3 × p50 at c=32.
 
 ``--tls`` runs every pinned server (the issuer and both echoes) with TLS from a throwaway CA
 (servicekit's reloading credentials, as in production) and the load generator over TLS
-channels, so the ratios are against a TLS echo in the same run (SPEC §8 "TLS on"); its results
-go to issuance-tls.json / issuance-tls.png.
+channels, so the ratios are against a TLS echo in the same run (docs/spec.md §8 "TLS on"); its
+results go to issuance-tls.json / issuance-tls.png.
 
 Run: ``.venv/bin/python scripts/bench_issuance.py [--quick] [--seconds S] [--rounds N] [--tls]``.
 Writes issuance.json (raw samples) and issuance.png (if matplotlib is installed) under
@@ -126,7 +126,7 @@ def use_event_loop(args: argparse.Namespace) -> None:
     """Every server this benchmark starts inherits the environment: services and echo alike."""
     os.environ["TOKENRY_EVENT_LOOP"] = args.event_loop
     if args.event_loop != "asyncio" and args.out == ROOT / "docs" / "benchmarks":
-        args.out = args.out / args.event_loop  # the SPEC figures stay the asyncio ones
+        args.out = args.out / args.event_loop  # the docs/spec.md §8 figures stay the asyncio ones
 
 
 # --- the stack -----------------------------------------------------------------------------------

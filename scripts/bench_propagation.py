@@ -1,5 +1,5 @@
-"""Benchmark of revocation propagation (SPEC §8): Revoke acknowledged → applied by all of 1, 10
-and 100 verifiers; revocation throughput; cold sync time and memory of a verifier loading
+"""Benchmark of revocation propagation (docs/spec.md §8): Revoke acknowledged → applied by all of 1,
+10 and 100 verifiers; revocation throughput; cold sync time and memory of a verifier loading
 100,000 and 1,000,000 revocations.
 
 Setup: embedded PostgreSQL and NATS in a temporary folder; the revocation service (which runs
@@ -22,7 +22,7 @@ Floor (same run, same topology, interleaved with the Tokenry rounds): a bare Jet
 publish (the same envelope, ``Nats-Msg-Id``, awaited PubAck) from this process to 100 bare
 ordered consumers (4 processes × 25, each with its own NATS connection) that decode each event,
 apply it to a dict and stamp the time. Its latency runs from the publish call to the slowest
-consumer's stamp. Target (SPEC §8): Tokenry's p99 (100 verifiers) ≤ 1.2 × the floor's p99.
+consumer's stamp. Target (docs/spec.md §8): Tokenry's p99 (100 verifiers) ≤ 1.2 × the floor's p99.
 
 Throughput: ``c`` concurrent admin Revoke calls for a few seconds, nothing else running.
 
@@ -767,7 +767,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def floor_ratio(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Tokenry's p99 over the floor's, same topology (target ≤ 1.2, SPEC §8)."""
+    """Tokenry's p99 over the floor's, same topology (target ≤ 1.2, docs/spec.md §8)."""
     floors = {(r["verifiers"], r["topology"]): r for r in rows if r["kind"] == "floor"}
     for r in rows:
         f = floors.get((r["verifiers"], r["topology"]))

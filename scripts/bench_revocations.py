@@ -4,8 +4,8 @@ pinned to the same core with the same auth metadata and request bytes, measured 
 (interleaved rounds, medians).
 
 Every acknowledged revocation is durable: PostgreSQL runs with fsync on, and the service
-answers after COMMIT (SPEC §4.1). Each call revokes a jti never revoked before (a leaked batch
-of tokens), as an admin client authenticated with client_secret_basic. The service runs its
+answers after COMMIT (docs/spec.md §4.1). Each call revokes a jti never revoked before (a leaked
+batch of tokens), as an admin client authenticated with client_secret_basic. The service runs its
 outbox relay (the event publisher) on the same pinned core, as deployed, unless ``--no-relay``.
 
 Target: revocations ≥ 0.5 × echo throughput (the opaque-token issuance path, also one

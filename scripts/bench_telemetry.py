@@ -1,4 +1,4 @@
-"""Benchmark: what telemetry costs on issuance (SPEC §8 "telemetry on", issue 15).
+"""Benchmark: what telemetry costs on issuance (docs/spec.md §8 "telemetry on", issue 15).
 
 Three issuers against the same PostgreSQL, NATS and key rotator, each pinned to the same core
 (one at a time under load), measured A/B/C interleaved in the same run, medians of rounds:

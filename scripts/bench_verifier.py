@@ -1,5 +1,5 @@
-"""Benchmark of the resource-server verifier (SPEC §8), every ratio against a baseline measured
-in the same run, pinned to one core, A/B runs interleaved, medians of several rounds.
+"""Benchmark of the resource-server verifier (docs/spec.md §8), every ratio against a baseline
+measured in the same run, pinned to one core, A/B runs interleaved, medians of several rounds.
 
 1. Cache hit, a fresh ``str`` per call, metrics on (an OpenTelemetry SDK meter provider observing
    the verifier), next to the floor: a dict lookup plus the revocation checks (jti, gid, sub,

@@ -1,4 +1,4 @@
-"""Real servers for the whole test session (ARCHITECTURE §1, non-negotiable 2).
+"""Real servers for the whole test session (docs/design.md §1: nothing mocks them).
 
 PostgreSQL (pgserver binaries, Unix socket in its own temp dir) and NATS with JetStream (free
 port) start once per session. Each test gets its own database, cloned from a migrated template,

@@ -1,7 +1,7 @@
 """TLS material from files, for the caller's side: gRPC channel credentials, NATS ssl contexts.
 
-The caller side of SPEC §3 "Transport": a CLI, a verifier or a service that dials another one
-names the CA bundle it trusts and, for mutual TLS, its own certificate and key, each as a path
+The caller side of docs/spec.md §3 "Transport": a CLI, a verifier or a service that dials another
+one names the CA bundle it trusts and, for mutual TLS, its own certificate and key, each as a path
 (the same ``TOKENRY_TLS_CA`` / ``TOKENRY_TLS_CERT`` / ``TOKENRY_TLS_KEY`` the services read for
 their listeners). The server side (listeners, reload, maximum connection age) is
 :mod:`tokenry.servicekit.tls`.

@@ -1,1 +1,2 @@
-"""The HTTP gateway (SPEC §2): token, introspection, revocation, JWKS, discovery, authorize."""
+"""The HTTP gateway (docs/spec.md §2): token, introspection, revocation, JWKS, discovery,
+authorize."""

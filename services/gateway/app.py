@@ -82,7 +82,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Gateway", "GatewayOptions", "build"]
 
-MAINTENANCE_INTERVAL = 5.0  # key and watermark re-read: the backup for the events (SPEC §5)
+MAINTENANCE_INTERVAL = 5.0  # key and watermark re-read: the backup for the events (docs/spec.md §5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ class GatewayOptions:
     """Tuning beyond the shared settings."""
 
     #: ``Cache-Control: max-age`` of /.well-known/jwks.json: below the key publish lead, so a
-    #: third-party cache sees a pending key before it signs (SPEC §5)
+    #: third-party cache sees a pending key before it signs (docs/spec.md §5)
     jwks_max_age: int = int(min(v.DEFAULT_JWKS_CACHE_TTL, v.DEFAULT_PUBLISH_LEAD / 2))
     max_clock_skew: int = 2
     #: the event loop uvicorn runs ("asyncio" or "uvloop")

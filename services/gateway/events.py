@@ -5,8 +5,9 @@ at commit, then a read of the new rows), as the introspector does, so it needs n
 
 - a client change drops the cached client (token, introspection and revocation authenticate
   from that cache);
-- a subject or client revocation raises the issuance watermark (no token born revoked, SPEC §4)
-  and drops the introspection answers it revokes; a jti or grant revocation drops those too;
+- a subject or client revocation raises the issuance watermark (no token born revoked,
+  docs/spec.md §4) and drops the introspection answers it revokes; a jti or grant revocation drops
+  those too;
 - a key event re-reads the signing keys and the published JWKS, and a dead key's cached
   introspection answers go at once.
 """

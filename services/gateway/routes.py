@@ -2,8 +2,8 @@
 
 Every endpoint parses its form with the standard library's ``urllib.parse.parse_qsl`` (strict:
 a malformed pair is a 400), refuses a parameter given twice (RFC 6749 §3.1, §3.2), refuses a
-bearer token in the query string (RFC 6750 §2.3 is not offered: SPEC §3), and answers errors as
-RFC 6749 §5.2 JSON. The use cases run in this process (no network hop).
+bearer token in the query string (RFC 6750 §2.3 is not offered: docs/spec.md §3), and answers errors
+as RFC 6749 §5.2 JSON. The use cases run in this process (no network hop).
 
 Size: one adapter per endpoint, each a few lines, plus the form and client-authentication
 parsing they share and the fast path for the three POST endpoints; split by endpoint, the
@@ -85,7 +85,7 @@ class GatewayApi:
     jwks: Jwks
     oauth_metadata: bytes
     oidc_metadata: bytes
-    #: exception types meaning "PostgreSQL is unreachable": 503, retry (SPEC §7)
+    #: exception types meaning "PostgreSQL is unreachable": 503, retry (docs/spec.md §7)
     unavailable: tuple[type[BaseException], ...] = ()
     #: the client registry (names on the login and consent pages)
     clients: ClientLookup | None = None
@@ -138,7 +138,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def guarded(holder: ApiHolder, endpoint: Endpoint) -> Endpoint:
     """OAuth errors as JSON, PostgreSQL outages as 503, anything else as a bare 500 (never a
-    stack trace, never a secret: SPEC §7)."""
+    stack trace, never a secret: docs/spec.md §7)."""
 
     async def run(request: Request) -> Response:
         try:
@@ -174,7 +174,8 @@ def _ok_headers(length: int) -> list[tuple[bytes, bytes]]:
 
 
 def refuse_query_token(request: Request) -> None:
-    """SPEC §3: bearer tokens are accepted only in the Authorization header, never in a URI."""
+    """docs/spec.md §3: bearer tokens are accepted only in the Authorization header, never in a
+    URI."""
     _refuse_query_token(request.scope.get("query_string", b""))
 
 
@@ -458,7 +459,7 @@ class Routes:
     async def jwks(self, request: Request) -> Response:
         """The published keys (pending, active, retiring), public members only; HTTP caches may
         keep them for less than the key publish lead, so a pending key is always seen before it
-        signs (SPEC §5)."""
+        signs (docs/spec.md §5)."""
         jwks = self._holder.get().jwks
         headers = {
             "cache-control": f"public, max-age={jwks.max_age}",

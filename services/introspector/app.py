@@ -142,7 +142,7 @@ def build(
         feed_task = asyncio.create_task(feed.run(stop), name="introspector-outbox-feed")
         try:
             # Introspection works from here on, NATS or not; events only invalidate the
-            # cache sooner than its age bound (SPEC §4.5).
+            # cache sooner than its age bound (docs/spec.md §4.5).
             await set_serving(health, SERVICE_NAMES, serving=True)
             nc = await connect(
                 settings.nats_url, name="tokenry-introspector", tls=settings.tls.nats_context()

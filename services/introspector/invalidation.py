@@ -3,8 +3,8 @@
 Two sources carry the same events: PostgreSQL, through the outbox feed (a NOTIFY at commit,
 then a read of the new rows: ``tokenry.store.outbox_feed``), and the NATS stream. The first
 makes the introspector drop a revoked token's answer within a millisecond or so of the commit
-without depending on NATS (SPEC §4.5); the second is the backstop when the feed's connection is
-down. Applying an event twice changes nothing, so both may deliver it.
+without depending on NATS (docs/spec.md §4.5); the second is the backstop when the feed's connection
+is down. Applying an event twice changes nothing, so both may deliver it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class CacheInvalidator:
             self._clients.invalidate(event.client.client_id)
         elif event.revocation is not None:
             rev = event.revocation
-            # Subject/client: iat < not_before is revoked (SPEC §4); jti/grant ignore it.
+            # Subject/client: iat < not_before is revoked (docs/spec.md §4); jti/grant ignore it.
             self._cache.invalidate(rev.kind.value, rev.value, rev.not_before)
         elif event.key is not None:
             key = event.key
@@ -72,8 +72,8 @@ class CacheInvalidator:
             elif key.state not in _LIVE_KEY_STATES:
                 self._cache.clear()  # a state this version does not know: re-verify all
             if key.state != "revoked":
-                # Key events are hints to refetch (SPEC §4.6): a key published since the last
-                # fetch must be known before its first token arrives, not at the next periodic
+                # Key events are hints to refetch (docs/spec.md §4.6): a key published since the
+                # last fetch must be known before its first token arrives, not at the next periodic
                 # refresh (an unknown kid is answered inactive).
                 self._refresh_keys()
 

@@ -56,7 +56,7 @@ SERVICE_NAMES = (
     issuer_pb2.DESCRIPTOR.services_by_name["Issuer"].full_name,
     clients_pb2.DESCRIPTOR.services_by_name["Clients"].full_name,
 )
-KEY_CHECK_INTERVAL = 5.0  # backup for the key events (SPEC §5)
+KEY_CHECK_INTERVAL = 5.0  # backup for the key events (docs/spec.md §5)
 SWEEP_INTERVAL = 60.0
 
 

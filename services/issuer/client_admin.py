@@ -1,12 +1,12 @@
-"""The client registry's admin use cases (SPEC §2: only an admin registers clients).
+"""The client registry's admin use cases (docs/spec.md §2: only an admin registers clients).
 
 A change commits with its ``clients.*`` event (issuers drop their cached copy); deleting a
-client first revokes every token issued to it (a client revocation, SPEC §4), then its grant
+client first revokes every token issued to it (a client revocation, docs/spec.md §4), then its grant
 families, then the registration.
 
 Both writes take an optional request_id (store/idempotency.py): the answer is stored with the
 write, so a retry after a lost answer gets it back. A CreateClient answer holds the one-time
-client secret, which must never rest in the database in clear (SPEC §3: only a keyed hash):
+client secret, which must never rest in the database in clear (docs/spec.md §3: only a keyed hash):
 it is stored sealed with AES-256-GCM under a key derived from the server pepper (which never
 enters the database), bound to the caller and request_id, and swept after 24 h.
 """
@@ -90,7 +90,7 @@ class ClientAdmin:
         idem: IdempotencyRequest | None = None,
         respond: Callable[[Created], bytes] | None = None,
     ) -> Created | Replay:
-        """Register ``spec``; a secret client gets a generated ≥ 256-bit secret (SPEC §3).
+        """Register ``spec``; a secret client gets a generated ≥ 256-bit secret (docs/spec.md §3).
 
         With ``idem`` (and ``respond``, the adapter's serializer), a retry of a create that
         committed gets the first answer back, secret included (:class:`Replay`).
@@ -160,7 +160,7 @@ class ClientAdmin:
             raise InvalidRequest(f"reason must be at most {MAX_REASON} characters")
         await self.get(caller, client_id)
         now = self._clock.now()
-        # SPEC §4: every token of the client with iat < ceil(now) + max skew is revoked.
+        # docs/spec.md §4: every token of the client with iat < ceil(now) + max skew is revoked.
         not_before = watermark(now)
         rev = Revocation(
             RevocationKind.CLIENT,

@@ -2,12 +2,13 @@
 
 - ``clients.*``: drop the cached client at once;
 - ``revocation.subject`` / ``revocation.client``: raise the in-memory watermark, so no token is
-  minted that would be born revoked (SPEC §4);
-- ``keys.*``: re-read the active signing keys now instead of at the next periodic check (SPEC §5).
+  minted that would be born revoked (docs/spec.md §4);
+- ``keys.*``: re-read the active signing keys now instead of at the next periodic check
+  (docs/spec.md §5).
 
 Events are hints here: a missed one is covered by the client cache's TTL, the periodic
 watermark reload and the periodic key check, and every decision that needs certainty (refresh,
-exchange) asks PostgreSQL (SPEC §4.5).
+exchange) asks PostgreSQL (docs/spec.md §4.5).
 """
 
 from __future__ import annotations

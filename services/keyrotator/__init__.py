@@ -1,1 +1,1 @@
-"""keyrotator: signing-key lifecycle and the JWKS (SPEC §5)."""
+"""keyrotator: signing-key lifecycle and the JWKS (docs/spec.md §5)."""

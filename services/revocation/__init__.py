@@ -1,1 +1,1 @@
-"""revocation: durable revocations and their events (SPEC §4)."""
+"""revocation: durable revocations and their events (docs/spec.md §4)."""

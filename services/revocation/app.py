@@ -72,7 +72,7 @@ def build(
     options = options or RevocationSettings.from_env()
     clock = clock or SystemClock()
     ready: Ready[RevocationFlow] = Ready()
-    # Errors map to statuses through guard() (no per-call interceptor, ARCHITECTURE §7).
+    # Errors map to statuses through guard() (no per-call interceptor, docs/design.md §7).
     server, health = new_server(SERVICE_NAMES, tls=settings.tls)
     revocation_pb2_grpc.add_RevocationServicer_to_server(
         guard(
@@ -85,7 +85,7 @@ def build(
     closers: list[Closer] = []
 
     async def startup(stop: asyncio.Event) -> None:
-        # Fail fast while PostgreSQL is down (SPEC §7): a call never waits for a connection
+        # Fail fast while PostgreSQL is down (docs/spec.md §7): a call never waits for a connection
         # longer than this; the client retries.
         pool = await create_pool(settings.database_url, command_timeout=5.0)
         closers.append(pool.close)
@@ -123,7 +123,7 @@ def build(
                 ),
             )
         )
-        # Revoking works from here on, NATS or not (SPEC §4.5): the relay delivers later.
+        # Revoking works from here on, NATS or not (docs/spec.md §4.5): the relay delivers later.
         await set_serving(health, SERVICE_NAMES, serving=True)
         sweeper = Sweeper(
             revocations=store,

@@ -13,9 +13,9 @@ from tokenry.servicekit.config import Reader
 
 @dataclass(frozen=True, slots=True)
 class RevocationSettings:
-    #: SPEC §4: subject/client watermarks are ceil(now) + this many seconds
+    #: docs/spec.md §4: subject/client watermarks are ceil(now) + this many seconds
     max_clock_skew: int = DEFAULT_MAX_CLOCK_SKEW
-    #: heartbeats on <prefix>.heartbeat, carrying the last seq committed (SPEC §4.4)
+    #: heartbeats on <prefix>.heartbeat, carrying the last seq committed (docs/spec.md §4.4)
     heartbeat_interval: float = 2.0
     #: the publisher lease: a dead leader is replaced within about this long
     lease_ttl: float = 5.0

@@ -1,4 +1,4 @@
-"""The sweeper: deletes what can no longer matter (ARCHITECTURE §3, SPEC §4.7).
+"""The sweeper: deletes what can no longer matter (docs/design.md §3, docs/spec.md §4.7).
 
 - revocations past their ``expires_at`` (the last exp they can matter for);
 - outbox rows published longer ago than the stream keeps events: nobody can ask for them by

@@ -1,5 +1,5 @@
 """The contract suite's fixture: every case runs against each adapter (SPIRE's
-``keymanagertest.Test`` run by every implementation, STYLE §2.9).
+``keymanagertest.Test`` run by every implementation).
 
 Each test gets a fresh adapter: a new ``MemoryStore``, or a fresh migrated database from the
 session's PostgreSQL (``tests/conftest.py``).

@@ -297,7 +297,7 @@ async def test_revoking_a_family_revokes_its_tokens_only(adapter: Adapter) -> No
     assert kept is not None and not kept.revoked
 
 
-# --- the revocation log and the checks (SPEC §4) ------------------------------------------------
+# --- the revocation log and the checks (docs/spec.md §4) ------------------------------------------
 
 
 async def test_a_grant_revocation_is_recorded_once_and_ends_the_family(adapter: Adapter) -> None:

@@ -301,7 +301,7 @@ def test_cli_contracts(stack: Stack) -> None:
         timeout=60,
     )
     assert (
-        unreachable.returncode == 3  # SPEC §6: 3 unreachable
+        unreachable.returncode == 3  # docs/spec.md §6: 3 unreachable
         and "unreachable" in unreachable.stderr
         and "Traceback" not in unreachable.stderr
     )

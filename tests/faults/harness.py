@@ -32,7 +32,7 @@ from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import VerifierRuntime
 
 HERE = Path(__file__).resolve().parent
-#: a short staleness budget for the quick tier (SPEC default: 30 s, used by `make chaos`)
+#: a short staleness budget for the quick tier (docs/spec.md §4.4 default: 30 s, used by `make chaos`)
 QUICK_BUDGET = 3.0
 #: fast recovery knobs for verifiers under test (as pipeline_support.FAST_SYNC)
 FAST_SYNC = {"gap_grace": 0.3, "behind_grace": 1.0, "snapshot_jitter": 0.2, "check_interval": 0.1}

@@ -1,4 +1,4 @@
-"""A history of one fault run and the checker of SPEC §4's promise over it (pure, no I/O).
+"""A history of one fault run and the checker of docs/spec.md §4's promise over it (pure, no I/O).
 
 A run records, on one clock (``time.monotonic``: CLOCK_MONOTONIC is system-wide on Linux, so
 stamps taken in the verifier processes and in the test compare directly):

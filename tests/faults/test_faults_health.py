@@ -1,5 +1,5 @@
-"""The opt-in health flag (SPEC §4.4, issue 11): ``VerifierRuntime.watch_staleness`` drives a
-host's grpc.health. A verifier partitioned from NATS goes NOT_SERVING when it goes stale (so
+"""The opt-in health flag (docs/spec.md §4.4, issue 11): ``VerifierRuntime.watch_staleness`` drives
+a host's grpc.health. A verifier partitioned from NATS goes NOT_SERVING when it goes stale (so
 load balancers route around it) and SERVING again once it is current after the heal; a
 verifier that is not cut stays SERVING throughout. The run ends with ``assert_holds``.
 """

@@ -1,8 +1,8 @@
 """Faults on the key path: a slow or unreachable JWKS source (the key rotator behind the
 proxy, with latency, then a blackhole), and the key rotator killed during a rotation.
 
-Key material comes from the key rotator's JWKS, events only hint a refetch (SPEC §4.6): while
-the source is away, tokens of keys the verifier holds keep verifying (and revoked ones stay
+Key material comes from the key rotator's JWKS, events only hint a refetch (docs/spec.md §4.6):
+while the source is away, tokens of keys the verifier holds keep verifying (and revoked ones stay
 refused), a token of a key it has never seen fails closed, and verifies once the source is
 back. Each run ends with ``assert_holds``.
 """

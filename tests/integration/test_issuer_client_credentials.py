@@ -57,7 +57,7 @@ async def test_jwt_token_verifies_on_a_running_verifier(
             await runtime.close()
         assert claims["sub"] == claims["client_id"] == "demo"
         assert claims["scope"] == "demo.read"
-        # The hot path wrote nothing (ARCHITECTURE §7).
+        # The hot path wrote nothing (docs/design.md §7).
         assert await pool.fetchval("SELECT count(*) FROM opaque_tokens") == 0
 
 

@@ -231,7 +231,7 @@ async def test_code_expiry(settings: Settings, pool: asyncpg.Pool) -> None:
     async with issuer_suite(settings, pool, services=("keyrotator", "issuer")) as s:
         code = await s.code(scope="read")
         row = await pool.fetchrow("SELECT expires_at FROM auth_codes")
-        assert row["expires_at"] - int(time.time()) <= 60  # SPEC §2: at most 60 s
+        assert row["expires_at"] - int(time.time()) <= 60  # docs/spec.md §2: at most 60 s
         # Age the code past its 60 s instead of sleeping through them.
         await pool.execute("UPDATE auth_codes SET expires_at = $1", int(time.time()) - 1)
         _, error, description = await oauth_error(

@@ -1,5 +1,5 @@
 """refresh_token (RFC 6749 §6, OAuth 2.1 §4.3.1): rotation, family revocation on reuse, the
-grace rule of SPEC §3 and one winner under concurrency, against real PostgreSQL and NATS."""
+grace rule of docs/spec.md §3 and one winner under concurrency, against real PostgreSQL and NATS."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ async def test_rotation_and_retry_inside_the_grace(settings: Settings, pool: asy
         assert third.scope == "read write"
 
         # A retry of the spent token inside the grace: the same successor, and an access token
-        # with the same jti, iat and exp (SPEC §3).
+        # with the same jti, iat and exp (docs/spec.md §3).
         retry = await refresh(s, second.refresh_token)
         assert retry.refresh_token == third.refresh_token
         a3, r3 = claims_of(third.access_token), claims_of(retry.access_token)

@@ -117,7 +117,7 @@ async def test_exchange_refusals(settings: Settings, pool: asyncpg.Pool) -> None
             s.token("svc-a", **{**base, "subject_token": demo.access_token})
         )
         assert error == "unauthorized_client"
-        # A revoked subject token cannot be exchanged (checked in PostgreSQL, SPEC §4.5).
+        # A revoked subject token cannot be exchanged (checked in PostgreSQL, docs/spec.md §4.5).
         jti = str(claims_of(user.access_token)["jti"])
         now = time.time()
         rev = Revocation(RevocationKind.JTI, jti, 0, int(now) + 4000, "t")

@@ -1,5 +1,5 @@
-"""The issuer side of SPEC §5 (store/active_key.py), on real PostgreSQL and NATS: switch to the
-new active key on its event with no gap in signing, the periodic check as backup, and never a
+"""The issuer side of docs/spec.md §5 (store/active_key.py), on real PostgreSQL and NATS: switch to
+the new active key on its event with no gap in signing, the periodic check as backup, and never a
 key that stopped being active — not even when a slower database read still names it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`tokenry keys list | rotate | revoke | rewrap` and `tokenry jwks`, run as real processes
-against an in-process key rotator: the contracts scripts rely on (SPEC §6)."""
+against an in-process key rotator: the contracts scripts rely on (docs/spec.md §6)."""
 
 from __future__ import annotations
 
@@ -130,12 +130,12 @@ async def test_keys_list_rotate_revoke_and_jwks(
             ),
         ):
             code, out, err = await tokenry(*args, env=env)
-            wanted = 2 if expected == "error: invalid_request" else 1  # SPEC §6
+            wanted = 2 if expected == "error: invalid_request" else 1  # docs/spec.md §6
             assert code == wanted and err.startswith(expected), (args, err)
             assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     # The rotator is gone: unreachable, still one line.
     code, out, err = await tokenry("keys", "list", env=env)
-    assert code == 3 and "unreachable" in err and "Traceback" not in err  # SPEC §6: 3
+    assert code == 3 and "unreachable" in err and "Traceback" not in err  # docs/spec.md §6: 3
 
 
 async def test_rewrap_under_a_new_kek_without_downtime(
@@ -211,7 +211,7 @@ async def test_rewrap_under_a_new_kek_without_downtime(
         "rewrap",
         env=_env(tmp_path, TOKENRY_DATABASE_URL=settings.database_url, TOKENRY_KEK=old.encoded()),
     )
-    assert code == 2 and "new KEK" in err  # a configuration error (SPEC §6)
+    assert code == 2 and "new KEK" in err  # a configuration error (docs/spec.md §6)
     newer = Kek.generate()
     newer_file = tmp_path / "newer-kek"
     newer_file.write_text(newer.encoded())

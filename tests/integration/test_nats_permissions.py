@@ -1,4 +1,4 @@
-"""The NATS users of deploy/ make SPEC §4.6 true on a real nats-server.
+"""The NATS users of deploy/ make docs/spec.md §4.6 true on a real nats-server.
 
 Only the publisher's user may publish events and heartbeats; a verifier's ("consumer") user
 reads them through its own ordered consumer and cannot forge, purge or delete anything. Each
@@ -376,7 +376,7 @@ async def test_forged_revocation_event_from_a_verifier_is_refused(auth_nats: Aut
 
 async def test_forged_heartbeat_from_a_verifier_is_refused(auth_nats: AuthNats) -> None:
     """A forged "head seq 0" heartbeat would prove every verifier current while the real
-    publisher is down, defeating fail-closed (SPEC §4.4)."""
+    publisher is down, defeating fail-closed (docs/spec.md §4.4)."""
     pub = await _publisher_with_stream(auth_nats)
     verifier = Verifier(await connect(auth_nats.url("consumer"), name="test-verifier", attempts=1))
     attacker, refusals = await _attacker(auth_nats)
@@ -423,7 +423,7 @@ async def test_verifier_cannot_purge_or_delete_the_event_stream(auth_nats: AuthN
 
 
 async def test_verifier_cannot_create_a_shared_durable_consumer(auth_nats: AuthNats) -> None:
-    """A durable shared by instances would give each event to one of them only (ARCHITECTURE
+    """A durable shared by instances would give each event to one of them only (docs/design.md
     §4: every instance must see every event); durables also outlive their creator."""
     pub = await _publisher_with_stream(auth_nats)
     attacker, refusals = await _attacker(auth_nats)

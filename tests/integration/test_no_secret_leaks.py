@@ -1,4 +1,4 @@
-"""Secrets never leak (issue 13 item 7; SPEC §7): one test feeds known secrets, tokens and
+"""Secrets never leak (issue 13 item 7; docs/spec.md §7): one test feeds known secrets, tokens and
 private keys through every path — each RPC of the four services, right and wrong, the CLI,
 error replies, logs at DEBUG (through the services' own JSON formatter) and the exceptions a
 caller sees — and greps every output for each of them.

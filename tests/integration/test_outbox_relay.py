@@ -1,4 +1,4 @@
-"""The outbox relay (ARCHITECTURE §4) against real PostgreSQL and JetStream: stream set up
+"""The outbox relay (docs/design.md §4) against real PostgreSQL and JetStream: stream set up
 idempotently, rows published strictly in seq order with Nats-Msg-Id = event id and marked
 published, NOTIFY wakes it at once, heartbeats carry the head seq, fencing stops an ex-leader."""
 

@@ -1,4 +1,4 @@
-"""SPEC §4 watermark edge: subject/client revocations set not_before = ceil(now) + max clock
+"""docs/spec.md §4 watermark edge: subject/client revocations set not_before = ceil(now) + max clock
 skew and compare the token's iat (whole seconds on the issuer clock): a token with iat just
 before the watermark is rejected, one minted at or after it is accepted."""
 

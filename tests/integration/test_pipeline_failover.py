@@ -1,4 +1,4 @@
-"""Publisher failover (ARCHITECTURE §4): two revocation services, each with an outbox relay, one
+"""Publisher failover (docs/design.md §4): two revocation services, each with an outbox relay, one
 leader by lease. SIGKILL the leader mid-stream: the other takes over, no event is lost and the
 stream never sees a seq before a lower one."""
 

@@ -1,5 +1,5 @@
-"""Nothing acknowledged is lost (SPEC §4.1): 1,000 revocations while NATS, then PostgreSQL, is
-restarted midway; a verifier ends with exactly those 1,000 in its state."""
+"""Nothing acknowledged is lost (docs/spec.md §4.1): 1,000 revocations while NATS, then PostgreSQL,
+is restarted midway; a verifier ends with exactly those 1,000 in its state."""
 
 from __future__ import annotations
 

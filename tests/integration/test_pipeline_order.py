@@ -70,7 +70,7 @@ async def test_duplicates_and_redeliveries_are_applied_once_in_order(
 async def test_an_event_ahead_of_a_hole_is_applied_at_once(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    """A hole never holds later revocations back (ARCHITECTURE §4)."""
+    """A hole never holds later revocations back (docs/design.md §4)."""
     async with stack(settings, pool) as svc:
         runtime = await svc.verifier()
         token, claims = await mint(pool, settings)

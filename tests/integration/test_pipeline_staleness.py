@@ -1,5 +1,5 @@
-"""SPEC §4.4: with heartbeats stopped, past its staleness budget the interceptor fails closed
-(UNAVAILABLE, temporarily_unavailable); once a head question answered by the restarted
+"""docs/spec.md §4.4: with heartbeats stopped, past its staleness budget the interceptor fails
+closed (UNAVAILABLE, temporarily_unavailable); once a head question answered by the restarted
 service proves the state current again it accepts valid tokens. A verifier clock the test moves by hand keeps it deterministic."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ async def test_stale_verifier_fails_closed_then_recovers(
                 "temporarily_unavailable",
             )
 
-            # Back on the same address: the verifier asks it for the head (SPEC §4.4).
+            # Back on the same address: the verifier asks it for the head (docs/spec.md §4.4).
             port = int(svc.revocation.addr.rsplit(":", 1)[1])
             svc.revocation = await start_service("revocation", settings, port=port)
             started = time.perf_counter()

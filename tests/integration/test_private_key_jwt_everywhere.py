@@ -1,5 +1,5 @@
 """private_key_jwt (RFC 7523 §2.2) at the revocation service and the introspector, as at the
-issuer: one client-authentication module, one jti replay store (SPEC §3)."""
+issuer: one client-authentication module, one jti replay store (docs/spec.md §3)."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ async def test_a_private_key_jwt_client_introspects_and_revokes(
 ) -> None:
     issuer = suite.settings.issuer_url
     token, _ = await app_token(suite)
-    # aud is the issuer identifier or the token endpoint URL, at every endpoint (SPEC §3).
+    # aud is the issuer identifier or the token endpoint URL, at every endpoint (docs/spec.md §3).
     for aud in (issuer, issuer + "/oauth2/token"):
         answer = await introspect(suite, token, assertion("pk-api", aud))
         assert answer.active and answer.client_id == "pk-app" and list(answer.aud) == ["pk-api"]

@@ -120,7 +120,7 @@ async def test_no_heartbeat_sent_during_an_outage_is_delivered_after_the_heal(
 ) -> None:
     """Reset: nats-py reconnects and flushes what was published meanwhile. Blackhole: the link
     looks up, so publishes pile up behind it and arrive in a burst at the heal. Either way a
-    heartbeat would carry a head read long before it arrives (SPEC §4.4)."""
+    heartbeat would carry a head read long before it arrives (docs/spec.md §4.4)."""
     options = RelaySettings(heartbeat_interval=0.1, lease_ttl=2.0)
     relay, stop, task = start(pool, rig.relay_nc, settings, options)
     try:

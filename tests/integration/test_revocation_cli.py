@@ -103,7 +103,7 @@ async def test_bad_revoke_commands_exit_1_with_one_line(
             (("--jti", "has space"), "invalid_request"),
         ):
             code, out, err = await _cli(_env(svc), "token", "revoke", *args)
-            assert code == 2 and not out  # usage errors (SPEC §6)
+            assert code == 2 and not out  # usage errors (docs/spec.md §6)
             assert message in err and len(err.strip().splitlines()) == 1
             assert "Traceback" not in err
 

@@ -53,7 +53,7 @@ async def test_client_revokes_its_own_jwt_and_a_verifier_rejects_it(
     started = time.perf_counter()
     resp = await svc.revoke("demo", token=token, reason="laptop lost")
     assert resp.seq > 0 and resp.kind == events_pb2.REVOCATION_KIND_JTI
-    assert resp.expires_at == claims["exp"] + EXPIRY_LEEWAY  # SPEC §4.7: until its own exp
+    assert resp.expires_at == claims["exp"] + EXPIRY_LEEWAY  # docs/spec.md §4.7: until its own exp
     await asyncio.wait_for(runtime.state.wait_for_seq(resp.seq), timeout=10)
     print(f"\nrevoke ack → applied: {(time.perf_counter() - started) * 1000:.1f} ms")
     with pytest.raises(RevokedError):

@@ -1,4 +1,4 @@
-"""Emergency key revocation (SPEC §5, docs/keys.md): a running verifier rejects the revoked
+"""Emergency key revocation (docs/spec.md §5, docs/keys.md): a running verifier rejects the revoked
 kid's tokens once it has applied the event, and the issuer signs with the promoted successor —
 which every verifier already knew — with no gap in issuance."""
 

@@ -1,5 +1,5 @@
-"""One rotator acts at a time (SPEC §5): failover between two rotator processes when the leader
-is killed, and a paused leader that wakes after losing its lease writes nothing (fencing)."""
+"""One rotator acts at a time (docs/spec.md §5): failover between two rotator processes when the
+leader is killed, and a paused leader that wakes after losing its lease writes nothing (fencing)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §8: zero failed verifications across 100 rotations, with tokens issued and verified
+"""docs/spec.md §8: zero failed verifications across 100 rotations, with tokens issued and verified
 continuously (accelerated timing). Two verifiers: one checks each token at once, the other
 first sees it later in its life, so the retention of retiring keys is exercised too."""
 

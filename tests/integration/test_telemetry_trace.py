@@ -170,7 +170,7 @@ async def test_one_revocation_is_one_trace_from_the_rpc_to_every_verifier(
         assert len(applies) == VERIFIERS
         assert {s.service for s in applies} == {"tokenry-verifier"}
         assert publish.attributes["messaging.system"] == "nats"
-        # SPEC §7: nothing secret in a span (the admin secret travelled in the metadata)
+        # docs/spec.md §7: nothing secret in a span (the admin secret travelled in the metadata)
         dump = repr(receiver.spans)
         assert client_secrets["admin"] not in dump and auth not in dump
     finally:

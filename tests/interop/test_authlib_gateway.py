@@ -70,8 +70,8 @@ async def test_authlib_client_credentials_introspect_revoke(
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        # Authlib's assertions live 1 h by default; Tokenry takes at most 5 min (SPEC §3), so
-        # the client sets exp (Authlib merges these claims into its own).
+        # Authlib's assertions live 1 h by default; Tokenry takes at most 5 min (docs/spec.md §3),
+        # so the client sets exp (Authlib merges these claims into its own).
         auth = PrivateKeyJWT(
             claims={"exp": int(time.time()) + 120},
             token_endpoint=settings.issuer_url + "/oauth2/token",

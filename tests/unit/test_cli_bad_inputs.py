@@ -1,5 +1,5 @@
 """Every CLI command, on every bad input: one line on stderr, no traceback, the documented exit
-code (0 ok, 1 a negative answer, 2 usage or configuration error, 3 unreachable; SPEC §6).
+code (0 ok, 1 a negative answer, 2 usage or configuration error, 3 unreachable; docs/spec.md §6).
 
 "A stopped stack" is simulated without starting one: addresses where nothing listens, and a
 TOKENRY_HOME that holds a dev stack's credentials but no live dev.json.

@@ -1,4 +1,4 @@
-"""Client authentication (RFC 6749 §2.3, RFC 7523; SPEC §3), pure: fakes at the ports."""
+"""Client authentication (RFC 6749 §2.3, RFC 7523; docs/spec.md §3), pure: fakes at the ports."""
 
 from __future__ import annotations
 

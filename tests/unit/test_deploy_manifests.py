@@ -1,4 +1,4 @@
-"""deploy/ validated offline: no cluster, no network, no kubectl (ARCHITECTURE §6).
+"""deploy/ validated offline: no cluster, no network, no kubectl (docs/design.md §6).
 
 A small stand-in for `kustomize build` (:func:`build`) gathers each kustomization's resources,
 generated ConfigMaps and patches; the checks then hold the manifests to what the code needs:
@@ -614,7 +614,7 @@ def test_nats_statefulset_runs_the_tested_config_as_a_three_node_cluster(
     assert container["args"] == ["--config", f"{mount['mountPath']}/nats.conf"]
     conf = cm["nats.conf"]
     assert 'include "permissions.conf"' in conf  # beside it in the same mount
-    # Durable acknowledgements (ARCHITECTURE §4), on the persistent volume.
+    # Durable acknowledgements (docs/design.md §4), on the persistent volume.
     assert re.search(r"^\s*sync_interval:\s*always\s*$", conf, re.M)
     store = _setting(conf, "store_dir")
     pid_dir = str(Path(_setting(conf, "pid_file")).parent)

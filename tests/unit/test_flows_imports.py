@@ -1,4 +1,4 @@
-"""tokenry.flows and its storage ports load no transport or driver (ARCHITECTURE §1): the HTTP
+"""tokenry.flows and its storage ports load no transport or driver (docs/design.md §1): the HTTP
 gateway and the gRPC servicer are both thin adapters over them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Generated protobuf code in libs/tokenry/v1 matches a fresh generation (ARCHITECTURE §1)."""
+"""Generated protobuf code in libs/tokenry/v1 matches a fresh generation (docs/design.md §1)."""
 
 from __future__ import annotations
 

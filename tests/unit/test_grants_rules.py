@@ -53,7 +53,7 @@ WEB = Client(
 )
 
 
-# --- refresh rotation (OAuth 2.1 §4.3.1, SPEC §3 grace rule) -------------------------------------
+# --- refresh rotation (OAuth 2.1 §4.3.1, docs/spec.md §3 grace rule) ------------------------------
 
 
 def _state(**kw: object) -> RefreshState:

@@ -68,8 +68,8 @@ def test_revocation_events_invalidate_by_each_kind() -> None:
 
 
 def test_subject_and_client_watermarks_drop_only_tokens_issued_before_not_before() -> None:
-    """SPEC §4: a subject/client revocation revokes tokens with iat < not_before, the rule the
-    PostgreSQL check and the verifiers apply; a token minted at or after it stays cached."""
+    """docs/spec.md §4: a subject/client revocation revokes tokens with iat < not_before, the rule
+    the PostgreSQL check and the verifiers apply; a token minted at or after it stays cached."""
     clock = FakeClock()
     now = int(clock.now())
     for kind, field in (("subject", "sub"), ("client", "client_id")):
@@ -97,7 +97,8 @@ def test_a_key_revocation_drops_the_jwts_it_signed() -> None:
 
 
 def test_every_digest_of_a_malleable_token_is_dropped() -> None:
-    """Token bytes are malleable (high-S ECDSA, SPEC §3): one jti may sit under two digests."""
+    """Token bytes are malleable (high-S ECDSA, docs/spec.md §3): one jti may sit under two
+    digests."""
     clock = FakeClock()
     cache = PositiveCache(clock)
     cache.put(b"low-s", claims(1, clock.now()))

@@ -84,8 +84,8 @@ def test_a_nats_message_and_an_outbox_row_do_the_same() -> None:
 
 
 async def test_a_new_key_event_refetches_the_key_set() -> None:
-    """Key events are hints to refetch (SPEC §4.6): without it, a key published after the last
-    periodic fetch made its first tokens introspect as inactive (unknown kid)."""
+    """Key events are hints to refetch (docs/spec.md §4.6): without it, a key published after the
+    last periodic fetch made its first tokens introspect as inactive (unknown kid)."""
     clock, _, invalidator, jwks = setup()
     before = jwks.fetches_ok + jwks.fetches_failed
     event = codec.key_event(SUBJECTS, KeyHint("k9", "ES256", "pending"), clock.now())

@@ -1,4 +1,4 @@
-"""The key lifecycle (SPEC §5) with a fake clock: every transition, every timing edge."""
+"""The key lifecycle (docs/spec.md §5) with a fake clock: every transition, every timing edge."""
 
 from __future__ import annotations
 
@@ -506,7 +506,7 @@ def test_any_history_keeps_an_active_key_and_a_published_successor(
                 continue
             sim.apply(changes, emergency=force, on_demand=True)
         sim.tick()
-        # SPEC §5: each configured key set has exactly one active key and one published
+        # docs/spec.md §5: each configured key set has exactly one active key and one published
         # successor after every step, whatever happened.
         for keyset in sim.keysets:
             sim.one(keyset, A)

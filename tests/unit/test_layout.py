@@ -1,4 +1,4 @@
-"""The layout of ARCHITECTURE §1 holds: packages listed, dependencies point one way."""
+"""The layout of docs/design.md §1 holds: packages listed, dependencies point one way."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LIBS = ROOT / "libs" / "tokenry"
 SERVICES = ROOT / "services"
 
-# ARCHITECTURE §1: tokenry.core imports no grpc, asyncpg, nats or protobuf; the verifier (what
+# docs/design.md §1: tokenry.core imports no grpc, asyncpg, nats or protobuf; the verifier (what
 # backends embed) needs no asyncpg; a service never imports another service.
 FORBIDDEN = {
     "tokenry.core": (

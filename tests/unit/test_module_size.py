@@ -1,6 +1,6 @@
 """No module outside generated code grows past ~450 lines without saying why (issue 12).
 
-A long module is usually two concerns in one file (STYLE §3, "god modules"). One that is long
+A long module is usually two concerns in one file ("god modules"). One that is long
 for a reason keeps the reason in its docstring, on a line starting ``Size:``, where a reviewer
 reads it.
 """

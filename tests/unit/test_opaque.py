@@ -1,4 +1,4 @@
-"""Opaque token format (SPEC §3): prefix, 256 random bits, checksum; only SHA-256 stored."""
+"""Opaque token format (docs/spec.md §3): prefix, 256 random bits, checksum; only SHA-256 stored."""
 
 from __future__ import annotations
 

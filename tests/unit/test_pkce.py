@@ -1,4 +1,4 @@
-"""PKCE (RFC 7636) as SPEC §3 profiles it: mandatory, S256 only."""
+"""PKCE (RFC 7636) as docs/spec.md §3 profiles it: mandatory, S256 only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Objects that carry secrets or tokens never print them (SPEC §3: nothing secret in logs)."""
+"""Objects that carry secrets or tokens never print them (docs/spec.md §3: nothing secret in
+logs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure revocation rules and the O(1) revocation set (SPEC §4, §4.7)."""
+"""Pure revocation rules and the O(1) revocation set (docs/spec.md §4, §4.7)."""
 
 from __future__ import annotations
 
@@ -189,7 +189,7 @@ _revocations = st.lists(
 
 @given(_revocations, st.randoms(use_true_random=False))
 def test_applying_is_commutative_and_idempotent(revs: list[Revocation], rnd: random.Random) -> None:
-    # ARCHITECTURE §4: events may be applied in any order, any number of times.
+    # docs/design.md §4: events may be applied in any order, any number of times.
     first, second = RevocationSet(), RevocationSet()
     first.apply_all(revs)
     shuffled = revs + revs

@@ -1,4 +1,5 @@
-"""RevocationState: contiguous seq tracking, proofs of currency and staleness (SPEC §4.3-4.4)."""
+"""RevocationState: contiguous seq tracking, proofs of currency and staleness
+(docs/spec.md §4.3-4.4)."""
 
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ def test_nats_tls_defaults_its_ca_to_the_tls_ca(tmp_path: Path) -> None:
 
 
 def test_service_refuses_to_start_plaintext_on_all_interfaces(tmp_path: Path) -> None:
-    """The one clear line and exit code 2 (SPEC §6), before anything connects."""
+    """The one clear line and exit code 2 (docs/spec.md §6), before anything connects."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "TOKENRY_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/x",

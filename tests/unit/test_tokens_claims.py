@@ -33,7 +33,7 @@ def test_rfc9068_claims() -> None:
         "sub": "alice",
         "aud": "api",
         "exp": 1_800_000_600,
-        "iat": 1_800_000_000,  # whole seconds, never rounded up (SPEC §4 watermarks)
+        "iat": 1_800_000_000,  # whole seconds, never rounded up (docs/spec.md §4 watermarks)
         "jti": "j" * 22,
         "client_id": "app",
         "scope": "a b",

@@ -1,7 +1,7 @@
 """The verifier's event source: one ordered JetStream consumer per instance, plus heartbeats.
 
 Kept behind the small :class:`EventStream` protocol so that the fleet-scale design of
-ARCHITECTURE §6 (RePublish onto core NATS, direct gets to fill gaps) can replace it locally.
+docs/design.md §6 (RePublish onto core NATS, direct gets to fill gaps) can replace it locally.
 Each verifier instance gets every event: never a shared durable or a queue group.
 """
 
@@ -25,7 +25,7 @@ from tokenry.bus.codec import Subjects
 log = logging.getLogger(__name__)
 
 # The 5 s default delays the first delivery after a nats-server restart by ~18 s; 0.5 s brings
-# it to ~0.13 s (ARCHITECTURE §4, facts measured).
+# it to ~0.13 s (docs/design.md §4, facts measured).
 IDLE_HEARTBEAT = 0.5
 
 #: (stream seq, message bytes) of one delivered event.
@@ -129,7 +129,7 @@ class JetStreamEvents:
             # message that does is a stream delivery someone pointed at this subject (NATS does
             # not check a consumer's deliver subject against its creator's permissions,
             # nats-io/nats-server#8274): taking it as a heartbeat would let a holder of the
-            # consumer credentials fake "current" and defeat fail-closed (SPEC §4.4).
+            # consumer credentials fake "current" and defeat fail-closed (docs/spec.md §4.4).
             if msg.reply:
                 return
             on_heartbeat(msg.data)

@@ -33,7 +33,7 @@ CONNECT_BACKOFF = BackoffPolicy(initial=0.1, maximum=2.0)
 class StreamSettings:
     name: str = "TOKENRY_EVENTS"
     replicas: int = 1  # 3 in production (deploy/nats)
-    # ≥ the maximum access-token lifetime + leeway (ARCHITECTURE §4): a verifier that was away
+    # ≥ the maximum access-token lifetime + leeway (docs/design.md §4): a verifier that was away
     # for less than that can always resume from the stream instead of a fresh snapshot.
     max_age: float = 2 * MAX_ACCESS_TOKEN_TTL
     duplicate_window: float = 120.0

@@ -1,4 +1,4 @@
-"""The outbox relay: the one publisher of events (ARCHITECTURE §4).
+"""The outbox relay: the one publisher of events (docs/design.md §4).
 
 Every replica runs a relay; a lease in PostgreSQL elects one leader. The leader LISTENs on the
 outbox channel, wakes at once, and publishes unpublished rows strictly in seq order with
@@ -25,13 +25,13 @@ says so or the lease ran out unrenewed), the publisher, and the heartbeat sender
 API calls are bounded by ``api_timeout``, well below the lease ttl.
 
 Heartbeats are never buffered: nats-py queues publishes while it reconnects and sends them
-late, and a late heartbeat carries a stale head (SPEC §4.4). A heartbeat is sent only on a
+late, and a late heartbeat carries a stale head (docs/spec.md §4.4). A heartbeat is sent only on a
 connection that just answered a request, and one is sent as soon as a backlog drains (after an
 outage, a failover or a burst) so verifiers can prove they are current without waiting for
 the next interval.
 
 Whatever NATS or PostgreSQL do, the relay never gives up: it logs, backs off and retries, so an
-acknowledged revocation is delivered once both are reachable again (SPEC §4.1).
+acknowledged revocation is delivered once both are reachable again (docs/spec.md §4.1).
 
 Size: one publisher whose ordering, fencing and heartbeat rules (above) hold only together; the
 lease loop is :class:`tokenry.store.leases.LeaderLease` and the pipelined publisher lives in
@@ -351,7 +351,7 @@ class OutboxRelay:
         headers: dict[str, Any] = {MSG_ID: str(row.event_id)}
         if predecessor is not None:
             # Stored only right after the predecessor: a seq never overtakes the one before
-            # it, even when that one failed inside the window (ARCHITECTURE §4).
+            # it, even when that one failed inside the window (docs/design.md §4).
             headers[EXPECTED_LAST_MSG_ID] = predecessor
         # The publish span is the child of the context stored with the event; its own
         # context travels in the header (bus.tracing). Unsampled: the stored header as is.
@@ -393,7 +393,7 @@ class OutboxRelay:
                 log.debug("heartbeat skipped: %s", type(exc).__name__)
 
     async def _heartbeat(self) -> None:
-        """Publish the committed head, never into a buffer (SPEC §4.4)."""
+        """Publish the committed head, never into a buffer (docs/spec.md §4.4)."""
         if not self._nc.is_connected:
             self.stats.heartbeats_skipped += 1
             return

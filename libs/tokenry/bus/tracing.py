@@ -1,4 +1,4 @@
-"""W3C trace context across the outbox and NATS (ARCHITECTURE §4), on the OpenTelemetry API.
+"""W3C trace context across the outbox and NATS (docs/design.md §4), on the OpenTelemetry API.
 
 The revocation handler stores the ``traceparent`` of its (sampled) RPC span with the event in
 the outbox; the relay's ``publish`` span is that context's child and travels in the NATS

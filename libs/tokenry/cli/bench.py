@@ -1,4 +1,4 @@
-"""`tokenry bench …`: run the benchmarks of SPEC §8 from a source checkout.
+"""`tokenry bench …`: run the benchmarks of docs/spec.md §8 from a source checkout.
 
 The benchmark scripts live in ``scripts/bench_<name>.py`` (they start their own servers and pin
 processes with taskset); each prints a table, saves raw samples as JSON and a PNG plot under

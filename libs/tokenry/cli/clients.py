@@ -1,9 +1,9 @@
-"""`tokenry client create | list | show | delete`: the client registry (SPEC §6).
+"""`tokenry client create | list | show | delete`: the client registry (docs/spec.md §6).
 
 Every subcommand calls the issuer's admin API as an admin client, except
 ``tokenry client create --bootstrap-admin``, which writes the first admin client straight into
-the database (the trust root, SPEC §2): it needs ``TOKENRY_DATABASE_URL`` and the secret pepper
-(``TOKENRY_SECRET_PEPPER`` or ``_FILE``, or the dev stack's in ``$TOKENRY_HOME``).
+the database (the trust root, docs/spec.md §2): it needs ``TOKENRY_DATABASE_URL`` and the secret
+pepper (``TOKENRY_SECRET_PEPPER`` or ``_FILE``, or the dev stack's in ``$TOKENRY_HOME``).
 """
 
 from __future__ import annotations

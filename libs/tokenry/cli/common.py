@@ -1,6 +1,6 @@
 """Shared CLI plumbing: one-line errors with the documented exit codes, RPC calls.
 
-Exit codes (SPEC §6, README "The CLI"): 0 ok, 1 a negative answer (the service said no: an
+Exit codes (docs/spec.md §6, README "The CLI"): 0 ok, 1 a negative answer (the service said no: an
 invalid token, a refused credential, a missing scope, not found), 2 usage or configuration
 error, 3 unreachable (nothing answered at the address).
 """

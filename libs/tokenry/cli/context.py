@@ -1,4 +1,4 @@
-"""Where the CLI finds services and credentials (SPEC §6).
+"""Where the CLI finds services and credentials (docs/spec.md §6).
 
 Addresses: flags, then ``TOKENRY_*`` variables, then the running dev stack's
 ``$TOKENRY_HOME/dev.json``, then the default ports — the one rule of

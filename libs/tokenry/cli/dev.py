@@ -1,4 +1,4 @@
-"""`tokenry dev [--data-dir DIR]` and `tokenry dev env`: the local stack (SPEC §6)."""
+"""`tokenry dev [--data-dir DIR]` and `tokenry dev env`: the local stack (docs/spec.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`tokenry events watch [--json]`: a live tail of revocation, key and client events (SPEC §6).
+"""`tokenry events watch [--json]`: a live tail of revocation, key and client events
+(docs/spec.md §6).
 
 Reads the event stream with its own ordered consumer (nothing is acknowledged or consumed for
 anyone else), from now on or, with ``--all``, from the oldest event the stream still holds.

@@ -1,4 +1,4 @@
-"""`tokenry`: one CLI for operators (SPEC §6).
+"""`tokenry`: one CLI for operators (docs/spec.md §6).
 
 Every error is one line on stderr, never a traceback, with a documented exit code: 0 ok, 1 a
 negative answer, 2 usage or configuration error, 3 unreachable (:mod:`tokenry.cli.common`).

@@ -159,7 +159,7 @@ def bearer_channel(
 
     ``credentials``: TLS towards the server (``grpc.ssl_channel_credentials(...)``, with the
     caller's certificate for mTLS); None is plaintext, for loopback and tests only — a bearer
-    token on a plaintext channel can be read by anyone on the path (SPEC §3 "Transport").
+    token on a plaintext channel can be read by anyone on the path (docs/spec.md §3 "Transport").
     """
     interceptors = bearer_interceptors(source)
     if credentials is None:

@@ -49,7 +49,7 @@ class ValidatedRequest:
 
 
 def redirect_uri_matches(requested: str, registered: tuple[str, ...]) -> bool:
-    """Exact string comparison (OAuth 2.1 §4.1.3, SPEC §3): no normalisation of any kind.
+    """Exact string comparison (OAuth 2.1 §4.1.3, docs/spec.md §3): no normalisation of any kind.
 
     A trailing slash, a different case or an extra query parameter is a different URI.
     """

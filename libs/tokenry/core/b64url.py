@@ -7,7 +7,7 @@ unused low bits of the last character zero), so every byte string has exactly on
 
 The decoder's two halves (:func:`canonical_tail`, :func:`decode_canonical`) are separate so the
 JWS parser can check the alphabet of three segments with one precompiled regex and skip a second
-alphabet scan (ARCHITECTURE §7).
+alphabet scan (docs/design.md §7).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""private_key_jwt client authentication: RFC 7523 §2.2 and §3, as profiled by SPEC §3.
+"""private_key_jwt client authentication: RFC 7523 §2.2 and §3, as profiled by docs/spec.md §3.
 
 The client signs a short-lived JWT with a key whose public half it registered (its JWKS):
 
 - ``iss`` = ``sub`` = the client id (RFC 7523 §3 items 1-2);
 - ``aud`` is the issuer identifier or the token endpoint URL: one string, or an array holding
-  nothing else (§3 item 3, SPEC §3);
+  nothing else (§3 item 3, docs/spec.md §3);
 - ``exp`` is required (§3 item 4), and at most :data:`MAX_ASSERTION_LIFETIME` after ``iat``
   (or after now, when there is no ``iat``): a long-lived assertion is a long-lived password;
 - ``jti`` is required and single-use until ``exp`` (§3 item 7; replay protection is done by the

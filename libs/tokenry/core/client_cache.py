@@ -1,7 +1,7 @@
 """The client registry cached in memory, so authenticating a caller costs no database round trip.
 
 Entries are dropped per client as soon as a ``clients.*`` event (or a client revocation) arrives,
-with a short TTL as the backup for a missed event (ARCHITECTURE §7). Shared by every service that
+with a short TTL as the backup for a missed event (docs/design.md §7). Shared by every service that
 authenticates clients.
 """
 

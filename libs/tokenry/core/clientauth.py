@@ -1,4 +1,4 @@
-"""Client authentication shared by every service (RFC 6749 §2.3, RFC 7523 §2.2; SPEC §3).
+"""Client authentication shared by every service (RFC 6749 §2.3, RFC 7523 §2.2; docs/spec.md §3).
 
 The transport adapters extract :class:`ClientCredentials` (from the gRPC ``authorization``
 metadata or an HTTP header / form) with :func:`credentials_from` and call :func:`authenticate`,
@@ -66,7 +66,7 @@ _DUMMY_HASH = "0" * 64
 BASIC = "client_secret_basic"
 POST = "client_secret_post"
 
-# The gateway's token endpoint (SPEC §2), which a client assertion may name as its ``aud``.
+# The gateway's token endpoint (docs/spec.md §2), which a client assertion may name as its ``aud``.
 TOKEN_ENDPOINT_PATH = "/oauth2/token"
 
 PROVEN_SECRETS_SIZE: Final = 4096
@@ -190,7 +190,7 @@ class AssertionContext:
 
 def assertion_audiences(issuer_url: str) -> frozenset[str]:
     """The ``aud`` values a client assertion may carry (RFC 7523 §3 item 3), at every endpoint
-    alike: the issuer identifier or the gateway's token endpoint URL (SPEC §3)."""
+    alike: the issuer identifier or the gateway's token endpoint URL (docs/spec.md §3)."""
     return frozenset({issuer_url, issuer_url.rstrip("/") + TOKEN_ENDPOINT_PATH})
 
 

@@ -1,7 +1,7 @@
 """The client registry's domain model (RFC 6749 §2, RFC 7591 §2 field names).
 
 A :class:`Client` is plain data; :func:`validate_registration` holds every rule a new
-registration must meet (lifetimes under the global maxima of SPEC §2, exact redirect URIs,
+registration must meet (lifetimes under the global maxima of docs/spec.md §2, exact redirect URIs,
 consistent type/authentication method, who may hold the ``tokenry:*`` scopes).
 """
 
@@ -21,7 +21,7 @@ INTROSPECT_SCOPE: Final = "tokenry:introspect"
 # May call CompleteAuthorization: asserts who the user is for the front channel (the gateway's
 # login app). As powerful as it sounds, so it is reserved like the others.
 LOGIN_SCOPE: Final = "tokenry:login"
-#: Reads the control plane (ListRevocations, GetHead, GetJwks, the event stream; SPEC §2).
+#: Reads the control plane (ListRevocations, GetHead, GetJwks, the event stream; docs/spec.md §2).
 VERIFIER_SCOPE: Final = "tokenry:verifier"
 RESERVED_SCOPES: Final = frozenset({ADMIN_SCOPE, INTROSPECT_SCOPE, LOGIN_SCOPE, VERIFIER_SCOPE})
 RESERVED_PREFIX: Final = "tokenry:"
@@ -52,7 +52,8 @@ AUTH_METHODS: Final = frozenset(
 TOKEN_FORMATS: Final = frozenset({"jwt", "opaque"})
 ID_TOKEN_ALGS: Final = frozenset({"RS256", "ES256"})
 
-# Global maxima (SPEC §2); per-client lifetimes may only be shorter. Defaults equal the SPEC's.
+# Global maxima (docs/spec.md §2); per-client lifetimes may only be shorter. The defaults are its
+# own.
 MAX_ACCESS_TOKEN_TTL: Final = 3600
 DEFAULT_ACCESS_TOKEN_TTL: Final = 600
 DEFAULT_ID_TOKEN_TTL: Final = 600
@@ -115,7 +116,7 @@ class Client:
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl <= MAX_ACCESS_TOKEN_TTL:
             raise ValueError(
-                f"access_token_ttl must be in 1..{MAX_ACCESS_TOKEN_TTL} seconds (SPEC §2 maximum)"
+                f"access_token_ttl must be in 1..{MAX_ACCESS_TOKEN_TTL} seconds (docs/spec.md §2)"
             )
 
     def __repr__(self) -> str:  # the hash is not the secret, but it stays out of logs anyway
@@ -124,7 +125,7 @@ class Client:
 
 def _check_ttl(name: str, value: int, maximum: int) -> None:
     if not 0 < value <= maximum:
-        raise InvalidRequest(f"{name} must be 1..{maximum} seconds (SPEC §2 maximum)")
+        raise InvalidRequest(f"{name} must be 1..{maximum} seconds (docs/spec.md §2)")
 
 
 def check_redirect_uri(uri: str) -> None:

@@ -1,4 +1,5 @@
-"""Identifiers: ``jti`` and ``gid`` are 128 random bits, base64url without padding (SPEC §2)."""
+"""Identifiers: ``jti`` and ``gid`` are 128 random bits, base64url without padding
+(docs/spec.md §2)."""
 
 from __future__ import annotations
 

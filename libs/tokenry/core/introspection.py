@@ -1,8 +1,8 @@
 """RFC 7662 token introspection: who may learn what, as pure functions.
 
 RFC 7662 §4: the server must not reveal a token's content to a caller the token is not for.
-Tokenry's rules (SPEC §3): the caller holds ``tokenry:introspect`` (or is an admin); it gets a
-positive answer only for a token whose audience includes it — a resource server's client id is
+Tokenry's rules (docs/spec.md §3): the caller holds ``tokenry:introspect`` (or is an admin); it gets
+a positive answer only for a token whose audience includes it — a resource server's client id is
 its audience identifier — or when it is an admin. (A client's registered audiences are where it
 may *send* tokens, not what it may read, so they do not count.) Everything else — unknown,
 expired, revoked, malformed, not for this caller — is the same ``{"active": false}``, nothing
@@ -103,7 +103,7 @@ def from_claims(claims: Mapping[str, Any]) -> Introspection:
         active=True,
         scope=text("scope"),
         client_id=text("client_id"),
-        token_type="Bearer",  # SPEC §3: token_type in a positive answer is Bearer
+        token_type="Bearer",  # docs/spec.md §3: token_type in a positive answer is Bearer
         exp=number("exp"),
         iat=number("iat"),
         nbf=number("nbf"),

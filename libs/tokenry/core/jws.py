@@ -1,9 +1,9 @@
 """Lean JWS compact signing for the issuance hot path (RFC 7515 §7.1): the protected header is
 encoded once per key, the claims once per token, with one JSON encoder built once. Same output
-as ``jwt.encode``, without its per-call header JSON, option handling and key preparation (SPEC
-§8 issuance budget). No cryptography is hand-written here: ES256 is cryptography's ECDSA with
-SHA-256, its DER signature re-encoded as the raw r‖s JWS wants (RFC 7518 §3.4) exactly as pyjwt
-does; every other algorithm is pyjwt's own ``Algorithm.sign``.
+as ``jwt.encode``, without its per-call header JSON, option handling and key preparation
+(docs/spec.md §8 issuance budget). No cryptography is hand-written here: ES256 is cryptography's
+ECDSA with SHA-256, its DER signature re-encoded as the raw r‖s JWS wants (RFC 7518 §3.4) exactly as
+pyjwt does; every other algorithm is pyjwt's own ``Algorithm.sign``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The signing-key lifecycle (SPEC §5) as pure logic: states, legal moves, and what is due.
+"""The signing-key lifecycle (docs/spec.md §5) as pure logic: states, legal moves, and what is due.
 
 ::
 
@@ -10,7 +10,7 @@
 
 - ``pending``: published in the JWKS, not signing yet. It may sign once it has been published
   for ``publish_lead`` (≥ the longest time a verifier caches the JWKS), so no verifier meets a
-  token signed by a key it has not fetched (STYLE §2.7: publish the next key before using it).
+  token signed by a key it has not fetched (publish the next key before using it).
 - ``active``: the one key issuers sign with, per key set (use, alg). It always has a pending
   successor, so an emergency revocation promotes the successor at once and issuance never stops.
 - ``retiring``: still published, no longer signing, for ``retention`` (≥ the maximum token
@@ -129,7 +129,7 @@ class Policy:
 def timing_problems(
     policy: Policy, *, jwks_cache_ttl: float, max_token_ttl: float, leeway: float
 ) -> list[str]:
-    """The SPEC §5 timing rules this policy breaks (empty when it is safe).
+    """The docs/spec.md §5 timing rules this policy breaks (empty when it is safe).
 
     Args:
         jwks_cache_ttl: the longest time any verifier may serve the JWKS from its cache.

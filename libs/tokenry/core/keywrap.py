@@ -1,4 +1,4 @@
-"""Private keys at rest: AES-256-GCM under a key-encryption key (SPEC §5).
+"""Private keys at rest: AES-256-GCM under a key-encryption key (docs/spec.md §5).
 
 The KEK never enters the database; each ciphertext names the KEK that sealed it (``kek_id``) so
 ``rewrap`` can re-encrypt under a new one, and binds the signing key's ``kid`` as associated data

@@ -1,4 +1,5 @@
-"""Opaque tokens (SPEC §3): prefix, 256 bits of randomness, a checksum suffix; stored as SHA-256.
+"""Opaque tokens (docs/spec.md §3): prefix, 256 bits of randomness, a checksum suffix; stored as
+SHA-256.
 
 ::
 
@@ -10,7 +11,7 @@ the introspector and the issuer reject garbage without a database hit (it is not
 security is the 256 random bits). Only :func:`token_hash` is ever stored (fosite keys its
 storage by signature the same way), so a database dump grants nothing.
 
-A refresh token's successor is not random but derived (SPEC §3 grace rule):
+A refresh token's successor is not random but derived (docs/spec.md §3 grace rule):
 ``derive(key, spent)`` = HMAC-SHA-256 under a server key, so a retried refresh recomputes the
 same successor without the plaintext ever being stored.
 """
@@ -64,8 +65,8 @@ def new_token(prefix: str) -> str:
 def derive(prefix: str, key: bytes, seed: str) -> str:
     """A token derived from ``seed`` under ``key`` (HMAC-SHA-256): the same inputs, the same token.
 
-    Used for refresh-token successors and the access token minted with them (SPEC §3), with a
-    distinct ``prefix`` per kind so no derived value is ever valid as another kind.
+    Used for refresh-token successors and the access token minted with them (docs/spec.md §3), with
+    a distinct ``prefix`` per kind so no derived value is ever valid as another kind.
     """
     mac = hmac.new(key, prefix.encode("ascii") + seed.encode("utf-8"), hashlib.sha256).digest()
     return _assemble(prefix, mac)
@@ -89,5 +90,5 @@ def looks_opaque(token: str) -> bool:
 
 
 def token_hash(token: str) -> bytes:
-    """What is stored and looked up: SHA-256 of the whole token (SPEC §3)."""
+    """What is stored and looked up: SHA-256 of the whole token (docs/spec.md §3)."""
     return hashlib.sha256(token.encode("utf-8")).digest()

@@ -1,4 +1,4 @@
-"""PKCE, RFC 7636, as profiled by OAuth 2.1 and SPEC §3: mandatory, ``S256`` only.
+"""PKCE, RFC 7636, as profiled by OAuth 2.1 and docs/spec.md §3: mandatory, ``S256`` only.
 
 ``plain`` offers no protection against an attacker who can read the authorization request, and
 a missing challenge means no protection at all: both are refused.

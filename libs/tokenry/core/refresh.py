@@ -1,4 +1,5 @@
-"""Refresh-token rotation (OAuth 2.1 §4.3.1, RFC 6819 §5.2.2.3) with the grace rule of SPEC §3.
+"""Refresh-token rotation (OAuth 2.1 §4.3.1, RFC 6819 §5.2.2.3) with the grace rule of
+docs/spec.md §3.
 
 Every use rotates the token. Presenting a spent token again is reuse: someone holds a copy, so
 the whole family is revoked. One exception keeps retries safe: within ``grace`` seconds of the

@@ -2,8 +2,8 @@
 
 Applying is commutative and idempotent (add to a set, raise a watermark to the max), so events
 may be applied as they arrive, duplicates change nothing, and a snapshot plus any overlapping
-events converge to the same state (ARCHITECTURE §4). Entries live only until ``expires_at``, the
-latest ``exp`` they can matter for (SPEC §4.7), so the state is bounded by revocation rate ×
+events converge to the same state (docs/design.md §4). Entries live only until ``expires_at``, the
+latest ``exp`` they can matter for (docs/spec.md §4.7), so the state is bounded by revocation rate ×
 maximum token lifetime.
 
 The rules that turn a revocation request into a :class:`Revocation` (watermarks, expiries) live
@@ -32,22 +32,22 @@ class RevocationKind(StrEnum):
 class Revocation:
     kind: RevocationKind
     value: str
-    # Unix seconds; for SUBJECT/CLIENT, tokens with iat < not_before are revoked (SPEC §4).
+    # Unix seconds; for SUBJECT/CLIENT, tokens with iat < not_before are revoked (docs/spec.md §4).
     not_before: int
     expires_at: int
     reason: str = ""
 
 
-# --- rules (SPEC §4, §4.7) ----------------------------------------------------------------------
+# --- rules (docs/spec.md §4, §4.7) ----------------------------------------------------------------
 
 #: Kept past a token's ``exp``: a verifier accepts a token until ``exp + leeway``, and its leeway
 #: may be configured up to ``tokenry.jose.MAX_LEEWAY`` (300 s; a unit test pins it).
 EXPIRY_LEEWAY: Final = 300
-#: SPEC §4: subject/client watermarks sit this far past ``ceil(now)`` by default, so a token
+#: docs/spec.md §4: subject/client watermarks sit this far past ``ceil(now)`` by default, so a token
 #: minted by an issuer whose clock runs slightly ahead cannot survive its revocation.
 DEFAULT_MAX_CLOCK_SKEW: Final = 2
-#: The longest a token family can matter (refresh token absolute lifetime, SPEC §2): the upper
-#: bound a caller may ask for on grant/subject/client revocations, so a refresh family begun
+#: The longest a token family can matter (refresh token absolute lifetime, docs/spec.md §2): the
+#: upper bound a caller may ask for on grant/subject/client revocations, so a refresh family begun
 #: before the revocation can be refused for as long as it could live.
 MAX_FAMILY_LIFETIME: Final = 30 * 86_400
 
@@ -67,8 +67,8 @@ def watermark(now: float, max_clock_skew: int = DEFAULT_MAX_CLOCK_SKEW) -> int:
 def token_expiry(now: float, exp: int | None) -> int | None:
     """``expires_at`` of a jti revocation for a token whose own ``exp`` is ``exp``.
 
-    SPEC §4.7: remembered until the token's own exp (plus the verifiers' leeway); when exp is
-    unknown, until the global maximum access-token lifetime from now. A claimed exp beyond what
+    docs/spec.md §4.7: remembered until the token's own exp (plus the verifiers' leeway); when exp
+    is unknown, until the global maximum access-token lifetime from now. A claimed exp beyond what
     any token can live is capped, not trusted. Returns None when the token can no longer be
     accepted anywhere: there is nothing to remember.
     """
@@ -80,7 +80,7 @@ def token_expiry(now: float, exp: int | None) -> int | None:
 
 
 def family_expiry(now: float, not_before: int, requested: int | None) -> int:
-    """``expires_at`` of a grant/subject/client revocation (SPEC §4.7).
+    """``expires_at`` of a grant/subject/client revocation (docs/spec.md §4.7).
 
     By default the latest exp of an access token issued before ``not_before`` (``now`` for
     grants): ``not_before + MAX_ACCESS_TOKEN_TTL`` plus the leeway. A producer that knows the
@@ -103,7 +103,7 @@ class RevocationSet:
     """O(1) revocation checks keyed on jti, gid, sub and client_id — never on token bytes.
 
     Token strings are malleable (high-S ECDSA), so keying on bytes would let a re-encoded token
-    slip past a denylist (SPEC §3).
+    slip past a denylist (docs/spec.md §3).
     """
 
     __slots__ = ("_client", "_gid", "_gid_wheel", "_jti", "_jti_wheel", "_sub")

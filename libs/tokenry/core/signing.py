@@ -1,7 +1,7 @@
 """Signing keys: generation, public JWKs with RFC 7638 thumbprint kids, and JWT signing.
 
 Keys are loaded into ``cryptography`` objects once; pyjwt is handed the key object, never a PEM
-string per call (re-parsing costs milliseconds for RSA; ARCHITECTURE §7).
+string per call (re-parsing costs milliseconds for RSA; docs/design.md §7).
 """
 
 from __future__ import annotations

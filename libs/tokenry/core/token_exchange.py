@@ -1,6 +1,6 @@
 """OAuth 2.0 Token Exchange (RFC 8693) for service-to-service calls on behalf of a subject.
 
-The authenticated client is the actor. What it gets (SPEC §3, issue rules):
+The authenticated client is the actor. What it gets (docs/spec.md §3, issue rules):
 
 - the subject token's ``sub`` and ``gid`` (so revoking the family or the subject reaches the
   exchanged token too), and an ``act`` claim naming the client, with any earlier actor nested

@@ -66,7 +66,7 @@ def new_access_token(
     cnf: dict[str, str] | None = None,
 ) -> AccessToken:
     # iat is whole seconds on the issuer clock: subject/client watermarks compare against it
-    # (SPEC §4), so it must never be rounded up.
+    # (docs/spec.md §4), so it must never be rounded up.
     issued_at = int(now)
     expires_at = issued_at + ttl
     if not_after is not None:

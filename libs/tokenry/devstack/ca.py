@@ -1,4 +1,4 @@
-"""A local certificate authority for ``tokenry dev`` and the tests (SPEC §2: dev mode only).
+"""A local certificate authority for ``tokenry dev`` and the tests (docs/spec.md §2: dev mode only).
 
 Built on ``cryptography``'s x509 API: a self-signed CA (ECDSA P-256, path length 0) that issues
 leaf certificates with the names a dev stack needs (``localhost``, ``127.0.0.1``, a SPIFFE-style

@@ -4,8 +4,8 @@ Starts embedded PostgreSQL and NATS (unless TOKENRY_DATABASE_URL / TOKENRY_NATS_
 external ones), applies migrations, registers the dev clients, starts every service as a child
 process and waits for each to report SERVING; on SIGINT/SIGTERM it stops the children, then the
 servers. Dev mode is the only mode with human-chosen secrets, a generated KEK and a generated
-local CA (SPEC §2): every listener, and the embedded NATS, runs TLS with certificates from the dev
-CA in ``$TOKENRY_HOME/tls`` (:func:`tokenry.devstack.ca.dev_pki`); ``--insecure`` keeps
+local CA (docs/spec.md §2): every listener, and the embedded NATS, runs TLS with certificates from
+the dev CA in ``$TOKENRY_HOME/tls`` (:func:`tokenry.devstack.ca.dev_pki`); ``--insecure`` keeps
 plaintext, and says so.
 
 Size: one supervisor whose start and stop orders mirror each other (servers, migrations,

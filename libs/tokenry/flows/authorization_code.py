@@ -142,7 +142,7 @@ class CodeFlow:
                     audiences=req.audiences,
                     nonce=req.nonce,
                     auth_time=auth_time,
-                    # RFC 6749 §4.1.2: short-lived; SPEC §2: at most 60 s.
+                    # RFC 6749 §4.1.2: short-lived; docs/spec.md §2: at most 60 s.
                     expires_at=now + AUTH_CODE_TTL,
                 ),
             )

@@ -1,6 +1,6 @@
 """The client credentials grant (RFC 6749 §4.4): the issuance hot path.
 
-A JWT costs no database round trip and no await beyond the client lookup (ARCHITECTURE §7: the
+A JWT costs no database round trip and no await beyond the client lookup (docs/design.md §7: the
 client registry and the watermarks are in memory, the key object is loaded once); an opaque
 token is one group-committed row (``tokenry.store.ports.AccessTokenWriter``).
 """

@@ -78,7 +78,7 @@ class IssuerDeps:
 
 
 def token_format(requested: str, client: Client) -> str:
-    """Per request, else per client (SPEC §3)."""
+    """Per request, else per client (docs/spec.md §3)."""
     if not requested:
         return client.token_format
     if requested not in TOKEN_FORMATS:

@@ -25,8 +25,8 @@ async def revoke_family(deps: IssuerDeps, gid: str, *, actor: str, reason: str) 
     (the issuer refuses its refresh tokens). Idempotent, so a retry after a crash converges.
     """
     now = deps.clock.now()
-    # The family's JWTs live at most MAX_ACCESS_TOKEN_TTL (SPEC §4.7); its refresh tokens are
-    # refused through grants.revoked_at, which outlives the revocation row.
+    # The family's JWTs live at most MAX_ACCESS_TOKEN_TTL (docs/spec.md §4.7); its refresh tokens
+    # are refused through grants.revoked_at, which outlives the revocation row.
     rev = Revocation(RevocationKind.GRANT, gid, 0, family_expiry(now, int(now), None), reason)
     seq = await deps.revocations.revoke(rev, actor, now)
     async with deps.transactions.transaction() as tx:

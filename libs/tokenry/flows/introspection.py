@@ -82,7 +82,7 @@ class RevocationCheck(Protocol):
     async def revoked(
         self, jti: str, gid: str | None, sub: str | None, client_id: str | None, iat: float
     ) -> bool:
-        """Whether PostgreSQL-backed revocation state revokes these claims (SPEC §4.5)."""
+        """Whether PostgreSQL-backed revocation state revokes these claims (docs/spec.md §4.5)."""
         ...
 
 

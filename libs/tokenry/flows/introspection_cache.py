@@ -3,13 +3,13 @@ indexes for O(1) invalidation.
 
 A positive answer is cached by a digest of the token and bounded by size, by the token's exp and
 by age. Revocations name a token by ``jti``, ``gid``, ``sub`` or ``client_id``, and a key by
-``kid``, never by its bytes (token strings are malleable, SPEC §3): each of those fields indexes
-the digests of the entries that carry it, so an invalidation touches only the entries it
+``kid``, never by its bytes (token strings are malleable, docs/spec.md §3): each of those fields
+indexes the digests of the entries that carry it, so an invalidation touches only the entries it
 removes, however full the cache is.
 
 Subject and client revocations are watermarks: a token is revoked when its ``iat`` is before the
-revocation's ``not_before`` (SPEC §4, ``core.revocations.RevocationSet.check``). Their indexes
-keep each entry's ``iat``, and an invalidation drops exactly the entries the rule revokes.
+revocation's ``not_before`` (docs/spec.md §4, ``core.revocations.RevocationSet.check``). Their
+indexes keep each entry's ``iat``, and an invalidation drops exactly the entries the rule revokes.
 
 A lookup that raced an invalidation must not cache what it read before the revocation
 committed: :attr:`PositiveCache.epoch` moves on every invalidation, and ``put`` stores an

@@ -1,7 +1,7 @@
 """Minting: JWT (RFC 9068) or opaque access tokens, refresh tokens and OIDC ID tokens.
 
-Signing uses the key objects loaded once (ARCHITECTURE §7); an opaque token leaves only its
-SHA-256 behind (SPEC §3).
+Signing uses the key objects loaded once (docs/design.md §7); an opaque token leaves only its
+SHA-256 behind (docs/spec.md §3).
 """
 
 from __future__ import annotations

@@ -72,8 +72,8 @@ class RefreshFlow:
                 raise InvalidGrant("the refresh token is expired, revoked or not yours")
             if outcome is Outcome.REPLAY:
                 minted_jti = (row.minted or {}).get("jti")
-                # No dead tokens (SPEC §4): a retry never gets back an access token whose jti an
-                # admin revoked inside the grace (family/subject/client revocations already
+                # No dead tokens (docs/spec.md §4): a retry never gets back an access token whose
+                # jti an admin revoked inside the grace (family/subject/client revocations already
                 # end the family in their own transaction).
                 if isinstance(minted_jti, str) and await tx.revoked_kind(
                     jti=minted_jti, gid=None, subject=None, client_id=None, issued_at=0
@@ -81,7 +81,8 @@ class RefreshFlow:
                     raise InvalidGrant("the refreshed access token was revoked")
                 return self._replay(row, req.refresh_token)
             if outcome is Outcome.ROTATE:
-                # SPEC §3: a subject or client revoked since the family began cannot refresh.
+                # docs/spec.md §3: a subject or client revoked since the family began cannot
+                # refresh.
                 if await tx.revoked_kind(
                     jti=None,
                     gid=grant.gid,

@@ -15,12 +15,12 @@ RFC 7009 (token revocation):
 - §2.2: an invalid, unknown, expired or already-revoked token is answered with success; the
   ``token_type_hint`` is only a hint (every token type is searched).
 
-Admin revocation (SPEC §4): by jti, grant/family, subject and client, each needing
+Admin revocation (docs/spec.md §4): by jti, grant/family, subject and client, each needing
 ``tokenry:admin``; subject and client revocations are watermarks ``not_before = ceil(now) +
 max clock skew`` compared with the token's ``iat``.
 
 Every accepted request writes one row and one outbox event in one statement, or nothing when
-an equal or stronger revocation exists already; it never waits on NATS (SPEC §4.1, §4.5).
+an equal or stronger revocation exists already; it never waits on NATS (docs/spec.md §4.1, §4.5).
 Concurrent requests are group-committed by the recorder: one statement per batch, each request
 keeping those semantics.
 
@@ -230,7 +230,7 @@ class RevocationWrite:
 
 
 class RevocationRecorder(Protocol):
-    """The durable record (SPEC §4.1): PostgreSQL with its transactional outbox."""
+    """The durable record (docs/spec.md §4.1): PostgreSQL with its transactional outbox."""
 
     async def record(self, write: RevocationWrite) -> Recorded:
         """Commit the revocation and its event (or find it already recorded)."""
@@ -364,7 +364,7 @@ class RevocationFlow:
         return self._recorder.snapshot(int(self._clock.now()), batch_size or DEFAULT_SNAPSHOT_BATCH)
 
     async def head(self) -> int:
-        """The last outbox seq committed, read after this call began (GetHead, SPEC §4.4).
+        """The last outbox seq committed, read after this call began (GetHead, docs/spec.md §4.4).
 
         A verifier dates its proof of currency by its own clock at the moment it asked, so the
         answer must cover every revocation acknowledged before that moment: a cached or
@@ -387,9 +387,9 @@ class RevocationFlow:
         if found.client_id != client.client_id and ADMIN_SCOPE not in client.scopes:
             raise UnauthorizedClient("the token was not issued to this client")
         if found.kind == "refresh" and found.gid:
-            # RFC 7009 §2.1 / SPEC §3: a refresh token revokes its family. The grant revocation
-            # covers the family's access tokens (until they can all have expired); the store
-            # also ends the family itself, so its refresh tokens are refused for good.
+            # RFC 7009 §2.1 / docs/spec.md §3: a refresh token revokes its family. The grant
+            # revocation covers the family's access tokens (until they can all have expired); the
+            # store also ends the family itself, so its refresh tokens are refused for good.
             expires = family_expiry(now, math.ceil(now), None)
             return Revocation(RevocationKind.GRANT, found.gid, 0, expires, cmd.reason)
         expiry = token_expiry(now, found.expires_at)
@@ -422,7 +422,7 @@ def _write(cmd: RevokeCommand, client: Client, rev: Revocation, now: float) -> R
         rev=rev,
         actor=client.client_id,
         now=now,
-        # The W3C traceparent of the current span, carried with the event (ARCHITECTURE §4);
+        # The W3C traceparent of the current span, carried with the event (docs/design.md §4);
         # read here, in the request's context, not in the batch that commits it.
         traceparent=_traceparent(),
         expiry_given=expiry_given,
@@ -455,7 +455,7 @@ def _check_common(cmd: RevokeCommand) -> None:
 
 def _for_admin(cmd: RevokeCommand, now: float, skew: int) -> Revocation | None:
     if cmd.target is Target.JTI:
-        # SPEC §4.7: until the token's own exp when the caller knows it, else the maximum
+        # docs/spec.md §4.7: until the token's own exp when the caller knows it, else the maximum
         # access-token lifetime; an exp already past needs no entry.
         expiry = token_expiry(now, cmd.expires_at or None)
         if expiry is None:
@@ -464,7 +464,7 @@ def _for_admin(cmd: RevokeCommand, now: float, skew: int) -> Revocation | None:
     if cmd.target is Target.GRANT:
         expires = family_expiry(now, math.ceil(now), cmd.expires_at or None)
         return Revocation(RevocationKind.GRANT, cmd.value, 0, expires, cmd.reason)
-    # SPEC §4: every token of the subject/client with iat < not_before is revoked.
+    # docs/spec.md §4: every token of the subject/client with iat < not_before is revoked.
     not_before = watermark(now, skew)
     expires = family_expiry(now, not_before, cmd.expires_at or None)
     kind = RevocationKind.SUBJECT if cmd.target is Target.SUBJECT else RevocationKind.CLIENT
@@ -472,7 +472,7 @@ def _for_admin(cmd: RevokeCommand, now: float, skew: int) -> Revocation | None:
 
 
 def _traceparent() -> str | None:
-    """The W3C traceparent of the current span, carried with the event (ARCHITECTURE §4)."""
+    """The W3C traceparent of the current span, carried with the event (docs/design.md §4)."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier.get("traceparent")

@@ -2,7 +2,7 @@
 
 A JWT is verified with the strict checks of :mod:`tokenry.jose` against the keys the key
 rotator publishes (read from the store through one :class:`tokenry.jose.JwksCache`, as the
-issuer holds no event-fed state for its own decisions, SPEC §4.5); an opaque token (the
+issuer holds no event-fed state for its own decisions, docs/spec.md §4.5); an opaque token (the
 phantom-token pattern) is looked up by its hash (``tokenry.store.ports.TokenReader``). Either
 way the revocations are checked in the durable record (``RevocationLookup``).
 

@@ -1,5 +1,5 @@
 """Subject and client revocation watermarks still in the future, in memory, so the issuance hot
-path needs no database round trip: no token is minted that would be born revoked (SPEC §4:
+path needs no database round trip: no token is minted that would be born revoked (docs/spec.md §4:
 ``temporarily_unavailable``, the client retries).
 
 Raised by the event stream (the issuer's listener) and reloaded periodically from
@@ -39,7 +39,7 @@ class Watermarks:
     def check(self, subject: str, client_id: str, now: float) -> None:
         """Raise ``TemporarilyUnavailable`` if a token minted now would be born revoked.
 
-        A token with ``iat = int(now)`` is revoked when ``iat < not_before`` (SPEC §4).
+        A token with ``iat = int(now)`` is revoked when ``iat < not_before`` (docs/spec.md §4).
         """
         iat = int(now)
         if (self._subject and iat < self._subject.get(subject, 0)) or (

@@ -1,8 +1,8 @@
 """Strict JOSE for Tokenry: JWS/JWT decoding, verification keys and the JWKS cache.
 
 RFC 7515 (JWS), RFC 7517 (JWK), RFC 7518 (algorithms), RFC 7519 (JWT), RFC 8725 (JWT BCP) and
-RFC 9068 (JWT access tokens), as profiled by SPEC §3. Pure but for the cache's fetches: it loads
-no gRPC, NATS or database driver, so services and tools may import it without the verifier
+RFC 9068 (JWT access tokens), as profiled by docs/spec.md §3. Pure but for the cache's fetches: it
+loads no gRPC, NATS or database driver, so services and tools may import it without the verifier
 (``tokenry.verifier`` builds on it)::
 
     keys = parse_jwks(jwks_json).keys

@@ -1,13 +1,13 @@
 """The strict decoder: JWS compact serialization and JWT access tokens.
 
 RFC 7515 (JWS), RFC 7519 (JWT), RFC 8725 (JWT BCP), RFC 9068 (JWT access tokens), as profiled
-by SPEC §3. No I/O, no clock: ``now`` is an argument. Everything that goes wrong is raised as a
-:class:`~tokenry.jose.errors.VerificationError`; nothing else escapes.
+by docs/spec.md §3. No I/O, no clock: ``now`` is an argument. Everything that goes wrong is raised
+as a :class:`~tokenry.jose.errors.VerificationError`; nothing else escapes.
 
 Checks run cheapest first, and nothing that needs a key runs before the header is known to be
 acceptable (so a hostile header can never trigger a JWKS refresh or a signature check):
 
-1. ``str`` only; ``len(token) > max_size`` → ``too_large`` before any parsing (SPEC §3).
+1. ``str`` only; ``len(token) > max_size`` → ``too_large`` before any parsing (docs/spec.md §3).
 2. Exactly three segments (RFC 7515 §7.1; a five-segment JWE is refused), each canonical unpadded
    base64url (RFC 7515 §2, RFC 4648 §5: unused trailing bits must be zero): one precompiled
    regex over the whole token, then a length and last-character check per segment.
@@ -81,14 +81,14 @@ __all__ = [
     "split_and_parse",
 ]
 
-#: The only JWS algorithms Tokenry signs or accepts (SPEC §3), exact case.
+#: The only JWS algorithms Tokenry signs or accepts (docs/spec.md §3), exact case.
 ALGORITHMS: Final[frozenset[str]] = frozenset({"ES256", "EdDSA", "PS256", "RS256"})
 #: RFC 9068 §4: ``at+jwt``, with or without the ``application/`` prefix; compared lower-cased.
 ACCEPTED_TYP: Final[frozenset[str]] = frozenset({"at+jwt", "application/at+jwt"})
 DEFAULT_MAX_SIZE: Final = 8192
 #: Header parameters refused outright. Key-locating headers are never followed (RFC 8725 §3.10);
-#: ``zip`` (RFC 7516 §4.1.3) and ``cty`` (nested JWTs, RFC 7519 §5.2) are refused by SPEC §3;
-#: ``b64`` (RFC 7797) changes what is signed; ``enc`` marks a JWE header.
+#: ``zip`` (RFC 7516 §4.1.3) and ``cty`` (nested JWTs, RFC 7519 §5.2) are refused by
+#: docs/spec.md §3; ``b64`` (RFC 7797) changes what is signed; ``enc`` marks a JWE header.
 FORBIDDEN_HEADERS: Final[frozenset[str]] = frozenset(
     {"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "zip", "cty", "b64", "enc"}
 )
@@ -184,7 +184,7 @@ class Decoder:
         self._algorithms = self._policy.algorithms
         # Every token one key signs carries the same header segment (alg, kid, typ), so the
         # checked header is kept by its exact base64url text: a first-sight token then skips one
-        # base64 decode and one strict JSON parse (ARCHITECTURE §7). Only headers that passed
+        # base64 decode and one strict JSON parse (docs/design.md §7). Only headers that passed
         # every check are kept, only for the default typ set, at most HEADER_CACHE_SIZE of them.
         self._headers: dict[str, tuple[dict[str, Any], str, str]] = {}
 
@@ -377,7 +377,7 @@ def decode_verified(
     max_size: int = DEFAULT_MAX_SIZE,
     accepted_typ: frozenset[str] = ACCEPTED_TYP,
 ) -> dict[str, Any]:
-    """Verify a JWT access token (SPEC §3, RFC 8725, RFC 9068) and return its claims.
+    """Verify a JWT access token (docs/spec.md §3, RFC 8725, RFC 9068) and return its claims.
 
     Args:
         token: the bearer token, a JWS compact serialization.

@@ -8,10 +8,10 @@ An unknown ``kid`` triggers one refresh — single-flight (concurrent misses sha
 limited (never one fetch per request, never a stampede) — then fails (pyjwt's
 ``PyJWKClient.get_signing_key`` pattern). A failed refresh keeps the keys already held
 (stale-if-error). Key events only *hint* a refetch (``refresh(force=True)``): key material comes
-from the authenticated JWKS source, never from an event body (SPEC §4.6). A forced refresh always
-waits for a fetch that *started after* it was asked for, so a key published just before its event
-is never missed by joining an older fetch already in flight. Without events, :meth:`JwksCache.get`
-also refetches a set older than its ``max_age`` (monotonic clock).
+from the authenticated JWKS source, never from an event body (docs/spec.md §4.6). A forced refresh
+always waits for a fetch that *started after* it was asked for, so a key published just before its
+event is never missed by joining an older fetch already in flight. Without events,
+:meth:`JwksCache.get` also refetches a set older than its ``max_age`` (monotonic clock).
 
 Threads: the cache belongs to one event loop (``refresh`` is a coroutine). Other threads may read
 ``keys`` and ``revoked_kids`` at any time: ``keys`` is replaced, never mutated, by a refresh.
@@ -117,7 +117,7 @@ class JwksCache:
         return kid in self._revoked
 
     def revoke(self, kid: str) -> None:
-        """A key-revoked event: reject the kid at once, before any refetch (SPEC §4.6)."""
+        """A key-revoked event: reject the kid at once, before any refetch (docs/spec.md §4.6)."""
         self._revoked.add(kid)
         if kid in self.keys:
             self._replace_keys({k: v for k, v in self.keys.items() if k != kid})

@@ -2,7 +2,7 @@
 
 A :class:`VerificationKey` holds the ``cryptography`` public key, loaded once by pyjwt's own JWK
 loader (``jwt.algorithms``), the pyjwt algorithm object, and a verification function prepared
-from them (ARCHITECTURE §7): verifying a signature never parses key material again and builds no
+from them (docs/design.md §7): verifying a signature never parses key material again and builds no
 padding or hash objects per call. Its ``alg`` is fixed by the JWK, never by a token
 (RFC 8725 §3.1). Loading is strict: the JWK must name its ``kid`` and ``alg``, the ``alg`` must
 fit the key type (ES256 ↔ EC P-256, EdDSA ↔ OKP Ed25519, PS256/RS256 ↔ RSA of 2048 to 8192 bits),
@@ -88,7 +88,7 @@ def _prepared_verifier(alg: str, key: PublicKey) -> Callable[[bytes, bytes], Non
 
     The same cryptography calls pyjwt's ``Algorithm.verify`` makes, without re-creating the
     hash and padding objects and the hex round trip on every call (≈ 2.5 µs of the 1.25 x
-    budget, SPEC §8). The Wycheproof tests check it agrees with pyjwt on every vector.
+    budget, docs/spec.md §8). The Wycheproof tests check it agrees with pyjwt on every vector.
     """
     if isinstance(key, EllipticCurvePublicKey):
         ecdsa = ECDSA(SHA256())

@@ -1,6 +1,6 @@
 """RFC 7009 §2.1 token revocation: a client proves a JWT is its own by the signature alone.
 
-A client may revoke its own token even after it expired (RFC 7009 §2.1, SPEC §3), and a
+A client may revoke its own token even after it expired (RFC 7009 §2.1, docs/spec.md §3), and a
 revocation request names no audience: so this path checks the signature against the published
 key (pinned alg, RFC 8725 §3.1) and nothing else. It is private on purpose — no public function
 or option of :mod:`tokenry.jose` or :mod:`tokenry.verifier` skips the expiry or the audience

@@ -5,7 +5,7 @@ the services' own checks); ``tokenry.verifier.errors`` re-exports it. Every fail
 bearer token is a :class:`VerificationError`. Each carries a stable, machine-readable ``reason``
 (used for metrics labels, gRPC status details and tests) and a human ``description``. Neither
 ever contains the token, a claim value taken from it, or key
-material (SPEC §7): descriptions are fixed texts chosen by this package.
+material (docs/spec.md §7): descriptions are fixed texts chosen by this package.
 
 Exception tree (``TokenryError`` is the root of every Tokenry exception, ``tokenry.core.errors``)::
 
@@ -74,7 +74,7 @@ REASONS: Final[frozenset[str]] = frozenset(
         # RevokedError
         "revoked",
         "key_revoked",
-        "inactive",  # the introspection fallback (SPEC §4.4) answered active: false
+        "inactive",  # the introspection fallback (docs/spec.md §4.4) answered active: false
         # VerifierUnavailableError
         "stale",
         "no_keys",
@@ -137,12 +137,13 @@ class TokenExpiredError(InvalidClaimsError):
 
 
 class RevokedError(VerificationError):
-    """The token, its grant, subject, client or signing key has been revoked (SPEC §4)."""
+    """The token, its grant, subject, client or signing key has been revoked (docs/spec.md §4)."""
 
     __slots__ = ()
 
 
 class VerifierUnavailableError(VerificationError):
-    """The verifier cannot decide safely: its state is stale or it holds no keys (SPEC §4.4)."""
+    """The verifier cannot decide safely: its state is stale or it holds no keys
+    (docs/spec.md §4.4)."""
 
     __slots__ = ()

@@ -3,9 +3,9 @@
 One small reader, not pydantic-settings: every variable is declared once in
 :mod:`tokenry.servicekit.variables` (the table docs/operations.md prints, kept equal by a test),
 and a :class:`Reader` collects every bad value before anything starts, so a service reports all of
-them in one go and exits 2 (SPEC §6) instead of failing on the first. Secret values (KEK, pepper)
-come from the variable or from a ``*_FILE`` path and are never echoed back; neither are URLs,
-which may carry passwords.
+them in one go and exits 2 (docs/spec.md §6) instead of failing on the first. Secret values (KEK,
+pepper) come from the variable or from a ``*_FILE`` path and are never echoed back; neither are
+URLs, which may carry passwords.
 """
 
 from __future__ import annotations

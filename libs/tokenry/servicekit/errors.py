@@ -1,7 +1,7 @@
 """Domain exceptions become gRPC statuses in one place; servicers never call abort.
 
 :func:`guard` wraps a servicer's methods once, at registration (no cost per call beyond a
-try/except; an aio interceptor would cost ≈ 20 µs per call, ARCHITECTURE §7); a hot method that
+try/except; an aio interceptor would cost ≈ 20 µs per call, docs/design.md §7); a hot method that
 catches its own exceptions calls :func:`abort_for` and is marked :func:`maps_own_errors`. Every
 servicer is registered through ``guard(servicer, unavailable)``: ``unavailable`` lists the
 exceptions that mean a backing service is down.

@@ -54,8 +54,8 @@ def caller_credentials(
     assertion_type: str = "",
     assertion: str = "",
 ) -> Presented:
-    """The one client-authentication method a call uses (SPEC §3): client_secret_basic in the
-    ``authorization`` metadata, or client_secret_post / private_key_jwt (RFC 7523 §2.2) carried
+    """The one client-authentication method a call uses (docs/spec.md §3): client_secret_basic in
+    the ``authorization`` metadata, or client_secret_post / private_key_jwt (RFC 7523 §2.2) carried
     in the request's fields."""
     request_peer.set(_PeerOf(context))
     # RFC 8705: the verified client certificate, read from the call only if a client or a

@@ -6,7 +6,7 @@ logged inside a sampled span, so a log line leads to its trace; and every field 
 ``extra=`` (``log.info("revoked", extra={"kind": "jti", "seq": 42})``), so lines can be
 queried by field rather than grepped.
 
-Nothing secret is ever passed to a logger (SPEC §7). This formatter also does not print
+Nothing secret is ever passed to a logger (docs/spec.md §7). This formatter also does not print
 exception *messages* of unknown types, only their type and traceback, and it drops extra
 fields whose name says they could hold a credential.
 """

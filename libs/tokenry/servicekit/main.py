@@ -86,7 +86,7 @@ class _CannotListen(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors in one line, exit code 2 (SPEC §6)."""
+    """Usage errors in one line, exit code 2 (docs/spec.md §6)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -185,7 +185,7 @@ def main(
     except KeyboardInterrupt:
         pass
     finally:
-        telemetry.shutdown()  # flush spans and metrics (ARCHITECTURE §2)
+        telemetry.shutdown()  # flush spans and metrics (docs/design.md §2)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

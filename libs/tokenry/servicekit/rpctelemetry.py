@@ -1,7 +1,7 @@
 """Per-RPC metrics and server spans, wrapped around each method once, at registration.
 
-Not an interceptor: a grpc.aio server interceptor costs ≈ 20 µs per call (ARCHITECTURE §7),
-which alone would eat most of the 5 % that telemetry may cost on issuance (SPEC §8). Instead
+Not an interceptor: a grpc.aio server interceptor costs ≈ 20 µs per call (docs/design.md §7),
+which alone would eat most of the 5 % that telemetry may cost on issuance (docs/spec.md §8). Instead
 :func:`instrument_server` wraps each method handler as it is registered (the way
 :func:`tokenry.servicekit.errors.guard` does): per call one coroutine frame, a few integer
 bumps in a :class:`~tokenry.servicekit.telemetry.PlainHistogram` series bound at registration

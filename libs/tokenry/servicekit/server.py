@@ -1,4 +1,4 @@
-"""Server lifecycle shared by every service (ARCHITECTURE §2).
+"""Server lifecycle shared by every service (docs/design.md §2).
 
 The gRPC server starts at once and reports NOT_SERVING on grpc.health.v1 while the service
 connects to its dependencies with backoff; then SERVING. SIGTERM/SIGINT: NOT_SERVING, stop
@@ -119,7 +119,7 @@ async def set_serving(
     if serving:
         # Everything built at start-up (modules, pools, clients, caches' first fill) lives as
         # long as the process: move it out of the cyclic GC's sight, so the collections that
-        # per-call garbage triggers do not rescan it on every full pass (ARCHITECTURE §7).
+        # per-call garbage triggers do not rescan it on every full pass (docs/design.md §7).
         gc.freeze()
 
 

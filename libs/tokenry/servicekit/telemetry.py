@@ -4,7 +4,7 @@ Size: the SDK set-up is one concern (providers, exporters, sampler, scrape endpo
 order; the per-RPC side is :mod:`tokenry.servicekit.rpctelemetry`.
 
 Libraries (the verifier, the bus, the store) use only the OpenTelemetry *API*; this module is the
-one place where a service installs the SDK (ARCHITECTURE §8, STYLE §2.14). :func:`configure`
+one place where a service installs the SDK (docs/design.md §8). :func:`configure`
 runs in every worker process, before the service is built (``--workers N`` starts fresh
 interpreters, so each sets up its own providers, exporters and scrape port).
 

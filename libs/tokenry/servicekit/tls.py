@@ -1,4 +1,4 @@
-"""TLS on every listener (SPEC §3 "Transport"; issue 13 item 1).
+"""TLS on every listener (docs/spec.md §3 "Transport"; issue 13 item 1).
 
 What the services' listeners do with ``TOKENRY_TLS_*``:
 
@@ -350,7 +350,7 @@ def check_listener(
     reader: Reader, transport: Transport, host: str, port: int, var_name: str, *, dev: bool
 ) -> None:
     """Outside dev mode, plaintext on a non-loopback address is a configuration error unless
-    TLS is declared to terminate in front (SPEC §3)."""
+    TLS is declared to terminate in front (docs/spec.md §3)."""
     if dev or transport.server is not None or transport.terminated_in_front:
         return
     if is_loopback(host):

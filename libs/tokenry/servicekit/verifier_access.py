@@ -1,4 +1,4 @@
-"""Who may read the control plane (issue 13 item 3; SPEC §2, §3 Transport).
+"""Who may read the control plane (issue 13 item 3; docs/spec.md §2, §3 Transport).
 
 ``ListRevocations`` and ``GetHead`` (revocation service) and ``GetJwks`` (key rotator) tell a
 verifier what is revoked and which keys sign: they are readable by authenticated verifiers

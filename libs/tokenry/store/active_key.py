@@ -1,7 +1,7 @@
 """The keys an issuer signs with: read from PostgreSQL, opened with the KEK ring, cached.
 
-SPEC §5: issuers pick up a newly active key from the key event, with a periodic check as backup,
-and never sign with a key that is not active. :class:`ActiveKeys` does both halves:
+docs/spec.md §5: issuers pick up a newly active key from the key event, with a periodic check as
+backup, and never sign with a key that is not active. :class:`ActiveKeys` does both halves:
 
 - :meth:`ActiveKeys.refresh` (the periodic check) reads the active key of each key set, and its
   pending successor, from PostgreSQL. The successor is opened ahead of time, so a switch costs
@@ -89,8 +89,8 @@ class ActiveKeys:
     async def on_key_event(self, kid: str, state: str) -> None:
         """A key event (``tokenry.events.keys.<state>``): act on it at once, then confirm.
 
-        Events are hints (SPEC §4.6): the only keys ever used are ones read from PostgreSQL and
-        opened with our KEK; an event can only make us switch to the already-loaded successor
+        Events are hints (docs/spec.md §4.6): the only keys ever used are ones read from PostgreSQL
+        and opened with our KEK; an event can only make us switch to the already-loaded successor
         or stop using a key.
         """
         self._generation += 1
@@ -116,7 +116,7 @@ class ActiveKeys:
         await self.refresh()
 
     async def refresh(self) -> None:
-        """Re-read the active keys and their successors (the periodic check, SPEC §5)."""
+        """Re-read the active keys and their successors (the periodic check, docs/spec.md §5)."""
         async with self._lock:
             for _ in range(_MAX_REREADS):
                 generation = self._generation

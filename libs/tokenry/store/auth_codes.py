@@ -1,6 +1,6 @@
 """Authorization requests (login challenges) and authorization codes, by hash only.
 
-RFC 6749 §4.1.2: a code is short-lived (≤ 60 s, SPEC §2) and single-use; a used code stays
+RFC 6749 §4.1.2: a code is short-lived (≤ 60 s, docs/spec.md §2) and single-use; a used code stays
 recorded (``used_at``) so that a second use is recognised and revokes its family (§4.1.2,
 §10.5) instead of looking like an unknown code.
 """

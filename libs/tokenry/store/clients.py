@@ -1,7 +1,7 @@
 """The client registry in PostgreSQL.
 
 Every change commits with its ``clients.*`` event in the shared outbox (one transaction), so
-issuers caching clients in memory drop them as soon as the event arrives (ARCHITECTURE §4).
+issuers caching clients in memory drop them as soon as the event arrives (docs/design.md §4).
 """
 
 from __future__ import annotations

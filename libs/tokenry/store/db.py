@@ -1,4 +1,4 @@
-"""Connection pool with bounded retry: start-up order does not matter (ARCHITECTURE §2)."""
+"""Connection pool with bounded retry: start-up order does not matter (docs/design.md §2)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Grant families (``gid``) in PostgreSQL: one row per authorization, refreshed or exchanged.
 
 A family is revoked here (``revoked_at``: the issuer refuses to refresh it) and, by the caller,
-with a grant revocation and its event (verifiers reject its access tokens, SPEC §4).
+with a grant revocation and its event (verifiers reject its access tokens, docs/spec.md §4).
 """
 
 from __future__ import annotations

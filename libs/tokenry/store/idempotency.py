@@ -23,7 +23,7 @@ import asyncpg
 from tokenry.core.errors import InvalidRequest
 from tokenry.store.db import Executor
 
-#: How long an answer is kept (SPEC: 24 h); the sweeper deletes older records.
+#: How long an answer is kept (24 h); the sweeper deletes older records.
 RETENTION_SECONDS: Final = 24 * 3600
 
 

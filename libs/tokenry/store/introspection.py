@@ -42,7 +42,7 @@ class StoreOpaqueRecords:
 
 
 class StoreRevocationCheck:
-    """RevocationCheck port: PostgreSQL, never the event-fed state (SPEC §4.5)."""
+    """RevocationCheck port: PostgreSQL, never the event-fed state (docs/spec.md §4.5)."""
 
     def __init__(self, checks: RevocationChecks) -> None:
         self._checks = checks

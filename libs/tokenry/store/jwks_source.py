@@ -1,8 +1,8 @@
 """The published JWKS read from PostgreSQL: a ``tokenry.jose.JwksSource`` for the services.
 
 Tokenry's own services verify JWTs against the keys in ``signing_keys`` rather than the event-fed
-state (SPEC §4.5): the revocation service for RFC 7009, the issuer for token exchange. They put
-one :class:`tokenry.jose.JwksCache` (single-flight, rate-limited unknown-kid refresh, monotonic
+state (docs/spec.md §4.5): the revocation service for RFC 7009, the issuer for token exchange. They
+put one :class:`tokenry.jose.JwksCache` (single-flight, rate-limited unknown-kid refresh, monotonic
 TTL) over this source, so a burst of unknown kids costs one query, not one each.
 """
 

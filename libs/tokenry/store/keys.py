@@ -1,8 +1,8 @@
-"""Signing keys in PostgreSQL: public JWK in clear, private key sealed (SPEC §5).
+"""Signing keys in PostgreSQL: public JWK in clear, private key sealed (docs/spec.md §5).
 
 Reads go through :class:`KeyStore`. Every change goes through :meth:`KeyStore.writer`: one
 transaction that locks the table against other writers, runs the fencing check of the caller's
-lease (ARCHITECTURE §3), re-reads the keys, and writes each state change together with its event
+lease (docs/design.md §3), re-reads the keys, and writes each state change together with its event
 in the shared outbox. A paused ex-leader that wakes after losing its lease writes nothing.
 """
 

@@ -176,7 +176,7 @@ class MemoryStore:
             return seq
 
     def _end_families(self, rev: Revocation) -> None:
-        """A grant, subject or client revocation ends the families it covers (SPEC §3)."""
+        """A grant, subject or client revocation ends the families it covers (docs/spec.md §3)."""
         if rev.kind is RevocationKind.GRANT:
             ended = [g for g in (self.grants.get(rev.value),) if g is not None and not g.revoked]
         elif rev.kind is RevocationKind.SUBJECT:

@@ -1,4 +1,4 @@
-"""Opaque access and refresh tokens in PostgreSQL, keyed by SHA-256 of the token (SPEC §3).
+"""Opaque access and refresh tokens in PostgreSQL, keyed by SHA-256 of the token (docs/spec.md §3).
 
 The plaintext never reaches the database. :class:`OpaqueTokenWriter` batches the inserts of
 concurrent client-credentials requests into one statement (group commit): every caller still
@@ -108,9 +108,9 @@ async def get(
     return None if row is None else _record(row)
 
 
-# One round trip for introspection (SPEC §4.5: PostgreSQL-backed revocation state): the token
-# row and whether any revocation covers it — its jti, its family, or a subject/client watermark
-# later than its iat (the one rule, ``revocation_checks.covers``).
+# One round trip for introspection (docs/spec.md §4.5: PostgreSQL-backed revocation state): the
+# token row and whether any revocation covers it — its jti, its family, or a subject/client
+# watermark later than its iat (the one rule, ``revocation_checks.covers``).
 _COVERED = covers("t.jti", "t.gid", "t.subject", "t.client_id", "t.issued_at", on="r.")
 _INTROSPECT = f"""
 SELECT t.token_hash, t.kind, t.jti, t.gid, t.client_id, t.subject, t.scopes, t.audiences,

@@ -1,4 +1,4 @@
-"""The transactional outbox shared by every producer (ARCHITECTURE §3–4).
+"""The transactional outbox shared by every producer (docs/design.md §3–4).
 
 A producer writes its state change and its event in one transaction; the seq comes from the
 one-row counter, so seqs are gap-free and in commit order. The publisher reads unpublished rows
@@ -50,7 +50,7 @@ class OutboxStore:
         self._pool = pool
 
     async def head_seq(self) -> int:
-        """The last seq committed (what heartbeats carry, SPEC §4.4)."""
+        """The last seq committed (what heartbeats carry, docs/spec.md §4.4)."""
         seq: int = await self._pool.fetchval("SELECT seq FROM outbox_counter WHERE id")
         return seq
 
@@ -75,7 +75,7 @@ class OutboxStore:
         """Delete up to ``limit`` rows published more than ``max_age`` seconds ago.
 
         Once the stream has dropped an event (its max age), nobody can ask for it by seq any
-        more: verifiers that far behind take a snapshot instead (ARCHITECTURE §4).
+        more: verifiers that far behind take a snapshot instead (docs/design.md §4).
         """
         status: str = await self._pool.execute(
             "DELETE FROM outbox WHERE seq = ANY(ARRAY("
@@ -104,7 +104,7 @@ class OutboxStore:
 
 
 async def lease_is_current(conn: Executor, lease: Lease) -> bool:
-    """The fencing check: run inside every write transaction of a leader (ARCHITECTURE §3)."""
+    """The fencing check: run inside every write transaction of a leader (docs/design.md §3)."""
     row = await conn.fetchrow(
         "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND fence = $3"
         " AND expires_at > now() FOR SHARE",

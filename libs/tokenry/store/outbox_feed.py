@@ -1,14 +1,14 @@
 """Follow the outbox straight from PostgreSQL: LISTEN for the producers' NOTIFY, read new rows.
 
-Tokenry's own services must not wait for NATS to learn about their own writes (SPEC §4.5): an
-introspector that caches positive answers must drop a revoked token's answer as soon as the
+Tokenry's own services must not wait for NATS to learn about their own writes (docs/spec.md §4.5):
+an introspector that caches positive answers must drop a revoked token's answer as soon as the
 revocation commits, not when the event has gone round through the relay and JetStream. Every
 producer writes its event into ``outbox`` in the same transaction as the change, and a trigger
 then does ``pg_notify('tokenry_outbox', '')`` (migration 0001). :class:`OutboxFeed` LISTENs on a
 connection of its own and, on each notification, reads the rows after the last seq it has seen
 (one small indexed query) and hands them to a :class:`FeedHandler` in seq order.
 
-Seqs are gap-free and in commit order (one counter row, ARCHITECTURE §3), so "every row with
+Seqs are gap-free and in commit order (one counter row, docs/design.md §3), so "every row with
 ``seq > last``" never skips a row that commits later. Notifications are only a wake-up: the feed
 also reads every ``poll_interval`` (which doubles as the check that the connection is alive),
 and after a reconnect it re-reads from the last seq it applied. Only when it cannot know what

@@ -2,7 +2,7 @@
 
 Modelled on ory/fosite ``handler/oauth2/storage.go``: one small interface per concern, composed
 where a flow needs several, each citing the rule it stores for. Every token, code and login
-challenge is stored by its SHA-256 only (SPEC §3).
+challenge is stored by its SHA-256 only (docs/spec.md §3).
 
 Two adapters implement every port, and ``tests/contract`` runs one suite against both:
 
@@ -95,8 +95,8 @@ class TokenReader(Protocol):
 
 
 class RevocationLookup(Protocol):
-    """Whether a revocation covers a token, asked of the durable record (SPEC §4.5: the issuer
-    never decides on event-fed state)."""
+    """Whether a revocation covers a token, asked of the durable record (docs/spec.md §4.5: the
+    issuer never decides on event-fed state)."""
 
     async def revoked_kind(
         self,
@@ -109,13 +109,13 @@ class RevocationLookup(Protocol):
     ) -> str | None:
         """The kind (``jti``, ``grant``, ``subject``, ``client``) of a revocation covering a
         token with these claims, or None. Subject and client revocations cover tokens with
-        ``issued_at < not_before`` (SPEC §4)."""
+        ``issued_at < not_before`` (docs/spec.md §4)."""
         ...
 
 
 class WatermarkSource(Protocol):
     """Subject and client watermarks still ahead: no token is minted that would be born
-    revoked (SPEC §4)."""
+    revoked (docs/spec.md §4)."""
 
     async def future_watermarks(self, now: int) -> list[Watermark]:
         """Subject and client revocations whose ``not_before`` is after ``now``."""
@@ -123,8 +123,8 @@ class WatermarkSource(Protocol):
 
 
 class RevocationLog(Protocol):
-    """The durable revocation record (SPEC §4.1), as the issuer writes to it on abuse: a reused
-    code (RFC 6749 §4.1.2, §10.5) or refresh token (OAuth 2.1 §4.3.1) revokes its family."""
+    """The durable revocation record (docs/spec.md §4.1), as the issuer writes to it on abuse: a
+    reused code (RFC 6749 §4.1.2, §10.5) or refresh token (OAuth 2.1 §4.3.1) revokes its family."""
 
     async def revoke(self, rev: Revocation, actor: str, now: float) -> int:
         """Record ``rev`` and its event in one transaction and return the event's seq.
@@ -166,7 +166,7 @@ class AuthorizeCodeStorage(Protocol):
 
 
 class GrantStorage(Protocol):
-    """Grant families (``gid``): one row per authorization, ended as one (SPEC §3)."""
+    """Grant families (``gid``): one row per authorization, ended as one (docs/spec.md §3)."""
 
     async def create_grant(self, grant: GrantRecord) -> None:
         """Store a new family."""

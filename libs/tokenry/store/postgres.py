@@ -134,7 +134,7 @@ class PgStorage:
 
 
 class PgRevocationLog:
-    """``RevocationLog``: one ``tokenry_revoke`` statement per revocation (SPEC §4.1)."""
+    """``RevocationLog``: one ``tokenry_revoke`` statement per revocation (docs/spec.md §4.1)."""
 
     def __init__(self, store: RevocationStore, encode: EventEncoder) -> None:
         self._store = store

@@ -3,8 +3,8 @@ PostgreSQL and JWKS adapters of :class:`tokenry.flows.revocation.TokenFinder`; m
 services/revocation/tokens.py so the gateway runs them too).
 
 A JWT is trusted only after its signature verifies against the published JWKS (expiry
-ignored: a client may revoke its own expired token, RFC 7009 §2.1 and SPEC §3); anything that
-does not verify is an invalid token, answered with success and no effect (RFC 7009 §2.2).
+ignored: a client may revoke its own expired token, RFC 7009 §2.1 and docs/spec.md §3); anything
+that does not verify is an invalid token, answered with success and no effect (RFC 7009 §2.2).
 Opaque tokens (``tkr_at_``/``tkr_rt_``) are resolved through the :class:`OpaqueTokens` port:
 :class:`StoreOpaqueTokens` looks them up in PostgreSQL by their SHA-256.
 """
@@ -28,7 +28,7 @@ from tokenry.store.jwks_source import PublishedKeyReader, StoreJwksSource
 
 
 class StoreOpaqueTokens:
-    """Opaque tokens in PostgreSQL, looked up by SHA-256 (SPEC §3). The checksum is checked
+    """Opaque tokens in PostgreSQL, looked up by SHA-256 (docs/spec.md §3). The checksum is checked
     first, so garbage and codes cost no query; authorization codes and login challenges are
     not revocable tokens."""
 

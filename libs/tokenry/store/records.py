@@ -2,7 +2,7 @@
 
 Shared by the storage ports (:mod:`tokenry.store.ports`), the PostgreSQL adapters and the
 in-memory adapter (:mod:`tokenry.store.memory`). Tokens, codes and login challenges are known
-only by their SHA-256 (SPEC §3; fosite keys its storage by the token's *signature*).
+only by their SHA-256 (docs/spec.md §3; fosite keys its storage by the token's *signature*).
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class OpaqueTokenRecord:
 
 @dataclass(frozen=True, slots=True)
 class Watermark:
-    """A subject or client revocation watermark (SPEC §4: ``iat < not_before`` is revoked)."""
+    """A subject or client revocation watermark (docs/spec.md §4: ``iat < not_before`` is
+    revoked)."""
 
     kind: str  # "subject" | "client"
     value: str

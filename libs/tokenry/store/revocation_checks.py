@@ -1,4 +1,5 @@
-"""Read-only revocation checks against PostgreSQL, for the issuer's own decisions (SPEC §4.5).
+"""Read-only revocation checks against PostgreSQL, for the issuer's own decisions
+(docs/spec.md §4.5).
 
 The issuer never relies on the event-fed state to decide whether a subject token may be
 exchanged or a family may be refreshed: it asks the ``revocations`` table (owned by the
@@ -22,9 +23,9 @@ def covers(
     :meth:`tokenry.core.revocations.RevocationSet.check` (a property test keeps them equal).
 
     jti and grant revocations match by value; subject and client revocations are watermarks,
-    covering tokens with ``iat < not_before`` (SPEC §4). Expiry is not tested: a row lives until
-    the sweeper drops it, as an entry of the set does until its sweep, and by ``expires_at`` every
-    token it covers has expired (``expires_at >= exp + leeway``). Each argument is a SQL
+    covering tokens with ``iat < not_before`` (docs/spec.md §4). Expiry is not tested: a row lives
+    until the sweeper drops it, as an entry of the set does until its sweep, and by ``expires_at``
+    every token it covers has expired (``expires_at >= exp + leeway``). Each argument is a SQL
     expression (a ``$n`` parameter or a column); ``on`` qualifies the revocations columns (a
     table alias followed by a dot).
     """
@@ -58,7 +59,7 @@ class RevocationChecks:
     ) -> str | None:
         """The kind of revocation that applies to a token (or a family begun at ``issued_at``).
 
-        Subject and client revocations apply when ``issued_at < not_before`` (SPEC §4).
+        Subject and client revocations apply when ``issued_at < not_before`` (docs/spec.md §4).
         """
         executor = conn if conn is not None else self._pool
         kind: str | None = await executor.fetchval(

@@ -1,13 +1,14 @@
-"""Durable revocations: the row and its event commit in one statement (SPEC §4.1).
+"""Durable revocations: the row and its event commit in one statement (docs/spec.md §4.1).
 
 Concurrent revocations are group-committed: a batch is still one statement, each revocation
 keeping its own dedupe, seq, outbox row and idempotency record
 (:meth:`RevocationStore.revoke_many`).
 
 PostgreSQL is the source of truth. Tokenry's own services check revocations against this table
-(SPEC §4.5: never the event-fed state) with the one SQL rule in
+(docs/spec.md §4.5: never the event-fed state) with the one SQL rule in
 :mod:`tokenry.store.revocation_checks`, verifiers bootstrap from
-:meth:`RevocationStore.snapshot`, and the sweeper drops rows once they cannot matter (SPEC §4.7).
+:meth:`RevocationStore.snapshot`, and the sweeper drops rows once they cannot matter
+(docs/spec.md §4.7).
 """
 
 from __future__ import annotations

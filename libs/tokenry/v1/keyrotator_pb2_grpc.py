@@ -27,7 +27,7 @@ if _version_not_supported:
 
 
 class KeyRotatorStub:
-    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+    """Signing-key lifecycle and the JWKS (RFC 7517; docs/spec.md §5, docs/keys.md).
 
     GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
     client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
@@ -64,7 +64,7 @@ class KeyRotatorStub:
 
 
 class KeyRotatorServicer:
-    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+    """Signing-key lifecycle and the JWKS (RFC 7517; docs/spec.md §5, docs/keys.md).
 
     GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
     client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
@@ -134,7 +134,7 @@ def add_KeyRotatorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class KeyRotator:
-    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+    """Signing-key lifecycle and the JWKS (RFC 7517; docs/spec.md §5, docs/keys.md).
 
     GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
     client with the `tokenry:admin` scope, authenticated in the `authorization` metadata

@@ -28,7 +28,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class KeyRotatorStub:
-    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+    """Signing-key lifecycle and the JWKS (RFC 7517; docs/spec.md §5, docs/keys.md).
 
     GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
     client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
@@ -55,7 +55,7 @@ class KeyRotatorStub:
 
 @_typing.type_check_only
 class KeyRotatorAsyncStub(KeyRotatorStub):
-    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+    """Signing-key lifecycle and the JWKS (RFC 7517; docs/spec.md §5, docs/keys.md).
 
     GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
     client with the `tokenry:admin` scope, authenticated in the `authorization` metadata
@@ -78,7 +78,7 @@ class KeyRotatorAsyncStub(KeyRotatorStub):
     """
 
 class KeyRotatorServicer(metaclass=_abc_1.ABCMeta):
-    """Signing-key lifecycle and the JWKS (RFC 7517; SPEC §5, docs/keys.md).
+    """Signing-key lifecycle and the JWKS (RFC 7517; docs/spec.md §5, docs/keys.md).
 
     GetJwks and ListKeys are public (they show public keys only). Rotate and RevokeKey need a
     client with the `tokenry:admin` scope, authenticated in the `authorization` metadata

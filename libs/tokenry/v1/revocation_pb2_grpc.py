@@ -27,7 +27,7 @@ if _version_not_supported:
 
 
 class RevocationStub:
-    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    """Revocation (docs/spec.md §4). The caller authenticates as a client, with exactly one method: in the
     `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
     the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
     identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
@@ -58,7 +58,7 @@ class RevocationStub:
 
 
 class RevocationServicer:
-    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    """Revocation (docs/spec.md §4). The caller authenticates as a client, with exactly one method: in the
     `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
     the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
     identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
@@ -84,7 +84,7 @@ class RevocationServicer:
 
     def GetHead(self, request, context):
         """The last outbox seq committed in PostgreSQL, read after this request arrived. How a
-        verifier proves it is current (SPEC §4.4, docs/events.md): it notes its own monotonic
+        verifier proves it is current (docs/spec.md §4.4, docs/events.md): it notes its own monotonic
         clock, asks, and once every event up to the answer is applied it was current at the moment
         it asked. A late answer only yields an old proof; a late heartbeat yields none.
         """
@@ -119,7 +119,7 @@ def add_RevocationServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Revocation:
-    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    """Revocation (docs/spec.md §4). The caller authenticates as a client, with exactly one method: in the
     `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
     the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
     identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued

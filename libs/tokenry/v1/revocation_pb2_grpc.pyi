@@ -28,7 +28,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RevocationStub:
-    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    """Revocation (docs/spec.md §4). The caller authenticates as a client, with exactly one method: in the
     `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
     the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
     identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
@@ -50,14 +50,14 @@ class RevocationStub:
     """
     GetHead: _grpc.UnaryUnaryMultiCallable[_revocation_pb2.GetHeadRequest, _revocation_pb2.GetHeadResponse]
     """The last outbox seq committed in PostgreSQL, read after this request arrived. How a
-    verifier proves it is current (SPEC §4.4, docs/events.md): it notes its own monotonic
+    verifier proves it is current (docs/spec.md §4.4, docs/events.md): it notes its own monotonic
     clock, asks, and once every event up to the answer is applied it was current at the moment
     it asked. A late answer only yields an old proof; a late heartbeat yields none.
     """
 
 @_typing.type_check_only
 class RevocationAsyncStub(RevocationStub):
-    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    """Revocation (docs/spec.md §4). The caller authenticates as a client, with exactly one method: in the
     `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
     the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
     identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
@@ -76,13 +76,13 @@ class RevocationAsyncStub(RevocationStub):
     """
     GetHead: _aio.UnaryUnaryMultiCallable[_revocation_pb2.GetHeadRequest, _revocation_pb2.GetHeadResponse]  # type: ignore[assignment]
     """The last outbox seq committed in PostgreSQL, read after this request arrived. How a
-    verifier proves it is current (SPEC §4.4, docs/events.md): it notes its own monotonic
+    verifier proves it is current (docs/spec.md §4.4, docs/events.md): it notes its own monotonic
     clock, asks, and once every event up to the answer is applied it was current at the moment
     it asked. A late answer only yields an old proof; a late heartbeat yields none.
     """
 
 class RevocationServicer(metaclass=_abc_1.ABCMeta):
-    """Revocation (SPEC §4). The caller authenticates as a client, with exactly one method: in the
+    """Revocation (docs/spec.md §4). The caller authenticates as a client, with exactly one method: in the
     `authorization` metadata (client_secret_basic, RFC 6749 §2.3.1), or with private_key_jwt in
     the request (RFC 7523 §2.2: `client_assertion_type` + `client_assertion`; `aud` the issuer
     identifier, the gateway's token endpoint URL or its revocation endpoint URL). Revoking a token (RFC 7009) is open to the client the token was issued
@@ -117,7 +117,7 @@ class RevocationServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_revocation_pb2.GetHeadResponse, _abc.Awaitable[_revocation_pb2.GetHeadResponse]]:
         """The last outbox seq committed in PostgreSQL, read after this request arrived. How a
-        verifier proves it is current (SPEC §4.4, docs/events.md): it notes its own monotonic
+        verifier proves it is current (docs/spec.md §4.4, docs/events.md): it notes its own monotonic
         clock, asks, and once every event up to the answer is applied it was current at the moment
         it asked. A late answer only yields an old proof; a late heartbeat yields none.
         """

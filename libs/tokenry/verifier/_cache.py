@@ -2,8 +2,8 @@
 
 A hit costs one dict lookup; the caller then runs the revocation checks, which key on the cached
 ``jti``/``gid``/``sub``/``client_id``/``kid`` and never on the token string (token strings are
-malleable, SPEC §3: a re-encoded token is simply another cache entry that must earn its place by
-a signature check of its own).
+malleable, docs/spec.md §3: a re-encoded token is simply another cache entry that must earn its
+place by a signature check of its own).
 
 Thread safety: reads (``get``) and single writes (``put``, ``discard``) take no lock — one dict
 lookup, store or pop is atomic in CPython, and entries are immutable tuples — so the first-sight

@@ -27,7 +27,7 @@ DEFAULT_BLOCKING_TIMEOUT: Final = 10.0
 
 
 class StalePolicy(StrEnum):
-    """What to do while the revocation state cannot be proven current (SPEC §4.4)."""
+    """What to do while the revocation state cannot be proven current (docs/spec.md §4.4)."""
 
     FAIL_CLOSED = "fail_closed"
     """Refuse every token with ``stale`` (UNAVAILABLE). The default."""
@@ -86,7 +86,7 @@ class VerifierConfig:
         max_clock_skew: the skew issuers are held to (``TOKENRY_MAX_CLOCK_SKEW``); ``iat`` may
             be at most ``min(leeway, max_clock_skew)`` ahead, so that no token stamped in the
             future outlives a subject or client revocation (docs/events.md).
-        max_size: longer tokens are refused before parsing (SPEC §3: 8 KiB).
+        max_size: longer tokens are refused before parsing (docs/spec.md §3: 8 KiB).
         cache_size: verified tokens kept (bounded memory; see ``cache.TokenCache``).
         accepted_typ: accepted JOSE ``typ`` values, compared case-insensitively.
     """

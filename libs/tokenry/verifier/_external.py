@@ -3,7 +3,7 @@
 Such an issuer publishes no Tokenry events, so nothing is revoked before ``exp`` except by
 removing the key from its JWKS: the set is refetched every ``refresh_interval`` seconds (and on
 an unknown ``kid``, rate limited), and tokens — cached ones included — stop verifying once
-their key is gone. Every other rule (SPEC §3, RFC 8725) is the same as for Tokenry tokens.
+their key is gone. Every other rule (docs/spec.md §3, RFC 8725) is the same as for Tokenry tokens.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Keeps a verifier's revocation state in step with PostgreSQL (SPEC §4.3, ARCHITECTURE §4).
+"""Keeps a verifier's revocation state in step with PostgreSQL (docs/spec.md §4.3,
+docs/design.md §4).
 
 Bootstrap: read the stream's last seq L, *then* the snapshots (revocations from
 ``ListRevocations``, current to outbox seq W; the JWKS, current to a seq ≥ W), start this
@@ -17,8 +18,8 @@ trouble:
   times → a fresh snapshot, after a random delay (``snapshot_jitter``) so a fleet does not
   stampede the revocation service.
 
-Proof of currency (SPEC §4.4): each heartbeat triggers one question to the revocation service
-(``GetHead``, single-flight), dated by this verifier's monotonic clock before it asks; the
+Proof of currency (docs/spec.md §4.4): each heartbeat triggers one question to the revocation
+service (``GetHead``, single-flight), dated by this verifier's monotonic clock before it asks; the
 watchdog asks too when no heartbeat came for ``prove_interval``. See
 :mod:`tokenry.verifier._state`. There is no snapshot-less mode: the stream is an accelerator, not
 the record (JetStream can lose acknowledged writes), so a verifier that could not repair a loss

@@ -1,4 +1,5 @@
-"""The introspection port: what the staleness fallback (SPEC §4.4) asks when local state is stale.
+"""The introspection port: what the staleness fallback (docs/spec.md §4.4) asks when local state is
+stale.
 
 RFC 7662 §2.2: an introspection response says whether the token is ``active`` and, when it is,
 carries the token's claims. The verifier only needs that, so the port is one method. An adapter

@@ -1,8 +1,8 @@
 """Verifier metrics through the OpenTelemetry *API* only (no SDK in the library).
 
 The hot path never calls OpenTelemetry: a verification bumps a plain integer in its verifier's
-:class:`VerifierStats` (one attribute increment — this is what "metrics on" costs, SPEC §8), and
-:class:`VerifierMetrics` exports those counts through asynchronous (observable) instruments that
+:class:`VerifierStats` (one attribute increment — this is what "metrics on" costs, docs/spec.md §8),
+and :class:`VerifierMetrics` exports those counts through asynchronous (observable) instruments that
 the application's SDK reads at collection time. Without an SDK the API's no-op meter makes the
 export cost nothing at all.
 
@@ -16,7 +16,7 @@ Instruments (attribute ``tokenry.audience`` on each):
 ``tokenry.verifier.cache.hit_ratio``   gauge      hits / (hits + misses) since start
 ``tokenry.verifier.cache.entries``     gauge      tokens held in the verified-token cache
 ``tokenry.verifier.staleness``         gauge (s)  age of the last proof that the revocation state
-                                                  is current (SPEC §4.4)
+                                                  is current (docs/spec.md §4.4)
 ``tokenry.verifier.staleness_budget``  gauge (s)  the budget it is held against (alerts: half)
 ``tokenry.verifier.jwks.keys``         gauge      verification keys held
 ``tokenry.verifier.jwks.refreshes``    counter    ``outcome`` (ok, error)
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["METER_NAME", "VerifierMetrics", "VerifierStats"]
 
 METER_NAME: Final = "tokenry.verifier"
-#: seconds; the promise is milliseconds (SPEC §4), the tail shows outages
+#: seconds; the promise is milliseconds (docs/spec.md §4), the tail shows outages
 LAG_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip

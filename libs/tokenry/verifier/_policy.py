@@ -44,7 +44,8 @@ _claims: contextvars.ContextVar[Claims | None] = contextvars.ContextVar(
     "tokenry_claims", default=None
 )
 
-#: Probes and tooling work without a token (SPEC §2: health and reflection on every service).
+#: Probes and tooling work without a token (docs/spec.md §2: health and reflection on every
+#: service).
 PUBLIC_METHODS: Final = frozenset(
     {
         "/grpc.health.v1.Health/Check",
@@ -84,7 +85,7 @@ class MethodPolicy:
     Args:
         scopes: every one of these scopes must be in the token's ``scope`` (RFC 6749 §3.3).
         public: no authentication at all (health, reflection, a public API).
-        on_stale: what to do while the revocation state is stale (SPEC §4.4).
+        on_stale: what to do while the revocation state is stale (docs/spec.md §4.4).
     """
 
     scopes: Set[str] = field(default_factory=frozenset)  # any set; stored as a frozenset

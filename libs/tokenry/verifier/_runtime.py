@@ -1,5 +1,5 @@
 """Wiring a verifier to Tokenry: JWKS from the key rotator, revocations from a snapshot of the
-revocation service plus the NATS event stream (SPEC §4.3)."""
+revocation service plus the NATS event stream (docs/spec.md §4.3)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class VerifierRuntime:
         *,
         interval: float = 0.25,
     ) -> None:
-        """Opt-in: call ``on_change(stale)`` now and whenever staleness flips (SPEC §4.4).
+        """Opt-in: call ``on_change(stale)`` now and whenever staleness flips (docs/spec.md §4.4).
 
         Typical use: set this host's grpc.health to NOT_SERVING while stale, so that load
         balancers route around a verifier that would answer UNAVAILABLE anyway::
@@ -137,7 +137,7 @@ async def start_verifier(
 
     The verifier bootstraps from the revocation service's snapshot and is current as soon as
     this returns; it repairs any loss of events by a new snapshot, and proves it is current by
-    asking the same service for the committed head (SPEC §4.4). It returns once subscribed,
+    asking the same service for the committed head (docs/spec.md §4.4). It returns once subscribed,
     retrying its dependencies until then.
 
     Args:
@@ -157,7 +157,7 @@ async def start_verifier(
             certificate of ``channel_credentials`` names an allowed verifier (issue 13 item 3).
     """
     if not revocation_addr:
-        # The stream is an accelerator, not the record (SPEC §4.1): a verifier that can only
+        # The stream is an accelerator, not the record (docs/spec.md §4.1): a verifier that can only
         # replay it cannot repair a loss, and would accept revoked tokens without knowing it.
         raise ValueError("start_verifier needs revocation_addr (the revocation service, host:port)")
     clock = clock or SystemClock()

@@ -1,10 +1,10 @@
 """What a verifier knows from the event stream, and whether it can prove that is current.
 
 Events are applied as they arrive (applying is commutative); ``applied_seq`` is the highest
-*contiguous* outbox seq applied, so a hole is visible (ARCHITECTURE §4).
+*contiguous* outbox seq applied, so a hole is visible (docs/design.md §4).
 
 A proof of currency is dated by this verifier's own monotonic clock, at a moment it can vouch
-for (SPEC §4.4, docs/events.md): it notes the time, asks the revocation service for the head
+for (docs/spec.md §4.4, docs/events.md): it notes the time, asks the revocation service for the head
 seq committed in PostgreSQL (a read made after the question arrived), and once every seq up to
 that head is applied it was current *as of the moment it asked*. A snapshot is proven the same
 way (as of the moment it was requested). Nothing that waited in a buffer can make stale state

@@ -10,11 +10,12 @@
     ─► revocation checks ─► claims
 
 Revocation checks key on jti, gid, sub, client_id and kid — never on the token string (token
-strings are malleable, SPEC §3). A verifier that cannot prove its revocation state current within
-its staleness budget refuses tokens (``stale``, UNAVAILABLE: fail closed, SPEC §4.4), or — when
-the caller asks for :attr:`StalePolicy.INTROSPECT` and an :class:`~.introspection.Introspector`
-is configured — still checks the token locally and then asks the authorization server whether
-it is active, per request. A verifier whose JWKS never loaded refuses tokens with ``no_keys``.
+strings are malleable, docs/spec.md §3). A verifier that cannot prove its revocation state current
+within its staleness budget refuses tokens (``stale``, UNAVAILABLE: fail closed, docs/spec.md §4.4),
+or — when the caller asks for :attr:`StalePolicy.INTROSPECT` and an
+:class:`~.introspection.Introspector` is configured — still checks the token locally and then asks
+the authorization server whether it is active, per request. A verifier whose JWKS never loaded
+refuses tokens with ``no_keys``.
 
 Three ways in, one object:
 
@@ -79,8 +80,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: How long the hot path may reuse a "not stale" verdict before asking the state again. The
-#: staleness budget is tens of seconds (SPEC §4.4); this bounds the slack to 10 ms and saves two
-#: Python calls per cache hit. A stale verdict is never reused: recovery is seen at once.
+#: staleness budget is tens of seconds (docs/spec.md §4.4); this bounds the slack to 10 ms and saves
+#: two Python calls per cache hit. A stale verdict is never reused: recovery is seen at once.
 STALENESS_RECHECK: Final = 0.010
 
 
@@ -356,7 +357,8 @@ class Verifier:
         return entry
 
     async def _fallback(self, token: str) -> Claims:
-        """SPEC §4.4 introspection fallback: local checks first, then ask whether it is active."""
+        """docs/spec.md §4.4 introspection fallback: local checks first, then ask whether it is
+        active."""
         introspector = self.introspector
         if introspector is None:  # pragma: no cover - callers check
             raise VerifierUnavailableError("stale", "revocation state cannot be proven current")

@@ -12,7 +12,7 @@
 
 Rules:
 
-- The bearer token is read only from the ``authorization`` metadata (RFC 6750 §2.1; SPEC §3:
+- The bearer token is read only from the ``authorization`` metadata (RFC 6750 §2.1; docs/spec.md §3:
   never a query or body parameter), scheme ``Bearer`` compared case-insensitively (RFC 7235
   §2.1). A call carrying several ``authorization`` entries is refused (ambiguous).
 - Policies: an exact ``/pkg.Service/Method`` entry wins, then ``/pkg.Service/*``, then

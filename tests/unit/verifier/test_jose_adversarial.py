@@ -166,7 +166,7 @@ def expect_rejected(
     error = caught.value
     assert error.reason == reason, f"{error!r}"
     if isinstance(token, str):
-        # Descriptions never quote the token (SPEC §7): no segment may appear in them.
+        # Descriptions never quote the token (docs/spec.md §7): no segment may appear in them.
         for segment in token.split("."):
             if len(segment) >= 8:
                 assert segment not in str(error)
@@ -336,7 +336,7 @@ def test_split_and_parse_exposes_the_unverified_header() -> None:
 
 
 def test_verify_signature_alone_ignores_expiry_but_not_the_signature() -> None:
-    # RFC 7009 revocation proves possession even of an expired token (SPEC §3).
+    # RFC 7009 revocation proves possession even of an expired token (docs/spec.md §3).
     expired = make_token(make_claims(exp=NOW - 10_000))
     assert STRICT.verify_signature(split_and_parse(expired), KEYS["ec-1"])["jti"]
     forged = make_token(make_claims(exp=NOW - 10_000), private_key=ATTACKER_EC_KEY)

@@ -5,7 +5,7 @@
 - every single-character change, truncation, extension and segment shuffle of a valid token is
   refused (a mutation that only touches unused base64 bits is refused as non-canonical);
 - arbitrary JSON in the header and the claims, *validly signed*, either decodes to claims that
-  meet every invariant of SPEC §3 or raises VerificationError.
+  meet every invariant of docs/spec.md §3 or raises VerificationError.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def check_signed(header: dict[str, Any], claims: dict[str, Any]) -> None:
         event(f"refused: {reason}")
         return
     event("accepted")
-    # Accepted: then every rule of SPEC §3 holds.
+    # Accepted: then every rule of docs/spec.md §3 holds.
     assert result == claims
     assert header["alg"] == "ES256"
     assert header["kid"] == "ec-1"

@@ -31,14 +31,14 @@ CREATE TABLE signing_keys (
     retired_at         timestamptz,
     revoked_at         timestamptz
 );
--- SPEC §5: at most one active key per (alg, use).
+-- docs/spec.md §5: at most one active key per (alg, use).
 CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (alg, use) WHERE state = 'active';
 
 CREATE TABLE revocations (
     kind       text NOT NULL CHECK (kind IN ('jti', 'grant', 'subject', 'client')),
     value      text NOT NULL,
     not_before bigint NOT NULL DEFAULT 0,
-    -- unix seconds after which the entry cannot matter (SPEC §4.7); swept afterwards
+    -- unix seconds after which the entry cannot matter (docs/spec.md §4.7); swept afterwards
     expires_at bigint NOT NULL,
     reason     text NOT NULL DEFAULT '',
     actor      text NOT NULL,
@@ -49,7 +49,7 @@ CREATE TABLE revocations (
 );
 CREATE INDEX revocations_expires_at ON revocations (expires_at);
 
--- Gap-free, commit-ordered event sequence (ARCHITECTURE §3): every producer bumps this one row
+-- Gap-free, commit-ordered event sequence (docs/design.md §3): every producer bumps this one row
 -- inside its transaction, which serialises event-producing writes. A bigserial would leave holes
 -- on rollback and could commit out of order, and verifiers could not tell a gap from a rollback.
 CREATE TABLE outbox_counter (

@@ -1,4 +1,4 @@
--- Key lifecycle (SPEC §5): one pending successor per key set, who revoked a key and why,
+-- Key lifecycle (docs/spec.md §5): one pending successor per key set, who revoked a key and why,
 -- sealed-only private keys, destroyed once a key can never sign again.
 
 ALTER TABLE signing_keys

@@ -1,5 +1,5 @@
 -- Issuer: the full client registry, grant families, opaque tokens, authorization codes and
--- requests, and private_key_jwt replay protection (SPEC §2-3, ARCHITECTURE §3).
+-- requests, and private_key_jwt replay protection (docs/spec.md §2-3, docs/design.md §3).
 -- Times that tokens compare against (iat, exp, watermarks) are unix seconds (bigint).
 
 ALTER TABLE clients
@@ -38,7 +38,7 @@ CREATE INDEX grants_client ON grants (client_id);
 -- subject revocations end every family of the subject begun before the watermark
 CREATE INDEX grants_subject ON grants (subject);
 
--- Opaque access and refresh tokens: only SHA-256 of the token is stored (SPEC §3). The
+-- Opaque access and refresh tokens: only SHA-256 of the token is stored (docs/spec.md §3). The
 -- introspector reads this table (kind, jti, gid, client_id, subject, scopes, audiences,
 -- issued_at, expires_at, revoked_at, act).
 CREATE TABLE opaque_tokens (
@@ -54,7 +54,7 @@ CREATE TABLE opaque_tokens (
     expires_at  bigint NOT NULL,
     act         jsonb,
     -- refresh rotation (OAuth 2.1 §4.3.1): when it was spent, the derived successor's hash and
-    -- the access token minted with it, so a retry inside the grace gets the same ones (SPEC §3)
+    -- the access token minted with it, so a retry inside the grace gets the same ones (docs/spec.md §3)
     used_at        bigint,
     successor_hash bytea,
     minted         jsonb,

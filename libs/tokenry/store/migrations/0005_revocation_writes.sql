@@ -97,7 +97,7 @@ BEGIN
 
         -- Refresh families end where refreshing is decided (grants.revoked_at and the opaque
         -- tokens' revoked_at), which outlive the revocation row: a grant, subject or client
-        -- revocation ends every family it covers, in the same transaction (SPEC §3).
+        -- revocation ends every family it covers, in the same transaction (docs/spec.md §3).
         IF p_kind[i] = 'grant' THEN
             WITH g AS (
                 UPDATE grants SET revoked_at = now()
