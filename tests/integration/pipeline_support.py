@@ -154,9 +154,7 @@ class Stack:
         )
         return resp
 
-    async def verifier(
-        self, *, sync: SyncSettings = FAST_SYNC, **kwargs: Any
-    ) -> VerifierRuntime:
+    async def verifier(self, *, sync: SyncSettings = FAST_SYNC, **kwargs: Any) -> VerifierRuntime:
         if self.keyrotator is not None:
             kwargs.setdefault("keyrotator_addr", self.keyrotator.addr)
         else:

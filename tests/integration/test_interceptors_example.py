@@ -15,9 +15,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tokenry.client import ClientSecretBasic, IssuerTokenFetcher, TokenSource, bearer_interceptors
 from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
-from tokenry.client import ClientSecretBasic, IssuerTokenFetcher, TokenSource, bearer_interceptors
 
 from suite import Suite, run_suite
 
