@@ -66,6 +66,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,8 +424,11 @@ async def propagation(
     async with grpc.aio.insecure_channel(s.revocation_addr) as channel:
         stub = revocation_pb2_grpc.RevocationStub(channel)
         metadata = _metadata(s)
+        # A fresh jti per round: revoking one again is a no-op that answers the first seq
+        # (docs/events.md, "One revocation, one event"), which no verifier would stamp anew.
+        run_id = uuid.uuid4().hex[:8]
         for i in range(count + 20):
-            request = revocation_pb2.RevokeRequest(jti=f"p{processes}x{per_process}-{i}")
+            request = revocation_pb2.RevokeRequest(jti=f"p{processes}x{per_process}-{run_id}-{i}")
             t0 = time.monotonic()
             resp = await stub.Revoke(request, metadata=metadata, timeout=10)
             t1 = time.monotonic()
