@@ -169,3 +169,20 @@ async def test_refresh_token_errors(settings: Settings, pool: asyncpg.Pool) -> N
             assert error == expected
         _, error, _ = await oauth_error(refresh(s, "x", client="demo"))
         assert error == "unauthorized_client"
+
+
+async def test_a_public_client_gets_no_retry_grace(settings: Settings, pool: asyncpg.Pool) -> None:
+    """docs/spec.md §3: the grace is off for public clients, whose spent refresh token may be a
+    copy: presenting it again at once is reuse, which revokes the family."""
+    async with issuer_suite(settings, pool, services=("keyrotator", "revocation", "issuer")) as s:
+
+        def public_refresh(token: str) -> object:
+            return s.token(None, grant_type=REFRESH, refresh_token=token, client_id="spa")
+
+        first = await s.code_tokens("spa", scope="read")
+        second = await public_refresh(first.refresh_token)
+        # Inside the 10 s a confidential client would get: reuse all the same.
+        _, error, _ = await oauth_error(public_refresh(first.refresh_token))
+        assert error == "invalid_grant"
+        _, error, _ = await oauth_error(public_refresh(second.refresh_token))
+        assert error == "invalid_grant"  # the family is revoked

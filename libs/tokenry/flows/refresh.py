@@ -67,7 +67,10 @@ class RefreshFlow:
                 used_at=row.used_at,
                 successor_used=successor_used,
             )
-            outcome = decide(state, client_id=client.client_id, now=now, grace=d.refresh_grace)
+            # The retry grace is for confidential clients only (docs/spec.md §3): a public
+            # client's spent token may be a copy, which must never get live tokens.
+            grace = 0 if client.is_public else d.refresh_grace
+            outcome = decide(state, client_id=client.client_id, now=now, grace=grace)
             if outcome is Outcome.INVALID:
                 raise InvalidGrant("the refresh token is expired, revoked or not yours")
             if outcome is Outcome.REPLAY:
