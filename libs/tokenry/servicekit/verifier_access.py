@@ -32,13 +32,14 @@ from cryptography import x509
 from tokenry.core.clientauth import Presented
 from tokenry.core.clients import VERIFIER_SCOPE, Client
 from tokenry.core.errors import InsufficientScope, InvalidClient
+from tokenry.servicekit import variables as v
 from tokenry.servicekit.grpcmeta import caller_credentials, metadata_value
 from tokenry.servicekit.tls import peer_certificate_pem
 
 __all__ = ["ALLOWED_IDS", "VERIFIER_AUTH", "VerifierAccess", "compile_id_patterns"]
 
-ALLOWED_IDS: Final = "TOKENRY_VERIFIER_ALLOWED_IDS"
-VERIFIER_AUTH: Final = "TOKENRY_VERIFIER_AUTH"
+ALLOWED_IDS: Final = v.VERIFIER_ALLOWED_IDS.name
+VERIFIER_AUTH: Final = v.VERIFIER_AUTH.name
 _CACHE_SIZE: Final = 1024
 
 Authenticate = Callable[[Presented], Awaitable[Client]]
@@ -50,12 +51,13 @@ def compile_id_patterns(text: str) -> re.Pattern[str] | None:
     Raises:
         ValueError: a pattern that is not a ``spiffe://`` URI.
     """
+    try:
+        v.spiffe_patterns(text)  # the one rule, also checked at start-up (servicekit.variables)
+    except ValueError as exc:
+        raise ValueError(f"{ALLOWED_IDS} {exc}") from None
     parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
     if not parts:
         return None
-    for p in parts:
-        if not p.startswith("spiffe://") or len(p) <= len("spiffe://"):
-            raise ValueError(f"{ALLOWED_IDS}: {p!r} is not a spiffe:// ID pattern")
     alternatives = ("[^/]*".join(re.escape(piece) for piece in p.split("*")) for p in parts)
     return re.compile("|".join(f"(?:{a})" for a in alternatives))
 
