@@ -92,6 +92,7 @@ def _spans(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterator[Rec
 
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
+CLIENT = trace_pb2.Span.SPAN_KIND_CLIENT
 PRODUCER = trace_pb2.Span.SPAN_KIND_PRODUCER
 CONSUMER = trace_pb2.Span.SPAN_KIND_CONSUMER
 

@@ -3,7 +3,8 @@ receiver (opentelemetry-proto's TraceService, started by the test).
 
 The key rotator and the revocation service run as processes exporting OTLP to the receiver;
 two verifiers run in a third process with the SDK installed by servicekit.telemetry. One
-admin revocation must show up as: the ``Revoke`` server span; the relay's ``publish`` span,
+admin revocation must show up as: the ``Revoke`` server span, with its PostgreSQL queries as
+client children (``db.system`` and the operation only); the relay's ``publish`` span,
 the child of the context stored with the event in the outbox; and each verifier's ``apply``
 span, the child of the context in the NATS message header — all in one trace.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from otlp_support import CONSUMER, PRODUCER, SERVER, OtlpReceiver, ReceivedSpan
+from otlp_support import CLIENT, CONSUMER, PRODUCER, SERVER, OtlpReceiver, ReceivedSpan
 
 from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
@@ -150,9 +151,10 @@ async def test_one_revocation_is_one_trace_from_the_rpc_to_every_verifier(
         assert ready.strip() == b"ready"
 
         auth = base64.b64encode(f"admin:{client_secrets['admin']}".encode()).decode()
+        jti = secrets.token_urlsafe(16)
         async with grpc.aio.insecure_channel(revocation_addr) as channel:
             resp = await revocation_pb2_grpc.RevocationStub(channel).Revoke(
-                revocation_pb2.RevokeRequest(jti=secrets.token_urlsafe(16)),
+                revocation_pb2.RevokeRequest(jti=jti),
                 metadata=(("authorization", f"Basic {auth}"),),
                 timeout=10,
             )
@@ -170,6 +172,16 @@ async def test_one_revocation_is_one_trace_from_the_rpc_to_every_verifier(
         assert len(applies) == VERIFIERS
         assert {s.service for s in applies} == {"tokenry-verifier"}
         assert publish.attributes["messaging.system"] == "nats"
+        # The Revoke's queries (store.db.TracedConnection): children of the RPC's span, the
+        # operation name only, never the statement nor a parameter (the jti).
+        db = [s for s in receiver.spans if s.kind == CLIENT and s.parent_span_id == rpc.span_id]
+        assert db, "the Revoke span has PostgreSQL query children"
+        assert {s.attributes["db.system"] for s in db} == {"postgresql"}
+        # the revocation is one statement (SELECT of the recording function, migration 0005)
+        assert "SELECT" in {s.name for s in db}, [s.name for s in db]
+        assert all(set(s.attributes) == {"db.system", "db.operation.name"} for s in db)
+        assert all(s.trace_id == rpc.trace_id for s in db)
+        assert jti not in repr(receiver.spans)
         # docs/spec.md §7: nothing secret in a span (the admin secret travelled in the metadata)
         dump = repr(receiver.spans)
         assert client_secrets["admin"] not in dump and auth not in dump
