@@ -12,13 +12,13 @@ as a token segment.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import io
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -370,64 +370,23 @@ async def test_no_secret_leaks_through_any_path(
         }
         secret_file = tmp_path / "wrong-secret"
         secret_file.write_text(wrong)
+        from_file = ["--client-secret-file", str(secret_file)]
         for args, stdin in (
-            (
-                ["token", "issue", "--client-id", "demo", "--client-secret-file", str(secret_file)],
-                "",
-            ),
-            (
-                [
-                    "token",
-                    "introspect",
-                    "-",
-                    "--client-id",
-                    "demo-api",
-                    "--client-secret-file",
-                    str(secret_file),
-                ],
-                access,
-            ),
-            (
-                [
-                    "token",
-                    "revoke",
-                    "-",
-                    "--client-id",
-                    "demo",
-                    "--client-secret-file",
-                    str(secret_file),
-                ],
-                access,
-            ),
+            (["token", "issue", "--client-id", "demo", *from_file], ""),
+            (["token", "introspect", "-", "--client-id", "demo-api", *from_file], access),
+            (["token", "revoke", "-", "--client-id", "demo", *from_file], access),
             (["token", "introspect", garbage, "--client-id", "demo", "--client-secret", wrong], ""),
-            (
-                ["keys", "list", "--client-id", "admin", "--client-secret-file", str(secret_file)],
-                "",
-            ),
-            (
-                [
-                    "client",
-                    "list",
-                    "--client-id",
-                    "admin",
-                    "--client-secret-file",
-                    str(secret_file),
-                ],
-                "",
-            ),
+            (["keys", "rotate", "--client-id", "admin", *from_file], ""),
+            (["client", "list", "--client-id", "admin", *from_file], ""),
         ):
-            result = subprocess.run(
-                [TOKENRY, *args],
-                env=env,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            assert result.returncode != 0, (args, result.stderr)
-            outputs.add(f"CLI {args[:2]} stdout", result.stdout)
-            outputs.add(f"CLI {args[:2]} stderr", result.stderr)
+            # Not subprocess.run: the services answer on this test's event loop, which a
+            # blocking wait would stall (every call would then end as "unreachable").
+            returncode, stdout, stderr = await _run_cli(args, env, stdin)
+            # The wrong secret reached the service and was refused: an answer, not a timeout.
+            assert returncode != 0, (args, stderr)
+            assert "unreachable" not in stderr and "invalid_client" in stderr, (args, stderr)
+            outputs.add(f"CLI {args[:2]} stdout", stdout)
+            outputs.add(f"CLI {args[:2]} stderr", stderr)
 
     # --- exceptions and reprs of the request objects that carry credentials -------------------
     from tokenry.core.clientauth import BasicHeader, ClientCredentials, credentials_from
@@ -454,6 +413,20 @@ async def test_no_secret_leaks_through_any_path(
     assert len(outputs.items) > 40
     leaks = [leak for item in outputs.items for leak in found.leaks(*item)]
     assert not leaks, "\n".join(leaks)
+
+
+async def _run_cli(args: list[str], env: dict[str, str], stdin: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        TOKENRY,
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 async def _drain(call: Any) -> list[Any]:
