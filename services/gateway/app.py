@@ -264,6 +264,7 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
         transactions=storage,
         revocations=PgRevocationLog(revocations, encode),
         refresh_key=derivation_key(pepper.key),
+    refresh_grace=settings.refresh_grace,  # TOKENRY_REFRESH_GRACE (docs/flows.md §3)
         proven=ProvenSecrets(),
         mint_gate=gate.check,
     )

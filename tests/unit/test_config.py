@@ -106,6 +106,7 @@ BAD = {
     "TOKENRY_NATS_STREAM": "A B",
     "TOKENRY_STREAM_REPLICAS": "0",
     "TOKENRY_MAX_CLOCK_SKEW": "abc",
+    "TOKENRY_REFRESH_GRACE": "-1",
     "TOKENRY_VERIFIER_ALLOWED_IDS": "https://not-a-spiffe-id",
     "TOKENRY_VERIFIER_AUTH": "sometimes",
     "TOKENRY_TRUSTED_PROXY_HEADER": "x forwarded for",

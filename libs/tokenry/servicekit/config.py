@@ -113,6 +113,8 @@ class Settings:
     peppers: dict[str, Pepper]
     #: TLS of the listener and of the connection to NATS (servicekit.tls); plaintext if unset
     tls: transport.Transport = transport.PLAINTEXT
+    #: TOKENRY_REFRESH_GRACE: the refresh-retry grace of the issuer and the gateway's flows
+    refresh_grace: int = v.REFRESH_GRACE.default
 
     def __repr__(self) -> str:  # the URLs may carry passwords; keys never print
         return f"Settings(dev={self.dev}, issuer_url={self.issuer_url!r})"
@@ -170,6 +172,7 @@ def read(reader: Reader, *, need_kek: bool = False) -> Settings:
         kek=_kek(reader, need_kek=need_kek),
         peppers=_peppers(reader),
         tls=transport.read_transport(reader),
+        refresh_grace=reader.get(v.REFRESH_GRACE),
     )
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from tokenry.core.clients import MAX_ACCESS_TOKEN_TTL
 from tokenry.core.keylifecycle import KeySet, parse_keysets
+from tokenry.core.refresh import DEFAULT_GRACE
 from tokenry.core.revocations import DEFAULT_MAX_CLOCK_SKEW
 from tokenry.core.signing import SUPPORTED_ALGS
 
@@ -382,6 +383,16 @@ MAX_CLOCK_SKEW = Var(
     "issuer, revocation",
     str(DEFAULT_MAX_CLOCK_SKEW),
 )
+REFRESH_GRACE = Var(
+    "TOKENRY_REFRESH_GRACE",
+    integer(0, 60),
+    DEFAULT_GRACE,
+    "seconds in which a confidential client presenting its just-rotated refresh token again gets"
+    " the same successor instead of a family revocation; 0 = off; public clients never"
+    " (docs/flows.md §3, with its threat)",
+    "issuer, gateway",
+    str(DEFAULT_GRACE),
+)
 HEARTBEAT_INTERVAL = Var(
     "TOKENRY_HEARTBEAT_INTERVAL",
     number(0.05, 60),
@@ -565,6 +576,7 @@ VARIABLES: tuple[Var[Any], ...] = (
     NATS_STREAM,
     REPLICAS,
     MAX_CLOCK_SKEW,
+    REFRESH_GRACE,
     VERIFIER_ALLOWED_IDS,
     VERIFIER_AUTH,
     TRUSTED_PROXY_HEADER,
