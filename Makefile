@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install dev test lint proto proto-check bench chaos clean promtool
+.PHONY: install dev test lint proto proto-check bench chaos clean promtool interop-deps chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,7 @@ lint: install
 	# no two modules share 10+ similar lines outside generated code ([tool.pylint])
 	$(BIN)/pylint libs services
 
-test: install proto-check lint promtool
+test: install proto-check lint promtool interop-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The telemetry tests check the scrape with `promtool check metrics` and deploy/otel's alert
@@ -54,6 +54,29 @@ promtool:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else \
 	    echo "promtool is missing: install Debian's 'prometheus' package (apt-get install prometheus)" >&2; exit 1; \
+	  fi; }
+
+# The interop tests (tests/interop) run clients nobody here wrote, unchanged: openid-client, jose
+# and playwright-core from npm (`npm ci` from the committed lockfile into the git-ignored
+# tests/interop/node/node_modules; skipped while the lockfile's hash is unchanged), driving
+# Debian's Chromium. Chromium is installed with apt as root; elsewhere stop with one line.
+NODE_DIR := tests/interop/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.lock-$(shell cksum < $(NODE_DIR)/package-lock.json | cut -d' ' -f1)
+
+interop-deps: $(NODE_STAMP) chromium
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 && node -e 'process.exit(parseInt(process.versions.node) < 20 ? 1 : 0)' || { \
+	  echo "Node.js 20 or newer with npm is missing: install it (Debian: nodejs and npm from a Node 20+ source)" >&2; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "Chromium is missing: install Debian's 'chromium' and 'chromium-driver' packages (apt-get install chromium chromium-driver)" >&2; exit 1; \
 	  fi; }
 
 # The fault suite's long variants (default staleness budget, repeats; docs/faults.md). The
