@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_CLIENT_LABELS",
     "IssuedTokens",
+    "count_issued",
     "KeyGauges",
     "OutboxGauges",
     "metrics_on",
@@ -134,6 +135,32 @@ class IssuedTokens:
             Observation(n, {"grant": g, "format": f, "client": c})
             for (g, f, c), n in list(self._counts.items())
         ]
+
+
+class _Issuing(Protocol):
+    """flows.TokenEndpoint's shape (the gateway's in-process token endpoint)."""
+
+    async def token(self, req: Any) -> Any: ...
+
+
+def count_issued(endpoint: _Issuing, issued: IssuedTokens | None = None) -> IssuedTokens:
+    """Count every token ``endpoint.token`` issues in :class:`IssuedTokens`, as the gRPC
+    issuer's servicer does (same labels): for a process that runs the flows in process (the
+    gateway). The method is wrapped on this instance only, when the caller decided metrics are
+    on; a refused request raises before the count."""
+    from tokenry.core.opaque import ACCESS as OPAQUE_PREFIX
+
+    counts = issued if issued is not None else IssuedTokens()
+    inner = endpoint.token
+
+    async def token(req: Any) -> Any:
+        result = await inner(req)
+        fmt = "opaque" if result.access_token.startswith(OPAQUE_PREFIX) else "jwt"
+        counts.add_presented(req.grant_type, fmt, req.credentials)
+        return result
+
+    endpoint.token = token  # type: ignore[method-assign]
+    return counts
 
 
 class _Relay(Protocol):

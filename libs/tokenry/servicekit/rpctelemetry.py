@@ -59,6 +59,8 @@ __all__ = [
     "DURATION_BUCKETS",
     "ClientTracing",
     "RpcTelemetry",
+    "credential_type",
+    "edge_parent",
     "from_globals",
     "instrument_server",
     "rpc_duration",
@@ -142,20 +144,7 @@ class RpcTelemetry:
         for key, value in ctx.invocation_metadata() or ():
             if key in ("traceparent", "tracestate") and isinstance(value, str):
                 carrier[key] = value
-        if "traceparent" not in carrier:
-            return Context()
-        remote = trace.get_current_span(_W3C.extract(carrier)).get_span_context()
-        if not remote.is_valid:
-            return Context()
-        # Keep the caller's trace id, overrule its sampled flag: the decision above is ours.
-        forced = SpanContext(
-            remote.trace_id,
-            remote.span_id,
-            is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED),
-            trace_state=remote.trace_state,
-        )
-        return trace.set_span_in_context(NonRecordingSpan(forced))
+        return edge_parent(carrier)
 
     def _start(
         self, method: str, ctx: grpc.aio.ServicerContext[Any, Any]
@@ -323,18 +312,55 @@ class ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):
             span.end()
 
 
+def edge_parent(carrier: Mapping[str, str]) -> Context:
+    """The parent of a span the edge decided to sample: the caller's W3C trace context
+    (``traceparent``/``tracestate`` in ``carrier``) with its sampled flag overruled, so the span
+    joins the caller's trace whatever the caller asked for; a new root when there is none.
+
+    Shared by the gRPC wrapper and the HTTP middleware (servicekit.httptelemetry): callers are
+    untrusted at both edges.
+    """
+    if "traceparent" not in carrier:
+        return Context()
+    remote = trace.get_current_span(_W3C.extract(carrier)).get_span_context()
+    if not remote.is_valid:
+        return Context()
+    # Keep the caller's trace id, overrule its sampled flag: the edge's draw decided.
+    forced = SpanContext(
+        remote.trace_id,
+        remote.span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=remote.trace_state,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(forced))
+
+
 def _presented(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The client-authentication method a refused call used (RFC 6749 §2.3, RFC 7523 §2.2),
-    or ``bearer`` (a resource call with a token), or ``none``. Never the credential itself."""
-    if getattr(request, "client_assertion", ""):
-        return "private_key_jwt"
+    """The client-authentication method a refused call used (see :func:`credential_type`)."""
+    authorization = None
     for key, value in ctx.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
-            scheme = value.split(" ", 1)[0].lower()
-            return {"basic": "client_secret_basic", "bearer": "bearer"}.get(scheme, "other")
-    if getattr(request, "client_secret", ""):
-        return "client_secret_post"
-    return "none"
+            authorization = value
+            break
+    return credential_type(
+        authorization,
+        assertion=bool(getattr(request, "client_assertion", "")),
+        secret=bool(getattr(request, "client_secret", "")),
+    )
+
+
+def credential_type(authorization: str | None, *, assertion: bool, secret: bool) -> str:
+    """The client-authentication method of a refused call (RFC 6749 §2.3, RFC 7523 §2.2):
+    ``private_key_jwt`` (an assertion), the ``Authorization`` scheme (``client_secret_basic``,
+    ``bearer``, ``other``), ``client_secret_post`` (a secret in the body), or ``none``. Never
+    the credential itself."""
+    if assertion:
+        return "private_key_jwt"
+    if authorization is not None:
+        scheme = authorization.split(" ", 1)[0].lower()
+        return {"basic": "client_secret_basic", "bearer": "bearer"}.get(scheme, "other")
+    return "client_secret_post" if secret else "none"
 
 
 def _unexpected(exc: BaseException) -> str:

@@ -99,6 +99,7 @@ __all__ = [
     "TelemetrySettings",
     "configure",
     "read_settings",
+    "start_checked",
 ]
 
 log = logging.getLogger(__name__)
@@ -508,3 +509,17 @@ def _scrape_endpoint(listen: tuple[str, int]) -> tuple[MetricReader, WSGIServer,
     )
     http, _thread = start_http_server(listen[1], addr=listen[0], registry=registry)
     return reader, http, int(http.server_address[1])
+
+
+def start_checked(settings: TelemetrySettings, who: str, listen_variable: str) -> Telemetry:
+    """:func:`configure`, or exit 2 with one line when the scrape port cannot be bound (for a
+    process outside servicekit.main, such as the gateway, whose settings were read with
+    :func:`read_settings` among its other variables)."""
+    try:
+        return configure(settings)
+    except OSError:
+        host, port = settings.metrics_listen or ("", 0)
+        raise SystemExit(
+            f"{who}: configuration error: cannot serve metrics on {host}:{port} (in use?);"
+            f" set {listen_variable}"
+        ) from None
