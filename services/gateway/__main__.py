@@ -8,6 +8,7 @@ import sys
 
 from tokenry.servicekit import config, tls
 from tokenry.servicekit import logging as jsonlog
+from tokenry.servicekit import telemetry as otel
 from tokenry.servicekit import variables as v
 
 
@@ -22,6 +23,10 @@ def main() -> None:
     host, port = addr
     tls.check_listener(reader, settings.tls, host, port, v.GATEWAY_LISTEN.name, dev=settings.dev)
     loop = reader.get(v.EVENT_LOOP)
+    try:  # OTEL_* and TOKENRY_METRICS_LISTEN (docs/observability.md)
+        telemetry = otel.read_settings("gateway", metrics_listen=reader.get(v.METRICS_LISTEN))
+    except otel.TelemetryError as exc:
+        reader.problem(str(exc))
     if reader.problems:
         for problem in reader.problems:
             print(f"tokenry-gateway: configuration error: {problem}", file=sys.stderr)
@@ -45,13 +50,17 @@ def main() -> None:
         # uvicorn stops on SIGINT/SIGTERM and finishes in-flight requests.
         await gateway.serve(asyncio.Event())
 
+    installed = otel.start_checked(telemetry, "tokenry-gateway", v.METRICS_LISTEN.name)
     with contextlib.suppress(KeyboardInterrupt):
-        if loop == "uvloop":
-            import uvloop
+        try:
+            if loop == "uvloop":
+                import uvloop
 
-            uvloop.run(serve())
-        else:
-            asyncio.run(serve())
+                uvloop.run(serve())
+            else:
+                asyncio.run(serve())
+        finally:
+            installed.shutdown()  # flush spans and metrics
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -52,6 +52,8 @@ from tokenry.servicekit.clockskew import (
     DatabaseAlignedClock,
 )
 from tokenry.servicekit.config import Reader, Settings
+from tokenry.servicekit.httptelemetry import instrument_asgi
+from tokenry.servicekit.metrics import count_issued, metrics_on, observe_cache, observe_pool
 from tokenry.servicekit.tls import ServerTls
 from tokenry.services.gateway.events import GatewayEvents
 from tokenry.services.gateway.metadata import (
@@ -106,13 +108,19 @@ class Gateway:
     """The ASGI app, its bound socket and the uvicorn server that serves it."""
 
     def __init__(
-        self, app: FastPath, sock: socket.socket, loop: str, tls: ServerTls | None = None
+        self,
+        app: FastPath,
+        sock: socket.socket,
+        loop: str,
+        tls: ServerTls | None = None,
+        templates: Sequence[str] = (),
     ) -> None:
         self.app = app
         self._sock = sock
         self.port: int = sock.getsockname()[1]
         self._config = uvicorn.Config(
-            app,
+            # per-route metrics and sampled spans (servicekit.httptelemetry; off: app as is)
+            instrument_asgi(app, templates),
             http="httptools",
             loop="none",  # the caller's loop (asyncio or uvloop, chosen by the runner)
             lifespan="on",
@@ -210,7 +218,8 @@ def build(
     app = Starlette(routes=[*routes.routes(), *login.routes()], lifespan=lifespan)
     # The token, introspection and revocation POSTs skip Starlette's routing and middleware.
     fast = FastPath(app, routes)
-    return Gateway(fast, bind(host, port), options.loop, settings.tls.server)
+    templates = [getattr(r, "path", "") for r in app.routes]  # metrics' route labels
+    return Gateway(fast, bind(host, port), options.loop, settings.tls.server, templates)
 
 
 Job = Callable[[asyncio.Event], Awaitable[None]]
@@ -294,6 +303,10 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
         assertions=assertions,
         proven=ProvenSecrets(),
     )
+    if metrics_on():  # the gRPC services' instruments, same names (docs/observability.md)
+        observe_pool(pool)
+        observe_cache(cache, "tokenry.introspector.cache")
+        count_issued(token)
     revocation = RevocationFlow(
         clients=client_store,
         cached_clients=clients,
