@@ -25,6 +25,7 @@ __all__ = [
     "AUTHORIZE_PATH",
     "INTROSPECT_PATH",
     "JWKS_PATH",
+    "LOGOUT_PATH",
     "OAUTH_METADATA_PATH",
     "OIDC_METADATA_PATH",
     "REVOKE_PATH",
@@ -42,6 +43,7 @@ JWKS_PATH = "/.well-known/jwks.json"
 OAUTH_METADATA_PATH = "/.well-known/oauth-authorization-server"
 OIDC_METADATA_PATH = "/.well-known/openid-configuration"
 USERINFO_PATH = "/oauth2/userinfo"
+LOGOUT_PATH = "/oauth2/logout"
 
 # What a client assertion may be signed with (tokenry.core.client_assertion accepts these).
 ASSERTION_ALGS = tuple(sorted(ALGORITHMS))
@@ -88,6 +90,11 @@ def openid_configuration(issuer: str, access_token_alg: str) -> dict[str, Any]:
     doc.update(
         {
             "userinfo_endpoint": issuer.rstrip("/") + USERINFO_PATH,
+            # OIDC RP-Initiated Logout 1.0 §2.1
+            "end_session_endpoint": issuer.rstrip("/") + LOGOUT_PATH,
+            # OIDC Core §3.1.2.1 prompt values honoured (Initiating User Registration §4.1
+            # names this field)
+            "prompt_values_supported": ["consent", "login", "none", "select_account"],
             "subject_types_supported": ["public"],
             # RS256 by default (OIDC Core §15.1); a client may ask for ES256.
             "id_token_signing_alg_values_supported": sorted(ID_TOKEN_ALGS),

@@ -29,16 +29,27 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from tokenry.core.authorize import AuthorizationRequest
+from tokenry.core.authorize import AuthorizationRequest, add_query
 from tokenry.core.clients import LOGIN_SCOPE, Client
 from tokenry.core.errors import InvalidRequest, OAuthError
 from tokenry.flows import AuthorizeOutcome, Completion
-from tokenry.services.gateway.routes import ApiHolder, read_form, refuse_query_token
+from tokenry.services.gateway.routes import ApiHolder, GatewayApi, read_form, refuse_query_token
+from tokenry.services.gateway.sessions import LoginSession
 from tokenry.services.gateway.users import Authenticator, LoginThrottle
 
-__all__ = ["LoginApp", "SCOPE_DESCRIPTIONS"]
+__all__ = [
+    "LOGIN_COOKIE",
+    "SCOPE_DESCRIPTIONS",
+    "LoginApp",
+    "error_page",
+    "external_login_url",
+    "hidden",
+    "page",
+    "redirect",
+]
 
-SESSION_COOKIE = "tkr_session"
+SESSION_COOKIE = "tkr_session"  # the browser's id for CSRF tokens (no login state)
+LOGIN_COOKIE = "tkr_login"  # the login session (services/gateway/sessions.py)
 # The stylesheet is served from here ('self' under the CSP; no inline style, no external asset).
 CSS_PATH = "/oauth2/assets/login.css"
 PAGE_HEADERS = {
@@ -82,7 +93,7 @@ font-size:.8rem;margin-top:16px}
 """
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     doc = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -92,16 +103,21 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(doc, status, PAGE_HEADERS)
 
 
-def _hidden(name: str, value: str) -> str:
+def hidden(name: str, value: str) -> str:
     return f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
+    """What the login and consent forms carry between requests, MACed (``pending_mac``) so a
+    posted form cannot name another client, other scopes or a skipped consent."""
+
     challenge: str
     client_id: str
     client_name: str
     scopes: tuple[str, ...]
+    #: "skip" for a first-party client without prompt=consent, else "ask"
+    consent: str = "ask"
 
 
 class LoginApp:
@@ -115,12 +131,15 @@ class LoginApp:
         secure_cookies: bool,  # also when the request is not HTTPS (TLS terminates in front)
         throttle: LoginThrottle | None = None,
         key: bytes | None = None,
+        login_url: str = "",
     ) -> None:
         self._holder = holder
         self._users = users
         self._secure = secure_cookies
         self._throttle = throttle or LoginThrottle()
         self._key = key or os.urandom(32)
+        #: TOKENRY_LOGIN_URL: an external login app instead of these pages (docs/gateway.md)
+        self._login_url = login_url
 
     def routes(self) -> list[Route]:
         return [
@@ -136,24 +155,41 @@ class LoginApp:
 
     # --- MACs ----------------------------------------------------------------------------
 
-    def _mac(self, *parts: str) -> str:
+    def mac(self, *parts: str) -> str:
         msg = "\x00".join(parts).encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
 
     def _csrf(self, session: str, challenge: str) -> str:
-        return self._mac("csrf", session, challenge)
+        return self.mac("csrf", session, challenge)
 
-    def _check_csrf(self, request: Request, form: dict[str, list[str]]) -> str:
+    def _pending_mac(self, session: str, p: _Pending) -> str:
+        return self.mac(
+            "pending", session, p.challenge, p.client_id, p.client_name, " ".join(p.scopes),
+            p.consent,
+        )  # fmt: skip
+
+    def _check_form(self, request: Request, form: dict[str, list[str]]) -> tuple[str, _Pending]:
+        """The CSRF token (bound to the browser's session cookie and the challenge) and the
+        MACed pending request; raises on any mismatch."""
         session = request.cookies.get(SESSION_COOKIE, "")
         challenge = _one(form, "login_challenge")
         given = _one(form, "csrf")
+        pending = _Pending(
+            challenge,
+            _one(form, "client_id"),
+            _one(form, "client_name"),
+            tuple(_one(form, "scope").split()),
+            _one(form, "consent") or "ask",
+        )
         if (
             not session
             or not challenge
             or not hmac.compare_digest(given, self._csrf(session, challenge))
         ):
             raise InvalidRequest("the form expired or was not sent from this browser; start again")
-        return session
+        if not hmac.compare_digest(_one(form, "pending_mac"), self._pending_mac(session, pending)):
+            raise InvalidRequest("the form was changed; start again")
+        return session, pending
 
     # --- endpoints -----------------------------------------------------------------------
 
@@ -166,7 +202,7 @@ class LoginApp:
                 form = await read_form(request)
                 params = {k: v[0] for k, v in form.items()}
         except OAuthError as exc:
-            return _error_page(exc.description)
+            return error_page(exc.description)
         api = self._holder.get()
         flow = api.token.code_flow
         try:
@@ -181,36 +217,58 @@ class LoginApp:
                     code_challenge_method=params.get("code_challenge_method", ""),
                     nonce=params.get("nonce", ""),
                     resources=tuple(v for k, v in _pairs(request, params) if k == "resource"),
+                    prompt=params.get("prompt", ""),
+                    max_age=params.get("max_age", ""),
                 )
             )
         except OAuthError as exc:
             # Unknown client or redirect URI: never redirect (RFC 6749 §4.1.2.1).
-            return _error_page(exc.description)
+            return error_page(exc.description)
         if outcome.redirect_to:
-            return _redirect(outcome.redirect_to)
+            return redirect(outcome.redirect_to)
         if outcome.error:
             # Unknown client or redirect URI: never redirect (RFC 6749 §4.1.2.1).
-            return _error_page(outcome.error_description or outcome.error)
+            return error_page(outcome.error_description or outcome.error)
+        if self._login_url:
+            return redirect(external_login_url(self._login_url, outcome))
+        return await self._front(request, api, outcome)
+
+    async def _front(
+        self, request: Request, api: GatewayApi, outcome: AuthorizeOutcome
+    ) -> Response:
+        """The login page, the consent page or the redirect, per the login session, the
+        client's first-party mark, prompt and max_age (OIDC Core §3.1.2.1)."""
         client = await api.clients.get_client(outcome.client_id) if api.clients else None
-        pending = _pending(outcome, client)
+        skip = client is not None and client.first_party and "consent" not in outcome.prompt
+        pending = _pending(outcome, client, "skip" if skip else "ask")
         session = request.cookies.get(SESSION_COOKIE) or os.urandom(24).hex()
-        resp = self._login_page(pending, session)
-        self._set_session(resp, session, secure=self._secure or request.url.scheme == "https")
+        login = await self._signed_in(request)
+        # OIDC Core §3.1.2.1: a session older than max_age, prompt=login and prompt=
+        # select_account all mean the user signs in again.
+        fresh = login is not None and (
+            outcome.max_age is None or self._now() - login.auth_time <= outcome.max_age
+        )
+        must_login = not fresh or bool(outcome.prompt & {"login", "select_account"})
+        if "none" in outcome.prompt:  # no page may be shown (OIDC Core §3.1.2.6)
+            if must_login:
+                return await self._refuse(pending.challenge, "login_required")
+            if not skip:
+                return await self._refuse(pending.challenge, "consent_required")
+        if must_login or login is None:
+            resp = self._login_page(pending, session)
+        elif skip:
+            return await self._finish(pending, login.subject, login.auth_time)
+        else:
+            resp = self._consent_page(pending, session, login.subject, str(login.auth_time))
+        self._set_cookie(request, resp, SESSION_COOKIE, session)
         return resp
 
     async def login(self, request: Request) -> Response:
         try:
             form = await read_form(request)
-            session = self._check_csrf(request, form)
+            session, pending = self._check_form(request, form)
         except OAuthError as exc:
-            return _error_page(exc.description)
-        challenge = _one(form, "login_challenge")
-        pending = _Pending(
-            challenge,
-            _one(form, "client_id"),
-            _one(form, "client_name"),
-            tuple(_one(form, "scope").split()),
-        )
+            return error_page(exc.description)
         username = _one(form, "username")
         password = _one(form, "password")
         address = request.client.host if request.client else "?"
@@ -234,63 +292,122 @@ class LoginApp:
                 status=401,
             )
         self._throttle.succeeded(user_key)
-        auth_time = str(int(time.time()))
-        return self._consent_page(pending, session, subject, auth_time)
+        auth_time = self._now()
+        # A new login session on every sign-in (never the old token: no session fixation).
+        sessions = self._holder.get().sessions
+        old = request.cookies.get(LOGIN_COOKIE, "")
+        token = ""
+        if sessions is not None:
+            if old:
+                await sessions.end(old)
+            token = await sessions.start(subject, auth_time)
+        if pending.consent == "skip":
+            resp = await self._finish(pending, subject, auth_time)
+        else:
+            resp = self._consent_page(pending, session, subject, str(auth_time))
+        if token:
+            ttl = sessions.ttl if sessions is not None else None
+            self._set_cookie(request, resp, LOGIN_COOKIE, token, max_age=ttl)
+        return resp
 
     async def consent(self, request: Request) -> Response:
         try:
             form = await read_form(request, repeatable=frozenset({"grant_scope"}))
-            session = self._check_csrf(request, form)
+            session, pending = self._check_form(request, form)
         except OAuthError as exc:
-            return _error_page(exc.description)
-        challenge = _one(form, "login_challenge")
+            return error_page(exc.description)
+        challenge = pending.challenge
         subject = _one(form, "subject")
         auth_time = _one(form, "auth_time")
         if not hmac.compare_digest(
-            _one(form, "subject_mac"), self._mac("subject", session, challenge, subject, auth_time)
+            _one(form, "subject_mac"), self.mac("subject", session, challenge, subject, auth_time)
         ):
-            return _error_page("the form was changed; start again")
+            return error_page("the form was changed; start again")
         granted = " ".join(form.get("grant_scope", []))
-        # The granted set is always explicit: nothing ticked grants nothing, which is a denial
-        # (CodeFlow.complete reads an empty grant as "everything requested").
+        # The granted set is always explicit: nothing ticked grants nothing, which is a denial.
         deny = _one(form, "decision") != "allow" or not granted
+        return await self._complete(
+            Completion(
+                login_challenge=challenge,
+                subject=subject,
+                granted_scope=granted,
+                auth_time=int(auth_time) if auth_time.isdigit() else 0,
+                deny=deny,
+            )
+        )
+
+    # --- completing ----------------------------------------------------------------------
+
+    async def _finish(self, pending: _Pending, subject: str, auth_time: int) -> Response:
+        """No consent page (a first-party client): exactly the requested-and-allowed scopes,
+        which CodeFlow.authorize already narrowed to the client's registration."""
+        return await self._complete(
+            Completion(
+                login_challenge=pending.challenge,
+                subject=subject,
+                granted_scope=" ".join(pending.scopes),
+                auth_time=auth_time,
+                deny=not pending.scopes,
+            )
+        )
+
+    async def _refuse(self, challenge: str, error: str) -> Response:
+        return await self._complete(
+            Completion(
+                login_challenge=challenge,
+                subject="",
+                granted_scope="",
+                auth_time=0,
+                deny=True,
+                error=error,
+            )
+        )
+
+    async def _complete(self, done: Completion) -> Response:
         flow = self._holder.get().token.code_flow
         try:
-            outcome = await flow.complete(
-                _LOGIN_CALLER,
-                Completion(
-                    login_challenge=challenge,
-                    subject=subject,
-                    granted_scope=granted,
-                    auth_time=int(auth_time) if auth_time.isdigit() else 0,
-                    deny=deny,
-                ),
-            )
+            outcome = await flow.complete(_LOGIN_CALLER, done)
         except OAuthError as exc:
-            return _error_page(exc.description)
+            return error_page(exc.description)
         if not outcome.redirect_to:
-            return _error_page(outcome.error_description or "the request could not be completed")
-        return _redirect(outcome.redirect_to)
+            return error_page(outcome.error_description or "the request could not be completed")
+        return redirect(outcome.redirect_to)
+
+    async def _signed_in(self, request: Request) -> LoginSession | None:
+        sessions = self._holder.get().sessions
+        token = request.cookies.get(LOGIN_COOKIE, "")
+        if sessions is None or not token:
+            return None
+        return await sessions.get(token)
+
+    def _now(self) -> int:
+        sessions = self._holder.get().sessions
+        return sessions.now() if sessions is not None else int(time.time())
 
     # --- pages ---------------------------------------------------------------------------
 
-    def _set_session(self, resp: Response, session: str, *, secure: bool) -> None:
+    def _set_cookie(
+        self, request: Request, resp: Response, name: str, value: str, max_age: int | None = None
+    ) -> None:
         resp.set_cookie(
-            SESSION_COOKIE,
-            session,
+            name,
+            value,
+            max_age=max_age,
             path="/oauth2",
-            secure=secure,
+            secure=self._secure or request.url.scheme == "https",
             httponly=True,
             samesite="lax",
         )
 
     def _common(self, pending: _Pending, session: str) -> str:
         return (
-            _hidden("login_challenge", pending.challenge)
-            + _hidden("csrf", self._csrf(session, pending.challenge))
-            + _hidden("client_id", pending.client_id)
-            + _hidden("client_name", pending.client_name)
-            + _hidden("scope", " ".join(pending.scopes))
+            hidden("login_challenge", pending.challenge)
+            + hidden("csrf", self._csrf(session, pending.challenge))
+            + hidden("client_id", pending.client_id)
+            + hidden("client_name", pending.client_name)
+            + hidden("scope", " ".join(pending.scopes))
+            + hidden("consent", pending.consent)
+            + hidden("pending_mac", self._pending_mac(session, pending))
         )
 
     def _login_page(
@@ -316,7 +433,7 @@ class LoginApp:
             f'autocomplete="current-password" required{described}>'
             '<button type="submit">Sign in</button></form>'
         )
-        return _page("Sign in", body, status)
+        return page("Sign in", body, status)
 
     def _consent_page(
         self, pending: _Pending, session: str, subject: str, auth_time: str
@@ -327,28 +444,46 @@ class LoginApp:
             f"<code>{html.escape(s)}</code></label></li>"
             for i, s in enumerate(pending.scopes)
         )
-        mac = self._mac("subject", session, pending.challenge, subject, auth_time)
+        mac = self.mac("subject", session, pending.challenge, subject, auth_time)
         body = (
             f"<h1>Allow {html.escape(pending.client_name)}?</h1>"
             f'<p class="sub">Signed in as <strong>{html.escape(subject)}</strong>. '
             f"{html.escape(pending.client_name)} asks to:</p>"
             f'<form method="post" action="/oauth2/consent">{self._common(pending, session)}'
-            + _hidden("subject", subject)
-            + _hidden("auth_time", auth_time)
-            + _hidden("subject_mac", mac)
+            + hidden("subject", subject)
+            + hidden("auth_time", auth_time)
+            + hidden("subject_mac", mac)
             + f'<ul class="scopes">{items}</ul>'
             '<button type="submit" name="decision" value="allow">Allow</button>'
             '<button type="submit" name="decision" value="deny" class="secondary">Deny</button>'
             "</form>"
         )
-        return _page("Allow access", body)
+        return page("Allow access", body)
 
 
-def _pending(outcome: AuthorizeOutcome, client: Client | None) -> _Pending:
+def _pending(outcome: AuthorizeOutcome, client: Client | None, consent: str) -> _Pending:
     name = (client.description if client is not None else "") or outcome.client_id
     return _Pending(
-        outcome.login_challenge, outcome.client_id, name, tuple(outcome.requested_scope.split())
+        outcome.login_challenge,
+        outcome.client_id,
+        name,
+        tuple(outcome.requested_scope.split()),
+        consent,
     )
+
+
+def external_login_url(login_url: str, outcome: AuthorizeOutcome) -> str:
+    """Where TOKENRY_LOGIN_URL's app gets the browser (Hydra's model, docs/gateway.md): the
+    login challenge, plus the request's client, scope, prompt and max_age as hints (the app
+    completes through CompleteAuthorization, which grants only within the parked request)."""
+    params = {
+        "login_challenge": outcome.login_challenge,
+        "client_id": outcome.client_id,
+        "scope": outcome.requested_scope,
+        "prompt": " ".join(sorted(outcome.prompt)),
+        "max_age": "" if outcome.max_age is None else str(outcome.max_age),
+    }
+    return add_query(login_url, params)
 
 
 def _one(form: dict[str, list[str]], name: str) -> str:
@@ -371,16 +506,16 @@ def _pairs(request: Request, params: dict[str, str]) -> list[tuple[str, str]]:
     return list(params.items())
 
 
-def _redirect(uri: str) -> Response:
+def redirect(uri: str) -> Response:
     resp = RedirectResponse(uri, status_code=303)
     resp.headers.update(PAGE_HEADERS)
     return resp
 
 
-def _error_page(message: str) -> HTMLResponse:
+def error_page(message: str) -> HTMLResponse:
     body = (
         "<h1>Something went wrong</h1>"
         f'<p class="error" role="alert">{html.escape(message)}</p>'
         '<p class="sub">Go back to the application and start again.</p>'
     )
-    return _page("Error", body, 400)
+    return page("Error", body, 400)

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tokenry.core.clientauth import ClientLookup, credentials_from
+from tokenry.core.clientauth import BasicHeader, ClientLookup, credentials_from, parse_basic
 from tokenry.core.errors import (
     InsufficientScope,
     InvalidClient,
@@ -38,7 +38,10 @@ from tokenry.core.introspection import Introspection
 from tokenry.flows import TokenEndpoint, TokenRequest, TokenResult
 from tokenry.flows.introspection import IntrospectionFlow, IntrospectRequest
 from tokenry.flows.revocation import RevocationFlow, RevokeCommand, Target
+from tokenry.jose import JwksCache
+from tokenry.services.gateway import cors
 from tokenry.services.gateway import metadata as m
+from tokenry.services.gateway.sessions import LoginSessions
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +90,15 @@ class GatewayApi:
     oidc_metadata: bytes
     #: exception types meaning "PostgreSQL is unreachable": 503, retry (docs/spec.md §7)
     unavailable: tuple[type[BaseException], ...] = ()
-    #: the client registry (names on the login and consent pages)
+    #: the client registry (names on the login and consent pages, CORS origins)
     clients: ClientLookup | None = None
+    #: whether some client registered this web origin (CORS preflights, services/gateway/cors.py)
+    registered_origin: Callable[[str], Awaitable[bool]] | None = None
+    #: the login sessions (prompt, max_age, logout: services/gateway/sessions.py)
+    sessions: LoginSessions | None = None
+    #: the published verification keys (logout's id_token_hint)
+    keys: JwksCache | None = None
+    issuer: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -270,6 +280,19 @@ def client_credentials(authorization: str | None, form: Mapping[str, list[str]])
     )
 
 
+def claimed_client_id(call: Call) -> str:
+    """The client a form request names (Basic user or ``client_id``), unauthenticated: only to
+    pick the CORS origins to answer with; "" when the request is malformed."""
+    try:
+        creds = client_credentials(call.authorization, parse_form(call))
+        if isinstance(creds, BasicHeader):
+            creds = parse_basic(call.authorization or "")
+    except OAuthError:
+        return ""
+    client_id: str = creds.client_id
+    return client_id
+
+
 def token_body(result: TokenResult) -> bytes:
     """RFC 6749 §5.1 (and RFC 8693 §2.2.1 ``issued_token_type``)."""
     out: dict[str, Any] = {
@@ -331,7 +354,25 @@ class Routes:
         def route(path: str, endpoint: Endpoint, methods: list[str]) -> Route:
             return Route(path, guarded(g, endpoint), methods=methods)
 
+        def options(path: str, methods: str) -> Route:
+            async def answer(request: Request) -> Response:
+                return await cors.preflight(request, methods, self.origin_registered)
+
+            return Route(path, answer, methods=["OPTIONS"])
+
+        public = [m.JWKS_PATH, m.OAUTH_METADATA_PATH, m.OIDC_METADATA_PATH]
+        if self._issuer_path:
+            public += [
+                m.OAUTH_METADATA_PATH + self._issuer_path,
+                self._issuer_path + m.OIDC_METADATA_PATH,
+            ]
         return [
+            # CORS preflights (services/gateway/cors.py): per client on the endpoints a SPA
+            # calls; public on the JWKS and discovery; none on introspection.
+            options(m.TOKEN_PATH, "POST"),
+            options(m.REVOKE_PATH, "POST"),
+            options(m.USERINFO_PATH, "GET, POST"),
+            *(Route(path, cors.public_preflight, methods=["OPTIONS"]) for path in public),
             route(m.TOKEN_PATH, self.token, ["POST"]),
             route(m.INTROSPECT_PATH, self.introspect, ["POST"]),
             route(m.REVOKE_PATH, self.revoke, ["POST"]),
@@ -355,15 +396,42 @@ class Routes:
     # middleware and Request/Response objects.
 
     async def answer(
-        self, endpoint: Callable[[GatewayApi, Call], Awaitable[bytes]], call: Call
+        self,
+        endpoint: Callable[[GatewayApi, Call], Awaitable[bytes]],
+        call: Call,
+        origin: str = "",
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Run one form endpoint: (status, headers, body); errors as in :func:`guarded`."""
+        """Run one form endpoint: (status, headers, body); errors as in :func:`guarded`.
+        ``origin``: the request's ``Origin`` header, answered per client (cors.py)."""
         try:
             body = await endpoint(self._holder.get(), call)
         except Exception as exc:
             resp = _error(self._holder, exc)
-            return resp.status_code, list(resp.raw_headers), bytes(resp.body)
-        return 200, _ok_headers(len(body)), body
+            status, headers, body = resp.status_code, list(resp.raw_headers), bytes(resp.body)
+        else:
+            status, headers = 200, _ok_headers(len(body))
+        if origin:
+            headers += await self._cors(origin, claimed_client_id(call))
+        return status, headers, body
+
+    async def _cors(self, origin: str, client_id: str) -> list[tuple[bytes, bytes]]:
+        api = self._holder.api
+        client = None
+        if api is not None and api.clients is not None and 0 < len(client_id) <= 255:
+            try:
+                client = await api.clients.get_client(client_id)
+            except Exception:  # no CORS header is the safe answer
+                client = None
+        return cors.allow(origin, client)
+
+    async def origin_registered(self, origin: str) -> bool:
+        api = self._holder.api
+        if api is None or api.registered_origin is None:
+            return False
+        try:
+            return await api.registered_origin(origin)
+        except Exception:  # storage down: no preflight allowed
+            return False
 
     async def token_endpoint(self, api: GatewayApi, call: Call) -> bytes:
         """RFC 6749 §3.2 / §5: the token endpoint, every grant of :class:`TokenEndpoint`."""
@@ -421,7 +489,11 @@ class Routes:
     async def _starlette(
         self, endpoint: Callable[[GatewayApi, Call], Awaitable[bytes]], request: Request
     ) -> Response:
-        status, headers, body = await self.answer(endpoint, await read_call(request))
+        call = await read_call(request)
+        origin = request.headers.get("origin", "")
+        if endpoint == self.introspection_endpoint:
+            origin = ""  # no CORS on introspection
+        status, headers, body = await self.answer(endpoint, call, origin)
         resp = Response(body, status)
         resp.raw_headers = headers
         return resp
@@ -443,18 +515,37 @@ class Routes:
         api = self._holder.get()
         query = request.scope.get("query_string", b"")
         body = (await read_call(request)).body if request.method == "POST" else b""
+        origin = request.headers.get("origin", "")
         if b"access_token" in query or b"access_token" in body:
-            return _bearer_error(400, "invalid_request", "send the token in the header only")
+            resp = _bearer_error(400, "invalid_request", "send the token in the header only")
+            return await self._with_cors(resp, origin, "")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return _bearer_error(401, "", "")
+            return await self._with_cors(_bearer_error(401, "", ""), origin, "")
         answer = await api.introspection.active_access_token(token.strip())
         if answer is None:
-            return _bearer_error(401, "invalid_token", "the access token is not active")
+            resp = _bearer_error(401, "invalid_token", "the access token is not active")
+            return await self._with_cors(resp, origin, "")
         if "openid" not in answer.scope.split():
-            return _bearer_error(403, "insufficient_scope", "the openid scope is required")
+            resp = _bearer_error(403, "insufficient_scope", "the openid scope is required")
+            return await self._with_cors(resp, origin, answer.client_id)
         body = json.dumps({"sub": answer.sub}, separators=(",", ":")).encode()
-        return Response(body, 200, _NO_STORE, media_type=_JSON)
+        resp = Response(body, 200, _NO_STORE, media_type=_JSON)
+        return await self._with_cors(resp, origin, answer.client_id)
+
+    async def _with_cors(self, resp: Response, origin: str, client_id: str) -> Response:
+        """Userinfo's CORS: per the token's client; an answer that names no client (no token,
+        an inactive one) is readable by an origin some client registered, so a SPA can read
+        the RFC 6750 challenge and sign in again."""
+        if not origin:
+            return resp
+        if client_id:
+            headers = await self._cors(origin, client_id)
+        else:
+            headers = cors.headers(origin, allowed=await self.origin_registered(origin))
+        for name, value in headers:
+            resp.headers.append(name.decode(), value.decode("latin-1"))
+        return resp
 
     async def jwks(self, request: Request) -> Response:
         """The published keys (pending, active, retiring), public members only; HTTP caches may
@@ -464,7 +555,7 @@ class Routes:
         headers = {
             "cache-control": f"public, max-age={jwks.max_age}",
             "etag": jwks.etag,
-            "access-control-allow-origin": "*",
+            **cors.PUBLIC_HEADERS,
         }
         if _etag_matches(request.headers.get("if-none-match"), jwks.etag):
             return Response(b"", 304, headers)
@@ -494,7 +585,7 @@ def _bearer_error(status: int, error: str, description: str) -> Response:
 
 
 def _metadata(body: bytes) -> Response:
-    headers = {"cache-control": "public, max-age=300", "access-control-allow-origin": "*"}
+    headers = {"cache-control": "public, max-age=300", **cors.PUBLIC_HEADERS}
     return Response(body, 200, headers, media_type=_JSON)
 
 
@@ -537,6 +628,7 @@ class FastPath:
         ctype = ""
         length: str | None = None
         authorization: str | None = None
+        origin = ""
         for name, value in scope["headers"]:
             if name == b"content-type":
                 ctype = value.decode("latin-1")
@@ -544,6 +636,8 @@ class FastPath:
                 length = value.decode("latin-1")
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
         body = b""
         if length is None or (length.isdigit() and int(length) <= MAX_BODY):
             more = True
@@ -556,6 +650,8 @@ class FastPath:
                 if len(body) > MAX_BODY:
                     break
         call = Call(scope.get("query_string", b""), ctype, length, authorization, body)
-        status, headers, out = await self._answer(endpoint, call)
+        if scope["path"] == m.INTROSPECT_PATH:
+            origin = ""  # no CORS on introspection: resource servers call it, never browsers
+        status, headers, out = await self._answer(endpoint, call, origin)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})

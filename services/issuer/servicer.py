@@ -187,6 +187,9 @@ def client_info(client: Client) -> clients_pb2.ClientInfo:
         jwks_json=client.jwks_json or "",
         token_exchange_from=sorted(client.token_exchange_from),
         description=client.description,
+        web_origins=list(client.web_origins),
+        first_party=client.first_party,
+        post_logout_redirect_uris=list(client.post_logout_redirect_uris),
     )
 
 
@@ -216,6 +219,9 @@ def client_spec(info: clients_pb2.ClientInfo) -> Client:
                 info.refresh_token_absolute_ttl or DEFAULT_REFRESH_ABSOLUTE_TTL
             ),
             token_exchange_from=frozenset(info.token_exchange_from),
+            web_origins=tuple(info.web_origins),
+            first_party=info.first_party,
+            post_logout_redirect_uris=tuple(info.post_logout_redirect_uris),
         )
     except ValueError as exc:  # Client.__post_init__ range checks
         raise InvalidRequest(str(exc)) from None

@@ -97,6 +97,7 @@ BAD = {
     "TOKENRY_KEYROTATOR_LISTEN": "50054",
     "TOKENRY_GATEWAY_LISTEN": "gateway:port",
     "TOKENRY_GATEWAY_USERS": "relative/users.json",
+    "TOKENRY_LOGIN_URL": "login.example",
     "TOKENRY_WORKERS": "abc",
     "TOKENRY_EVENT_LOOP": "trio",
     "TOKENRY_METRICS_LISTEN": "metrics:port",
@@ -140,6 +141,7 @@ def _read_everything(env: dict[str, str]) -> list[str]:
         read_listen(reader, service)
     reader.get(variables.GATEWAY_LISTEN)
     reader.get(variables.GATEWAY_USERS)
+    reader.get(variables.LOGIN_URL)
     reader.get(variables.WORKERS)
     reader.get(variables.EVENT_LOOP)
     reader.get(variables.METRICS_LISTEN)

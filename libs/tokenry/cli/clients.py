@@ -64,6 +64,9 @@ def _info_dict(info: Any) -> dict[str, Any]:
         "token_exchange_from": list(info.token_exchange_from),
         "jwks": json.loads(info.jwks_json) if info.jwks_json else None,
         "description": info.description,
+        "web_origins": list(info.web_origins),
+        "first_party": info.first_party,
+        "post_logout_redirect_uris": list(info.post_logout_redirect_uris),
     }
 
 
@@ -156,6 +159,19 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
         typer.Option(help="Token exchange: client ids whose tokens it may exchange ('*' = any)"),
     ] = None,
     description: Annotated[str, typer.Option(help="Free text")] = "",
+    web_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Browser origin allowed by CORS, exactly https://host[:port] (repeatable)"
+        ),
+    ] = None,
+    first_party: Annotated[
+        bool, typer.Option("--first-party", help="Skip the consent page (login is still asked)")
+    ] = False,
+    post_logout_redirect_uri: Annotated[
+        list[str] | None,
+        typer.Option(help="Exact URI /oauth2/logout may return to (repeatable)"),
+    ] = None,
     admin_client_id: AdminClientId = None,
     admin_client_secret: AdminClientSecret = None,
     client_secret_file: ClientSecretFile = None,
@@ -208,6 +224,9 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
         jwks_json=jwks_json,
         token_exchange_from=exchange_from or [],
         description=description,
+        web_origins=web_origin or [],
+        first_party=first_party,
+        post_logout_redirect_uris=post_logout_redirect_uri or [],
     )
     metadata = _metadata(found, admin_client_id, admin_client_secret, client_secret_file)
     addr = found.addr("issuer")

@@ -22,6 +22,10 @@ from tokenry.core.oidc import MAX_NONCE_LENGTH
 
 MAX_STATE_LENGTH: Final = 2048
 MAX_SUBJECT_LENGTH: Final = 255
+#: OIDC Core §3.1.2.1 prompt values this server honours (docs/gateway.md).
+PROMPT_VALUES: Final = frozenset({"none", "login", "consent", "select_account"})
+#: the longest max_age accepted (a year; OIDC Core sets no bound, a bound keeps it an int)
+MAX_MAX_AGE: Final = 366 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,9 @@ class AuthorizationRequest:
     code_challenge_method: str
     nonce: str
     resources: tuple[str, ...] = ()
+    #: OIDC Core §3.1.2.1, as received ("" when absent)
+    prompt: str = ""
+    max_age: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,29 @@ class ValidatedRequest:
     state: str
     code_challenge: str
     nonce: str
+    prompt: frozenset[str] = frozenset()
+    max_age: int | None = None
+
+
+def parse_prompt(text: str) -> frozenset[str]:
+    """OIDC Core §3.1.2.1: space-delimited values; ``none`` stands alone."""
+    values = frozenset(text.split())
+    unknown = values - PROMPT_VALUES
+    if unknown:
+        raise InvalidRequest(f"unsupported prompt value {sorted(unknown)[0][:40]!r}")
+    if "none" in values and len(values) > 1:
+        raise InvalidRequest("prompt=none cannot be combined with another value")
+    return values
+
+
+def parse_max_age(text: str) -> int | None:
+    """OIDC Core §3.1.2.1: the allowable elapsed time in seconds since the last active
+    authentication; 0 means authenticate now."""
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 9 or int(text) > MAX_MAX_AGE:
+        raise InvalidRequest(f"max_age must be a number of seconds, 0..{MAX_MAX_AGE}")
+    return int(text)
 
 
 def redirect_uri_matches(requested: str, registered: tuple[str, ...]) -> bool:
@@ -93,6 +123,8 @@ def validate(req: AuthorizationRequest, client: Client | None) -> ValidatedReque
             raise InvalidRequest(f"nonce must be at most {MAX_NONCE_LENGTH} characters")
         scopes = grant_scopes(req.scope, client.scopes)
         audiences = grant_audiences(req.resources, client.audiences)
+        prompt = parse_prompt(req.prompt)
+        max_age = parse_max_age(req.max_age)
     except OAuthError as exc:
         raise refuse(exc.error, exc.description) from None
     return ValidatedRequest(
@@ -103,4 +135,6 @@ def validate(req: AuthorizationRequest, client: Client | None) -> ValidatedReque
         state=req.state,
         code_challenge=req.code_challenge,
         nonce=req.nonce,
+        prompt=prompt,
+        max_age=max_age,
     )

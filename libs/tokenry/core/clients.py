@@ -101,6 +101,13 @@ class Client:
     tls_client_auth_san_dns: str = ""
     # RFC 8705 §3.4 tls_client_certificate_bound_access_tokens: tokens carry cnf.x5t#S256.
     certificate_bound: bool = False
+    # The browser origins ("https://app.example", exact) the gateway answers CORS for on its
+    # token, revocation and userinfo endpoints (docs/gateway.md): single-page apps.
+    web_origins: tuple[str, ...] = ()
+    # Consent is skipped (login is not): the operator vouches for the client (docs/gateway.md).
+    first_party: bool = False
+    # OIDC RP-Initiated Logout 1.0 §3: where /oauth2/logout may send the browser back (exact).
+    post_logout_redirect_uris: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:
@@ -158,6 +165,34 @@ def check_redirect_uri(uri: str) -> None:
     if "." not in scheme:
         # RFC 8252 §7.1: private-use schemes are reverse domain names.
         raise InvalidRequest("a private-use redirect scheme must be a reverse domain name")
+
+
+def check_web_origin(origin: str) -> None:
+    """A CORS origin as a browser sends it (RFC 6454 §6.2): ``scheme://host[:port]``, lower
+    case, no path, no wildcard; https, or http only on a loopback host (as redirect URIs)."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        raise InvalidRequest("a web origin must be scheme://host[:port]") from None
+    host = parts.hostname or ""
+    shaped = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    if "[" in parts.netloc:
+        shaped = f"{parts.scheme}://[{host}]" + (f":{port}" if port is not None else "")
+    if (
+        not host
+        or "*" in origin
+        or origin != shaped
+        or origin.lower() != origin
+        or parts.scheme not in ("https", "http")
+    ):
+        raise InvalidRequest(
+            "a web origin is exactly scheme://host[:port] in lower case (no path, no wildcard)"
+        )
+    if parts.scheme == "http" and host not in _LOOPBACK_HOSTS:
+        raise InvalidRequest("http web origins are allowed only on loopback")
+    if (parts.scheme, port) in (("https", 443), ("http", 80)):
+        raise InvalidRequest("a web origin omits its scheme's default port, as browsers send it")
 
 
 def check_jwks(jwks_json: str) -> dict[str, Any]:
@@ -260,6 +295,29 @@ def _check_targets(client: Client) -> None:
         raise InvalidRequest("audiences must be up to 16 printable ASCII identifiers")
     if client.token_exchange_from and TOKEN_EXCHANGE not in client.grant_types:
         raise InvalidRequest("token_exchange_from needs the token-exchange grant")
+    _check_browser(client)
+
+
+def _check_browser(client: Client) -> None:
+    """Web origins, first-party and post-logout URIs (docs/gateway.md)."""
+    if len(client.web_origins) > MAX_REDIRECT_URIS:
+        raise InvalidRequest(f"at most {MAX_REDIRECT_URIS} web origins")
+    for origin in client.web_origins:
+        check_web_origin(origin)
+    if len(client.post_logout_redirect_uris) > MAX_REDIRECT_URIS:
+        raise InvalidRequest(f"at most {MAX_REDIRECT_URIS} post-logout redirect URIs")
+    for uri in client.post_logout_redirect_uris:
+        check_redirect_uri(uri)
+    if client.first_party:
+        if AUTHORIZATION_CODE not in client.grant_types:
+            raise InvalidRequest("first_party is for clients of the authorization code grant")
+        # RFC 8252 §8.6: no consent skipped for a client whose identity cannot be assured. A
+        # public client is identified only by where its codes go: https URIs only (a custom
+        # scheme or a loopback port can be claimed by another app).
+        if client.is_public and not all(u.startswith("https://") for u in client.redirect_uris):
+            raise InvalidRequest(
+                "a public first-party client needs https redirect URIs only (RFC 8252 §8.6)"
+            )
 
 
 def validate_registration(client: Client, *, registrar_is_admin: bool) -> None:

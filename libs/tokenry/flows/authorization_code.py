@@ -38,6 +38,9 @@ class AuthorizeOutcome:
     redirect_to: str = ""
     error: str = ""
     error_description: str = ""
+    #: OIDC Core §3.1.2.1 prompt values and max_age of the request, for the login app to honour
+    prompt: frozenset[str] = frozenset()
+    max_age: int | None = None
 
     def __repr__(self) -> str:  # the challenge and the code in redirect_to are credentials
         return f"AuthorizeOutcome(client_id={self.client_id!r}, error={self.error!r})"
@@ -50,9 +53,30 @@ class Completion:
     granted_scope: str
     auth_time: int
     deny: bool
+    #: with deny: the error to redirect with (OIDC Core §3.1.2.6, e.g. login_required for
+    #: prompt=none without a session); access_denied when empty
+    error: str = ""
 
     def __repr__(self) -> str:
         return f"Completion(subject={self.subject!r}, deny={self.deny})"
+
+
+#: the refusals a login app may report (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6)
+DENIAL_ERRORS = frozenset(
+    {
+        "access_denied",
+        "login_required",
+        "consent_required",
+        "interaction_required",
+        "account_selection_required",
+    }
+)
+_DENIAL_TEXT = {
+    "login_required": "the user must sign in (prompt=none, or max_age passed)",
+    "consent_required": "the user must consent (prompt=none)",
+    "interaction_required": "the user must interact with the login page (prompt=none)",
+    "account_selection_required": "the user must choose an account (prompt=none)",
+}
 
 
 class CodeFlow:
@@ -97,6 +121,8 @@ class CodeFlow:
             login_challenge=challenge,
             client_id=valid.client_id,
             requested_scope=" ".join(valid.scopes),
+            prompt=valid.prompt,
+            max_age=valid.max_age,
         )
 
     async def complete(self, caller: Client, done: Completion) -> AuthorizeOutcome:
@@ -117,15 +143,18 @@ class CodeFlow:
             if req is None:
                 raise InvalidRequest("unknown or expired login challenge")
             if done.deny:
+                error = done.error if done.error in DENIAL_ERRORS else "access_denied"
                 params = {
-                    "error": "access_denied",
-                    "error_description": "the user or the login provider refused the request",
+                    "error": error,
+                    "error_description": _DENIAL_TEXT.get(
+                        error, "the user or the login provider refused the request"
+                    ),
                     "state": req.state,
                 }
                 return AuthorizeOutcome(
                     client_id=req.client_id,
                     redirect_to=self._redirect(req.redirect_uri, params),
-                    error="access_denied",
+                    error=error,
                     error_description=params["error_description"],
                 )
             scopes = narrow_scopes(done.granted_scope, req.scopes)

@@ -374,6 +374,16 @@ GATEWAY_USERS = Var(
     "gateway",
     "none",
 )
+LOGIN_URL = Var(
+    "TOKENRY_LOGIN_URL",
+    http_url,
+    "",
+    "an external login app: /oauth2/authorize redirects the browser there with a"
+    " login_challenge, and it completes through the issuer's CompleteAuthorization"
+    " (docs/gateway.md)",
+    "gateway",
+    "the built-in pages",
+)
 MAX_CLOCK_SKEW = Var(
     "TOKENRY_MAX_CLOCK_SKEW",
     integer(0, 300),
@@ -558,6 +568,7 @@ VARIABLES: tuple[Var[Any], ...] = (
     *LISTEN.values(),
     GATEWAY_LISTEN,
     GATEWAY_USERS,
+    LOGIN_URL,
     WORKERS,
     EVENT_LOOP,
     TLS_CERT,

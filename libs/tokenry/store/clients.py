@@ -25,18 +25,19 @@ _COLUMNS = (
     _BASE_COLUMNS + ", client_type, auth_method, jwks, redirect_uris, id_token_ttl, id_token_alg,"
     " refresh_token_idle_ttl, refresh_token_absolute_ttl, token_exchange_from,"
     " tls_client_auth_san_uri, tls_client_auth_subject_dn, tls_client_auth_san_dns,"
-    " certificate_bound"
+    " certificate_bound, web_origins, first_party, post_logout_redirect_uris"
 )
 _SELECT = (
     "SELECT client_id, secret_hash, pepper_id, grant_types, scopes, audiences, token_format,"
     " access_token_ttl, description, client_type, auth_method, jwks::text AS jwks,"
     " redirect_uris, id_token_ttl, id_token_alg, refresh_token_idle_ttl,"
     " refresh_token_absolute_ttl, token_exchange_from, tls_client_auth_san_uri,"
-    " tls_client_auth_subject_dn, tls_client_auth_san_dns, certificate_bound FROM clients"
+    " tls_client_auth_subject_dn, tls_client_auth_san_dns, certificate_bound,"
+    " web_origins, first_party, post_logout_redirect_uris FROM clients"
 )
 _VALUES = (
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17, $18,"
-    " $19, $20, $21, $22"
+    " $19, $20, $21, $22, $23, $24, $25"
 )
 
 
@@ -64,6 +65,9 @@ def _client(row: asyncpg.Record) -> Client:
         tls_client_auth_subject_dn=row["tls_client_auth_subject_dn"],
         tls_client_auth_san_dns=row["tls_client_auth_san_dns"],
         certificate_bound=row["certificate_bound"],
+        web_origins=tuple(row["web_origins"]),
+        first_party=row["first_party"],
+        post_logout_redirect_uris=tuple(row["post_logout_redirect_uris"]),
     )
 
 
@@ -92,6 +96,9 @@ def _args(client: Client) -> tuple[object, ...]:
         client.tls_client_auth_subject_dn,
         client.tls_client_auth_san_dns,
         client.certificate_bound,
+        list(client.web_origins),
+        client.first_party,
+        list(client.post_logout_redirect_uris),
     )
 
 
@@ -123,7 +130,10 @@ class ClientStore:
             " tls_client_auth_san_uri = EXCLUDED.tls_client_auth_san_uri,"
             " tls_client_auth_subject_dn = EXCLUDED.tls_client_auth_subject_dn,"
             " tls_client_auth_san_dns = EXCLUDED.tls_client_auth_san_dns,"
-            " certificate_bound = EXCLUDED.certificate_bound, updated_at = now()",
+            " certificate_bound = EXCLUDED.certificate_bound,"
+            " web_origins = EXCLUDED.web_origins, first_party = EXCLUDED.first_party,"
+            " post_logout_redirect_uris = EXCLUDED.post_logout_redirect_uris,"
+            " updated_at = now()",
             *_args(client),
         )
 
@@ -185,6 +195,13 @@ class ClientStore:
             if idem is not None:
                 await idempotency.record(conn, *idem)
             return None
+
+    async def has_web_origin(self, origin: str) -> bool:
+        """Whether some client registered this browser origin (the gateway's CORS preflight)."""
+        found = await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM clients WHERE $1 = ANY(web_origins))", origin
+        )
+        return bool(found)
 
     async def list_clients(self) -> list[Client]:
         rows = await self._pool.fetch(f"{_SELECT} ORDER BY client_id")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tokenry/v1/clients.proto\x12\ntokenry.v1\"\x8c\x03\n\nClientInfo\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_type\x18\x02 \x01(\t\x12\"\n\x1atoken_endpoint_auth_method\x18\x03 \x01(\t\x12\x13\n\x0bgrant_types\x18\x04 \x03(\t\x12\x15\n\rredirect_uris\x18\x05 \x03(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x11\n\taudiences\x18\x07 \x03(\t\x12\x14\n\x0ctoken_format\x18\x08 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ss_token_ttl\x18\t \x01(\x03\x12\x14\n\x0cid_token_ttl\x18\n \x01(\x03\x12\x1e\n\x16refresh_token_idle_ttl\x18\x0b \x01(\x03\x12\"\n\x1arefresh_token_absolute_ttl\x18\x0c \x01(\x03\x12\x14\n\x0cid_token_alg\x18\r \x01(\t\x12\x11\n\tjwks_json\x18\x0e \x01(\t\x12\x1b\n\x13token_exchange_from\x18\x0f \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x10 \x01(\t\"Q\n\x13\x43reateClientRequest\x12&\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x16.tokenry.v1.ClientInfo\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"U\n\x14\x43reateClientResponse\x12&\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x16.tokenry.v1.ClientInfo\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"%\n\x10GetClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\x14\n\x12ListClientsRequest\">\n\x13ListClientsResponse\x12\'\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x16.tokenry.v1.ClientInfo\"L\n\x13\x44\x65leteClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\".\n\x14\x44\x65leteClientResponse\x12\x16\n\x0erevocation_seq\x18\x01 \x01(\x04\x32\xc2\x02\n\x07\x43lients\x12Q\n\x0c\x43reateClient\x12\x1f.tokenry.v1.CreateClientRequest\x1a .tokenry.v1.CreateClientResponse\x12\x41\n\tGetClient\x12\x1c.tokenry.v1.GetClientRequest\x1a\x16.tokenry.v1.ClientInfo\x12N\n\x0bListClients\x12\x1e.tokenry.v1.ListClientsRequest\x1a\x1f.tokenry.v1.ListClientsResponse\x12Q\n\x0c\x44\x65leteClient\x12\x1f.tokenry.v1.DeleteClientRequest\x1a .tokenry.v1.DeleteClientResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tokenry/v1/clients.proto\x12\ntokenry.v1\"\xd9\x03\n\nClientInfo\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_type\x18\x02 \x01(\t\x12\"\n\x1atoken_endpoint_auth_method\x18\x03 \x01(\t\x12\x13\n\x0bgrant_types\x18\x04 \x03(\t\x12\x15\n\rredirect_uris\x18\x05 \x03(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x11\n\taudiences\x18\x07 \x03(\t\x12\x14\n\x0ctoken_format\x18\x08 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ss_token_ttl\x18\t \x01(\x03\x12\x14\n\x0cid_token_ttl\x18\n \x01(\x03\x12\x1e\n\x16refresh_token_idle_ttl\x18\x0b \x01(\x03\x12\"\n\x1arefresh_token_absolute_ttl\x18\x0c \x01(\x03\x12\x14\n\x0cid_token_alg\x18\r \x01(\t\x12\x11\n\tjwks_json\x18\x0e \x01(\t\x12\x1b\n\x13token_exchange_from\x18\x0f \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x10 \x01(\t\x12\x13\n\x0bweb_origins\x18\x11 \x03(\t\x12\x13\n\x0b\x66irst_party\x18\x12 \x01(\x08\x12!\n\x19post_logout_redirect_uris\x18\x13 \x03(\t\"Q\n\x13\x43reateClientRequest\x12&\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x16.tokenry.v1.ClientInfo\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"U\n\x14\x43reateClientResponse\x12&\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x16.tokenry.v1.ClientInfo\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"%\n\x10GetClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\x14\n\x12ListClientsRequest\">\n\x13ListClientsResponse\x12\'\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x16.tokenry.v1.ClientInfo\"L\n\x13\x44\x65leteClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\".\n\x14\x44\x65leteClientResponse\x12\x16\n\x0erevocation_seq\x18\x01 \x01(\x04\x32\xc2\x02\n\x07\x43lients\x12Q\n\x0c\x43reateClient\x12\x1f.tokenry.v1.CreateClientRequest\x1a .tokenry.v1.CreateClientResponse\x12\x41\n\tGetClient\x12\x1c.tokenry.v1.GetClientRequest\x1a\x16.tokenry.v1.ClientInfo\x12N\n\x0bListClients\x12\x1e.tokenry.v1.ListClientsRequest\x1a\x1f.tokenry.v1.ListClientsResponse\x12Q\n\x0c\x44\x65leteClient\x12\x1f.tokenry.v1.DeleteClientRequest\x1a .tokenry.v1.DeleteClientResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokenry.v1.clients_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLIENTINFO']._serialized_start=41
-  _globals['_CLIENTINFO']._serialized_end=437
-  _globals['_CREATECLIENTREQUEST']._serialized_start=439
-  _globals['_CREATECLIENTREQUEST']._serialized_end=520
-  _globals['_CREATECLIENTRESPONSE']._serialized_start=522
-  _globals['_CREATECLIENTRESPONSE']._serialized_end=607
-  _globals['_GETCLIENTREQUEST']._serialized_start=609
-  _globals['_GETCLIENTREQUEST']._serialized_end=646
-  _globals['_LISTCLIENTSREQUEST']._serialized_start=648
-  _globals['_LISTCLIENTSREQUEST']._serialized_end=668
-  _globals['_LISTCLIENTSRESPONSE']._serialized_start=670
-  _globals['_LISTCLIENTSRESPONSE']._serialized_end=732
-  _globals['_DELETECLIENTREQUEST']._serialized_start=734
-  _globals['_DELETECLIENTREQUEST']._serialized_end=810
-  _globals['_DELETECLIENTRESPONSE']._serialized_start=812
-  _globals['_DELETECLIENTRESPONSE']._serialized_end=858
-  _globals['_CLIENTS']._serialized_start=861
-  _globals['_CLIENTS']._serialized_end=1183
+  _globals['_CLIENTINFO']._serialized_end=514
+  _globals['_CREATECLIENTREQUEST']._serialized_start=516
+  _globals['_CREATECLIENTREQUEST']._serialized_end=597
+  _globals['_CREATECLIENTRESPONSE']._serialized_start=599
+  _globals['_CREATECLIENTRESPONSE']._serialized_end=684
+  _globals['_GETCLIENTREQUEST']._serialized_start=686
+  _globals['_GETCLIENTREQUEST']._serialized_end=723
+  _globals['_LISTCLIENTSREQUEST']._serialized_start=725
+  _globals['_LISTCLIENTSREQUEST']._serialized_end=745
+  _globals['_LISTCLIENTSRESPONSE']._serialized_start=747
+  _globals['_LISTCLIENTSRESPONSE']._serialized_end=809
+  _globals['_DELETECLIENTREQUEST']._serialized_start=811
+  _globals['_DELETECLIENTREQUEST']._serialized_end=887
+  _globals['_DELETECLIENTRESPONSE']._serialized_start=889
+  _globals['_DELETECLIENTRESPONSE']._serialized_end=935
+  _globals['_CLIENTS']._serialized_start=938
+  _globals['_CLIENTS']._serialized_end=1260
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClientInfo(_message.Message):
-    __slots__ = ("client_id", "client_type", "token_endpoint_auth_method", "grant_types", "redirect_uris", "scopes", "audiences", "token_format", "access_token_ttl", "id_token_ttl", "refresh_token_idle_ttl", "refresh_token_absolute_ttl", "id_token_alg", "jwks_json", "token_exchange_from", "description")
+    __slots__ = ("client_id", "client_type", "token_endpoint_auth_method", "grant_types", "redirect_uris", "scopes", "audiences", "token_format", "access_token_ttl", "id_token_ttl", "refresh_token_idle_ttl", "refresh_token_absolute_ttl", "id_token_alg", "jwks_json", "token_exchange_from", "description", "web_origins", "first_party", "post_logout_redirect_uris")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ENDPOINT_AUTH_METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,9 @@ class ClientInfo(_message.Message):
     JWKS_JSON_FIELD_NUMBER: _ClassVar[int]
     TOKEN_EXCHANGE_FROM_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    WEB_ORIGINS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PARTY_FIELD_NUMBER: _ClassVar[int]
+    POST_LOGOUT_REDIRECT_URIS_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     client_type: str
     token_endpoint_auth_method: str
@@ -41,7 +44,10 @@ class ClientInfo(_message.Message):
     jwks_json: str
     token_exchange_from: _containers.RepeatedScalarFieldContainer[str]
     description: str
-    def __init__(self, client_id: _Optional[str] = ..., client_type: _Optional[str] = ..., token_endpoint_auth_method: _Optional[str] = ..., grant_types: _Optional[_Iterable[str]] = ..., redirect_uris: _Optional[_Iterable[str]] = ..., scopes: _Optional[_Iterable[str]] = ..., audiences: _Optional[_Iterable[str]] = ..., token_format: _Optional[str] = ..., access_token_ttl: _Optional[int] = ..., id_token_ttl: _Optional[int] = ..., refresh_token_idle_ttl: _Optional[int] = ..., refresh_token_absolute_ttl: _Optional[int] = ..., id_token_alg: _Optional[str] = ..., jwks_json: _Optional[str] = ..., token_exchange_from: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
+    web_origins: _containers.RepeatedScalarFieldContainer[str]
+    first_party: bool
+    post_logout_redirect_uris: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client_id: _Optional[str] = ..., client_type: _Optional[str] = ..., token_endpoint_auth_method: _Optional[str] = ..., grant_types: _Optional[_Iterable[str]] = ..., redirect_uris: _Optional[_Iterable[str]] = ..., scopes: _Optional[_Iterable[str]] = ..., audiences: _Optional[_Iterable[str]] = ..., token_format: _Optional[str] = ..., access_token_ttl: _Optional[int] = ..., id_token_ttl: _Optional[int] = ..., refresh_token_idle_ttl: _Optional[int] = ..., refresh_token_absolute_ttl: _Optional[int] = ..., id_token_alg: _Optional[str] = ..., jwks_json: _Optional[str] = ..., token_exchange_from: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., web_origins: _Optional[_Iterable[str]] = ..., first_party: _Optional[bool] = ..., post_logout_redirect_uris: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateClientRequest(_message.Message):
     __slots__ = ("client", "request_id")
