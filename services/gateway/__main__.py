@@ -23,6 +23,7 @@ def main() -> None:
     host, port = addr
     tls.check_listener(reader, settings.tls, host, port, v.GATEWAY_LISTEN.name, dev=settings.dev)
     loop = reader.get(v.EVENT_LOOP)
+    reader.get(v.LOGIN_URL)  # checked here with every other value; read again by build()
     try:  # OTEL_* and TOKENRY_METRICS_LISTEN (docs/observability.md)
         telemetry = otel.read_settings("gateway", metrics_listen=reader.get(v.METRICS_LISTEN))
     except otel.TelemetryError as exc:

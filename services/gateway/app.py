@@ -56,12 +56,14 @@ from tokenry.servicekit.httptelemetry import instrument_asgi
 from tokenry.servicekit.metrics import count_issued, metrics_on, observe_cache, observe_pool
 from tokenry.servicekit.tls import ServerTls
 from tokenry.services.gateway.events import GatewayEvents
+from tokenry.services.gateway.logout import LogoutApp
 from tokenry.services.gateway.metadata import (
     authorization_server_metadata,
     openid_configuration,
 )
 from tokenry.services.gateway.pages import LoginApp
 from tokenry.services.gateway.routes import ApiHolder, FastPath, GatewayApi, Jwks, Routes
+from tokenry.services.gateway.sessions import DEFAULT_SESSION_TTL, LoginSessions
 from tokenry.services.gateway.users import Authenticator, UserStore
 from tokenry.store import opaque_tokens
 from tokenry.store.active_key import ActiveKeys
@@ -101,6 +103,10 @@ class GatewayOptions:
     #: who may sign in on the built-in login page (default: the dev user store file
     #: TOKENRY_GATEWAY_USERS, or nobody)
     users: Authenticator | None = None
+    #: an external login app (TOKENRY_LOGIN_URL when None; "" = the built-in pages)
+    login_url: str | None = None
+    #: how long a sign-in is remembered (seconds; services/gateway/sessions.py)
+    session_ttl: int = DEFAULT_SESSION_TTL
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -213,9 +219,12 @@ def build(
                     await close()
 
     users = options.users or UserStore(_users_file())
+    login_url = options.login_url if options.login_url is not None else _login_url()
     # The cookie is Secure on HTTPS requests, and on every request when TLS terminates in front.
-    login = LoginApp(holder, users, secure_cookies=settings.tls.terminated_in_front)
-    app = Starlette(routes=[*routes.routes(), *login.routes()], lifespan=lifespan)
+    secure = settings.tls.terminated_in_front
+    login = LoginApp(holder, users, secure_cookies=secure, login_url=login_url)
+    logout = LogoutApp(holder, login, secure_cookies=secure)
+    app = Starlette(routes=[*routes.routes(), *login.routes(), *logout.routes()], lifespan=lifespan)
     # The token, introspection and revocation POSTs skip Starlette's routing and middleware.
     fast = FastPath(app, routes)
     templates = [getattr(r, "path", "") for r in app.routes]  # metrics' route labels
@@ -273,7 +282,7 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
         transactions=storage,
         revocations=PgRevocationLog(revocations, encode),
         refresh_key=derivation_key(pepper.key),
-    refresh_grace=settings.refresh_grace,  # TOKENRY_REFRESH_GRACE (docs/flows.md §3)
+        refresh_grace=settings.refresh_grace,  # TOKENRY_REFRESH_GRACE (docs/flows.md §3)
         proven=ProvenSecrets(),
         mint_gate=gate.check,
     )
@@ -319,6 +328,7 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
         max_clock_skew=options.max_clock_skew,
         assertions=assertions,
     )
+    sessions = LoginSessions(pool, clock, options.session_ttl)
     jwks = Jwks(max_age=options.jwks_max_age)
     published, _ = await key_store.published()
     jwks.update(published)
@@ -331,6 +341,10 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
         oidc_metadata=_doc(openid_configuration(issuer, settings.access_token_alg)),
         unavailable=UNAVAILABLE_ERRORS,
         clients=clients,
+        registered_origin=ClientStore(pool).has_web_origin,
+        sessions=sessions,
+        keys=verification_keys,
+        issuer=issuer,
     )
 
     async def keys_changed() -> None:
@@ -361,6 +375,7 @@ async def _compose(  # noqa: PLR0915 - the composition root wires every port onc
                 now = clock.now()
                 marks = await checks.future_watermarks(int(now))
                 watermarks.load(((w.kind, w.value, w.not_before) for w in marks), now)
+                await sessions.sweep()
             except Exception as exc:
                 log.warning("gateway maintenance failed: %s", type(exc).__name__)
 
@@ -379,6 +394,13 @@ class _PrintableIds:
         if not client_id.isprintable():
             return None
         return await self._lookup.get_client(client_id)
+
+
+def _login_url() -> str:
+    reader = Reader()
+    url = reader.get(v.LOGIN_URL)
+    reader.check()
+    return url or ""
 
 
 def _users_file() -> Path | None:
