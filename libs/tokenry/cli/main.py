@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from tokenry.cli import bench, clients, dev, events, keys, status, token
+from tokenry.cli import bench, clients, dev, events, keys, status, token, users
 from tokenry.cli.common import USAGE
 from tokenry.cli.context import Flags
 from tokenry.cli.migrate import migrate
@@ -32,6 +32,7 @@ app.add_typer(token.app, name="token")
 app.add_typer(events.app, name="events")
 app.add_typer(keys.app, name="keys")
 app.add_typer(clients.app, name="client")
+app.add_typer(users.app, name="user")
 app.add_typer(dev.app, name="dev")
 app.command()(keys.jwks)
 app.command()(migrate)
