@@ -53,6 +53,16 @@ class Probed(Protocol):
     async def probe(self, tokens: list[str]) -> list[tuple[str, int, str, float]]: ...
 
 
+def child_env() -> dict[str, str]:
+    """The verifier processes' environment. ``TOKENRY_FAULTS_VERIFIER_PATH`` (a folder holding
+    another checkout's ``tokenry`` package) runs only the verifiers on that code, the services
+    on this one: how a scenario is shown to fail at an older commit (docs/faults.md)."""
+    env = {**os.environ, "TOKENRY_LOG_LEVEL": "INFO"}
+    if other := os.environ.get("TOKENRY_FAULTS_VERIFIER_PATH"):
+        env["PYTHONPATH"] = other
+    return env
+
+
 class VerifierProcess:
     """``verifier_child.py`` running N verifiers; probes over its stdin/stdout."""
 
@@ -83,6 +93,7 @@ class VerifierProcess:
         log_dir: Path,
         sync: dict[str, float] | None = None,
         clock_offset: float = 0.0,
+        grpc_default_backoff: bool = False,
     ) -> VerifierProcess:
         cfg = ChildConfig(
             names=[f"{name}.{i}" for i in range(count)],
@@ -96,6 +107,7 @@ class VerifierProcess:
             budget=budget,
             sync=sync or FAST_SYNC,
             clock_offset=clock_offset,
+            grpc_default_backoff=grpc_default_backoff,
         )
         log = log_dir / f"verifier-{name}.log"
         with log.open("ab") as err:
@@ -106,7 +118,7 @@ class VerifierProcess:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                env={**os.environ, "TOKENRY_LOG_LEVEL": "INFO"},
+                env=child_env(),
                 start_new_session=True,
                 limit=LINE_LIMIT,
             )

@@ -10,6 +10,9 @@ Faults apply to every connection, present and future, until :meth:`FaultProxy.he
   but never reach the target.
 - :meth:`~FaultProxy.reset`: every open connection is closed with an RST (SO_LINGER 0); with
   ``refuse=True`` new connections are reset too until the heal.
+  :meth:`~FaultProxy.heal_after_next_refusal` heals right after the next refused connection
+  (so a client's next attempt comes after exactly one more of its reconnect backoffs);
+  ``refused`` records when each connection was refused.
 - :meth:`~FaultProxy.latency`: each chunk is delivered ``seconds`` after it was read, in order.
 - :meth:`~FaultProxy.cut_after_commit`: PostgreSQL only, once: the first connection that sends
   ``marker`` and then a COMMIT has the COMMIT forwarded and PostgreSQL's answer dropped, and
@@ -80,6 +83,12 @@ class FaultProxy:
         self.port = 0
         #: connections accepted so far (tests of the proxy and of reconnects)
         self.accepted = 0
+        #: monotonic times of the connections reset on arrival (a client's reconnect attempts)
+        self.refused: list[float] = []
+        self._heal_on_refusal = False
+        #: set by the heal that heal_after_next_refusal armed; ``healed_at`` says when
+        self.healed = asyncio.Event()
+        self.healed_at: float | None = None
 
     @property
     def addr(self) -> str:
@@ -123,6 +132,21 @@ class FaultProxy:
         for link in list(self._links):
             self._drop(link, reset=True)
 
+    def heal_after_next_refusal(self) -> None:
+        """Refuse the next connection as well, then heal: a client in reconnect backoff only
+        comes back after its next backoff delay (the delay under test), never by chance right
+        after the heal. Without ``reset(refuse=True)`` in force this heals at once."""
+        self.healed.clear()
+        if not self._refuse:
+            self._healed_now()
+            return
+        self._heal_on_refusal = True
+
+    def _healed_now(self) -> None:
+        self.heal()
+        self.healed_at = time.monotonic()
+        self.healed.set()
+
     def latency(self, seconds: float) -> None:
         self._delay = seconds
 
@@ -137,6 +161,7 @@ class FaultProxy:
         self._hold_marker = marker
 
     def heal(self) -> None:
+        self._heal_on_refusal = False
         self._refuse = False
         self._delay = 0.0
         self._flowing.set()
@@ -150,7 +175,10 @@ class FaultProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         if self._refuse:
+            self.refused.append(time.monotonic())
             rst(writer)
+            if self._heal_on_refusal:
+                self._healed_now()
             return
         link = _Link(writer)
         self._links.add(link)
