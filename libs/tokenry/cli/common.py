@@ -7,6 +7,8 @@ error, 3 unreachable (nothing answered at the address).
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -41,6 +43,7 @@ AdminClientSecret = Annotated[
     ),
 ]
 
+_TLS_FAILURE = re.compile(r"handshake|CERTIFICATE_VERIFY_FAILED|WRONG_VERSION_NUMBER", re.I)
 _UNREACHABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # The request itself was wrong: a usage error, not the service's answer about the world.
 _USAGE_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE)
@@ -69,6 +72,15 @@ def rpc_error(exc: grpc.RpcError, addr: str, hint: str = "") -> tuple[str, int]:
     if code in _UNREACHABLE_CODES:
         assert code is not None
         where = f"; {hint}" if hint else ""
+        details = exc.details() if isinstance(exc, grpc.Call) else ""
+        if _TLS_FAILURE.search(details or ""):
+            # The handshake comes before any metadata: no credential was sent.
+            return (
+                f"TLS handshake with {addr} failed: its certificate does not chain to the CA"
+                f" the CLI trusts (TOKENRY_TLS_CA, else the dev CA of $TOKENRY_HOME), or it"
+                f" does not speak TLS; nothing was sent{where}",
+                UNREACHABLE,
+            )
         return f"nothing answers at {addr} ({code.name}): unreachable{where}", UNREACHABLE
     details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
     exit_code = USAGE if code in _USAGE_CODES else NEGATIVE
@@ -121,3 +133,29 @@ def print_wide(table: Any) -> None:
     width = Console().width
     needed = Console(width=100_000).measure(table).maximum  # the table's natural width
     Console(width=max(width, needed), soft_wrap=True).print(table)
+
+
+# asyncio's words when a StreamReaderProtocol's eof_received() returns True on a TLS transport.
+_NATS_TLS_CLOSE = "returning true from eof_received() has no effect when using ssl"
+
+
+class _QuietNatsTlsClose(logging.Filter):
+    """Drops asyncio's one warning about nats-py's TLS upgrade, on every TLS connection's close.
+
+    Why it is printed: nats-py upgrades its plaintext socket with ``loop.start_tls`` and hands
+    the TLS transport a fresh ``StreamReaderProtocol`` whose ``connection_made`` asyncio never
+    calls (``start_tls`` does not), so the protocol believes it is plaintext. When the server
+    answers our close with its TLS close_notify, that protocol's ``eof_received`` returns True
+    ("keep the transport half-open"), which TLS cannot do, and asyncio says so. The transport
+    closes all the same (the warning itself says it has no effect): nothing is lost.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _NATS_TLS_CLOSE
+
+
+def quiet_nats_tls_close(logger: logging.Logger | None = None) -> None:
+    """Install :class:`_QuietNatsTlsClose` on the asyncio logger (once)."""
+    target = logger or logging.getLogger("asyncio")
+    if not any(isinstance(f, _QuietNatsTlsClose) for f in target.filters):
+        target.addFilter(_QuietNatsTlsClose())

@@ -6,7 +6,8 @@ Addresses: flags, then ``TOKENRY_*`` variables, then the running dev stack's
 
 Credentials: flags, then ``TOKENRY_CLIENT_ID`` / ``TOKENRY_CLIENT_SECRET``, then the dev admin
 from ``$TOKENRY_HOME/credentials.json`` — sent only to an address of the stack that dev.json
-describes, never to whatever else listens on a default port.
+describes, never to whatever else listens on a default port, and over TLS only on a channel that
+trusts that stack's dev CA alone (:func:`trusts_only_dev_ca`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,25 @@ def stack(ctx: typer.Context | None = None, **overrides: str | None) -> Stack:
     return locate(flags=given, dev=True, data_dir=flags.home)
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return (
+            Path(a).resolve() == Path(b).resolve() or Path(a).read_bytes() == Path(b).read_bytes()
+        )
+    except OSError:
+        return False
+
+
+def trusts_only_dev_ca(target: Stack) -> bool:
+    """Over TLS, the CLI's channels verify the server against the dev CA of ``target``'s
+    dev.json and nothing else, so the dev admin's secret reaches only a stack whose certificate
+    chains to it (a stack with another CA fails the handshake before any metadata is sent)."""
+    dev = target.dev
+    if dev is None or dev.tls_ca is None:
+        return True  # `tokenry dev --insecure`: plaintext on loopback, said loudly at its start
+    return target.tls_ca is not None and _same_file(target.tls_ca.value, dev.tls_ca)
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     client_id: str
@@ -114,6 +134,13 @@ def credentials(
         raise CliError(
             f"{service} at {addr.value} (from {addr.source}) is not the dev stack of"
             f" {target.home}, so its admin credentials are not sent there: {given}"
+        )
+    if not trusts_only_dev_ca(target):
+        trusted = target.tls_ca.value if target.tls_ca else "no CA (plaintext)"
+        raise CliError(
+            f"the CLI would trust {trusted}, not the dev CA of {target.home}"
+            f" ({target.dev.tls_ca}): the dev admin credentials go only to a stack whose"
+            f" certificate chains to it; unset TOKENRY_TLS_CA, or {given}"
         )
     try:
         data = json.loads(path.read_text())[role]

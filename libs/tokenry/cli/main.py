@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from tokenry.cli import bench, clients, dev, events, keys, status, token, users
-from tokenry.cli.common import USAGE
+from tokenry.cli.common import USAGE, quiet_nats_tls_close
 from tokenry.cli.context import Flags
 from tokenry.cli.migrate import migrate
 from tokenry.cli.typerkit import App
@@ -105,6 +105,7 @@ def _usage_line(exc: typer.TyperException) -> str:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting."""
     command = typer.main.get_command(app)
+    quiet_nats_tls_close()  # token verify and events watch close NATS-over-TLS connections
     try:
         result = command.main(
             args=list(sys.argv[1:] if argv is None else argv),

@@ -27,7 +27,7 @@ import json
 import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,12 @@ class DevFile:
     tls_key: str | None = None
     #: the CA of the embedded NATS when it runs TLS
     nats_tls_ca: str | None = None
+    #: the URL the HTTP gateway is served from (the issuer URL unless TOKENRY_ISSUER_URL says
+    #: otherwise), and the system roots plus the dev CA, for SSL_CERT_FILE and friends
+    gateway_url: str | None = None
+    ca_bundle: str | None = None
+    #: each service's Prometheus scrape URL (docs/observability.md)
+    metrics: Mapping[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # the database URL could carry a password
         return f"DevFile(path={str(self.path)!r}, pid={self.pid})"
@@ -116,6 +122,9 @@ def read_dev_file(folder: Path) -> DevFile | None:
             tls_cert=_opt(data, "tls_cert"),
             tls_key=_opt(data, "tls_key"),
             nats_tls_ca=_opt(data, "nats_tls_ca"),
+            gateway_url=_opt(data, "gateway_url"),
+            ca_bundle=_opt(data, "ca_bundle"),
+            metrics={str(k): str(v) for k, v in dict(data.get("metrics") or {}).items()},
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -296,6 +305,16 @@ def export_lines(devfile: DevFile) -> list[str]:
     }
     if devfile.tls_ca:
         values["TOKENRY_TLS_CA"] = devfile.tls_ca
+        # For curl, Python (ssl, urllib, requests, httpx) and Node: the gateway's HTTPS. The
+        # bundle holds the system's roots too, so the rest of the shell keeps working.
+        values["NODE_EXTRA_CA_CERTS"] = devfile.tls_ca
+        bundle = devfile.ca_bundle or devfile.tls_ca
+        for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            values[name] = bundle
     if devfile.nats_tls_ca:
         values["TOKENRY_NATS_TLS_CA"] = devfile.nats_tls_ca
-    return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+    if devfile.gateway_url:
+        lines.append(f"# gateway: {devfile.gateway_url}/.well-known/openid-configuration")
+    lines += [f"# metrics: {name} {url}" for name, url in devfile.metrics.items()]
+    return lines

@@ -34,7 +34,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.core.client_secrets import Pepper, generate_secret, hash_secret, pepper_id
-from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
+from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, INTROSPECT_SCOPE, Client
 from tokenry.core.errors import TokenryError
 from tokenry.core.keywrap import Kek
 from tokenry.devstack.ca import DevPki, dev_pki
@@ -50,9 +50,16 @@ from tokenry.store.migrate import migrate
 SERVICES = ("keyrotator", "issuer", "revocation", "introspector")
 DEMO_CLIENT = "demo-service"
 DEMO_SECRET = "demo-secret"
+# The demo resource server (audience demo-api): it may introspect (RFC 7662 §2.1).
+DEMO_API_CLIENT = "demo-api"
+DEMO_API_SECRET = "demo-api-secret"
 ADMIN_CLIENT = "tokenry-admin"
-DEV_ISSUER_URL = "http://127.0.0.1:8080"
 TLS_DIR = "tls"
+CA_BUNDLE = "ca-bundle.pem"
+#: the first scrape port (Prometheus exporters' customary 9464); service i gets base + 10 i, so
+#: that a service with TOKENRY_WORKERS=N (one port per worker) stays clear of the next one
+METRICS_PORT = 9464
+METRICS_STRIDE = 10
 
 
 @dataclass
@@ -70,6 +77,10 @@ class DevStack:
     pki: DevPki | None = None
     #: the embedded NATS runs TLS (an external one is whatever TOKENRY_NATS_URL says)
     nats_tls: bool = False
+    #: where the gateway is served from (https://localhost:PORT, or http://127.0.0.1:PORT)
+    gateway_url: str = ""
+    #: each service's Prometheus scrape URL (empty when OTEL_SDK_DISABLED turns them off)
+    metrics: dict[str, str] = field(default_factory=dict)
 
 
 class AlreadyRunning(TokenryError, RuntimeError):
@@ -111,6 +122,17 @@ async def _prepare_database(dsn: str, pepper: Pepper, admin_secret: str) -> None
                 scopes=frozenset({"demo.read", "demo.write"}),
                 audiences=("demo-api",),
                 description="dev demo client (dev mode only: human-chosen secret)",
+            )
+        )
+        await store.upsert(
+            Client(
+                client_id=DEMO_API_CLIENT,
+                secret_hash=hash_secret(pepper, DEMO_API_SECRET),
+                pepper_id=pepper.id,
+                grant_types=frozenset({CLIENT_CREDENTIALS}),
+                scopes=frozenset({INTROSPECT_SCOPE}),
+                audiences=("tokenry",),
+                description="dev demo resource server: introspects (dev mode only)",
             )
         )
         await store.upsert(
@@ -183,8 +205,9 @@ def start(home: Path, env: Mapping[str, str], *, insecure: bool = False) -> DevS
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     stack = DevStack(home=home, env=env)
     if not insecure:
-        names = [*SERVICES, "nats", DEMO_CLIENT, ADMIN_CLIENT]
+        names = [*SERVICES, "gateway", "nats", DEMO_CLIENT, ADMIN_CLIENT]
         stack.pki = dev_pki(home / TLS_DIR, names)
+        write_ca_bundle(stack.pki.ca, stack.pki.folder / CA_BUNDLE)
     try:
         _start(stack)
     except BaseException:
@@ -223,11 +246,18 @@ def _start(stack: DevStack) -> None:
         creds_path,
         {
             "demo": {"client_id": DEMO_CLIENT, "client_secret": DEMO_SECRET},
+            "demo_api": {"client_id": DEMO_API_CLIENT, "client_secret": DEMO_API_SECRET},
             "admin": {"client_id": ADMIN_CLIENT, "client_secret": admin_secret},
         },
     )
 
-    issuer_url = env.get("TOKENRY_ISSUER_URL", DEV_ISSUER_URL)
+    # The gateway's port first: in dev the issuer URL is the URL the gateway is served from,
+    # and when :8080 is taken the fallback port goes into both (docs/operations.md, dev mode).
+    gateway_listen = env.get("TOKENRY_GATEWAY_LISTEN") or (
+        f"127.0.0.1:{_port_or_free(GATEWAY_PORT)}"
+    )
+    stack.gateway_url = served_url(gateway_listen, tls=pki is not None)
+    issuer_url = env.get("TOKENRY_ISSUER_URL") or stack.gateway_url
     child_env = {
         **env,
         "TOKENRY_DEV": "1",
@@ -247,13 +277,14 @@ def _start(stack: DevStack) -> None:
         child_env[f"TOKENRY_{name.upper()}_LISTEN"] = listen
         stack.addrs[name] = _connect_addr(listen)
         child_env[f"TOKENRY_{name.upper()}_ADDR"] = stack.addrs[name]
+    metrics_listen = _metrics_listen(env)
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
     for name in SERVICES:
         with (logs / f"{name}.log").open("ab") as log:
             stack.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", f"tokenry.services.{name}"],
-                env=_service_env(stack, name, child_env),
+                env=_service_env(stack, name, child_env) | metrics_listen.get(name, {}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # Ctrl-C reaches only the supervisor, which then stops the children in order.
@@ -261,7 +292,11 @@ def _start(stack: DevStack) -> None:
             )
     for name in SERVICES:
         _wait_serving(stack.addrs[name], stack.children[name], log=logs / f"{name}.log", pki=pki)
-    _start_gateway(stack, child_env, logs)
+    stack.metrics = {
+        name: f"http://{listen['TOKENRY_METRICS_LISTEN']}/metrics"
+        for name, listen in metrics_listen.items()
+    }
+    _start_gateway(stack, gateway_listen, child_env, logs)
     _write_private_json(
         home / DEV_FILE,
         {
@@ -278,6 +313,9 @@ def _start(stack: DevStack) -> None:
             "tls_cert": str(pki.cert(ADMIN_CLIENT)) if pki else None,
             "tls_key": str(pki.key(ADMIN_CLIENT)) if pki else None,
             "nats_tls_ca": str(pki.ca) if pki and stack.nats_tls else None,
+            "ca_bundle": str(pki.folder / CA_BUNDLE) if pki else None,
+            "gateway_url": stack.gateway_url,
+            "metrics": stack.metrics,
         },
     )
     stack.wrote_dev_file = True
@@ -324,12 +362,55 @@ def _port_or_free(port: int) -> int:
     return port
 
 
-def _start_gateway(stack: DevStack, env: Mapping[str, str], logs: Path) -> None:
-    """The HTTP gateway (issue 14) on :8080 (TOKENRY_GATEWAY_LISTEN), plaintext on loopback: in
-    dev the issuer URL is the gateway's URL, so discovery's ``issuer`` is where it is served."""
-    listen = stack.env.get("TOKENRY_GATEWAY_LISTEN") or f"127.0.0.1:{_port_or_free(GATEWAY_PORT)}"
+def served_url(listen: str, *, tls: bool) -> str:
+    """The gateway's URL for a listen address: ``https://localhost:PORT`` over TLS (the dev
+    certificates name localhost and 127.0.0.1), ``http://127.0.0.1:PORT`` in plaintext."""
+    host, _, port = _connect_addr(listen).rpartition(":")
+    if tls and host in ("127.0.0.1", "[::1]", "localhost"):
+        host = "localhost"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+def write_ca_bundle(ca: Path, bundle: Path) -> None:
+    """The system's trusted roots plus the dev CA, for ``SSL_CERT_FILE`` / ``CURL_CA_BUNDLE``:
+    those replace the roots, so the dev CA alone would break every other HTTPS call of the
+    shell that exported them (``NODE_EXTRA_CA_CERTS`` adds, and gets ``ca.pem`` alone)."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    candidates = [paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"]
+    roots = b""
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            roots = Path(candidate).read_bytes()
+            break
+    data = roots.rstrip(b"\n") + b"\n" + ca.read_bytes() if roots else ca.read_bytes()
+    tmp = bundle.with_name(bundle.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, bundle)
+
+
+def _metrics_listen(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Each service's scrape endpoint on loopback (issue 15): ``TOKENRY_METRICS_LISTEN`` for
+    its environment. None when ``OTEL_SDK_DISABLED`` turns telemetry off."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() in ("true", "1", "yes"):
+        return {}
+    return {
+        name: {
+            "TOKENRY_METRICS_LISTEN": (
+                f"127.0.0.1:{_port_or_free(METRICS_PORT + METRICS_STRIDE * i)}"
+            )
+        }
+        for i, name in enumerate(SERVICES)
+    }
+
+
+def _start_gateway(stack: DevStack, listen: str, env: Mapping[str, str], logs: Path) -> None:
+    """The HTTP gateway (issue 14) on :8080 (TOKENRY_GATEWAY_LISTEN), HTTPS from the dev CA
+    (plaintext with ``--insecure``): in dev the issuer URL is the gateway's URL, so discovery's
+    ``issuer`` is where it is served."""
     child_env = {
-        **env,
+        **_service_env(stack, "gateway", env),
         "TOKENRY_GATEWAY_LISTEN": listen,
         "TOKENRY_GATEWAY_USERS": str((stack.home / "users.json").resolve()),
     }
@@ -342,20 +423,27 @@ def _start_gateway(stack: DevStack, env: Mapping[str, str], logs: Path) -> None:
             start_new_session=True,
         )
     stack.children["gateway"] = proc
-    addr = _connect_addr(listen)
-    stack.addrs["gateway"] = addr
+    stack.addrs["gateway"] = _connect_addr(listen)
+    context = None
+    if stack.pki is not None:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(stack.pki.ca))
+    ready = f"{stack.gateway_url}/health/ready"
     deadline = time.monotonic() + 30.0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
                 f"gateway exited with {proc.returncode}" + _last_line(logs / "gateway.log")
             )
-        ready = f"http://{addr}/health/ready"
-        with contextlib.suppress(OSError), urllib.request.urlopen(ready, timeout=1) as resp:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(ready, timeout=1, context=context) as resp,  # noqa: S310
+        ):
             if resp.status == 200:
                 return
         time.sleep(0.1)
-    raise TimeoutError(f"gateway at {addr} not ready within 30s")
+    raise TimeoutError(f"gateway at {stack.gateway_url} not ready within 30s")
 
 
 def stop(stack: DevStack, timeout: float = 10.0) -> None:
@@ -468,15 +556,19 @@ def _print_banner(stack: DevStack) -> None:
     scheme = "grpcs" if pki else "grpc"
     for name in SERVICES:
         lines.append(f"  {name:<12} {scheme}://{stack.addrs[name]}")
-    if "gateway" in stack.addrs:
-        gateway = f"http://{stack.addrs['gateway']}"
-        lines.append(f"  {'gateway':<12} {gateway}")
-        lines.append(f"  {'discovery':<12} {gateway}/.well-known/openid-configuration")
+    if stack.gateway_url:
+        lines.append(f"  {'gateway':<12} {stack.gateway_url}")
+        lines.append(f"  {'discovery':<12} {stack.gateway_url}/.well-known/openid-configuration")
     nats_note = " (TLS)" if stack.nats_tls else ""
     lines += [f"  nats         {stack.nats_url}{nats_note}", ""]
+    if stack.metrics:
+        lines.append("  metrics      Prometheus scrape endpoints (docs/observability.md):")
+        lines += [f"    {name:<12} {url}" for name, url in stack.metrics.items()]
+        lines.append("")
     if pki is not None:
         lines += [
-            f"  TLS CA       {pki.ca} (the dev CA; `tokenry dev env` exports it)",
+            f"  TLS CA       {pki.ca} (the dev CA; `tokenry dev env` exports it as"
+            " SSL_CERT_FILE, CURL_CA_BUNDLE, NODE_EXTRA_CA_CERTS …)",
             f"  client certs {pki.folder}/{{{DEMO_CLIENT},{ADMIN_CLIENT}}}.pem (keys 0600)",
         ]
     else:
@@ -486,6 +578,8 @@ def _print_banner(stack: DevStack) -> None:
         f"  credentials  {stack.home / 'credentials.json'} (mode 0600)",
         f"  demo client  {DEMO_CLIENT} / {DEMO_SECRET}",
         "               (scopes demo.read demo.write, audience demo-api)",
+        f"  resource     {DEMO_API_CLIENT} / {DEMO_API_SECRET}"
+        f" (the demo API: may introspect, {INTROSPECT_SCOPE})",
         "",
         "  In another terminal, the CLI finds this stack through its dev.json; another shell",
         "  or folder needs these variables:",
