@@ -308,6 +308,60 @@ def micro(repeat: int = 7, n: int = 20_000) -> dict[str, float]:
     return asyncio.run(run_all())
 
 
+def micro_db(repeat: int = 5, n: int = 2_000) -> dict[str, float]:
+    """In-process, against a real PostgreSQL: µs per ``fetchval('SELECT 1')`` outside a sampled
+    trace (99 % of the calls at 1 % sampling) through asyncpg's own connection, through
+    Tokenry's :class:`~tokenry.store.db.TracedConnection`, and through asyncpg's connection
+    instrumented by opentelemetry-instrumentation-asyncpg (its own tracer provider with the
+    SDK's ``parentbased_traceidratio`` at 1 %, as a user of it would configure). The three are
+    interleaved in each round; the best round of each is kept."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+    from tokenry.servicekit import telemetry as otel
+    from tokenry.store.db import create_pool
+
+    ours = otel.EdgeTracerProvider(edge_ratio=0.01, sampler=otel.FollowParent())
+    contrib = TracerProvider(sampler=ParentBasedTraceIdRatio(0.01))
+    contrib.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+    tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-db-"))
+    pg = EmbeddedPostgres(tmp / "pg", fsync=False)
+
+    async def timed(pool: Any) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            await pool.fetchval("SELECT 1")
+        return (time.perf_counter() - started) / n * 1e6
+
+    async def run_all() -> dict[str, float]:
+        from opentelemetry import trace
+
+        trace.set_tracer_provider(ours)  # what a service with telemetry on installs
+        plain = await create_pool(pg.dsn(), min_size=1, max_size=1, traced=False)
+        traced = await create_pool(pg.dsn(), min_size=1, max_size=1, traced=True)
+        best: dict[str, float] = {"asyncpg_us": 1e9, "traced_us": 1e9, "contrib_us": 1e9}
+        await timed(plain), await timed(traced)  # warm up
+        for _ in range(repeat):
+            best["asyncpg_us"] = min(best["asyncpg_us"], await timed(plain))
+            best["traced_us"] = min(best["traced_us"], await timed(traced))
+            AsyncPGInstrumentor().instrument(tracer_provider=contrib)
+            best["contrib_us"] = min(best["contrib_us"], await timed(plain))
+            AsyncPGInstrumentor().uninstrument()
+        await plain.close()
+        await traced.close()
+        return best
+
+    pg.start()
+    try:
+        return asyncio.run(run_all())
+    finally:
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s")
@@ -315,7 +369,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--micro", action="store_true", help="only the in-process per-call cost")
+    parser.add_argument(
+        "--micro-db", action="store_true", help="only the per-query cost of the query spans"
+    )
     args = parser.parse_args()
+    if args.micro_db:
+        got = micro_db()
+        base = got["asyncpg_us"]
+        print(
+            f"per query (SELECT 1, not sampled): asyncpg {base:.1f} µs, "
+            f"TracedConnection {got['traced_us']:.1f} µs ({got['traced_us'] / base:.3f} ×), "
+            f"opentelemetry-instrumentation-asyncpg {got['contrib_us']:.1f} µs "
+            f"({got['contrib_us'] / base:.3f} ×)"
+        )
+        return 0
     if args.micro:
         got = micro()
         added = got["wrapped_us"] - got["bare_us"]
