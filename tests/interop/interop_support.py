@@ -6,7 +6,8 @@ Discovery 1.0 §4.3): the port is reserved first and the issuer URL names it.
 
 A missing tool (node, the npm packages installed by ``make interop-deps``, Chromium) skips the
 test with the reason, or fails it when ``TOKENRY_REQUIRE_INTEROP=1`` (set by ``.ci/run``), so
-that CI never passes by skipping.
+that CI never passes by skipping. ``TOKENRY_CHROMIUM`` names another Chromium binary (default:
+``chromium`` on the PATH, Debian's /usr/bin/chromium).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ import asyncpg
 import httpx
 import pytest
 
+from tokenry.core.clients import Client
 from tokenry.servicekit.config import Settings
 from tokenry.services.gateway.app import GatewayOptions, build
 from tokenry.services.gateway.users import UserStore
+from tokenry.store.clients import ClientStore
 from tokenry.store.outbox_feed import AppliedSeq
 
 from gateway_support import PASSWORD, USER, GatewaySuite, register, wait_ready
@@ -111,9 +114,11 @@ async def interop_gateway(
     settings: Settings,
     pool: asyncpg.Pool,
     services: tuple[str, ...] = ("keyrotator",),
+    clients: Sequence[Client] = (),
 ) -> AsyncIterator[GatewaySuite]:
     """The gRPC services named and the gateway, whose issuer URL is the URL it serves on (the
-    clients of tests/gateway_support.py are registered; the user alice may sign in)."""
+    clients of tests/gateway_support.py are registered, and ``clients``, which have no secret;
+    the user alice may sign in)."""
     for attempt in range(5):  # another process may take the reserved port first
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
@@ -132,6 +137,8 @@ async def interop_gateway(
         break
     async with run_suite(at_url, pool, services=services) as suite:
         await register(pool, at_url, suite.secrets)
+        for client in clients:
+            await ClientStore(pool).upsert(client)
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.serve(stop))
         try:

@@ -84,7 +84,7 @@ async def test_chromium_signs_in_consents_and_the_code_redeems(
         )
         print(f"Chromium {r['version']}; screenshots in {shots}")
         for spec, seen in zip(flows, r["flows"], strict=True):
-            print(f"  {spec['width']} px: {seen['timings']}")
+            print(f"  {spec['width']} px: {seen['timings']}, screenshots (ms): {seen['shots']}")
             assert seen["problems"] == [], seen["problems"]
             pages = seen["pages"]
             for name in ("login", "consent"):
@@ -123,6 +123,7 @@ async def test_chromium_signs_in_consents_and_the_code_redeems(
             body = resp.json()
             assert body["scope"] == "openid read write" and body["id_token"]
 
+        print(f"  error page: {r['error_page']['timings']}")
         assert r["error_page"]["status"] == 400
         assert r["error_page"]["stylesheetApplied"] is True
     written = sorted(p.name for p in shots.glob("*.png"))

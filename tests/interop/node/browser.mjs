@@ -5,27 +5,12 @@
 // a screenshot of every page. The Python side checks the redirect and redeems the code.
 import { chromium } from 'playwright-core';
 import { run, timed } from './lib.mjs';
-
-// These flags matter on a closed network: nothing in the background reaches out. Every name
-// but 127.0.0.1 fails to resolve, so the redirect to the client's (fictional) redirect URI
-// stops in the browser instead of leaving the machine. Playwright gives each launch a fresh
-// temporary profile (user data dir).
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-];
+import { ARGS } from './chromium.mjs';
 
 async function shot(page, dir, name, shots) {
-  const path = `${dir}/${name}.png`;
-  await page.screenshot({ path, fullPage: true });
-  shots.push(name);
+  const t0 = performance.now();
+  await page.screenshot({ path: `${dir}/${name}.png`, fullPage: true });
+  shots.push([name, Math.round(performance.now() - t0)]);
 }
 
 // What a product page should never do: load something from elsewhere, break its CSP, or
@@ -136,12 +121,15 @@ async function flow(browser, spec, input) {
 }
 
 async function errorPage(browser, url, input) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const t = {};
+  const context = await timed(t, 'context', () =>
+    browser.newContext({ viewport: { width: 1280, height: 800 } }),
+  );
   const page = await context.newPage();
   try {
-    const resp = await page.goto(url);
-    const report = { status: resp.status(), ...(await pageReport(page)) };
-    await shot(page, input.screenshots, 'error', []);
+    const resp = await timed(t, 'goto', () => page.goto(url));
+    const report = { status: resp.status(), ...(await pageReport(page)), timings: t };
+    await timed(t, 'shot', () => shot(page, input.screenshots, 'error', []));
     return report;
   } finally {
     await context.close();
