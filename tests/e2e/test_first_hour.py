@@ -1,24 +1,32 @@
 """The first hour (issue 16): `tokenry dev` in one terminal, and in another — with no variable
 set, from the same folder — the CLI and the examples find it, a protected backend serves a token
 and rejects it once revoked; a second `tokenry dev` on the same folder fails without touching
-the first.
+the first. The gateway is served over HTTPS from the dev CA at the issuer URL, on whichever port
+it got; `tokenry dev env` makes curl, Python and Node trust it; the printed metrics URLs answer.
 
-Everything runs as a new user would: processes started from a scratch folder with an
-environment holding only PATH and HOME (no TOKENRY_*), embedded PostgreSQL and NATS, and the
-default ports — or free ones when another stack on this machine holds them (dev.json says which).
+Everything runs as a new user would: processes started in a fresh clone with an environment
+holding only PATH and HOME (no TOKENRY_*), embedded PostgreSQL and NATS, and the default ports —
+or free ones when another stack on this machine holds them (dev.json says which). The stack is
+conftest.py's ``dev_run``, shared with the README quick start.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from e2e_support import DevRun
 
 from tokenry.devstack.ports import free_tcp_port
 
@@ -33,34 +41,10 @@ def _clean_env(folder: Path, **extra: str) -> dict[str, str]:
     return {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(folder), **extra}
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"tokenry dev exited with {proc.returncode}"
-        assert time.monotonic() < deadline, f"{path} not written in {timeout}s"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A scratch folder where `tokenry dev` runs (its data in ./.tokenry)."""
-    where = tmp_path_factory.mktemp("first-hour")
-    proc = subprocess.Popen(
-        [str(BIN / "tokenry"), "dev"],
-        cwd=where,
-        env=_clean_env(where),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for(where / ".tokenry" / "dev.json", proc)
-        yield where
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out.decode()
-        banner = out.decode()
-        assert "tokenry dev env" in banner and "nats " in banner, banner
+def folder(dev_run: DevRun) -> Path:
+    """The folder where `tokenry dev` runs (its data in ./.tokenry)."""
+    return dev_run.clone
 
 
 def cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,6 +57,11 @@ def cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def _dev_json(folder: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((folder / ".tokenry" / "dev.json").read_text())
+    return data
 
 
 def test_status_shows_the_dev_stack_serving(folder: Path) -> None:
@@ -214,3 +203,76 @@ def test_examples_against_no_stack_exit_3_in_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 3, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_the_gateway_serves_https_at_the_issuer_url(dev_run: DevRun) -> None:
+    dev = _dev_json(dev_run.clone)
+    gateway = str(dev["gateway_url"])
+    # Whatever port it got (conftest.py holds :8080 while the stack starts, when it is free),
+    # the issuer URL, the banner and discovery all name the URL actually served.
+    assert re.fullmatch(r"https://localhost:\d+", gateway), gateway
+    assert dev["issuer_url"] == gateway
+    banner = dev_run.banner()
+    assert f"gateway      {gateway}\n" in banner, banner
+    discovery = f"{gateway}/.well-known/openid-configuration"
+    assert discovery in banner and "tokenry dev env" in banner, banner
+    context = ssl.create_default_context(cafile=str(dev["tls_ca"]))
+    with urllib.request.urlopen(discovery, timeout=10, context=context) as resp:
+        assert json.load(resp)["issuer"] == gateway
+    # The certificate names localhost and 127.0.0.1 (the hostname check is on by default).
+    port = gateway.rsplit(":", 1)[1]
+    with urllib.request.urlopen(
+        f"https://127.0.0.1:{port}/health/ready", timeout=10, context=context
+    ) as resp:
+        assert resp.status == 200
+    pem = ssl.get_server_certificate(("127.0.0.1", int(port)))
+    names = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert "localhost" in names.value.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in {str(ip) for ip in names.value.get_values_for_type(x509.IPAddress)}
+
+
+def test_dev_env_makes_curl_python_and_node_trust_the_dev_ca(dev_run: DevRun) -> None:
+    checks = [
+        'curl -sS --fail "$TOKENRY_ISSUER_URL/health/ready"',  # CURL_CA_BUNDLE
+        "python3 -c 'import os, urllib.request as u;"
+        ' u.urlopen(os.environ["TOKENRY_ISSUER_URL"] + "/health/ready")\'',  # SSL_CERT_FILE
+    ]
+    if shutil.which("node"):
+        checks.append(
+            'node -e \'fetch(process.env.TOKENRY_ISSUER_URL + "/health/ready")'
+            ".then(r => process.exit(r.ok ? 0 : 1), e => { console.error(e.cause); process.exit(1) })'"
+        )
+    script = 'set -e; eval "$(.venv/bin/tokenry dev env)"; ' + "; ".join(checks)
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=dev_run.clone,
+        env=dev_run.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_printed_metrics_urls_answer(dev_run: DevRun) -> None:
+    urls = re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+/metrics)$", dev_run.banner(), re.M)
+    assert {name for name, _ in urls} == {"issuer", "introspector", "revocation", "keyrotator"}
+    exported = cli(dev_run.clone, "dev", "env").stdout
+    for name, url in urls:
+        assert f"# metrics: {name} {url}" in exported
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        assert "# TYPE" in text and 'service_name="tokenry-' in text, text[:300]
+
+
+def test_token_verify_over_tls_keeps_stderr_clean(folder: Path) -> None:
+    issued = cli(
+        folder, "token", "issue", "--client-id", "demo-service", "--client-secret", "demo-secret"
+    )
+    token = json.loads(issued.stdout)["access_token"]
+    verified = cli(folder, "token", "verify", token, "--audience", "demo-api")
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stderr == ""  # no asyncio warning about the NATS TLS connection's close
