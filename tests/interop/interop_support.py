@@ -98,7 +98,11 @@ async def run_node(script: str, payload: dict[str, Any], timeout: float = 60) ->
     assert proc.returncode == 0 and lines, f"{script} exited {proc.returncode}: {err.decode()}"
     result: dict[str, Any] = json.loads(lines[-1])
     print(f"\n{script}: {elapsed * 1000:.0f} ms in node (its own steps: {result.get('timings')})")
-    assert result["ok"], f"{script} failed: {json.dumps(result, indent=2)}\n{err.decode()}"
+    assert result["ok"], (
+        f"{script} failed: {result.get('error')} (oauth error: {result.get('oauth_error')})\n"
+        f"{result.get('stack')}\nwhat it saw before: {json.dumps(result, indent=2)}\n"
+        f"{err.decode()}"
+    )
     return result
 
 

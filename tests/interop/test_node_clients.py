@@ -12,12 +12,30 @@ import asyncpg
 import pytest
 from jwt.algorithms import ECAlgorithm
 
+from tokenry.core.clients import AUTHORIZATION_CODE, NO_AUTH, PUBLIC, REFRESH_TOKEN, Client
 from tokenry.servicekit.config import Settings
 
 from gateway_support import ASSERTION_KEY, PASSWORD, REDIRECT, USER
 from interop_support import interop_gateway, node_binary, run_node
 
 pytestmark = pytest.mark.integration
+
+LOGGED_OUT = "https://app.test/logged-out"
+# A first-party client: the consent page is skipped (a public one needs https redirect URIs).
+FIRST_PARTY = Client(
+    client_id="first-party",
+    secret_hash=None,
+    pepper_id=None,
+    grant_types=frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN}),
+    scopes=frozenset({"openid", "read"}),
+    audiences=("api",),
+    redirect_uris=(REDIRECT,),
+    client_type=PUBLIC,
+    auth_method=NO_AUTH,
+    first_party=True,
+    post_logout_redirect_uris=(LOGGED_OUT,),
+    description="Tokenry Console",
+)
 
 
 def _assertion_jwk() -> dict[str, str]:
@@ -31,7 +49,7 @@ async def test_openid_client_and_jose_against_the_gateway(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
     node_binary()  # skip or fail before starting anything when node is missing
-    async with interop_gateway(settings, pool) as g:
+    async with interop_gateway(settings, pool, clients=[FIRST_PARTY]) as g:
         r = await run_node(
             "openid_client.mjs",
             {
@@ -41,6 +59,7 @@ async def test_openid_client_and_jose_against_the_gateway(
                 "password": PASSWORD,
                 "redirect": REDIRECT,
                 "assertion_jwk": _assertion_jwk(),
+                "logout_redirect": LOGGED_OUT,
             },
         )
     print(f"inactive after revocation (introspection polled): {r['introspection']}")
@@ -99,6 +118,19 @@ async def test_openid_client_and_jose_against_the_gateway(
 
     # a public client (auth method none)
     assert r["public_code_flow"]["sub"] == USER and r["public_code_flow"]["aud"] == "spa"
+
+    # first party: no consent page; single sign-on with prompt=none (auth_time kept, max_age
+    # checked by openid-client); prompt=login signs in again; no session is login_required;
+    # RP-initiated logout returns to the registered URI with state and ends the session
+    fp = r["first_party"]
+    print(f"first party: {fp}")
+    assert fp["first"]["steps"] == ["login"] and fp["first"]["sub"] == USER
+    assert fp["sso"]["steps"] == [] and fp["sso"]["auth_time_kept"] is True
+    assert fp["prompt_login"]["steps"] == ["login"]
+    assert fp["no_session"]["error"] == "login_required" and fp["no_session"]["iss"] == g.url
+    assert fp["logout"]["status"] in (302, 303) and fp["logout"]["to"] == LOGGED_OUT
+    assert fp["logout"]["state_ok"] is True
+    assert fp["after_logout"]["error"] == "login_required"
 
     # a denial redirects with error and iss; openid-client surfaces access_denied
     assert r["denied"]["iss"] == g.url

@@ -31,7 +31,10 @@ async function untilInactive(rs, token, timeoutMs) {
   }
 }
 
-async function codeFlow(config, { issuer, redirect, user, password, scope }) {
+async function codeFlow(
+  config,
+  { issuer, redirect, user, password, scope, browser = new FormBrowser(), extra = {}, maxAge },
+) {
   const verifier = client.randomPKCECodeVerifier();
   const state = client.randomState();
   const nonce = client.randomNonce();
@@ -42,8 +45,9 @@ async function codeFlow(config, { issuer, redirect, user, password, scope }) {
     nonce,
     code_challenge: await client.calculatePKCECodeChallenge(verifier),
     code_challenge_method: 'S256',
+    ...extra,
   });
-  const { location, steps } = await new FormBrowser().authorize(url, {
+  const { location, steps } = await browser.authorize(url, {
     username: user,
     password,
   });
@@ -53,12 +57,80 @@ async function codeFlow(config, { issuer, redirect, user, password, scope }) {
     expectedState: state,
     expectedNonce: nonce,
     idTokenExpected: true,
+    maxAge,
   });
   return {
     steps,
     callbackIss: callback.searchParams.get('iss'),
     callbackIssMatches: callback.searchParams.get('iss') === issuer,
     tokens,
+  };
+}
+
+// An authorization request whose answer is an error redirect; openid-client reads it.
+async function errorRedirect(config, browser, redirect, extra) {
+  const state = client.randomState();
+  const url = client.buildAuthorizationUrl(config, {
+    redirect_uri: redirect,
+    scope: 'openid read',
+    state,
+    code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+    code_challenge_method: 'S256',
+    ...extra,
+  });
+  const { location, steps } = await browser.authorize(url, {});
+  const answer = new URL(location);
+  return {
+    steps,
+    iss: answer.searchParams.get('iss'),
+    ...(await expectRejection(
+      client.authorizationCodeGrant(config, answer, {
+        pkceCodeVerifier: client.randomPKCECodeVerifier(),
+        expectedState: state,
+      }),
+    )),
+  };
+}
+
+async function firstParty(server, { issuer, redirect, user, password, logoutRedirect }) {
+  const fp = await client.discovery(server, 'first-party', undefined, client.None(), insecure);
+  const browser = new FormBrowser();
+  const flow = { issuer, redirect, user, password, scope: 'openid read', browser };
+  const first = await codeFlow(fp, flow);
+  // signed in: prompt=none answers at once, and auth_time satisfies max_age
+  const sso = await codeFlow(fp, { ...flow, extra: { prompt: 'none', max_age: '300' }, maxAge: 300 });
+  // prompt=login asks again
+  const again = await codeFlow(fp, { ...flow, extra: { prompt: 'login' } });
+  // another browser has no session: prompt=none is login_required
+  const noSession = await errorRedirect(fp, new FormBrowser(), redirect, { prompt: 'none' });
+
+  // RP-initiated logout, with the ID token as the hint; then the session is gone
+  const logoutState = client.randomState();
+  const logoutUrl = client.buildEndSessionUrl(fp, {
+    id_token_hint: again.tokens.id_token,
+    post_logout_redirect_uri: logoutRedirect,
+    state: logoutState,
+  });
+  const logout = await browser.request(logoutUrl);
+  const back = logout.headers.get('location') && new URL(logout.headers.get('location'));
+  const afterLogout = await errorRedirect(fp, browser, redirect, { prompt: 'none' });
+  return {
+    first: { steps: first.steps, sub: first.tokens.claims().sub },
+    sso: {
+      steps: sso.steps,
+      auth_time_kept: sso.tokens.claims().auth_time === first.tokens.claims().auth_time,
+    },
+    prompt_login: {
+      steps: again.steps,
+      newer_auth_time: again.tokens.claims().auth_time >= first.tokens.claims().auth_time,
+    },
+    no_session: noSession,
+    logout: {
+      status: logout.status,
+      to: back ? `${back.origin}${back.pathname}` : null,
+      state_ok: back ? back.searchParams.get('state') === logoutState : false,
+    },
+    after_logout: afterLogout,
   };
 }
 
@@ -208,6 +280,12 @@ run(async (input, out) => {
     sub: spaFlow.tokens.claims().sub,
     aud: spaFlow.tokens.claims().aud,
   };
+
+  // A first-party client: no consent page; the login session (cookie) gives single sign-on,
+  // and prompt and max_age are honoured (OIDC Core §3.1.2.1); RP-initiated logout ends it
+  out.first_party = await timed(t, 'first_party', () =>
+    firstParty(server, { issuer, redirect, user, password, logoutRedirect: input.logout_redirect }),
+  );
 
   // A denial comes back as an error redirect with iss (RFC 9207 §2), which openid-client reads
   const state = client.randomState();
