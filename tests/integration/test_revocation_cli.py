@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -112,3 +113,51 @@ async def test_non_admin_cannot_revoke_by_subject(settings: Settings, pool: asyn
     async with stack(settings, pool) as svc:
         code, _, err = await _cli(_env(svc, "demo"), "token", "revoke", "--subject", "alice")
         assert code == 1 and "insufficient_scope" in err
+
+
+async def test_watch_shows_each_events_lag_and_clock_skew_at_80_columns(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Each event's lag (arrival − occurred_at); an event stamped in this machine's future (a
+    producer whose clock runs ahead) shows as clock skew. Lines fit COLUMNS=80."""
+    import time
+
+    import nats
+
+    from tokenry.bus import codec
+    from tokenry.core.revocations import Revocation, RevocationKind
+
+    async with stack(settings, pool) as svc:
+        env = {**_env(svc), "COLUMNS": "80"}
+        reason = "a reason long enough to need a second line on an eighty-column terminal"
+        await svc.revoke(subject="alice", reason=reason)
+        # A producer ten minutes ahead: published straight to the stream, as a relay would.
+        ahead = codec.revocation_event(
+            settings.subjects,
+            Revocation(RevocationKind.JTI, "skewed-jti", 0, int(time.time()) + 3600),
+            time.time() + 600,
+            actor="admin",
+        )
+        nc = await nats.connect(settings.nats_url)
+        try:
+            seq = int(await pool.fetchval("SELECT max(seq) FROM outbox")) + 1
+            await nc.jetstream().publish(ahead.subject, codec.stamp_seq(ahead.payload, seq))
+        finally:
+            await nc.close()
+        held = int(await pool.fetchval("SELECT count(*) FROM outbox")) + 1
+
+        code, out, err = await _cli(env, "events", "watch", "--all", "--count", str(held))
+        assert code == 0, err
+        print(out)
+        lines = out.splitlines()
+        assert all(len(line) <= 80 for line in lines)
+        text = " ".join(line.strip() for line in lines)
+        assert "revoked subject alice" in text and reason in text  # wrapped, not cut
+        assert re.search(r"skew -(9|10) min", text)  # the producer's clock runs ahead of ours
+        assert text.count(" lag ") >= held - 1
+
+        code, out, err = await _cli(env, "events", "watch", "--json", "--all", "--count", str(held))
+        assert code == 0, err
+        events = {e.get("value"): e for e in map(json.loads, out.splitlines())}
+        assert 0 <= events["alice"]["lag_ms"] < 60_000
+        assert -601_000 < events["skewed-jti"]["lag_ms"] < -400_000

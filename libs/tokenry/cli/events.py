@@ -3,6 +3,12 @@
 
 Reads the event stream with its own ordered consumer (nothing is acknowledged or consumed for
 anyone else), from now on or, with ``--all``, from the oldest event the stream still holds.
+
+Each event shows its **lag**: the time it arrived here minus its ``occurred_at`` (the producer's
+wall clock when it built the event), the same figure the verifiers' propagation-lag histogram
+records (docs/observability.md). A negative difference means the producer's clock is ahead of
+this machine's: it is shown as clock skew, not as a lag. Replayed events (``--all``) show their
+age.
 """
 
 from __future__ import annotations
@@ -10,8 +16,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
+import shutil
 import ssl
 import sys
+import textwrap
+import time
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
@@ -24,14 +34,17 @@ from tokenry.cli.typerkit import App
 app = App(help="Watch the event stream.")
 
 
-def describe(event: Any, stream_seq: int) -> dict[str, Any]:
-    """One event as plain data (what --json prints, one object per line)."""
+def describe(event: Any, stream_seq: int, arrived: float | None = None) -> dict[str, Any]:
+    """One event as plain data (what --json prints, one object per line); with ``arrived``
+    (unix seconds), its ``lag_ms``: arrival − ``occurred_at``, negative under clock skew."""
     out: dict[str, Any] = {
         "seq": event.seq,
         "stream_seq": stream_seq,
         "event_id": event.event_id,
         "occurred_at": _iso(event.occurred_at),
     }
+    if arrived is not None:
+        out["lag_ms"] = round((arrived - event.occurred_at) * 1000.0, 1)
     rev = event.revocation
     if rev is not None:
         out.update(
@@ -54,19 +67,62 @@ def describe(event: Any, stream_seq: int) -> dict[str, Any]:
 
 
 def human(data: dict[str, Any]) -> str:
-    """One event as one readable line."""
-    head = f"{data['occurred_at']}  #{data['seq']:<8}"
+    """One event as one readable line: its time (UTC), seq and lag, then what happened."""
+    head = f"{data['occurred_at'][11:23]}Z #{data['seq']:<5}"
+    if "lag_ms" in data:
+        head += f" {lag_text(data['lag_ms']):<11}"
     if data["type"] == "revocation":
-        line = f"{head} revoked {data['kind']} {data['value']}"
+        line = f"{head}  revoked {data['kind']} {data['value']}"
         if "not_before" in data:
-            line += f" (tokens issued before {data['not_before']})"
-        line += f" by {data['actor'] or '?'} until {data['expires_at']}"
+            line += f" (tokens issued before {_short(data['not_before'])})"
+        line += f" by {data['actor'] or '?'} until {_short(data['expires_at'])}"
         return line + (f": {data['reason']}" if data["reason"] else "")
     if data["type"] == "key":
-        return f"{head} key {data['kid']} ({data['alg']}) is now {data['state']}"
+        return f"{head}  key {data['kid']} ({data['alg']}) is now {data['state']}"
     if data["type"] == "client":
-        return f"{head} client {data['client_id']} {data['change']}"
-    return f"{head} event of a newer kind"
+        return f"{head}  client {data['client_id']} {data['change']}"
+    return f"{head}  event of a newer kind"
+
+
+def lag_text(lag_ms: float) -> str:
+    """``lag 12 ms``, ``lag 1.5 s``, ``lag 3 min``; a negative lag is the producer's clock
+    running ahead of ours: ``skew -40 ms``."""
+    word = "lag" if lag_ms >= 0 else "skew"
+    ms = abs(lag_ms)
+    sign = "" if lag_ms >= 0 else "-"
+    if ms < 10:
+        amount = f"{ms:.1f} ms"
+    elif ms < 1000:
+        amount = f"{ms:.0f} ms"
+    elif ms < 60_000:
+        amount = f"{ms / 1000:.1f} s"
+    elif ms < 3_600_000:
+        amount = f"{ms / 60_000:.0f} min"
+    else:
+        amount = f"{ms / 3_600_000:.0f} h"
+    return f"{word} {sign}{amount}"
+
+
+def fit(line: str, width: int | None) -> str:
+    """``line`` wrapped to ``width`` columns, continuation lines indented (None: as is)."""
+    if width is None or len(line) <= width:
+        return line
+    return textwrap.fill(
+        line, width=max(width, 40), subsequent_indent=" " * 6, break_on_hyphens=False
+    )
+
+
+def _width() -> int | None:
+    """The terminal's width (``COLUMNS`` first); None when writing to a pipe without
+    ``COLUMNS`` (a line per event for grep)."""
+    if os.environ.get("COLUMNS", "").strip().isdigit() or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _short(iso: str) -> str:
+    """``2026-12-03T19:00:00.000+00:00`` → ``2026-12-03 19:00Z``."""
+    return f"{iso[:10]} {iso[11:16]}Z"
 
 
 def _iso(unix: float) -> str:
@@ -229,22 +285,24 @@ class _Printer:
         self._json = as_json
         self._count = count
         self._seen = 0
+        self._width = _width()
         self.done = asyncio.Event()
 
     def _emit(self, data: dict[str, Any], line: str) -> None:
-        typer.echo(json.dumps(data) if self._json else line)
+        typer.echo(json.dumps(data) if self._json else fit(line, self._width))
         sys.stdout.flush()
 
     def on_event(self, stream_seq: int, payload: bytes) -> None:
         from tokenry.bus import codec
 
+        arrived = time.time()  # wall clock, as occurred_at is
         try:
             event = codec.decode(payload)
         except codec.UndecodableEvent:
             data = {"type": "undecodable", "stream_seq": stream_seq}
             self._emit(data, f"(undecodable message at stream seq {stream_seq})")
             return
-        data = describe(event, stream_seq)
+        data = describe(event, stream_seq, arrived)
         self._emit(data, human(data))
         self._seen += 1
         if self._count and self._seen >= self._count:
