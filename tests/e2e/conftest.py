@@ -65,7 +65,7 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        run = DevRun(clone, home, log_path, proc)
+        run = DevRun(clone, home, log_path, proc, held_8080=held is not None)
         try:
             deadline = time.monotonic() + 120
             while "Ctrl-C stops everything" not in run.banner():

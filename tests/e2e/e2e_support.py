@@ -15,6 +15,8 @@ class DevRun:
     home: Path  # HOME of every process
     log: Path  # the supervisor's stdout and stderr: the banner
     process: subprocess.Popen[bytes]
+    #: the fixture held 127.0.0.1:8080 while the stack started: the gateway must be elsewhere
+    held_8080: bool
 
     def env(self, **extra: str) -> dict[str, str]:
         """What a new user's shell has: PATH and HOME, nothing else."""

@@ -212,6 +212,8 @@ def test_the_gateway_serves_https_at_the_issuer_url(dev_run: DevRun) -> None:
     # the issuer URL, the banner and discovery all name the URL actually served.
     assert re.fullmatch(r"https://localhost:\d+", gateway), gateway
     assert dev["issuer_url"] == gateway
+    if dev_run.held_8080:
+        assert not gateway.endswith(":8080"), gateway  # the fallback, used everywhere
     banner = dev_run.banner()
     assert f"gateway      {gateway}\n" in banner, banner
     discovery = f"{gateway}/.well-known/openid-configuration"
