@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -29,7 +30,9 @@ import httpx
 import pytest
 
 from tokenry.core.clients import Client
+from tokenry.devstack.ca import DevPki
 from tokenry.servicekit.config import Settings
+from tokenry.servicekit.tls import ServerTls
 from tokenry.services.gateway.app import GatewayOptions, build
 from tokenry.services.gateway.users import UserStore
 from tokenry.store.clients import ClientStore
@@ -73,8 +76,14 @@ def chromium_binary() -> str:
     return path
 
 
-async def run_node(script: str, payload: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+async def run_node(
+    script: str,
+    payload: dict[str, Any],
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run tests/interop/node/<script> with ``payload`` as JSON on stdin; its JSON result.
+    ``env`` is added to this process's environment.
 
     Asynchronous on purpose: the gateway under test serves from this event loop."""
     node = node_binary()
@@ -83,6 +92,7 @@ async def run_node(script: str, payload: dict[str, Any], timeout: float = 60) ->
         node,
         str(NODE_DIR / script),
         cwd=NODE_DIR,
+        env={**os.environ, **(env or {})},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -119,20 +129,26 @@ async def interop_gateway(
     pool: asyncpg.Pool,
     services: tuple[str, ...] = ("keyrotator",),
     clients: Sequence[Client] = (),
+    tls: DevPki | None = None,
 ) -> AsyncIterator[GatewaySuite]:
     """The gRPC services named and the gateway, whose issuer URL is the URL it serves on (the
     clients of tests/gateway_support.py are registered, and ``clients``, which have no secret;
-    the user alice may sign in)."""
+    the user alice may sign in). With ``tls``, the gateway serves HTTPS with the certificate
+    named "gateway" of that dev PKI (the gRPC services stay plaintext)."""
     for attempt in range(5):  # another process may take the reserved port first
         port = _free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         at_url = replace(settings, issuer_url=url)
+        served = at_url
+        if tls is not None:
+            server_tls = ServerTls(tls.cert("gateway"), tls.key("gateway"))
+            served = replace(at_url, tls=replace(at_url.tls, server=server_tls))
         users = UserStore()
         users.add(USER, PASSWORD)
         applied = AppliedSeq()
         try:
             gateway = build(
-                at_url, "127.0.0.1", port, applied=applied, options=GatewayOptions(users=users)
+                served, "127.0.0.1", port, applied=applied, options=GatewayOptions(users=users)
             )
         except OSError:
             if attempt == 4:
@@ -146,7 +162,8 @@ async def interop_gateway(
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.serve(stop))
         try:
-            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            verify = ssl.create_default_context(cafile=tls.ca) if tls else True
+            async with httpx.AsyncClient(base_url=url, timeout=10, verify=verify) as http:
                 await wait_ready(http)
                 yield GatewaySuite(suite, url, http, applied, suite.secrets)
         finally:

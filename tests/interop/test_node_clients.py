@@ -7,12 +7,14 @@ test asserts on the JSON they report."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import asyncpg
 import pytest
 from jwt.algorithms import ECAlgorithm
 
 from tokenry.core.clients import AUTHORIZATION_CODE, NO_AUTH, PUBLIC, REFRESH_TOKEN, Client
+from tokenry.devstack.ca import dev_pki
 from tokenry.servicekit.config import Settings
 
 from gateway_support import ASSERTION_KEY, PASSWORD, REDIRECT, USER
@@ -46,10 +48,13 @@ def _assertion_jwk() -> dict[str, str]:
 
 
 async def test_openid_client_and_jose_against_the_gateway(
-    settings: Settings, pool: asyncpg.Pool
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     node_binary()  # skip or fail before starting anything when node is missing
-    async with interop_gateway(settings, pool, clients=[FIRST_PARTY]) as g:
+    # HTTPS, as openid-client expects outside tests: node trusts the dev CA through
+    # NODE_EXTRA_CA_CERTS, like the clients of `tokenry dev` (docs/gateway.md)
+    pki = dev_pki(tmp_path / "tls", ["gateway"])
+    async with interop_gateway(settings, pool, clients=[FIRST_PARTY], tls=pki) as g:
         r = await run_node(
             "openid_client.mjs",
             {
@@ -61,11 +66,12 @@ async def test_openid_client_and_jose_against_the_gateway(
                 "assertion_jwk": _assertion_jwk(),
                 "logout_redirect": LOGGED_OUT,
             },
+            env={"NODE_EXTRA_CA_CERTS": str(pki.ca)},
         )
     print(f"inactive after revocation (introspection polled): {r['introspection']}")
 
-    # discovery: openid-client checked issuer == the URL it fetched from
-    assert r["discovery"]["issuer"] == g.url
+    # discovery over HTTPS: openid-client checked issuer == the URL it fetched from
+    assert g.url.startswith("https://") and r["discovery"]["issuer"] == g.url
     assert r["discovery"]["supportsPKCE"] is True
     assert r["discovery"]["code_challenge_methods"] == ["S256"]
     assert r["discovery"]["iss_parameter"] is True

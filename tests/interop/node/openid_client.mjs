@@ -9,8 +9,8 @@ import * as client from 'openid-client';
 import * as jose from 'jose';
 import { FormBrowser, run, timed } from './lib.mjs';
 
-// The gateway runs on plain HTTP on loopback in the tests.
-const insecure = { execute: [client.allowInsecureRequests] };
+// The gateway serves HTTPS with a certificate of a test CA that node trusts through
+// NODE_EXTRA_CA_CERTS: openid-client's refusal of plain HTTP stays on (no allowInsecureRequests).
 
 async function expectRejection(promise) {
   try {
@@ -93,7 +93,7 @@ async function errorRedirect(config, browser, redirect, extra) {
 }
 
 async function firstParty(server, { issuer, redirect, user, password, logoutRedirect }) {
-  const fp = await client.discovery(server, 'first-party', undefined, client.None(), insecure);
+  const fp = await client.discovery(server, 'first-party', undefined, client.None());
   const browser = new FormBrowser();
   const flow = { issuer, redirect, user, password, scope: 'openid read', browser };
   const first = await codeFlow(fp, flow);
@@ -142,7 +142,7 @@ run(async (input, out) => {
 
   // Discovery (OIDC Discovery 1.0; openid-client checks that issuer equals the URL's origin)
   const demo = await timed(t, 'discovery', () =>
-    client.discovery(server, 'demo', undefined, client.ClientSecretBasic(secrets.demo), insecure),
+    client.discovery(server, 'demo', undefined, client.ClientSecretBasic(secrets.demo)),
   );
   const meta = demo.serverMetadata();
   out.discovery = {
@@ -190,13 +190,8 @@ run(async (input, out) => {
   };
 
   // Introspection by the resource server (RFC 7662), revocation by the client (RFC 7009)
-  const rs = await client.discovery(
-    server,
-    'demo-api',
-    undefined,
-    client.ClientSecretBasic(secrets['demo-api']),
-    insecure,
-  );
+  const rsAuth = client.ClientSecretBasic(secrets['demo-api']);
+  const rs = await client.discovery(server, 'demo-api', undefined, rsAuth);
   const active = await timed(t, 'introspection', () => client.tokenIntrospection(rs, cc.access_token));
   await timed(t, 'revocation', () => client.tokenRevocation(demo, cc.access_token));
   out.introspection = {
@@ -209,32 +204,22 @@ run(async (input, out) => {
   };
   out.wrong_secret = await expectRejection(
     client
-      .discovery(server, 'demo', undefined, client.ClientSecretBasic('not-the-secret'), insecure)
+      .discovery(server, 'demo', undefined, client.ClientSecretBasic('not-the-secret'))
       .then((c) => client.clientCredentialsGrant(c, { scope: 'demo.read' })),
   );
 
   // Client credentials, private_key_jwt (RFC 7523; openid-client's assertion aud is the issuer)
   const key = await jose.importJWK(assertionJwk, 'ES256');
-  const jwtsvc = await client.discovery(
-    server,
-    'jwtsvc',
-    undefined,
-    client.PrivateKeyJwt({ key, kid: assertionJwk.kid }),
-    insecure,
-  );
+  const pkAuth = client.PrivateKeyJwt({ key, kid: assertionJwk.kid });
+  const jwtsvc = await client.discovery(server, 'jwtsvc', undefined, pkAuth);
   const pkjwt = await timed(t, 'private_key_jwt', () =>
     client.clientCredentialsGrant(jwtsvc, { scope: 'read' }),
   );
   out.private_key_jwt = { token_type: pkjwt.token_type, scope: pkjwt.scope };
 
   // Authorization code + PKCE, a confidential client; then userinfo and refresh
-  const web = await client.discovery(
-    server,
-    'web',
-    undefined,
-    client.ClientSecretBasic(secrets.web),
-    insecure,
-  );
+  const webAuth = client.ClientSecretBasic(secrets.web);
+  const web = await client.discovery(server, 'web', undefined, webAuth);
   const flow = await timed(t, 'code_flow', () =>
     codeFlow(web, { issuer, redirect, user, password, scope: 'openid read' }),
   );
@@ -271,7 +256,7 @@ run(async (input, out) => {
   );
 
   // A public client (token_endpoint_auth_method none): PKCE is what binds the code
-  const spa = await client.discovery(server, 'spa', undefined, client.None(), insecure);
+  const spa = await client.discovery(server, 'spa', undefined, client.None());
   const spaFlow = await timed(t, 'public_code_flow', () =>
     codeFlow(spa, { issuer, redirect, user, password, scope: 'openid read' }),
   );
