@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -62,6 +63,11 @@ async def test_insecure_dev_stack_is_plaintext_and_says_so(
                 health_pb2.HealthCheckRequest(), timeout=10
             )
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        # The gateway keeps plain http on loopback, and is the issuer URL (issue 14).
+        assert dev["gateway_url"].startswith("http://127.0.0.1:")
+        assert dev["issuer_url"] == dev["gateway_url"]
+        with urllib.request.urlopen(f"{dev['gateway_url']}/health/ready", timeout=10) as ready:
+            assert ready.status == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()

@@ -277,14 +277,14 @@ def _start(stack: DevStack) -> None:
         child_env[f"TOKENRY_{name.upper()}_LISTEN"] = listen
         stack.addrs[name] = _connect_addr(listen)
         child_env[f"TOKENRY_{name.upper()}_ADDR"] = stack.addrs[name]
-    metrics_listen = _metrics_listen(env)
+    scrape = metrics_listen(env)
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
     for name in SERVICES:
         with (logs / f"{name}.log").open("ab") as log:
             stack.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", f"tokenry.services.{name}"],
-                env=_service_env(stack, name, child_env) | metrics_listen.get(name, {}),
+                env=_service_env(stack, name, child_env) | scrape.get(name, {}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # Ctrl-C reaches only the supervisor, which then stops the children in order.
@@ -294,7 +294,7 @@ def _start(stack: DevStack) -> None:
         _wait_serving(stack.addrs[name], stack.children[name], log=logs / f"{name}.log", pki=pki)
     stack.metrics = {
         name: f"http://{listen['TOKENRY_METRICS_LISTEN']}/metrics"
-        for name, listen in metrics_listen.items()
+        for name, listen in scrape.items()
     }
     _start_gateway(stack, gateway_listen, child_env, logs)
     _write_private_json(
@@ -390,7 +390,7 @@ def write_ca_bundle(ca: Path, bundle: Path) -> None:
     os.replace(tmp, bundle)
 
 
-def _metrics_listen(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+def metrics_listen(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Each service's scrape endpoint on loopback (issue 15): ``TOKENRY_METRICS_LISTEN`` for
     its environment. None when ``OTEL_SDK_DISABLED`` turns telemetry off."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() in ("true", "1", "yes"):
