@@ -442,6 +442,8 @@ def test_tokenry_containers_pass_the_start_up_policy(built: Build, tmp_path: Pat
     deployed = set()
     for service, w, pod, c in _tokenry_containers(built):
         deployed.add(service)
+        if service == "gateway":
+            continue  # HTTP, not gRPC: test_gateway_is_deployed_behind_an_ingress_with_tls
         assert importlib.util.find_spec(f"tokenry.services.{service}") is not None
         assert w["kind"] == "Deployment"
         box = _container(built, pod, c, tmp_path)
@@ -495,7 +497,78 @@ def test_tokenry_containers_pass_the_start_up_policy(built: Build, tmp_path: Pat
             assert int(probe_port) == port, f"{service} {probe}"
             assert server_name in cert["spec"]["dnsNames"], f"{service} {probe}"
             assert c[probe]["timeoutSeconds"] >= 3, "python starts in about half a second"
-    assert deployed == {"issuer", "introspector", "revocation", "keyrotator"}
+    assert deployed == {"issuer", "introspector", "revocation", "keyrotator", "gateway"}
+
+
+def test_gateway_is_deployed_behind_an_ingress_with_tls(built: Build, tmp_path: Path) -> None:
+    """The HTTP gateway: an environment its start-up checks accept (HTTPS on its listener from
+    its own Certificate, the KEK, verify-full to PostgreSQL, a scrape port), HTTPS probes on
+    /health/ready, a Service with the HTTPS and metrics ports, and an Ingress with TLS for the
+    issuer URL's host routing to the HTTPS port only."""
+    (found,) = [(w, pod, c) for s, w, pod, c in _tokenry_containers(built) if s == "gateway"]
+    w, pod, c = found
+    box = _container(built, pod, c, tmp_path)
+    reader = config.Reader(box.env)
+    settings = config.read(reader, need_kek=True)
+    host, port = reader.get(v.GATEWAY_LISTEN) or ("0.0.0.0", v.GATEWAY_PORT)
+    tls.check_listener(reader, settings.tls, host, port, v.GATEWAY_LISTEN.name, dev=False)
+    tls.check_database_url(reader, settings.database_url, dev=False)
+    metrics = reader.get(v.METRICS_LISTEN)
+    assert reader.problems == [], f"the gateway would refuse to start: {reader.problems}"
+    assert "need_kek=True" in _service_source("gateway", "__main__.py")
+    assert settings.kek is not None and not settings.dev
+    server = settings.tls.server
+    assert server is not None and not settings.tls.terminated_in_front
+    raw = {e["name"]: str(e.get("value", "")) for e in c["env"]}
+    assert box.source_of(raw["TOKENRY_TLS_CERT"]) == "Secret/tokenry-gateway-tls"
+    cert = _certificate(built, "tokenry-gateway-tls")
+    assert _name(w) in cert["spec"]["dnsNames"]
+    assert cert["spec"]["uris"] == [
+        f"spiffe://cluster.local/ns/tokenry/sa/{pod['serviceAccountName']}"
+    ]
+    # Its identity maps to no NATS user: it reads events from PostgreSQL's outbox.
+    assert cert["spec"]["uris"][0] not in _nats_users()
+    assert parse_qs(urlsplit(settings.database_url).query)["sslmode"] == ["verify-full"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["https"] == port and metrics is not None and ports["metrics"] == metrics[1]
+    for probe in ("startupProbe", "readinessProbe"):
+        get = c[probe]["httpGet"]
+        assert (get["path"], get["port"], get["scheme"]) == ("/health/ready", "https", "HTTPS")
+    assert c["livenessProbe"]["tcpSocket"]["port"] == "https"
+    service = built.get("Service", "tokenry-gateway")
+    targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+    assert targets == {"https": "https", "metrics": "metrics"}
+    ingress = built.get("Ingress", "tokenry-gateway")
+    issuer_host = urlsplit(built.config_maps["tokenry-config"]["TOKENRY_ISSUER_URL"]).hostname
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == issuer_host, "the Ingress serves the issuer URL's host"
+    (entry,) = ingress["spec"]["tls"]
+    assert entry["hosts"] == [issuer_host] and entry["secretName"]
+    backends = {
+        (p["backend"]["service"]["name"], p["backend"]["service"]["port"]["name"])
+        for p in rule["http"]["paths"]
+    }
+    assert backends == {("tokenry-gateway", "https")}, "never the metrics port"
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+
+
+def test_the_kek_is_mounted_only_where_tokens_are_signed_or_keys_wrapped(built: Build) -> None:
+    """docs/gateway.md, "The KEK on the gateway": the Secret's `kek` item reaches the issuer and
+    the gateway (they mint) and the key rotator (it wraps new keys), and no other pod."""
+    holders = set()
+    for w, pod in built.workloads():
+        for volume in pod.get("volumes", []):
+            secret = volume.get("secret", {})
+            if secret.get("secretName") == "tokenry-keys":
+                assert "items" in secret, f"{_name(w)}: the whole key Secret is mounted"
+                if any(item["key"] == "kek" for item in secret["items"]):
+                    holders.add(_name(w))
+        for c in pod["containers"]:
+            for var in c.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef", {})
+                assert (ref.get("name"), ref.get("key")) != ("tokenry-keys", "kek"), _name(w)
+    assert holders == {"tokenry-issuer", "tokenry-gateway", "tokenry-keyrotator"}
 
 
 def test_the_start_up_policy_check_catches_a_manifest_that_would_not_start(
@@ -536,7 +609,7 @@ def test_every_certificate_is_mounted_where_the_configuration_points(
                     assert box.local(path).is_file(), f"nats.conf {path} is not mounted"
                     used[box.source_of(path).removeprefix("Secret/")] = _name(w)
     certificates = [c for c in built.of_kind("Certificate") if not c["spec"].get("isCA")]
-    assert len(certificates) == 5
+    assert len(certificates) == 6
     for cert in certificates:
         spec = cert["spec"]
         assert spec["secretName"] in used, f"Certificate {_name(cert)} is mounted nowhere"
@@ -738,6 +811,7 @@ def test_production_replicates_events_and_runs_postgresql_as_an_ha_cluster() -> 
         "tokenry-revocation": 3,
         "tokenry-introspector": 3,
         "tokenry-keyrotator": 2,
+        "tokenry-gateway": 3,
     }.items():
         assert prod.get("Deployment", name)["spec"]["replicas"] >= want
 
