@@ -1,7 +1,8 @@
 """Interop: a real browser (headless Chromium, Debian's ``chromium`` package, driven by the npm
-package playwright-core) through the gateway's login and consent pages, at a desktop width and
-at 360 px. The redirect must carry ``code``, ``state`` and ``iss`` (RFC 9207), and the code must
-redeem at /oauth2/token with its PKCE verifier.
+package playwright-core) through the gateway's login and consent pages over HTTPS, at a desktop
+width and at 360 px. The redirect must carry ``code``, ``state`` and ``iss`` (RFC 9207), the
+code must redeem at /oauth2/token with its PKCE verifier, and the session cookie is Secure,
+HttpOnly and SameSite=Lax.
 
 A screenshot of each page goes to the test's temporary directory; with
 ``TOKENRY_SCREENSHOTS=docs/gateway/screenshots`` it goes there instead, which is how the
@@ -9,6 +10,8 @@ committed screenshots are regenerated (docs/gateway/screenshots/README.md)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -16,8 +19,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import asyncpg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tokenry.core import pkce
+from tokenry.devstack.ca import dev_pki
 from tokenry.servicekit.config import Settings
 
 from gateway_support import PASSWORD, REDIRECT, USER
@@ -45,6 +51,15 @@ def _authorize_url(base: str, state: str, verifier: str) -> str:
     return f"{base}/oauth2/authorize?{query}"
 
 
+def _spki_sha256(cert_pem: Path) -> str:
+    """Chromium's pin of a certificate: base64 SHA-256 of its SubjectPublicKeyInfo."""
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 async def test_chromium_signs_in_consents_and_the_code_redeems(
     settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
@@ -52,7 +67,10 @@ async def test_chromium_signs_in_consents_and_the_code_redeems(
     chromium = chromium_binary()
     shots = Path(os.environ.get("TOKENRY_SCREENSHOTS") or tmp_path).resolve()
     shots.mkdir(parents=True, exist_ok=True)
-    async with interop_gateway(settings, pool) as g:
+    # HTTPS, as the pages are served outside dev: the browser accepts the gateway's test
+    # certificate by its pinned key, and the session cookie must come back Secure
+    pki = dev_pki(tmp_path / "tls", ["gateway"])
+    async with interop_gateway(settings, pool, tls=pki) as g:
         flows = []
         for suffix, width, height, wrong_password in VIEWPORTS:
             state, verifier = secrets.token_urlsafe(16), secrets.token_urlsafe(48)
@@ -80,6 +98,7 @@ async def test_chromium_signs_in_consents_and_the_code_redeems(
                 "redirect": REDIRECT,
                 "flows": flows,
                 "error_url": unknown_client,
+                "spki": _spki_sha256(pki.cert("gateway")),
             },
         )
         print(f"Chromium {r['version']}; screenshots in {shots}")
@@ -92,6 +111,11 @@ async def test_chromium_signs_in_consents_and_the_code_redeems(
                 assert pages[name]["labelledInputs"] is True, (name, pages[name])
                 assert pages[name]["stylesheetApplied"] is True, (name, pages[name])
                 assert pages[name]["horizontalOverflow"] is False, (spec["width"], name)
+            # the session cookies: Secure over HTTPS, HttpOnly, SameSite=Lax (RFC 6265bis)
+            assert pages["cookies"], "no session cookie"
+            for cookie in pages["cookies"]:
+                assert cookie["secure"] and cookie["httpOnly"], cookie
+                assert cookie["sameSite"] == "Lax", cookie
             if spec["wrong_password"]:
                 assert pages["login_error"]["status"] == 401
                 assert pages["login_error"]["alert"], "no inline error after a wrong password"

@@ -104,6 +104,13 @@ async function flow(browser, spec, input) {
       ...(await pageReport(page)),
     };
     await shot(page, input.screenshots, `consent${suffix}`, shots);
+    pages.cookies = (await context.cookies()).map((c) => ({
+      name: c.name,
+      httpOnly: c.httpOnly,
+      secure: c.secure,
+      sameSite: c.sameSite,
+      path: c.path,
+    }));
 
     const [redirect] = await timed(t, 'allow', () =>
       Promise.all([
@@ -140,7 +147,12 @@ run(async (input, out) => {
   const t = {};
   out.timings = t;
   const browser = await timed(t, 'launch', () =>
-    chromium.launch({ executablePath: input.chromium, headless: true, args: ARGS }),
+    chromium.launch({
+      executablePath: input.chromium,
+      headless: true,
+      // the gateway's test certificate, pinned by its key (no CA added to the browser)
+      args: input.spki ? [...ARGS, `--ignore-certificate-errors-spki-list=${input.spki}`] : ARGS,
+    }),
   );
   try {
     out.version = browser.version();
