@@ -42,7 +42,9 @@ def dev(
     ] = False,
 ) -> None:
     """Run PostgreSQL, NATS and every service locally until Ctrl-C, over TLS from a local
-    dev CA written to $TOKENRY_HOME/tls (`tokenry dev env` exports its path).
+    dev CA written to $TOKENRY_HOME/tls (`tokenry dev env` exports its path). The HTTP gateway
+    is the issuer URL, https://localhost:8080 (--insecure: http://127.0.0.1:8080), or the free
+    port it got when 8080 is taken; each service's Prometheus metrics URL is printed.
 
     Exit codes: 0 stopped cleanly, 1 failed to start, 2 a dev stack already runs in this folder.
     """
@@ -56,8 +58,11 @@ def dev(
 
 @app.command("env")
 def env(ctx: typer.Context, data_dir: DataDir = None) -> None:
-    """Print `export` lines for the running dev stack: every address, the NATS URL, the home,
-    and the dev CA (TOKENRY_TLS_CA) unless it runs --insecure.
+    """Print `export` lines for the running dev stack: every address, the NATS URL, the issuer
+    URL (the gateway), the home, and unless it runs --insecure the dev CA: TOKENRY_TLS_CA and
+    NODE_EXTRA_CA_CERTS, and SSL_CERT_FILE / REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE naming the
+    system's roots plus the dev CA (curl, Python and Node then trust the gateway). Comment lines
+    give the discovery and metrics URLs.
 
     Use: eval "$(tokenry dev env)". Exit 3 when no dev stack runs in the folder.
     """
