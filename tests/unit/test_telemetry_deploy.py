@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OTEL = ROOT / "deploy" / "otel"
 EXPORTED = {
     "rpc_server_call_duration_seconds",
+    "http_server_request_duration_seconds",
     "tokenry_tokens_issued_total",
     "tokenry_client_auth_failures_total",
     "tokenry_outbox_backlog",
@@ -30,10 +31,17 @@ EXPORTED = {
     "tokenry_verifier_verifications_total",
     "tokenry_verifier_cache_hit_ratio",
 }
-NAME = re.compile(r"\b((?:tokenry|rpc)_[a-z_]+?)(?:_bucket|_count|_sum)?\b(?=[{\[)\s]|$)")
+NAME = re.compile(r"\b((?:tokenry|rpc|http)_[a-z_]+?)(?:_bucket|_count|_sum)?\b(?=[{\[)\s]|$)")
 
 
-LABELS = {"tokenry_audience", "rpc_method", "rpc_grpc_status_code"}
+LABELS = {
+    "tokenry_audience",
+    "rpc_method",
+    "rpc_grpc_status_code",
+    "http_request_method",
+    "http_route",
+    "http_response_status_code",
+}
 
 
 def _metrics_in(expr: str) -> set[str]:
@@ -58,6 +66,10 @@ def test_dashboard_shows_lag_per_verifier_backlog_and_staleness() -> None:
     assert all("instance" in e for e in lag), "per verifier"
     assert any("tokenry_outbox_backlog" in e for e in exprs)
     assert any("tokenry_verifier_staleness_seconds" in e for e in exprs)
+    # the gateway: requests by route template and status, latency by route
+    assert any(
+        "http_server_request_duration_seconds_count" in e and "http_route" in e for e in exprs
+    )
     used = set().union(*(_metrics_in(e) for e in exprs))
     assert used <= EXPORTED, used - EXPORTED
 
