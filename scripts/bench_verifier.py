@@ -19,9 +19,15 @@ measured in the same run, pinned to one core, A/B runs interleaved, medians of s
    is compared with a cold introspection (a token the introspector has not seen), the cache hit
    with a warm one; the in-process bare echo stays as a reference row.
 
+5. Instructions per operation (``--instructions N``): each first-sight variant and the cache
+   hit counted by callgrind (valgrind), which neither the machine's load nor its clock moves —
+   the load-independent figure beside the CPU-time ratios.
+
 Run: ``.venv/bin/python scripts/bench_verifier.py [--quick] [--cpu N] [--out docs/benchmarks]
-[--no-introspector]``.
-Writes verifier.json (raw samples) and verifier.png next to docs/benchmarks/verifier.md.
+[--no-introspector] [--only SECTION ...] [--runs N] [--instructions N]``.
+Writes verifier.json (raw samples) and verifier.png next to docs/benchmarks/verifier.md;
+``--runs N`` repeats the run in N fresh processes and writes the per-run ratios to
+verifier_runs.json.
 """
 
 from __future__ import annotations
@@ -251,13 +257,11 @@ def bench_cache_hit(rounds: int, batch_size: int) -> dict[str, Any]:
 # --- 2. first sight vs raw cryptography and pyjwt ------------------------------------------------
 
 
-def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
-    signer = Signer(alg, f"{alg.lower()}-1")
-    tokens = [signer.token() for _ in range(batch_size * 2)]
-    indexes = [str(i) for i in range(batch_size)]
-    # The raw verify of the very same signatures, with the conversion pyjwt and we both need
-    # done beforehand (raw r‖s → DER for ECDSA), so it is the true floor.
-    raw_inputs = []
+def raw_verify_inputs(tokens: list[str], alg: str) -> list[tuple[bytes, bytes]]:
+    """(signature, signed data) per token for the raw verify: the very same signatures, with the
+    conversion pyjwt and we both need done beforehand (raw r‖s → DER for ECDSA), so that the raw
+    verify is the true floor."""
+    inputs = []
     for t in tokens:
         head, payload, sig = t.split(".")
         data = f"{head}.{payload}".encode()
@@ -265,9 +269,30 @@ def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
         if alg == "ES256":
             r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
             signature = encode_dss_signature(r, s)
-        raw_inputs.append((signature, data))
+        inputs.append((signature, data))
+    return inputs
+
+
+def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
+    """Many short interleaved rounds (``batch_size`` calls each): a sample that another process
+    preempted — and whose caches it then evicted — is an outlier the median drops, instead of a
+    tax that every long sample pays in proportion to its working set (the verifier's Python path
+    loses more to a cold cache than the raw verify's few kilobytes of assembly).
+
+    Every round signs new tokens, and one verifier sees each token once: every call of the
+    verifier is a first sight, and it keeps what it verified (its cache grows by each round), as
+    a resource server does.
+    """
+    signer = Signer(alg, f"{alg.lower()}-1")
+    tokens = [signer.token() for _ in range(batch_size * rounds)]
+    raw_inputs = raw_verify_inputs(tokens, alg)
     public = signer.public
     ecdsa = ec.ECDSA(SHA256())
+    next_round = iter(range(rounds * 4))  # one batch per variant per round
+
+    def batch() -> list[str]:
+        i = next(next_round) // 4 * batch_size  # the four variants of a round share its tokens
+        return [str(j) for j in range(i, i + batch_size)]
 
     def raw(batch_idx: list[str]) -> None:
         for i in batch_idx:
@@ -289,11 +314,9 @@ def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
                 options={"require": ["exp", "iat", "jti"]},
             )
 
-    verifiers = [build_verifier([signer], cache_size=batch_size * 4) for _ in range(rounds)]
-    used = iter(verifiers)
-    loop = asyncio.new_event_loop()
+    verifier = build_verifier([signer], cache_size=len(tokens) + 1)
 
-    async def first_sights(verifier: Verifier, batch_idx: list[str]) -> None:
+    async def first_sights(batch_idx: list[str]) -> None:
         hit, verify = verifier.check_cached, verifier.verify
         for i in batch_idx:  # what AuthInterceptor does: the sync hit check, then await verify
             t = tokens[int(i)]
@@ -301,11 +324,13 @@ def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
                 await verify(t)
 
     def tokenry(batch_idx: list[str]) -> None:
-        verifier = next(used)  # a cold cache per round: every call is a first sight
-        loop.run_until_complete(first_sights(verifier, batch_idx))
-        assert verifier.stats.verified == len(batch_idx)
+        before = verifier.stats.verified
+        # Driven without an event loop (a known kid never suspends), so that a short round
+        # does not pay a loop's run_until_complete per batch.
+        run_sync(first_sights(batch_idx))
+        assert verifier.stats.verified - before == len(batch_idx)  # every call a first sight
 
-    decoder, keys = Decoder(), verifiers[0].jwks.keys
+    decoder, keys = Decoder(), verifier.jwks.keys
 
     def jose_decode(batch_idx: list[str]) -> None:
         now = time.time()
@@ -319,11 +344,10 @@ def bench_first_sight(alg: str, rounds: int, batch_size: int) -> dict[str, Any]:
             "jose_decode": jose_decode,
             "tokenry_first_sight": tokenry,
         },
-        lambda: list(indexes),
+        batch,
         rounds,
     )
-    loop.close()
-    return {"samples_us": samples}
+    return {"samples_us": samples, "rounds": rounds, "batch": batch_size}
 
 
 # --- 3. interceptor vs an extra RPC --------------------------------------------------------------
@@ -517,6 +541,144 @@ def bench_introspect(rounds: int, calls: int, server_core: int) -> dict[str, Any
     return {"samples_cpu_us": samples, "server_core": server_core}
 
 
+# --- 5. instruction counts (callgrind): the load-independent figure -----------------------------
+
+#: What ``--instructions`` counts, per operation: the first-sight variants over fresh tokens, the
+#: cache-hit variants over fresh ``str`` copies of one cached token.
+CALLGRIND_VARIANTS: dict[str, tuple[str, ...]] = {
+    "ES256": ("raw_cryptography", "jose_decode", "pyjwt_decode", "tokenry_first_sight"),
+    "EdDSA": ("raw_cryptography", "jose_decode", "pyjwt_decode", "tokenry_first_sight"),
+    "hit": ("floor", "check_cached"),
+}
+
+
+def callgrind_workload(variant: str, alg: str, n: int) -> None:
+    """Run inside valgrind: build everything, then run ``n`` operations inside
+    ``operator.call`` — the one C function that ``--toggle-collect`` counts, so that the set-up
+    (key generation, signing, imports) is left out."""
+    import operator
+
+    signer = Signer("ES256" if alg == "hit" else alg, "k-1")
+    verifier = build_verifier([signer], cache_size=4 * n + 16)
+    loop = asyncio.new_event_loop()
+    if alg == "hit":
+        token = signer.token()
+        verifier.verify_blocking(token)
+        entry = verifier.cache.get(token)
+        assert entry is not None
+        table, check = {token: entry}, verifier.state.revocations.check
+        copies = fresh_copies(token, n)
+
+        def floor() -> None:
+            get = table.get
+            for t in copies:
+                e = get(t)
+                if e is None or check(e.jti, e.gid, e.sub, e.client_id, e.iat) is not None:
+                    raise AssertionError
+
+        def check_cached() -> None:
+            hit = verifier.check_cached
+            for t in copies:
+                if hit(t) is None:
+                    raise AssertionError
+
+        operator.call({"floor": floor, "check_cached": check_cached}[variant])
+        return
+    tokens = [signer.token() for _ in range(n)]
+    raw_inputs = raw_verify_inputs(tokens, alg)
+    public, ecdsa = signer.public, ec.ECDSA(SHA256())
+    decoder, keys, now = Decoder(), verifier.jwks.keys, time.time()
+
+    def raw_cryptography() -> None:
+        for sig, data in raw_inputs:
+            public.verify(sig, data, ecdsa) if alg == "ES256" else public.verify(sig, data)
+
+    def jose_decode() -> None:
+        for t in tokens:
+            decoder.decode(t, keys, issuer=ISSUER, audience=AUDIENCE, now=now)
+
+    def pyjwt_decode() -> None:
+        for t in tokens:
+            jwt.decode(
+                t,
+                public,
+                algorithms=[alg],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "jti"]},
+            )
+
+    async def first_sights() -> None:
+        hit, verify = verifier.check_cached, verifier.verify
+        for t in tokens:
+            if hit(t) is None:
+                await verify(t)
+
+    def tokenry_first_sight() -> None:
+        loop.run_until_complete(first_sights())
+        assert verifier.stats.verified == n
+
+    variants = {
+        "raw_cryptography": raw_cryptography,
+        "jose_decode": jose_decode,
+        "pyjwt_decode": pyjwt_decode,
+        "tokenry_first_sight": tokenry_first_sight,
+    }
+    operator.call(variants[variant])
+
+
+def count_instructions(n: int) -> dict[str, dict[str, float]]:
+    """Instructions per operation (callgrind ``Ir``), one valgrind process per variant.
+
+    Counts do not depend on the machine's load or frequency; the same build gives the same
+    count to within a few hundred instructions per operation (PYTHONHASHSEED fixed).
+    """
+    import re
+    import subprocess
+
+    counts: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for alg, variants in CALLGRIND_VARIANTS.items():
+            for variant in variants:
+                done = subprocess.run(
+                    [
+                        "valgrind",
+                        "--tool=callgrind",
+                        "--toggle-collect=_operator_call",
+                        f"--callgrind-out-file={tmp}/callgrind.out",
+                        sys.executable,
+                        __file__,
+                        "--callgrind-variant",
+                        f"{alg}:{variant}:{n}",
+                    ],
+                    env={**os.environ, "PYTHONHASHSEED": "0"},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                found = re.search(r"Collected : (\d+)", done.stderr)
+                assert found is not None, done.stderr[-2000:]
+                counts.setdefault(alg, {})[variant] = int(found.group(1)) / n
+                print(f"instructions {alg} {variant}: {counts[alg][variant]:,.0f}", flush=True)
+    return counts
+
+
+def instruction_rows(counts: dict[str, dict[str, float]]) -> list[Row]:
+    rows: list[Row] = []
+    for alg in ("ES256", "EdDSA"):
+        base = counts[alg]["raw_cryptography"]
+        for variant in CALLGRIND_VARIANTS[alg]:
+            ir = counts[alg][variant]
+            rows.append(
+                (f"{alg} {variant} (instructions)", f"{ir:,.0f}", "", f"{ir / base:.3f}", "")
+            )
+    floor = counts["hit"]["floor"]
+    for variant in CALLGRIND_VARIANTS["hit"]:
+        ir = counts["hit"][variant]
+        rows.append((f"hit {variant} (instructions)", f"{ir:,.0f}", "", f"{ir / floor:.3f}", ""))
+    return rows
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -541,8 +703,21 @@ def _cheaper(name: str, cost: list[float], rpc: list[float], target: str = "") -
 
 def report(results: dict[str, Any]) -> list[Row]:
     """Rows: name, median µs, min µs, ratio of medians (ratio of mins), target."""
-    hit = results["cache_hit"]["samples_us"]
-    rows = [
+    rows: list[Row] = []
+    if "cache_hit" in results:
+        rows += _hit_rows(results["cache_hit"]["samples_us"])
+    for alg in ("ES256", "EdDSA"):
+        if f"first_sight_{alg}" in results:
+            rows += _first_sight_rows(alg, results[f"first_sight_{alg}"]["samples_us"])
+    if "rpc" in results:
+        rows += _rpc_rows(results)
+    if "instructions" in results:
+        rows += instruction_rows(results["instructions"])
+    return rows
+
+
+def _hit_rows(hit: dict[str, list[float]]) -> list[Row]:
+    return [
         _row("floor: dict lookup + revocation checks", hit["floor"], None),
         _row("hit: Verifier.check_cached", hit["check_cached"], hit["floor"], "≤ 1.3 × floor"),
         _row("hit: await Verifier.verify", hit["verify_coroutine"], hit["floor"]),
@@ -554,19 +729,23 @@ def report(results: dict[str, Any]) -> list[Row]:
             "× (floor + metadata)",
         ),
     ]
-    for alg in ("ES256", "EdDSA"):
-        fs = results[f"first_sight_{alg}"]["samples_us"]
-        raw = fs["raw_cryptography"]
-        rows += [
-            _row(f"{alg} raw cryptography verify", raw, None),
-            _row(f"{alg} pyjwt.decode", fs["pyjwt_decode"], raw, "× raw"),
-            _row(f"{alg} jose.Decoder.decode (core only)", fs["jose_decode"], raw, "× raw"),
-            _row(f"{alg} first sight (verifier)", fs["tokenry_first_sight"], raw, "≤ 1.25 × raw"),
-        ]
+
+
+def _first_sight_rows(alg: str, fs: dict[str, list[float]]) -> list[Row]:
+    raw = fs["raw_cryptography"]
+    return [
+        _row(f"{alg} raw cryptography verify", raw, None),
+        _row(f"{alg} pyjwt.decode", fs["pyjwt_decode"], raw, "× raw"),
+        _row(f"{alg} jose.Decoder.decode (core only)", fs["jose_decode"], raw, "× raw"),
+        _row(f"{alg} first sight (verifier)", fs["tokenry_first_sight"], raw, "≤ 1.25 × raw"),
+    ]
+
+
+def _rpc_rows(results: dict[str, Any]) -> list[Row]:
     rpc = results["rpc"]["samples_cpu_us"]
     bare = rpc["bare_rpc"]
     hit_direct, first_direct = rpc["interceptor_hit_direct"], rpc["interceptor_first_sight_direct"]
-    rows += [
+    rows = [
         _row("AuthInterceptor hit, direct", hit_direct, None),
         _row("AuthInterceptor first sight, direct", first_direct, None),
     ]
@@ -641,6 +820,48 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+SECTIONS = ("hit", "first-sight", "rpc", "introspect")
+#: The ratios a ``--runs`` summary follows: (section key, variant, baseline).
+RUN_RATIOS = (
+    ("cache_hit", "check_cached", "floor"),
+    ("first_sight_ES256", "tokenry_first_sight", "raw_cryptography"),
+    ("first_sight_ES256", "jose_decode", "raw_cryptography"),
+    ("first_sight_EdDSA", "tokenry_first_sight", "raw_cryptography"),
+)
+
+
+def repeat_runs(args: argparse.Namespace, sections: list[str]) -> None:
+    """Run the benchmark ``args.runs`` times in fresh processes; print each run's ratio of
+    medians and the median and range over runs (what moves between runs, not within one)."""
+    import subprocess
+
+    per_run: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            out = Path(tmp) / str(i)
+            command = [sys.executable, __file__, "--out", str(out)]
+            command += [f"--only={section}" for section in sections]
+            command += ["--quick"] if args.quick else []
+            command += [f"--cpu={args.cpu}"] if args.cpu is not None else []
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            samples = json.loads((out / "verifier.json").read_text())
+            for key, variant, base in RUN_RATIOS:
+                if key in samples:
+                    xs = samples[key]["samples_us"]
+                    ratio = med(xs[variant]) / med(xs[base])
+                    per_run.setdefault(f"{key} {variant} / {base}", []).append(ratio)
+            print(f"run {i + 1}/{args.runs}: done", flush=True)
+    print()
+    for name, ratios in per_run.items():
+        shown = ", ".join(f"{r:.3f}" for r in ratios)
+        print(
+            f"{name}: median of runs {med(ratios):.3f}, range {min(ratios):.3f}–"
+            f"{max(ratios):.3f} ({shown})"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "verifier_runs.json").write_text(json.dumps(per_run, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
@@ -657,7 +878,37 @@ def main() -> None:
         action="store_true",
         help="skip the real Introspect RPC (it starts PostgreSQL, NATS and three services)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only these sections (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat the run in N fresh processes, one after the other, and report the median "
+        "and spread of each run's ratios (the run-to-run figure; the json goes to "
+        "verifier_runs.json)",
+    )
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also count instructions per operation under callgrind (N operations per "
+        "variant; needs valgrind; ≈ 15 s per variant at N=200)",
+    )
+    parser.add_argument("--callgrind-variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.callgrind_variant:
+        alg, variant, n = args.callgrind_variant.split(":")
+        callgrind_workload(variant, alg, int(n))
+        return
+    sections = args.only or list(SECTIONS)
+    if args.no_introspector and "introspect" in sections:
+        sections.remove("introspect")
     if args.out is None:
         quick_dir = Path(tempfile.gettempdir()) / "tokenry-bench"
         args.out = quick_dir if args.quick else ROOT / "docs" / "benchmarks"
@@ -682,18 +933,26 @@ def main() -> None:
             "PostgreSQL's CPU not counted",
         }
     }
+    if args.runs > 1:
+        repeat_runs(args, sections)
+        return
     print(f"pinned to CPU {cpu}; {rounds} interleaved rounds per comparison", flush=True)
-    results["cache_hit"] = bench_cache_hit(rounds, batch)
-    print("cache hit: done", flush=True)
-    for alg in ("ES256", "EdDSA"):
-        results[f"first_sight_{alg}"] = bench_first_sight(alg, rounds, first_batch)
-        print(f"first sight {alg}: done", flush=True)
-    results["rpc"] = asyncio.run(_bench_rpc(rounds, calls))
-    print("RPC: done", flush=True)
-    if not args.no_introspector:
+    if "hit" in sections:
+        results["cache_hit"] = bench_cache_hit(rounds, batch)
+        print("cache hit: done", flush=True)
+    if "first-sight" in sections:
+        for alg in ("ES256", "EdDSA"):
+            results[f"first_sight_{alg}"] = bench_first_sight(alg, rounds, first_batch)
+            print(f"first sight {alg}: done", flush=True)
+    if "rpc" in sections or "introspect" in sections:
+        results["rpc"] = asyncio.run(_bench_rpc(rounds, calls))
+        print("RPC: done", flush=True)
+    if "introspect" in sections:
         intro_calls = 200 if args.quick else 500
         results["introspect"] = bench_introspect(rounds, intro_calls, server_core)
         print("Introspect (real stack): done", flush=True)
+    if args.instructions:
+        results["instructions"] = count_instructions(args.instructions)
     print()
 
     rows = report(results)
@@ -705,7 +964,9 @@ def main() -> None:
     results["table"] = rows
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "verifier.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    plotted = plot(results, args.out / "verifier.png")
+    complete = all(f"first_sight_{a}" in results for a in ("ES256", "EdDSA"))
+    plotted = complete and "cache_hit" in results and "rpc" in results
+    plotted = plotted and plot(results, args.out / "verifier.png")
     print(f"\nraw samples: {args.out / 'verifier.json'}")
     print(f"plot: {args.out / 'verifier.png'}" if plotted else "plot: skipped (no matplotlib)")
 

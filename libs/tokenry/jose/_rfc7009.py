@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenry.jose._decoder import Decoder, JwsParts, _claims_object
+from tokenry.jose._decoder import Decoder, JwsParts, _claims_object, _decode_segment
 from tokenry.jose._json import DECODE_ERRORS
 from tokenry.jose._keys import VerificationKey
 from tokenry.jose.errors import MalformedTokenError, VerificationError
@@ -34,7 +34,7 @@ def owned_token_claims(decoder: Decoder, parts: JwsParts, key: VerificationKey) 
     """
     try:
         decoder.policy.check(parts.alg, key, parts.signing_input, parts.signature)
-        return _claims_object(parts.payload_segment)
+        return _claims_object(_decode_segment(parts.payload_segment))
     except VerificationError:
         raise
     except DECODE_ERRORS:
