@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import asyncpg
 import httpx
@@ -44,6 +45,9 @@ from tokenry.store.outbox_feed import AppliedSeq
 from suite import Suite, run_suite
 
 REDIRECT = "https://app.test/cb"
+#: the single-page app's origin (client "spa": CORS) and the RP's post-logout page ("web")
+SPA_ORIGIN = "https://spa.test"
+LOGGED_OUT = "https://app.test/logged-out"
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
 CHALLENGE = pkce.s256_challenge(VERIFIER)
 ASSERTION_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -80,6 +84,7 @@ def gateway_clients() -> list[Client]:
             audiences=("api",),
             redirect_uris=(REDIRECT, "http://127.0.0.1/cb"),
             description="Web Portal",
+            post_logout_redirect_uris=(LOGGED_OUT,),
         ),
         Client(
             client_id="spa",
@@ -90,6 +95,17 @@ def gateway_clients() -> list[Client]:
             redirect_uris=(REDIRECT,),
             client_type=PUBLIC,
             auth_method=NO_AUTH,
+            web_origins=(SPA_ORIGIN,),
+        ),
+        Client(
+            client_id="first",  # first-party: no consent page (docs/gateway.md)
+            **base,
+            grant_types=frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN}),
+            scopes=frozenset({"openid", "read", "write"}),
+            audiences=("api",),
+            redirect_uris=(REDIRECT,),
+            description="Tokenry Console",
+            first_party=True,
         ),
         Client(
             client_id="opaque-svc",
@@ -155,6 +171,40 @@ class GatewaySuite:
         )
 
 
+def authorize_url(**overrides: str) -> str:
+    """An authorization request of client ``web`` for alice's browser (override any field)."""
+    params = {
+        "response_type": "code",
+        "client_id": "web",
+        "redirect_uri": REDIRECT,
+        "scope": "openid read",
+        "state": "st&=/ é",
+        "code_challenge": CHALLENGE,
+        "code_challenge_method": "S256",
+        "nonce": "n-1",
+    }
+    params.update(overrides)
+    return "/oauth2/authorize?" + urlencode(params)
+
+
+def query(location: str) -> dict[str, str]:
+    """The query parameters of a redirect's Location."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+async def redeem(g: GatewaySuite, code: str, client_id: str = "web") -> httpx.Response:
+    """The token request of the code grant (a public client sends only its client_id)."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": VERIFIER,
+    }
+    if client_id in g.secrets:
+        return await g.http.post("/oauth2/token", data=form, auth=g.basic(client_id))
+    return await g.http.post("/oauth2/token", data={**form, "client_id": client_id})
+
+
 def hidden_fields(page: str) -> dict[str, str]:
     """The hidden inputs of a rendered form (what a browser would post back)."""
     return {
@@ -214,15 +264,21 @@ async def gateway_suite(
     settings: Settings,
     pool: asyncpg.Pool,
     services: tuple[str, ...] = ("keyrotator",),
+    login_url: str = "",
 ) -> AsyncIterator[GatewaySuite]:
-    """The gRPC services named (the key rotator makes the keys) and the gateway."""
+    """The gRPC services named (the key rotator makes the keys) and the gateway
+    (``login_url``: TOKENRY_LOGIN_URL, an external login app)."""
     async with run_suite(settings, pool, services=services) as suite:
         await register(pool, settings, suite.secrets)
         applied = AppliedSeq()
         users = UserStore()
         users.add(USER, PASSWORD)
         gateway = build(
-            settings, "127.0.0.1", 0, applied=applied, options=GatewayOptions(users=users)
+            settings,
+            "127.0.0.1",
+            0,
+            applied=applied,
+            options=GatewayOptions(users=users, login_url=login_url),
         )
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.serve(stop))
@@ -239,14 +295,19 @@ async def gateway_suite(
 __all__ = [
     "ASSERTION_KEY",
     "CHALLENGE",
+    "LOGGED_OUT",
+    "SPA_ORIGIN",
     "CLIENT_ASSERTION_TYPE",
     "PASSWORD",
     "REDIRECT",
     "USER",
     "VERIFIER",
     "GatewaySuite",
+    "authorize_url",
     "client_assertion",
     "browser_login",
     "gateway_suite",
     "hidden_fields",
+    "query",
+    "redeem",
 ]

@@ -30,15 +30,9 @@ from tokenry.core.errors import OAuthError
 from tokenry.jose import SignaturePolicy, b64url_decode, loads_strict, split_and_parse
 from tokenry.jose.errors import VerificationError
 from tokenry.services.gateway.metadata import LOGOUT_PATH
-from tokenry.services.gateway.pages import (
-    LOGIN_COOKIE,
-    LoginApp,
-    error_page,
-    hidden,
-    page,
-    redirect,
-)
+from tokenry.services.gateway.pages import LOGIN_COOKIE, LoginApp
 from tokenry.services.gateway.routes import ApiHolder, GatewayApi, read_form
+from tokenry.services.gateway.ui import error_page, hidden, page, redirect
 
 __all__ = ["LogoutApp", "verify_id_token_hint"]
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import html
 import os
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from tokenry.core.authorize import AuthorizationRequest, add_query
@@ -35,35 +34,28 @@ from tokenry.core.errors import InvalidRequest, OAuthError
 from tokenry.flows import AuthorizeOutcome, Completion
 from tokenry.services.gateway.routes import ApiHolder, GatewayApi, read_form, refuse_query_token
 from tokenry.services.gateway.sessions import LoginSession
+from tokenry.services.gateway.ui import (
+    CSS_PATH,
+    SCOPE_DESCRIPTIONS,
+    STYLESHEET,
+    consent_body,
+    error_page,
+    hidden,
+    login_body,
+    page,
+    redirect,
+)
 from tokenry.services.gateway.users import Authenticator, LoginThrottle
 
 __all__ = [
     "LOGIN_COOKIE",
     "SCOPE_DESCRIPTIONS",
     "LoginApp",
-    "error_page",
     "external_login_url",
-    "hidden",
-    "page",
-    "redirect",
 ]
 
 SESSION_COOKIE = "tkr_session"  # the browser's id for CSRF tokens (no login state)
 LOGIN_COOKIE = "tkr_login"  # the login session (services/gateway/sessions.py)
-# The stylesheet is served from here ('self' under the CSP; no inline style, no external asset).
-CSS_PATH = "/oauth2/assets/login.css"
-PAGE_HEADERS = {
-    "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
-    "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
-    "cache-control": "no-store",
-    "x-content-type-options": "nosniff",
-}
-SCOPE_DESCRIPTIONS = {
-    "openid": "Confirm who you are (your user id)",
-    "read": "Read your data",
-    "write": "Change your data",
-}
 # The caller that completes authorizations in process (CodeFlow.complete checks its scope).
 _LOGIN_CALLER = Client(
     client_id="tokenry-gateway-login",
@@ -73,38 +65,6 @@ _LOGIN_CALLER = Client(
     scopes=frozenset({LOGIN_SCOPE}),
     audiences=(),
 )
-
-_STYLE = """
-*{box-sizing:border-box}body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,
-sans-serif;background:#f3f4f6;color:#111827}main{max-width:420px;margin:8vh auto;padding:0 16px}
-.card{background:#fff;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.12);padding:28px}
-h1{font-size:1.35rem;margin:0 0 4px}p.sub{color:#4b5563;margin:0 0 20px}
-label{display:block;font-weight:600;margin:14px 0 4px}
-input[type=text],input[type=password]{width:100%;padding:10px 12px;border:1px solid #d1d5db;
-border-radius:8px;font-size:1rem}input:focus{outline:2px solid #2563eb;border-color:#2563eb}
-button{width:100%;margin-top:20px;padding:11px;border:0;border-radius:8px;background:#2563eb;
-color:#fff;font-size:1rem;font-weight:600;cursor:pointer}button.secondary{background:#e5e7eb;
-color:#111827;margin-top:10px}.error{background:#fef2f2;color:#991b1b;border:1px solid #fecaca;
-border-radius:8px;padding:10px 12px;margin:0 0 12px}ul.scopes{list-style:none;padding:0;margin:0}
-ul.scopes li{display:flex;gap:10px;align-items:flex-start;padding:10px 0;
-border-top:1px solid #e5e7eb}ul.scopes label{margin:0;font-weight:400}
-ul.scopes code{color:#6b7280;font-size:.85rem}footer{text-align:center;color:#9ca3af;
-font-size:.8rem;margin-top:16px}
-"""
-
-
-def page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    doc = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f'<title>{html.escape(title)}</title><link rel="stylesheet" href="{CSS_PATH}"></head>'
-        f'<body><main><div class="card">{body}</div><footer>Tokenry</footer></main></body></html>'
-    )
-    return HTMLResponse(doc, status, PAGE_HEADERS)
-
-
-def hidden(name: str, value: str) -> str:
-    return f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +111,7 @@ class LoginApp:
 
     async def css(self, _request: Request) -> Response:
         headers = {"cache-control": "public, max-age=86400", "x-content-type-options": "nosniff"}
-        return Response(_STYLE.encode(), 200, headers, media_type="text/css")
+        return Response(STYLESHEET.encode(), 200, headers, media_type="text/css")
 
     # --- MACs ----------------------------------------------------------------------------
 
@@ -244,9 +204,11 @@ class LoginApp:
         session = request.cookies.get(SESSION_COOKIE) or os.urandom(24).hex()
         login = await self._signed_in(request)
         # OIDC Core §3.1.2.1: a session older than max_age, prompt=login and prompt=
-        # select_account all mean the user signs in again.
+        # select_account all mean the user signs in again; max_age=0 is prompt=login (Core 1.0
+        # errata set 2).
+        max_age = outcome.max_age
         fresh = login is not None and (
-            outcome.max_age is None or self._now() - login.auth_time <= outcome.max_age
+            max_age is None or 0 < max_age >= self._now() - login.auth_time
         )
         must_login = not fresh or bool(outcome.prompt & {"login", "select_account"})
         if "none" in outcome.prompt:  # no page may be shown (OIDC Core §3.1.2.6)
@@ -419,45 +381,20 @@ class LoginApp:
         username: str = "",
         status: int = 200,
     ) -> HTMLResponse:
-        err = f'<p class="error" role="alert" id="err">{html.escape(error)}</p>' if error else ""
-        described = ' aria-describedby="err"' if error else ""
-        body = (
-            "<h1>Sign in</h1>"
-            f'<p class="sub">to continue to <strong>{html.escape(pending.client_name)}</strong></p>'
-            f'{err}<form method="post" action="/oauth2/login">{self._common(pending, session)}'
-            '<label for="username">Username</label>'
-            f'<input type="text" id="username" name="username" autocomplete="username" '
-            f'value="{html.escape(username)}" required autofocus{described}>'
-            '<label for="password">Password</label>'
-            '<input type="password" id="password" name="password" '
-            f'autocomplete="current-password" required{described}>'
-            '<button type="submit">Sign in</button></form>'
-        )
+        body = login_body(self._common(pending, session), pending.client_name, error, username)
         return page("Sign in", body, status)
 
     def _consent_page(
         self, pending: _Pending, session: str, subject: str, auth_time: str
     ) -> HTMLResponse:
-        items = "".join(
-            f'<li><input type="checkbox" id="s{i}" name="grant_scope" value="{html.escape(s)}" '
-            f'checked><label for="s{i}">{html.escape(SCOPE_DESCRIPTIONS.get(s, s))} '
-            f"<code>{html.escape(s)}</code></label></li>"
-            for i, s in enumerate(pending.scopes)
-        )
         mac = self.mac("subject", session, pending.challenge, subject, auth_time)
-        body = (
-            f"<h1>Allow {html.escape(pending.client_name)}?</h1>"
-            f'<p class="sub">Signed in as <strong>{html.escape(subject)}</strong>. '
-            f"{html.escape(pending.client_name)} asks to:</p>"
-            f'<form method="post" action="/oauth2/consent">{self._common(pending, session)}'
+        fields = (
+            self._common(pending, session)
             + hidden("subject", subject)
             + hidden("auth_time", auth_time)
             + hidden("subject_mac", mac)
-            + f'<ul class="scopes">{items}</ul>'
-            '<button type="submit" name="decision" value="allow">Allow</button>'
-            '<button type="submit" name="decision" value="deny" class="secondary">Deny</button>'
-            "</form>"
         )
+        body = consent_body(fields, pending.client_name, subject, pending.scopes)
         return page("Allow access", body)
 
 
@@ -504,18 +441,3 @@ def _pairs(request: Request, params: dict[str, str]) -> list[tuple[str, str]]:
     if request.method == "GET":
         return parse_qsl(request.url.query, keep_blank_values=True)
     return list(params.items())
-
-
-def redirect(uri: str) -> Response:
-    resp = RedirectResponse(uri, status_code=303)
-    resp.headers.update(PAGE_HEADERS)
-    return resp
-
-
-def error_page(message: str) -> HTMLResponse:
-    body = (
-        "<h1>Something went wrong</h1>"
-        f'<p class="error" role="alert">{html.escape(message)}</p>'
-        '<p class="sub">Go back to the application and start again.</p>'
-    )
-    return page("Error", body, 400)

@@ -164,6 +164,7 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
                 granted_scope=request.granted_scope,
                 auth_time=request.auth_time,
                 deny=request.deny,
+                error=request.error,
             ),
         )
         return _outcome(out)

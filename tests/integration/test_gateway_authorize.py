@@ -4,7 +4,6 @@ real gateway: security headers, CSRF, error redirects, throttling, and the code 
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 import asyncpg
 import pytest
@@ -12,34 +11,16 @@ import pytest
 from tokenry.servicekit.config import Settings
 
 from gateway_support import (
-    CHALLENGE,
     REDIRECT,
     VERIFIER,
+    authorize_url,
     browser_login,
     gateway_suite,
     hidden_fields,
+    query,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def authorize_url(**overrides: str) -> str:
-    params = {
-        "response_type": "code",
-        "client_id": "web",
-        "redirect_uri": REDIRECT,
-        "scope": "openid read",
-        "state": "st&=/ é",
-        "code_challenge": CHALLENGE,
-        "code_challenge_method": "S256",
-        "nonce": "n-1",
-    }
-    params.update(overrides)
-    return "/oauth2/authorize?" + urlencode(params)
-
-
-def query(location: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
 async def test_code_flow_through_the_pages(settings: Settings, pool: asyncpg.Pool) -> None:

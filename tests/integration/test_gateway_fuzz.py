@@ -27,6 +27,7 @@ PATHS = (
     "/oauth2/login",
     "/oauth2/consent",
     "/oauth2/userinfo",
+    "/oauth2/logout",
     "/.well-known/jwks.json",
 )
 NAMES = st.sampled_from(
@@ -61,6 +62,13 @@ NAMES = st.sampled_from(
         "auth_time",
         "subject_mac",
         "access_token",
+        "prompt",
+        "max_age",
+        "consent",
+        "pending_mac",
+        "id_token_hint",
+        "post_logout_redirect_uri",
+        "logout_csrf",
     ]
 ) | st.text(max_size=12)
 VALUES = st.text(max_size=80) | st.sampled_from(
@@ -109,15 +117,16 @@ def _fuzz(url: str) -> None:
         )
         @given(
             path=st.sampled_from(PATHS),
-            method=st.sampled_from(["POST", "POST", "GET"]),
+            method=st.sampled_from(["POST", "POST", "GET", "OPTIONS"]),
+            origin=st.sampled_from(["", "https://spa.test", "null", "https://evil.test"]),
             form=st.lists(st.tuples(NAMES, VALUES), max_size=8),
             raw=st.one_of(st.none(), st.binary(max_size=200)),
             content_type=CONTENT_TYPES,
             authorization=AUTHORIZATION,
             query=st.lists(st.tuples(NAMES, VALUES), max_size=4),
         )
-        def one(path, method, form, raw, content_type, authorization, query) -> None:  # type: ignore[no-untyped-def]
-            headers: dict[str, str | bytes] = {}
+        def one(path, method, origin, form, raw, content_type, authorization, query) -> None:  # type: ignore[no-untyped-def]
+            headers: dict[str, str | bytes] = {"origin": origin} if origin else {}
             if content_type:
                 headers["content-type"] = content_type
             if authorization is not None:

@@ -50,7 +50,7 @@ class UserStore:
         self._users: dict[str, tuple[str, str]] = {}
         self._stamp: tuple[int, int] | None = None
         self._load()
-        self._dummy = hash_password("not a password")
+        self._dummy: tuple[str, str] | None = None  # made at the first sign-in, not per CLI run
 
     def _file_stamp(self) -> tuple[int, int] | None:
         if self._path is None:
@@ -102,6 +102,8 @@ class UserStore:
             self._load()
         if len(password) > MAX_PASSWORD:
             return None
+        if self._dummy is None:
+            self._dummy = hash_password("not a password")
         stored, salt = self._users.get(username, self._dummy)
         digest, _ = hash_password(password, b64url.decode(salt))
         ok = hmac.compare_digest(digest, stored)

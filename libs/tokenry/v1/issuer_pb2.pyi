@@ -104,15 +104,17 @@ class AuthorizeResponse(_message.Message):
     def __init__(self, login_challenge: _Optional[str] = ..., client_id: _Optional[str] = ..., requested_scope: _Optional[str] = ..., redirect_to: _Optional[str] = ..., error: _Optional[str] = ..., error_description: _Optional[str] = ...) -> None: ...
 
 class CompleteAuthorizationRequest(_message.Message):
-    __slots__ = ("login_challenge", "subject", "granted_scope", "auth_time", "deny")
+    __slots__ = ("login_challenge", "subject", "granted_scope", "auth_time", "deny", "error")
     LOGIN_CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     GRANTED_SCOPE_FIELD_NUMBER: _ClassVar[int]
     AUTH_TIME_FIELD_NUMBER: _ClassVar[int]
     DENY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     login_challenge: str
     subject: str
     granted_scope: str
     auth_time: int
     deny: bool
-    def __init__(self, login_challenge: _Optional[str] = ..., subject: _Optional[str] = ..., granted_scope: _Optional[str] = ..., auth_time: _Optional[int] = ..., deny: _Optional[bool] = ...) -> None: ...
+    error: str
+    def __init__(self, login_challenge: _Optional[str] = ..., subject: _Optional[str] = ..., granted_scope: _Optional[str] = ..., auth_time: _Optional[int] = ..., deny: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,416 @@
+"""The gateway's browser features over the real gateway (docs/gateway.md): per-client CORS,
+first-party clients, the login session with prompt and max_age (OIDC Core §3.1.2.1),
+TOKENRY_LOGIN_URL (an external login app) and RP-initiated logout."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+import grpc
+import httpx
+import jwt
+import pytest
+
+from tokenry.core.clients import AUTHORIZATION_CODE, PUBLIC, Client, validate_registration
+from tokenry.core.errors import InvalidRequest
+from tokenry.servicekit.config import Settings
+from tokenry.v1 import clients_pb2, clients_pb2_grpc, issuer_pb2, issuer_pb2_grpc
+
+from gateway_support import (
+    LOGGED_OUT,
+    PASSWORD,
+    REDIRECT,
+    SPA_ORIGIN,
+    USER,
+    VERIFIER,
+    GatewaySuite,
+    authorize_url,
+    browser_login,
+    gateway_suite,
+    hidden_fields,
+    query,
+    redeem,
+)
+from suite import basic
+
+pytestmark = pytest.mark.integration
+
+EVIL = "https://evil.test"
+LOGIN_COOKIE = "tkr_login"
+
+
+def claims(token: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return decoded
+
+
+def preflight(origin: str, method: str = "POST") -> dict[str, str]:
+    return {
+        "origin": origin,
+        "access-control-request-method": method,
+        "access-control-request-headers": "authorization, content-type",
+    }
+
+
+async def sign_in(g: GatewaySuite, client_id: str = "web", **params: str) -> dict[str, str]:
+    """Through login and consent: the redirect's query."""
+    resp = await browser_login(g.http, authorize_url(client_id=client_id, **params))
+    assert resp.status_code == 303, resp.text
+    return query(resp.headers["location"])
+
+
+# --- CORS ------------------------------------------------------------------------------------
+
+
+async def test_cors_answers_only_the_clients_own_origins(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with gateway_suite(settings, pool) as g:
+        # Preflights: a registered origin gets its own name back (never '*', never credentials)
+        pre = await g.http.options("/oauth2/token", headers=preflight(SPA_ORIGIN))
+        assert pre.status_code == 204
+        assert pre.headers["access-control-allow-origin"] == SPA_ORIGIN
+        assert pre.headers["vary"] == "Origin"
+        assert "content-type" in pre.headers["access-control-allow-headers"]
+        assert "access-control-allow-credentials" not in pre.headers
+        pre = await g.http.options("/oauth2/token", headers=preflight(EVIL))
+        assert "access-control-allow-origin" not in pre.headers
+        # introspection is for resource servers: no CORS at all
+        pre = await g.http.options("/oauth2/introspect", headers=preflight(SPA_ORIGIN))
+        assert pre.status_code == 405 and "access-control-allow-origin" not in pre.headers
+
+        # the SPA's code redeemed from its origin: readable there
+        q = await sign_in(g, "spa")
+        tokens = await g.http.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": q["code"],
+                "redirect_uri": REDIRECT,
+                "code_verifier": VERIFIER,
+                "client_id": "spa",
+            },
+            headers={"origin": SPA_ORIGIN},
+        )
+        assert tokens.status_code == 200, tokens.text
+        assert tokens.headers["access-control-allow-origin"] == SPA_ORIGIN
+        assert tokens.headers["vary"] == "Origin"
+        assert "access-control-allow-credentials" not in tokens.headers
+        access, refresh = tokens.json()["access_token"], tokens.json()["refresh_token"]
+        # an error for the SPA is readable by the SPA; the same request from another origin not
+        bogus = {"grant_type": "refresh_token", "refresh_token": "nope", "client_id": "spa"}
+        err = await g.http.post("/oauth2/token", data=bogus, headers={"origin": SPA_ORIGIN})
+        assert err.status_code == 400
+        assert err.headers["access-control-allow-origin"] == SPA_ORIGIN
+        err = await g.http.post("/oauth2/token", data=bogus, headers={"origin": EVIL})
+        assert "access-control-allow-origin" not in err.headers
+        assert err.headers["vary"] == "Origin"
+        # per client: another client's answer is not readable at the SPA's origin
+        cc = await g.http.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=g.basic("demo"),
+            headers={"origin": SPA_ORIGIN},
+        )
+        assert cc.status_code == 200 and "access-control-allow-origin" not in cc.headers
+        # introspection never answers a browser origin
+        seen = await g.http.post(
+            "/oauth2/introspect",
+            data={"token": access},
+            auth=g.basic("api"),
+            headers={"origin": SPA_ORIGIN},
+        )
+        assert seen.json()["active"] is True
+        assert "access-control-allow-origin" not in seen.headers
+
+        # userinfo: by the token's client; the RFC 6750 challenge is exposed
+        pre = await g.http.options("/oauth2/userinfo", headers=preflight(SPA_ORIGIN, "GET"))
+        assert pre.headers["access-control-allow-origin"] == SPA_ORIGIN
+        bearer = {"authorization": f"Bearer {access}"}
+        info = await g.http.get("/oauth2/userinfo", headers={**bearer, "origin": SPA_ORIGIN})
+        assert info.status_code == 200
+        assert info.headers["access-control-allow-origin"] == SPA_ORIGIN
+        assert info.headers["access-control-expose-headers"] == "WWW-Authenticate"
+        info = await g.http.get("/oauth2/userinfo", headers={**bearer, "origin": EVIL})
+        assert info.status_code == 200 and "access-control-allow-origin" not in info.headers
+        # a web client's token read from the SPA's origin: not that client's origin
+        web = await redeem(g, (await sign_in(g))["code"])
+        other = {"authorization": f"Bearer {web.json()['access_token']}", "origin": SPA_ORIGIN}
+        info = await g.http.get("/oauth2/userinfo", headers=other)
+        assert info.status_code == 200 and "access-control-allow-origin" not in info.headers
+
+        # revocation from the SPA
+        gone = await g.http.post(
+            "/oauth2/revoke",
+            data={"token": refresh, "client_id": "spa"},
+            headers={"origin": SPA_ORIGIN},
+        )
+        assert gone.status_code == 200, gone.text
+        assert gone.headers["access-control-allow-origin"] == SPA_ORIGIN
+
+        # the JWKS and discovery are public: '*', no credentials, for any origin
+        for path in ("/.well-known/jwks.json", "/.well-known/openid-configuration"):
+            doc = await g.http.get(path, headers={"origin": EVIL})
+            assert doc.headers["access-control-allow-origin"] == "*"
+            assert "access-control-allow-credentials" not in doc.headers
+            pre = await g.http.options(path, headers=preflight(EVIL, "GET"))
+            assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "*"
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+async def test_registration_carries_origins_first_party_and_logout_uris(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with gateway_suite(settings, pool, services=("keyrotator", "issuer")) as g:
+        stub = clients_pb2_grpc.ClientsStub(g.suite.channel("issuer"))
+        admin = [("authorization", basic("admin", g.secrets["admin"]))]
+        info = clients_pb2.ClientInfo(
+            client_id="console",
+            grant_types=["authorization_code"],
+            redirect_uris=["https://console.test/cb"],
+            scopes=["openid"],
+            audiences=["api"],
+            web_origins=["https://console.test", "http://127.0.0.1:5173"],
+            first_party=True,
+            post_logout_redirect_uris=["https://console.test/bye"],
+        )
+        await stub.CreateClient(clients_pb2.CreateClientRequest(client=info), metadata=admin)
+        got = await stub.GetClient(
+            clients_pb2.GetClientRequest(client_id="console"), metadata=admin
+        )
+        assert list(got.web_origins) == ["https://console.test", "http://127.0.0.1:5173"]
+        assert got.first_party is True
+        assert list(got.post_logout_redirect_uris) == ["https://console.test/bye"]
+        # exact origins only: a wildcard, a path, an upper-case host, http off loopback
+        for bad in ("https://*.console.test", "https://console.test/", "https://Console.test",
+                    "http://console.test", "null"):  # fmt: skip
+            info.client_id = "bad-origin"
+            del info.web_origins[:]
+            info.web_origins.append(bad)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.CreateClient(
+                    clients_pb2.CreateClientRequest(client=info), metadata=admin
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+    # RFC 8252 §8.6: no consent skipped for a public client whose codes a loopback listener
+    # or a custom scheme could catch
+    for uri in ("http://127.0.0.1/cb", "com.example.app:/cb"):
+        spec = Client(
+            client_id="native",
+            secret_hash=None,
+            pepper_id=None,
+            grant_types=frozenset({AUTHORIZATION_CODE}),
+            scopes=frozenset({"openid"}),
+            audiences=("api",),
+            client_type=PUBLIC,
+            auth_method="none",
+            redirect_uris=(uri,),
+            first_party=True,
+        )
+        with pytest.raises(InvalidRequest, match="RFC 8252"):
+            validate_registration(spec, registrar_is_admin=True)
+
+
+# --- first-party clients ---------------------------------------------------------------------
+
+
+async def test_first_party_skips_consent_but_not_login(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with gateway_suite(settings, pool) as g:
+        page = await g.http.get(authorize_url(client_id="first", scope="openid read"))
+        assert page.status_code == 200 and 'id="password"' in page.text  # login still asked
+        login = await g.http.post(
+            "/oauth2/login",
+            data={**hidden_fields(page.text), "username": USER, "password": PASSWORD},
+        )
+        assert login.status_code == 303, login.text  # no consent page
+        q = query(login.headers["location"])
+        tokens = await redeem(g, q["code"], "first")
+        assert tokens.status_code == 200, tokens.text
+        assert tokens.json()["scope"] == "openid read"  # exactly what was asked and allowed
+        # prompt=consent shows the page anyway
+        page = await g.http.get(authorize_url(client_id="first", prompt="consent"))
+        assert 'name="grant_scope"' in page.text
+
+        # the pending form is MACed: "consent=skip" posted for a client that is not
+        # first-party is refused
+        g.http.cookies.clear()
+        page = await g.http.get(authorize_url())
+        fields = {**hidden_fields(page.text), "consent": "skip"}
+        resp = await g.http.post(
+            "/oauth2/login", data={**fields, "username": USER, "password": PASSWORD}
+        )
+        assert resp.status_code == 400 and "location" not in resp.headers
+
+
+# --- the login session, prompt and max_age -------------------------------------------------
+
+
+async def test_prompt_none_without_a_session_is_login_required(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with gateway_suite(settings, pool) as g:
+        resp = await g.http.get(authorize_url(prompt="none"))
+        assert resp.status_code == 303
+        q = query(resp.headers["location"])
+        assert q["error"] == "login_required"
+        assert q["iss"] == settings.issuer_url and q["state"] == "st&=/ é"
+        # malformed prompt and max_age: redirectable invalid_request
+        for bad in ({"prompt": "none login"}, {"prompt": "bogus"}, {"max_age": "-1"}):
+            resp = await g.http.get(authorize_url(**bad))
+            assert resp.status_code == 303, bad
+            assert query(resp.headers["location"])["error"] == "invalid_request", bad
+
+
+async def test_session_prompt_and_max_age(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with gateway_suite(settings, pool) as g:
+        first = await redeem(g, (await sign_in(g))["code"])
+        signed_in_at = claims(first.json()["id_token"])["auth_time"]
+        cookie = g.http.cookies.get(LOGIN_COOKIE)
+        assert cookie
+        stored = await pool.fetchval("SELECT count(*) FROM login_sessions")
+        assert stored >= 1
+        # the session: no login page, straight to consent, as alice
+        page = await g.http.get(authorize_url())
+        assert 'id="password"' not in page.text and "Signed in as <strong>alice" in page.text
+        # prompt=none: consent cannot be shown for a third-party client...
+        resp = await g.http.get(authorize_url(prompt="none"))
+        assert query(resp.headers["location"])["error"] == "consent_required"
+        # ...but a first-party client gets its code with no page at all
+        resp = await g.http.get(authorize_url(client_id="first", prompt="none"))
+        assert resp.status_code == 303 and "code" in query(resp.headers["location"])
+        # prompt=login and max_age=0: sign in again
+        for params in ({"prompt": "login"}, {"max_age": "0"}, {"prompt": "select_account"}):
+            page = await g.http.get(authorize_url(**params))
+            assert page.status_code == 200 and 'id="password"' in page.text, params
+        resp = await g.http.get(authorize_url(prompt="none", max_age="0"))
+        assert query(resp.headers["location"])["error"] == "login_required"
+
+        # a sign-in 100 s ago: max_age=50 asks again, max_age=1000 does not, and the ID token
+        # carries the session's auth_time, not the time of this request (OIDC Core §2)
+        old = int(time.time()) - 100
+        await pool.execute("UPDATE login_sessions SET auth_time = $1", old)
+        page = await g.http.get(authorize_url(max_age="50"))
+        assert 'id="password"' in page.text
+        page = await g.http.get(authorize_url(max_age="1000"))
+        assert 'id="password"' not in page.text
+        fields = hidden_fields(page.text)
+        resp = await g.http.post(
+            "/oauth2/consent",
+            data={**fields, "grant_scope": fields["scope"].split(), "decision": "allow"},
+        )
+        tokens = await redeem(g, query(resp.headers["location"])["code"])
+        assert claims(tokens.json()["id_token"])["auth_time"] == old != signed_in_at
+        # the session outlives nothing it should not: an expired row is no session
+        await pool.execute("UPDATE login_sessions SET expires_at = 1")
+        page = await g.http.get(authorize_url())
+        assert 'id="password"' in page.text
+
+
+# --- TOKENRY_LOGIN_URL -----------------------------------------------------------------------
+
+
+async def test_external_login_app(settings: Settings, pool: asyncpg.Pool) -> None:
+    login_url = "https://login.test/signin?tenant=a"
+    async with gateway_suite(
+        settings, pool, services=("keyrotator", "issuer"), login_url=login_url
+    ) as g:
+        resp = await g.http.get(authorize_url(prompt="login", max_age="60"))
+        assert resp.status_code == 303
+        location = resp.headers["location"]
+        assert location.startswith("https://login.test/signin?")
+        q = query(location)
+        assert q["tenant"] == "a" and q["client_id"] == "web" and q["scope"] == "openid read"
+        assert q["prompt"] == "login" and q["max_age"] == "60"
+        # the external app completes through the issuer's CompleteAuthorization
+        issuer = issuer_pb2_grpc.IssuerStub(g.suite.channel("issuer"))
+        login = [("authorization", basic("login", g.secrets["login"]))]
+        done = await issuer.CompleteAuthorization(
+            issuer_pb2.CompleteAuthorizationRequest(
+                login_challenge=q["login_challenge"], subject="bob", granted_scope="openid"
+            ),
+            metadata=login,
+        )
+        code = query(done.redirect_to)["code"]
+        tokens = await redeem(g, code)
+        assert tokens.status_code == 200 and claims(tokens.json()["id_token"])["sub"] == "bob"
+        # prompt=none with no session there: the app answers login_required, with iss
+        resp = await g.http.get(authorize_url(prompt="none"))
+        challenge = query(resp.headers["location"])["login_challenge"]
+        done = await issuer.CompleteAuthorization(
+            issuer_pb2.CompleteAuthorizationRequest(
+                login_challenge=challenge, deny=True, error="login_required"
+            ),
+            metadata=login,
+        )
+        q = query(done.redirect_to)
+        assert q["error"] == "login_required" and q["iss"] == settings.issuer_url
+
+
+# --- RP-initiated logout ---------------------------------------------------------------------
+
+
+async def test_logout(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with gateway_suite(settings, pool) as g:
+        doc = (await g.http.get("/.well-known/openid-configuration")).json()
+        assert doc["end_session_endpoint"] == settings.issuer_url.rstrip("/") + "/oauth2/logout"
+        assert "none" in doc["prompt_values_supported"]
+
+        id_token = (await redeem(g, (await sign_in(g))["code"])).json()["id_token"]
+        # an unregistered return address, a forged hint, a mismatched client: error pages
+        for params in (
+            {"id_token_hint": id_token, "post_logout_redirect_uri": "https://evil.test/"},
+            {"id_token_hint": id_token[:-4] + "AAAA", "post_logout_redirect_uri": LOGGED_OUT},
+            {"id_token_hint": id_token, "client_id": "spa"},
+            {"client_id": "spa", "post_logout_redirect_uri": LOGGED_OUT},
+            {"post_logout_redirect_uri": LOGGED_OUT},
+        ):
+            resp = await g.http.get("/oauth2/logout", params=params)
+            assert resp.status_code == 400 and "location" not in resp.headers, params
+        assert g.http.cookies.get(LOGIN_COOKIE)  # still signed in
+
+        # no hint naming the user: ask first (a cross-site link cannot sign anyone out)
+        page = await g.http.get(
+            "/oauth2/logout",
+            params={"client_id": "web", "post_logout_redirect_uri": LOGGED_OUT, "state": "s1"},
+        )
+        assert page.status_code == 200 and "Sign out?" in page.text
+        assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 1
+        fields = hidden_fields(page.text)
+        stay = await g.http.post("/oauth2/logout", data={**fields, "decision": "stay"})
+        assert stay.status_code == 303 and g.http.cookies.get(LOGIN_COOKIE)
+        forged = await g.http.post(
+            "/oauth2/logout", data={**fields, "logout_csrf": "0" * 64, "decision": "logout"}
+        )
+        assert forged.status_code == 200 and "Sign out?" in forged.text
+        resp = await g.http.post("/oauth2/logout", data={**fields, "decision": "logout"})
+        assert resp.status_code == 303 and resp.headers["location"] == LOGGED_OUT + "?state=s1"
+        assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 0
+        assert not g.http.cookies.get(LOGIN_COOKIE)
+        resp = await g.http.get(authorize_url(prompt="none"))
+        assert query(resp.headers["location"])["error"] == "login_required"
+
+        # with the user's own ID token as hint: no question, back to the registered URI
+        id_token = (await redeem(g, (await sign_in(g))["code"])).json()["id_token"]
+        stolen = dict(g.http.cookies)
+        resp = await g.http.get(
+            "/oauth2/logout",
+            params={
+                "id_token_hint": id_token,
+                "post_logout_redirect_uri": LOGGED_OUT,
+                "state": "s2",
+            },
+        )
+        assert resp.status_code == 303 and resp.headers["location"] == LOGGED_OUT + "?state=s2"
+        # the session is gone on the server, so a copied cookie signs nobody in
+        async with httpx.AsyncClient(base_url=g.url, cookies=stolen) as copy:
+            page = await copy.get(authorize_url())
+            assert 'id="password"' in page.text
+        # nothing to sign out of, no return address: the signed-out page
+        resp = await g.http.get("/oauth2/logout")
+        assert resp.status_code == 200 and "Signed out" in resp.text
