@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ async def _spa_server(sock: socket.socket, config: dict[str, Any]) -> AsyncItera
 async def test_a_single_page_app_runs_the_code_flow_across_origins(
     settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
+    started = time.perf_counter()
     node_binary()
     chromium = chromium_binary()
     # The SPA's socket first: its origin is registered with the client.
@@ -87,6 +89,7 @@ async def test_a_single_page_app_runs_the_code_flow_across_origins(
             interop_gateway(settings, pool, clients=[_spa_client(spa_origin)]) as g,
             _spa_server(sock, {"issuer": g.url, "client_id": CLIENT_ID}),
         ):
+            print(f"\ngateway and SPA server up in {time.perf_counter() - started:.2f} s")
             r = await run_node(
                 "spa.mjs",
                 {
@@ -98,6 +101,8 @@ async def test_a_single_page_app_runs_the_code_flow_across_origins(
                     "password": PASSWORD,
                 },
             )
+            ended = time.perf_counter()
+    print(f"after node: {time.perf_counter() - ended:.2f} s to stop the servers")
     spa, other = r["spa"], r["other_origin"]
     print(f"SPA token answer: {spa.get('token')}\nother origin: {other}")
     assert r["failures"] == []

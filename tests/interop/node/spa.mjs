@@ -29,10 +29,12 @@ run(async (input, out) => {
       await page.goto(`${input.spa_origin}/`);
       await page.waitForURL((u) => u.pathname.endsWith('/oauth2/authorize'));
     });
-    await page.getByLabel('Username').fill(input.user);
-    await page.getByLabel('Password').fill(input.password);
-    await page.locator('form button[type=submit]').first().click();
-    await page.getByRole('button', { name: /allow/i }).click();
+    await timed(t, 'sign_in_and_allow', async () => {
+      await page.getByLabel('Username').fill(input.user);
+      await page.getByLabel('Password').fill(input.password);
+      await page.locator('form button[type=submit]').first().click();
+      await page.getByRole('button', { name: /allow/i }).click();
+    });
     // Back at the app's redirect URI, which redeems the code and calls the APIs.
     await timed(t, 'app_calls', async () => {
       await page.waitForURL((u) => u.origin === input.spa_origin && u.pathname === '/cb');
@@ -45,9 +47,9 @@ run(async (input, out) => {
       await page.goto(`${input.other_origin}/probe`);
       out.other_origin = await resultOf(page);
     });
-    await context.close();
+    await timed(t, 'context_close', () => context.close());
   } finally {
-    await browser.close();
+    await timed(t, 'close', () => browser.close());
   }
   return {};
 });
