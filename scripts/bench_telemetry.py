@@ -69,6 +69,19 @@ CONTRIB = (
     "GrpcAioInstrumentorServer().instrument();"
     "import runpy; runpy.run_module('tokenry.services.issuer', run_name='__main__')"
 )
+# Tokenry's telemetry (installed by the issuer from OTEL_*), plus the asyncpg instrumentation
+# on its own provider at 1 % (opentelemetry-instrumentation-asyncpg: a span object per query).
+CONTRIB_PG = (
+    "from opentelemetry.sdk.trace import TracerProvider;"
+    "from opentelemetry.sdk.trace.export import BatchSpanProcessor;"
+    "from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio;"
+    "from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter;"
+    "p = TracerProvider(sampler=ParentBasedTraceIdRatio(0.01));"
+    "p.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()));"
+    "from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor;"
+    "AsyncPGInstrumentor().instrument(tracer_provider=p);"
+    "import runpy; runpy.run_module('tokenry.services.issuer', run_name='__main__')"
+)
 
 
 def _sink_thread() -> tuple[str, OtlpReceiver]:
@@ -140,6 +153,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 [py, "-m", "tokenry.services.issuer"],
                 {"TOKENRY_METRICS_LISTEN": f"127.0.0.1:{free_tcp_port()}"},
             ),
+            "contrib-pg": (
+                [py, "-c", CONTRIB_PG],
+                {**telemetry, "TOKENRY_METRICS_LISTEN": f"127.0.0.1:{free_tcp_port()}"},
+            ),
             "contrib": (
                 [py, "-c", CONTRIB],
                 {
@@ -161,7 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             servers[name] = (f"127.0.0.1:{port}", psutil.Process(proc.pid))
         basic = base64.b64encode(f"{bi.CLIENT_ID}:{secret}".encode()).decode()
         metadata = (("authorization", f"Basic {basic}"),)
-        request = bi._token_request("jwt")
+        request = bi._token_request(args.format)
         samples: list[bi.Sample] = []
         for rnd in range(args.rounds):
             for concurrency in (1, 32):
@@ -224,7 +241,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for concurrency in (1, 32):
         med: dict[str, dict[str, float]] = {}
-        for kind in ("off", "on", "scrape", "contrib"):
+        for kind in ("off", "on", "scrape", "contrib-pg", "contrib"):
             runs = [
                 s
                 for s in results["samples"]
@@ -308,8 +325,10 @@ def micro(repeat: int = 7, n: int = 20_000) -> dict[str, float]:
     return asyncio.run(run_all())
 
 
-def micro_db(repeat: int = 5, n: int = 2_000) -> dict[str, float]:
-    """In-process, against a real PostgreSQL: µs per ``fetchval('SELECT 1')`` outside a sampled
+def micro_db(repeat: int = 7, n: int = 2_000) -> dict[str, float]:
+    """In-process, against a real PostgreSQL: client CPU µs (this thread's CPU time, so neither
+    PostgreSQL's work nor time preempted by other processes counts) per ``fetchval('SELECT 1')``
+    outside a sampled
     trace (99 % of the calls at 1 % sampling) through asyncpg's own connection, through
     Tokenry's :class:`~tokenry.store.db.TracedConnection`, and through asyncpg's connection
     instrumented by opentelemetry-instrumentation-asyncpg (its own tracer provider with the
@@ -331,10 +350,10 @@ def micro_db(repeat: int = 5, n: int = 2_000) -> dict[str, float]:
     pg = EmbeddedPostgres(tmp / "pg", fsync=False)
 
     async def timed(pool: Any) -> float:
-        started = time.perf_counter()
+        started = time.thread_time_ns()
         for _ in range(n):
             await pool.fetchval("SELECT 1")
-        return (time.perf_counter() - started) / n * 1e6
+        return (time.thread_time_ns() - started) / n / 1e3
 
     async def run_all() -> dict[str, float]:
         from opentelemetry import trace
@@ -362,6 +381,218 @@ def micro_db(repeat: int = 5, n: int = 2_000) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def micro_http(repeat: int = 7, n: int = 20_000) -> dict[str, float]:
+    """In-process: µs per request that servicekit.httptelemetry adds around a raw ASGI app that
+    answers at once (metrics on, traces at 1 %), as the gateway's fast path is wrapped."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from tokenry.servicekit import telemetry as otel
+    from tokenry.servicekit.httptelemetry import HttpTelemetry, http_duration
+
+    async def app(_scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    meters = otel.EdgeMeterProvider(metric_readers=[InMemoryMetricReader()])
+    tracers = otel.EdgeTracerProvider(edge_ratio=0.01, sampler=otel.FollowParent())
+    wrapped = HttpTelemetry(
+        app,
+        ["/oauth2/token"],
+        meter=meters.get_meter("m"),
+        tracer=tracers.get_tracer("t"),
+        ratio=0.01,
+        duration=http_duration(meters),
+    )
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/oauth2/token",
+        "scheme": "https",
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
+    }
+    request = {"type": "http.request", "body": b"grant_type=client_credentials"}
+
+    async def receive() -> dict[str, Any]:
+        return request
+
+    async def send(_message: Any) -> None:
+        return None
+
+    async def best(target: Any) -> float:
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            for _ in range(n):
+                await target(scope, receive, send)
+            times.append((time.perf_counter() - started) / n * 1e6)
+        return min(times)
+
+    async def run_all() -> dict[str, float]:
+        return {"bare_us": await best(app), "wrapped_us": await best(wrapped)}
+
+    return asyncio.run(run_all())
+
+
+def verifier_cache_hit(rounds: int = 9, batch: int = 20_000) -> dict[str, Any]:
+    """In-process, pinned by the caller: the verifier's cache hit (``check_cached``, a fresh
+    ``str`` per call) with telemetry off (no SDK) and on (the SDK meter provider observing the
+    verifier, Tokenry's tracer provider at 1 % installed as the global), next to the floor of
+    scripts/bench_verifier.py (a dict lookup plus the revocation checks), interleaved; CPU time
+    per call, medians of ``rounds``."""
+    import bench_verifier as bv
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from tokenry.servicekit import telemetry as otel
+    from tokenry.verifier import VerifierMetrics
+
+    signer = bv.Signer("ES256", "es-1")
+    off = bv.build_verifier([signer], cache_size=10_000)
+    on = bv.build_verifier([signer], cache_size=10_000)
+    reader = InMemoryMetricReader()
+    meters = otel.EdgeMeterProvider(metric_readers=[reader])
+    VerifierMetrics(meters.get_meter("tokenry.verifier")).observe(on)
+    trace.set_tracer_provider(otel.EdgeTracerProvider(edge_ratio=0.01, sampler=otel.FollowParent()))
+    token = signer.token()
+    off.verify_blocking(token)
+    on.verify_blocking(token)
+    entry = off.cache.get(token)
+    assert entry is not None
+    table = {token: entry}
+    revocations = off.state.revocations
+
+    def floor(items: list[str]) -> None:
+        get, check = table.get, revocations.check
+        for t in items:
+            e = get(t)
+            if e is None or check(e.jti, e.gid, e.sub, e.client_id, e.iat) is not None:
+                raise AssertionError
+
+    def hits(verifier: Any) -> Any:
+        def run(items: list[str]) -> None:
+            hit = verifier.check_cached
+            for t in items:
+                if hit(t) is None:
+                    raise AssertionError
+
+        return run
+
+    samples = bv.interleave(
+        {"floor": floor, "off": hits(off), "on": hits(on)},
+        lambda: bv.fresh_copies(token, batch),
+        rounds,
+    )
+    reader.get_metrics_data()  # the collection path works with the SDK installed
+    med = {name: statistics.median(v) for name, v in samples.items()}
+    return {
+        "samples_us": samples,
+        "median_us": med,
+        "on_vs_off": med["on"] / med["off"],
+        "off_vs_floor": med["off"] / med["floor"],
+        "on_vs_floor": med["on"] / med["floor"],
+    }
+
+
+def verifier_child(argv: list[str]) -> None:
+    """bench_propagation's verifier process (``--verifiers N …``), with Tokenry's telemetry
+    installed from the ``OTEL_*`` variables it inherits (none: nothing installed) and each
+    verifier observed by VerifierMetrics (the lag histogram, per applied event)."""
+    import bench_propagation as bp
+
+    from tokenry.servicekit import telemetry as otel
+    from tokenry.verifier import VerifierMetrics
+
+    parser = argparse.ArgumentParser()
+    for name in ("--nats-url", "--revocation-addr", "--jwks-file"):
+        parser.add_argument(name)
+    parser.add_argument("--verifiers", type=int)
+    args = parser.parse_args(argv)
+    done = otel.configure(otel.read_settings("verifier"))
+    if done.meter_provider is not None:
+        observer = VerifierMetrics()
+        start = bp._start
+
+        async def observed(a: argparse.Namespace, jwks: str, **kwargs: Any) -> Any:
+            runtime = await start(a, jwks, **kwargs)
+            observer.observe_runtime(runtime)
+            return runtime
+
+        bp._start = observed  # type: ignore[assignment]
+    try:
+        asyncio.run(bp.verifier_process(args))
+    finally:
+        done.shutdown()
+
+
+def propagation_run(
+    rounds: int, verifiers: int, count: int, on_first: bool = False
+) -> dict[str, Any]:
+    """Revocation propagation (Revoke acknowledged → applied at every verifier) on two stacks
+    side by side (scripts/bench_propagation.py's), one with telemetry off and one on (the
+    revocation service: OTLP traces at 1 %, OTLP metrics, scrape endpoint; its verifiers: the
+    SDK from the same variables, lag histogram recorded per event), alternated round by round.
+    ``on_first`` builds the telemetry stack first (the two stacks are separate PostgreSQL and
+    NATS instances: swapping them tells a stack's own difference from telemetry's)."""
+    import bench_propagation as bp
+
+    bp.__file__ = __file__  # its children run this script (verifier_child) instead
+    endpoint, sink = _sink_thread()
+    for key in [k for k in os.environ if k.startswith("OTEL_")]:
+        del os.environ[key]
+    telemetry = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+    }
+    samples: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+
+    def telemetry_stack(stacks: contextlib.ExitStack) -> Any:
+        os.environ.update(telemetry, TOKENRY_METRICS_LISTEN=f"127.0.0.1:{free_tcp_port()}")
+        try:
+            return stacks.enter_context(bp.stack(False))
+        finally:
+            for key in (*telemetry, "TOKENRY_METRICS_LISTEN"):
+                os.environ.pop(key, None)
+
+    with contextlib.ExitStack() as stacks:
+        if on_first:
+            on = telemetry_stack(stacks)
+            off = stacks.enter_context(bp.stack(False))
+        else:
+            off = stacks.enter_context(bp.stack(False))
+            on = telemetry_stack(stacks)
+        on.env.pop("TOKENRY_METRICS_LISTEN", None)  # the verifier children scrape nowhere
+        for rnd in range(rounds):
+            order = [("off", off), ("on", on)] if rnd % 2 == 0 else [("on", on), ("off", off)]
+            for name, s in order:
+                got = asyncio.run(bp.propagation(s, 1, verifiers, count, 0.02))
+                lags = got["ack_to_all_applied_ms"]
+                row = {"p50_ms": bp._pct(lags, 0.5), "p99_ms": bp._pct(lags, 0.99)}
+                samples[name].append(row)
+                print(
+                    f"round {rnd + 1} {name:<3} p50 {row['p50_ms']:6.2f} ms"
+                    f"  p99 {row['p99_ms']:6.2f} ms",
+                    flush=True,
+                )
+    med = {
+        name: {k: statistics.median(r[k] for r in rows) for k in ("p50_ms", "p99_ms")}
+        for name, rows in samples.items()
+    }
+    return {
+        "verifiers": verifiers,
+        "revocations_per_round": count,
+        "rounds": rounds,
+        "telemetry_stack_built_first": on_first,
+        "samples": samples,
+        "median": med,
+        "p50_on_vs_off": med["on"]["p50_ms"] / med["off"]["p50_ms"],
+        "p99_on_vs_off": med["on"]["p99_ms"] / med["off"]["p99_ms"],
+        "otlp_exports_received": sink.exports,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s")
@@ -372,12 +603,66 @@ def main() -> int:
     parser.add_argument(
         "--micro-db", action="store_true", help="only the per-query cost of the query spans"
     )
+    parser.add_argument(
+        "--verifier", action="store_true", help="only the verifier's cache hit, off vs on"
+    )
+    parser.add_argument(
+        "--micro-http", action="store_true", help="only the per-request cost of httptelemetry"
+    )
+    parser.add_argument("--format", choices=("jwt", "opaque"), default="jwt", help="token format")
+    parser.add_argument(
+        "--propagation",
+        action="store_true",
+        help="only revocation propagation, telemetry off vs on (two stacks, same run)",
+    )
+    parser.add_argument("--revocations", type=int, default=100, help="per propagation round")
+    parser.add_argument("--verifiers", type=int, default=5, help="propagation: verifiers")
+    parser.add_argument(
+        "--on-first", action="store_true", help="propagation: build the telemetry stack first"
+    )
+    if "--nats-url" in sys.argv:  # a propagation child (bench_propagation's verifier process)
+        verifier_child(sys.argv[1:])
+        return 0
     args = parser.parse_args()
+    if args.micro_http:
+        got = micro_http()
+        print(
+            f"per request: bare ASGI {got['bare_us']:.2f} µs, with httptelemetry "
+            f"{got['wrapped_us']:.2f} µs (+{got['wrapped_us'] - got['bare_us']:.2f} µs)"
+        )
+        return 0
+    if args.verifier:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+        got = verifier_cache_hit(rounds=5 if args.quick else 9)
+        med = got["median_us"]
+        print(
+            f"cache hit CPU µs/call (medians): floor {med['floor']:.3f}, off {med['off']:.3f}, "
+            f"on {med['on']:.3f}; on/off {got['on_vs_off']:.3f}, off/floor "
+            f"{got['off_vs_floor']:.3f}, on/floor {got['on_vs_floor']:.3f}"
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "telemetry_verifier.json").write_text(json.dumps(got, indent=1) + "\n")
+        return 0
+    if args.propagation:
+        got = propagation_run(args.rounds, args.verifiers, args.revocations, args.on_first)
+        m = got["median"]
+        print(
+            f"propagation (ack → all {args.verifiers} applied), medians of {args.rounds} rounds:"
+            f" off p50 {m['off']['p50_ms']:.2f} / p99 {m['off']['p99_ms']:.2f} ms, on p50 "
+            f"{m['on']['p50_ms']:.2f} / p99 {m['on']['p99_ms']:.2f} ms; on/off p50 "
+            f"{got['p50_on_vs_off']:.3f}, p99 {got['p99_on_vs_off']:.3f}"
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        name = (
+            "telemetry_propagation_on_first.json" if args.on_first else "telemetry_propagation.json"
+        )
+        (args.out / name).write_text(json.dumps(got, indent=1) + "\n")
+        return 0
     if args.micro_db:
         got = micro_db()
         base = got["asyncpg_us"]
         print(
-            f"per query (SELECT 1, not sampled): asyncpg {base:.1f} µs, "
+            f"client CPU per query (SELECT 1, not sampled): asyncpg {base:.1f} µs, "
             f"TracedConnection {got['traced_us']:.1f} µs ({got['traced_us'] / base:.3f} ×), "
             f"opentelemetry-instrumentation-asyncpg {got['contrib_us']:.1f} µs "
             f"({got['contrib_us'] / base:.3f} ×)"
@@ -397,12 +682,12 @@ def main() -> int:
     rows = summarize(results)
     results["summary"] = rows
     print(
-        f"\n{'c':>3} {'telemetry':<9} {'tokens/s':>9} {'× off':>6} {'p50 µs':>7} "
+        f"\n{'c':>3} {'telemetry':<10} {'tokens/s':>9} {'× off':>6} {'p50 µs':>7} "
         f"{'p99 µs':>7} {'CPU µs/call':>11} {'× off':>6}"
     )
     for r in rows:
         print(
-            f"{r['concurrency']:>3} {r['kind']:<9} {r['rate']:>9.0f} {r['rate_vs_off']:>6.3f} "
+            f"{r['concurrency']:>3} {r['kind']:<10} {r['rate']:>9.0f} {r['rate_vs_off']:>6.3f} "
             f"{r['p50_us']:>7.0f} {r['p99_us']:>7.0f} {r['server_cpu_us_per_call']:>11.0f} "
             f"{r['cpu_vs_off']:>6.3f}"
         )
