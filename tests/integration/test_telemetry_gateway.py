@@ -1,6 +1,6 @@
 """The gateway's telemetry (issue 15) as an operator runs it: ``python -m
 tokenry.services.gateway`` with ``TOKENRY_METRICS_LISTEN`` and an OTLP endpoint (a real OTLP
-receiver started by the test). The scrape is parsed with prometheus-client's parser: request
+receiver started by the test). The scrape is parsed with prometheus-client's parser and passes ``promtool check metrics``: request
 counts by route template and status, tokens issued and 401s through the gRPC services' counters.
 A revocation POST carrying a caller's *unsampled* ``traceparent`` is traced anyway (the edge's own
 draw decides, here always_on) in the caller's trace, with its PostgreSQL queries as children."""
@@ -8,6 +8,7 @@ draw decides, here always_on) in the caller's trace, with its PostgreSQL queries
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,6 +73,18 @@ def _value(
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def _promtool_check(text: str) -> None:
+    """``promtool check metrics`` (Debian's prometheus package; make test installs it)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: install Debian's 'prometheus' package (make test does)"
+    done = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+    )
+    # exit 3: lint warnings (naming advice); 1: a malformed exposition
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    assert "error" not in done.stderr.lower(), done.stderr
+
+
 def _revoke_trace(spans: list[ReceivedSpan]) -> bool:
     return any(s.name == "POST /oauth2/revoke" and s.kind == SERVER for s in spans) and any(
         s.kind == CLIENT for s in spans
@@ -132,6 +145,7 @@ async def test_gateway_scrape_and_spans(
         log.close()
         await receiver.stop()
 
+    _promtool_check(text)
     got = _samples(text)
     count = "http_server_request_duration_seconds_count"
     route = {"http_request_method": "POST", "http_route": "/oauth2/token"}
