@@ -8,7 +8,8 @@ environment holds only PATH and HOME: no TOKENRY_* variable.
 
 While the stack starts, the fixture holds 127.0.0.1:8080 when it is free (another stack may
 already hold it): `tokenry dev` must then serve the gateway on another port and use that port
-everywhere — the issuer URL, discovery, the banner and dev.json (issue 16).
+everywhere — the issuer URL, discovery, the banner and dev.json (issue 16). The stack stops after
+the last test that uses it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,52 @@ def _hold(port: int) -> socket.socket | None:
     return sock
 
 
+# The stack stops right after the last test that uses it, not at the end of the session: the
+# rest of the suite (faults, integration, …) must not share two cores with an idle stack.
+_STOP = pytest.StashKey[Callable[[], None]]()
+_LAST_USER = pytest.StashKey[str]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    users = [item.nodeid for item in session.items if "dev_run" in _fixtures(item)]
+    if users:
+        session.config.stash[_LAST_USER] = users[-1]
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if item.nodeid == item.config.stash.get(_LAST_USER, None):
+        item.config.stash.get(_STOP, lambda: None)()
+
+
+def _fixtures(item: pytest.Item) -> tuple[str, ...]:
+    return tuple(getattr(item, "fixturenames", ()))
+
+
+def _stopper(proc: subprocess.Popen[bytes], run: DevRun) -> Callable[[], None]:
+    stopped: list[bool] = []
+
+    def stop() -> None:
+        if stopped:
+            return
+        stopped.append(True)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        output = run.banner()
+        assert "Traceback" not in output, output
+        assert proc.returncode == 0, output
+        print("tokenry dev stopped")
+
+    return stop
+
+
 @pytest.fixture(scope="session")
-def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
+def dev_run(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[DevRun]:
     base = tmp_path_factory.mktemp("first-hour")
     clone, home = base / "tokenry", base / "home"
     home.mkdir()
@@ -66,6 +111,7 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
                 start_new_session=True,
             )
         run = DevRun(clone, home, log_path, proc, held_8080=held is not None)
+        stop = pytestconfig.stash[_STOP] = _stopper(proc, run)
         try:
             deadline = time.monotonic() + 120
             while "Ctrl-C stops everything" not in run.banner():
@@ -78,15 +124,7 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
                 held = None
             yield run
         finally:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-            output = run.banner()
-            assert "Traceback" not in output, output
-            assert proc.returncode == 0, output
+            stop()
     finally:
         if held is not None:
             held.close()
