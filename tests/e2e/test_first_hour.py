@@ -214,8 +214,9 @@ def test_the_gateway_serves_https_at_the_issuer_url(dev_run: DevRun) -> None:
     assert dev["issuer_url"] == gateway
     if dev_run.held_8080:
         assert not gateway.endswith(":8080"), gateway  # the fallback, used everywhere
+        assert ":8080 is taken" in dev_run.banner()
     banner = dev_run.banner()
-    assert f"gateway      {gateway}\n" in banner, banner
+    assert f"gateway      {gateway}" in banner, banner
     discovery = f"{gateway}/.well-known/openid-configuration"
     assert discovery in banner and "tokenry dev env" in banner, banner
     context = ssl.create_default_context(cafile=str(dev["tls_ca"]))

@@ -557,7 +557,11 @@ def _print_banner(stack: DevStack) -> None:
     for name in SERVICES:
         lines.append(f"  {name:<12} {scheme}://{stack.addrs[name]}")
     if stack.gateway_url:
-        lines.append(f"  {'gateway':<12} {stack.gateway_url}")
+        taken = not stack.env.get("TOKENRY_GATEWAY_LISTEN") and not stack.gateway_url.endswith(
+            f":{GATEWAY_PORT}"
+        )
+        note = f" (:{GATEWAY_PORT} is taken: this port is the issuer URL's)" if taken else ""
+        lines.append(f"  {'gateway':<12} {stack.gateway_url}{note}")
         lines.append(f"  {'discovery':<12} {stack.gateway_url}/.well-known/openid-configuration")
     nats_note = " (TLS)" if stack.nats_tls else ""
     lines += [f"  nats         {stack.nats_url}{nats_note}", ""]
