@@ -70,6 +70,7 @@ def test_status_shows_the_dev_stack_serving(folder: Path) -> None:
     rows = json.loads(result.stdout)["services"]
     assert {r["status"] for r in rows} == {"SERVING", "REACHABLE"}
     assert {r["from"] for r in rows} == {"dev.json"}
+    assert {r["name"]: r["status"] for r in rows}["gateway"] == "SERVING"  # over HTTPS
 
 
 def test_dev_env_exports_every_address(folder: Path) -> None:

@@ -34,6 +34,24 @@ def _health(addr: str, timeout: float) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
 
+def _http_ready(url: str, ca: str | None, timeout: float) -> str:
+    """The gateway's /health/ready: SERVING on 200 (HTTPS verified against the dev CA)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - the dev stack's own http(s) URL
+            f"{url}/health/ready", timeout=timeout, context=context
+        ) as resp:
+            return "SERVING" if resp.status == 200 else "NOT_SERVING"
+    except urllib.error.HTTPError:
+        return "NOT_SERVING"
+    except (OSError, ValueError):
+        return "UNREACHABLE"
+
+
 def _tcp(url: str, timeout: float) -> str:
     try:
         parts = urlsplit(url)
@@ -72,6 +90,15 @@ def status(
         "status": _tcp(found.nats_url.value, timeout),
     }
     rows.append(nats)
+    if found.dev is not None and found.dev.gateway_url:  # the HTTP gateway of `tokenry dev`
+        rows.append(
+            {
+                "name": "gateway",
+                "address": found.dev.gateway_url,
+                "from": "dev.json",
+                "status": _http_ready(found.dev.gateway_url, found.dev.tls_ca, timeout),
+            }
+        )
     dev = str(found.dev.path) if found.dev else None
     if as_json:
         typer.echo(json.dumps({"home": str(found.home), "dev_json": dev, "services": rows}))
