@@ -263,7 +263,8 @@ def test_dev_env_makes_curl_python_and_node_trust_the_dev_ca(dev_run: DevRun) ->
 
 def test_the_printed_metrics_urls_answer(dev_run: DevRun) -> None:
     urls = re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+/metrics)$", dev_run.banner(), re.M)
-    assert {name for name, _ in urls} == {"issuer", "introspector", "revocation", "keyrotator"}
+    names = {"issuer", "introspector", "revocation", "keyrotator", "gateway"}
+    assert {name for name, _ in urls} == names
     exported = cli(dev_run.clone, "dev", "env").stdout
     for name, url in urls:
         assert f"# metrics: {name} {url}" in exported

@@ -64,7 +64,7 @@ def test_dev_env_exports_the_ca_for_curl_python_and_node(tmp_path: Path) -> None
 
 def test_scrape_endpoints_are_on_loopback_unless_telemetry_is_disabled() -> None:
     listen = metrics_listen({})
-    assert set(listen) == {"keyrotator", "issuer", "revocation", "introspector"}
+    assert set(listen) == {"keyrotator", "issuer", "revocation", "introspector", "gateway"}
     addrs = [env["TOKENRY_METRICS_LISTEN"] for env in listen.values()]
-    assert all(a.startswith("127.0.0.1:") for a in addrs) and len(set(addrs)) == 4
+    assert all(a.startswith("127.0.0.1:") for a in addrs) and len(set(addrs)) == 5
     assert metrics_listen({"OTEL_SDK_DISABLED": "true"}) == {}

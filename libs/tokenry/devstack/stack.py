@@ -296,7 +296,7 @@ def _start(stack: DevStack) -> None:
         name: f"http://{listen['TOKENRY_METRICS_LISTEN']}/metrics"
         for name, listen in scrape.items()
     }
-    _start_gateway(stack, gateway_listen, child_env, logs)
+    _start_gateway(stack, gateway_listen, child_env | scrape.get("gateway", {}), logs)
     _write_private_json(
         home / DEV_FILE,
         {
@@ -391,8 +391,9 @@ def write_ca_bundle(ca: Path, bundle: Path) -> None:
 
 
 def metrics_listen(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """Each service's scrape endpoint on loopback (issue 15): ``TOKENRY_METRICS_LISTEN`` for
-    its environment. None when ``OTEL_SDK_DISABLED`` turns telemetry off."""
+    """Each service's and the gateway's scrape endpoint on loopback (issue 15):
+    ``TOKENRY_METRICS_LISTEN`` for its environment. None when ``OTEL_SDK_DISABLED`` turns
+    telemetry off."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() in ("true", "1", "yes"):
         return {}
     return {
@@ -401,7 +402,7 @@ def metrics_listen(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
                 f"127.0.0.1:{_port_or_free(METRICS_PORT + METRICS_STRIDE * i)}"
             )
         }
-        for i, name in enumerate(SERVICES)
+        for i, name in enumerate((*SERVICES, "gateway"))
     }
 
 
