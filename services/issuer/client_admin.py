@@ -43,6 +43,10 @@ from tokenry.store.revocations import RevocationStore
 log = logging.getLogger(__name__)
 
 MAX_REASON = 200
+#: what UpdateClient may change: nothing an issued token depends on
+UPDATABLE = frozenset(
+    {"description", "redirect_uris", "web_origins", "first_party", "post_logout_redirect_uris"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,29 @@ class ClientAdmin:
         client = await self._store.get_client(client_id) if len(client_id) <= 255 else None
         if client is None:
             raise NotFound(f"no client {client_id[:64]!r}")
+        return client
+
+    async def update(self, caller: Client, client_id: str, changes: dict[str, object]) -> Client:
+        """Change a registration in place, with its ``clients.updated`` event (caches drop it).
+
+        Only fields no issued token depends on (``UPDATABLE``): the browser attributes of
+        docs/gateway.md, the redirect URIs (codes already issued keep theirs) and the
+        description."""
+        self.require_admin(caller)
+        if not set(changes) <= UPDATABLE:
+            raise InvalidRequest(f"only {', '.join(sorted(UPDATABLE))} can be updated")
+        current = await self.get(caller, client_id)
+        client = replace(current, **changes)  # type: ignore[arg-type]
+        validate_registration(client, registrar_is_admin=caller.is_admin)
+        event = codec.client_event(
+            self._subjects,
+            codec.ClientChanged(client_id, codec.CLIENT_UPDATED),
+            self._clock.now(),
+        )
+        if not await self._store.update(client, event):
+            raise NotFound(f"no client {client_id[:64]!r}")
+        self._cache.invalidate(client_id)
+        log.info("client %s updated by %s: %s", client_id, caller.client_id, sorted(changes))
         return client
 
     async def list(self, caller: Client) -> list[Client]:

@@ -264,6 +264,24 @@ class ClientsServicer(clients_pb2_grpc.ClientsServicer):
             clients=[client_info(c) for c in await admin.list(caller)]
         )
 
+    async def UpdateClient(
+        self, request: clients_pb2.UpdateClientRequest, context: Context
+    ) -> clients_pb2.ClientInfo:
+        admin, caller = await self._caller(context)
+        info = request.client
+        changes = {
+            "description": info.description,
+            "redirect_uris": tuple(info.redirect_uris),
+            "web_origins": tuple(info.web_origins),
+            "first_party": info.first_party,
+            "post_logout_redirect_uris": tuple(info.post_logout_redirect_uris),
+        }
+        unknown = set(request.update_mask) - set(changes)
+        if unknown:
+            raise InvalidRequest(f"update_mask: {sorted(unknown)[0][:40]!r} cannot be updated")
+        wanted = {name: changes[name] for name in request.update_mask}
+        return client_info(await admin.update(caller, info.client_id, wanted))
+
     async def DeleteClient(
         self, request: clients_pb2.DeleteClientRequest, context: Context
     ) -> clients_pb2.DeleteClientResponse:

@@ -4,7 +4,10 @@ TOKENRY_LOGIN_URL (an external login app) and RP-initiated logout."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -12,7 +15,9 @@ import grpc
 import httpx
 import jwt
 import pytest
+from typer.testing import CliRunner
 
+from tokenry.cli.main import app as cli_app
 from tokenry.core.clients import AUTHORIZATION_CODE, PUBLIC, Client, validate_registration
 from tokenry.core.errors import InvalidRequest
 from tokenry.servicekit.config import Settings
@@ -163,39 +168,104 @@ async def test_cors_answers_only_the_clients_own_origins(
 
 
 async def test_registration_carries_origins_first_party_and_logout_uris(
-    settings: Settings, pool: asyncpg.Pool
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     async with gateway_suite(settings, pool, services=("keyrotator", "issuer")) as g:
-        stub = clients_pb2_grpc.ClientsStub(g.suite.channel("issuer"))
-        admin = [("authorization", basic("admin", g.secrets["admin"]))]
-        info = clients_pb2.ClientInfo(
-            client_id="console",
-            grant_types=["authorization_code"],
-            redirect_uris=["https://console.test/cb"],
-            scopes=["openid"],
-            audiences=["api"],
-            web_origins=["https://console.test", "http://127.0.0.1:5173"],
-            first_party=True,
-            post_logout_redirect_uris=["https://console.test/bye"],
-        )
-        await stub.CreateClient(clients_pb2.CreateClientRequest(client=info), metadata=admin)
-        got = await stub.GetClient(
-            clients_pb2.GetClientRequest(client_id="console"), metadata=admin
-        )
-        assert list(got.web_origins) == ["https://console.test", "http://127.0.0.1:5173"]
-        assert got.first_party is True
-        assert list(got.post_logout_redirect_uris) == ["https://console.test/bye"]
+        env = {
+            "TOKENRY_HOME": str(tmp_path),
+            "TOKENRY_ISSUER_ADDR": g.suite.addrs["issuer"],
+            "TOKENRY_CLIENT_ID": "admin",
+            "TOKENRY_CLIENT_SECRET": g.secrets["admin"],
+        }
+
+        async def cli(*args: str) -> Any:
+            # The CLI is synchronous gRPC: run it off the loop that serves the issuer.
+            return await asyncio.to_thread(CliRunner().invoke, cli_app, list(args), env=env)
+
+        made = await cli(
+            "client", "create", "console", "--grant", "authorization_code",
+            "--redirect-uri", "https://console.test/cb", "--scope", "openid",
+            "--audience", "api", "--web-origin", "https://console.test",
+            "--web-origin", "http://127.0.0.1:5173", "--first-party",
+            "--post-logout-redirect-uri", "https://console.test/bye",
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        shown = json.loads(made.stdout)
+        assert shown["web_origins"] == ["https://console.test", "http://127.0.0.1:5173"]
+        assert shown["first_party"] is True
+        assert shown["post_logout_redirect_uris"] == ["https://console.test/bye"]
         # exact origins only: a wildcard, a path, an upper-case host, http off loopback
         for bad in ("https://*.console.test", "https://console.test/", "https://Console.test",
-                    "http://console.test", "null"):  # fmt: skip
-            info.client_id = "bad-origin"
-            del info.web_origins[:]
-            info.web_origins.append(bad)
+                    "http://console.test", "https://console.test:443", "null"):  # fmt: skip
+            refused = await cli(
+                "client", "create", "bad-origin", "--grant", "authorization_code",
+                "--redirect-uri", "https://console.test/cb", "--audience", "api",
+                "--web-origin", bad,
+            )  # fmt: skip
+            assert refused.exit_code == 2 and "web origin" in refused.output, (bad, refused.output)
+
+        # update in place: the running gateway follows the clients.updated event (its cached
+        # copy of the client is dropped)
+        secret = shown["client_secret"]
+
+        async def token_from(origin: str) -> httpx.Response:
+            return await g.http.post(
+                "/oauth2/token",
+                data={"grant_type": "client_credentials"},  # not its grant: an error, readable
+                auth=httpx.BasicAuth("console", secret),
+                headers={"origin": origin},
+            )
+
+        before = await token_from("https://console.test")
+        assert before.headers["access-control-allow-origin"] == "https://console.test"
+        pre = await g.http.options("/oauth2/token", headers=preflight("https://new.test"))
+        assert "access-control-allow-origin" not in pre.headers
+        changed = await cli(
+            "client", "update", "console", "--web-origin", "https://new.test", "--third-party",
+            "--no-post-logout-redirect-uris",
+        )  # fmt: skip
+        assert changed.exit_code == 0, changed.output
+        after = json.loads(changed.stdout)
+        assert after["web_origins"] == ["https://new.test"] and after["first_party"] is False
+        assert after["post_logout_redirect_uris"] == []
+        assert after["redirect_uris"] == ["https://console.test/cb"]  # untouched
+        seq = await pool.fetchval("SELECT max(seq) FROM outbox")
+        await asyncio.wait_for(g.applied.reached(seq), 10)
+        pre = await g.http.options("/oauth2/token", headers=preflight("https://new.test"))
+        assert pre.headers["access-control-allow-origin"] == "https://new.test"
+        assert (await token_from("https://new.test")).headers["access-control-allow-origin"]
+        assert (
+            "access-control-allow-origin" not in (await token_from("https://console.test")).headers
+        )
+        page = await g.http.get(
+            authorize_url(client_id="console", redirect_uri="https://console.test/cb",
+                          scope="openid", prompt="none")
+        )  # fmt: skip
+        assert query(page.headers["location"])["error"] == "login_required"
+        # what an issued token depends on cannot be updated; an unknown client is not found
+        stub = clients_pb2_grpc.ClientsStub(g.suite.channel("issuer"))
+        admin = [("authorization", basic("admin", g.secrets["admin"]))]
+        for request, code in (
+            (
+                clients_pb2.UpdateClientRequest(
+                    client=clients_pb2.ClientInfo(client_id="console", scopes=["x"]),
+                    update_mask=["scopes"],
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            (
+                clients_pb2.UpdateClientRequest(
+                    client=clients_pb2.ClientInfo(client_id="nobody", first_party=True),
+                    update_mask=["first_party"],
+                ),
+                grpc.StatusCode.NOT_FOUND,
+            ),
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.CreateClient(
-                    clients_pb2.CreateClientRequest(client=info), metadata=admin
-                )
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+                await stub.UpdateClient(request, metadata=admin)
+            assert err.value.code() == code
+        nothing = await cli("client", "update", "console")
+        assert nothing.exit_code == 2
     # RFC 8252 §8.6: no consent skipped for a public client whose codes a loopback listener
     # or a custom scheme could catch
     for uri in ("http://127.0.0.1/cb", "com.example.app:/cb"):

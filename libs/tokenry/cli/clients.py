@@ -1,4 +1,4 @@
-"""`tokenry client create | list | show | delete`: the client registry (docs/spec.md §6).
+"""`tokenry client create | update | list | show | delete`: the client registry (docs/spec.md §6).
 
 Every subcommand calls the issuer's admin API as an admin client, except
 ``tokenry client create --bootstrap-admin``, which writes the first admin client straight into
@@ -244,6 +244,80 @@ def create(  # noqa: PLR0917 - typer maps one parameter per option
     if resp.client_secret:
         out["client_secret"] = resp.client_secret
     typer.echo(json.dumps(out, indent=2))
+
+
+@app.command("update")
+def update(  # noqa: PLR0917 - typer maps one parameter per option
+    ctx: typer.Context,
+    client_id: Annotated[str, typer.Argument(help="The client's id")],
+    web_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Browser origin allowed by CORS (repeatable; replaces the list)"),
+    ] = None,
+    no_web_origins: Annotated[
+        bool, typer.Option("--no-web-origins", help="Remove every web origin")
+    ] = False,
+    first_party: Annotated[
+        bool | None,
+        typer.Option("--first-party/--third-party", help="Skip the consent page, or ask again"),
+    ] = None,
+    post_logout_redirect_uri: Annotated[
+        list[str] | None,
+        typer.Option(help="Exact URI /oauth2/logout may return to (repeatable; replaces)"),
+    ] = None,
+    no_post_logout_redirect_uris: Annotated[
+        bool,
+        typer.Option("--no-post-logout-redirect-uris", help="Remove every post-logout URI"),
+    ] = False,
+    redirect_uri: Annotated[
+        list[str] | None, typer.Option(help="Exact redirect URI (repeatable; replaces the list)")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="Free text")] = None,
+    admin_client_id: AdminClientId = None,
+    admin_client_secret: AdminClientSecret = None,
+    client_secret_file: ClientSecretFile = None,
+) -> None:
+    """Change a registration in place: only the options given (prints it as JSON).
+
+    Only what no issued token depends on: web origins, first-party, post-logout URIs, redirect
+    URIs, description.
+    """
+    from tokenry.v1 import clients_pb2, clients_pb2_grpc
+
+    if (web_origin and no_web_origins) or (
+        post_logout_redirect_uri and no_post_logout_redirect_uris
+    ):
+        raise fail("give a list or its --no-… option, not both", USAGE)
+    info = clients_pb2.ClientInfo(client_id=client_id)
+    mask: list[str] = []
+    if web_origin or no_web_origins:
+        info.web_origins.extend(web_origin or [])
+        mask.append("web_origins")
+    if post_logout_redirect_uri or no_post_logout_redirect_uris:
+        info.post_logout_redirect_uris.extend(post_logout_redirect_uri or [])
+        mask.append("post_logout_redirect_uris")
+    if redirect_uri:
+        info.redirect_uris.extend(redirect_uri)
+        mask.append("redirect_uris")
+    if first_party is not None:
+        info.first_party = first_party
+        mask.append("first_party")
+    if description is not None:
+        info.description = description
+        mask.append("description")
+    if not mask:
+        raise fail("nothing to change: give at least one option (see --help)", USAGE)
+    found = stack(ctx)
+    metadata = _metadata(found, admin_client_id, admin_client_secret, client_secret_file)
+
+    def go(channel: grpc.Channel) -> Any:
+        return clients_pb2_grpc.ClientsStub(channel).UpdateClient(
+            clients_pb2.UpdateClientRequest(client=info, update_mask=mask),
+            metadata=metadata,
+            timeout=10,
+        )
+
+    typer.echo(json.dumps(_info_dict(call(found.addr("issuer"), go, hint=found.hint())), indent=2))
 
 
 @app.command("list")

@@ -196,6 +196,21 @@ class ClientStore:
                 await idempotency.record(conn, *idem)
             return None
 
+    async def update(self, client: Client, event: OutboxEvent) -> bool:
+        """Replace a registration's fields (not its id or secret) with its ``clients.updated``
+        event, in one transaction; False when there is no such client (nothing written)."""
+        args = _args(client)
+        async with self._pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(
+                f"UPDATE clients SET ({_COLUMNS}) = ({_VALUES}), updated_at = now()"  # noqa: S608
+                " WHERE client_id = $1 RETURNING client_id",
+                *args,
+            )
+            if found is None:
+                return False
+            await append(conn, event)
+        return True
+
     async def has_web_origin(self, origin: str) -> bool:
         """Whether some client registered this browser origin (the gateway's CORS preflight)."""
         found = await self._pool.fetchval(

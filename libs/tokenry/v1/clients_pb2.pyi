@@ -81,6 +81,14 @@ class ListClientsResponse(_message.Message):
     clients: _containers.RepeatedCompositeFieldContainer[ClientInfo]
     def __init__(self, clients: _Optional[_Iterable[_Union[ClientInfo, _Mapping]]] = ...) -> None: ...
 
+class UpdateClientRequest(_message.Message):
+    __slots__ = ("client", "update_mask")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    client: ClientInfo
+    update_mask: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client: _Optional[_Union[ClientInfo, _Mapping]] = ..., update_mask: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class DeleteClientRequest(_message.Message):
     __slots__ = ("client_id", "reason", "request_id")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]

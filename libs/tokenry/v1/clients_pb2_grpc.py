@@ -58,6 +58,11 @@ class ClientsStub:
                 request_serializer=tokenry_dot_v1_dot_clients__pb2.DeleteClientRequest.SerializeToString,
                 response_deserializer=tokenry_dot_v1_dot_clients__pb2.DeleteClientResponse.FromString,
                 _registered_method=True)
+        self.UpdateClient = channel.unary_unary(
+                '/tokenry.v1.Clients/UpdateClient',
+                request_serializer=tokenry_dot_v1_dot_clients__pb2.UpdateClientRequest.SerializeToString,
+                response_deserializer=tokenry_dot_v1_dot_clients__pb2.ClientInfo.FromString,
+                _registered_method=True)
 
 
 class ClientsServicer:
@@ -93,6 +98,14 @@ class ClientsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateClient(self, request, context):
+        """Changes the fields of a registration named in update_mask, in place (admin only): the
+        ones that touch no issued token (docs/gateway.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClientsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +128,11 @@ def add_ClientsServicer_to_server(servicer, server):
                     servicer.DeleteClient,
                     request_deserializer=tokenry_dot_v1_dot_clients__pb2.DeleteClientRequest.FromString,
                     response_serializer=tokenry_dot_v1_dot_clients__pb2.DeleteClientResponse.SerializeToString,
+            ),
+            'UpdateClient': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateClient,
+                    request_deserializer=tokenry_dot_v1_dot_clients__pb2.UpdateClientRequest.FromString,
+                    response_serializer=tokenry_dot_v1_dot_clients__pb2.ClientInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +246,33 @@ class Clients:
             '/tokenry.v1.Clients/DeleteClient',
             tokenry_dot_v1_dot_clients__pb2.DeleteClientRequest.SerializeToString,
             tokenry_dot_v1_dot_clients__pb2.DeleteClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateClient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenry.v1.Clients/UpdateClient',
+            tokenry_dot_v1_dot_clients__pb2.UpdateClientRequest.SerializeToString,
+            tokenry_dot_v1_dot_clients__pb2.ClientInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class ClientsStub:
     ListClients: _grpc.UnaryUnaryMultiCallable[_clients_pb2.ListClientsRequest, _clients_pb2.ListClientsResponse]
     DeleteClient: _grpc.UnaryUnaryMultiCallable[_clients_pb2.DeleteClientRequest, _clients_pb2.DeleteClientResponse]
     """Deletes the client and revokes every token issued to it (a client revocation)."""
+    UpdateClient: _grpc.UnaryUnaryMultiCallable[_clients_pb2.UpdateClientRequest, _clients_pb2.ClientInfo]
+    """Changes the fields of a registration named in update_mask, in place (admin only): the
+    ones that touch no issued token (docs/gateway.md).
+    """
 
 @_typing.type_check_only
 class ClientsAsyncStub(ClientsStub):
@@ -62,6 +66,10 @@ class ClientsAsyncStub(ClientsStub):
     ListClients: _aio.UnaryUnaryMultiCallable[_clients_pb2.ListClientsRequest, _clients_pb2.ListClientsResponse]  # type: ignore[assignment]
     DeleteClient: _aio.UnaryUnaryMultiCallable[_clients_pb2.DeleteClientRequest, _clients_pb2.DeleteClientResponse]  # type: ignore[assignment]
     """Deletes the client and revokes every token issued to it (a client revocation)."""
+    UpdateClient: _aio.UnaryUnaryMultiCallable[_clients_pb2.UpdateClientRequest, _clients_pb2.ClientInfo]  # type: ignore[assignment]
+    """Changes the fields of a registration named in update_mask, in place (admin only): the
+    ones that touch no issued token (docs/gateway.md).
+    """
 
 class ClientsServicer(metaclass=_abc_1.ABCMeta):
     """The client registry's admin API, served by the issuer. Every call needs a caller
@@ -100,5 +108,15 @@ class ClientsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_clients_pb2.DeleteClientResponse, _abc.Awaitable[_clients_pb2.DeleteClientResponse]]:
         """Deletes the client and revokes every token issued to it (a client revocation)."""
+
+    @_abc_1.abstractmethod
+    def UpdateClient(
+        self,
+        request: _clients_pb2.UpdateClientRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clients_pb2.ClientInfo, _abc.Awaitable[_clients_pb2.ClientInfo]]:
+        """Changes the fields of a registration named in update_mask, in place (admin only): the
+        ones that touch no issued token (docs/gateway.md).
+        """
 
 def add_ClientsServicer_to_server(servicer: ClientsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
