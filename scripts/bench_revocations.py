@@ -14,6 +14,11 @@ group-committed insert, reaches 0.57 ×).
 ``--request-ids`` adds a third kind: each revocation carries its own request_id, so its
 idempotency record is written in the same transaction.
 
+``--group-commit`` measures the write path alone, without gRPC or the service: 16 and 64
+coroutines calling the service's own recorder (``PgRevocationRecorder``: group commit of the
+revocation, its outbox row and event) in a loop against the same durable PostgreSQL, in one
+process pinned to the server core. It says how far the database side is from being the limit.
+
 ``--profile FILE`` runs the revocation service under cProfile (one run of ``--seconds`` at
 c=64, no echo) and writes the stats to FILE (``python -m pstats FILE``).
 
@@ -78,11 +83,7 @@ class Stack:
 
 
 async def _register_admin(dsn: str, pepper: Pepper, secret: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+    await _migrate(dsn)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         await ClientStore(pool).upsert(
@@ -193,6 +194,76 @@ async def _check(dsn: str) -> dict[str, int]:
             " (SELECT min(seq) FROM outbox) AS first, (SELECT max(seq) FROM outbox) AS last"
         )
         return dict(row)
+    finally:
+        await conn.close()
+
+
+async def _group_commit_rate(dsn: str, concurrency: int, seconds: float) -> float:
+    """Revocations/s through PgRevocationRecorder alone (no gRPC, no authentication)."""
+    from functools import partial
+
+    from tokenry.bus import codec
+    from tokenry.bus.codec import Subjects
+    from tokenry.core.clock import SystemClock
+    from tokenry.core.revocations import Revocation, RevocationKind
+    from tokenry.flows.revocation import RevocationWrite
+    from tokenry.store.revocation_recorder import PgRevocationRecorder
+    from tokenry.store.revocations import RevocationStore
+
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
+    recorder = PgRevocationRecorder(
+        RevocationStore(pool), partial(codec.revocation_event, Subjects()), SystemClock()
+    )
+    done = 0
+    tag = secrets.token_hex(4)
+    stop = time.monotonic() + seconds
+
+    async def worker(index: int) -> None:
+        nonlocal done
+        n = 0
+        while time.monotonic() < stop:
+            now = time.time()
+            rev = Revocation(RevocationKind.JTI, f"{tag}-{index}-{n}", 0, int(now) + 600)
+            await recorder.record(
+                RevocationWrite(rev, CLIENT_ID, now, None, True, None, None, False)
+            )
+            n += 1
+            done += 1
+
+    started = time.monotonic()
+    try:
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    finally:
+        await pool.close()
+    return done / (time.monotonic() - started)
+
+
+def group_commit(args: argparse.Namespace) -> None:
+    """``--group-commit``: the write path's own rate (see the module docstring)."""
+    tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
+    pg = EmbeddedPostgres(tmp / "pg")  # durable: fsync on
+    os.sched_setaffinity(0, [sorted(os.sched_getaffinity(0))[0]])
+    try:
+        pg.start()
+        asyncio.run(_migrate(pg.dsn()))
+        rates: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
+        for rnd in range(args.rounds):
+            for concurrency in CONCURRENCY:
+                rate = asyncio.run(_group_commit_rate(pg.dsn(), concurrency, args.seconds))
+                rates[concurrency].append(rate)
+                print(f"round {rnd + 1} c={concurrency:<2} recorder {rate:8.0f}/s", flush=True)
+        for concurrency, values in rates.items():
+            median = statistics.median(values)
+            print(f"c={concurrency}: median {median:.0f}/s (load {os.getloadavg()[0]:.1f})")
+    finally:
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _migrate(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
     finally:
         await conn.close()
 
@@ -347,12 +418,18 @@ def main() -> int:
         help="also measure revocations that carry a request_id (idempotency record)",
     )
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the service")
+    parser.add_argument(
+        "--group-commit", action="store_true", help="the recorder alone: no gRPC, no service"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     add_event_loop_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds = 2.0, 2
     use_event_loop(args)
+    if args.group_commit:
+        group_commit(args)
+        return 0
     results = run(args)
     if args.profile:
         print(f"profile: {args.profile} (python -m pstats)")
