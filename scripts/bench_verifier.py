@@ -966,10 +966,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "verifier.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     complete = all(f"first_sight_{a}" in results for a in ("ES256", "EdDSA"))
-    plotted = complete and "cache_hit" in results and "rpc" in results
-    plotted = plotted and plot(results, args.out / "verifier.png")
+    complete = complete and "cache_hit" in results and "rpc" in results
+    plotted = complete and plot(results, args.out / "verifier.png")
     print(f"\nraw samples: {args.out / 'verifier.json'}")
-    print(f"plot: {args.out / 'verifier.png'}" if plotted else "plot: skipped (no matplotlib)")
+    if plotted:
+        print(f"plot: {args.out / 'verifier.png'}")
+    else:
+        print("plot: skipped (" + ("no matplotlib" if complete else "not every section ran") + ")")
 
 
 if __name__ == "__main__":
