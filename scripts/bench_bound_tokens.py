@@ -12,8 +12,11 @@ process (all threads, nanoseconds), asked through a public control method before
 over N calls at concurrency C with one token; the order of the variants rotates every round.
 The table gives medians over rounds, the median of the per-round ratios and their range.
 
+``--instructions N`` counts instead the server's instructions per RPC under callgrind (a server
+process per variant, minus one that served nothing): the load-independent figure.
+
 Run: ``.venv/bin/python scripts/bench_bound_tokens.py [--quick] [--rounds R] [--calls N]
-[--out docs/benchmarks]``.
+[--out docs/benchmarks] [--instructions N]``.
 """
 
 from __future__ import annotations
@@ -210,6 +213,63 @@ def summary(samples: dict[str, list[float]]) -> dict[str, Any]:
     return out
 
 
+def server_instructions(folder: Path, token: str, calls: int) -> int:
+    """Instructions the server process executes (callgrind ``totals``) from start to exit, having
+    served ``calls`` calls with ``token`` over one mTLS channel (none when ``calls`` is 0)."""
+    import re
+    import signal
+
+    out = folder / f"callgrind.{calls}.{len(token)}.out"
+    child = subprocess.Popen(
+        [
+            *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
+            *(sys.executable, __file__, "--serve", str(folder)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+
+        async def run() -> None:
+            from tokenry.tls import ClientTls
+
+            tls = ClientTls(folder / "ca.pem", folder / "client.pem", folder / "client-key.pem")
+            async with tls.aio_channel(f"127.0.0.1:{port}") as channel:
+                if calls:
+                    await drive(channel, token, calls, 8)
+
+        asyncio.run(run())
+    finally:
+        child.send_signal(signal.SIGTERM)  # callgrind writes its totals on the way out
+        child.wait(timeout=120)
+    found = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
+    assert found is not None
+    return int(found.group(1))
+
+
+def count_instructions(calls: int) -> dict[str, float]:
+    """Server instructions per RPC, unbound and bound: each run minus a run that served none."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        tokens = prepare(folder)
+        idle = server_instructions(folder, tokens["unbound"], 0)
+        per_rpc = {
+            name: (server_instructions(folder, tokens[name], calls) - idle) / calls
+            for name in ("unbound", "bound")
+        }
+    per_rpc["ratio"] = per_rpc["bound"] / per_rpc["unbound"]
+    print(
+        f"server instructions per RPC (callgrind, {calls} calls): "
+        f"unbound {per_rpc['unbound']:,.0f}, bound {per_rpc['bound']:,.0f}, "
+        f"ratio {per_rpc['ratio']:.3f}"
+    )
+    return per_rpc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -217,10 +277,21 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=None, help="calls per sample")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: count the server's instructions per RPC under callgrind (N calls per "
+        "variant; needs valgrind; ≈ 1 minute per 1,000 calls)",
+    )
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
+        return
+    if args.instructions:
+        count_instructions(args.instructions)
         return
     rounds, calls = (5, 2000) if args.quick else (15, 4000)
     rounds = args.rounds or rounds
