@@ -89,6 +89,8 @@ BAD_INPUTS = [
     (("keys", "list"), {}, UNREACHABLE),
     (("keys", "rotate"), {}, UNREACHABLE),
     (("keys", "revoke", "kid-1"), {}, UNREACHABLE),
+    # An RFC 7638 thumbprint kid may start with '-': it is the kid, not an unknown option.
+    (("keys", "revoke", "-3xQ_thumbprint"), {}, UNREACHABLE),
     (("jwks",), {}, UNREACHABLE),
     (("client", "list"), {}, UNREACHABLE),
     (("client", "show", "x"), {}, UNREACHABLE),

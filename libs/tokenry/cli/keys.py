@@ -165,7 +165,9 @@ def rotate(  # noqa: PLR0917 - typer maps one parameter per option
     )
 
 
-@app.command()
+# An RFC 7638 thumbprint kid is base64url and may start with '-': such an argument is the kid,
+# not an unknown option (known options still parse as options).
+@app.command(context_settings={"ignore_unknown_options": True})
 def revoke(  # noqa: PLR0917 - typer maps one parameter per option
     ctx: typer.Context,
     kid: Annotated[str, typer.Argument(help="The kid of the key to revoke")],
