@@ -107,6 +107,9 @@ class GatewayOptions:
     login_url: str | None = None
     #: how long a sign-in is remembered (seconds; services/gateway/sessions.py)
     session_ttl: int = DEFAULT_SESSION_TTL
+    #: the header a trusted proxy in front puts the client's address in (the failure limiters'
+    #: and the login throttle's key); None: TOKENRY_TRUSTED_PROXY_HEADER; "": the TCP peer
+    trusted_proxy_header: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,8 +134,9 @@ class Gateway:
             loop="none",  # the caller's loop (asyncio or uvloop, chosen by the runner)
             lifespan="on",
             access_log=False,
-            # X-Forwarded-* are not trusted: the client address (login throttling) is the TCP
-            # peer. This also drops a middleware from every request.
+            # uvicorn's own X-Forwarded-* rewriting is off: the limiters' client address is the
+            # TCP peer, or TOKENRY_TRUSTED_PROXY_HEADER when set (routes.peer_of). This also
+            # drops a middleware from every request.
             proxy_headers=False,
             log_config=None,
             server_header=False,
@@ -191,7 +195,12 @@ def build(
     clock = clock or SystemClock()
     options = options or GatewayOptions()
     holder = ApiHolder()
-    routes = Routes(holder, urlsplit(settings.issuer_url).path)
+    proxy = (
+        options.trusted_proxy_header
+        if options.trusted_proxy_header is not None
+        else _variable(v.TRUSTED_PROXY_HEADER)
+    )
+    routes = Routes(holder, urlsplit(settings.issuer_url).path, proxy)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -222,7 +231,7 @@ def build(
     login_url = options.login_url if options.login_url is not None else _login_url()
     # The cookie is Secure on HTTPS requests, and on every request when TLS terminates in front.
     secure = settings.tls.terminated_in_front
-    login = LoginApp(holder, users, secure_cookies=secure, login_url=login_url)
+    login = LoginApp(holder, users, secure_cookies=secure, login_url=login_url, proxy_header=proxy)
     logout = LogoutApp(holder, login, secure_cookies=secure)
     app = Starlette(routes=[*routes.routes(), *login.routes(), *logout.routes()], lifespan=lifespan)
     # The token, introspection and revocation POSTs skip Starlette's routing and middleware.
@@ -401,6 +410,13 @@ def _login_url() -> str:
     url = reader.get(v.LOGIN_URL)
     reader.check()
     return url or ""
+
+
+def _variable(var: v.Var[str]) -> str:
+    reader = Reader()
+    value = reader.get(var)
+    reader.check()
+    return value or ""
 
 
 def _users_file() -> Path | None:

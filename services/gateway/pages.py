@@ -32,7 +32,13 @@ from tokenry.core.authorize import AuthorizationRequest, add_query
 from tokenry.core.clients import LOGIN_SCOPE, Client
 from tokenry.core.errors import InvalidRequest, OAuthError
 from tokenry.flows import AuthorizeOutcome, Completion
-from tokenry.services.gateway.routes import ApiHolder, GatewayApi, read_form, refuse_query_token
+from tokenry.services.gateway.routes import (
+    ApiHolder,
+    GatewayApi,
+    peer_of,
+    read_form,
+    refuse_query_token,
+)
 from tokenry.services.gateway.sessions import LoginSession
 from tokenry.services.gateway.ui import (
     CSS_PATH,
@@ -92,8 +98,11 @@ class LoginApp:
         throttle: LoginThrottle | None = None,
         key: bytes | None = None,
         login_url: str = "",
+        proxy_header: str = "",
     ) -> None:
         self._holder = holder
+        #: TOKENRY_TRUSTED_PROXY_HEADER: the throttle's address (routes.peer_of)
+        self._proxy = proxy_header.strip().lower().encode("latin-1")
         self._users = users
         self._secure = secure_cookies
         self._throttle = throttle or LoginThrottle()
@@ -233,7 +242,7 @@ class LoginApp:
             return error_page(exc.description)
         username = _one(form, "username")
         password = _one(form, "password")
-        address = request.client.host if request.client else "?"
+        address = peer_of(request.scope, self._proxy) or "?"
         user_key, addr_key = f"u:{username}", f"a:{address}"
         if not self._throttle.allowed(user_key, addr_key):
             return self._login_page(

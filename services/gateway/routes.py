@@ -24,7 +24,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tokenry.core.clientauth import BasicHeader, ClientLookup, credentials_from, parse_basic
+from tokenry.core.clientauth import (
+    BasicHeader,
+    ClientLookup,
+    credentials_from,
+    parse_basic,
+    peer_from,
+    request_peer,
+)
 from tokenry.core.errors import (
     InsufficientScope,
     InvalidClient,
@@ -45,7 +52,7 @@ from tokenry.services.gateway.sessions import LoginSessions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ApiHolder", "Call", "FastPath", "GatewayApi", "Jwks", "Routes"]
+__all__ = ["ApiHolder", "Call", "FastPath", "GatewayApi", "Jwks", "Routes", "peer_of"]
 
 #: Largest form body accepted (a client assertion or a token is at most 8 KiB).
 MAX_BODY = 64 * 1024
@@ -137,6 +144,10 @@ def error_response(exc: OAuthError) -> Response:
     headers = dict(_NO_STORE)
     if status == 401:
         headers["www-authenticate"] = 'Basic realm="tokenry", charset="UTF-8"'
+        # A failure the limiter held back carries its retry hint (issue 13 item 8).
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int) and retry_after > 0:
+            headers["retry-after"] = str(retry_after)
     elif status == 503:
         headers["retry-after"] = "1"
     body = {"error": exc.error, "error_description": exc.description}
@@ -197,6 +208,23 @@ class Call(NamedTuple):
     content_length: str | None
     authorization: str | None
     body: bytes
+    #: the client's address for the failure limiter (:func:`peer_of`)
+    peer: str = ""
+
+
+def peer_of(scope: Any, proxy_header: bytes = b"") -> str:
+    """The address the failure limiters key on (issue 13 item 8): the TCP peer from the ASGI
+    scope, or, only when ``TOKENRY_TRUSTED_PROXY_HEADER`` names a header (``proxy_header``,
+    lower case), the address the trusted proxy appended to it (the rightmost entry:
+    :func:`tokenry.core.clientauth.peer_from`). Without the setting any such header is ignored,
+    so a client cannot choose its own key."""
+    client = scope.get("client")
+    transport = str(client[0]) if client else ""
+    forwarded = None
+    if proxy_header:
+        values = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == proxy_header]
+        forwarded = ",".join(values) if values else None
+    return peer_from(transport, forwarded, trusted=bool(proxy_header))
 
 
 async def read_call(request: Request) -> Call:
@@ -340,8 +368,10 @@ def introspection_body(answer: Introspection) -> bytes:
 
 
 class Routes:
-    def __init__(self, holder: ApiHolder, issuer_path: str = "") -> None:
+    def __init__(self, holder: ApiHolder, issuer_path: str = "", proxy_header: str = "") -> None:
         self._holder = holder
+        #: TOKENRY_TRUSTED_PROXY_HEADER (lower case), b"" when unset: see :func:`peer_of`
+        self.proxy_header = proxy_header.strip().lower().encode("latin-1")
         # An issuer with a path (https://host/tenant) also serves the path-inserted RFC 8414
         # metadata (§3.1) and the path-appended OIDC one (Discovery §4).
         self._issuer_path = issuer_path.rstrip("/")
@@ -403,6 +433,9 @@ class Routes:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Run one form endpoint: (status, headers, body); errors as in :func:`guarded`.
         ``origin``: the request's ``Origin`` header, answered per client (cors.py)."""
+        # The failure limiters of the flows key on this peer (tokenry.core.clientauth); each
+        # request runs in its own task, so the value is this request's.
+        request_peer.set(call.peer)
         try:
             body = await endpoint(self._holder.get(), call)
         except Exception as exc:
@@ -489,7 +522,7 @@ class Routes:
     async def _starlette(
         self, endpoint: Callable[[GatewayApi, Call], Awaitable[bytes]], request: Request
     ) -> Response:
-        call = await read_call(request)
+        call = (await read_call(request))._replace(peer=peer_of(request.scope, self.proxy_header))
         origin = request.headers.get("origin", "")
         if endpoint == self.introspection_endpoint:
             origin = ""  # no CORS on introspection
@@ -604,6 +637,7 @@ class FastPath:
     def __init__(self, app: Any, routes: Routes) -> None:
         self._app = app
         self._answer = routes.answer
+        self._proxy = routes.proxy_header
         self._endpoints: dict[str, Callable[[GatewayApi, Call], Awaitable[bytes]]] = {
             m.TOKEN_PATH: routes.token_endpoint,
             m.INTROSPECT_PATH: routes.introspection_endpoint,
@@ -629,6 +663,8 @@ class FastPath:
         length: str | None = None
         authorization: str | None = None
         origin = ""
+        forwarded: list[str] = []
+        proxy = self._proxy
         for name, value in scope["headers"]:
             if name == b"content-type":
                 ctype = value.decode("latin-1")
@@ -638,6 +674,14 @@ class FastPath:
                 authorization = value.decode("latin-1")
             elif name == b"origin":
                 origin = value.decode("latin-1")
+            elif proxy and name == proxy:
+                forwarded.append(value.decode("latin-1"))
+        client = scope.get("client")
+        peer = peer_from(
+            str(client[0]) if client else "",
+            ",".join(forwarded) if forwarded else None,
+            trusted=bool(proxy),
+        )
         body = b""
         if length is None or (length.isdigit() and int(length) <= MAX_BODY):
             more = True
@@ -649,7 +693,7 @@ class FastPath:
                 more = message.get("more_body", False)
                 if len(body) > MAX_BODY:
                     break
-        call = Call(scope.get("query_string", b""), ctype, length, authorization, body)
+        call = Call(scope.get("query_string", b""), ctype, length, authorization, body, peer)
         if scope["path"] == m.INTROSPECT_PATH:
             origin = ""  # no CORS on introspection: resource servers call it, never browsers
         status, headers, out = await self._answer(endpoint, call, origin)
