@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import json
 import logging
 import sys
@@ -201,17 +202,15 @@ def feed_counts(rt: VerifierRuntime) -> dict[str, int]:
     }
 
 
-def use_grpc_default_backoff() -> None:
-    """gRPC's own reconnect backoff (1 s, x1.6 per failure, up to 120 s) on the verifiers'
-    channels instead of start_verifier's 0.1-2 s: the negative control of
-    test_faults_source.py. start_verifier takes no channel options, so this empties the
-    module constant it reads when it makes a channel; before that constant existed (2909f40)
-    the defaults applied anyway."""
-    try:
-        from tokenry.verifier import _runtime
-    except ImportError:
-        return
-    _runtime.CHANNEL_OPTIONS = ()  # type: ignore[assignment]
+def channel_options(grpc_default_backoff: bool) -> dict[str, Any]:
+    """start_verifier's keyword for gRPC's own reconnect backoff (1 s, x1.6 per failure, up to
+    120 s) instead of its 0.1-2 s: the negative control of test_faults_source.py. Versions
+    without the ``channel_options`` parameter (2909f40) used gRPC's defaults anyway."""
+    if not grpc_default_backoff:
+        return {}
+    if "channel_options" not in inspect.signature(start_verifier).parameters:
+        return {}
+    return {"channel_options": ()}
 
 
 def sync_settings(values: dict[str, float]) -> SyncSettings:
@@ -228,8 +227,6 @@ def write(obj: dict[str, Any]) -> None:
 
 async def main(cfg: ChildConfig) -> None:
     runtimes: dict[str, VerifierRuntime] = {}
-    if cfg.grpc_default_backoff:
-        use_grpc_default_backoff()
     jwks = StoreJwks(cfg.database_url)
 
     async def start(name: str) -> None:
@@ -244,6 +241,7 @@ async def main(cfg: ChildConfig) -> None:
             sync=sync_settings(cfg.sync),
             jwks_source=jwks,
             clock=OffsetClock(cfg.clock_offset) if cfg.clock_offset else None,
+            **channel_options(cfg.grpc_default_backoff),
         )
 
     async def started() -> None:

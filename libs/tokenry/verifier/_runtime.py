@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import inspect
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from nats.aio.client import Client as NatsClient
@@ -30,7 +31,7 @@ SWEEP_INTERVAL = 60.0
 # gRPC's default reconnect backoff grows to 120 s: a verifier whose snapshot source or key
 # rotator was down would reopen up to minutes after they came back. Its calls are rare and
 # cheap, so retry the connection briskly (capped at 2 s, well inside the staleness budget).
-CHANNEL_OPTIONS = (
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
@@ -103,15 +104,30 @@ class VerifierRuntime:
             await channel.close()
 
 
+def resolve_channel_options(
+    given: Sequence[tuple[str, Any]] | None,
+) -> tuple[tuple[str, Any], ...]:
+    """start_verifier's ``channel_options``: None means :data:`CHANNEL_OPTIONS`; anything else,
+    ``()`` included (gRPC's defaults), is used as given."""
+    if given is None:
+        return CHANNEL_OPTIONS
+    options = tuple(given)
+    for option in options:
+        if not (isinstance(option, tuple) and len(option) == 2 and isinstance(option[0], str)):
+            raise ValueError(f"channel_options: expected (name, value) pairs, got {option!r}")
+    return options
+
+
 def _channel(
-    addr: str, credentials: grpc.ChannelCredentials | None, auth: ControlPlaneAuth | None = None
+    addr: str,
+    credentials: grpc.ChannelCredentials | None,
+    auth: ControlPlaneAuth | None,
+    options: Sequence[tuple[str, Any]],
 ) -> grpc.aio.Channel:
     interceptors = control_plane_interceptors(auth)
     if credentials is None:
-        return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS, interceptors=interceptors)
-    return grpc.aio.secure_channel(
-        addr, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
-    )
+        return grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(addr, credentials, options=options, interceptors=interceptors)
 
 
 async def start_verifier(
@@ -132,6 +148,7 @@ async def start_verifier(
     channel_credentials: grpc.ChannelCredentials | None = None,
     nats_tls: ssl.SSLContext | None = None,
     client_auth: ControlPlaneAuth | None = None,
+    channel_options: Sequence[tuple[str, Any]] | None = None,
 ) -> VerifierRuntime:
     """Start a verifier for ``audience`` that trusts ``issuer``.
 
@@ -155,6 +172,9 @@ async def start_verifier(
         client_auth: the verifier's client (holding ``tokenry:verifier``) for the control plane,
             e.g. ``tokenry.client.ClientSecretBasic(id, secret)``; not needed when the mTLS
             certificate of ``channel_credentials`` names an allowed verifier (issue 13 item 3).
+        channel_options: gRPC channel arguments for the channels to the key rotator and the
+            revocation service; None: :data:`CHANNEL_OPTIONS` (reconnect backoff 0.1-2 s),
+            ``()``: gRPC's defaults (backoff up to 120 s; docs/verifier.md).
     """
     if not revocation_addr:
         # The stream is an accelerator, not the record (docs/spec.md §4.1): a verifier that can only
@@ -162,15 +182,16 @@ async def start_verifier(
         raise ValueError("start_verifier needs revocation_addr (the revocation service, host:port)")
     clock = clock or SystemClock()
     subjects = subjects or Subjects()
+    options = resolve_channel_options(channel_options)
     channels: list[grpc.aio.Channel] = []
     if jwks_source is None:
         if keyrotator_addr is None:
             raise ValueError("give keyrotator_addr or jwks_source")
-        channels.append(_channel(keyrotator_addr, channel_credentials, client_auth))
+        channels.append(_channel(keyrotator_addr, channel_credentials, client_auth, options))
         jwks_source = GrpcJwksSource(channels[0])
     jwks = JwksCache(jwks_source, clock)
     state = RevocationState(clock, staleness_budget=staleness_budget)
-    channels.append(_channel(revocation_addr, channel_credentials, client_auth))
+    channels.append(_channel(revocation_addr, channel_credentials, client_auth, options))
     snapshots = GrpcSnapshotSource(channels[-1])
     subscriber: list[EventSubscriber] = []
 
