@@ -128,7 +128,7 @@ def build(
                 revocations, partial(codec.revocation_event, settings.subjects)
             ),
             refresh_key=derivation_key(pepper.key),
-        refresh_grace=settings.refresh_grace,  # TOKENRY_REFRESH_GRACE (docs/flows.md §3)
+            refresh_grace=settings.refresh_grace,  # TOKENRY_REFRESH_GRACE (docs/flows.md §3)
             proven=ProvenSecrets(),
             mint_gate=gate.check,
         )
