@@ -61,7 +61,7 @@ from bench_issuance import (
 )
 
 from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
-from tokenry.core.clients import INTROSPECT_SCOPE, Client
+from tokenry.core.clients import ADMIN_SCOPE, INTROSPECT_SCOPE, Client
 from tokenry.core.keywrap import Kek
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.devstack.ports import free_tcp_port
@@ -89,19 +89,28 @@ class Stack:
     rs_secret: str
 
 
+# The introspector limits each caller to 1,000 calls/s per process (core.clientauth.CallerLimiter,
+# issue 13 item 8), below what one core serves here: the load's calls take turns over this many
+# resource servers. "demo-api" is the tokens' audience; the others see them through the admin
+# scope (core.introspection.may_see), which costs the server no more than the audience check.
+RESOURCE_SERVERS = ("demo-api", *(f"demo-api-{i}" for i in range(2, 9)))
+
+
 async def _register_rs(dsn: str, pepper: Pepper, secret: str) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
-        await ClientStore(pool).upsert(
-            Client(
-                client_id="demo-api",
-                secret_hash=hash_secret(pepper, secret),
-                pepper_id=pepper.id,
-                grant_types=frozenset({"client_credentials"}),
-                scopes=frozenset({INTROSPECT_SCOPE}),
-                audiences=("tokenry",),
+        for client_id in RESOURCE_SERVERS:
+            extra = frozenset() if client_id == "demo-api" else frozenset({ADMIN_SCOPE})
+            await ClientStore(pool).upsert(
+                Client(
+                    client_id=client_id,
+                    secret_hash=hash_secret(pepper, secret),
+                    pepper_id=pepper.id,
+                    grant_types=frozenset({"client_credentials"}),
+                    scopes=frozenset({INTROSPECT_SCOPE}) | extra,
+                    audiences=("tokenry",),
+                )
             )
-        )
     finally:
         await pool.close()
 
@@ -325,7 +334,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def echo_request() -> bytes:
             return introspector_pb2.IntrospectRequest(token=warm[0]).SerializeToString()
 
-        metadata = _basic("demo-api", st.rs_secret)
+        callers = [_basic(client_id, st.rs_secret) for client_id in RESOURCE_SERVERS]
+        turn = 0
+
+        def metadata() -> tuple[tuple[str, str], ...]:
+            nonlocal turn
+            turn += 1
+            return callers[turn % len(callers)]
+
         kinds: dict[str, tuple[str, str, Callable[[], bytes], psutil.Process]] = {
             "echo": (st.echo_addr, "/bench.Echo/Echo", echo_request, psutil.Process(st.echo.pid)),
             "warm": (

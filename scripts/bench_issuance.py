@@ -308,7 +308,7 @@ async def _load(
     addr: str,
     method: str,
     request: bytes | Callable[[], bytes],
-    metadata: tuple[tuple[str, str], ...],
+    metadata: tuple[tuple[str, str], ...] | Callable[[], tuple[tuple[str, str], ...]],
     concurrency: int,
     seconds: float,
     server: psutil.Process,
@@ -321,10 +321,12 @@ async def _load(
     calls: list[Any] = [ch.unary_unary(method) for ch in channels]
     # A fixed request, or a factory (e.g. a token never seen before, for a cold cache).
     next_request = request if callable(request) else (lambda: request)
+    # Fixed metadata, or a factory (e.g. callers taking turns, bench_introspection).
+    next_metadata = metadata if callable(metadata) else (lambda: metadata)
     try:
         for call in calls:  # warm every connection
             for _ in range(20):
-                await call(next_request(), metadata=metadata, timeout=10)
+                await call(next_request(), metadata=next_metadata(), timeout=10)
         latencies: list[float] = []
         errors = 0
         stop_at = 0.0
@@ -334,10 +336,10 @@ async def _load(
             call = calls[index % CHANNELS]
             perf = time.perf_counter
             while perf() < stop_at:
-                body = next_request()
+                body, meta = next_request(), next_metadata()
                 started = perf()
                 try:
-                    await call(body, metadata=metadata, timeout=10)
+                    await call(body, metadata=meta, timeout=10)
                 except grpc.RpcError:
                     errors += 1
                     continue
