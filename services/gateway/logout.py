@@ -129,7 +129,7 @@ class LogoutApp:
             params = await _params(request)
             claims, client_id, back = await _return_to(api, params)
         except _Refused as exc:
-            return error_page(str(exc))
+            return error_page(str(exc), "invalid_request")
         token = request.cookies.get(LOGIN_COOKIE, "")
         session = await api.sessions.get(token) if api.sessions is not None and token else None
         confirmed = request.method == "POST" and hmac.compare_digest(

@@ -22,7 +22,7 @@ import hmac
 import os
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -42,6 +42,9 @@ from tokenry.services.gateway.routes import (
 from tokenry.services.gateway.sessions import LoginSession
 from tokenry.services.gateway.ui import (
     CSS_PATH,
+    FAVICON_PATH,
+    ICON,
+    ICON_PATH,
     SCOPE_DESCRIPTIONS,
     STYLESHEET,
     consent_body,
@@ -84,6 +87,8 @@ class _Pending:
     scopes: tuple[str, ...]
     #: "skip" for a first-party client without prompt=consent, else "ask"
     consent: str = "ask"
+    #: the host the browser goes back to (the validated redirect URI's), shown on consent
+    return_to: str = ""
 
 
 class LoginApp:
@@ -116,11 +121,18 @@ class LoginApp:
             Route("/oauth2/login", self.login, methods=["POST"]),
             Route("/oauth2/consent", self.consent, methods=["POST"]),
             Route(CSS_PATH, self.css, methods=["GET", "HEAD"]),
+            Route(ICON_PATH, self.icon, methods=["GET", "HEAD"]),
+            # Browsers ask for it on every page: an icon, not a 404 (an SVG works in all of them)
+            Route(FAVICON_PATH, self.icon, methods=["GET", "HEAD"]),
         ]
 
     async def css(self, _request: Request) -> Response:
         headers = {"cache-control": "public, max-age=86400", "x-content-type-options": "nosniff"}
         return Response(STYLESHEET.encode(), 200, headers, media_type="text/css")
+
+    async def icon(self, _request: Request) -> Response:
+        headers = {"cache-control": "public, max-age=86400", "x-content-type-options": "nosniff"}
+        return Response(ICON.encode(), 200, headers, media_type="image/svg+xml")
 
     # --- MACs ----------------------------------------------------------------------------
 
@@ -134,7 +146,7 @@ class LoginApp:
     def _pending_mac(self, session: str, p: _Pending) -> str:
         return self.mac(
             "pending", session, p.challenge, p.client_id, p.client_name, " ".join(p.scopes),
-            p.consent,
+            p.consent, p.return_to,
         )  # fmt: skip
 
     def _check_form(self, request: Request, form: dict[str, list[str]]) -> tuple[str, _Pending]:
@@ -149,6 +161,7 @@ class LoginApp:
             _one(form, "client_name"),
             tuple(_one(form, "scope").split()),
             _one(form, "consent") or "ask",
+            _one(form, "return_to"),
         )
         if (
             not session
@@ -171,7 +184,7 @@ class LoginApp:
                 form = await read_form(request)
                 params = {k: v[0] for k, v in form.items()}
         except OAuthError as exc:
-            return error_page(exc.description)
+            return error_page(exc.description, exc.error)
         api = self._holder.get()
         flow = api.token.code_flow
         try:
@@ -192,24 +205,24 @@ class LoginApp:
             )
         except OAuthError as exc:
             # Unknown client or redirect URI: never redirect (RFC 6749 §4.1.2.1).
-            return error_page(exc.description)
+            return error_page(exc.description, exc.error)
         if outcome.redirect_to:
             return redirect(outcome.redirect_to)
         if outcome.error:
             # Unknown client or redirect URI: never redirect (RFC 6749 §4.1.2.1).
-            return error_page(outcome.error_description or outcome.error)
+            return error_page(outcome.error_description or outcome.error, outcome.error)
         if self._login_url:
             return redirect(external_login_url(self._login_url, outcome))
-        return await self._front(request, api, outcome)
+        return await self._front(request, api, outcome, _host(params.get("redirect_uri", "")))
 
     async def _front(
-        self, request: Request, api: GatewayApi, outcome: AuthorizeOutcome
+        self, request: Request, api: GatewayApi, outcome: AuthorizeOutcome, return_to: str
     ) -> Response:
         """The login page, the consent page or the redirect, per the login session, the
         client's first-party mark, prompt and max_age (OIDC Core §3.1.2.1)."""
         client = await api.clients.get_client(outcome.client_id) if api.clients else None
         skip = client is not None and client.first_party and "consent" not in outcome.prompt
-        pending = _pending(outcome, client, "skip" if skip else "ask")
+        pending = _pending(outcome, client, "skip" if skip else "ask", return_to)
         session = request.cookies.get(SESSION_COOKIE) or os.urandom(24).hex()
         login = await self._signed_in(request)
         # OIDC Core §3.1.2.1: a session older than max_age, prompt=login and prompt=
@@ -239,7 +252,7 @@ class LoginApp:
             form = await read_form(request)
             session, pending = self._check_form(request, form)
         except OAuthError as exc:
-            return error_page(exc.description)
+            return error_page(exc.description, exc.error)
         username = _one(form, "username")
         password = _one(form, "password")
         address = peer_of(request.scope, self._proxy) or "?"
@@ -286,7 +299,7 @@ class LoginApp:
             form = await read_form(request, repeatable=frozenset({"grant_scope"}))
             session, pending = self._check_form(request, form)
         except OAuthError as exc:
-            return error_page(exc.description)
+            return error_page(exc.description, exc.error)
         challenge = pending.challenge
         subject = _one(form, "subject")
         auth_time = _one(form, "auth_time")
@@ -294,6 +307,10 @@ class LoginApp:
             _one(form, "subject_mac"), self.mac("subject", session, challenge, subject, auth_time)
         ):
             return error_page("the form was changed; start again")
+        if _one(form, "decision") == "switch":
+            # "Not you?": sign in (as someone else) for the same parked request; the sign-in
+            # starts a new login session in place of the current one.
+            return self._login_page(pending, session)
         granted = " ".join(form.get("grant_scope", []))
         # The granted set is always explicit: nothing ticked grants nothing, which is a denial.
         deny = _one(form, "decision") != "allow" or not granted
@@ -339,9 +356,11 @@ class LoginApp:
         try:
             outcome = await flow.complete(_LOGIN_CALLER, done)
         except OAuthError as exc:
-            return error_page(exc.description)
+            return error_page(exc.description, exc.error)
         if not outcome.redirect_to:
-            return error_page(outcome.error_description or "the request could not be completed")
+            return error_page(
+                outcome.error_description or "the request could not be completed", outcome.error
+            )
         return redirect(outcome.redirect_to)
 
     async def _signed_in(self, request: Request) -> LoginSession | None:
@@ -378,6 +397,7 @@ class LoginApp:
             + hidden("client_name", pending.client_name)
             + hidden("scope", " ".join(pending.scopes))
             + hidden("consent", pending.consent)
+            + hidden("return_to", pending.return_to)
             + hidden("pending_mac", self._pending_mac(session, pending))
         )
 
@@ -391,7 +411,7 @@ class LoginApp:
         status: int = 200,
     ) -> HTMLResponse:
         body = login_body(self._common(pending, session), pending.client_name, error, username)
-        return page("Sign in", body, status)
+        return page(f"Sign in to {pending.client_name}", body, status)
 
     def _consent_page(
         self, pending: _Pending, session: str, subject: str, auth_time: str
@@ -403,11 +423,13 @@ class LoginApp:
             + hidden("auth_time", auth_time)
             + hidden("subject_mac", mac)
         )
-        body = consent_body(fields, pending.client_name, subject, pending.scopes)
-        return page("Allow access", body)
+        body = consent_body(fields, pending.client_name, subject, pending.scopes, pending.return_to)
+        return page(f"Allow {pending.client_name} access", body)
 
 
-def _pending(outcome: AuthorizeOutcome, client: Client | None, consent: str) -> _Pending:
+def _pending(
+    outcome: AuthorizeOutcome, client: Client | None, consent: str, return_to: str
+) -> _Pending:
     name = (client.description if client is not None else "") or outcome.client_id
     return _Pending(
         outcome.login_challenge,
@@ -415,6 +437,7 @@ def _pending(outcome: AuthorizeOutcome, client: Client | None, consent: str) -> 
         name,
         tuple(outcome.requested_scope.split()),
         consent,
+        return_to,
     )
 
 
@@ -430,6 +453,14 @@ def external_login_url(login_url: str, outcome: AuthorizeOutcome) -> str:
         "max_age": "" if outcome.max_age is None else str(outcome.max_age),
     }
     return add_query(login_url, params)
+
+
+def _host(redirect_uri: str) -> str:
+    """What the consent page names as the way back: the redirect URI's host (and port), or the
+    private-use scheme of a native app (RFC 8252 §7.1). CodeFlow.authorize already checked it
+    is registered."""
+    parts = urlsplit(redirect_uri)
+    return (parts.netloc.rpartition("@")[2] or parts.scheme)[:255]
 
 
 def _one(form: dict[str, list[str]], name: str) -> str:

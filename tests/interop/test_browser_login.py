@@ -119,6 +119,9 @@ async def test_chromium_signs_in_consents_and_the_code_redeems(
             if spec["wrong_password"]:
                 assert pages["login_error"]["status"] == 401
                 assert pages["login_error"]["alert"], "no inline error after a wrong password"
+                assert pages["login_error"]["focused"] == "password", pages["login_error"]
+                assert pages["login_error"]["invalid"] == ["password"], pages["login_error"]
+            assert pages["login"]["title"].startswith("Sign in to "), pages["login"]["title"]
             assert {s["value"] for s in pages["consent"]["scopes"]} == {"openid", "read", "write"}
             assert all(s["label"] for s in pages["consent"]["scopes"])
 

@@ -23,6 +23,8 @@ async function pageReport(page) {
       (i) => i.labels && i.labels.length > 0,
     ),
     stylesheetApplied: getComputedStyle(document.body).margin === '0px',
+    focused: document.activeElement?.id || null,
+    invalid: [...document.querySelectorAll('[aria-invalid=true]')].map((e) => e.id),
   }));
 }
 
@@ -41,7 +43,7 @@ async function flow(browser, spec, input) {
   const origin = new URL(url).origin;
   let callback = null;
   // Failed loads are reported by URL below (the console names no URL); the expected 401 of a
-  // wrong password and the browser's own favicon probe are not problems of the page.
+  // wrong password is not a problem of the page (the favicon probe must succeed too).
   page.on('console', (m) => {
     if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
       problems.push(`console: ${m.text()}`);
@@ -49,7 +51,7 @@ async function flow(browser, spec, input) {
   });
   page.on('response', (r) => {
     const path = new URL(r.url()).pathname;
-    if (r.status() >= 400 && path !== '/favicon.ico' && !(r.status() === 401 && path === '/oauth2/login')) {
+    if (r.status() >= 400 && !(r.status() === 401 && path === '/oauth2/login')) {
       problems.push(`${r.status()} for ${r.request().method()} ${path}`);
     }
   });
