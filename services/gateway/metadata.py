@@ -80,6 +80,11 @@ def authorization_server_metadata(issuer: str, access_token_alg: str) -> dict[st
         # RFC 9068 access tokens are signed with the deployment's access-token algorithm.
         "access_token_signing_alg_values_supported": [access_token_alg],
         "authorization_response_iss_parameter_supported": True,  # RFC 9207 §3
+        # RFC 8705 §3.3: the gateway takes no client certificate (uvicorn neither asks for one
+        # nor puts the peer's in the ASGI scope), so it offers neither tls_client_auth nor
+        # certificate-bound tokens, and no mtls_endpoint_aliases (§5); a client registered
+        # for either is refused here and served over gRPC mTLS (docs/gateway.md).
+        "tls_client_certificate_bound_access_tokens": False,
         "client_assertion_types_supported": [CLIENT_ASSERTION_TYPE],
     }
 
