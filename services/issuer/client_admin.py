@@ -35,6 +35,7 @@ from tokenry.core.clock import Clock
 from tokenry.core.errors import InsufficientScope, InvalidRequest, NotFound
 from tokenry.core.revocations import Revocation, RevocationKind, family_expiry, watermark
 from tokenry.services.issuer.caches import Watermarks
+from tokenry.store import clients as store_clients
 from tokenry.store.clients import ClientExists, ClientStore
 from tokenry.store.grants import GrantStore
 from tokenry.store.idempotency import IdempotencyKey, IdempotencyRequest, IdempotencyStore, Replay
@@ -43,10 +44,8 @@ from tokenry.store.revocations import RevocationStore
 log = logging.getLogger(__name__)
 
 MAX_REASON = 200
-#: what UpdateClient may change: nothing an issued token depends on
-UPDATABLE = frozenset(
-    {"description", "redirect_uris", "web_origins", "first_party", "post_logout_redirect_uris"}
-)
+#: what UpdateClient may change: nothing an issued token depends on (the store writes only these)
+UPDATABLE = store_clients.UPDATABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,15 +145,21 @@ class ClientAdmin:
         self.require_admin(caller)
         if not set(changes) <= UPDATABLE:
             raise InvalidRequest(f"only {', '.join(sorted(UPDATABLE))} can be updated")
-        current = await self.get(caller, client_id)
-        client = replace(current, **changes)  # type: ignore[arg-type]
-        validate_registration(client, registrar_is_admin=caller.is_admin)
+        if len(client_id) > 255:
+            raise NotFound(f"no client {client_id[:64]!r}")
         event = codec.client_event(
             self._subjects,
             codec.ClientChanged(client_id, codec.CLIENT_UPDATED),
             self._clock.now(),
         )
-        if not await self._store.update(client, event):
+
+        def check(client: Client) -> None:
+            validate_registration(client, registrar_is_admin=caller.is_admin)
+
+        # Read, check and write in one transaction (the row locked): a read outside it would
+        # write a stale registration back, secret and grants included.
+        client = await self._store.update(client_id, changes, event, check)
+        if client is None:
             raise NotFound(f"no client {client_id[:64]!r}")
         self._cache.invalidate(client_id)
         log.info("client %s updated by %s: %s", client_id, caller.client_id, sorted(changes))

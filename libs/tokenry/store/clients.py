@@ -7,6 +7,8 @@ issuers caching clients in memory drop them as soon as the event arrives (docs/d
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import asyncpg
 
@@ -17,6 +19,10 @@ from tokenry.store.errors import ClientExists as ClientExists  # noqa: PLC0414 -
 from tokenry.store.idempotency import IdempotencyKey
 from tokenry.store.outbox import append
 
+#: what :meth:`ClientStore.update` may change: nothing an issued token depends on
+UPDATABLE = frozenset(
+    {"description", "redirect_uris", "web_origins", "first_party", "post_logout_redirect_uris"}
+)
 _BASE_COLUMNS = (
     "client_id, secret_hash, pepper_id, grant_types, scopes, audiences, token_format,"
     " access_token_ttl, description"
@@ -196,20 +202,42 @@ class ClientStore:
                 await idempotency.record(conn, *idem)
             return None
 
-    async def update(self, client: Client, event: OutboxEvent) -> bool:
-        """Replace a registration's fields (not its id or secret) with its ``clients.updated``
-        event, in one transaction; False when there is no such client (nothing written)."""
-        args = _args(client)
+    async def update(
+        self,
+        client_id: str,
+        changes: Mapping[str, object],
+        event: OutboxEvent,
+        check: Callable[[Client], None],
+    ) -> Client | None:
+        """Change some of a registration's ``UPDATABLE`` fields with its ``clients.updated``
+        event, in one transaction; None when there is no such client (nothing written).
+
+        The row is read ``FOR UPDATE`` in that transaction and only the ``UPDATABLE`` columns
+        are written back: a concurrent update waits and keeps the other's changes, and a
+        client deleted and re-created meanwhile keeps its own secret and grants. ``check``
+        validates the changed registration (raising rolls everything back).
+        """
+        if not set(changes) <= UPDATABLE:
+            raise ValueError(f"not updatable: {sorted(set(changes) - UPDATABLE)}")
         async with self._pool.acquire() as conn, conn.transaction():
-            found = await conn.fetchval(
-                f"UPDATE clients SET ({_COLUMNS}) = ({_VALUES}), updated_at = now()"  # noqa: S608
-                " WHERE client_id = $1 RETURNING client_id",
-                *args,
+            row = await conn.fetchrow(f"{_SELECT} WHERE client_id = $1 FOR UPDATE", client_id)
+            if row is None:
+                return None
+            client = replace(_client(row), **changes)  # type: ignore[arg-type]
+            check(client)
+            await conn.execute(
+                "UPDATE clients SET description = $2, redirect_uris = $3, web_origins = $4,"
+                " first_party = $5, post_logout_redirect_uris = $6, updated_at = now()"
+                " WHERE client_id = $1",
+                client_id,
+                client.description,
+                list(client.redirect_uris),
+                list(client.web_origins),
+                client.first_party,
+                list(client.post_logout_redirect_uris),
             )
-            if found is None:
-                return False
             await append(conn, event)
-        return True
+        return client
 
     async def has_web_origin(self, origin: str) -> bool:
         """Whether some client registered this browser origin (the gateway's CORS preflight)."""
