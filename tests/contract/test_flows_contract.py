@@ -73,3 +73,14 @@ async def test_refresh_rotates_replays_in_the_grace_and_revokes_on_reuse(adapter
         )
         == "grant"
     )
+
+
+async def test_a_code_presented_by_the_wrong_client_is_burnt(adapter: Adapter) -> None:
+    """docs/flows.md §6: the burn commits although the request is refused, in either store."""
+    await _registered(adapter)
+    flows = endpoint(adapter.ports, adapter.clock)
+    code = await authorization_code(flows, "web-opaque", "read")
+    with pytest.raises(InvalidGrant, match="another client"):
+        await flows.token(code_request("web", code))
+    with pytest.raises(InvalidGrant, match="already used"):
+        await flows.token(code_request("web-opaque", code))

@@ -60,7 +60,13 @@ def extra_clients() -> list[Client]:
             grant_types=frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN}),
             scopes=frozenset({"openid", "read", "write"}),
             audiences=("api",),
-            redirect_uris=(REDIRECT, "http://127.0.0.1:8123/cb?x=1"),
+            # loopback URIs for RFC 8252 §7.3 (any port) and §8.3 (localhost: exact)
+            redirect_uris=(
+                REDIRECT,
+                "http://127.0.0.1:8123/cb?x=1",
+                "http://[::1]/native",
+                "http://localhost:8123/cb",
+            ),
         ),
         Client(
             client_id="web-opaque",
@@ -176,11 +182,17 @@ class IssuerSuite:
         return await self.issuer.Authorize(issuer_pb2.AuthorizeRequest(**request), timeout=10)
 
     async def complete(
-        self, challenge: str, subject: str = "alice", caller: str = "login", **fields: Any
+        self,
+        challenge: str,
+        granted_scope: str = "",
+        subject: str = "alice",
+        caller: str = "login",
+        **fields: Any,
     ) -> issuer_pb2.AuthorizeResponse:
+        """The login app's answer; the granted set is explicit (empty grants nothing)."""
         return await self.issuer.CompleteAuthorization(
             issuer_pb2.CompleteAuthorizationRequest(
-                login_challenge=challenge, subject=subject, **fields
+                login_challenge=challenge, subject=subject, granted_scope=granted_scope, **fields
             ),
             metadata=self.auth(caller),
             timeout=10,
@@ -190,7 +202,7 @@ class IssuerSuite:
         """Run the front channel for ``alice``; returns the code from the redirect."""
         started = await self.authorize(client_id=client_id, **fields)
         assert started.login_challenge, started.error_description
-        done = await self.complete(started.login_challenge)
+        done = await self.complete(started.login_challenge, started.requested_scope)
         return query(done.redirect_to)["code"]
 
     async def code_tokens(

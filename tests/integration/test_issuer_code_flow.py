@@ -45,7 +45,7 @@ async def test_code_flow_with_openid(settings: Settings, pool: asyncpg.Pool) -> 
         assert started.login_challenge.startswith("tkr_lc_")
         assert (started.client_id, started.requested_scope) == ("web", "openid read")
         auth_time = int(time.time()) - 5
-        done = await s.complete(started.login_challenge, auth_time=auth_time)
+        done = await s.complete(started.login_challenge, "openid read", auth_time=auth_time)
         assert done.redirect_to.startswith(REDIRECT + "?")
         params = query(done.redirect_to)
         assert params["state"] == STATE  # RFC 6749 §4.1.2: untouched
@@ -147,7 +147,7 @@ async def test_redirect_uri_mismatch_is_not_redirected(
         assert await pool.fetchval("SELECT count(*) FROM auth_requests") == 0
         # A registered URI with its own query is matched exactly and keeps its query.
         ok = await s.authorize(redirect_uri="http://127.0.0.1:8123/cb?x=1")
-        done = await s.complete(ok.login_challenge)
+        done = await s.complete(ok.login_challenge, "read")
         assert query(done.redirect_to)["x"] == "1"
 
 
@@ -169,7 +169,7 @@ async def test_token_request_errors(settings: Settings, pool: asyncpg.Pool) -> N
 
         cases = [
             ({"code_verifier": "x" * 43}, "invalid_grant"),  # wrong verifier
-            ({"code_verifier": ""}, "invalid_request"),
+            ({"code_verifier": ""}, "invalid_grant"),  # RFC 7636 §4.6, docs/flows.md §6
             ({"code_verifier": "short"}, "invalid_request"),
             ({"redirect_uri": REDIRECT + "/"}, "invalid_grant"),  # trailing slash
             ({"redirect_uri": "https://APP.test/cb"}, "invalid_grant"),  # case
@@ -177,7 +177,6 @@ async def test_token_request_errors(settings: Settings, pool: asyncpg.Pool) -> N
             ({"redirect_uri": ""}, "invalid_request"),
             ({"code": "tkr_ac_garbage"}, "invalid_grant"),
             ({"code": ""}, "invalid_request"),
-            ({"auth": "web-opaque"}, "invalid_grant"),  # issued to another client
             ({"scope": "read write"}, "invalid_scope"),  # escalation
             ({"auth": "demo"}, "unauthorized_client"),  # disallowed grant
         ]
@@ -257,7 +256,7 @@ async def test_front_channel_rules(settings: Settings, pool: asyncpg.Pool) -> No
         done = await s.complete(started.login_challenge, granted_scope="read")
         assert query(done.redirect_to)["code"]
         # The challenge is single-use.
-        _, error, _ = await oauth_error(s.complete(started.login_challenge))
+        _, error, _ = await oauth_error(s.complete(started.login_challenge, "read"))
         assert error == "invalid_request"
         # A refusal by the user goes back to the client as access_denied, with state.
         again = await s.authorize()
@@ -268,3 +267,115 @@ async def test_front_channel_rules(settings: Settings, pool: asyncpg.Pool) -> No
         # Unknown client: an error, never a redirect.
         _, error, _ = await oauth_error(s.authorize(client_id="nobody"))
         assert error == "invalid_client"
+
+
+# --- the standards gaps of docs/flows.md §6 ------------------------------------------------------
+
+
+async def test_an_empty_grant_grants_nothing(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with issuer_suite(settings, pool, services=("keyrotator", "issuer")) as s:
+        started = await s.authorize()
+        # RFC 9700 §4.15: a user's subject is never a client id; the challenge survives.
+        _, error, description = await oauth_error(
+            s.complete(started.login_challenge, "read", subject="demo")
+        )
+        assert error == "invalid_request" and "client id" in description
+        # Nothing granted is a refusal: access_denied with state and iss, and no code.
+        denied = await s.complete(started.login_challenge, "")
+        assert denied.error == "access_denied"
+        params = query(denied.redirect_to)
+        assert (params["error"], params["state"]) == ("access_denied", STATE)
+        assert params["iss"] == settings.issuer_url and "code" not in params
+        assert await pool.fetchval("SELECT count(*) FROM auth_codes") == 0
+        # The challenge was spent by the refusal.
+        _, error, _ = await oauth_error(s.complete(started.login_challenge, "read"))
+        assert error == "invalid_request"
+        # Whitespace is no grant either.
+        again = await s.authorize()
+        assert (await s.complete(again.login_challenge, "  ")).error == "access_denied"
+
+
+async def test_loopback_redirect_uris_ignore_only_the_port(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """RFC 8252 §7.3: registered http://127.0.0.1:8123/cb?x=1 and http://[::1]/native match on
+    any port; §8.3: registered http://localhost:8123/cb is matched exactly."""
+    async with issuer_suite(settings, pool) as s:
+        for uri in (
+            "http://127.0.0.1:53123/cb?x=1",
+            "http://127.0.0.1/cb?x=1",
+            "http://[::1]:40000/native",
+            "http://localhost:8123/cb",
+        ):
+            ok = await s.authorize(redirect_uri=uri)
+            assert ok.login_challenge, uri
+        for uri in (
+            "http://127.0.0.1:53123/cb",  # query
+            "http://127.0.0.1:53123/cb?x=1&y=2",
+            "http://127.0.0.1:53123/CB?x=1",  # path
+            "https://127.0.0.1:53123/cb?x=1",  # scheme
+            "http://localhost:53123/cb?x=1",  # host literal
+            "http://[::1]:53123/cb?x=1",
+            "http://127.0.0.1:53123@evil.test/cb?x=1",
+            "http://127.0.0.1:0/cb?x=1",
+            "http://[::1]:40000/native/",
+            "http://localhost:9999/cb",  # §8.3: localhost is exact
+        ):
+            _, error, _ = await oauth_error(s.authorize(redirect_uri=uri))
+            assert error == "invalid_request", uri
+        # The token request repeats the authorization request's URI, port included.
+        uri = "http://127.0.0.1:53123/cb?x=1"
+        started = await s.authorize(redirect_uri=uri)
+        done = await s.complete(started.login_challenge, "read")
+        code = query(done.redirect_to)["code"]
+        assert done.redirect_to.startswith("http://127.0.0.1:53123/cb?x=1&")
+        fields = {"grant_type": CODE, "code": code, "code_verifier": VERIFIER}
+        _, error, _ = await oauth_error(
+            s.token("web", redirect_uri="http://127.0.0.1:53124/cb?x=1", **fields)
+        )
+        assert error == "invalid_grant"
+        resp = await until_available(lambda: s.token("web", redirect_uri=uri, **fields))
+        assert resp.access_token
+
+
+async def test_resource_narrows_the_code_grant_audience(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """RFC 8707 §2.2 on the authorization-code token request (portal: api, svc-a, svc-b)."""
+    async with issuer_suite(settings, pool) as s:
+        fields = {"grant_type": CODE, "redirect_uri": REDIRECT, "code_verifier": VERIFIER}
+        code = await s.code("portal", scope="read")
+        _, error, _ = await oauth_error(
+            s.token("portal", code=code, resource=["https://evil.test"], **fields)
+        )
+        assert error == "invalid_target"
+        resp = await until_available(
+            lambda: s.token("portal", code=code, resource=["svc-a"], **fields)
+        )
+        assert jwt.decode(resp.access_token, options={"verify_signature": False})["aud"] == "svc-a"
+        # The refresh token keeps the grant's audiences.
+        again = await s.token(
+            "portal", grant_type="refresh_token", refresh_token=resp.refresh_token
+        )
+        aud = jwt.decode(again.access_token, options={"verify_signature": False})["aud"]
+        assert sorted(aud) == ["api", "svc-a", "svc-b"]
+
+
+async def test_a_code_presented_by_the_wrong_client_is_burnt(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Policy (RFC 6749 §4.1.3, §10.5; docs/flows.md §6)."""
+    async with issuer_suite(settings, pool) as s:
+        code = await s.code(scope="read")
+        fields = {
+            "grant_type": CODE,
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": VERIFIER,
+        }
+        _, error, description = await oauth_error(s.token("web-opaque", **fields))
+        assert error == "invalid_grant" and "another client" in description
+        assert await pool.fetchval("SELECT used_at FROM auth_codes") is not None
+        _, error, description = await oauth_error(s.token("web", **fields))
+        assert error == "invalid_grant" and "already used" in description
+        assert await pool.fetchval("SELECT count(*) FROM grants") == 0

@@ -134,7 +134,8 @@ async def test_wrong_code_verifier_is_refused(s: IssuerSuite) -> None:
 async def test_missing_code_verifier_is_refused(s: IssuerSuite) -> None:
     code = await s.code(scope="read")
     fields = {"grant_type": CODE, "code": code, "redirect_uri": REDIRECT}
-    await refused(s, s.token("web", **fields), "invalid_request")
+    # RFC 7636 §4.6, docs/flows.md §6: not redeemable without its verifier.
+    await refused(s, s.token("web", **fields), "invalid_grant")
 
 
 # --- redirect URIs: exact string match -----------------------------------------------------------

@@ -4,6 +4,7 @@ grace rule of docs/spec.md §3 and one winner under concurrency, against real Po
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 
@@ -13,12 +14,13 @@ import pytest
 
 from tokenry.bus import codec
 from tokenry.core import opaque
+from tokenry.core.oidc import at_hash
 from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.servicekit.config import Settings
 from tokenry.store.revocations import RevocationStore
 from tokenry.verifier.errors import RevokedError
 
-from issuer_support import IssuerSuite, issuer_suite, oauth_error
+from issuer_support import REDIRECT, VERIFIER, IssuerSuite, issuer_suite, oauth_error, query
 
 pytestmark = pytest.mark.integration
 REFRESH = "refresh_token"
@@ -186,3 +188,51 @@ async def test_a_public_client_gets_no_retry_grace(settings: Settings, pool: asy
         assert error == "invalid_grant"
         _, error, _ = await oauth_error(public_refresh(second.refresh_token))
         assert error == "invalid_grant"  # the family is revoked
+
+
+async def test_refresh_answers_a_new_id_token(settings: Settings, pool: asyncpg.Pool) -> None:
+    """OIDC Core §12.2: the same iss, sub and aud, a new iat, the original auth_time, no nonce."""
+    async with issuer_suite(settings, pool, services=("keyrotator", "revocation", "issuer")) as s:
+        started = await s.authorize()
+        auth_time = int(time.time()) - 100
+        done = await s.complete(started.login_challenge, "openid read", auth_time=auth_time)
+        code = query(done.redirect_to)["code"]
+        first = await s.token(
+            "web",
+            grant_type="authorization_code",
+            code=code,
+            redirect_uri=REDIRECT,
+            code_verifier=VERIFIER,
+        )
+        original = claims_of(first.id_token)
+        assert original["nonce"]  # the code's ID token carries the request's nonce
+        second = await refresh(s, first.refresh_token)
+        assert second.id_token and second.id_token != first.id_token
+        header = jwt.get_unverified_header(second.id_token)
+        row = await pool.fetchrow(
+            "SELECT public_jwk::text AS jwk FROM signing_keys WHERE kid = $1", header["kid"]
+        )
+        renewed = jwt.decode(
+            second.id_token,
+            jwt.PyJWK(json.loads(row["jwk"])).key,
+            algorithms=[header["alg"]],
+            audience="web",
+            issuer=settings.issuer_url,
+        )
+        assert header["typ"] == "JWT"
+        for claim in ("iss", "sub", "aud"):
+            assert renewed[claim] == original[claim], claim
+        assert renewed["auth_time"] == auth_time  # the original authentication, not the refresh
+        assert "nonce" not in renewed
+        assert renewed["iat"] == claims_of(second.access_token)["iat"] >= original["iat"]
+        assert renewed["at_hash"] == at_hash(second.access_token)
+        # A retry inside the grace gets an ID token too, with the same iat as its access token
+        # (the same claims, re-signed).
+        retry = await refresh(s, first.refresh_token)
+        again = claims_of(retry.id_token)
+        assert again["at_hash"] == at_hash(retry.access_token)
+        assert (again["iat"], again["auth_time"]) == (renewed["iat"], auth_time)
+        assert "nonce" not in again
+        # Without openid in the answer's scope, no ID token.
+        third = await refresh(s, second.refresh_token, scope="read")
+        assert not third.id_token

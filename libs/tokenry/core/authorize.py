@@ -9,6 +9,7 @@ redirecting to its (verified) redirect URI with ``error`` and ``state``, which
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -78,12 +79,38 @@ def parse_max_age(text: str) -> int | None:
     return int(text)
 
 
+_LOOPBACK_PREFIXES = ("http://127.0.0.1", "http://[::1]")
+_PORT = re.compile(r"(?::[0-9]{1,5})?")
+
+
+def _without_loopback_port(uri: str) -> str | None:
+    """``http://127.0.0.1:PORT/rest`` -> ``http://127.0.0.1/rest`` (the same for ``[::1]``);
+    None for any other URI, or a port that is not 1-65535."""
+    for prefix in _LOOPBACK_PREFIXES:
+        if not uri.startswith(prefix):
+            continue
+        rest = uri[len(prefix) :]
+        end = next((i for i, ch in enumerate(rest) if ch in "/?#"), len(rest))
+        port = rest[:end]
+        if not _PORT.fullmatch(port) or (port and not 0 < int(port[1:]) <= 65535):
+            return None
+        return prefix + rest[end:]
+    return None
+
+
 def redirect_uri_matches(requested: str, registered: tuple[str, ...]) -> bool:
     """Exact string comparison (OAuth 2.1 §4.1.3, docs/spec.md §3): no normalisation of any kind.
 
-    A trailing slash, a different case or an extra query parameter is a different URI.
+    A trailing slash, a different case or an extra query parameter is a different URI. The one
+    exception (RFC 8252 §7.3, OAuth 2.1 §8.4.2; docs/flows.md §6): for a registered
+    ``http://127.0.0.1`` or ``http://[::1]`` URI the port is ignored, since native apps listen
+    on ephemeral ports; everything else still matches exactly. ``localhost`` is matched exactly
+    (RFC 8252 §8.3).
     """
-    return requested in registered
+    if requested in registered:
+        return True
+    bare = _without_loopback_port(requested)
+    return bare is not None and any(_without_loopback_port(uri) == bare for uri in registered)
 
 
 def add_query(uri: str, params: dict[str, str]) -> str:

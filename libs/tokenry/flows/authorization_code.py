@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tokenry.core import authorize, opaque, pkce
 from tokenry.core.clients import ADMIN_SCOPE, AUTH_CODE_TTL, LOGIN_SCOPE, Client
 from tokenry.core.errors import InsufficientScope, InvalidGrant, InvalidRequest
-from tokenry.core.grants import narrow_scopes
+from tokenry.core.grants import narrow_audiences, narrow_scopes
 from tokenry.core.ids import new_gid
 from tokenry.core.oidc import OPENID_SCOPE
 from tokenry.flows.deps import IssuerDeps, TokenRequest, token_format
@@ -134,6 +134,10 @@ class CodeFlow:
             raise InvalidRequest("unknown or expired login challenge")
         if not done.deny and not _SUBJECT.fullmatch(done.subject):
             raise InvalidRequest("subject must be 1-255 printable ASCII characters")
+        if not done.deny and await d.clients.get_client(done.subject) is not None:
+            # RFC 9700 §4.15: client-credentials tokens carry the client id as sub, so a user
+            # whose subject is a client id could be taken for that client (docs/flows.md §6).
+            raise InvalidRequest("the subject is a registered client id; it cannot be a user")
         now = int(d.clock.now())
         auth_time = done.auth_time or now
         if not 0 < auth_time <= now + AUTH_TIME_SKEW:
@@ -142,8 +146,10 @@ class CodeFlow:
             req = await tx.take_request(opaque.token_hash(done.login_challenge), now)
             if req is None:
                 raise InvalidRequest("unknown or expired login challenge")
-            if done.deny:
-                error = done.error if done.error in DENIAL_ERRORS else "access_denied"
+            # The granted set is always explicit (docs/flows.md §6): nothing granted is a
+            # refusal, the same access_denied the gateway's consent page sends.
+            if done.deny or not done.granted_scope.split():
+                error = done.error if done.deny and done.error in DENIAL_ERRORS else "access_denied"
                 params = {
                     "error": error,
                     "error_description": _DENIAL_TEXT.get(
@@ -195,22 +201,33 @@ class CodeFlow:
         d.minter.check_ready(fmt)
         code_hash = opaque.token_hash(req.code)
         reused: AuthCodeRecord | None = None
+        burnt = False
         async with d.transactions.transaction() as tx:
             code = await tx.lock_code(code_hash)
             if code is None:
                 raise InvalidGrant("invalid authorization code")
+            now = d.clock.now()
             if code.used_at is not None:
                 reused = code
+            elif code.client_id != client.client_id:
+                # Policy (RFC 6749 §4.1.3, §10.5; docs/flows.md §6): a code presented by another
+                # client has leaked; burn it, as a reuse would, so its owner cannot redeem it
+                # either. The burn commits; the refusal follows.
+                await tx.mark_code_used(code_hash, int(now))
+                burnt = True
             else:
-                now = d.clock.now()
                 if now >= code.expires_at:
                     raise InvalidGrant("the authorization code has expired")
-                if code.client_id != client.client_id:
-                    raise InvalidGrant("the code was issued to another client")
                 if req.redirect_uri != code.redirect_uri:
                     raise InvalidGrant("redirect_uri differs from the authorization request")
+                if not req.code_verifier:
+                    # RFC 7636 §4.6 (docs/flows.md §6): a code bound to a challenge is not
+                    # redeemable without its verifier: the grant is invalid, as on a mismatch.
+                    raise InvalidGrant("code_verifier is required: the code is bound to PKCE")
                 pkce.verify(req.code_verifier, code.code_challenge)
                 scopes = narrow_scopes(req.scope, code.scopes)
+                # RFC 8707 §2.2: resource narrows the access token's audience within the grant.
+                audiences = narrow_audiences(req.audiences, code.audiences)
                 if OPENID_SCOPE in scopes:
                     d.minter.check_id_ready(client.id_token_alg)
                 d.watermarks.check(code.subject, client.client_id, now)
@@ -227,7 +244,11 @@ class CodeFlow:
                     expires_at=int(now) + client.refresh_token_absolute_ttl,
                 )
                 await tx.create_grant(grant)
-                return await issue_first_tokens(d, tx, FamilyStart(client, grant, scopes, fmt, now))
+                start = FamilyStart(client, grant, scopes, fmt, now, audiences)
+                return await issue_first_tokens(d, tx, start)
+        if burnt or reused is None:
+            log.warning("a code presented by the wrong client (%s) was burnt", client.client_id)
+            raise InvalidGrant("the code was issued to another client")
         # RFC 6749 §4.1.2 / §10.5: a code used twice is stolen; revoke everything issued from it.
         await revoke_family(
             d, reused.gid, actor=client.client_id, reason="authorization code reused"

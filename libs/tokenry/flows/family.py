@@ -42,6 +42,8 @@ class FamilyStart:
     scopes: tuple[str, ...]
     fmt: str
     now: float
+    #: the access token's audience when a resource narrowed it (RFC 8707 §2.2); None = the grant's
+    audiences: tuple[str, ...] | None = None
 
 
 async def issue_first_tokens(deps: IssuerDeps, tx: UnitOfWork, start: FamilyStart) -> TokenResult:
@@ -52,7 +54,7 @@ async def issue_first_tokens(deps: IssuerDeps, tx: UnitOfWork, start: FamilyStar
         issuer=deps.minter.issuer,
         subject=grant.subject,
         client_id=client.client_id,
-        audiences=grant.audiences,
+        audiences=grant.audiences if start.audiences is None else start.audiences,
         scopes=start.scopes,
         now=now,
         ttl=client.access_token_ttl,

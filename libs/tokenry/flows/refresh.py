@@ -17,6 +17,7 @@ from tokenry.core.clients import Client
 from tokenry.core.errors import InvalidGrant, InvalidRequest
 from tokenry.core.grants import narrow_audiences, narrow_scopes
 from tokenry.core.ids import new_jti
+from tokenry.core.oidc import OPENID_SCOPE
 from tokenry.core.refresh import (
     Outcome,
     RefreshState,
@@ -82,7 +83,7 @@ class RefreshFlow:
                     jti=minted_jti, gid=None, subject=None, client_id=None, issued_at=0
                 ):
                     raise InvalidGrant("the refreshed access token was revoked")
-                return self._replay(row, req.refresh_token)
+                return self._replay(row, grant, client, req.refresh_token)
             if outcome is Outcome.ROTATE:
                 # docs/spec.md §3: a subject or client revoked since the family began cannot
                 # refresh.
@@ -115,6 +116,8 @@ class RefreshFlow:
         audiences = narrow_audiences(req.audiences, row.audiences)
         fmt = token_format(req.token_format, client)
         d.minter.check_ready(fmt)
+        if OPENID_SCOPE in scopes:
+            d.minter.check_id_ready(client.id_token_alg)
         d.watermarks.check(grant.subject, client.client_id, now)
         issued_at = int(now)
         minted = {
@@ -147,9 +150,28 @@ class RefreshFlow:
             expires_in=token.expires_at - token.issued_at,
             scope=" ".join(scopes),
             refresh_token=successor,
+            id_token=self._id_token(grant, client, token, access),
         )
 
-    def _replay(self, row: OpaqueTokenRecord, spent: str) -> TokenResult:
+    def _id_token(self, grant: GrantRecord, client: Client, token: AccessToken, access: str) -> str:
+        """OIDC Core §12.2: with ``openid``, a new ID token: the same iss, sub and aud, a new iat
+        (the access token's), the auth_time of the original authentication, and no nonce."""
+        if OPENID_SCOPE not in token.scopes:
+            return ""
+        return self._d.minter.sign_id(
+            alg=client.id_token_alg,
+            subject=grant.subject,
+            client_id=grant.client_id,
+            now=token.issued_at,
+            ttl=client.id_token_ttl,
+            auth_time=grant.auth_time,
+            nonce="",
+            access_token=access,
+        )
+
+    def _replay(
+        self, row: OpaqueTokenRecord, grant: GrantRecord, client: Client, spent: str
+    ) -> TokenResult:
         """The grace rule: the same successor, the access token with the same jti/iat/exp."""
         d = self._d
         minted = row.minted
@@ -167,6 +189,7 @@ class RefreshFlow:
             expires_in=max(0, token.expires_at - int(d.clock.now())),
             scope=" ".join(token.scopes),
             refresh_token=successor_of(d.refresh_key, spent),
+            id_token=self._id_token(grant, client, token, access),
         )
 
     def _access_token(self, row: OpaqueTokenRecord, minted: dict[str, Any]) -> AccessToken:
