@@ -37,7 +37,10 @@ starts on the same store and port. Heal time: from the moment it accepts a TCP c
 (polled every 2 ms from here) until every verifier has applied the last queued revocation and
 is current (``RevocationState.wait_current``, stamped by the verifier). Drain rate: the backlog
 over the JetStream store times of its first and last message. Targets: heal ≤ 2 s, drain ≥
-5,000 events/s.
+5,000 events/s. Heal floor (same run, right after, ``--no-heal-floor`` to skip): the same
+topology of bare ordered consumers (the propagation floor's, each decoding every event into a
+dict) on the relay's own stream, the same outage and backlog; its heal is from the same
+accept until every consumer has the last queued revocation (there is nothing to prove).
 
 Run: ``.venv/bin/python scripts/bench_propagation.py [--quick] [--pin]``; every volume is an
 option (``--help``), e.g. a cheap validation run::
@@ -156,7 +159,9 @@ async def verifier_process(args: argparse.Namespace) -> None:
 
 async def floor_process(args: argparse.Namespace) -> None:
     """``--floor N``: N bare ordered consumers, each on its own connection, each decoding every
-    event into a dict and stamping it; say READY, dump the stamps on DONE <seq>."""
+    event into a dict and stamping it; say READY, dump the stamps on DONE <seq>. The heal floor
+    (``--floor-prefix tokenry``, the relay's own stream) says WATCH <seq> instead, and gets back
+    when each consumer applied ``seq``."""
     import nats
     from nats.js.api import DeliverPolicy
 
@@ -179,7 +184,7 @@ async def floor_process(args: argparse.Namespace) -> None:
             mine[event.seq] = time.monotonic()
 
         await nc.jetstream().subscribe(
-            f"{FLOOR_PREFIX}.events.>",
+            Subjects(args.floor_prefix).events,
             cb=on_msg,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.NEW,
@@ -190,13 +195,19 @@ async def floor_process(args: argparse.Namespace) -> None:
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
-    target = int(line.split()[1])
-    deadline = time.monotonic() + 120
+    command, target = line.split()[0], int(line.split()[1])
+    deadline = time.monotonic() + 600
     while not all(target in mine for mine in stamps):
         if time.monotonic() > deadline:
             raise TimeoutError("floor consumers did not see every event")
-        await asyncio.sleep(0.01)
-    print(json.dumps([{str(k): v for k, v in s.items()} for s in stamps]), flush=True)
+        await asyncio.sleep(0.002)
+    if command == "WATCH":  # the heal floor: when each had the head (nothing to prove)
+        result: list[Any] = [
+            {"applied": m[target], "current": m[target], "went_stale": None} for m in stamps
+        ]
+    else:
+        result = [{str(k): v for k, v in s.items()} for s in stamps]
+    print(json.dumps(result), flush=True)
     for nc in conns:
         await nc.close()
 
@@ -599,16 +610,21 @@ async def _accepting(host: str, port: int, within: float = 120) -> tuple[float, 
 
 
 async def heal(
-    s: Stack, processes: int, per_process: int, args: argparse.Namespace
+    s: Stack, processes: int, per_process: int, args: argparse.Namespace, *, floor: bool = False
 ) -> dict[str, Any]:
+    """One heal run; ``floor``: bare ordered consumers on the relay's own stream instead of
+    verifiers (the heal floor: the same backlog, outage, publisher and clock, nothing to prove)."""
     import nats
 
     from tokenry.bus import codec
 
-    children = [
-        await _spawn(s, "--heal-child", str(per_process), "--heal-budget", str(args.heal_budget))
-        for _ in range(processes)
-    ]
+    mode = (
+        ("--floor", str(per_process), "--floor-prefix", PREFIX)
+        if floor
+        else ("--heal-child", str(per_process), "--heal-budget", str(args.heal_budget))
+    )
+    children = [await _spawn(s, *mode) for _ in range(processes)]
+    loadavg = os.getloadavg()
     nc = await nats.connect(s.nats.url)
     before = int((await nc.jetstream().stream_info(STREAM)).state.last_seq)
     await nc.close()
@@ -626,8 +642,12 @@ async def heal(
     nc = await nats.connect(s.nats.url)
     try:
         js = nc.jetstream()
-        first = await js.get_msg(STREAM, before + 1)
-        last = await js.get_msg(STREAM, before + args.heal_revocations)
+        # The backlog is the stream's last messages (the relay publishes it after the restart;
+        # heartbeats are not in the stream). Not ``before + 1``: a restarted nats-server may
+        # have lost the unsynced tail of an earlier run, and numbered this backlog from lower.
+        end = int((await js.stream_info(STREAM)).state.last_seq)
+        first = await js.get_msg(STREAM, end - args.heal_revocations + 1)
+        last = await js.get_msg(STREAM, end)
         assert first.data is not None
         assert last.data is not None
         assert first.time is not None
@@ -638,6 +658,8 @@ async def heal(
         await nc.close()
     drain_s = last_at - first_at
     return {
+        "kind": "floor" if floor else "tokenry",
+        "loadavg_before": loadavg,
         "verifiers": processes * per_process,
         "processes": processes,
         "per_process": per_process,
@@ -646,11 +668,12 @@ async def heal(
         "outage_s": outage_s,
         "queue_s": queued_s,
         "target_seq": target,
+        "stream_seqs": [before, end],
         "backlog_outbox_seqs": [first_seq, last_seq],
         "heal_s": max(v["current"] for v in stamps) - accepted,
         "all_applied_s": max(v["applied"] for v in stamps) - accepted,
         "per_verifier_current_s": [v["current"] - accepted for v in stamps],
-        "went_stale": sum(bool(v["went_stale"]) for v in stamps),
+        "went_stale": None if floor else sum(bool(v["went_stale"]) for v in stamps),
         "first_published_after_accept_s": first_at - accepted_wall,
         "drain_s": drain_s,
         "drain_events_per_s": (args.heal_revocations - 1) / drain_s if drain_s > 0 else None,
@@ -812,18 +835,26 @@ def print_tables(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
         )
     if results.get("heal"):
         print(
-            "\n| heal: verifiers | processes × each | queued | outage s | staleness budget s |"
-            " went stale | first publish after accept s | drain s | drain events/s |"
-            " all applied s | every verifier current s (target 2) |"
+            "\n| heal: what | verifiers | processes × each | queued | outage s |"
+            " staleness budget s | went stale | first publish after accept s | drain s |"
+            " drain events/s | all applied s | every verifier current s (target 2) | load before |"
         )
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for h in results["heal"]:
+            what = "floor (bare consumers)" if h.get("kind") == "floor" else "Tokenry"
+            load = " / ".join(f"{x:.1f}" for x in h.get("loadavg_before", ()))
             print(
-                f"| {h['verifiers']} | {h['processes']} × {h['per_process']} |"
+                f"| {what} | {h['verifiers']} | {h['processes']} × {h['per_process']} |"
                 f" {h['revocations']:,} | {h['outage_s']:.1f} | {h['staleness_budget_s']:g} |"
                 f" {h['went_stale']} | {h['first_published_after_accept_s']:.3f} |"
                 f" {h['drain_s']:.3f} | {h['drain_events_per_s']:,.0f} |"
-                f" {h['all_applied_s']:.3f} | {h['heal_s']:.3f} |"
+                f" {h['all_applied_s']:.3f} | {h['heal_s']:.3f} | {load} |"
+            )
+        for r in results.get("heal_ratio", []):
+            print(
+                f"\nTokenry heal / floor heal ({r['verifiers']}): {r['ratio']:.2f}"
+                f" ({r['tokenry_heal_s']:.3f} s / {r['floor_heal_s']:.3f} s;"
+                f" all applied / floor: {r['ratio_applied']:.2f})"
             )
     t = results.get("throughput")
     if t:
@@ -883,7 +914,11 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     middle.set_title("cold sync")
     heals = results.get("heal", [])
     if heals:
-        names = [f"{h['verifiers']} ({h['processes']}×{h['per_process']})" for h in heals]
+        names = [
+            f"{'floor ' if h.get('kind') == 'floor' else ''}{h['verifiers']}"
+            f" ({h['processes']}×{h['per_process']})"
+            for h in heals
+        ]
         right.bar(names, [h["heal_s"] for h in heals])
         for i, h in enumerate(heals):
             right.annotate(
@@ -940,9 +975,39 @@ async def run(args: argparse.Namespace, s: Stack) -> dict[str, Any]:
     results["cold_sync"] = [await cold_sync(s, n) for n in args.cold]
     results["heal"] = []
     for processes, per_process in args.heal_topologies:  # last: it restarts NATS
-        results["heal"].append(await heal(s, processes, per_process, args))
-        print(f"heal: {processes * per_process} verifiers done", file=sys.stderr)
+        for kind in ("tokenry", "floor") if args.heal_floor else ("tokenry",):
+            h = await heal(s, processes, per_process, args, floor=kind == "floor")
+            results["heal"].append(h)
+            print(
+                f"heal {kind} {processes}x{per_process}: every one current {h['heal_s']:.3f} s"
+                f" after accept (all applied {h['all_applied_s']:.3f} s,"
+                f" drain {h['drain_s']:.3f} s,"
+                f" load before {h['loadavg_before'][0]:.1f})",
+                file=sys.stderr,
+            )
+    results["heal_ratio"] = heal_ratio(results["heal"])
     return results
+
+
+def heal_ratio(heals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tokenry's heal over the same run's heal floor, per topology (every verifier current /
+    every bare consumer has the head, both from nats-server accepting)."""
+    floors = {(h["processes"], h["per_process"]): h for h in heals if h.get("kind") == "floor"}
+    out = []
+    for h in heals:
+        f = floors.get((h["processes"], h["per_process"]))
+        if h.get("kind", "tokenry") == "tokenry" and f is not None and f["heal_s"] > 0:
+            out.append(
+                {
+                    "verifiers": h["verifiers"],
+                    "tokenry_heal_s": h["heal_s"],
+                    "tokenry_all_applied_s": h["all_applied_s"],
+                    "floor_heal_s": f["heal_s"],
+                    "ratio": h["heal_s"] / f["heal_s"],
+                    "ratio_applied": h["all_applied_s"] / f["heal_s"],
+                }
+            )
+    return out
 
 
 def main() -> int:
@@ -976,6 +1041,13 @@ def main() -> int:
     parser.add_argument(
         "--heal-budget", type=float, default=30.0, help="the heal verifiers' staleness budget (s)"
     )
+    parser.add_argument(
+        "--heal-floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after each heal run, the same with bare ordered consumers (the heal floor)",
+    )
+    parser.add_argument("--floor-prefix", default=FLOOR_PREFIX, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--verifiers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--floor", type=int, default=0, help=argparse.SUPPRESS)
