@@ -11,10 +11,11 @@ import stat
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 from typer.testing import CliRunner
 
-from tokenry.cli.main import app
+from tokenry.cli.main import run
 from tokenry.core.users import UserStore
 
 pytestmark = pytest.mark.integration
@@ -23,14 +24,19 @@ TOKENRY = str(Path(sys.executable).with_name("tokenry"))
 LONG = "a.very.long.username+with.parts@example-company.test"  # 52 characters
 
 
+def _run(args: list[str], stdin: str | None, env: dict[str, str]) -> tuple[int, str, str]:
+    with CliRunner().isolation(input=stdin, env=env) as (out, err, _):
+        code = run(args)
+        return code, out.getvalue().decode(), err.getvalue().decode()
+
+
 async def _tokenry(
     env: dict[str, str], *args: str, stdin: str | None = None
 ) -> tuple[int, str, str]:
-    """The CLI in process (fast), as the console script runs it."""
-    result = CliRunner().invoke(
-        app, list(args), input=stdin, env={"TOKENRY_GATEWAY_USERS": "", **env}
-    )
-    return result.exit_code, result.stdout, result.stderr
+    """The CLI in process (fast), through the console script's entry point (its one-line
+    errors); in a thread, as the commands that reach PostgreSQL run their own event loop."""
+    base = {"TOKENRY_GATEWAY_USERS": "", "TOKENRY_DATABASE_URL": ""}
+    return await asyncio.to_thread(_run, list(args), stdin, {**base, **env})
 
 
 async def test_the_console_script_adds_a_user(tmp_path: Path) -> None:
@@ -91,13 +97,51 @@ async def test_user_add_list_delete(tmp_path: Path) -> None:
     ):
         code, out, err = await _tokenry(env, *args, stdin=stdin)
         assert code == 2, (args, out, err)
-        assert len(err.strip().splitlines()) == 1 or "--password" in args
+        assert len(err.strip().splitlines()) == 1, (args, err)
+    assert "No such option: --password" in err  # the last one: the flag does not exist
     assert path.read_bytes() == before
 
     code, out, err = await _tokenry(env, "user", "delete", "bob")
     assert code == 0, err
     assert running.authenticate("bob", "another-passphrase") is None
+    # no database configured here: one line says the sessions were not ended
+    assert out == "deleted bob\n"
+    assert err.startswith("warning: login sessions of bob were not ended (no database")
+    assert len(err.strip().splitlines()) == 1, err
     code, out, err = await _tokenry(env, "user", "delete", "bob")
     assert code == 1 and "no user 'bob'" in err
     code, out, _ = await _tokenry(env, "user", "list")
     assert out.splitlines() == [LONG]
+
+
+async def test_user_delete_ends_the_users_login_sessions(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool
+) -> None:
+    """The gateway's sessions are rows of login_sessions (migration 0009): deleting a user ends
+    theirs at once, no one else's; an unreachable database is said in one line."""
+    path = tmp_path / "users.json"
+    UserStore(path).add("alice", "alice-passphrase")
+    UserStore(path).add("bob", "bob-passphrase")
+    await pool.executemany(
+        "INSERT INTO login_sessions (token_hash, subject, auth_time, expires_at)"
+        " VALUES ($1, $2, 0, 9999999999)",
+        [(os.urandom(32), subject) for subject in ("alice", "alice", "bob")],
+    )
+    env = {"TOKENRY_HOME": str(tmp_path), "TOKENRY_GATEWAY_USERS": str(path)}
+
+    code, out, err = await _tokenry(
+        {**env, "TOKENRY_DATABASE_URL": database_url}, "user", "delete", "alice"
+    )
+    assert (code, err) == (0, "")
+    assert out == "deleted alice\nended 2 login sessions of alice\n"
+    subjects = await pool.fetch("SELECT subject FROM login_sessions")
+    assert [r["subject"] for r in subjects] == ["bob"]
+
+    unreachable = "postgresql://tokenry@127.0.0.1:1/tokenry"  # nothing listens on port 1
+    code, out, err = await _tokenry(env, "user", "delete", "bob", "--database-url", unreachable)
+    assert code == 0 and out == "deleted bob\n"
+    assert err.startswith(
+        "warning: login sessions of bob were not ended (PostgreSQL is unreachable"
+    )
+    assert len(err.strip().splitlines()) == 1, err
+    assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 1

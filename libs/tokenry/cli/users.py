@@ -3,6 +3,8 @@
 The store is a JSON file of scrypt hashes (:mod:`tokenry.core.users`, docs/gateway.md): the
 one ``--file``, else ``TOKENRY_GATEWAY_USERS``, else the dev stack's ``$TOKENRY_HOME/users.json``
 (what ``tokenry dev`` hands the gateway). A running gateway sees a change at the next sign-in.
+``delete`` also ends the user's login sessions in the gateway's database when one is configured
+(``--database-url``, ``TOKENRY_DATABASE_URL``, the dev stack's), and says so when it cannot.
 
 A password is read from a hidden prompt (asked twice) or, for scripts, from the first line of
 standard input with ``--password-stdin``; never from a flag, which would land in the shell
@@ -11,6 +13,7 @@ history and in ``ps``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -20,7 +23,7 @@ from typing import Annotated
 import typer
 
 from tokenry.cli.common import NEGATIVE, USAGE, fail
-from tokenry.cli.context import Flags, home
+from tokenry.cli.context import Flags, home, stack
 from tokenry.cli.typerkit import App
 from tokenry.core.users import UserStore, check_username
 
@@ -114,8 +117,15 @@ def delete(
     ctx: typer.Context,
     username: Annotated[str, typer.Argument(help="The user to remove")],
     file: UsersFile = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL of the gateway's login sessions"
+            " (default: TOKENRY_DATABASE_URL, then the dev stack's)"
+        ),
+    ] = None,
 ) -> None:
-    """Remove a user (sessions already signed in end at their expiry or at logout)."""
+    """Remove a user and end their login sessions (when the gateway's database is configured)."""
     path = _path(ctx, file)
     store = _store(path)
     try:
@@ -125,3 +135,46 @@ def delete(
     if not found:
         raise fail(f"no user {username[:64]!r} in {path}", NEGATIVE)
     typer.echo(f"deleted {username}")
+    # The user first: once gone no new session can start, so none outlives this.
+    ended = _end_sessions(ctx, username, database_url)
+    if isinstance(ended, int):
+        typer.echo(f"ended {ended} login session{'' if ended == 1 else 's'} of {username}")
+    else:
+        typer.echo(
+            f"warning: login sessions of {username} were not ended ({ended});"
+            " they last until logout or expiry (12 h by default)",
+            err=True,
+        )
+
+
+def _end_sessions(ctx: typer.Context, subject: str, given: str | None) -> int | str:
+    """Delete the subject's rows of ``login_sessions`` (the gateway's sessions, migration
+    0009): how many, or why not (no database configured or reachable)."""
+    import asyncpg
+
+    from tokenry.servicekit.variables import postgres_url
+
+    found = stack(ctx, database_url=given)
+    if found.database_url is None:
+        return "no database: pass --database-url or set TOKENRY_DATABASE_URL"
+    try:
+        dsn = postgres_url(found.database_url.value)
+    except ValueError as exc:
+        return f"{found.database_url.source} {exc}"
+    try:
+        return asyncio.run(_delete_sessions(dsn, subject))
+    except (OSError, TimeoutError) as exc:
+        return f"PostgreSQL is unreachable: {type(exc).__name__}"
+    except asyncpg.PostgresError as exc:
+        return f"PostgreSQL refused: {type(exc).__name__}"
+
+
+async def _delete_sessions(dsn: str, subject: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        status = await conn.execute("DELETE FROM login_sessions WHERE subject = $1", subject)
+    finally:
+        await conn.close()
+    return int(status.split()[-1])  # "DELETE <n>"
