@@ -17,7 +17,8 @@ to docs/benchmarks/gateway.json; the table is printed in Markdown.
     .venv/bin/python scripts/bench_gateway.py --quick          # one round, 5 s per run
     .venv/bin/python scripts/bench_gateway.py --rounds 3 --duration 10
 
-The oidc-provider comparison (issue 14) needs Node ≥ 22 and is not run by this script yet.
+The oidc-provider comparison (issue 14) needs Node ≥ 22 (``--no-peer`` skips it). A PNG of
+req/s and p99/p50 at c=32 goes to docs/benchmarks/gateway.png (matplotlib, the dev extra).
 """
 
 from __future__ import annotations
@@ -468,9 +469,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round, 5 s, c=32 only")
     parser.add_argument("--cold-tokens", type=int, default=12000)
     parser.add_argument("--no-peer", action="store_true", help="skip oidc-provider")
+    parser.add_argument(
+        "--plot-only", type=Path, metavar="JSON", help="redraw the PNG from a raw JSON, no run"
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        replot(args.plot_only)
+        return
     if not shutil.which("wrk") or not shutil.which("taskset"):
         sys.exit("needs wrk and taskset (apt-get install wrk util-linux)")
+    load_before = os.getloadavg()
     conns = [32] if args.quick else [1, 32]
     rounds = 1 if args.quick else args.rounds
     work = Path(tempfile.mkdtemp(prefix="tokenry-bench-lua-"))
@@ -566,21 +574,102 @@ def main() -> None:
                                     eproc.pid,
                                 ),
                             )
+    load_after = os.getloadavg()
     summary = {
         key: {m: statistics.median(r[m] for r in runs) for m in runs[0]}
         for key, runs in results.items()
     }
+    for s in summary.values():
+        s["p99_over_p50"] = s["p99_ms"] / s["p50_ms"] if s["p50_ms"] else 0.0
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "gateway.json").write_text(
-        json.dumps({"args": vars(args), "runs": results, "median": summary}, indent=2)
+        json.dumps(
+            {
+                "args": vars(args),
+                # the machine is shared: its load before and after, so a reader can judge
+                "loadavg_before": load_before,
+                "loadavg_after": load_after,
+                "cpus": os.cpu_count(),
+                "runs": results,
+                "median": summary,
+            },
+            indent=2,
+        )
     )
-    print("\n| run | req/s | p50 ms | p99 ms | server CPU-µs/req | wrk CPU |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"\nload average before {load_before}, after {load_after}")
+    print("\n| run | req/s | p50 ms | p99 ms | p99/p50 | server CPU-µs/req | wrk CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for key, s in summary.items():
         print(
-            f"| {key} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} |"
-            f" {s['cpu_us_per_req']:.0f} | {100 * s['tool_cpu_share']:.0f}% |"
+            f"| {key} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} |"
+            f" {s['p99_over_p50']:.1f} | {s['cpu_us_per_req']:.0f} |"
+            f" {100 * s['tool_cpu_share']:.0f}% |"
         )
+    note = _load_note({"loadavg_before": load_before, "loadavg_after": load_after,
+                       "cpus": os.cpu_count()})  # fmt: skip
+    print(f"plot: {plot(summary, OUT / 'gateway.png', note)}")
+
+
+def plot(summary: dict[str, dict[str, float]], path: Path, note: str = "") -> str:
+    """req/s, server CPU-µs per request and p99/p50 per run at c=32 (tokenry blue,
+    oidc-provider orange, the bare stacks grey). CPU per request is the panel to trust on a
+    loaded machine: req/s and latency move with whatever else runs on the core."""
+    try:
+        import matplotlib  # the dev extra; the benchmark runs without it
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "skipped (no matplotlib)"
+    keys = [k for k in summary if k.endswith("c=32")] or list(summary)
+    names = [k.removesuffix(" c=32") for k in keys]
+    colors = [
+        "#2563eb" if n.startswith("tokenry") else "#f59e0b" if n.startswith("oidc") else "#9ca3af"
+        for n in names
+    ]
+    served = [summary[k]["rps"] > 0 for k in keys]  # a run that served nothing has no figures
+    panels = (
+        ("rps", "requests/s (one core, c=32)", "{:,.0f}", False),
+        ("cpu_us_per_req", "server CPU-µs per request", "{:.0f}", False),
+        ("p99_over_p50", "p99 / p50 (log; target ≤ 3, dashed)", "{:.1f}", True),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(15, 0.45 * len(keys) + 1.8), sharey=True)
+    ys = list(range(len(keys)))
+    for ax, (metric, label, fmt, log) in zip(axes, panels, strict=True):
+        values = [summary[k][metric] if ok else 0.0 for k, ok in zip(keys, served, strict=True)]
+        ax.barh(ys, values, color=colors)
+        for y, value, ok in zip(ys, values, served, strict=True):
+            text = fmt.format(value) if ok else "no requests"
+            ax.annotate(text, (value if ok else 0, y), xytext=(3, 0),
+                        textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+        if log:
+            ax.set_xscale("log")
+            ax.axvline(3, color="#dc2626", linestyle="--", linewidth=1)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.18)
+    axes[0].set_yticks(ys, names)
+    axes[0].invert_yaxis()
+    fig.suptitle("HTTP gateway vs oidc-provider and the bare stacks (scripts/bench_gateway.py)"
+                 + (f"\n{note}" if note else ""))  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def replot(raw: Path) -> None:
+    """``--plot-only``: redraw the PNG from a raw JSON this script wrote."""
+    doc = json.loads(raw.read_text())
+    print(f"plot: {plot(doc['median'], raw.with_suffix('.png'), _load_note(doc))}")
+
+
+def _load_note(doc: dict[str, Any]) -> str:
+    before, after = doc.get("loadavg_before"), doc.get("loadavg_after")
+    if not before or not after:
+        return ""
+    cpus = doc.get("cpus") or "?"
+    return f"1-min load average {before[0]:.1f} before, {after[0]:.1f} after, on {cpus} CPUs"
 
 
 if __name__ == "__main__":
