@@ -551,6 +551,24 @@ def test_gateway_is_deployed_behind_an_ingress_with_tls(built: Build, tmp_path: 
     assert backends == {("tokenry-gateway", "https")}, "never the metrics port"
     annotations = ingress["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    # Behind ingress-nginx the TCP peer is the controller's pod: the limiters key on the
+    # address it appends to X-Forwarded-For (docs/gateway.md), else one client's failures
+    # hold everyone's sign-ins.
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert reader.get(v.TRUSTED_PROXY_HEADER) == "x-forwarded-for"
+
+
+def test_only_the_gateway_behind_the_ingress_trusts_a_proxy_header(built: Build) -> None:
+    """The gRPC services have no proxy in front: a trusted header there would let any caller
+    pick its own failure-limiter key."""
+    trusting = {
+        service
+        for service, _, _, c in _tokenry_containers(built)
+        if any(e["name"] == v.TRUSTED_PROXY_HEADER.name for e in c.get("env", []))
+    }
+    config_map = built.config_maps["tokenry-config"]
+    assert v.TRUSTED_PROXY_HEADER.name not in config_map
+    assert trusting == {"gateway"}
 
 
 def test_the_kek_is_mounted_only_where_tokens_are_signed_or_keys_wrapped(built: Build) -> None:
