@@ -18,7 +18,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tokenry.servicekit import telemetry as otel
-from tokenry.servicekit.httptelemetry import UNMATCHED, HttpTelemetry, http_duration
+from tokenry.servicekit.httptelemetry import (
+    CLIENT_AUTH_ROUTES,
+    UNMATCHED,
+    HttpTelemetry,
+    http_duration,
+)
+from tokenry.services.gateway import metadata
 
 CALLER = "0af7651916cd43dd8448eb211c80319c"
 
@@ -27,6 +33,10 @@ async def _token(request: Request) -> Response:
     form = (await request.body()).decode()
     ok = request.headers.get("authorization") == "Basic ok" or "client_secret=ok" in form
     return Response(b"{}", 200 if ok else 401)
+
+
+async def _refused(_request: Request) -> Response:
+    return Response(b"{}", 401)
 
 
 async def _item(_request: Request) -> Response:
@@ -39,6 +49,10 @@ async def _boom(_request: Request) -> Response:
 
 ROUTES = [
     Route("/oauth2/token", _token, methods=["POST"]),
+    Route("/oauth2/introspect", _refused, methods=["POST"]),
+    Route("/oauth2/revoke", _refused, methods=["POST"]),
+    Route("/oauth2/login", _refused, methods=["POST"]),  # a wrong user password
+    Route("/oauth2/userinfo", _refused, methods=["GET"]),  # a bad bearer token
     Route("/items/{item_id}", _item, methods=["GET"]),
     Route("/boom", _boom, methods=["GET"]),
 ]
@@ -122,6 +136,33 @@ async def test_401s_counted_by_the_credential_type_presented(harness: Harness) -
         ("private_key_jwt", where): 1,
         ("none", where): 1,
     }
+
+
+async def test_only_client_authenticating_routes_count_401s(harness: Harness) -> None:
+    """A wrong user password or a bad bearer token is no client-authentication failure: it
+    must not feed the authentication-failure alert (docs/observability.md)."""
+    h = harness.http
+    form = b"username=alice&password=wrong&client_secret=looks-like-one"
+    assert (await h.post("/oauth2/login", content=form, headers=_FORM)).status_code == 401
+    bearer = {"authorization": "Bearer expired"}
+    assert (await h.get("/oauth2/userinfo", headers=bearer)).status_code == 401
+    for path in ("/oauth2/introspect", "/oauth2/revoke"):
+        refused = await h.post(path, content=b"token=x", headers={"authorization": "Basic bad"})
+        assert refused.status_code == 401
+    assert harness.points("tokenry.client_auth.failures") == {
+        ("client_secret_basic", "POST /oauth2/introspect"): 1,
+        ("client_secret_basic", "POST /oauth2/revoke"): 1,
+    }
+    # ... while both still show as 401s of their routes
+    durations = harness.points("http.server.request.duration")
+    assert durations[("POST", "401", "/oauth2/login")] == 1
+    assert durations[("GET", "401", "/oauth2/userinfo")] == 1
+
+
+def test_client_auth_routes_are_the_gateways_client_authenticating_endpoints() -> None:
+    paths = {metadata.TOKEN_PATH, metadata.INTROSPECT_PATH, metadata.REVOKE_PATH}
+    assert paths == CLIENT_AUTH_ROUTES
+    assert metadata.USERINFO_PATH not in CLIENT_AUTH_ROUTES
 
 
 async def test_spans_only_when_the_edge_samples_whatever_the_caller_says(

@@ -22,10 +22,14 @@ Metrics (OpenTelemetry HTTP semantic conventions):
 ``http.response.status_code``. Its count is the request rate, its 5xx share the error rate;
 ``POST /oauth2/token`` is the token endpoint's latency.
 
-``tokenry.client_auth.failures`` (counter): responses 401, by ``auth.method`` (the credential
-type presented: ``client_secret_basic``, ``client_secret_post``, ``private_key_jwt``,
-``bearer``, ``none``) and ``rpc.method`` = ``<METHOD> <route>`` — the gRPC services' counter
-and labels, so the authentication-failure alert and dashboard cover the gateway unchanged.
+``tokenry.client_auth.failures`` (counter): responses 401 of the routes that authenticate the
+*client* (:data:`CLIENT_AUTH_ROUTES`: token, introspection, revocation), by ``auth.method``
+(the credential type presented: ``client_secret_basic``, ``client_secret_post``,
+``private_key_jwt``, ``bearer``, ``none``) and ``rpc.method`` = ``<METHOD> <route>`` — the gRPC
+services' counter and labels, so the authentication-failure alert and dashboard cover the
+gateway unchanged. Other 401s are not client authentication and are not counted here: a wrong
+user password at the login page, an invalid bearer token at userinfo (RFC 6750 §3.1); they
+show as 401 in ``http.server.request.duration`` (docs/observability.md).
 
 Span: ``<METHOD> <route>``, kind server, with ``http.request.method``, ``http.route``,
 ``url.scheme`` and ``http.response.status_code`` (error status from 500 up).
@@ -45,12 +49,13 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from tokenry.core.clientauth import TOKEN_ENDPOINT_PATH
 from tokenry.servicekit.rpctelemetry import DURATION_BUCKETS, credential_type, edge_parent
 
 if TYPE_CHECKING:
     from tokenry.servicekit.telemetry import EdgeMeterProvider, PlainHistogram, PlainSeries
 
-__all__ = ["UNMATCHED", "HttpTelemetry", "http_duration", "instrument_asgi"]
+__all__ = ["CLIENT_AUTH_ROUTES", "UNMATCHED", "HttpTelemetry", "http_duration", "instrument_asgi"]
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -61,6 +66,9 @@ App: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 UNMATCHED: Final = "unmatched"
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 _FORM: Final = b"application/x-www-form-urlencoded"
+#: the gateway's routes whose 401 is a failed client authentication: the token endpoint
+#: (RFC 6749 §2.3), introspection (RFC 7662 §2.1) and revocation (RFC 7009 §2.1)
+CLIENT_AUTH_ROUTES: Final = frozenset({TOKEN_ENDPOINT_PATH, "/oauth2/introspect", "/oauth2/revoke"})
 
 
 def _pattern(template: str) -> re.Pattern[str]:
@@ -80,6 +88,7 @@ class HttpTelemetry:
         tracer: where server spans start (None: no traces).
         ratio: the probability that a request is traced.
         duration: the request-duration histogram (None: no metrics).
+        client_auth_routes: the templates whose 401 counts as a client-authentication failure.
     """
 
     def __init__(
@@ -92,8 +101,10 @@ class HttpTelemetry:
         ratio: float = 1.0,
         duration: PlainHistogram | None = None,
         rand: Callable[[], float] = random.random,
+        client_auth_routes: Iterable[str] = CLIENT_AUTH_ROUTES,
     ) -> None:
         self._app = app
+        self._client_auth_routes = frozenset(client_auth_routes)
         chosen = list(templates)
         self._static = {t: t for t in chosen if "{" not in t}
         self._patterns = [(_pattern(t), t) for t in chosen if "{" in t]
@@ -196,7 +207,7 @@ class HttpTelemetry:
             await self._app(scope, reading if method == "POST" else receive, sending)
         finally:
             self._record(method, route, status, time.perf_counter() - began)
-            if status == 401:
+            if status == 401 and route in self._client_auth_routes:
                 self._auth_failed(scope, f"{method} {route}", body)
             if started is not None:
                 _finish(started, status)
