@@ -70,7 +70,7 @@ button{width:100%;margin-top:20px;padding:11px;border:0;border-radius:8px;backgr
 color:#fff;font-size:1rem;font-weight:600;cursor:pointer}button.secondary{background:#e5e7eb;
 color:#111827;margin-top:10px}button.link{display:inline;width:auto;margin:0;padding:0;
 background:none;color:#2563eb;font-weight:400;text-decoration:underline}
-form.inline{display:inline}.error{background:#fef2f2;color:#991b1b;border:1px solid #fecaca;
+.error{background:#fef2f2;color:#991b1b;border:1px solid #fecaca;
 border-radius:8px;padding:10px 12px;margin:0 0 12px}ul.scopes{list-style:none;padding:0;margin:0}
 ul.scopes li{display:flex;gap:10px;align-items:flex-start;padding:10px 0;
 border-top:1px solid #e5e7eb}ul.scopes input{margin-top:5px}
@@ -185,16 +185,16 @@ def consent_body(
         if return_to
         else ""
     )
-    # "Not you?" is its own form, so Enter in the consent form still means Allow.
+    # "Not you?" submits its own form (form="switch", after the consent form), so the consent
+    # form stays the page's first form and Enter in it still means Allow.
     return (
         f"<h1>Allow {name}?</h1>"
-        f'<div class="sub">Signed in as <strong>{html.escape(subject)}</strong>. '
-        f'<form class="inline" method="post" action="/oauth2/consent">{fields}'
-        '<button type="submit" name="decision" value="switch" class="link">Not you?</button>'
-        f"</form></div><p>{name} asks to:</p>"
-        f'<form method="post" action="/oauth2/consent">{fields}'
+        f'<form id="consent" method="post" action="/oauth2/consent">{fields}'
+        f'<p class="sub">Signed in as <strong>{html.escape(subject)}</strong>. '
+        '<button type="submit" form="switch" name="decision" value="switch" class="link">'
+        f"Not you?</button></p><p>{name} asks to:</p>"
         f'<ul class="scopes">{items}</ul>{back}'
         '<button type="submit" name="decision" value="allow">Allow</button>'
         '<button type="submit" name="decision" value="deny" class="secondary">Deny</button>'
-        "</form>"
+        f'</form><form id="switch" method="post" action="/oauth2/consent">{fields}</form>'
     )
