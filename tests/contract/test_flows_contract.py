@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 from flows_support import (
+    REDIRECT,
+    VERIFIER,
     authorization_code,
     clients,
     code_request,
@@ -14,10 +16,12 @@ from flows_support import (
 )
 
 from contract.adapters import Adapter
-from tokenry.core import opaque
+from tokenry.core import opaque, pkce
+from tokenry.core.authorize import AuthorizationRequest
 from tokenry.core.clients import CLIENT_CREDENTIALS
-from tokenry.core.errors import InvalidGrant
+from tokenry.core.errors import InvalidGrant, InvalidRequest
 from tokenry.flows import TokenRequest
+from tokenry.flows.authorization_code import Completion
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +88,43 @@ async def test_a_code_presented_by_the_wrong_client_is_burnt(adapter: Adapter) -
         await flows.token(code_request("web", code))
     with pytest.raises(InvalidGrant, match="already used"):
         await flows.token(code_request("web-opaque", code))
+
+
+@pytest.mark.parametrize(
+    ("demand", "stale_by"),
+    [({"max_age": "60"}, 61), ({"prompt": "login"}, 1)],
+    ids=["max_age", "prompt=login"],
+)
+async def test_a_fresh_sign_in_demand_is_checked_when_the_request_completes(
+    adapter: Adapter, demand: dict[str, str], stale_by: int
+) -> None:
+    """OIDC Core §3.1.2.1: a request with max_age or prompt=login is completed only with a sign-in
+    that recent, stated in auth_time (never assumed to be now); a refusal leaves the challenge
+    usable, so the login app can sign the user in again (docs/flows.md §2)."""
+    await _registered(adapter)
+    flows = endpoint(adapter.ports, adapter.clock)
+    out = await flows.code_flow.authorize(
+        AuthorizationRequest(
+            response_type="code",
+            client_id="web",
+            redirect_uri=REDIRECT,
+            scope="read",
+            state="st",
+            code_challenge=pkce.s256_challenge(VERIFIER),
+            code_challenge_method="S256",
+            nonce="",
+            **demand,
+        )
+    )
+    assert out.login_challenge, out
+    login = await flows.authenticate(creds("login"))
+    now = int(adapter.clock.now())
+
+    def completion(auth_time: int) -> Completion:
+        return Completion(out.login_challenge, "alice", "read", auth_time, deny=False)
+
+    for auth_time in (0, now - stale_by):
+        with pytest.raises(InvalidRequest, match="sign"):
+            await flows.code_flow.complete(login, completion(auth_time))
+    done = await flows.code_flow.complete(login, completion(now))
+    assert "code=" in done.redirect_to, done

@@ -400,9 +400,23 @@ async def test_external_login_app(settings: Settings, pool: asyncpg.Pool) -> Non
         # the external app completes through the issuer's CompleteAuthorization
         issuer = issuer_pb2_grpc.IssuerStub(g.suite.channel("issuer"))
         login = [("authorization", basic("login", g.secrets["login"]))]
-        done = await issuer.CompleteAuthorization(
+        # prompt=login and max_age demand a stated, fresh sign-in (OIDC Core §3.1.2.1): an app
+        # that leaves auth_time out is refused, and the challenge stays usable.
+        stale = issuer.CompleteAuthorization(
             issuer_pb2.CompleteAuthorizationRequest(
                 login_challenge=q["login_challenge"], subject="bob", granted_scope="openid"
+            ),
+            metadata=login,
+        )
+        with pytest.raises(grpc.aio.AioRpcError, match="auth_time is required"):
+            await stale
+        signed_in = int(time.time())
+        done = await issuer.CompleteAuthorization(
+            issuer_pb2.CompleteAuthorizationRequest(
+                login_challenge=q["login_challenge"],
+                subject="bob",
+                granted_scope="openid",
+                auth_time=signed_in,
             ),
             metadata=login,
         )

@@ -104,6 +104,7 @@ class CodeFlow:
                 error_description=exc.description,
             )
         challenge = opaque.new_token(opaque.LOGIN_CHALLENGE)
+        now = int(d.clock.now())
         await d.requests.save_request(
             AuthRequestRecord(
                 challenge_hash=opaque.token_hash(challenge),
@@ -114,7 +115,9 @@ class CodeFlow:
                 state=valid.state,
                 code_challenge=valid.code_challenge,
                 nonce=valid.nonce,
-                expires_at=int(d.clock.now()) + LOGIN_CHALLENGE_TTL,
+                expires_at=now + LOGIN_CHALLENGE_TTL,
+                max_age=valid.max_age,
+                login_after=now if "login" in valid.prompt else None,
             )
         )
         return AuthorizeOutcome(
@@ -163,6 +166,9 @@ class CodeFlow:
                     error=error,
                     error_description=params["error_description"],
                 )
+            # Raised inside the transaction: the challenge is not spent, the login app may sign
+            # the user in again and complete it.
+            _check_freshness(req, done.auth_time, now)
             scopes = narrow_scopes(done.granted_scope, req.scopes)
             code = opaque.new_token(opaque.CODE)
             await tx.save_code(
@@ -254,3 +260,20 @@ class CodeFlow:
             d, reused.gid, actor=client.client_id, reason="authorization code reused"
         )
         raise InvalidGrant("the authorization code was already used; its tokens are revoked")
+
+
+def _check_freshness(req: AuthRequestRecord, auth_time: int, now: int) -> None:
+    """OIDC Core §3.1.2.1: a request with ``max_age`` or ``prompt=login`` demands a sign-in that
+    recent; the ID token's auth_time will say when it was, so it must be stated, not assumed."""
+    if req.max_age is None and req.login_after is None:
+        return
+    if not auth_time:
+        raise InvalidRequest(
+            "this request asks for a fresh sign-in (max_age or prompt=login): auth_time is required"
+        )
+    if req.max_age is not None and now - auth_time > req.max_age:
+        raise InvalidRequest(
+            "auth_time is older than the request's max_age: sign the user in again"
+        )
+    if req.login_after is not None and auth_time < req.login_after:
+        raise InvalidRequest("the request asks prompt=login: sign the user in again")

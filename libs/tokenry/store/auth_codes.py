@@ -43,8 +43,8 @@ class AuthCodeStore:
         # overshoot it by the number in flight, never without limit).
         status: str = await self._pool.execute(
             "INSERT INTO auth_requests (challenge_hash, client_id, redirect_uri, scopes,"
-            " audiences, state, code_challenge, nonce, expires_at)"
-            " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9"
+            " audiences, state, code_challenge, nonce, expires_at, max_age, login_after)"
+            " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $12"
             " WHERE (SELECT count(*) FROM (SELECT 1 FROM auth_requests WHERE client_id = $2"
             "   AND expires_at > extract(epoch FROM clock_timestamp()) LIMIT $10) AS live) < $10",
             req.challenge_hash,
@@ -57,6 +57,8 @@ class AuthCodeStore:
             req.nonce,
             req.expires_at,
             MAX_PENDING_REQUESTS_PER_CLIENT,
+            req.max_age,
+            req.login_after,
         )
         if status.endswith(" 0"):
             raise too_many_pending()
@@ -80,6 +82,8 @@ class AuthCodeStore:
             code_challenge=row["code_challenge"],
             nonce=row["nonce"],
             expires_at=row["expires_at"],
+            max_age=row["max_age"],
+            login_after=row["login_after"],
         )
 
     async def save_code(self, conn: Executor, code: AuthCodeRecord) -> None:

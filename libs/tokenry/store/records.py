@@ -45,6 +45,10 @@ class AuthRequestRecord:
     code_challenge: str
     nonce: str
     expires_at: int
+    #: OIDC Core §3.1.2.1: the request's max_age, checked against auth_time at completion
+    max_age: int | None = None
+    #: prompt=login: the sign-in must happen at or after this unix time (the request's arrival)
+    login_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
