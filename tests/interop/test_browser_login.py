@@ -121,6 +121,8 @@ async def test_chromium_signs_in_consents_and_the_code_redeems(
                 assert pages["login_error"]["alert"], "no inline error after a wrong password"
                 assert pages["login_error"]["focused"] == "password", pages["login_error"]
                 assert pages["login_error"]["invalid"] == ["password"], pages["login_error"]
+                # "Not you?" on consent leads back to the sign-in page of the same request
+                assert pages["switch"] == {"status": 200, "password": 1}, pages["switch"]
             assert pages["login"]["title"].startswith("Sign in to "), pages["login"]["title"]
             assert {s["value"] for s in pages["consent"]["scopes"]} == {"openid", "read", "write"}
             assert all(s["label"] for s in pages["consent"]["scopes"])

@@ -114,6 +114,24 @@ async function flow(browser, spec, input) {
       path: c.path,
     }));
 
+    if (wrongPassword) {
+      // "Not you?" (its own form, through the button's form attribute): the sign-in page for
+      // the same request; sign in again and come back to consent.
+      const [switched] = await Promise.all([
+        page.waitForResponse((r) => r.request().method() === 'POST'),
+        page.getByRole('button', { name: /not you/i }).click(),
+      ]);
+      await page.waitForLoadState();
+      pages.switch = { status: switched.status(), password: await page.getByLabel('Password').count() };
+      await page.getByLabel('Username').fill(input.user);
+      await page.getByLabel('Password').fill(input.password);
+      await Promise.all([
+        page.waitForResponse((r) => r.request().method() === 'POST'),
+        page.locator('form button[type=submit]').first().click(),
+      ]);
+      await page.waitForLoadState();
+    }
+
     const [redirect] = await timed(t, 'allow', () =>
       Promise.all([
         page.waitForResponse((r) => r.request().method() === 'POST'),
