@@ -16,7 +16,6 @@ out. Logout ends the session only; tokens already issued live on (revoke them at
 
 from __future__ import annotations
 
-import hmac
 import html
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,7 +29,7 @@ from tokenry.core.errors import OAuthError
 from tokenry.jose import SignaturePolicy, b64url_decode, loads_strict, split_and_parse
 from tokenry.jose.errors import VerificationError
 from tokenry.services.gateway.metadata import LOGOUT_PATH
-from tokenry.services.gateway.pages import LOGIN_COOKIE, LoginApp
+from tokenry.services.gateway.pages import LOGIN_COOKIE, LoginApp, same_mac
 from tokenry.services.gateway.routes import ApiHolder, GatewayApi, read_form
 from tokenry.services.gateway.ui import error_page, hidden, page, redirect
 
@@ -132,7 +131,7 @@ class LogoutApp:
             return error_page(str(exc), "invalid_request")
         token = request.cookies.get(LOGIN_COOKIE, "")
         session = await api.sessions.get(token) if api.sessions is not None and token else None
-        confirmed = request.method == "POST" and hmac.compare_digest(
+        confirmed = request.method == "POST" and same_mac(
             params.get("logout_csrf", ""), self._login.mac("logout", token)
         )
         if session is not None:

@@ -163,13 +163,9 @@ class LoginApp:
             _one(form, "consent") or "ask",
             _one(form, "return_to"),
         )
-        if (
-            not session
-            or not challenge
-            or not hmac.compare_digest(given, self._csrf(session, challenge))
-        ):
+        if not session or not challenge or not same_mac(given, self._csrf(session, challenge)):
             raise InvalidRequest("the form expired or was not sent from this browser; start again")
-        if not hmac.compare_digest(_one(form, "pending_mac"), self._pending_mac(session, pending)):
+        if not same_mac(_one(form, "pending_mac"), self._pending_mac(session, pending)):
             raise InvalidRequest("the form was changed; start again")
         return session, pending
 
@@ -303,7 +299,7 @@ class LoginApp:
         challenge = pending.challenge
         subject = _one(form, "subject")
         auth_time = _one(form, "auth_time")
-        if not hmac.compare_digest(
+        if not same_mac(
             _one(form, "subject_mac"), self.mac("subject", session, challenge, subject, auth_time)
         ):
             return error_page("the form was changed; start again")
@@ -461,6 +457,12 @@ def _host(redirect_uri: str) -> str:
     is registered."""
     parts = urlsplit(redirect_uri)
     return (parts.netloc.rpartition("@")[2] or parts.scheme)[:255]
+
+
+def same_mac(given: str, expected: str) -> bool:
+    """Constant-time comparison of a posted MAC. Bytes, not str: hmac.compare_digest raises
+    TypeError on a non-ASCII str, which a posted form value may be (a 500 otherwise)."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
 def _one(form: dict[str, list[str]], name: str) -> str:
