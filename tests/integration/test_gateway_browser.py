@@ -5,6 +5,7 @@ TOKENRY_LOGIN_URL (an external login app) and RP-initiated logout."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -498,3 +499,33 @@ async def test_logout(settings: Settings, pool: asyncpg.Pool) -> None:
         # nothing to sign out of, no return address: the signed-out page
         resp = await g.http.get("/oauth2/logout")
         assert resp.status_code == 200 and "Signed out" in resp.text
+
+
+# --- login session: fixation, logout vs. an open consent page -------------------------------
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def test_sign_in_replaces_the_login_session(settings: Settings, pool: asyncpg.Pool) -> None:
+    """No session fixation: a sign-in while holding a tkr_login cookie (planted or old) never
+    keeps it; the old row is deleted and the cookie gets a new value."""
+    async with gateway_suite(settings, pool) as g:
+        await sign_in(g)
+        old = g.http.cookies.get(LOGIN_COOKIE)
+        assert old
+        assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 1
+        page = await g.http.get(authorize_url(prompt="login"))
+        assert 'id="password"' in page.text
+        login = await g.http.post(
+            "/oauth2/login",
+            data={**hidden_fields(page.text), "username": USER, "password": PASSWORD},
+        )
+        assert login.status_code == 200, login.text
+        new = g.http.cookies.get(LOGIN_COOKIE)
+        assert new and new != old
+        gone = "SELECT count(*) FROM login_sessions WHERE token_hash = $1"
+        assert await pool.fetchval(gone, token_hash(old)) == 0
+        assert await pool.fetchval(gone, token_hash(new)) == 1
+        assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 1
