@@ -299,6 +299,22 @@ async def test_reconnect_resumes_from_the_stream_without_counting_as_a_failure()
     assert w.state.applied_seq == 4 and w.jtis() == w.expected()
 
 
+async def test_a_disconnect_drops_the_consumer_and_the_reconnect_resumes_after_it() -> None:
+    """Left open through an outage, nats-py's ordered consumer queues a new consumer every
+    second of it, all created at once when NATS returns (docs/benchmarks/propagation.md)."""
+    w = await _world(published=2)
+    await _start(w)
+    w.subscriber.notify_disconnected()
+    await asyncio.sleep(0)  # the close runs as a task (called from nats-py's callback)
+    assert not any(sub.open for sub in w.stream.subs)
+    w.revoke_and_publish(3)
+    w.subscriber.notify_reconnected()
+    await w.subscriber.check(reconnected=True)
+    assert w.stream.subs[-1].open and w.stream.subs[-1].start == 3
+    w.stream.deliver()
+    assert w.state.applied_seq == 5 and w.jtis() == w.expected()
+
+
 async def test_a_late_heartbeat_does_not_reopen_a_stale_verifier() -> None:
     """Finding 1 of the fault issue, deterministically: current, then paused for 40 s while a
     token is revoked; on resume a heartbeat from before the pause arrives. It used to prove the

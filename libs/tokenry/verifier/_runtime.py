@@ -199,8 +199,16 @@ async def start_verifier(
         for sub in subscriber:
             sub.notify_reconnected()
 
+    async def disconnected() -> None:
+        for sub in subscriber:
+            sub.notify_disconnected()
+
     nc = await connect(
-        nats_url, name=f"tokenry-verifier:{audience}", reconnected=reconnected, tls=nats_tls
+        nats_url,
+        name=f"tokenry-verifier:{audience}",
+        reconnected=reconnected,
+        disconnected=disconnected,
+        tls=nats_tls,
     )
     subscriber.append(
         EventSubscriber(
