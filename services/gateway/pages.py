@@ -239,7 +239,8 @@ class LoginApp:
         elif skip:
             return await self._finish(pending, login.subject, login.auth_time)
         else:
-            resp = self._consent_page(pending, session, login.subject, str(login.auth_time))
+            token = request.cookies.get(LOGIN_COOKIE, "")
+            resp = self._consent_page(pending, session, token, login.subject, login.auth_time)
         self._set_cookie(request, resp, SESSION_COOKIE, session)
         return resp
 
@@ -284,7 +285,7 @@ class LoginApp:
         if pending.consent == "skip":
             resp = await self._finish(pending, subject, auth_time)
         else:
-            resp = self._consent_page(pending, session, subject, str(auth_time))
+            resp = self._consent_page(pending, session, token, subject, auth_time)
         if token:
             ttl = sessions.ttl if sessions is not None else None
             self._set_cookie(request, resp, LOGIN_COOKIE, token, max_age=ttl)
@@ -299,14 +300,23 @@ class LoginApp:
         challenge = pending.challenge
         subject = _one(form, "subject")
         auth_time = _one(form, "auth_time")
+        token = request.cookies.get(LOGIN_COOKIE, "")
         if not same_mac(
-            _one(form, "subject_mac"), self.mac("subject", session, challenge, subject, auth_time)
+            _one(form, "subject_mac"),
+            self._subject_mac(session, challenge, token, subject, auth_time),
         ):
-            return error_page("the form was changed; start again")
+            # Also a consent page left open after logout: the cookie (and its MAC) is gone.
+            return error_page("the form was changed or you signed out; start again")
         if _one(form, "decision") == "switch":
             # "Not you?": sign in (as someone else) for the same parked request; the sign-in
             # starts a new login session in place of the current one.
             return self._login_page(pending, session)
+        sessions = self._holder.get().sessions
+        login = await sessions.get(token) if sessions is not None and token else None
+        if sessions is not None and (login is None or login.subject != subject):
+            # The session the page was shown for ended (logout elsewhere, expiry, a user
+            # deleted): no code for its user (docs/gateway.md, login sessions).
+            return error_page("you are no longer signed in; start again")
         granted = " ".join(form.get("grant_scope", []))
         # The granted set is always explicit: nothing ticked grants nothing, which is a denial.
         deny = _one(form, "decision") != "allow" or not granted
@@ -409,14 +419,23 @@ class LoginApp:
         body = login_body(self._common(pending, session), pending.client_name, error, username)
         return page(f"Sign in to {pending.client_name}", body, status)
 
+    def _subject_mac(
+        self, session: str, challenge: str, token: str, subject: str, auth_time: str
+    ) -> str:
+        """The consent form's user, bound to the login session it was shown for (the hash of
+        its token: the form dies with the session) as well as to the CSRF cookie and the
+        challenge."""
+        bound = hashlib.sha256(token.encode()).hexdigest() if token else ""
+        return self.mac("subject", session, challenge, bound, subject, auth_time)
+
     def _consent_page(
-        self, pending: _Pending, session: str, subject: str, auth_time: str
+        self, pending: _Pending, session: str, token: str, subject: str, auth_time: int
     ) -> HTMLResponse:
-        mac = self.mac("subject", session, pending.challenge, subject, auth_time)
+        mac = self._subject_mac(session, pending.challenge, token, subject, str(auth_time))
         fields = (
             self._common(pending, session)
             + hidden("subject", subject)
-            + hidden("auth_time", auth_time)
+            + hidden("auth_time", str(auth_time))
             + hidden("subject_mac", mac)
         )
         body = consent_body(fields, pending.client_name, subject, pending.scopes, pending.return_to)

@@ -529,3 +529,29 @@ async def test_sign_in_replaces_the_login_session(settings: Settings, pool: asyn
         assert await pool.fetchval(gone, token_hash(old)) == 0
         assert await pool.fetchval(gone, token_hash(new)) == 1
         assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 1
+
+
+async def test_consent_page_left_open_after_logout_issues_no_code(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with gateway_suite(settings, pool) as g:
+        await sign_in(g)
+        page = await g.http.get(authorize_url())  # the session's consent page, as alice
+        assert "Signed in as <strong>alice" in page.text
+        fields = hidden_fields(page.text)
+        old = g.http.cookies.get(LOGIN_COOKIE)
+        # signed out in this browser (the confirmation form, no hint)
+        ask = await g.http.get("/oauth2/logout")
+        out = await g.http.post(
+            "/oauth2/logout", data={**hidden_fields(ask.text), "decision": "logout"}
+        )
+        assert out.status_code == 200 and "Signed out" in out.text
+        assert not g.http.cookies.get(LOGIN_COOKIE)
+        allow = {**fields, "grant_scope": fields["scope"].split(), "decision": "allow"}
+        resp = await g.http.post("/oauth2/consent", data=allow)
+        assert resp.status_code == 400 and "location" not in resp.headers, resp.text
+        # ...and a copy of the old cookie (its MAC matches) does not revive it: the row is gone
+        async with httpx.AsyncClient(base_url=g.url, cookies=dict(g.http.cookies)) as copy:
+            copy.cookies.set(LOGIN_COOKIE, old, path="/oauth2")
+            resp = await copy.post("/oauth2/consent", data=allow)
+            assert resp.status_code == 400 and "location" not in resp.headers
