@@ -113,6 +113,21 @@ async def _return_to(
     return claims, client_id, add_query(uri, {"state": params.get("state", "")})
 
 
+#: the request parameters of §2 that a POST is re-sent with as a GET
+_LOGOUT_PARAMS = (
+    "id_token_hint",
+    "logout_hint",
+    "client_id",
+    "post_logout_redirect_uri",
+    "state",
+    "ui_locales",
+)
+
+
+def _forwarded(params: dict[str, str]) -> dict[str, str]:
+    return {k: params[k] for k in _LOGOUT_PARAMS if k in params}
+
+
 class LogoutApp:
     def __init__(self, holder: ApiHolder, login: LoginApp, *, secure_cookies: bool) -> None:
         self._holder = holder
@@ -130,6 +145,10 @@ class LogoutApp:
         except _Refused as exc:
             return error_page(str(exc), "invalid_request")
         token = request.cookies.get(LOGIN_COOKIE, "")
+        if request.method == "POST" and not token:
+            # A cross-site POST (allowed by §2) carries no SameSite=Lax cookie, so nothing could
+            # be ended here; a top-level GET navigation does carry it: go through one.
+            return redirect(add_query(LOGOUT_PATH, _forwarded(params)))
         session = await api.sessions.get(token) if api.sessions is not None and token else None
         confirmed = request.method == "POST" and same_mac(
             params.get("logout_csrf", ""), self._login.mac("logout", token)

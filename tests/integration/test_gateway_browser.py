@@ -555,3 +555,30 @@ async def test_consent_page_left_open_after_logout_issues_no_code(
             copy.cookies.set(LOGIN_COOKIE, old, path="/oauth2")
             resp = await copy.post("/oauth2/consent", data=allow)
             assert resp.status_code == 400 and "location" not in resp.headers
+
+
+async def test_cross_site_logout_post_goes_through_a_same_site_get(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """RP-Initiated Logout 1.0 §2 allows POST; a cross-site POST carries no SameSite=Lax cookie
+    (httpx ignores SameSite: a cookieless client stands for it), so the gateway answers with a
+    303 to GET /oauth2/logout, whose top-level navigation does carry the cookie."""
+    async with gateway_suite(settings, pool) as g:
+        id_token = (await redeem(g, (await sign_in(g))["code"])).json()["id_token"]
+        form = {"id_token_hint": id_token, "post_logout_redirect_uri": LOGGED_OUT, "state": "s3"}
+        async with httpx.AsyncClient(base_url=g.url) as cross_site:
+            resp = await cross_site.post("/oauth2/logout", data=form)
+        assert resp.status_code == 303
+        location = resp.headers["location"]
+        assert location.startswith("/oauth2/logout?") and query(location) == form
+        assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 1
+        # the browser follows it with its cookie: signed out, back to the client
+        resp = await g.http.get(location)
+        assert resp.status_code == 303 and resp.headers["location"] == LOGGED_OUT + "?state=s3"
+        assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 0
+        assert not g.http.cookies.get(LOGIN_COOKIE)
+        # a bad request is still an error page, never a redirect
+        async with httpx.AsyncClient(base_url=g.url) as cross_site:
+            bad = {**form, "post_logout_redirect_uri": "https://evil.test/"}
+            resp = await cross_site.post("/oauth2/logout", data=bad)
+        assert resp.status_code == 400 and "location" not in resp.headers
