@@ -8,10 +8,11 @@ hint's ``aud``). Otherwise a "signed out" page. A bad hint, an unknown client or
 URI gets an error page and is never redirected.
 
 §2: the OP must ask the user before logging out when the hint does not show that the request
-comes from the signed-in user's client. So when a session exists and no hint names its subject,
-a confirmation page (a CSRF-protected form) comes first: a cross-site link cannot sign a user
-out. Logout ends the session only; tokens already issued live on (revoke them at
-``/oauth2/revoke``; docs/gateway.md).
+comes from the signed-in user's client. So when a session exists and no hint is an ID token of
+that session (its subject, an ``auth_time`` no older than the session), a confirmation page (a
+CSRF-protected form) comes first: a cross-site link cannot sign a user out. Logout ends the
+session only; tokens already issued live on (revoke them at ``/oauth2/revoke``;
+docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tokenry.jose.errors import VerificationError
 from tokenry.services.gateway.metadata import LOGOUT_PATH
 from tokenry.services.gateway.pages import LOGIN_COOKIE, LoginApp, same_mac
 from tokenry.services.gateway.routes import ApiHolder, GatewayApi, read_form
+from tokenry.services.gateway.sessions import LoginSession
 from tokenry.services.gateway.ui import error_page, hidden, page, redirect
 
 __all__ = ["LogoutApp", "verify_id_token_hint"]
@@ -67,6 +69,17 @@ def _audience(claims: dict[str, Any]) -> str:
     if isinstance(aud, list) and len(aud) == 1:
         aud = aud[0]
     return aud if isinstance(aud, str) else ""
+
+
+def _of_session(claims: dict[str, Any] | None, session: LoginSession) -> bool:
+    """Whether the hint is an ID token of this login session (§2: ask the user when it "does
+    not belong to the current OP session"): its user, and signed in no earlier than the session
+    began (``auth_time``, else ``iat``). An old ID token of the same user, from a session since
+    ended, does not count."""
+    if claims is None or claims.get("sub") != session.subject:
+        return False
+    when = claims.get("auth_time", claims.get("iat"))
+    return isinstance(when, int) and not isinstance(when, bool) and when >= session.auth_time
 
 
 class _Refused(Exception):
@@ -156,7 +169,7 @@ class LogoutApp:
         if session is not None:
             if confirmed and params.get("decision") == "stay":
                 return redirect(back) if back else _page_stayed()
-            if not confirmed and (claims is None or claims.get("sub") != session.subject):
+            if not confirmed and not _of_session(claims, session):
                 return self._confirm(token, client_id, params, session.subject)
             if api.sessions is not None:
                 await api.sessions.end(token)

@@ -582,3 +582,33 @@ async def test_cross_site_logout_post_goes_through_a_same_site_get(
             bad = {**form, "post_logout_redirect_uri": "https://evil.test/"}
             resp = await cross_site.post("/oauth2/logout", data=bad)
         assert resp.status_code == 400 and "location" not in resp.headers
+
+
+async def test_an_id_token_of_an_ended_session_does_not_skip_the_question(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """RP-Initiated Logout 1.0 §2: ask when the hint "does not belong to the current OP
+    session" — the same user's ID token from an earlier session is not this session's."""
+    async with gateway_suite(settings, pool) as g:
+        old_token = (await redeem(g, (await sign_in(g))["code"])).json()["id_token"]
+        # the session it came from ends; a later one starts (same user, signed in later)
+        await pool.execute("DELETE FROM login_sessions")
+        await sign_in(g)
+        later = claims(old_token)["auth_time"] + 10
+        await pool.execute("UPDATE login_sessions SET auth_time = $1", later)
+        hint = {"id_token_hint": old_token, "post_logout_redirect_uri": LOGGED_OUT}
+        page = await g.http.get("/oauth2/logout", params=hint)
+        assert page.status_code == 200 and "Sign out?" in page.text
+        assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 1
+        # an ID token of this session (it carries the session's auth_time): no question
+        page = await g.http.get(authorize_url())
+        fields = hidden_fields(page.text)
+        resp = await g.http.post(
+            "/oauth2/consent",
+            data={**fields, "grant_scope": fields["scope"].split(), "decision": "allow"},
+        )
+        current = (await redeem(g, query(resp.headers["location"])["code"])).json()["id_token"]
+        assert claims(current)["auth_time"] == later
+        resp = await g.http.get("/oauth2/logout", params={**hint, "id_token_hint": current})
+        assert resp.status_code == 303 and resp.headers["location"] == LOGGED_OUT
+        assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 0
