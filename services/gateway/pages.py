@@ -57,6 +57,7 @@ from tokenry.services.gateway.ui import (
 from tokenry.services.gateway.users import Authenticator, LoginThrottle
 
 __all__ = [
+    "HOST_SESSION_COOKIE",
     "LOGIN_COOKIE",
     "SCOPE_DESCRIPTIONS",
     "LoginApp",
@@ -64,6 +65,11 @@ __all__ = [
 ]
 
 SESSION_COOKIE = "tkr_session"  # the browser's id for CSRF tokens (no login state)
+# The same, whenever the cookie is Secure: a __Host- cookie (RFC 6265bis §4.1.3.2: Secure, Path=/,
+# no Domain) cannot be planted by a sibling subdomain, so nobody else can choose the value the
+# CSRF tokens are bound to. Over plain HTTP (dev) a browser refuses a __Host- cookie, since it
+# cannot be Secure there, so the plain name stays (docs/gateway.md).
+HOST_SESSION_COOKIE = "__Host-" + SESSION_COOKIE
 LOGIN_COOKIE = "tkr_login"  # the login session (services/gateway/sessions.py)
 # The caller that completes authorizations in process (CodeFlow.complete checks its scope).
 _LOGIN_CALLER = Client(
@@ -152,7 +158,7 @@ class LoginApp:
     def _check_form(self, request: Request, form: dict[str, list[str]]) -> tuple[str, _Pending]:
         """The CSRF token (bound to the browser's session cookie and the challenge) and the
         MACed pending request; raises on any mismatch."""
-        session = request.cookies.get(SESSION_COOKIE, "")
+        session = request.cookies.get(self._session_cookie(request), "")
         challenge = _one(form, "login_challenge")
         given = _one(form, "csrf")
         pending = _Pending(
@@ -219,7 +225,7 @@ class LoginApp:
         client = await api.clients.get_client(outcome.client_id) if api.clients else None
         skip = client is not None and client.first_party and "consent" not in outcome.prompt
         pending = _pending(outcome, client, "skip" if skip else "ask", return_to)
-        session = request.cookies.get(SESSION_COOKIE) or os.urandom(24).hex()
+        session = request.cookies.get(self._session_cookie(request)) or os.urandom(24).hex()
         login = await self._signed_in(request)
         # OIDC Core §3.1.2.1: a session older than max_age, prompt=login and prompt=
         # select_account all mean the user signs in again; max_age=0 is prompt=login (Core 1.0
@@ -241,7 +247,7 @@ class LoginApp:
         else:
             token = request.cookies.get(LOGIN_COOKIE, "")
             resp = self._consent_page(pending, session, token, login.subject, login.auth_time)
-        self._set_cookie(request, resp, SESSION_COOKIE, session)
+        self._set_cookie(request, resp, self._session_cookie(request), session)
         return resp
 
     async def login(self, request: Request) -> Response:
@@ -382,6 +388,14 @@ class LoginApp:
 
     # --- pages ---------------------------------------------------------------------------
 
+    def secure(self, request: Request) -> bool:
+        """Whether cookies are Secure: on HTTPS requests, and on all when TLS terminates in
+        front (TOKENRY_TLS_TERMINATED)."""
+        return self._secure or request.url.scheme == "https"
+
+    def _session_cookie(self, request: Request) -> str:
+        return HOST_SESSION_COOKIE if self.secure(request) else SESSION_COOKIE
+
     def _set_cookie(
         self, request: Request, resp: Response, name: str, value: str, max_age: int | None = None
     ) -> None:
@@ -389,8 +403,8 @@ class LoginApp:
             name,
             value,
             max_age=max_age,
-            path="/oauth2",
-            secure=self._secure or request.url.scheme == "https",
+            path="/" if name.startswith("__Host-") else "/oauth2",  # __Host- requires Path=/
+            secure=self.secure(request),
             httponly=True,
             samesite="lax",
         )

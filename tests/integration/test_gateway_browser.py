@@ -5,6 +5,7 @@ TOKENRY_LOGIN_URL (an external login app) and RP-initiated logout."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import time
@@ -512,6 +513,10 @@ async def test_sign_in_replaces_the_login_session(settings: Settings, pool: asyn
     """No session fixation: a sign-in while holding a tkr_login cookie (planted or old) never
     keeps it; the old row is deleted and the cookie gets a new value."""
     async with gateway_suite(settings, pool) as g:
+        # plain HTTP (dev): the plain cookie name, at /oauth2 (a __Host- one needs Secure)
+        first = await g.http.get(authorize_url())
+        assert first.headers["set-cookie"].startswith("tkr_session=")
+        assert "Path=/oauth2" in first.headers["set-cookie"]
         await sign_in(g)
         old = g.http.cookies.get(LOGIN_COOKIE)
         assert old
@@ -612,3 +617,32 @@ async def test_an_id_token_of_an_ended_session_does_not_skip_the_question(
         resp = await g.http.get("/oauth2/logout", params={**hint, "id_token_hint": current})
         assert resp.status_code == 303 and resp.headers["location"] == LOGGED_OUT
         assert await pool.fetchval("SELECT count(*) FROM login_sessions") == 0
+
+
+async def test_csrf_cookie_is_host_prefixed_when_secure(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Secure cookies (HTTPS, or TOKENRY_TLS_TERMINATED as here): the CSRF cookie is
+    __Host-tkr_session (Secure, Path=/, no Domain), so a sibling subdomain cannot plant the value
+    the forms are bound to; a plain tkr_session cookie is not read. (httpx keeps Secure cookies
+    off plain HTTP, so the test sends the Cookie header itself.)"""
+    tls = dataclasses.replace(settings.tls, terminated_in_front=True)
+    async with gateway_suite(settings=dataclasses.replace(settings, tls=tls), pool=pool) as g:
+        page = await g.http.get(authorize_url())
+        set_cookie = page.headers["set-cookie"]
+        name, _, rest = set_cookie.partition("=")
+        attributes = {a.strip().lower() for a in rest.split(";")[1:]}
+        assert name == "__Host-tkr_session", set_cookie
+        assert {"path=/", "secure", "httponly", "samesite=lax"} <= attributes, set_cookie
+        assert not any(a.startswith("domain") for a in attributes), set_cookie
+        value = rest.split(";")[0]
+        form = {**hidden_fields(page.text), "username": USER, "password": PASSWORD}
+        async with httpx.AsyncClient(base_url=g.url) as browser:
+            planted = await browser.post(
+                "/oauth2/login", data=form, headers={"cookie": f"tkr_session={value}"}
+            )
+            assert planted.status_code == 400, planted.text
+            login = await browser.post(
+                "/oauth2/login", data=form, headers={"cookie": f"__Host-tkr_session={value}"}
+            )
+            assert login.status_code == 200 and "Allow" in login.text, login.text
