@@ -39,8 +39,9 @@ is current (``RevocationState.wait_current``, stamped by the verifier). Drain ra
 over the JetStream store times of its first and last message. Targets: heal ≤ 2 s, drain ≥
 5,000 events/s. Heal floor (same run, right after, ``--no-heal-floor`` to skip): the same
 topology of bare ordered consumers (the propagation floor's, each decoding every event into a
-dict) on the relay's own stream, the same outage and backlog; its heal is from the same
-accept until every consumer has the last queued revocation (there is nothing to prove).
+dict) on the relay's own stream, the same outage and backlog. They connect when nats-server
+accepts (polled every 2 ms) and consume from the outage's start time; their heal is from the
+same accept until every consumer has the last queued revocation (there is nothing to prove).
 
 Run: ``.venv/bin/python scripts/bench_propagation.py [--quick] [--pin]``; every volume is an
 option (``--help``), e.g. a cheap validation run::
@@ -159,9 +160,8 @@ async def verifier_process(args: argparse.Namespace) -> None:
 
 async def floor_process(args: argparse.Namespace) -> None:
     """``--floor N``: N bare ordered consumers, each on its own connection, each decoding every
-    event into a dict and stamping it; say READY, dump the stamps on DONE <seq>. The heal floor
-    (``--floor-prefix tokenry``, the relay's own stream) says WATCH <seq> instead, and gets back
-    when each consumer applied ``seq``."""
+    event into a dict and stamping it; say READY, dump the stamps on DONE <seq> (or, on
+    WATCH <seq>, only when each consumer applied ``seq``)."""
     import nats
     from nats.js.api import DeliverPolicy
 
@@ -209,6 +209,98 @@ async def floor_process(args: argparse.Namespace) -> None:
         result = [{str(k): v for k, v in s.items()} for s in stamps]
     print(json.dumps(result), flush=True)
     for nc in conns:
+        await nc.close()
+
+
+async def heal_floor_process(args: argparse.Namespace) -> None:
+    """``--heal-floor-child N``: the heal floor. On WATCH <seq> <wall time>, N bare consumers
+    (the propagation floor's: own connection, decode, apply to a dict) connect as soon as
+    nats-server accepts (polled every 2 ms), each makes an ordered consumer from that time on
+    (the backlog is published after the restart; by time, not seq, since a restarted
+    nats-server may renumber an unsynced tail) and stamps when it has ``seq``.
+
+    They hold no connection through the outage: nats-py's ordered consumer, left open,
+    queues a new consumer every second of it, all created when NATS returns (with 100
+    consumers that storm hit nats-server's consumer limit for minutes; the verifier drops its
+    consumer on disconnect for the same reason). A floor is the best a bare consumer can do."""
+    import datetime
+
+    import nats
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    from tokenry.bus import codec
+    from tokenry.bus.consumer import IDLE_HEARTBEAT
+
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    line = await loop.run_in_executor(None, sys.stdin.readline)
+    target, since = int(line.split()[1]), float(line.split()[2])
+    start = datetime.datetime.fromtimestamp(since, datetime.UTC)
+
+    async def consume() -> tuple[Any, dict[str, Any]]:
+        applied: dict[str, int] = {}
+        done = asyncio.Event()
+        stamp: dict[str, Any] = {"went_stale": None}
+
+        last = [0, time.monotonic()]  # stream seq seen, when
+
+        async def on_msg(msg: Any) -> None:
+            event = codec.decode(msg.data)
+            if event.revocation is not None:
+                applied[event.revocation.value] = event.revocation.expires_at
+            last[:] = [int(msg.reply.split(".")[5]), time.monotonic()]
+            if event.seq == target:
+                stamp["applied"] = stamp["current"] = time.monotonic()
+                done.set()
+
+        while True:
+            try:
+                nc = await nats.connect(args.nats_url, connect_timeout=1, max_reconnect_attempts=0)
+                break
+            except Exception:
+                await asyncio.sleep(0.002)
+
+        async def subscribe() -> Any:
+            while True:
+                config = (
+                    ConsumerConfig(opt_start_seq=int(last[0]) + 1)
+                    if last[0]
+                    else ConsumerConfig(opt_start_time=start)
+                )
+                policy = DeliverPolicy.BY_START_SEQUENCE if last[0] else DeliverPolicy.BY_START_TIME
+                try:
+                    return await nc.jetstream().subscribe(
+                        Subjects(PREFIX).events,
+                        cb=on_msg,
+                        ordered_consumer=True,
+                        deliver_policy=policy,
+                        config=config,
+                        idle_heartbeat=IDLE_HEARTBEAT,
+                    )
+                except Exception:  # JetStream still recovering, or an API timeout: again
+                    await asyncio.sleep(0.01)
+
+        sub = await subscribe()
+        # nats-py drops an ordered consumer whose re-creation failed (an API timeout while
+        # NATS is busy) and delivers nothing more: resubscribe after the last stream seq seen
+        # when nothing came for 3 s, as the verifier does (FeedSettings.behind_grace).
+        deadline = time.monotonic() + 600
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=0.5)
+            if time.monotonic() > deadline:
+                raise TimeoutError("a heal-floor consumer never got the head")
+            if not done.is_set() and time.monotonic() - last[1] > 3.0:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                last[1] = time.monotonic()
+                stamp["resubscribed"] = stamp.get("resubscribed", 0) + 1
+                sub = await subscribe()
+        return nc, stamp
+
+    done = await asyncio.gather(*(consume() for _ in range(args.heal_floor_child)))
+    print(json.dumps([stamp for _, stamp in done]), flush=True)
+    for nc, _ in done:
         await nc.close()
 
 
@@ -619,7 +711,7 @@ async def heal(
     from tokenry.bus import codec
 
     mode = (
-        ("--floor", str(per_process), "--floor-prefix", PREFIX)
+        ("--heal-floor-child", str(per_process))
         if floor
         else ("--heal-child", str(per_process), "--heal-budget", str(args.heal_budget))
     )
@@ -628,12 +720,14 @@ async def heal(
     nc = await nats.connect(s.nats.url)
     before = int((await nc.jetstream().stream_info(STREAM)).state.last_seq)
     await nc.close()
-    down_at = time.monotonic()
+    down_at, down_wall = time.monotonic(), time.time()
     await asyncio.to_thread(s.nats.stop)
-    target = await _revoke_many(s, args.heal_revocations, 16, f"heal{processes}x{per_process}")
+    # Fresh jtis per run: a jti revoked again answers its first seq and publishes nothing.
+    tag = f"heal-{'floor' if floor else 'tokenry'}-{processes}x{per_process}-{time.time():.0f}"
+    target = await _revoke_many(s, args.heal_revocations, 16, tag)
     queued_s = time.monotonic() - down_at
     await asyncio.sleep(max(0.0, down_at + args.heal_down - time.monotonic()))
-    await _tell(children, f"WATCH {target}")
+    await _tell(children, f"WATCH {target} {down_wall}")
     starting = asyncio.create_task(asyncio.to_thread(s.nats.start))
     (accepted, accepted_wall) = await _accepting(s.nats.host, s.nats.port)
     await starting
@@ -1052,6 +1146,7 @@ def main() -> int:
     parser.add_argument("--verifiers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--floor", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--heal-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--heal-floor-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--cold-sync", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     parser.add_argument("--revocation-addr", help=argparse.SUPPRESS)
@@ -1071,6 +1166,9 @@ def main() -> int:
         return 0
     if args.heal_child:
         asyncio.run(heal_process(args))
+        return 0
+    if args.heal_floor_child:
+        asyncio.run(heal_floor_process(args))
         return 0
     if args.cold_sync:
         asyncio.run(cold_sync_process(args))
