@@ -116,6 +116,9 @@ async def test_chromium_signs_in_consents_and_the_code_redeems(
             for cookie in pages["cookies"]:
                 assert cookie["secure"] and cookie["httpOnly"], cookie
                 assert cookie["sameSite"] == "Lax", cookie
+            # over HTTPS the CSRF cookie is a __Host- cookie (Path=/), which Chromium accepted
+            names = {c["name"]: c["path"] for c in pages["cookies"]}
+            assert names.get("__Host-tkr_session") == "/", names
             if spec["wrong_password"]:
                 assert pages["login_error"]["status"] == 401
                 assert pages["login_error"]["alert"], "no inline error after a wrong password"
