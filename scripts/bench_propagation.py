@@ -553,7 +553,9 @@ async def propagation(
         slowest = max(v[str(seq)] for v in stamps)
         after_ack.append((slowest - t1) * 1000)
         after_send.append((slowest - t0) * 1000)
+    stages = await _stages(s, sent, stamps)
     return {
+        "stages_ms": stages,
         "kind": "tokenry",
         "verifiers": processes * per_process,
         "processes": processes,
@@ -564,6 +566,40 @@ async def propagation(
         "send_to_all_applied_ms": after_send,
         "rpc_ms": [(t1 - t0) * 1000 for _, t0, t1 in sent],
     }
+
+
+async def _stages(
+    s: Stack, sent: list[tuple[int, float, float]], stamps: list[dict[str, float]]
+) -> dict[str, list[float]]:
+    """Per revocation, where the time goes: acknowledged -> stored in JetStream (the relay's
+    publish; the store time is nats-server's wall clock, this machine's) -> applied by the
+    first verifier -> applied by the slowest. Monotonic stamps are moved onto the wall clock by
+    one offset (one machine, one CLOCK_MONOTONIC)."""
+    import nats
+
+    from tokenry.bus import codec
+
+    offset = time.time() - time.monotonic()
+    stored: dict[int, float] = {}
+    nc = await nats.connect(s.nats.url)
+    try:
+        js = nc.jetstream()
+        last = int((await js.stream_info(STREAM)).state.last_seq)
+        for stream_seq in range(last, max(0, last - len(sent) - 40), -1):
+            msg = await js.get_msg(STREAM, stream_seq)
+            if msg.data is not None and msg.time is not None:
+                stored[codec.decode(msg.data).seq] = msg.time.timestamp()
+    finally:
+        await nc.close()
+    out: dict[str, list[float]] = {"ack_to_stored": [], "stored_to_first": [], "first_to_last": []}
+    for seq, _t0, t1 in sent:
+        if seq not in stored:
+            continue
+        applied = [v[str(seq)] + offset for v in stamps]
+        out["ack_to_stored"].append((stored[seq] - (t1 + offset)) * 1000)
+        out["stored_to_first"].append((min(applied) - stored[seq]) * 1000)
+        out["first_to_last"].append((max(applied) - min(applied)) * 1000)
+    return out
 
 
 async def _spawn(s: Stack, *mode: str) -> asyncio.subprocess.Process:
@@ -919,6 +955,17 @@ def print_tables(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
             f" {r['p95']:.2f} | {r['p99']:.2f} | {r['max']:.2f} | {rounds} |"
             f" {r['send_p50']:.2f} / {r['send_p99']:.2f} | {r['rpc_p50']:.2f} |"
         )
+    staged = [r for r in results.get("propagation", []) if r.get("stages_ms")]
+    if staged:
+        print("\n| Tokenry stage (per revocation) | p50 ms | p95 ms | p99 ms | max ms |")
+        print("|---|---:|---:|---:|---:|")
+        for name in ("ack_to_stored", "stored_to_first", "first_to_last"):
+            values = [v for r in staged for v in r["stages_ms"][name]]
+            if values:
+                print(
+                    f"| {name} | {_pct(values, 0.5):.2f} | {_pct(values, 0.95):.2f} |"
+                    f" {_pct(values, 0.99):.2f} | {max(values):.2f} |"
+                )
     ratio = results.get("floor_ratio")
     if ratio:
         print(
