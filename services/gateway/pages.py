@@ -13,6 +13,10 @@ browser's session cookie (``Secure`` over HTTPS, ``HttpOnly``, ``SameSite=Lax``)
 login challenge; the consent form also carries the authenticated subject, MACed so it cannot
 be swapped. Every page sends a strict CSP, ``X-Frame-Options: DENY``, ``Referrer-Policy:
 no-referrer`` and ``Cache-Control: no-store`` (RFC 9700 §4.16, §4.2).
+
+Size: one state machine (authorize → login → consent → complete) whose every step checks the
+same bindings (CSRF token, pending MAC, subject MAC, live login session); split, the checks
+would sit in different files from the steps they guard. The HTML lives in ui.py.
 """
 
 from __future__ import annotations

@@ -121,12 +121,22 @@ def test_valid_request() -> None:
         "https://app.test/cb#frag",
         "http://app.test/cb",
         "",
-        "http://127.0.0.1:8124/cb",  # another port
+        # RFC 8252 §7.3: a loopback URI ignores only the port; §8.3: localhost is exact
+        "http://127.0.0.1:8124/cb2",
+        "https://127.0.0.1:8124/cb",
+        "http://localhost:8123/cb",
+        "http://[::1]:8123/cb",
     ],
 )
 def test_redirect_uri_mismatch_is_not_redirected(uri: str) -> None:
     with pytest.raises(InvalidRequest, match="redirect_uri"):
         authorize.validate(_req(redirect_uri=uri), WEB)
+
+
+def test_a_loopback_redirect_uri_matches_on_any_port() -> None:
+    """RFC 8252 §7.3: native apps listen on an ephemeral port."""
+    valid = authorize.validate(_req(redirect_uri="http://127.0.0.1:53123/cb"), WEB)
+    assert valid.redirect_uri == "http://127.0.0.1:53123/cb"
 
 
 def test_unknown_client_is_not_redirected() -> None:
