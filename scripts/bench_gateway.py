@@ -619,6 +619,7 @@ def plot(summary: dict[str, dict[str, float]], path: Path, note: str = "") -> st
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         return "skipped (no matplotlib)"
     keys = [k for k in summary if k.endswith("c=32")] or list(summary)
@@ -644,6 +645,10 @@ def plot(summary: dict[str, dict[str, float]], path: Path, note: str = "") -> st
                         textcoords="offset points", va="center", fontsize=8)  # fmt: skip
         if log:
             ax.set_xscale("log")
+            # Plain numbers on the log axis (matplotlib's minor labels overlap as 2x10^0 ...).
+            ticks = [t for t in (1, 2, 3, 5, 10, 20, 50, 100) if t <= max(values) * 1.5]
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.axvline(3, color="#dc2626", linestyle="--", linewidth=1)
         ax.set_xlabel(label)
         ax.grid(axis="x", alpha=0.3)
