@@ -113,39 +113,36 @@ async def _prepare_database(dsn: str, pepper: Pepper, admin_secret: str) -> None
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         store = ClientStore(pool)
-        await store.upsert(
-            Client(
-                client_id=DEMO_CLIENT,
-                secret_hash=hash_secret(pepper, DEMO_SECRET),
-                pepper_id=pepper.id,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset({"demo.read", "demo.write"}),
-                audiences=("demo-api",),
-                description="dev demo client (dev mode only: human-chosen secret)",
-            )
+        # The dev clients, all client-credentials: (id, secret, scopes, audience, description).
+        dev_clients = (
+            (
+                DEMO_CLIENT,
+                DEMO_SECRET,
+                {"demo.read", "demo.write"},
+                "demo-api",
+                "dev demo client (dev mode only: human-chosen secret)",
+            ),
+            (
+                DEMO_API_CLIENT,
+                DEMO_API_SECRET,
+                {INTROSPECT_SCOPE},
+                "tokenry",
+                "dev demo resource server: introspects (dev mode only)",
+            ),
+            (ADMIN_CLIENT, admin_secret, {ADMIN_SCOPE}, "tokenry", "dev admin client"),
         )
-        await store.upsert(
-            Client(
-                client_id=DEMO_API_CLIENT,
-                secret_hash=hash_secret(pepper, DEMO_API_SECRET),
-                pepper_id=pepper.id,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset({INTROSPECT_SCOPE}),
-                audiences=("tokenry",),
-                description="dev demo resource server: introspects (dev mode only)",
+        for client_id, secret, scopes, audience, description in dev_clients:
+            await store.upsert(
+                Client(
+                    client_id=client_id,
+                    secret_hash=hash_secret(pepper, secret),
+                    pepper_id=pepper.id,
+                    grant_types=frozenset({CLIENT_CREDENTIALS}),
+                    scopes=frozenset(scopes),
+                    audiences=(audience,),
+                    description=description,
+                )
             )
-        )
-        await store.upsert(
-            Client(
-                client_id=ADMIN_CLIENT,
-                secret_hash=hash_secret(pepper, admin_secret),
-                pepper_id=pepper.id,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset({ADMIN_SCOPE}),
-                audiences=("tokenry",),
-                description="dev admin client",
-            )
-        )
     finally:
         await pool.close()
 
