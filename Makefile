@@ -42,8 +42,10 @@ lint: install
 	# no two modules share 10+ similar lines outside generated code ([tool.pylint])
 	$(BIN)/pylint libs services
 
+# interop-deps installs node, the npm packages and Chromium, so under `make test` a missing
+# interop tool is a failure, never a skip (a bare `pytest` may still skip with the reason).
 test: install proto-check lint promtool interop-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	TOKENRY_REQUIRE_INTEROP=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The telemetry tests check the scrape with `promtool check metrics` and deploy/otel's alert
 # rules with `promtool check rules` (never skipped). Debian's `prometheus` package has it:
