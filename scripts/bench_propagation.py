@@ -524,6 +524,7 @@ async def propagation(
         if line.strip() != b"READY":
             raise RuntimeError(f"verifier process failed to start: {line!r}")
     sent: list[tuple[int, float, float]] = []  # (seq, sent, acknowledged)
+    beats = await _heartbeat_times(s)
     async with grpc.aio.insecure_channel(s.revocation_addr) as channel:
         stub = revocation_pb2_grpc.RevocationStub(channel)
         metadata = _metadata(s)
@@ -535,9 +536,13 @@ async def propagation(
             t0 = time.monotonic()
             resp = await stub.Revoke(request, metadata=metadata, timeout=10)
             t1 = time.monotonic()
+            if i == 19:
+                cpu0, wall0 = _cpu_s(children), time.monotonic()
             if i >= 20:  # the first 20 warm everything up
                 sent.append((resp.seq, t0, t1))
             await asyncio.sleep(pause)
+    cpu_s, wall_s = _cpu_s(children) - cpu0, time.monotonic() - wall0
+    heartbeats = await beats.close()
     target = sent[-1][0]
     stamps: list[dict[str, float]] = []
     for child in children:
@@ -553,9 +558,14 @@ async def propagation(
         slowest = max(v[str(seq)] for v in stamps)
         after_ack.append((slowest - t1) * 1000)
         after_send.append((slowest - t0) * 1000)
-    stages = await _stages(s, sent, stamps)
+    stages = await _stages(s, sent, stamps, per_process=per_process)
     return {
         "stages_ms": stages,
+        "children_cpu_s": cpu_s,
+        "children_wall_s": wall_s,
+        "loadavg_after": os.getloadavg(),
+        "heartbeats_at": heartbeats,
+        "acked_at": [t1 for _, _, t1 in sent],
         "kind": "tokenry",
         "verifiers": processes * per_process,
         "processes": processes,
@@ -569,12 +579,22 @@ async def propagation(
 
 
 async def _stages(
-    s: Stack, sent: list[tuple[int, float, float]], stamps: list[dict[str, float]]
+    s: Stack,
+    sent: list[tuple[int, float, float]],
+    stamps: list[dict[str, float]],
+    *,
+    stream: str = STREAM,
+    per_process: int = 1,
 ) -> dict[str, list[float]]:
-    """Per revocation, where the time goes: acknowledged -> stored in JetStream (the relay's
-    publish; the store time is nats-server's wall clock, this machine's) -> applied by the
-    first verifier -> applied by the slowest. Monotonic stamps are moved onto the wall clock by
-    one offset (one machine, one CLOCK_MONOTONIC)."""
+    """Per revocation, where the time goes: acknowledged (the floor: the publish call) ->
+    stored in JetStream (the publish; the store time is nats-server's wall clock, this
+    machine's) -> applied by the first verifier -> applied by the slowest. Monotonic stamps are
+    moved onto the wall clock by one offset (one machine, one CLOCK_MONOTONIC).
+
+    ``first_to_last`` splits into the widest spread inside one process (``in_process``: its
+    consumers taking turns on one event loop) and the spread of the processes' first stamps
+    (``across_processes``: NATS writing to the connections, the processes taking turns on the
+    core). ``stamps`` lists each process's consumers together, ``per_process`` each."""
     import nats
 
     from tokenry.bus import codec
@@ -584,22 +604,64 @@ async def _stages(
     nc = await nats.connect(s.nats.url)
     try:
         js = nc.jetstream()
-        last = int((await js.stream_info(STREAM)).state.last_seq)
+        last = int((await js.stream_info(stream)).state.last_seq)
         for stream_seq in range(last, max(0, last - len(sent) - 40), -1):
-            msg = await js.get_msg(STREAM, stream_seq)
+            msg = await js.get_msg(stream, stream_seq)
             if msg.data is not None and msg.time is not None:
                 stored[codec.decode(msg.data).seq] = msg.time.timestamp()
     finally:
         await nc.close()
-    out: dict[str, list[float]] = {"ack_to_stored": [], "stored_to_first": [], "first_to_last": []}
+    names = ("ack_to_stored", "stored_to_first", "first_to_last", "in_process", "across_processes")
+    out: dict[str, list[float]] = {name: [] for name in names}
     for seq, _t0, t1 in sent:
         if seq not in stored:
             continue
         applied = [v[str(seq)] + offset for v in stamps]
+        groups = [applied[i : i + per_process] for i in range(0, len(applied), per_process)]
         out["ack_to_stored"].append((stored[seq] - (t1 + offset)) * 1000)
         out["stored_to_first"].append((min(applied) - stored[seq]) * 1000)
         out["first_to_last"].append((max(applied) - min(applied)) * 1000)
+        out["in_process"].append(max(max(g) - min(g) for g in groups) * 1000)
+        firsts = [min(g) for g in groups]
+        out["across_processes"].append((max(firsts) - min(firsts)) * 1000)
     return out
+
+
+class _Beats:
+    def __init__(self, nc: Any, times: list[float]) -> None:
+        self._nc = nc
+        self.times = times
+
+    async def close(self) -> list[float]:
+        await self._nc.close()
+        return self.times
+
+
+async def _heartbeat_times(s: Stack) -> _Beats:
+    """Notes when each relay heartbeat reaches this process (each one sets every verifier
+    asking the revocation service for the head: where the fan-out tail lines up with them)."""
+    import nats
+
+    times: list[float] = []
+
+    async def on_beat(_msg: Any) -> None:
+        times.append(time.monotonic())
+
+    nc = await nats.connect(s.nats.url)
+    await nc.subscribe(Subjects(PREFIX).heartbeat, cb=on_beat)
+    return _Beats(nc, times)
+
+
+def _cpu_s(children: list[asyncio.subprocess.Process]) -> float:
+    """User + system CPU seconds the children have used so far (Linux /proc; 0 elsewhere)."""
+    total = 0
+    for child in children:
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def _spawn(s: Stack, *mode: str) -> asyncio.subprocess.Process:
@@ -664,18 +726,28 @@ async def floor(
             event.subject, payload, timeout=10, headers={"Nats-Msg-Id": str(event.event_id)}
         )
         t1 = time.monotonic()
+        if i == 19:
+            cpu0, wall0 = _cpu_s(children), time.monotonic()
         if i >= 20:
             sent.append((base + i, t0, t1))
         await asyncio.sleep(pause)
+    cpu_s, wall_s = _cpu_s(children) - cpu0, time.monotonic() - wall0
     await nc.close()
     await _tell(children, f"DONE {sent[-1][0]}")
     stamps = await _collect(children)
+    called = [(seq, t0, t0) for seq, t0, _ in sent]  # from the publish call, as the latency
+    stages = await _stages(s, called, stamps, stream=FLOOR_STREAM, per_process=per_process)
     after_send, after_ack = [], []
     for seq, t0, t1 in sent:
         slowest = max(v[str(seq)] for v in stamps)
         after_send.append((slowest - t0) * 1000)
         after_ack.append((slowest - t1) * 1000)
     return {
+        # ack_to_stored runs from the publish call here (the floor's "acknowledged" moment)
+        "stages_ms": stages,
+        "children_cpu_s": cpu_s,
+        "children_wall_s": wall_s,
+        "loadavg_after": os.getloadavg(),
         "kind": "floor",
         "verifiers": processes * per_process,
         "processes": processes,
@@ -955,17 +1027,34 @@ def print_tables(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
             f" {r['p95']:.2f} | {r['p99']:.2f} | {r['max']:.2f} | {rounds} |"
             f" {r['send_p50']:.2f} / {r['send_p99']:.2f} | {r['rpc_p50']:.2f} |"
         )
-    staged = [r for r in results.get("propagation", []) if r.get("stages_ms")]
-    if staged:
-        print("\n| Tokenry stage (per revocation) | p50 ms | p95 ms | p99 ms | max ms |")
+    for kind in ("tokenry", "floor"):
+        staged = [
+            r
+            for r in results.get("propagation", [])
+            if r.get("stages_ms") and r.get("kind", "tokenry") == kind
+        ]
+        if not staged:
+            continue
+        print(f"\n| {kind} stage (per revocation) | p50 ms | p95 ms | p99 ms | max ms |")
         print("|---|---:|---:|---:|---:|")
-        for name in ("ack_to_stored", "stored_to_first", "first_to_last"):
-            values = [v for r in staged for v in r["stages_ms"][name]]
+        for name in staged[0]["stages_ms"]:
+            values = [v for r in staged for v in r["stages_ms"].get(name, ())]
             if values:
                 print(
                     f"| {name} | {_pct(values, 0.5):.2f} | {_pct(values, 0.95):.2f} |"
                     f" {_pct(values, 0.99):.2f} | {max(values):.2f} |"
                 )
+        cpu = [r for r in staged if r.get("children_cpu_s") is not None]
+        if cpu:
+            per_event = [
+                1e6 * r["children_cpu_s"] / (r["revocations"] * r["verifiers"]) for r in cpu
+            ]
+            busy = [r["children_cpu_s"] / r["children_wall_s"] for r in cpu]
+            print(
+                f"{kind}: consumer processes' CPU per event per consumer (µs), each round:"
+                f" {', '.join(f'{v:.0f}' for v in per_event)};"
+                f" their CPU / wall: {', '.join(f'{v:.2f}' for v in busy)}"
+            )
     ratio = results.get("floor_ratio")
     if ratio:
         print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import random
 from dataclasses import dataclass, field
@@ -163,7 +164,7 @@ class World:
         return {r.value for r in self.db.rows}
 
 
-async def _world(*, published: int = 5) -> World:
+async def _world(*, published: int = 5, settings: SyncSettings = SETTINGS) -> World:
     db, stream, clock = FakeDatabase(), FakeStream(), FakeClock()
     state = RevocationState(clock, staleness_budget=30)
     snaps = FakeSnapshots(db)
@@ -173,7 +174,7 @@ async def _world(*, published: int = 5) -> World:
         jwks=JwksCache(FixedJwks(db), clock),
         snapshots=snaps,
         clock=clock,
-        settings=SETTINGS,
+        settings=settings,
         rng=random.Random(0),
     )
     world = World(db, stream, clock, state, snaps, sub)
@@ -342,6 +343,92 @@ async def test_heartbeats_only_prompt_questions_one_at_a_time() -> None:
         w.stream.heartbeat(1)
     await w.answered()
     assert w.snapshots.heads_asked == asked + 1
+
+
+class TimedSnapshots(FakeSnapshots):
+    """Notes the event loop's time of every head question."""
+
+    def __init__(self, db: FakeDatabase) -> None:
+        super().__init__(db)
+        self.asked_at: list[float] = []
+
+    async def head(self) -> int:
+        self.asked_at.append(asyncio.get_running_loop().time())
+        return await super().head()
+
+
+async def test_one_heartbeat_does_not_make_a_fleet_ask_at_once() -> None:
+    """Every verifier gets the same heartbeat at the same moment; 25 to a process, their head
+    questions at once stalled the events behind them (docs/benchmarks/propagation.md). A
+    current verifier's question waits a random 0..prove_jitter s; each is still dated when it
+    is asked, so the proof is no older for the wait."""
+    jitter = 0.2
+    settings = dataclasses.replace(SETTINGS, prove_jitter=jitter)
+    db, stream, clock = FakeDatabase(), FakeStream(), FakeClock()
+    snaps = TimedSnapshots(db)
+    fleet = []
+    for i in range(10):
+        state = RevocationState(clock, staleness_budget=30)
+        sub = EventSubscriber(
+            events=stream,
+            state=state,
+            jwks=JwksCache(FixedJwks(db), clock),
+            snapshots=snaps,
+            clock=clock,
+            settings=settings,
+            rng=random.Random(i),
+        )
+        await sub.start()
+        assert sub._watchdog is not None
+        sub._watchdog.cancel()
+        fleet.append(sub)
+    snaps.asked_at.clear()
+    clock.advance(1.5)
+    beat = asyncio.get_running_loop().time()
+    stream.heartbeat(db.seq)
+    for sub in fleet:
+        assert sub._proving is not None
+        await sub._proving
+    assert len(snaps.asked_at) == len(fleet)  # each asked once
+    spread = [t - beat for t in snaps.asked_at]
+    print(f"questions asked {min(spread) * 1e3:.1f}..{max(spread) * 1e3:.1f} ms after the beat")
+    assert len({round(t, 4) for t in snaps.asked_at}) > len(fleet) // 2  # not all at once
+    assert max(spread) < jitter + 1.0  # generous: a busy machine
+    for sub in fleet:
+        assert sub._state.proof_age() == 0.0  # dated when asked (the fake clock stood still)
+
+
+async def test_a_stale_verifier_asks_at_once_on_a_heartbeat() -> None:
+    """Reopening must not wait for the spread: a stale verifier's question is not delayed."""
+    w = await _world(published=1, settings=dataclasses.replace(SETTINGS, prove_jitter=60.0))
+    await _start(w)
+    w.stream.deliver()
+    w.clock.advance(31)
+    assert w.state.is_stale()
+    asked = w.snapshots.heads_asked
+    w.stream.heartbeat(1)
+    await asyncio.wait_for(w.answered(), timeout=30)  # a 0..60 s wait would time out
+    assert w.snapshots.heads_asked == asked + 1 and not w.state.is_stale()
+
+
+async def test_a_reconnect_wakes_the_sleeping_watchdog() -> None:
+    """The watchdog sleeps on a future and a timer (no task per tick); a reconnect must still
+    wake it at once, not after its check interval."""
+    w = await _world(published=2, settings=dataclasses.replace(SETTINGS, check_interval=60.0))
+    await w.subscriber.start()
+    try:
+        await asyncio.sleep(0.05)  # the watchdog is asleep
+        w.revoke_and_publish(1)
+        w.subscriber.notify_reconnected()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while w.subscriber.resumes == 0:
+            assert loop.time() - started < 30, "the reconnect did not wake the watchdog"
+            await asyncio.sleep(0.01)
+        print(f"resumed {(loop.time() - started) * 1e3:.1f} ms after the reconnect")
+        assert w.stream.subs[-1].start == 3
+    finally:
+        await w.subscriber.close()
 
 
 async def test_the_watchdog_asks_when_no_heartbeat_comes() -> None:

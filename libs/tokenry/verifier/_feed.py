@@ -70,6 +70,11 @@ class FeedSettings:
     prove_interval: float = 2.0
     #: how long one head question may take (its answer dates from when it was asked anyway)
     prove_timeout: float = 5.0
+    #: a heartbeat's question waits a random 0..jitter seconds first, unless the state is
+    #: stale: every verifier gets the same heartbeat at once, and their questions together
+    #: stall the revocation service and, 25 to a process, the events behind them
+    #: (docs/benchmarks/propagation.md, fan-out). The proof is dated when it asks.
+    prove_jitter: float = 0.25
 
 
 #: The old name ("sync" means synchronous gRPC in this package); kept for one release.
@@ -105,7 +110,9 @@ class EventSubscriber:
         self._hb_sub: Subscription | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._kick = asyncio.Event()
+        # A reconnect is owed to the watchdog; _nap is what it sleeps on (woken by a kick).
+        self._kicked = False
+        self._nap: asyncio.Future[None] | None = None
         # Outbox seqs up to _cut are covered by the snapshot: their events are dropped.
         self._cut = 0
         # Stream seq of the last event known contiguous: resuming starts right after it.
@@ -147,7 +154,9 @@ class EventSubscriber:
 
     def notify_reconnected(self) -> None:
         """The NATS connection came back: check the stream and resume (called by the runtime)."""
-        self._kick.set()
+        self._kicked = True
+        if self._nap is not None and not self._nap.done():
+            self._nap.set_result(None)
 
     def notify_disconnected(self) -> None:
         """The NATS connection dropped: drop the event subscription now (called by the runtime).
@@ -212,18 +221,24 @@ class EventSubscriber:
             return
         # A heartbeat may have waited in a buffer for as long as the outage lasted, and its
         # sent_at is another machine's clock: it proves nothing, it only prompts a question.
-        self._state.announce(head)
-        self._ask_head()
+        state = self._state
+        state.announce(head)
+        self._ask_head(spread=not state.is_stale())
 
     # --- proof of currency --------------------------------------------------------------------
 
-    def _ask_head(self) -> None:
-        """Start one head question unless one is in flight (a burst of buffered heartbeats
-        after a pause or a reconnect asks once)."""
+    def _ask_head(self, *, spread: bool = False) -> None:
+        """Start one head question unless one is in flight or waiting (a burst of buffered
+        heartbeats after a pause or a reconnect asks once); ``spread``: after a random
+        0..``prove_jitter`` s, so that a fleet prompted by one heartbeat does not ask at once."""
         if self._proving is None or self._proving.done():
-            self._proving = asyncio.create_task(self._prove(), name="verifier-prove")
+            jitter = self._settings.prove_jitter
+            delay = self._rng.uniform(0.0, jitter) if spread and jitter > 0 else 0.0
+            self._proving = asyncio.create_task(self._prove(delay), name="verifier-prove")
 
-    async def _prove(self) -> None:
+    async def _prove(self, delay: float = 0.0) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
         # Read the clock before asking: the answer covers every commit before this moment.
         asked_at = self._clock.monotonic()
         self._asked_at = asked_at
@@ -307,11 +322,10 @@ class EventSubscriber:
                 # reconnect is owed (a hot loop of stream-info requests when the stream is
                 # gone, issue 11 finding 4).
                 await asyncio.sleep(delay)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), timeout=delay)
-            if self._kick.is_set():
-                self._kick.clear()
+            elif not self._kicked:
+                await self._sleep_unless_kicked(delay)
+            if self._kicked:
+                self._kicked = False
                 reconnect_owed = True
             try:
                 await self.check(reconnected=reconnect_owed)
@@ -324,6 +338,19 @@ class EventSubscriber:
                 log.warning("verifier sync: %s; retrying", _name(exc))
                 failing = True
                 delay = backoff.next_delay()
+
+    async def _sleep_unless_kicked(self, delay: float) -> None:
+        """``delay`` seconds, or until :meth:`notify_reconnected`. One future and one timer:
+        ``wait_for(Event.wait())`` made a task, a waiter and a timeout per tick, and a process
+        of 25 verifiers ticks 100 times a second (docs/benchmarks/propagation.md, fan-out)."""
+        loop = asyncio.get_running_loop()
+        nap = self._nap = loop.create_future()
+        timer = loop.call_later(delay, _wake, nap)
+        try:
+            await nap
+        finally:
+            timer.cancel()
+            self._nap = None
 
     async def check(self, *, reconnected: bool = False) -> None:
         """One watchdog round: look for a gap, a lag or a reconnect, and recover from it."""
@@ -403,6 +430,11 @@ class EventSubscriber:
 
 class StreamMissing(FeedError):
     """The event stream does not exist (yet): the publisher creates it when it starts."""
+
+
+def _wake(nap: asyncio.Future[None]) -> None:
+    if not nap.done():
+        nap.set_result(None)
 
 
 def _name(exc: BaseException) -> str:
