@@ -23,6 +23,10 @@ publish (the same envelope, ``Nats-Msg-Id``, awaited PubAck) from this process t
 ordered consumers (4 processes × 25, each with its own NATS connection) that decode each event,
 apply it to a dict and stamp the time. Its latency runs from the publish call to the slowest
 consumer's stamp. Target (docs/spec.md §8): Tokenry's p99 (100 verifiers) ≤ 1.2 × the floor's p99.
+Both are split per stage (stored in JetStream, first consumer applied, first → slowest, the
+widest spread inside one process and across processes), with the consumer processes' CPU and
+their full garbage collections. ``--proof-floor-topologies``: a second floor whose consumers
+also do a verifier's mandatory minimum (seq contiguity, a head question per heartbeat).
 
 Throughput: ``c`` concurrent admin Revoke calls for a few seconds, nothing else running.
 
@@ -110,6 +114,29 @@ class StaticJwks:
         return self._text, 0
 
 
+def _gc_recorder() -> list[list[float]]:
+    """Records every collection of generation 1 or 2 from now on: [start (monotonic), seconds,
+    generation] (a pause of the whole process's event loop, every consumer in it waiting).
+
+    It first runs one full collection, in the Tokenry and the floor children alike: starting
+    25 consumers leaves a debt of young objects, and the first full collection after it came
+    inside the measured seconds in all 4 processes at once (same work, same counts): 150 ms
+    stalls on the shared core, by luck in whichever kind allocated a little faster
+    (docs/benchmarks/propagation.md, fan-out). A long-running process pays that debt once."""
+    gc.collect()
+    pauses: list[list[float]] = []
+    began = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.monotonic()
+        elif info["generation"] >= 1:
+            pauses.append([began[0], time.monotonic() - began[0], info["generation"]])
+
+    gc.callbacks.append(on_gc)
+    return pauses
+
+
 async def _start(args: argparse.Namespace, jwks: str, **kwargs: Any) -> Any:
     from tokenry.verifier import start_verifier
 
@@ -146,6 +173,7 @@ async def verifier_process(args: argparse.Namespace) -> None:
         stamps.append(mine)
     for mine in stamps:
         mine.clear()  # only what arrives from here on (not the bootstrap snapshot's seqs)
+    pauses = _gc_recorder()
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -154,6 +182,7 @@ async def verifier_process(args: argparse.Namespace) -> None:
         asyncio.gather(*(r.state.wait_for_seq(target) for r in runtimes)), timeout=120
     )
     print(json.dumps([{str(k): v for k, v in s.items()} for s in stamps]), flush=True)
+    print(json.dumps(pauses), flush=True)
     for runtime in runtimes:
         await runtime.close()
 
@@ -161,7 +190,15 @@ async def verifier_process(args: argparse.Namespace) -> None:
 async def floor_process(args: argparse.Namespace) -> None:
     """``--floor N``: N bare ordered consumers, each on its own connection, each decoding every
     event into a dict and stamping it; say READY, dump the stamps on DONE <seq> (or, on
-    WATCH <seq>, only when each consumer applied ``seq``)."""
+    WATCH <seq>, only when each consumer applied ``seq``).
+
+    ``--floor-proof``: the mandatory minimum of a verifier instead (the second floor): each
+    consumer also checks that the outbox seqs are contiguous, and proves it is current the
+    way docs/spec.md §4.4 requires: on each relay heartbeat (its own core-NATS subscription)
+    it asks the revocation service for the head over its own gRPC channel, single-flight,
+    after a random 0..0.25 s (as the verifier does, ``FeedSettings.prove_jitter``)."""
+    import random
+
     import nats
     from nats.js.api import DeliverPolicy
 
@@ -169,18 +206,28 @@ async def floor_process(args: argparse.Namespace) -> None:
     from tokenry.bus.consumer import IDLE_HEARTBEAT
 
     conns = []
+    channels: list[grpc.aio.Channel] = []
     stamps: list[dict[int, float]] = []
+    rng = random.Random()  # jitter, not security
     for _ in range(args.floor):
         nc = await nats.connect(args.nats_url)
         applied: dict[str, int] = {}
         mine: dict[int, float] = {}
+        contiguous = [0, 0]  # [highest contiguous seq, holes seen]
 
         async def on_msg(
-            msg: Any, applied: dict[str, int] = applied, mine: dict[int, float] = mine
+            msg: Any,
+            applied: dict[str, int] = applied,
+            mine: dict[int, float] = mine,
+            contiguous: list[int] = contiguous,
         ) -> None:
             event = codec.decode(msg.data)
             if event.revocation is not None:
                 applied[event.revocation.value] = event.revocation.expires_at
+            if args.floor_proof:
+                if contiguous[0] and event.seq != contiguous[0] + 1:
+                    contiguous[1] += 1
+                contiguous[0] = max(contiguous[0], event.seq)
             mine[event.seq] = time.monotonic()
 
         await nc.jetstream().subscribe(
@@ -190,8 +237,30 @@ async def floor_process(args: argparse.Namespace) -> None:
             deliver_policy=DeliverPolicy.NEW,
             idle_heartbeat=IDLE_HEARTBEAT,
         )
+        if args.floor_proof:
+            channel = grpc.aio.insecure_channel(args.revocation_addr)
+            channels.append(channel)
+            stub = revocation_pb2_grpc.RevocationStub(channel)
+            asking: list[asyncio.Task[None]] = []
+            heads: list[tuple[int, float]] = []
+
+            async def ask(stub: Any = stub, heads: list[tuple[int, float]] = heads) -> None:
+                await asyncio.sleep(rng.uniform(0.0, 0.25))
+                asked_at = time.monotonic()
+                reply = await stub.GetHead(revocation_pb2.GetHeadRequest(), timeout=5)
+                heads.append((reply.seq, asked_at))
+
+            async def on_beat(
+                msg: Any, asking: list[asyncio.Task[None]] = asking, ask: Any = ask
+            ) -> None:
+                codec.decode_heartbeat(msg.data)
+                if not asking or asking[-1].done():
+                    asking[:] = [asyncio.create_task(ask())]
+
+            await nc.subscribe(Subjects(PREFIX).heartbeat, cb=on_beat)
         conns.append(nc)
         stamps.append(mine)
+    pauses = _gc_recorder()
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -208,8 +277,12 @@ async def floor_process(args: argparse.Namespace) -> None:
     else:
         result = [{str(k): v for k, v in s.items()} for s in stamps]
     print(json.dumps(result), flush=True)
+    if command != "WATCH":
+        print(json.dumps(pauses), flush=True)
     for nc in conns:
         await nc.close()
+    for channel in channels:
+        await channel.close()
 
 
 async def heal_floor_process(args: argparse.Namespace) -> None:
@@ -545,6 +618,7 @@ async def propagation(
     heartbeats = await beats.close()
     target = sent[-1][0]
     stamps: list[dict[str, float]] = []
+    gc_pauses: list[list[list[float]]] = []  # per process: [start, seconds, generation]
     for child in children:
         assert child.stdin is not None
         child.stdin.write(f"DONE {target}\n".encode())
@@ -552,6 +626,7 @@ async def propagation(
     for child in children:
         assert child.stdout is not None
         stamps += json.loads(await asyncio.wait_for(child.stdout.readline(), timeout=180))
+        gc_pauses.append(json.loads(await asyncio.wait_for(child.stdout.readline(), timeout=60)))
         await child.wait()
     after_ack, after_send = [], []
     for seq, t0, t1 in sent:
@@ -565,6 +640,7 @@ async def propagation(
         "children_wall_s": wall_s,
         "loadavg_after": os.getloadavg(),
         "heartbeats_at": heartbeats,
+        "gc_pauses": gc_pauses,
         "acked_at": [t1 for _, _, t1 in sent],
         "kind": "tokenry",
         "verifiers": processes * per_process,
@@ -690,19 +766,27 @@ async def _tell(children: list[asyncio.subprocess.Process], line: str) -> None:
         await child.stdin.drain()
 
 
-async def _collect(children: list[asyncio.subprocess.Process], wait: float = 180) -> list[Any]:
+async def _collect(
+    children: list[asyncio.subprocess.Process],
+    wait: float = 180,
+    gc_pauses: list[Any] | None = None,
+) -> list[Any]:
     out: list[Any] = []
     for child in children:
         assert child.stdout is not None
         out += json.loads(await asyncio.wait_for(child.stdout.readline(), timeout=wait))
+        if gc_pauses is not None:  # a second line: the child's collections (_gc_recorder)
+            gc_pauses.append(json.loads(await asyncio.wait_for(child.stdout.readline(), wait)))
         await child.wait()
     return out
 
 
 async def floor(
-    s: Stack, processes: int, per_process: int, count: int, pause: float
+    s: Stack, processes: int, per_process: int, count: int, pause: float, *, proof: bool = False
 ) -> dict[str, Any]:
-    """The same-run floor: bare JetStream publish → bare ordered consumers, same topology."""
+    """The same-run floor: bare JetStream publish → bare ordered consumers, same topology;
+    ``proof``: the second floor, consumers doing a verifier's mandatory minimum
+    (``--floor-proof``)."""
     import nats
 
     from tokenry.bus import codec
@@ -713,7 +797,8 @@ async def floor(
     nc = await nats.connect(s.nats.url)
     js = nc.jetstream()
     await ensure_stream(js, subjects, StreamSettings(name=FLOOR_STREAM, max_age=3600))
-    children = [await _spawn(s, "--floor", str(per_process)) for _ in range(processes)]
+    mode = ("--floor", str(per_process), *(("--floor-proof",) if proof else ()))
+    children = [await _spawn(s, *mode) for _ in range(processes)]
     base = int((await js.stream_info(FLOOR_STREAM)).state.last_seq) + 1
     sent: list[tuple[int, float, float]] = []
     for i in range(count + 20):
@@ -734,7 +819,8 @@ async def floor(
     cpu_s, wall_s = _cpu_s(children) - cpu0, time.monotonic() - wall0
     await nc.close()
     await _tell(children, f"DONE {sent[-1][0]}")
-    stamps = await _collect(children)
+    gc_pauses: list[Any] = []  # per process: [start, seconds, generation]
+    stamps = await _collect(children, gc_pauses=gc_pauses)
     called = [(seq, t0, t0) for seq, t0, _ in sent]  # from the publish call, as the latency
     stages = await _stages(s, called, stamps, stream=FLOOR_STREAM, per_process=per_process)
     after_send, after_ack = [], []
@@ -748,7 +834,8 @@ async def floor(
         "children_cpu_s": cpu_s,
         "children_wall_s": wall_s,
         "loadavg_after": os.getloadavg(),
-        "kind": "floor",
+        "gc_pauses": gc_pauses,
+        "kind": "floor_proof" if proof else "floor",
         "verifiers": processes * per_process,
         "processes": processes,
         "per_process": per_process,
@@ -995,9 +1082,10 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def floor_ratio(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Tokenry's p99 over the floor's, same topology (target ≤ 1.2, docs/spec.md §8)."""
-    floors = {(r["verifiers"], r["topology"]): r for r in rows if r["kind"] == "floor"}
+def floor_ratio(rows: list[dict[str, Any]], kind: str = "floor") -> dict[str, Any] | None:
+    """Tokenry's p99 over the floor's, same topology (target ≤ 1.2, docs/spec.md §8);
+    ``kind="floor_proof"``: over the second floor's (a verifier's mandatory minimum)."""
+    floors = {(r["verifiers"], r["topology"]): r for r in rows if r["kind"] == kind}
     for r in rows:
         f = floors.get((r["verifiers"], r["topology"]))
         if r["kind"] == "tokenry" and f is not None:
@@ -1020,14 +1108,16 @@ def print_tables(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
     print("|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|")
     for r in rows:
         rounds = ", ".join(f"{v:.1f}" for v in r["round_p99s"])
-        what = "floor (bare JetStream)" if r["kind"] == "floor" else "Tokenry"
+        what = {"floor": "floor (bare JetStream)", "floor_proof": "floor + proof (minimum)"}.get(
+            r["kind"], "Tokenry"
+        )
         print(
             f"| {what} | {r['verifiers']} | {r['topology']} | {r['n']} ({r['rounds']}) |"
             f" {r['p50']:.2f} |"
             f" {r['p95']:.2f} | {r['p99']:.2f} | {r['max']:.2f} | {rounds} |"
             f" {r['send_p50']:.2f} / {r['send_p99']:.2f} | {r['rpc_p50']:.2f} |"
         )
-    for kind in ("tokenry", "floor"):
+    for kind in ("tokenry", "floor", "floor_proof"):
         staged = [
             r
             for r in results.get("propagation", [])
@@ -1043,6 +1133,14 @@ def print_tables(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
                 print(
                     f"| {name} | {_pct(values, 0.5):.2f} | {_pct(values, 0.95):.2f} |"
                     f" {_pct(values, 0.99):.2f} | {max(values):.2f} |"
+                )
+        pauses = [p for r in staged for proc in r.get("gc_pauses", ()) for p in proc]
+        for gen in (1, 2):
+            ms = [1000 * p[1] for p in pauses if p[2] == gen]
+            if ms:
+                print(
+                    f"{kind}: generation-{gen} collections in the consumer processes: {len(ms)},"
+                    f" total {sum(ms):.1f} ms, longest {max(ms):.2f} ms"
                 )
         cpu = [r for r in staged if r.get("children_cpu_s") is not None]
         if cpu:
@@ -1062,6 +1160,13 @@ def print_tables(rows: list[dict[str, Any]], results: dict[str, Any]) -> None:
             f" {ratio['ratio_p99']:.2f}"
             f" (median of round p99s: {ratio['ratio_median_round_p99']:.2f});"
             f" target ≤ {ratio['target']}"
+        )
+    proof = results.get("proof_floor_ratio")
+    if proof:
+        print(
+            f"Tokenry p99 / floor + proof p99 ({proof['verifiers']} verifiers):"
+            f" {proof['ratio_p99']:.2f}"
+            f" (median of round p99s: {proof['ratio_median_round_p99']:.2f})"
         )
     if results.get("heal"):
         print(
@@ -1124,6 +1229,8 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         label = f"{processes * per_process} verifiers ({processes} × {per_process})"
         if kind == "floor":
             left.plot(values, ys, "k--", label=f"floor: bare JetStream → {label}")
+        elif kind == "floor_proof":
+            left.plot(values, ys, "k:", label=f"floor + proof (minimum) → {label}")
         else:
             left.plot(values, ys, label=label)
     ratio = results.get("floor_ratio")
@@ -1192,11 +1299,21 @@ async def run(args: argparse.Namespace, s: Stack) -> dict[str, Any]:
     }
     series = [("tokenry", p, n) for p, n in args.topologies]
     series += [("floor", p, n) for p, n in args.floor_topologies]
+    series += [("floor_proof", p, n) for p, n in args.proof_floor_topologies]
     for round_ in range(args.rounds):
         shift = round_ % max(1, len(series))
         for kind, processes, per_process in series[shift:] + series[:shift]:  # interleaved
-            measure = floor if kind == "floor" else propagation
-            run_ = await measure(s, processes, per_process, args.revocations, args.pause)
+            if kind == "tokenry":
+                run_ = await propagation(s, processes, per_process, args.revocations, args.pause)
+            else:
+                run_ = await floor(
+                    s,
+                    processes,
+                    per_process,
+                    args.revocations,
+                    args.pause,
+                    proof=kind == "floor_proof",
+                )
             run_["round"] = round_
             results["propagation"].append(run_)
             print(f"round {round_}: {kind} {processes * per_process} done", file=sys.stderr)
@@ -1277,6 +1394,13 @@ def main() -> int:
         default=True,
         help="after each heal run, the same with bare ordered consumers (the heal floor)",
     )
+    parser.add_argument(
+        "--proof-floor-topologies",
+        default="",
+        help="second floor: consumers doing a verifier's mandatory minimum (contiguity check,"
+        " a head question per heartbeat); '' for none",
+    )
+    parser.add_argument("--floor-proof", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-prefix", default=FLOOR_PREFIX, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--verifiers", type=int, default=0, help=argparse.SUPPRESS)
@@ -1314,12 +1438,14 @@ def main() -> int:
         args.revocations, args.rounds, args.seconds, args.cold = 30, 1, 1.0, [10_000]
     args.topologies = _topologies(args.topologies)
     args.floor_topologies = _topologies(args.floor_topologies)
+    args.proof_floor_topologies = _topologies(args.proof_floor_topologies)
     args.heal_topologies = _topologies(args.heal_topologies)
     with stack(args.pin) as s:
         results = asyncio.run(run(args, s))
     rows = summarize(results)
     results["summary"] = rows
     results["floor_ratio"] = floor_ratio(rows)
+    results["proof_floor_ratio"] = floor_ratio(rows, "floor_proof")
     print_tables(rows, results)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "propagation-quick" if args.quick else "propagation"
