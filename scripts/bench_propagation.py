@@ -485,6 +485,23 @@ async def _register(dsn: str, pepper: Pepper, secret: str) -> None:
         await pool.close()
 
 
+def _pin_tree(pid: int, core: int) -> None:
+    """Pin a process and its children to ``core`` (new children inherit it). With ``--pin``
+    PostgreSQL joins the revocation service on core 0: its commit, NOTIFY and the relay's
+    marking of published rows come with every Revoke and never with a floor publish, and
+    left unpinned they ran on the verifiers' core during Tokenry's fan-out only (in a
+    deployment the database is not on the verifiers' hosts)."""
+    pids = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(stat.parent.name))
+    for p in pids:
+        subprocess.run(
+            ["taskset", "-a", "-cp", str(core), str(p)], check=False, capture_output=True
+        )
+
+
 def _wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -531,6 +548,8 @@ def stack(pin: bool) -> Iterator[Stack]:
             "TOKENRY_SWEEP_INTERVAL": "86400",
         }
         taskset = ["taskset", "-c", "0"] if pin and shutil.which("taskset") else []
+        if taskset and pg.pid is not None:
+            _pin_tree(pg.pid, 0)
         proc = subprocess.Popen(
             [*taskset, sys.executable, "-m", "tokenry.services.revocation"], env=env
         )
