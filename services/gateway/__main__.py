@@ -40,7 +40,9 @@ def main() -> None:
 
     async def serve() -> None:
         try:
-            gateway = build(settings, host, port, options=GatewayOptions(loop=loop))
+            gateway = build(
+                settings, host, port, options=GatewayOptions(loop=loop, freeze_heap=True)
+            )
         except OSError:
             print(
                 f"tokenry-gateway: configuration error: cannot listen on {host}:{port}"
