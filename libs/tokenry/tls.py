@@ -6,9 +6,10 @@ one names the CA bundle it trusts and, for mutual TLS, its own certificate and k
 their listeners). The server side (listeners, reload, maximum connection age) is
 :mod:`tokenry.servicekit.tls`.
 
-Files are read when credentials are built: a long-lived channel keeps the certificate it
-connected with, so callers that must follow a rotation rebuild their channel (grpc Python has no
-reloading channel credentials).
+Files are read when credentials are built: a channel from :meth:`ClientTls.aio_channel` keeps
+the certificate it connected with (grpc Python has no reloading channel credentials). A
+long-lived channel that must follow a rotation by cert-manager or SPIRE is
+:meth:`ClientTls.reloading_channel` (:mod:`tokenry.tls_reload`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
+
+if TYPE_CHECKING:
+    from tokenry.tls_reload import ReloadingChannel
 
 __all__ = ["ClientTls", "read_pem"]
 
@@ -49,16 +54,21 @@ class ClientTls:
         key: the private key of ``cert`` (PEM).
         server_name: the name checked against the server's certificate instead of the host
             dialled (``grpc.ssl_target_name_override``); None: the host.
+        check_interval: seconds between two looks at the files by a
+            :meth:`reloading_channel` (a few ``stat`` calls each).
     """
 
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
     server_name: str | None = None
+    check_interval: float = 5.0
 
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
             raise ValueError("a client certificate needs its key, and a key its certificate")
+        if not self.check_interval > 0:
+            raise ValueError("check_interval must be a positive number of seconds")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], prefix: str = "TOKENRY_TLS") -> ClientTls | None:
@@ -130,4 +140,31 @@ class ClientTls:
             self.channel_credentials(),
             options=[*(options or []), *self.channel_options()],
             interceptors=interceptors,
+        )
+
+    def reloading_channel(
+        self,
+        target: str,
+        *,
+        options: list[tuple[str, Any]] | None = None,
+        interceptors: list[grpc.aio.ClientInterceptor] | None = None,
+        grace: float | None = None,
+    ) -> ReloadingChannel:
+        """A ``grpc.aio`` channel to ``target`` that takes up new files after a rotation: at
+        most every :attr:`check_interval` seconds it looks at them, and moves new calls to a
+        channel over the new certificate, giving the old one's calls ``grace`` seconds
+        (default 60). See :mod:`tokenry.tls_reload`.
+
+        Raises:
+            ValueError: the files are not usable now.
+        """
+        # Imported here: tokenry.tls_reload builds on this module.
+        from tokenry.tls_reload import DEFAULT_GRACE, ReloadingChannel
+
+        return ReloadingChannel(
+            target,
+            self,
+            options=options,
+            interceptors=interceptors,
+            grace=DEFAULT_GRACE if grace is None else grace,
         )

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from tokenry.client._sources import SyncTokenSource, TokenSource
+from tokenry.tls import ClientTls
 
 __all__ = ["SyncBearerInterceptor", "bearer_channel", "bearer_interceptors", "sync_bearer_channel"]
 
@@ -151,7 +152,7 @@ def bearer_interceptors(source: TokenSource) -> list[grpc.aio.ClientInterceptor]
 def bearer_channel(
     target: str,
     source: TokenSource,
-    credentials: grpc.ChannelCredentials | None = None,
+    credentials: grpc.ChannelCredentials | ClientTls | None = None,
     *,
     options: list[tuple[str, Any]] | None = None,
 ) -> grpc.aio.Channel:
@@ -160,8 +161,12 @@ def bearer_channel(
     ``credentials``: TLS towards the server (``grpc.ssl_channel_credentials(...)``, with the
     caller's certificate for mTLS); None is plaintext, for loopback and tests only — a bearer
     token on a plaintext channel can be read by anyone on the path (docs/spec.md §3 "Transport").
+    A :class:`tokenry.tls.ClientTls` (files) gives a channel that takes up a rotated
+    certificate without a restart (:meth:`~tokenry.tls.ClientTls.reloading_channel`).
     """
     interceptors = bearer_interceptors(source)
+    if isinstance(credentials, ClientTls):
+        return credentials.reloading_channel(target, options=options, interceptors=interceptors)
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

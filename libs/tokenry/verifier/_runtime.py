@@ -19,6 +19,7 @@ from tokenry.bus.consumer import JetStreamEvents
 from tokenry.bus.nats_conn import connect
 from tokenry.core.clock import Clock, SystemClock
 from tokenry.jose import JwksCache, JwksSource
+from tokenry.tls import ClientTls
 from tokenry.verifier._control_auth import ControlPlaneAuth, control_plane_interceptors
 from tokenry.verifier._feed import EventSubscriber, SyncSettings
 from tokenry.verifier._introspection import Introspector
@@ -120,11 +121,13 @@ def resolve_channel_options(
 
 def _channel(
     addr: str,
-    credentials: grpc.ChannelCredentials | None,
+    credentials: grpc.ChannelCredentials | ClientTls | None,
     auth: ControlPlaneAuth | None,
     options: Sequence[tuple[str, Any]],
 ) -> grpc.aio.Channel:
     interceptors = control_plane_interceptors(auth)
+    if isinstance(credentials, ClientTls):  # files: follow their rotation (tokenry.tls_reload)
+        return credentials.reloading_channel(addr, options=list(options), interceptors=interceptors)
     if credentials is None:
         return grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(addr, credentials, options=options, interceptors=interceptors)
@@ -146,6 +149,7 @@ async def start_verifier(
     introspector: Introspector | None = None,
     jwks_source: JwksSource | None = None,
     channel_credentials: grpc.ChannelCredentials | None = None,
+    channel_tls: ClientTls | None = None,
     nats_tls: ssl.SSLContext | None = None,
     client_auth: ControlPlaneAuth | None = None,
     channel_options: Sequence[tuple[str, Any]] | None = None,
@@ -167,7 +171,13 @@ async def start_verifier(
             (one of the two is required).
         channel_credentials: TLS (and for mTLS the verifier's client certificate) towards the
             key rotator and the revocation service, e.g. ``grpc.ssl_channel_credentials(...)``
-            or ``tokenry.tls.ClientTls(...).channel_credentials()``; None: plaintext.
+            or ``tokenry.tls.ClientTls(...).channel_credentials()``; None: plaintext. These
+            keep the certificate they were built with: after a rotation, the next reconnect
+            (at the services' maximum connection age) presents the old, maybe expired, one.
+        channel_tls: instead of ``channel_credentials``, the CA bundle, certificate and key
+            as files (``tokenry.tls.ClientTls``): the channels look at the files at most every
+            ``check_interval`` seconds and take up a rotation by cert-manager or SPIRE without
+            a restart (:mod:`tokenry.tls_reload`; docs/verifier.md).
         nats_tls: the ``ssl.SSLContext`` for NATS over TLS (``ClientTls(...).ssl_context()``).
         client_auth: the verifier's client (holding ``tokenry:verifier``) for the control plane,
             e.g. ``tokenry.client.ClientSecretBasic(id, secret)``; not needed when the mTLS
@@ -180,6 +190,9 @@ async def start_verifier(
         # The stream is an accelerator, not the record (docs/spec.md §4.1): a verifier that can only
         # replay it cannot repair a loss, and would accept revoked tokens without knowing it.
         raise ValueError("start_verifier needs revocation_addr (the revocation service, host:port)")
+    if channel_credentials is not None and channel_tls is not None:
+        raise ValueError("give channel_credentials or channel_tls, not both")
+    credentials = channel_tls if channel_tls is not None else channel_credentials
     clock = clock or SystemClock()
     subjects = subjects or Subjects()
     options = resolve_channel_options(channel_options)
@@ -187,11 +200,11 @@ async def start_verifier(
     if jwks_source is None:
         if keyrotator_addr is None:
             raise ValueError("give keyrotator_addr or jwks_source")
-        channels.append(_channel(keyrotator_addr, channel_credentials, client_auth, options))
+        channels.append(_channel(keyrotator_addr, credentials, client_auth, options))
         jwks_source = GrpcJwksSource(channels[0])
     jwks = JwksCache(jwks_source, clock)
     state = RevocationState(clock, staleness_budget=staleness_budget)
-    channels.append(_channel(revocation_addr, channel_credentials, client_auth, options))
+    channels.append(_channel(revocation_addr, credentials, client_auth, options))
     snapshots = GrpcSnapshotSource(channels[-1])
     subscriber: list[EventSubscriber] = []
 
