@@ -3,8 +3,8 @@ channel over certificate *files* takes up a swap without a restart, against real
 that close connections at a short maximum age.
 
 The servers are servicekit's; one answers the serial of the caller's verified certificate. The
-verifier case runs the real key rotator and revocation service with mTLS required, and a
-verifier certificate that expires during the test.
+verifier case runs the real key rotator and revocation service with mTLS required, which stop
+trusting the verifier's first certificate during the test.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -186,15 +185,17 @@ SERVICES = ("keyrotator", "revocation")
 
 
 @contextlib.asynccontextmanager
-async def mtls_services(settings: Settings, pki: DevPki) -> AsyncIterator[dict[str, str]]:
-    """The key rotator and the revocation service requiring client certificates, closing
-    connections after 2 s."""
+async def mtls_services(
+    settings: Settings, pki: DevPki, clients_ca: Path
+) -> AsyncIterator[dict[str, str]]:
+    """The key rotator and the revocation service requiring client certificates from the
+    ``clients_ca`` bundle (re-read before each handshake), closing connections after 2 s."""
     stop = asyncio.Event()
     tasks = []
     addrs: dict[str, str] = {}
     try:
         for name in SERVICES:
-            tls = ServerTls(pki.cert(name), pki.key(name), pki.ca, client_auth=True)
+            tls = ServerTls(pki.cert(name), pki.key(name), clients_ca, client_auth=True)
             own = dataclasses.replace(
                 settings,
                 tls=Transport(tls, max_connection_age=2.0, max_connection_age_grace=0.5),
@@ -225,17 +226,22 @@ async def mtls_services(settings: Settings, pki: DevPki) -> AsyncIterator[dict[s
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_a_verifier_on_files_stays_current_after_its_old_certificate_expires(
+async def test_a_verifier_on_files_stays_current_after_its_old_certificate_is_refused(
     settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    """Certificate A expires during the test, B replaces it on disk before. The verifier on
-    files keeps asking the revocation service (its proof of currency, every 2 s) over B; the
-    negative control, a verifier on channel credentials read from A, goes stale once the
-    services' maximum age ends its connection and the reconnect with A is refused."""
+    """Certificate A (the dev CA's) is replaced on disk by B (another CA's); then the services
+    stop trusting A's CA, as after a CA rotation. The verifier on files keeps asking the
+    revocation service (its proof of currency, every 2 s) over B; the negative control, a
+    verifier on channel credentials read from A, goes stale once the services' maximum age
+    ends its connection and the reconnect with A is refused."""
     del pool  # the services' database, migrated by the fixture
     pki = dev_pki(tmp_path / "tls", [*SERVICES, "probe"])
-    ca = CertificateAuthority.load(pki.ca, pki.folder / "ca-key.pem")
+    dev_ca = pki.ca.read_bytes()
+    new_ca = CertificateAuthority.generate("the next clients CA")
+    clients_ca = pki.folder / "clients-ca.pem"
+    clients_ca.write_bytes(dev_ca + new_ca.cert_pem)
     cert, key = pki.folder / "verifier.pem", pki.folder / "verifier-key.pem"
+    CertificateAuthority.load(pki.ca, pki.folder / "ca-key.pem").issue("verifier").write(cert, key)
     files = ClientTls(pki.ca, cert, key, check_interval=0.2)
     args: dict[str, Any] = {
         "issuer": settings.issuer_url,
@@ -245,24 +251,24 @@ async def test_a_verifier_on_files_stays_current_after_its_old_certificate_expir
         "stream": settings.stream.name,
         "staleness_budget": 3.0,
     }
-    async with mtls_services(settings, pki) as addrs:
+    async with mtls_services(settings, pki, clients_ca) as addrs:
         args |= {"keyrotator_addr": addrs["keyrotator"], "revocation_addr": addrs["revocation"]}
-        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)
-        ca.issue("verifier", not_after=expires).write(cert, key)
         pinned = ClientTls(pki.ca, cert, key).channel_credentials()  # today's way: A for ever
         control = await asyncio.wait_for(start_verifier(**args, channel_credentials=pinned), WAIT)
         runtime = await asyncio.wait_for(start_verifier(**args, channel_tls=files), WAIT)
         try:
             await asyncio.wait_for(runtime.state.wait_current(), WAIT)
             await asyncio.wait_for(control.state.wait_current(), WAIT)
-            ca.issue("verifier").write(cert, key)  # B, valid for a day
+            new_ca.issue("verifier").write(cert, key)  # B
+            await asyncio.sleep(0.5)  # one look at the files (every 0.2 s, on a call)
+            clients_ca.write_bytes(new_ca.cert_pem)  # from the next handshake on, A is refused
             start = time.monotonic()
-            while not control.state.is_stale():  # A expired, its connection aged out
+            while not control.state.is_stale():
                 assert time.monotonic() - start < WAIT, "the control never lost its connection"
                 await asyncio.sleep(0.1)
-            print(f"control stale {time.monotonic() - start:.1f} s after the swap")
-            # By now A is refused everywhere; the verifier on files proves itself current
-            # over B (a stale one never would: nothing else can reach the services).
+            print(f"control stale {time.monotonic() - start:.1f} s after A was refused")
+            # A verifier still on A would be stale by now as well (same maximum age, same
+            # budget): the one on files proves itself current over B.
             await asyncio.sleep(3.5)
             await asyncio.wait_for(runtime.state.wait_current(), 10)
             assert not runtime.state.is_stale()
