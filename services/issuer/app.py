@@ -26,6 +26,7 @@ from tokenry.servicekit import variables as v
 from tokenry.servicekit.clockskew import DATABASE_CLOCK_SQL, ClockSkewGate
 from tokenry.servicekit.config import Reader, Settings
 from tokenry.servicekit.errors import guard
+from tokenry.servicekit.metrics import IssuedTokens, metrics_on
 from tokenry.servicekit.server import (
     Closer,
     Ready,
@@ -78,7 +79,7 @@ def build(
     unavailable = UNAVAILABLE_ERRORS
     server, health = new_server(SERVICE_NAMES, tls=settings.tls)
     issuer_pb2_grpc.add_IssuerServicer_to_server(
-        guard(IssuerServicer(ready, unavailable), unavailable), server
+        guard(IssuerServicer(ready, unavailable, _issued_tokens()), unavailable), server
     )
     clients_pb2_grpc.add_ClientsServicer_to_server(
         guard(ClientsServicer(ready), unavailable), server
@@ -183,6 +184,12 @@ def build(
             await listener.close()
 
     return Service("issuer", server, bound, health, startup, closers)
+
+
+def _issued_tokens() -> IssuedTokens | None:
+    """The tokenry.tokens.issued counter when metrics are on (servicekit.main installs the SDK
+    before build), else None: nothing counted, nothing paid per token."""
+    return IssuedTokens() if metrics_on() else None
 
 
 def _max_clock_skew() -> int:

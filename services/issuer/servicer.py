@@ -83,8 +83,11 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
     ) -> None:
         self._api = api
         self._unavailable = unavailable
-        # tokenry.tokens.issued: a dict increment per token, exported at collection time
-        self._issued = issued if issued is not None else IssuedTokens()
+        # tokenry.tokens.issued: a dict increment per token, exported at collection time. None
+        # when metrics are off (app.py decides): the hot path then pays nothing for it (hashing
+        # the Basic header and the label tuple was ~1 % of a JWT's instructions; docs/benchmarks/
+        # before_after.md, run 4).
+        self._issued = issued
 
     @maps_own_errors
     async def Token(
@@ -120,8 +123,9 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
             await abort_for(context, exc, self._unavailable)
         # Issued, so the client authenticated (or is a registered public client): its id is
         # a bounded label (IssuedTokens caps them); the grant type was accepted, so known.
-        fmt = "opaque" if result.access_token.startswith(OPAQUE_ACCESS_PREFIX) else "jwt"
-        self._issued.add_presented(request.grant_type, fmt, creds)
+        if self._issued is not None:
+            fmt = "opaque" if result.access_token.startswith(OPAQUE_ACCESS_PREFIX) else "jwt"
+            self._issued.add_presented(request.grant_type, fmt, creds)
         return issuer_pb2.TokenResponse(
             access_token=result.access_token,
             token_type=result.token_type,

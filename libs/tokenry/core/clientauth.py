@@ -266,15 +266,25 @@ async def authenticate(
     (client_id, peer) or peer has failed too often (:class:`FailureLimiter`); a success costs
     nothing more.
     """
-    if limiter is None:
-        return await _authenticate_once(credentials, lookup, peppers, assertions, proven)
+    # One coroutine frame on the success path (the issuance hot path): the proven-secret check
+    # is inline rather than in a helper coroutine, and the limiter is touched only in the except.
     try:
-        return await _authenticate_once(credentials, lookup, peppers, assertions, proven)
+        if proven is not None and credentials.method in (BASIC, POST):
+            key, known = proven.recall(credentials)
+            if known is not None:
+                client = await lookup.get_client(known[0])
+                if client is not None and proven.vouches(known, client, peppers):
+                    return client
+            client = await _authenticate(credentials, lookup, peppers, assertions)
+            proven.remember(key, client)
+            return client
+        return await _authenticate(credentials, lookup, peppers, assertions)
     except InvalidClient as exc:
-        peer = request_peer.get()
-        await limiter.hold_failure(
-            _claimed_id(credentials), peer if isinstance(peer, str) else peer(), exc
-        )
+        if limiter is not None:
+            peer = request_peer.get()
+            await limiter.hold_failure(
+                _claimed_id(credentials), peer if isinstance(peer, str) else peer(), exc
+            )
         raise
 
 
@@ -285,25 +295,6 @@ def _claimed_id(credentials: Presented) -> str:
         except InvalidClient:
             return ""
     return credentials.client_id[:MAX_CREDENTIAL_LENGTH]
-
-
-async def _authenticate_once(
-    credentials: Presented,
-    lookup: ClientLookup,
-    peppers: dict[str, Pepper],
-    assertions: AssertionContext | None,
-    proven: ProvenSecrets | None,
-) -> Client:
-    if proven is not None and credentials.method in (BASIC, POST):
-        key, known = proven.recall(credentials)
-        if known is not None:
-            client = await lookup.get_client(known[0])
-            if client is not None and proven.vouches(known, client, peppers):
-                return client
-        client = await _authenticate(credentials, lookup, peppers, assertions)
-        proven.remember(key, client)
-        return client
-    return await _authenticate(credentials, lookup, peppers, assertions)
 
 
 async def _authenticate(
