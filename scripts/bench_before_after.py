@@ -14,6 +14,12 @@ absolute rates are printed for reference only. For each figure: the median over 
 side, its range, after/before of the medians, and the median of the per-round after/before
 ratios (the paired sides of one round ran within a minute of each other).
 
+``--instructions`` measures instead what a shared machine cannot blur: the issuer's executed
+instructions per JWT (valgrind's callgrind on the issuer process only, counting zeroed after a
+warm-up, a fixed-length load at c = 32 then c = 1 from the side's own ``bench_issuance`` load
+generator). Wall-clock CPU time per call is no such measure here: on a shared VM a stolen or
+cache-thrashed core is billed to the process, and one side's own runs spread by 30 %.
+
 Run: ``.venv/bin/python scripts/bench_before_after.py --before d3edb4a --after HEAD``
 (``--rounds 5 --seconds 2`` by default; ``--bench issuance --bench introspection``).
 Writes the raw per-run summaries and the comparison to ``--out`` (JSON).
@@ -45,6 +51,7 @@ FIGURES: tuple[Figure, ...] = (
     ("ceiling (echo + 1 ES256 sig) ÷ echo, c=32", "issuance", 32, "sign", "vs_echo", True, ""),
     ("issuance JWT ÷ echo, c=1", "issuance", 1, "jwt", "vs_echo", True, ""),
     ("issuer CPU µs per JWT, c=32", "issuance", 32, "jwt", "server_cpu_us_per_call", False, ""),
+    ("issuer CPU µs per JWT, c=1", "issuance", 1, "jwt", "server_cpu_us_per_call", False, ""),
     ("echo calls/s, c=32 (issuance run)", "issuance", 32, "echo", "rate", True, ""),
     ("introspection warm ÷ echo, c=32", "introspection", 32, "warm", "vs_echo", True, ">= 0.85"),
     ("introspection cold ÷ echo, c=32", "introspection", 32, "cold", "vs_echo", True, ">= 0.55"),
@@ -103,6 +110,93 @@ def run_bench(tree: Path, path: Path, bench: str, seconds: float, out: Path) -> 
         "loadavg_after": os.getloadavg(),
         "summary": result["summary"],
     }
+
+
+def instructions_side(tree: Path, outdir: Path, seconds: float) -> None:
+    """Run in the side's PYTHONPATH: its bench_issuance stack with the issuer under callgrind;
+    prints one JSON line per concurrency with the issuer's instructions per JWT."""
+    import asyncio
+    import base64
+    import importlib.util
+    import types
+
+    import psutil
+
+    spec = importlib.util.spec_from_file_location("side_bench", tree / "scripts/bench_issuance.py")
+    assert spec is not None
+    assert spec.loader is not None
+    bench: Any = importlib.util.module_from_spec(spec)
+    sys.modules["side_bench"] = bench  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    real_popen = subprocess.Popen
+
+    def popen(cmd: list[str], *args: Any, **kwargs: Any) -> Any:
+        if "tokenry.services.issuer" in cmd:  # only the issuer runs under valgrind
+            at = cmd.index(sys.executable)
+            grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+            grind.append(f"--callgrind-out-file={outdir}/callgrind.%p")
+            cmd = [*cmd[:at], *grind, *cmd[at:]]
+        return real_popen(cmd, *args, **kwargs)
+
+    shim = {k: getattr(subprocess, k) for k in dir(subprocess) if not k.startswith("__")}
+    bench.subprocess = types.SimpleNamespace(**{**shim, "Popen": popen})
+    wait_port = bench._wait_port
+    # valgrind starts the issuer many times slower than 60 s allows
+    bench._wait_port = lambda addr, proc, _timeout=60.0, **kw: wait_port(addr, proc, 900.0, **kw)
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, cores[1:] or cores)
+
+    def control(pid: int, *args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+    with bench.stack(cores[0], reply_size=700) as st:
+        pid = st.issuer.pid  # taskset execs valgrind: same process
+        basic = base64.b64encode(f"{bench.CLIENT_ID}:{st.secret}".encode()).decode()
+        metadata = (("authorization", f"Basic {basic}"),)
+        request, proc = bench._token_request("jwt"), psutil.Process(pid)
+        control(pid, "-i", "on")
+
+        def load(concurrency: int, length: float) -> Any:
+            method = "/tokenry.v1.Issuer/Token"
+            args = (st.issuer_addr, method, request, metadata, concurrency, length, proc, "jwt")
+            return asyncio.run(bench._load(*args))
+
+        for concurrency in (32, 1):
+            load(concurrency, 3)  # warm-up, not counted
+            control(pid, "-z")
+            sample = load(concurrency, seconds)
+            dumps = set(outdir.glob("callgrind.*"))
+            control(pid, "-d")
+            dump = _new_file(outdir, dumps)
+            lines = dump.read_text().splitlines()
+            totals = [x for x in lines if x.startswith(("summary:", "totals:"))]
+            calls = sample.calls + bench.CHANNELS * 20  # _load's warm-up calls count too
+            result = {"concurrency": concurrency, "calls": calls, "errors": sample.errors}
+            result["instructions_per_jwt"] = int(totals[0].split()[1]) / calls
+            print(json.dumps(result), flush=True)
+
+
+def _new_file(folder: Path, before: set[Path], timeout: float = 60.0) -> Path:
+    """The one file that appears in ``folder`` (callgrind writes its dump asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = set(folder.glob("callgrind.*")) - before
+        if new:
+            time.sleep(1.0)  # let the writer finish
+            return new.pop()
+        time.sleep(0.2)
+    raise TimeoutError(f"no callgrind dump in {folder}")
+
+
+def run_instructions(tree: Path, path: Path, seconds: float, out: Path) -> list[dict[str, Any]]:
+    """One side's instructions per JWT at c = 32 and c = 1 (see instructions_side)."""
+    out.mkdir(parents=True)
+    command = [sys.executable, __file__, "--instructions-side", str(tree), str(out), str(seconds)]
+    env = {**os.environ, "PYTHONPATH": str(path)}
+    done = subprocess.run(command, check=False, cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree.name} instructions failed:\n{done.stderr[-3000:]}")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
 def imported_from(path: Path) -> str:
@@ -167,19 +261,68 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def instructions(
+    args: argparse.Namespace,
+    sides: dict[str, str],
+    trees: dict[str, Path],
+    paths: dict[str, Path],
+    tmp: Path,
+) -> int:
+    """--instructions: each side ``--rounds`` times (default 1), before/after alternating."""
+    seconds = args.seconds if args.seconds != 2.0 else 15.0
+    got: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
+    for rnd in range(args.rounds):
+        for side in sides:
+            rows = run_instructions(trees[side], paths[side], seconds, tmp / f"cg-{side}-{rnd}")
+            got[side].extend(rows)
+            for row in rows:
+                print(f"round {rnd + 1} {side:<6} {json.dumps(row)}", flush=True)
+    print("\n| issuer instructions per JWT | before | after | after ÷ before |")
+    print("|---|---:|---:|---:|")
+    table = []
+    for concurrency in (32, 1):
+        per = {
+            s: statistics.median(
+                r["instructions_per_jwt"] for r in got[s] if r["concurrency"] == concurrency
+            )
+            for s in sides
+        }
+        ratio = per["after"] / per["before"]
+        table.append({"concurrency": concurrency, **per, "after_over_before": ratio})
+        print(f"| c={concurrency} | {per['before']:,.0f} | {per['after']:,.0f} | {ratio:.3f} |")
+    result = {"sides": sides, "seconds_per_load": seconds, "runs": got, "comparison": table}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"raw: {args.out}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--before", required=True, help="commit of the before side")
+    parser.add_argument("--before", help="commit of the before side (required)")
     parser.add_argument("--after", default="HEAD", help="commit of the after side")
     parser.add_argument(
         "--bench", action="append", choices=("issuance", "introspection"), default=None
     )
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=None, help="5 (--instructions: 1)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per measured run")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "docs" / "benchmarks" / "before_after.json"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="the issuer's instructions per JWT under callgrind instead (--seconds per load: 15)",
+    )
+    parser.add_argument("--instructions-side", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.instructions_side:
+        tree, outdir, seconds = args.instructions_side
+        instructions_side(Path(tree), Path(outdir), float(seconds))
+        return 0
+    if not args.before:
+        parser.error("--before is required")
+    args.rounds = args.rounds or (1 if args.instructions else 5)
     benches: list[str] = args.bench or ["issuance", "introspection"]
     sides = {side: git("rev-parse", "--short", getattr(args, side)) for side in ("before", "after")}
     runs: dict[str, list[dict[str, Any]]] = {f"{s}:{b}": [] for s in sides for b in benches}
@@ -192,6 +335,8 @@ def main() -> int:
             origins = {s: imported_from(paths[s]) for s in sides}
             for side, origin in origins.items():
                 print(f"{side} = {sides[side]}: issuer imported from {origin}", flush=True)
+            if args.instructions:
+                return instructions(args, sides, trees, paths, tmp)
             for rnd in range(args.rounds):
                 order = ["before", "after"] if rnd % 2 == 0 else ["after", "before"]
                 for bench in benches:
