@@ -11,7 +11,19 @@ outbox relay (the event publisher) on the same pinned core, as deployed, unless 
 Target: revocations ≥ 0.5 × echo throughput (the opaque-token issuance path, also one
 group-committed insert, reaches 0.57 ×).
 
-``--request-ids`` adds a third kind: each revocation carries its own request_id, so its
+The in-run ceiling (kind ``ceiling``): the echo server's twin that, before answering, awaits a
+group-committed durable INSERT of one row of the same size as a revocation's row and event
+(``tokenry.store.batching.Coalescer``: one statement per batch, synchronous commit), pinned to
+the same core. It is what any gRPC service that group-commits one row per call can reach on
+this box; revocations are reported against it as well as against the echo.
+
+``--relay-process`` runs the outbox relay in a second revocation service process pinned to the
+client cores (``TOKENRY_RELAY=1``; it wins the publisher lease), and the measured one as a pure
+API replica (``TOKENRY_RELAY=0``), as in a deployment where the lease holder is not the
+replica taking the load (docs/events.md: ``TOKENRY_RELAY``). The JSON says where each process
+ran.
+
+``--request-ids`` adds a fourth kind: each revocation carries its own request_id, so its
 idempotency record is written in the same transaction.
 
 ``--group-commit`` measures the write path alone, without gRPC or the service: 16 and 64
@@ -23,7 +35,8 @@ process pinned to the server core. It says how far the database side is from bei
 c=64, no echo) and writes the stats to FILE (``python -m pstats FILE``).
 
 Run: ``.venv/bin/python scripts/bench_revocations.py [--quick] [--seconds S] [--rounds N]``.
-Writes revocations.json (raw samples) and revocations.png (if matplotlib is installed) under
+Writes revocations.json (raw samples) and revocations.png (if matplotlib is installed; with
+``--relay-process``, revocations-relay-process.json/png) under
 docs/benchmarks/.
 """
 
@@ -80,10 +93,25 @@ class Stack:
     echo: subprocess.Popen[bytes]
     secret: str
     dsn: str
+    ceiling_addr: str
+    ceiling: subprocess.Popen[bytes]
+    placement: dict[str, str]
+
+
+# The ceiling's row: a revocation writes about this much (its row, its outbox event).
+CEILING_TABLE = "CREATE TABLE bench_ceiling (id bigserial PRIMARY KEY, value text, payload bytea)"
+CEILING_INSERT = (
+    "INSERT INTO bench_ceiling (value, payload) SELECT * FROM unnest($1::text[], $2::bytea[])"
+)
 
 
 async def _register_admin(dsn: str, pepper: Pepper, secret: str) -> None:
     await _migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(CEILING_TABLE)
+    finally:
+        await conn.close()
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         await ClientStore(pool).upsert(
@@ -101,7 +129,14 @@ async def _register_admin(dsn: str, pepper: Pepper, secret: str) -> None:
 
 
 @contextlib.contextmanager
-def stack(server_core: int, *, relay: bool, profile: Path | None = None) -> Iterator[Stack]:
+def stack(
+    server_core: int,
+    *,
+    relay: bool,
+    profile: Path | None = None,
+    relay_process: bool = False,
+    client_cores: tuple[int, ...] = (),
+) -> Iterator[Stack]:
     tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     pg, nats = EmbeddedPostgres(tmp / "pg"), EmbeddedNats(tmp / "nats")  # durable: fsync on
@@ -122,10 +157,31 @@ def stack(server_core: int, *, relay: bool, profile: Path | None = None) -> Iter
             "TOKENRY_ISSUER_URL": "https://issuer.bench",
             "TOKENRY_LOG_LEVEL": "WARNING",
             "TOKENRY_REVOCATION_LISTEN": f"127.0.0.1:{revocation_port}",
-            "TOKENRY_RELAY": "1" if relay else "0",
+            "TOKENRY_RELAY": "1" if relay and not relay_process else "0",
         }
         py = sys.executable
-        pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
+        taskset = shutil.which("taskset")
+        pin = ["taskset", "-c", str(server_core)] if taskset else []
+        placement = {"revocation": f"core {server_core}" if taskset else "unpinned"}
+        if relay_process:
+            # The publisher: a second replica with the relay, on the client cores; started
+            # first so that it holds the lease (the measured replica runs no relay at all).
+            others = ",".join(map(str, client_cores))
+            relay_pin = ["taskset", "-c", others] if taskset and others else []
+            relay_port = free_tcp_port()
+            relay_env = {
+                **env,
+                "TOKENRY_RELAY": "1",
+                "TOKENRY_REVOCATION_LISTEN": f"127.0.0.1:{relay_port}",
+            }
+            relayer = subprocess.Popen(
+                [*relay_pin, py, "-m", "tokenry.services.revocation"], env=relay_env
+            )
+            procs.append(relayer)
+            _wait_port(f"127.0.0.1:{relay_port}", relayer)
+            placement["relay"] = f"second revocation process, cores {others or 'unpinned'}"
+        else:
+            placement["relay"] = "in the revocation process" if relay else "none"
         run = [py, "-m", "cProfile", "-o", str(profile)] if profile else [py]
         revocation = subprocess.Popen([*pin, *run, "-m", "tokenry.services.revocation"], env=env)
         procs.append(revocation)
@@ -136,8 +192,17 @@ def stack(server_core: int, *, relay: bool, profile: Path | None = None) -> Iter
             env=env,
         )
         procs.append(echo)
+        ceiling_port = free_tcp_port()
+        ceiling = subprocess.Popen(
+            [*pin, py, __file__, "--ceiling-server", str(ceiling_port), "--reply-size", str(reply)],
+            env=env,
+        )
+        procs.append(ceiling)
+        placement["echo"] = placement["ceiling"] = placement["revocation"]
+        placement["load, PostgreSQL, NATS"] = f"cores {','.join(map(str, client_cores))}"
         _wait_port(f"127.0.0.1:{revocation_port}", revocation)
         _wait_port(f"127.0.0.1:{echo_port}", echo)
+        _wait_port(f"127.0.0.1:{ceiling_port}", ceiling)
         yield Stack(
             f"127.0.0.1:{revocation_port}",
             f"127.0.0.1:{echo_port}",
@@ -145,6 +210,9 @@ def stack(server_core: int, *, relay: bool, profile: Path | None = None) -> Iter
             echo,
             secret,
             pg.dsn(),
+            f"127.0.0.1:{ceiling_port}",
+            ceiling,
+            placement,
         )
     finally:
         for proc in reversed(procs):
@@ -157,6 +225,39 @@ def stack(server_core: int, *, relay: bool, profile: Path | None = None) -> Iter
         nats.stop()
         pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_ceiling_server(port: int, reply_size: int) -> None:
+    """The in-run ceiling: the bare echo, plus one group-committed durable INSERT per call of a
+    row the size of a revocation's row and event (see the module docstring)."""
+    from tokenry.store.batching import Coalescer
+
+    reply = b"x" * reply_size
+    payload = b"p" * 160  # a revocation event's protobuf envelope is about this long
+
+    async def main() -> None:
+        pool = await asyncpg.create_pool(os.environ["TOKENRY_DATABASE_URL"], min_size=2)
+
+        async def insert(values: list[str]) -> list[None]:
+            await pool.execute(CEILING_INSERT, values, [payload] * len(values))
+            return [None] * len(values)
+
+        batch: Coalescer[str, None] = Coalescer(insert)
+
+        async def echo(request: bytes, _context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            await batch(request[:40].hex())
+            return reply
+
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
 
 
 def _response_example() -> bytes:
@@ -274,16 +375,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     client_cores = [c for c in cores if c != server_core] or cores
     os.sched_setaffinity(0, client_cores)
     samples: list[Sample] = []
-    with stack(server_core, relay=args.relay, profile=args.profile) as st:
+    with stack(
+        server_core,
+        relay=args.relay,
+        profile=args.profile,
+        relay_process=args.relay_process,
+        client_cores=tuple(client_cores),
+    ) as st:
         basic = base64.b64encode(f"{CLIENT_ID}:{st.secret}".encode()).decode()
         metadata = (("authorization", f"Basic {basic}"),)
         revocation = psutil.Process(st.revocation.pid)
         procs = {
             "echo": (st.echo_addr, ECHO, psutil.Process(st.echo.pid)),
+            "ceiling": (st.ceiling_addr, ECHO, psutil.Process(st.ceiling.pid)),
             "revoke": (st.revocation_addr, REVOKE, revocation),
             "revoke_id": (st.revocation_addr, REVOKE, revocation),
         }
-        kinds = ["revoke"] if args.profile else ["echo", "revoke"]
+        kinds = ["revoke"] if args.profile else ["echo", "ceiling", "revoke"]
         if args.request_ids and not args.profile:
             kinds.append("revoke_id")
         concurrencies = (64,) if args.profile else CONCURRENCY
@@ -298,14 +406,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     samples.append(sample)
                     print(
-                        f"round {rnd + 1} c={concurrency:<2} {kind:<6} {sample.rate:8.0f}/s"
+                        f"round {rnd + 1} c={concurrency:<2} {kind:<9} {sample.rate:8.0f}/s"
                         f"  p50 {sample.pct(0.5):7.0f} µs  p99 {sample.pct(0.99):7.0f} µs"
                         f"  server {sample.server_cpu_us_per_call:5.0f} µs/call"
                         + (f"  errors {sample.errors}" if sample.errors else ""),
                         flush=True,
                     )
         check = asyncio.run(_check(st.dsn))
-    acknowledged = sum(s.calls for s in samples if s.kind != "echo")
+        placement = st.placement
+    acknowledged = sum(s.calls for s in samples if s.kind.startswith("revoke"))
     print(f"\nstore: {check} (acknowledged in the timed runs: {acknowledged}, plus warm-up)")
     return {
         "machine": {
@@ -316,7 +425,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "server_core": server_core,
             "client_cores": client_cores,
         },
-        "relay_in_process": args.relay,
+        "placement": placement,
+        "relay_in_process": args.relay and not args.relay_process,
+        "load_average": os.getloadavg(),
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
         "store_check": check,
@@ -351,6 +462,8 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
         if "echo" not in by_kind:
             continue
         echo_rate = statistics.median(s["rate"] for s in by_kind["echo"])
+        ceiling = by_kind.get("ceiling")
+        ceiling_rate = statistics.median(s["rate"] for s in ceiling) if ceiling else None
         for kind, runs in by_kind.items():
             rate = statistics.median(s["rate"] for s in runs)
             rows.append(
@@ -359,6 +472,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "kind": kind,
                     "rate": rate,
                     "vs_echo": rate / echo_rate,
+                    "vs_ceiling": rate / ceiling_rate if ceiling_rate else None,
                     "p50_us": statistics.median(s["p50_us"] for s in runs),
                     "p99_us": statistics.median(s["p99_us"] for s in runs),
                     "server_cpu_us_per_call": statistics.median(
@@ -371,18 +485,24 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 NAMES = {
     "echo": "bare echo (same auth metadata)",
+    "ceiling": "ceiling: echo + group-committed insert",
     "revoke": "Revoke by jti (durable)",
     "revoke_id": "Revoke by jti with a request_id",
 }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("\n| in flight | RPC | calls/s | × echo | p50 µs | p99 µs | server CPU µs/call |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| in flight | RPC | calls/s | × echo | × ceiling | p50 µs | p99 µs"
+        " | server CPU µs/call |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        vs_ceiling = "" if r.get("vs_ceiling") is None else f"{r['vs_ceiling']:.2f}"
         print(
             f"| {r['concurrency']} | {NAMES[r['kind']]} | {r['rate']:.0f} | {r['vs_echo']:.2f} |"
-            f" {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['server_cpu_us_per_call']:.0f} |"
+            f" {vs_ceiling} | {r['p50_us']:.0f} | {r['p99_us']:.0f}"
+            f" | {r['server_cpu_us_per_call']:.0f} |"
         )
 
 
@@ -413,6 +533,13 @@ def main() -> int:
         "--no-relay", dest="relay", action="store_false", help="run the service without its relay"
     )
     parser.add_argument(
+        "--relay-process",
+        action="store_true",
+        help="the relay in a second revocation process on the client cores (a pure API replica)",
+    )
+    parser.add_argument("--ceiling-server", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--reply-size", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--request-ids",
         action="store_true",
         help="also measure revocations that carry a request_id (idempotency record)",
@@ -424,6 +551,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     add_event_loop_option(parser)
     args = parser.parse_args()
+    if args.ceiling_server is not None:
+        run_ceiling_server(args.ceiling_server, args.reply_size)
+        return 0
     if args.quick:
         args.seconds, args.rounds = 2.0, 2
     use_event_loop(args)
@@ -439,10 +569,11 @@ def main() -> int:
     results["summary"] = rows
     print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "revocations.json").write_text(json.dumps(results, indent=1))
-    plotted = plot(rows, args.out / "revocations.png")
-    print(f"\nraw samples: {args.out / 'revocations.json'}")
-    print(f"plot: {args.out / 'revocations.png'}" if plotted else "plot: skipped (no matplotlib)")
+    name = "revocations-relay-process" if args.relay_process else "revocations"
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    plotted = plot(rows, args.out / f"{name}.png")
+    print(f"\nraw samples: {args.out / f'{name}.json'}")
+    print(f"plot: {args.out / f'{name}.png'}" if plotted else "plot: skipped (no matplotlib)")
     return 0
 
 
