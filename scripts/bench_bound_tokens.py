@@ -22,7 +22,7 @@ says otherwise, so the event loop's batching does not vary between runs): the
 load-independent figure, for ``unbound``, ``bound`` and ``ceiling``.
 
 Run: ``.venv/bin/python scripts/bench_bound_tokens.py [--quick] [--rounds R] [--calls N]
-[--out docs/benchmarks] [--instructions N]``.
+[--out docs/benchmarks] [--instructions N [--repeat R]]``.
 """
 
 from __future__ import annotations
@@ -272,31 +272,46 @@ def server_instructions(
     return int(found.group(1))
 
 
-def count_instructions(calls: int, concurrency: int) -> dict[str, float]:
-    """Server instructions per RPC of unbound, bound and ceiling: each run minus a run that
-    served none."""
+INSTRUCTION_VARIANTS = ("unbound", "bound", "ceiling")
+
+
+def count_instructions(calls: int, concurrency: int, repeat: int) -> dict[str, Any]:
+    """Server instructions per RPC of unbound, bound and ceiling, each run minus a run that
+    served none; ``repeat`` rounds, the variants' order rotated each round (a run's count
+    moves by up to a few % with the box's load), reported as medians of the per-round ratios."""
+    runs: dict[str, list[float]] = {name: [] for name in INSTRUCTION_VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         tokens = prepare(folder)
         idle = server_instructions(folder, "unbound", tokens["unbound"], 0, concurrency)
-        per_rpc = {
-            name: (
-                server_instructions(folder, name, tokens[PLAN[name][0]], calls, concurrency) - idle
+        for r in range(repeat):
+            k = r % len(INSTRUCTION_VARIANTS)
+            for name in INSTRUCTION_VARIANTS[k:] + INSTRUCTION_VARIANTS[:k]:
+                total = server_instructions(folder, name, tokens[PLAN[name][0]], calls, concurrency)
+                runs[name].append((total - idle) / calls)
+            print(
+                f"round {r + 1}: "
+                + ", ".join(f"{name} {runs[name][-1]:,.0f}" for name in INSTRUCTION_VARIANTS),
+                flush=True,
             )
-            / calls
-            for name in ("unbound", "bound", "ceiling")
-        }
-    base = per_rpc["unbound"]
-    print(
-        f"server instructions per RPC (callgrind, {calls} calls, c={concurrency}): "
-        f"unbound {base:,.0f}, bound {per_rpc['bound']:,.0f}, ceiling {per_rpc['ceiling']:,.0f}"
+    med = statistics.median
+    ratio = {
+        name: med(a / b for a, b in zip(runs[name], runs["unbound"], strict=True))
+        for name in ("bound", "ceiling")
+    }
+    own = med(
+        (b - c) / u for b, c, u in zip(runs["bound"], runs["ceiling"], runs["unbound"], strict=True)
     )
     print(
-        f"bound/unbound {per_rpc['bound'] / base:.3f} (target ≤ 1.05); ceiling/unbound "
-        f"{per_rpc['ceiling'] / base:.3f} (grpc's auth_context() alone); the check's own share "
-        f"(bound - ceiling)/unbound {(per_rpc['bound'] - per_rpc['ceiling']) / base:.3f}"
+        f"server instructions per RPC (callgrind, {calls} calls, c={concurrency}, medians of "
+        f"{repeat} rounds): " + ", ".join(f"{n} {med(v):,.0f}" for n, v in runs.items())
     )
-    return per_rpc
+    print(
+        f"bound/unbound {ratio['bound']:.3f} (target ≤ 1.05); ceiling/unbound "
+        f"{ratio['ceiling']:.3f} (grpc's auth_context() alone); the check's own share "
+        f"(bound - ceiling)/unbound {own:.3f}   [medians of per-round ratios]"
+    )
+    return {"per_rpc": runs, "bound_ratio": ratio["bound"], "ceiling_ratio": ratio["ceiling"]}
 
 
 def main() -> None:
@@ -316,13 +331,16 @@ def main() -> None:
         help="instead: count the server's instructions per RPC under callgrind (N calls per "
         "variant; needs valgrind; ≈ 1 minute per 1,000 calls)",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds of --instructions (default 3)"
+    )
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
     if args.instructions:
-        count_instructions(args.instructions, args.concurrency or 1)
+        count_instructions(args.instructions, args.concurrency or 1, args.repeat)
         return
     concurrency = args.concurrency or 16
     rounds, calls = (5, 2000) if args.quick else (15, 4000)
