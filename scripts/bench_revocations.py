@@ -285,16 +285,24 @@ class Jtis:
         ).SerializeToString()
 
 
-async def _check(dsn: str) -> dict[str, int]:
-    """Every acknowledged revocation has its row and one event; the seq is gap-free."""
+async def _check(dsn: str, *, relay: bool) -> dict[str, int]:
+    """Every acknowledged revocation has its row and one event; the seq is gap-free; with a
+    relay, every event is published (JetStream acknowledged it) within 30 s of the load."""
     conn = await asyncpg.connect(dsn)
     try:
+        unpublished = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        deadline = time.monotonic() + 30
+        while relay and time.monotonic() < deadline:
+            if not await conn.fetchval(unpublished):
+                break
+            await asyncio.sleep(0.2)  # polling PostgreSQL: nothing in this process to wait on
         row = await conn.fetchrow(
             "SELECT (SELECT count(*) FROM revocations) AS revocations,"
             " (SELECT count(*) FROM outbox) AS events,"
-            " (SELECT min(seq) FROM outbox) AS first, (SELECT max(seq) FROM outbox) AS last"
+            " (SELECT min(seq) FROM outbox) AS first, (SELECT max(seq) FROM outbox) AS last,"
+            f" ({unpublished}) AS unpublished"
         )
-        return dict(row)
+        return dict(row) if row is not None else {}
     finally:
         await conn.close()
 
@@ -412,7 +420,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         + (f"  errors {sample.errors}" if sample.errors else ""),
                         flush=True,
                     )
-        check = asyncio.run(_check(st.dsn))
+        check = asyncio.run(_check(st.dsn, relay=args.relay))
         placement = st.placement
     acknowledged = sum(s.calls for s in samples if s.kind.startswith("revoke"))
     print(f"\nstore: {check} (acknowledged in the timed runs: {acknowledged}, plus warm-up)")
