@@ -10,7 +10,7 @@ const secret = process.env.CLIENT_SECRET;
 const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const jwk = { ...privateKey.export({ format: 'jwk' }), alg: 'ES256', use: 'sig', kid: 'k1' };
 
-const rs = Array.from({ length: 16 }, (_, i) => `rs${i}`);
+const rs = Array.from({ length: 32 }, (_, i) => `rs${i}`);
 const provider = new Provider(`http://127.0.0.1:${port}`, {
   clients: [
     { client_id: 'bench', client_secret: secret, grant_types: ['client_credentials'],
