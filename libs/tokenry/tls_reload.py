@@ -148,6 +148,7 @@ class ReloadingChannel(grpc.aio.Channel):
         self._channel = self._build(load_credentials(tls))
         self._next_check = monotonic() + tls.check_interval
         self._draining: set[asyncio.Task[None]] = set()
+        self._replaced: set[grpc.aio.Channel] = set()
         self._closed = False
         self.reloads = 0  #: how many times the files were taken up (for tests and metrics)
 
@@ -171,7 +172,7 @@ class ReloadingChannel(grpc.aio.Channel):
             return False
         try:
             credentials = load_credentials(self._tls)
-        except ValueError as exc:
+        except Exception as exc:  # any unusable set (bad PEM, odd key type) keeps the channel
             # Mid-rotation (one file replaced, not yet the other): keep the working channel,
             # say so once for this state of the files, and look again at the next change.
             self._refused = signature
@@ -182,13 +183,16 @@ class ReloadingChannel(grpc.aio.Channel):
                 exc,
             )
             return False
+        loop = asyncio.get_running_loop()  # before the swap: no loop, no swap
         old, self._channel = self._channel, self._build(credentials)
         self._signature, self._refused = signature, None
         self.reloads += 1
         log.info("client TLS files for %s reloaded; new calls use them", self._target)
-        task = asyncio.get_running_loop().create_task(old.close(self._grace))
+        self._replaced.add(old)
+        task = loop.create_task(old.close(self._grace))
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
+        task.add_done_callback(lambda _t: self._replaced.discard(old))
         return True
 
     # --- grpc.aio.Channel ----------------------------------------------------------------------
@@ -209,7 +213,7 @@ class ReloadingChannel(grpc.aio.Channel):
         return self.current().get_state(try_to_connect)
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
-        await self._channel.wait_for_state_change(last_observed_state)
+        await self.current().wait_for_state_change(last_observed_state)
 
     async def channel_ready(self) -> None:
         await self.current().channel_ready()
@@ -217,9 +221,13 @@ class ReloadingChannel(grpc.aio.Channel):
     async def close(self, grace: float | None = None) -> None:
         self._closed = True
         await self._channel.close(grace)
+        # A drain cancelled in its grace wait never cancels its channel's calls (grpc's _close
+        # is interrupted), so the replaced channels are closed at once here: nothing outlives us.
         for task in list(self._draining):
             task.cancel()
         await asyncio.gather(*self._draining, return_exceptions=True)
+        await asyncio.gather(*(old.close(None) for old in list(self._replaced)))
+        self._replaced.clear()
 
     async def __aenter__(self) -> ReloadingChannel:
         return self

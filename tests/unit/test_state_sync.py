@@ -346,14 +346,24 @@ async def test_heartbeats_only_prompt_questions_one_at_a_time() -> None:
 
 
 class TimedSnapshots(FakeSnapshots):
-    """Notes the event loop's time of every head question."""
+    """Notes the event loop's time of every head question; with a clock, also its time on that
+    clock, and the answer then takes ``delay`` s of it (so "dated when asked" and "dated when
+    answered" give different proof ages)."""
 
-    def __init__(self, db: FakeDatabase) -> None:
+    def __init__(
+        self, db: FakeDatabase, clock: FakeClock | None = None, delay: float = 0.0
+    ) -> None:
         super().__init__(db)
         self.asked_at: list[float] = []
+        self.asked_on_clock: list[float] = []
+        self._clock = clock
+        self._delay = delay
 
     async def head(self) -> int:
         self.asked_at.append(asyncio.get_running_loop().time())
+        if self._clock is not None:
+            self.asked_on_clock.append(self._clock.monotonic())
+            self._clock.advance(self._delay)
         return await super().head()
 
 
@@ -365,7 +375,7 @@ async def test_one_heartbeat_does_not_make_a_fleet_ask_at_once() -> None:
     jitter = 0.2
     settings = dataclasses.replace(SETTINGS, prove_jitter=jitter)
     db, stream, clock = FakeDatabase(), FakeStream(), FakeClock()
-    snaps = TimedSnapshots(db)
+    snaps = TimedSnapshots(db, clock, delay=0.5)
     fleet = []
     for i in range(10):
         state = RevocationState(clock, staleness_budget=30)
@@ -394,8 +404,12 @@ async def test_one_heartbeat_does_not_make_a_fleet_ask_at_once() -> None:
     print(f"questions asked {min(spread) * 1e3:.1f}..{max(spread) * 1e3:.1f} ms after the beat")
     assert len({round(t, 4) for t in snaps.asked_at}) > len(fleet) // 2  # not all at once
     assert max(spread) < jitter + 1.0  # generous: a busy machine
-    for sub in fleet:
-        assert sub._state.proof_age() == 0.0  # dated when asked (the fake clock stood still)
+    # Dated when asked: each proof's age is the time since its own question, answers included
+    # (each answer took 0.5 s of the clock); a proof dated when answered would be 0.5 s younger.
+    now = clock.monotonic()
+    ages = sorted(round(sub._state.proof_age(), 6) for sub in fleet)
+    assert ages == sorted(round(now - t, 6) for t in snaps.asked_on_clock[-len(fleet) :])
+    assert min(ages) >= 0.5
 
 
 async def test_a_stale_verifier_asks_at_once_on_a_heartbeat() -> None:

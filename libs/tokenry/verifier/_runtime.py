@@ -204,7 +204,13 @@ async def start_verifier(
         jwks_source = GrpcJwksSource(channels[0])
     jwks = JwksCache(jwks_source, clock)
     state = RevocationState(clock, staleness_budget=staleness_budget)
-    channels.append(_channel(revocation_addr, credentials, client_auth, options))
+    try:
+        channels.append(_channel(revocation_addr, credentials, client_auth, options))
+    except BaseException:
+        # e.g. a ReloadingChannel refusing a half-written rotation: the first channel is ours
+        for channel in channels:
+            await channel.close()
+        raise
     snapshots = GrpcSnapshotSource(channels[-1])
     subscriber: list[EventSubscriber] = []
 
@@ -216,13 +222,18 @@ async def start_verifier(
         for sub in subscriber:
             sub.notify_disconnected()
 
-    nc = await connect(
-        nats_url,
-        name=f"tokenry-verifier:{audience}",
-        reconnected=reconnected,
-        disconnected=disconnected,
-        tls=nats_tls,
-    )
+    try:
+        nc = await connect(
+            nats_url,
+            name=f"tokenry-verifier:{audience}",
+            reconnected=reconnected,
+            disconnected=disconnected,
+            tls=nats_tls,
+        )
+    except BaseException:
+        for channel in channels:
+            await channel.close()
+        raise
     subscriber.append(
         EventSubscriber(
             events=JetStreamEvents(nc, subjects, stream),
