@@ -59,6 +59,15 @@ class CachedClients:
             self._entries[client_id] = _Entry(client, self._clock.monotonic() + ttl)
         return client
 
+    def cached(self, client_id: str) -> Client | None:
+        """The client while its entry is fresh, read without awaiting; None when it is not
+        cached, stale or a cached "no such client" (then ``get_client`` decides). For a hot
+        path that must not create a coroutine (the introspector's warm answer)."""
+        entry = self._entries.get(client_id)
+        if entry is not None and entry.expires > self._clock.monotonic():
+            return entry.client
+        return None
+
     def invalidate(self, client_id: str) -> None:
         self._epoch += 1
         self._entries.pop(client_id, None)
