@@ -12,7 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -88,14 +88,35 @@ def new_server(
     # telemetry is off (servicekit.telemetry).
     instrument_server(server)
     health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [
         *service_names,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
-    reflection.enable_server_reflection(names, server)
+    with _generic_only(server):
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection(names, server)
     return server, health
+
+
+@contextlib.contextmanager
+def _generic_only(server: grpc.aio.Server) -> Iterator[None]:
+    """Services added inside are served through their generic handler only, not also as
+    registered methods. grpc.aio keeps one pending request per registered method and waits on
+    all of them (``asyncio.wait``) for every call it accepts, so each registered method costs
+    every call of every method: health and reflection, rarely called, cost the introspector
+    ≈ 4 % of its instructions per call (docs/benchmarks/introspection.md). They still answer,
+    found by method name among the generic handlers."""
+    registered = server.add_registered_method_handlers
+    server.add_registered_method_handlers = _ignore  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        server.add_registered_method_handlers = registered  # type: ignore[method-assign]
+
+
+def _ignore(*_args: object) -> None:
+    return None
 
 
 def listen(server: grpc.aio.Server, host: str, port: int, tls: Transport = PLAINTEXT) -> int:
