@@ -17,9 +17,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from tokenry import jose
+from tokenry.core.client_cache import CachedClients
 from tokenry.core.client_secrets import Pepper
 from tokenry.core.clientauth import (
+    BASIC,
+    POST,
     AssertionContext,
+    BasicHeader,
     CallerLimiter,
     ClientLookup,
     FailureLimiter,
@@ -27,6 +31,7 @@ from tokenry.core.clientauth import (
     ProvenSecrets,
     authenticate,
 )
+from tokenry.core.clients import Client
 from tokenry.core.clock import Clock
 from tokenry.core.introspection import (
     INACTIVE,
@@ -51,6 +56,8 @@ __all__ = [
 ]
 
 MAX_TOKEN_LENGTH = 8192
+# the methods ProvenSecrets remembers
+_SECRETS = frozenset({BASIC, POST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +144,59 @@ class IntrospectionFlow:
         self._decoder = jose.Decoder()
         self._assertions = assertions  # None: private_key_jwt is refused
         self._proven = proven
+        # The registry cache read without awaiting, for a caller proven before (recall).
+        self._cached_clients = clients if isinstance(clients, CachedClients) else None
         # Issue 13 item 8: failed authentications held back, calls limited per caller.
         self._limiter = FailureLimiter(clock)
         self._per_caller = CallerLimiter(clock)
 
+    def answer_now(self, credentials: Presented, token: str) -> Introspection | None:
+        """The warm path: the answer when it needs no waiting, else None (then await
+        :meth:`introspect` with the same request, which decides everything again).
+
+        That is when the caller's secret was proven before and still holds (:meth:`recall`)
+        and the token's answer is cached. The decisions are those of :meth:`introspect`: the
+        scope is required and the call counted against the caller's limit before any answer;
+        nothing is counted when None is returned, so the slow path counts the call once. No
+        coroutine is created: the warm path is the introspector's hot loop, where every
+        Python call shows (docs/benchmarks/introspection.md).
+        """
+        caller = self.recall(credentials)
+        if caller is None:
+            return None
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            found = None
+        else:
+            found = self._cache.get(hashlib.blake2s(token.encode()).digest())
+            if found is None:
+                return None
+        require_introspect_scope(caller)  # an error, not an answer: the caller is at fault
+        self._per_caller.check(caller.client_id)
+        if found is None or not may_see(caller, found.answer.aud):
+            return INACTIVE
+        return found.answer
+
+    def recall(self, credentials: Presented) -> Client | None:
+        """The caller, when these exact credentials were proven before (``ProvenSecrets``)
+        and its registration, as cached now, still vouches for them; None otherwise (then
+        ``authenticate`` decides, and pays for any failure). The same check as the first step
+        of ``core.clientauth.authenticate``, without its coroutines."""
+        proven, clients = self._proven, self._cached_clients
+        if proven is None or clients is None:
+            return None
+        # BasicHeader: the common case, tested first (its ``method`` is a property).
+        if not isinstance(credentials, BasicHeader) and credentials.method not in _SECRETS:
+            return None
+        known = proven.recall(credentials)[1]
+        if known is None:
+            return None
+        client = clients.cached(known[0])
+        if client is None or not proven.vouches(known, client, self._peppers):
+            return None
+        return client
+
     async def introspect(self, req: IntrospectRequest) -> Introspection:
-        caller = await authenticate(
+        caller = self.recall(req.credentials) or await authenticate(
             req.credentials,
             self._clients,
             self._peppers,
@@ -156,7 +210,6 @@ class IntrospectionFlow:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return INACTIVE
         digest = hashlib.blake2s(token.encode()).digest()
-        # A warm answer is decided without another coroutine (the introspector's hot path).
         found = self._cache.get(digest) or await self._lookup(token, digest)
         if found is None or not may_see(caller, found.answer.aud):
             return INACTIVE
