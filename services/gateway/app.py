@@ -191,10 +191,7 @@ def build(
     applied: AppliedSeq | None = None,
 ) -> Gateway:
     """The gateway, bound to ``host:port`` (0: a free port; :attr:`Gateway.port` tells which).
-
-    ``applied`` (optional) follows the outbox seq up to which the in-process caches have seen
-    the events, so a test can await it instead of sleeping.
-    """
+    ``applied`` follows the outbox seq the in-process caches have seen (tests await it)."""
     if settings.kek is None:
         raise ValueError("the gateway needs TOKENRY_KEK to open the active signing key")
     clock = clock or SystemClock()
@@ -251,15 +248,10 @@ Job = Callable[[asyncio.Event], Awaitable[None]]
 
 
 def _freeze_heap() -> None:
-    """Keep the start-up heap out of every later full collection.
-
-    Once started, the process holds ~55,000 tracked objects (modules, classes, functions, the
-    composed services) that live as long as it does. Each full collection walked all of them,
-    ~45 ms of a pause that stalled every request in flight on the benchmark machine
-    (docs/benchmarks/gateway.md). ``gc.freeze`` moves them to the permanent generation, which
-    the collector skips; they are still freed by reference counting. Garbage is collected first
-    so none of it is frozen.
-    """
+    """Keep the ~55,000 start-up objects out of every later full collection (their walk was
+    ~45 ms of a pause that stalled every request in flight, docs/benchmarks/gateway.md).
+    Frozen objects are still freed by reference counting; one that later turns into cyclic
+    garbage leaks once (bounded: start-up only). Garbage is collected first, never frozen."""
     gc.collect()
     gc.freeze()
 
