@@ -188,6 +188,41 @@ def stack(server_core: int, relay: bool = False) -> Iterator[Stack]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_ceiling_server(port: int, reply: bytes) -> None:
+    """The in-run ceiling: an echo that does only the warm path's unavoidable work. It parses
+    the request, reads the authorization metadata, finds the caller by BLAKE2s of it (a proven
+    secret is never kept in clear, core.clientauth.ProvenSecrets) and the answer by BLAKE2s of
+    the token (one dict lookup each), and returns the same response bytes the introspector
+    sends (rendered once, as it renders a cached answer once)."""
+    import hashlib
+
+    callers: dict[bytes, str] = {}
+    answers: dict[bytes, bytes] = {}
+    parse = introspector_pb2.IntrospectRequest.FromString
+
+    async def introspect(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        token = parse(request).token
+        authorization = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                authorization = value
+                break
+        caller = callers.setdefault(hashlib.blake2s(authorization.encode()).digest(), "rs")
+        return (
+            answers.setdefault(hashlib.blake2s(token.encode()).digest(), reply) if caller else b""
+        )
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(introspect)
+        server.add_registered_method_handlers("tokenry.v1.Introspector", {"Introspect": handler})
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
 def _basic(client_id: str, secret: str) -> tuple[tuple[str, str], ...]:
     return (
         ("authorization", "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()),
@@ -342,7 +377,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             turn += 1
             return callers[turn % len(callers)]
 
+        # The ceiling gets the introspector's own answer for a warm token, as bytes.
+        with grpc.insecure_channel(st.introspector_addr) as ch:
+            reply: bytes = ch.unary_unary(INTROSPECT)(
+                warm_request(), metadata=callers[0], timeout=10
+            )
+        ceiling_port = free_tcp_port()
+        pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
+        ceiling = subprocess.Popen(
+            [*pin, sys.executable, __file__, "--ceiling-server", str(ceiling_port), reply.hex()]
+        )
+        _wait_port(f"127.0.0.1:{ceiling_port}", ceiling)
         kinds: dict[str, tuple[str, str, Callable[[], bytes], psutil.Process]] = {
+            "ceiling": (
+                f"127.0.0.1:{ceiling_port}",
+                INTROSPECT,
+                warm_request,
+                psutil.Process(ceiling.pid),
+            ),
             "echo": (st.echo_addr, "/bench.Echo/Echo", echo_request, psutil.Process(st.echo.pid)),
             "warm": (
                 st.introspector_addr,
@@ -360,7 +412,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         samples: list[Sample] = []
         for rnd in range(args.rounds):
             for concurrency in (1, 32):
-                order = list(kinds)[rnd % 3 :] + list(kinds)[: rnd % 3]
+                order = list(kinds)[rnd % len(kinds) :] + list(kinds)[: rnd % len(kinds)]
                 for kind in order:
                     addr, method, request, proc = kinds[kind]
                     sample = asyncio.run(
@@ -376,6 +428,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         + (f"  errors {sample.errors}" if sample.errors else ""),
                         flush=True,
                     )
+        ceiling.terminate()
+        ceiling.wait(10)
         measured = asyncio.run(window(st, args.window, args.with_relay)) if args.window else None
     return {
         "window": measured,
@@ -400,9 +454,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-KINDS = ("echo", "warm", "cold")
+KINDS = ("echo", "ceiling", "warm", "cold")
 NAMES = {
     "echo": "bare echo",
+    "ceiling": "ceiling: echo + the warm path's unavoidable work",
     "warm": "Introspect, warm cache",
     "cold": "Introspect, cold (PostgreSQL)",
 }
@@ -425,8 +480,12 @@ def main() -> int:
         action="store_true",
         help="run the outbox relay: NATS events invalidate too (the window of both paths)",
     )
+    parser.add_argument("--ceiling-server", nargs=2, default=None, help=argparse.SUPPRESS)
     add_event_loop_option(parser)
     args = parser.parse_args()
+    if args.ceiling_server is not None:
+        run_ceiling_server(int(args.ceiling_server[0]), bytes.fromhex(args.ceiling_server[1]))
+        return 0
     if args.quick:
         args.seconds, args.rounds = 2.0, 2
     use_event_loop(args)
@@ -442,6 +501,12 @@ def main() -> int:
     results["event_loop"] = args.event_loop
     results["summary"] = summarize(results, KINDS)
     print_table(results["summary"], NAMES)
+    for c in (1, 32):
+        rate = {r["kind"]: r["rate"] for r in results["summary"] if r["concurrency"] == c}
+        print(
+            f"c={c}: warm / ceiling {rate['warm'] / rate['ceiling']:.3f},"
+            f" cold / ceiling {rate['cold'] / rate['ceiling']:.3f}"
+        )
     (args.out / "introspection.json").write_text(json.dumps(results, indent=1))
     plotted = plot(results["summary"], args.out / "introspection.png", "introspections/s")
     print(f"\nraw samples: {args.out / 'introspection.json'}")
