@@ -23,6 +23,7 @@ from tokenry.services.issuer import app as issuer_app
 from tokenry.services.keyrotator import app as keyrotator_app
 from tokenry.services.revocation import app as revocation_app
 from tokenry.store.clients import ClientStore
+from tokenry.tls import ClientTls
 from tokenry.v1 import issuer_pb2, issuer_pb2_grpc, revocation_pb2, revocation_pb2_grpc
 
 APPS = {
@@ -93,8 +94,10 @@ async def register_clients(pool: asyncpg.Pool, settings: Settings) -> dict[str, 
     return created
 
 
-async def wait_serving(addr: str, timeout: float = 20.0) -> None:
-    async with grpc.aio.insecure_channel(addr) as channel:
+async def wait_serving(addr: str, timeout: float = 20.0, tls: ClientTls | None = None) -> None:
+    """Until ``addr``'s grpc.health answers SERVING (over ``tls`` when given)."""
+    channel = grpc.aio.insecure_channel(addr) if tls is None else tls.aio_channel(addr)
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:

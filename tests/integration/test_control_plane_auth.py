@@ -11,7 +11,6 @@ then ``start_verifier`` with either credential.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import secrets
@@ -26,7 +25,6 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jwt.algorithms import ECAlgorithm
 
 from tokenry.client import ClientSecretBasic
@@ -48,7 +46,7 @@ from tokenry.tls import ClientTls
 from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc, revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import start_verifier
 
-from suite import APPS, basic
+from suite import APPS, basic, wait_serving
 
 pytestmark = pytest.mark.integration
 
@@ -153,24 +151,13 @@ async def plane(
                 )
             )
         for addr in addrs.values():
-            await _wait_serving(ClientTls(pki.ca, pki.cert("workload"), pki.key("workload")), addr)
+            await wait_serving(
+                addr, 20, ClientTls(pki.ca, pki.cert("workload"), pki.key("workload"))
+            )
         yield Plane(addrs, pki, created, settings)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _wait_serving(tls: ClientTls, addr: str) -> None:
-    async with tls.aio_channel(addr) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(grpc.RpcError):
-                resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            assert time.monotonic() < deadline, f"{addr} not SERVING"
-            await asyncio.sleep(0.05)
 
 
 Read = Callable[[Plane, ClientTls, tuple[tuple[str, str], ...]], Awaitable[Any]]

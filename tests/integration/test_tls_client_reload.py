@@ -21,7 +21,6 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.client import IssuedToken, TokenSource, bearer_channel
 from tokenry.devstack.ca import CertificateAuthority, DevPki, Issued, dev_pki
@@ -32,7 +31,7 @@ from tokenry.tls import ClientTls
 from tokenry.tls_reload import ReloadingChannel
 from tokenry.verifier import start_verifier
 
-from suite import APPS
+from suite import APPS, wait_serving
 
 pytestmark = pytest.mark.integration
 
@@ -210,16 +209,7 @@ async def mtls_services(
             )
         probe = ClientTls(pki.ca, pki.cert("probe"), pki.key("probe"))
         for addr in addrs.values():
-            async with probe.aio_channel(addr) as channel:
-                stub = health_pb2_grpc.HealthStub(channel)
-                deadline = time.monotonic() + WAIT
-                while True:
-                    with contextlib.suppress(grpc.RpcError):
-                        resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                        if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                            break
-                    assert time.monotonic() < deadline, f"{addr} not SERVING"
-                    await asyncio.sleep(0.05)
+            await wait_serving(addr, WAIT, probe)
         yield addrs
     finally:
         stop.set()

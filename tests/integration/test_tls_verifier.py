@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.client import ClientSecretBasic, IssuerTokenFetcher, TokenSource, bearer_channel
 from tokenry.devstack.ca import CertificateAuthority, DevPki, dev_pki
@@ -31,7 +30,7 @@ from tokenry.tls import ClientTls
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import start_verifier
 
-from suite import APPS, basic, register_clients
+from suite import APPS, basic, register_clients, wait_serving
 
 pytestmark = pytest.mark.integration
 
@@ -83,24 +82,11 @@ async def tls_suite(
                 )
             )
         for addr in addrs.values():
-            await _wait_serving(ClientTls(pki.ca), addr)
+            await wait_serving(addr, WAIT, ClientTls(pki.ca))
         yield addrs, secrets
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _wait_serving(tls: ClientTls, addr: str) -> None:
-    async with tls.aio_channel(addr) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + WAIT
-        while True:
-            with contextlib.suppress(grpc.RpcError):
-                resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            assert time.monotonic() < deadline, f"{addr} not SERVING over TLS"
-            await asyncio.sleep(0.05)
 
 
 def _verifier_args(settings: Settings, addrs: dict[str, str], nats: EmbeddedNats) -> dict[str, Any]:
