@@ -164,20 +164,31 @@ class World:
         return {r.value for r in self.db.rows}
 
 
-async def _world(*, published: int = 5, settings: SyncSettings = SETTINGS) -> World:
-    db, stream, clock = FakeDatabase(), FakeStream(), FakeClock()
-    state = RevocationState(clock, staleness_budget=30)
-    snaps = FakeSnapshots(db)
-    sub = EventSubscriber(
+def _subscriber(
+    db: FakeDatabase,
+    stream: FakeStream,
+    clock: FakeClock,
+    snaps: FakeSnapshots,
+    settings: SyncSettings,
+    seed: int = 0,
+) -> EventSubscriber:
+    """A verifier's subscriber with its own state (budget 30 s) over the shared fakes."""
+    return EventSubscriber(
         events=stream,
-        state=state,
+        state=RevocationState(clock, staleness_budget=30),
         jwks=JwksCache(FixedJwks(db), clock),
         snapshots=snaps,
         clock=clock,
         settings=settings,
-        rng=random.Random(0),
+        rng=random.Random(seed),
     )
-    world = World(db, stream, clock, state, snaps, sub)
+
+
+async def _world(*, published: int = 5, settings: SyncSettings = SETTINGS) -> World:
+    db, stream, clock = FakeDatabase(), FakeStream(), FakeClock()
+    snaps = FakeSnapshots(db)
+    sub = _subscriber(db, stream, clock, snaps, settings)
+    world = World(db, stream, clock, sub._state, snaps, sub)
     world.revoke_and_publish(published)
     return world
 
@@ -378,16 +389,7 @@ async def test_one_heartbeat_does_not_make_a_fleet_ask_at_once() -> None:
     snaps = TimedSnapshots(db, clock, delay=0.5)
     fleet = []
     for i in range(10):
-        state = RevocationState(clock, staleness_budget=30)
-        sub = EventSubscriber(
-            events=stream,
-            state=state,
-            jwks=JwksCache(FixedJwks(db), clock),
-            snapshots=snaps,
-            clock=clock,
-            settings=settings,
-            rng=random.Random(i),
-        )
+        sub = _subscriber(db, stream, clock, snaps, settings, seed=i)
         await sub.start()
         assert sub._watchdog is not None
         sub._watchdog.cancel()
