@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # (figure name, bench, concurrency, kind, field, higher is better, docs/spec.md §8 target)
 Figure = tuple[str, str, int, str, str, bool, str]
 FIGURES: tuple[Figure, ...] = (
-    ("issuance JWT ÷ echo, c=32", "issuance", 32, "jwt", "vs_echo", True, ">= 0.8"),
+    ("issuance JWT ÷ ceiling, c=32", "issuance", 32, "jwt/sign", "rate", True, ">= 0.9"),
+    ("issuance JWT ÷ echo, c=32", "issuance", 32, "jwt", "vs_echo", True, ""),
     ("issuance JWT p99/p50, c=32", "issuance", 32, "jwt", "p99_over_p50", False, "<= 3"),
     ("issuance opaque ÷ echo, c=32", "issuance", 32, "opaque", "vs_echo", True, ""),
     ("ceiling (echo + 1 ES256 sig) ÷ echo, c=32", "issuance", 32, "sign", "vs_echo", True, ""),
@@ -210,7 +211,14 @@ def imported_from(path: Path) -> str:
 
 
 def figure_value(run: dict[str, Any], fig: Figure) -> float:
-    _, _, concurrency, kind, field, _, _ = fig
+    """The figure from one run's summary; a kind ``a/b`` is kind a's field over kind b's (the
+    JWT against the in-run signature ceiling, the unit of docs/spec.md §8's issuance target)."""
+    name, bench, concurrency, kind, field, higher_better, target = fig
+    if "/" in kind:
+        top, bottom = kind.split("/")
+        return figure_value(
+            run, (name, bench, concurrency, top, field, higher_better, target)
+        ) / figure_value(run, (name, bench, concurrency, bottom, field, higher_better, target))
     for row in run["summary"]:
         if row["concurrency"] == concurrency and row["kind"] == kind:
             return float(row[field])
