@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from tokenry.core.client_secrets import Pepper, hash_secret
 from tokenry.core.errors import InsufficientScope, InvalidRequest
 from tokenry.core.grants import parse_scope
 
@@ -128,6 +130,39 @@ class Client:
 
     def __repr__(self) -> str:  # the hash is not the secret, but it stays out of logs anyway
         return f"Client(client_id={self.client_id!r}, type={self.client_type!r})"
+
+
+def secret_client(
+    client_id: str,
+    secret: str,
+    pepper: Pepper,
+    *,
+    scopes: Iterable[str],
+    audiences: tuple[str, ...] = (),
+    grant_types: Iterable[str] = (CLIENT_CREDENTIALS,),
+    **fields: Any,
+) -> Client:
+    """A confidential client that authenticates with ``secret`` (RFC 6749 §2.3.1), by default
+    for the client credentials grant; ``fields`` are any other :class:`Client` fields.
+
+    Only the peppered hash is kept, with the id of the pepper that made it (docs/spec.md §3).
+    Not validated: :func:`validate_registration` is the caller's, as for any registration.
+    """
+    return Client(
+        client_id=client_id,
+        secret_hash=hash_secret(pepper, secret),
+        pepper_id=pepper.id,
+        grant_types=frozenset(grant_types),
+        scopes=frozenset(scopes),
+        audiences=audiences,
+        **fields,
+    )
+
+
+def with_secret(client: Client, secret: str, pepper: Pepper) -> Client:
+    """``client`` authenticating with ``secret`` from now on: its peppered hash and the pepper's
+    id, replaced together (docs/spec.md §3)."""
+    return replace(client, secret_hash=hash_secret(pepper, secret), pepper_id=pepper.id)
 
 
 def _check_ttl(name: str, value: int, maximum: int) -> None:
