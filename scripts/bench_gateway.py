@@ -337,8 +337,7 @@ def basic(client_id: str, secret: str) -> str:
 async def _register(dsn: str, pepper: Any, secrets_: dict[str, str]) -> None:
     import asyncpg
 
-    from tokenry.core.client_secrets import hash_secret
-    from tokenry.core.clients import CLIENT_CREDENTIALS, INTROSPECT_SCOPE, Client
+    from tokenry.core.clients import INTROSPECT_SCOPE, secret_client
     from tokenry.store.clients import ClientStore
     from tokenry.store.migrate import migrate
 
@@ -356,12 +355,11 @@ async def _register(dsn: str, pepper: Any, secrets_: dict[str, str]) -> None:
     try:
         for client_id, (scopes, audiences, fmt) in specs.items():
             await ClientStore(pool).upsert(
-                Client(
-                    client_id=client_id,
-                    secret_hash=hash_secret(pepper, secrets_[client_id]),
-                    pepper_id=pepper.id,
-                    grant_types=frozenset({CLIENT_CREDENTIALS}),
-                    scopes=frozenset(scopes),
+                secret_client(
+                    client_id,
+                    secrets_[client_id],
+                    pepper,
+                    scopes=scopes,
                     audiences=audiences,
                     token_format=fmt,
                 )

@@ -84,8 +84,8 @@ import asyncpg
 import grpc
 
 from tokenry.bus.codec import Subjects
-from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
-from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
+from tokenry.core.client_secrets import Pepper, pepper_id
+from tokenry.core.clients import ADMIN_SCOPE, secret_client
 from tokenry.core.revocations import RevocationKind
 from tokenry.core.signing import generate_private_key, public_jwk
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
@@ -472,14 +472,7 @@ async def _register(dsn: str, pepper: Pepper, secret: str) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         await ClientStore(pool).upsert(
-            Client(
-                client_id=ADMIN,
-                secret_hash=hash_secret(pepper, secret),
-                pepper_id=pepper.id,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset({ADMIN_SCOPE}),
-                audiences=("tokenry",),
-            )
+            secret_client(ADMIN, secret, pepper, scopes={ADMIN_SCOPE}, audiences=("tokenry",))
         )
     finally:
         await pool.close()

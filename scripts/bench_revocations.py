@@ -70,8 +70,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_issuance import Sample, _load, _wait_port, add_event_loop_option, use_event_loop
 
-from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
-from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
+from tokenry.core.client_secrets import Pepper, pepper_id
+from tokenry.core.clients import ADMIN_SCOPE, secret_client
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.devstack.ports import free_tcp_port
 from tokenry.store.clients import ClientStore
@@ -115,14 +115,7 @@ async def _register_admin(dsn: str, pepper: Pepper, secret: str) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         await ClientStore(pool).upsert(
-            Client(
-                client_id=CLIENT_ID,
-                secret_hash=hash_secret(pepper, secret),
-                pepper_id=pepper.id,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset({ADMIN_SCOPE}),
-                audiences=("tokenry",),
-            )
+            secret_client(CLIENT_ID, secret, pepper, scopes={ADMIN_SCOPE}, audiences=("tokenry",))
         )
     finally:
         await pool.close()

@@ -10,11 +10,12 @@ import functools
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tokenry.core import pkce
 from tokenry.core.authorize import AuthorizationRequest
-from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
+from tokenry.core.client_secrets import Pepper, pepper_id
 from tokenry.core.clientauth import POST, AssertionContext, ClientCredentials
 from tokenry.core.clients import (
     AUTHORIZATION_CODE,
@@ -22,6 +23,7 @@ from tokenry.core.clients import (
     LOGIN_SCOPE,
     REFRESH_TOKEN,
     Client,
+    secret_client,
 )
 from tokenry.core.clock import FakeClock
 from tokenry.core.errors import UnsupportedGrantType
@@ -59,14 +61,9 @@ def clock() -> FakeClock:
     return FakeClock(float(int(time.time())))
 
 
-def _client(client_id: str, grants: frozenset[str], **kwargs: object) -> Client:
-    return Client(
-        client_id=client_id,
-        secret_hash=hash_secret(PEPPER, SECRET),
-        pepper_id=PEPPER.id,
-        grant_types=grants,
-        audiences=("api",),
-        **kwargs,  # type: ignore[arg-type]
+def _client(client_id: str, grants: frozenset[str], **fields: Any) -> Client:
+    return secret_client(
+        client_id, SECRET, PEPPER, grant_types=grants, audiences=("api",), **fields
     )
 
 

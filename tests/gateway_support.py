@@ -12,7 +12,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -24,7 +24,6 @@ from jwt.algorithms import ECAlgorithm
 
 from tokenry.core import pkce
 from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
-from tokenry.core.client_secrets import hash_secret
 from tokenry.core.clients import (
     AUTHORIZATION_CODE,
     CLIENT_CREDENTIALS,
@@ -35,6 +34,7 @@ from tokenry.core.clients import (
     PUBLIC,
     REFRESH_TOKEN,
     Client,
+    with_secret,
 )
 from tokenry.servicekit.config import Settings
 from tokenry.services.gateway.app import GatewayOptions, build
@@ -244,7 +244,7 @@ async def register(pool: asyncpg.Pool, settings: Settings, secrets_out: dict[str
         if spec.auth_method in ("client_secret_basic", "client_secret_post"):
             secret = secrets.token_urlsafe(32)
             secrets_out[spec.client_id] = secret
-            client = replace(spec, secret_hash=hash_secret(pepper, secret), pepper_id=pepper.id)
+            client = with_secret(spec, secret, pepper)
         await store.upsert(client)
 
 

@@ -14,8 +14,7 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tokenry.core.client_secrets import hash_secret
-from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, Client
+from tokenry.core.clients import ADMIN_SCOPE, secret_client
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.server import serve
 from tokenry.services.introspector import app as introspector_app
@@ -81,14 +80,7 @@ async def register_clients(pool: asyncpg.Pool, settings: Settings) -> dict[str, 
     ):
         secret = secrets.token_urlsafe(32)
         await store.upsert(
-            Client(
-                client_id=client_id,
-                secret_hash=hash_secret(pepper, secret),
-                pepper_id=pepper.id,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset(scopes),
-                audiences=audiences,
-            )
+            secret_client(client_id, secret, pepper, scopes=scopes, audiences=audiences)
         )
         created[client_id] = secret
     return created

@@ -18,8 +18,8 @@ import pytest
 
 from tokenry.bus import codec
 from tokenry.core.client_cache import CachedClients
-from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
-from tokenry.core.clients import Client
+from tokenry.core.client_secrets import Pepper, pepper_id
+from tokenry.core.clients import Client, secret_client
 from tokenry.core.clock import SystemClock
 from tokenry.flows.watermarks import Watermarks
 from tokenry.servicekit.config import Settings
@@ -55,13 +55,13 @@ class InterleavedStore(ClientStore):
 
 
 def web_client(pepper: Pepper, secret: str, scopes: frozenset[str]) -> Client:
-    return Client(
-        client_id="web",
-        secret_hash=hash_secret(pepper, secret),
-        pepper_id=pepper.id,
-        grant_types=frozenset({"authorization_code"}),
+    return secret_client(
+        "web",
+        secret,
+        pepper,
         scopes=scopes,
         audiences=("api",),
+        grant_types={"authorization_code"},
         redirect_uris=("https://web.test/cb",),
         description="first",
     )

@@ -29,13 +29,13 @@ from jwt.algorithms import ECAlgorithm
 
 from tokenry.client import ClientSecretBasic
 from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
-from tokenry.core.client_secrets import hash_secret
 from tokenry.core.clients import (
     ADMIN_SCOPE,
     CLIENT_CREDENTIALS,
     PRIVATE_KEY_JWT,
     VERIFIER_SCOPE,
     Client,
+    secret_client,
 )
 from tokenry.devstack.ca import DEV_TRUST_DOMAIN, DevPki, dev_pki
 from tokenry.servicekit.config import Settings
@@ -79,14 +79,7 @@ async def _register(pool: asyncpg.Pool, settings: Settings) -> dict[str, str]:
     ):
         secret = secrets.token_urlsafe(32)
         await store.upsert(
-            Client(
-                client_id=client_id,
-                secret_hash=hash_secret(pepper, secret),
-                pepper_id=pepper.id,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset(scopes),
-                audiences=("demo-api",),
-            )
+            secret_client(client_id, secret, pepper, scopes=scopes, audiences=("demo-api",))
         )
         created[client_id] = secret
     jwk = json.loads(ECAlgorithm.to_jwk(JWT_KEY.public_key()))

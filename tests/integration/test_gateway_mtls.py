@@ -11,8 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tokenry.core.client_secrets import hash_secret
-from tokenry.core.clients import CLIENT_CREDENTIALS, TLS_CLIENT_AUTH, Client
+from tokenry.core.clients import CLIENT_CREDENTIALS, TLS_CLIENT_AUTH, secret_client
 from tokenry.servicekit.config import Settings
 from tokenry.store.clients import ClientStore
 
@@ -43,12 +42,11 @@ async def test_discovery_offers_no_mtls_and_bound_clients_are_refused(
         pepper = next(iter(settings.peppers.values()))
         secret = secrets.token_urlsafe(32)
         await ClientStore(pool).upsert(
-            Client(
-                client_id="bound-http",
-                secret_hash=hash_secret(pepper, secret),
-                pepper_id=pepper.id,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset({"demo.read"}),
+            secret_client(
+                "bound-http",
+                secret,
+                pepper,
+                scopes={"demo.read"},
                 audiences=("demo-api",),
                 certificate_bound=True,
             )

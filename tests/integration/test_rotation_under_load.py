@@ -15,8 +15,7 @@ import grpc
 import jwt
 import pytest
 
-from tokenry.core.client_secrets import hash_secret
-from tokenry.core.clients import CLIENT_CREDENTIALS, Client
+from tokenry.core.clients import secret_client
 from tokenry.servicekit.config import Settings
 from tokenry.store.clients import ClientStore
 from tokenry.verifier import VerificationError, VerifierRuntime, start_verifier
@@ -69,12 +68,11 @@ async def test_hundred_rotations_under_load_zero_failed_verifications(
         pepper = next(iter(settings.peppers.values()))
         secret = secrets.token_urlsafe(32)
         await ClientStore(pool).upsert(
-            Client(
-                client_id="fast",
-                secret_hash=hash_secret(pepper, secret),
-                pepper_id=pepper.id,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset({"demo.read"}),
+            secret_client(
+                "fast",
+                secret,
+                pepper,
+                scopes={"demo.read"},
                 audiences=("demo-api",),
                 access_token_ttl=TOKEN_TTL,
             )

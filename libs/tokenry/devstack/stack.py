@@ -33,8 +33,8 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tokenry.core.client_secrets import Pepper, generate_secret, hash_secret, pepper_id
-from tokenry.core.clients import ADMIN_SCOPE, CLIENT_CREDENTIALS, INTROSPECT_SCOPE, Client
+from tokenry.core.client_secrets import Pepper, generate_secret, pepper_id
+from tokenry.core.clients import ADMIN_SCOPE, INTROSPECT_SCOPE, secret_client
 from tokenry.core.errors import TokenryError
 from tokenry.core.keywrap import Kek
 from tokenry.devstack.ca import DevPki, dev_pki
@@ -113,36 +113,35 @@ async def _prepare_database(dsn: str, pepper: Pepper, admin_secret: str) -> None
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         store = ClientStore(pool)
-        # The dev clients, all client-credentials: (id, secret, scopes, audience, description).
+        # The dev clients, all client-credentials.
         dev_clients = (
-            (
+            secret_client(
                 DEMO_CLIENT,
                 DEMO_SECRET,
-                {"demo.read", "demo.write"},
-                "demo-api",
-                "dev demo client (dev mode only: human-chosen secret)",
+                pepper,
+                scopes={"demo.read", "demo.write"},
+                audiences=("demo-api",),
+                description="dev demo client (dev mode only: human-chosen secret)",
             ),
-            (
+            secret_client(
                 DEMO_API_CLIENT,
                 DEMO_API_SECRET,
-                {INTROSPECT_SCOPE},
-                "tokenry",
-                "dev demo resource server: introspects (dev mode only)",
+                pepper,
+                scopes={INTROSPECT_SCOPE},
+                audiences=("tokenry",),
+                description="dev demo resource server: introspects (dev mode only)",
             ),
-            (ADMIN_CLIENT, admin_secret, {ADMIN_SCOPE}, "tokenry", "dev admin client"),
+            secret_client(
+                ADMIN_CLIENT,
+                admin_secret,
+                pepper,
+                scopes={ADMIN_SCOPE},
+                audiences=("tokenry",),
+                description="dev admin client",
+            ),
         )
-        for client_id, secret, scopes, audience, description in dev_clients:
-            await store.upsert(
-                Client(
-                    client_id=client_id,
-                    secret_hash=hash_secret(pepper, secret),
-                    pepper_id=pepper.id,
-                    grant_types=frozenset({CLIENT_CREDENTIALS}),
-                    scopes=frozenset(scopes),
-                    audiences=(audience,),
-                    description=description,
-                )
-            )
+        for client in dev_clients:
+            await store.upsert(client)
     finally:
         await pool.close()
 
