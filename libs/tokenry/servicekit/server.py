@@ -12,7 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -84,6 +84,7 @@ def new_server(
     server = grpc.aio.server(
         interceptors=list(interceptors), options=[*SERVER_OPTIONS, *server_options(tls)]
     )
+    serve_generic_only(server)
     # Per-RPC metrics and spans, wrapped at registration (no interceptor); a no-op when
     # telemetry is off (servicekit.telemetry).
     instrument_server(server)
@@ -93,26 +94,62 @@ def new_server(
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
-    with _generic_only(server):
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        reflection.enable_server_reflection(names, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(names, server)
     return server, health
 
 
-@contextlib.contextmanager
-def _generic_only(server: grpc.aio.Server) -> Iterator[None]:
-    """Services added inside are served through their generic handler only, not also as
-    registered methods. grpc.aio keeps one pending request per registered method and waits on
-    all of them (``asyncio.wait``) for every call it accepts, so each registered method costs
-    every call of every method: health and reflection, rarely called, cost the introspector
-    ≈ 4 % of its instructions per call (docs/benchmarks/introspection.md). They still answer,
-    found by method name among the generic handlers."""
-    registered = server.add_registered_method_handlers
+class MethodTable(grpc.GenericRpcHandler):
+    """Every method of a server in one dictionary, keyed ``/package.Service/Method``: grpc.aio
+    asks its generic handlers in the order they were added until one answers, so with one
+    table every method (the hot one, health, reflection) is one lookup, whatever the order of
+    registration."""
+
+    __slots__ = ("_methods",)
+
+    def __init__(self) -> None:
+        self._methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        return self._methods.get(handler_call_details.method)
+
+    def absorb(self, handler: grpc.GenericRpcHandler) -> bool:
+        """Take the methods of a ``grpc.method_handlers_generic_handler`` (what generated code
+        registers); False for any other kind of handler. The first registration of a path
+        wins, as it would among separate generic handlers."""
+        methods = getattr(handler, "_method_handlers", None)
+        if not isinstance(methods, dict):
+            return False
+        for path, method in methods.items():
+            self._methods.setdefault(path, method)
+        return True
+
+
+def serve_generic_only(server: grpc.aio.Server) -> MethodTable:
+    """From now on every service added to ``server`` is served through one generic
+    :class:`MethodTable` only, never also as registered methods.
+
+    grpc.aio keeps one pending request per registered method and waits on all of them
+    (``asyncio.wait``) for every call it accepts, so each registered method costs every call of
+    every method: health and reflection alone cost the introspector ≈ 4 % of its instructions
+    per call (docs/benchmarks/introspection.md), the issuer's 8 ≈ 4.7 % of a JWT's
+    (docs/benchmarks/issuance.md). Generated ``add_*Servicer_to_server`` functions register
+    both ways; here the registered half is dropped and the generic half lands in the table.
+    Handlers of another kind are added after the table, as grpc.aio would add them."""
+    table = MethodTable()
+    add_generic = server.add_generic_rpc_handlers
+    add_generic((table,))
+
+    def generic(handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        others = tuple(h for h in handlers if not table.absorb(h))
+        if others:
+            add_generic(others)
+
+    server.add_generic_rpc_handlers = generic  # type: ignore[method-assign,assignment]
     server.add_registered_method_handlers = _ignore  # type: ignore[method-assign,assignment]
-    try:
-        yield
-    finally:
-        server.add_registered_method_handlers = registered  # type: ignore[method-assign]
+    return table
 
 
 def _ignore(*_args: object) -> None:
