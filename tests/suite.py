@@ -6,8 +6,9 @@ import asyncio
 import base64
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,8 +16,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.core.clients import ADMIN_SCOPE, secret_client
+from tokenry.devstack.ca import DevPki
 from tokenry.servicekit.config import Settings
-from tokenry.servicekit.server import serve
+from tokenry.servicekit.server import listen, new_server, serve
+from tokenry.servicekit.tls import ServerTls, Transport, peer_certificate
 from tokenry.services.introspector import app as introspector_app
 from tokenry.services.issuer import app as issuer_app
 from tokenry.services.keyrotator import app as keyrotator_app
@@ -32,6 +35,8 @@ APPS = {
     "introspector": introspector_app,
 }
 DEFAULT_SERVICES = ("keyrotator", "issuer", "revocation")
+#: The one method of :func:`start_whoami_server`.
+WHOAMI = "/tokenry.test.Peer/Whoami"
 
 
 def basic(client_id: str, secret: str) -> str:
@@ -103,26 +108,88 @@ async def wait_serving(addr: str, timeout: float = 20.0, tls: ClientTls | None =
 
 
 @contextlib.asynccontextmanager
-async def run_suite(
-    settings: Settings, pool: asyncpg.Pool, services: tuple[str, ...] = DEFAULT_SERVICES
-) -> AsyncIterator[Suite]:
-    suite = Suite(settings, secrets=await register_clients(pool, settings))
+async def serving(
+    services: Iterable[str],
+    settings_of: Callable[[str], Settings],
+    *,
+    probe: ClientTls | None = None,
+    timeout: float = 20.0,
+) -> AsyncIterator[dict[str, str]]:
+    """``services`` in-process on port 0, each SERVING (asked over ``probe`` when given) before
+    the next starts; yields their addresses. ``settings_of(name)`` is that service's settings
+    (its own listener, say: :func:`mtls_listeners`). All stop on the way out."""
     stop = asyncio.Event()
     tasks = []
+    addrs: dict[str, str] = {}
     try:
         for name in services:
             module = APPS[name]
-            service = module.build(settings, "127.0.0.1", 0)
-            suite.addrs[name] = f"127.0.0.1:{service.port}"
+            service = module.build(settings_of(name), "127.0.0.1", 0)
+            addrs[name] = f"127.0.0.1:{service.port}"
             tasks.append(
                 asyncio.create_task(
                     serve(service, stop, grace=1, service_names=module.SERVICE_NAMES)
                 )
             )
-            await wait_serving(suite.addrs[name])
-        yield suite
+            await wait_serving(addrs[name], timeout, probe)
+        yield addrs
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def mtls_listeners(
+    settings: Settings, pki: DevPki, clients_ca: Path | None = None, **transport: float
+) -> Callable[[str], Settings]:
+    """For :func:`serving`: each service on its own ``pki`` certificate, requiring a client
+    certificate from ``clients_ca`` (the pki's CA unless given); ``transport``: the
+    ``max_connection_age*`` options of :class:`Transport`."""
+
+    def own(name: str) -> Settings:
+        tls = ServerTls(pki.cert(name), pki.key(name), clients_ca or pki.ca, client_auth=True)
+        return replace(settings, tls=Transport(tls, **transport))
+
+    return own
+
+
+@contextlib.asynccontextmanager
+async def run_suite(
+    settings: Settings, pool: asyncpg.Pool, services: tuple[str, ...] = DEFAULT_SERVICES
+) -> AsyncIterator[Suite]:
+    suite = Suite(settings, secrets=await register_clients(pool, settings))
+    try:
+        async with serving(services, lambda _name: settings) as addrs:
+            suite.addrs.update(addrs)
+            yield suite
+    finally:
         for channel in suite.channels.values():
             await channel.close()
+
+
+async def _whoami(_request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    cert = peer_certificate(context)
+    return b"none" if cert is None else format(cert.serial_number, "x").encode()
+
+
+async def start_unary_server(
+    transport: Transport,
+    method: str,
+    handler: Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[bytes]],
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """The listener every service uses (``new_server`` + ``listen`` on a free loopback port),
+    started, with one extra bytes-in, bytes-out ``method`` ("/pkg.Service/Method"); the
+    caller stops it."""
+    service, name = method.strip("/").split("/")
+    server, _health = new_server((), tls=transport, interceptors=interceptors)
+    rpc: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(handler)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {name: rpc}),))
+    port = listen(server, "127.0.0.1", 0, transport)
+    await server.start()
+    return server, port
+
+
+async def start_whoami_server(transport: Transport) -> tuple[grpc.aio.Server, int]:
+    """:func:`start_unary_server` with :data:`WHOAMI`: it answers the serial of the caller's
+    verified certificate in hex, or ``none``."""
+    return await start_unary_server(transport, WHOAMI, _whoami)

@@ -39,14 +39,12 @@ from tokenry.core.clients import (
 )
 from tokenry.devstack.ca import DEV_TRUST_DOMAIN, DevPki, dev_pki
 from tokenry.servicekit.config import Settings
-from tokenry.servicekit.server import serve
-from tokenry.servicekit.tls import ServerTls, Transport
 from tokenry.store.clients import ClientStore
 from tokenry.tls import ClientTls
 from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc, revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import start_verifier
 
-from suite import APPS, basic, wait_serving
+from suite import basic, mtls_listeners, serving
 
 pytestmark = pytest.mark.integration
 
@@ -126,31 +124,9 @@ async def plane(
     pki = dev_pki(tmp_path / "tls", [*SERVICES, "verifier-a", "workload"])
     settings = dataclasses.replace(settings, issuer_url=ISSUER)
     created = await _register(pool, settings)
-    stop = asyncio.Event()
-    tasks = []
-    addrs: dict[str, str] = {}
-    try:
-        for name in SERVICES:
-            own = dataclasses.replace(
-                settings,
-                tls=Transport(ServerTls(pki.cert(name), pki.key(name), pki.ca, client_auth=True)),
-            )
-            module = APPS[name]
-            service = module.build(own, "127.0.0.1", 0)
-            addrs[name] = f"127.0.0.1:{service.port}"
-            tasks.append(
-                asyncio.create_task(
-                    serve(service, stop, grace=1, service_names=module.SERVICE_NAMES)
-                )
-            )
-        for addr in addrs.values():
-            await wait_serving(
-                addr, 20, ClientTls(pki.ca, pki.cert("workload"), pki.key("workload"))
-            )
+    probe = ClientTls(pki.ca, pki.cert("workload"), pki.key("workload"))
+    async with serving(SERVICES, mtls_listeners(settings, pki), probe=probe) as addrs:
         yield Plane(addrs, pki, created, settings)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 Read = Callable[[Plane, ClientTls, tuple[tuple[str, str], ...]], Awaitable[Any]]

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,19 +23,17 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.core.clients import CLIENT_CREDENTIALS, TLS_CLIENT_AUTH, Client
 from tokenry.devstack.ca import DEV_TRUST_DOMAIN, DevPki, dev_pki
 from tokenry.servicekit.config import Settings
-from tokenry.servicekit.server import listen, new_server, serve
 from tokenry.servicekit.tls import ServerTls, Transport
 from tokenry.store.clients import ClientStore
 from tokenry.tls import ClientTls
 from tokenry.v1 import introspector_pb2, introspector_pb2_grpc, issuer_pb2, issuer_pb2_grpc
 from tokenry.verifier import AuthInterceptor, MethodPolicy, current_claims, start_verifier
 
-from suite import APPS, basic, register_clients
+from suite import basic, mtls_listeners, register_clients, serving, start_unary_server
 
 pytestmark = pytest.mark.integration
 
@@ -92,37 +88,13 @@ async def _register(pool: asyncpg.Pool) -> None:
     await store.upsert(Client(client_id="dn-svc", tls_client_auth_subject_dn="CN=dn-svc", **common))
 
 
-async def _wait(tls: ClientTls, addr: str) -> None:
-    async with tls.aio_channel(addr) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(grpc.RpcError):
-                resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            assert time.monotonic() < deadline, f"{addr} not SERVING"
-            await asyncio.sleep(0.05)
-
-
 async def _backend(pki: DevPki, runtime: Any, *, mtls: bool) -> tuple[grpc.aio.Server, int]:
     async def hello(_request: bytes, _context: Any) -> bytes:
         return str(current_claims()["sub"]).encode()
 
     tls = ServerTls(pki.cert("backend"), pki.key("backend"), pki.ca if mtls else None, mtls)
-    transport = Transport(tls)
-    server, _health = new_server(
-        (),
-        tls=transport,
-        interceptors=[AuthInterceptor(runtime.verifier, {"/demo.Greeter/*": MethodPolicy()})],
-    )
-    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(hello)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("demo.Greeter", {"Hello": handler}),)
-    )
-    port = listen(server, "127.0.0.1", 0, transport)
-    await server.start()
-    return server, port
+    auth = AuthInterceptor(runtime.verifier, {"/demo.Greeter/*": MethodPolicy()})
+    return await start_unary_server(Transport(tls), "/demo.Greeter/Hello", hello, [auth])
 
 
 @pytest.fixture
@@ -130,51 +102,34 @@ async def mesh(settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> AsyncI
     pki = dev_pki(tmp_path / "tls", [*SERVICES, *CLIENT_CERTS])
     created = await register_clients(pool, settings)
     await _register(pool)
-    stop = asyncio.Event()
-    tasks = []
-    addrs: dict[str, str] = {}
+    backend_tls = ClientTls(pki.ca, pki.cert("backend"), pki.key("backend"))
     backends: list[grpc.aio.Server] = []
     runtime = None
-    try:
-        for name in SERVICES:
-            tls = ServerTls(pki.cert(name), pki.key(name), pki.ca, client_auth=True)
-            own = dataclasses.replace(settings, tls=Transport(tls))
-            module = APPS[name]
-            service = module.build(own, "127.0.0.1", 0)
-            addrs[name] = f"127.0.0.1:{service.port}"
-            tasks.append(
-                asyncio.create_task(
-                    serve(service, stop, grace=1, service_names=module.SERVICE_NAMES)
-                )
+    async with serving(SERVICES, mtls_listeners(settings, pki), probe=backend_tls) as addrs:
+        try:
+            runtime = await asyncio.wait_for(
+                start_verifier(
+                    issuer=settings.issuer_url,
+                    audience="demo-api",
+                    keyrotator_addr=addrs["keyrotator"],
+                    revocation_addr=addrs["revocation"],
+                    nats_url=settings.nats_url,
+                    subjects=settings.subjects,
+                    stream=settings.stream.name,
+                    channel_credentials=backend_tls.channel_credentials(),
+                ),
+                30,
             )
-        backend_tls = ClientTls(pki.ca, pki.cert("backend"), pki.key("backend"))
-        for addr in addrs.values():
-            await _wait(backend_tls, addr)
-        runtime = await asyncio.wait_for(
-            start_verifier(
-                issuer=settings.issuer_url,
-                audience="demo-api",
-                keyrotator_addr=addrs["keyrotator"],
-                revocation_addr=addrs["revocation"],
-                nats_url=settings.nats_url,
-                subjects=settings.subjects,
-                stream=settings.stream.name,
-                channel_credentials=backend_tls.channel_credentials(),
-            ),
-            30,
-        )
-        await asyncio.wait_for(runtime.state.wait_current(), 20)
-        mtls_server, mtls_port = await _backend(pki, runtime, mtls=True)
-        plain_server, plain_port = await _backend(pki, runtime, mtls=False)
-        backends += [mtls_server, plain_server]
-        yield Mesh(pki, addrs, created, runtime, mtls_port, plain_port)
-    finally:
-        for server in backends:
-            await server.stop(None)
-        if runtime is not None:
-            await runtime.close()
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait_for(runtime.state.wait_current(), 20)
+            mtls_server, mtls_port = await _backend(pki, runtime, mtls=True)
+            plain_server, plain_port = await _backend(pki, runtime, mtls=False)
+            backends += [mtls_server, plain_server]
+            yield Mesh(pki, addrs, created, runtime, mtls_port, plain_port)
+        finally:
+            for server in backends:
+                await server.stop(None)
+            if runtime is not None:
+                await runtime.close()
 
 
 async def _token(mesh: Mesh, cert: str, client_id: str) -> str:

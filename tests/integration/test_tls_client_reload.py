@@ -25,23 +25,16 @@ import pytest
 from tokenry.client import IssuedToken, TokenSource, bearer_channel
 from tokenry.devstack.ca import CertificateAuthority, DevPki, Issued, dev_pki
 from tokenry.servicekit.config import Settings
-from tokenry.servicekit.server import listen, new_server, serve
-from tokenry.servicekit.tls import ServerTls, Transport, peer_certificate
+from tokenry.servicekit.tls import ServerTls, Transport
 from tokenry.tls import ClientTls
 from tokenry.tls_reload import ReloadingChannel
 from tokenry.verifier import start_verifier
 
-from suite import APPS, wait_serving
+from suite import WHOAMI, mtls_listeners, serving, start_whoami_server
 
 pytestmark = pytest.mark.integration
 
-WHOAMI = "/tokenry.test.Peer/Whoami"
 WAIT = 20.0
-
-
-async def _whoami(_request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-    cert = peer_certificate(context)
-    return b"none" if cert is None else format(cert.serial_number, "x").encode()
 
 
 @contextlib.asynccontextmanager
@@ -53,13 +46,7 @@ async def whoami_server(ca: CertificateAuthority, folder: Path) -> AsyncIterator
         max_connection_age=2.0,
         max_connection_age_grace=0.5,
     )
-    server, _health = new_server((), tls=transport)
-    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_whoami)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("tokenry.test.Peer", {"Whoami": handler}),)
-    )
-    port = listen(server, "127.0.0.1", 0, transport)
-    await server.start()
+    server, port = await start_whoami_server(transport)
     try:
         yield port
     finally:
@@ -189,31 +176,12 @@ async def mtls_services(
 ) -> AsyncIterator[dict[str, str]]:
     """The key rotator and the revocation service requiring client certificates from the
     ``clients_ca`` bundle (re-read before each handshake), closing connections after 2 s."""
-    stop = asyncio.Event()
-    tasks = []
-    addrs: dict[str, str] = {}
-    try:
-        for name in SERVICES:
-            tls = ServerTls(pki.cert(name), pki.key(name), clients_ca, client_auth=True)
-            own = dataclasses.replace(
-                settings,
-                tls=Transport(tls, max_connection_age=2.0, max_connection_age_grace=0.5),
-            )
-            module = APPS[name]
-            service = module.build(own, "127.0.0.1", 0)
-            addrs[name] = f"127.0.0.1:{service.port}"
-            tasks.append(
-                asyncio.create_task(
-                    serve(service, stop, grace=1, service_names=module.SERVICE_NAMES)
-                )
-            )
-        probe = ClientTls(pki.ca, pki.cert("probe"), pki.key("probe"))
-        for addr in addrs.values():
-            await wait_serving(addr, WAIT, probe)
+    own = mtls_listeners(
+        settings, pki, clients_ca, max_connection_age=2.0, max_connection_age_grace=0.5
+    )
+    probe = ClientTls(pki.ca, pki.cert("probe"), pki.key("probe"))
+    async with serving(SERVICES, own, probe=probe, timeout=WAIT) as addrs:
         yield addrs
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_a_verifier_on_files_stays_current_after_its_old_certificate_is_refused(

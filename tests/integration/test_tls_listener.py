@@ -2,7 +2,7 @@
 
 Certificates are made here with ``cryptography``'s x509 API (tokenry.devstack.ca). The server is
 the servicekit one every service uses (``new_server`` + ``listen``), with one extra method that
-answers the serial of the caller's verified certificate (``peer_certificate``).
+answers the serial of the caller's verified certificate (``suite.start_whoami_server``).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.devstack.ca import CertificateAuthority, Issued
-from tokenry.servicekit.server import listen, new_server
-from tokenry.servicekit.tls import ServerTls, Transport, peer_certificate
+from tokenry.servicekit.tls import ServerTls, Transport
 from tokenry.tls import ClientTls
 
-WHOAMI = "/tokenry.test.Peer/Whoami"
+from suite import WHOAMI, start_whoami_server
 
 
 @dataclass
@@ -56,22 +55,6 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path, ca, CertificateAuthority.generate("another CA"))
 
 
-async def _whoami(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-    cert = peer_certificate(context)
-    return b"none" if cert is None else format(cert.serial_number, "x").encode()
-
-
-async def start_server(pki: Pki, transport: Transport) -> tuple[grpc.aio.Server, int]:
-    server, _health = new_server((), tls=transport)
-    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_whoami)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("tokenry.test.Peer", {"Whoami": handler}),)
-    )
-    port = listen(server, "127.0.0.1", 0, transport)
-    await server.start()
-    return server, port
-
-
 def server_transport(pki: Pki, *, client_auth: bool = True, **kw: Any) -> Transport:
     cert, key = pki.files("server", pki.ca.issue("server"))
     return Transport(ServerTls(cert, key, pki.root / "ca.pem", client_auth), **kw)
@@ -79,7 +62,7 @@ def server_transport(pki: Pki, *, client_auth: bool = True, **kw: Any) -> Transp
 
 @pytest.fixture
 async def mtls_server(pki: Pki) -> AsyncIterator[int]:
-    server, port = await start_server(pki, server_transport(pki))
+    server, port = await start_whoami_server(server_transport(pki))
     yield port
     await server.stop(None)
 
@@ -126,7 +109,7 @@ async def test_rejects_expired_client_certificate(pki: Pki, mtls_server: int) ->
 
 
 async def test_server_tls_without_client_auth_accepts_anonymous_client(pki: Pki) -> None:
-    server, port = await start_server(pki, server_transport(pki, client_auth=False))
+    server, port = await start_whoami_server(server_transport(pki, client_auth=False))
     try:
         assert await whoami(pki.client("none"), port) == "none"
     finally:
@@ -163,7 +146,7 @@ async def test_certificate_swap_reaches_new_connections_without_restart(pki: Pki
     first = pki.ca.issue("server-1")
     cert, key = pki.files("server", first)
     transport = Transport(ServerTls(cert, key, pki.root / "ca.pem", client_auth=False))
-    server, port = await start_server(pki, transport)
+    server, port = await start_whoami_server(transport)
     try:
         ca = pki.root / "ca.pem"
         assert await asyncio.to_thread(_server_serial, port, ca) == first.serial
@@ -182,7 +165,7 @@ async def test_half_written_pair_keeps_the_old_certificate(pki: Pki) -> None:
     first = pki.ca.issue("server-1")
     cert, key = pki.files("server", first)
     transport = Transport(ServerTls(cert, key, pki.root / "ca.pem", client_auth=False))
-    server, port = await start_server(pki, transport)
+    server, port = await start_whoami_server(transport)
     try:
         ca = pki.root / "ca.pem"
         cert.write_bytes(pki.ca.issue("server-2").cert_pem)  # the key not yet replaced
@@ -193,7 +176,7 @@ async def test_half_written_pair_keeps_the_old_certificate(pki: Pki) -> None:
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 async def test_tls_1_1_is_refused_and_1_2_accepted(pki: Pki) -> None:
-    server, port = await start_server(pki, server_transport(pki, client_auth=False))
+    server, port = await start_whoami_server(server_transport(pki, client_auth=False))
     try:
         ca = pki.root / "ca.pem"
         # Negative control: the same client capped at TLS 1.2 completes the handshake.
@@ -208,7 +191,7 @@ async def test_connection_outliving_its_certificate_is_closed_at_max_age(pki: Pk
     """TLS never re-checks an open connection: the maximum age is what ends it, and the
     reconnect with the now-expired certificate is refused."""
     transport = server_transport(pki, max_connection_age=4.0, max_connection_age_grace=0.2)
-    server, port = await start_server(pki, transport)
+    server, port = await start_whoami_server(transport)
     try:
         start = time.monotonic()
         now = dt.datetime.now(dt.UTC)

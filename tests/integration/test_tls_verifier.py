@@ -24,13 +24,12 @@ from tokenry.devstack.ca import CertificateAuthority, DevPki, dev_pki
 from tokenry.devstack.nats import EmbeddedNats, NatsServerTls
 from tokenry.jose.errors import VerificationError
 from tokenry.servicekit.config import Settings
-from tokenry.servicekit.server import listen, new_server, serve
 from tokenry.servicekit.tls import ServerTls, Transport
 from tokenry.tls import ClientTls
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import start_verifier
 
-from suite import APPS, basic, register_clients, wait_serving
+from suite import basic, register_clients, serving, start_unary_server
 
 pytestmark = pytest.mark.integration
 
@@ -60,33 +59,19 @@ async def tls_suite(
 ) -> AsyncIterator[tuple[dict[str, str], dict[str, str]]]:
     """The services on port 0 with TLS listeners and TLS to NATS; (addresses, secrets)."""
     secrets = await register_clients(pool, settings)
-    stop = asyncio.Event()
-    tasks = []
-    addrs: dict[str, str] = {}
-    try:
-        for name in SERVICES:
-            own = dataclasses.replace(
-                settings,
-                nats_url=nats.url,
-                tls=Transport(
-                    ServerTls(pki.cert(name), pki.key(name), pki.ca),
-                    nats=ClientTls(pki.ca, pki.cert(name), pki.key(name)),
-                ),
-            )
-            module = APPS[name]
-            service = module.build(own, "127.0.0.1", 0)
-            addrs[name] = f"127.0.0.1:{service.port}"
-            tasks.append(
-                asyncio.create_task(
-                    serve(service, stop, grace=1, service_names=module.SERVICE_NAMES)
-                )
-            )
-        for addr in addrs.values():
-            await wait_serving(addr, WAIT, ClientTls(pki.ca))
+
+    def own(name: str) -> Settings:
+        return dataclasses.replace(
+            settings,
+            nats_url=nats.url,
+            tls=Transport(
+                ServerTls(pki.cert(name), pki.key(name), pki.ca),
+                nats=ClientTls(pki.ca, pki.cert(name), pki.key(name)),
+            ),
+        )
+
+    async with serving(SERVICES, own, probe=ClientTls(pki.ca), timeout=WAIT) as addrs:
         yield addrs, secrets
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _verifier_args(settings: Settings, addrs: dict[str, str], nats: EmbeddedNats) -> dict[str, Any]:
@@ -163,14 +148,7 @@ async def _tls_backend(pki: DevPki, runtime: Any) -> tuple[grpc.aio.Server, int]
         return str(claims["jti"]).encode()
 
     transport = Transport(ServerTls(pki.cert("backend"), pki.key("backend")))
-    server, _health = new_server((), tls=transport)
-    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(hello)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("demo.Greeter", {"Hello": handler}),)
-    )
-    port = listen(server, "127.0.0.1", 0, transport)
-    await server.start()
-    return server, port
+    return await start_unary_server(transport, "/demo.Greeter/Hello", hello)
 
 
 async def test_verifier_without_credentials_cannot_reach_tls_services(
