@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import json
 import re
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +16,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import asyncpg
 import httpx
-import jwt
+from assertion_support import public_jwks, sign_assertion
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 from tokenry.core import pkce
 from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
@@ -30,10 +27,10 @@ from tokenry.core.clients import (
     INTROSPECT_SCOPE,
     LOGIN_SCOPE,
     NO_AUTH,
-    PRIVATE_KEY_JWT,
     PUBLIC,
     REFRESH_TOKEN,
     Client,
+    private_key_jwt_client,
     with_secret,
 )
 from tokenry.servicekit.config import Settings
@@ -54,23 +51,8 @@ ASSERTION_KEY = ec.generate_private_key(ec.SECP256R1())
 USER, PASSWORD = "alice", "correct horse battery"
 
 
-def assertion_jwks() -> str:
-    jwk = json.loads(ECAlgorithm.to_jwk(ASSERTION_KEY.public_key()))
-    jwk.update(kid="k1", alg="ES256")
-    return json.dumps({"keys": [jwk]})
-
-
 def client_assertion(client_id: str, aud: Any) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": aud,
-        "iat": now,
-        "exp": now + 60,
-        "jti": uuid.uuid4().hex,
-    }
-    return jwt.encode(claims, ASSERTION_KEY, algorithm="ES256", headers={"kid": "k1"})
+    return sign_assertion(client_id, aud, ASSERTION_KEY)
 
 
 def gateway_clients() -> list[Client]:
@@ -115,14 +97,11 @@ def gateway_clients() -> list[Client]:
             audiences=("demo-api",),
             token_format="opaque",
         ),
-        Client(
-            client_id="jwtsvc",
-            **base,
-            grant_types=frozenset({CLIENT_CREDENTIALS}),
-            scopes=frozenset({"read", INTROSPECT_SCOPE}),
+        private_key_jwt_client(
+            "jwtsvc",
+            public_jwks(ASSERTION_KEY),
+            scopes={"read", INTROSPECT_SCOPE},
             audiences=("api",),
-            auth_method=PRIVATE_KEY_JWT,
-            jwks_json=assertion_jwks(),
         ),
         Client(
             client_id="api",  # a resource server that introspects its own tokens

@@ -12,29 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import secrets
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
-import jwt
 import pytest
+from assertion_support import public_jwks, sign_assertion
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 from tokenry.client import ClientSecretBasic
 from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
 from tokenry.core.clients import (
     ADMIN_SCOPE,
-    CLIENT_CREDENTIALS,
-    PRIVATE_KEY_JWT,
     VERIFIER_SCOPE,
-    Client,
+    private_key_jwt_client,
     secret_client,
 )
 from tokenry.devstack.ca import DEV_TRUST_DOMAIN, DevPki, dev_pki
@@ -80,39 +74,16 @@ async def _register(pool: asyncpg.Pool, settings: Settings) -> dict[str, str]:
             secret_client(client_id, secret, pepper, scopes=scopes, audiences=("demo-api",))
         )
         created[client_id] = secret
-    jwk = json.loads(ECAlgorithm.to_jwk(JWT_KEY.public_key()))
-    jwk.update(kid="a1", alg="ES256")
+    jwks = public_jwks(JWT_KEY, kid="a1")
     for client_id, scopes in (("jwt-verifier", {VERIFIER_SCOPE}), ("jwt-admin", {ADMIN_SCOPE})):
         await store.upsert(
-            Client(
-                client_id=client_id,
-                secret_hash=None,
-                pepper_id=None,
-                grant_types=frozenset({CLIENT_CREDENTIALS}),
-                scopes=frozenset(scopes),
-                audiences=("demo-api",),
-                auth_method=PRIVATE_KEY_JWT,
-                jwks_json=json.dumps({"keys": [jwk]}),
-            )
+            private_key_jwt_client(client_id, jwks, scopes=scopes, audiences=("demo-api",))
         )
     return created
 
 
 def _assertion(client_id: str) -> str:
-    now = int(time.time())
-    return jwt.encode(
-        {
-            "iss": client_id,
-            "sub": client_id,
-            "aud": ISSUER,
-            "iat": now,
-            "exp": now + 60,
-            "jti": uuid.uuid4().hex,
-        },
-        JWT_KEY,
-        algorithm="ES256",
-        headers={"kid": "a1"},
-    )
+    return sign_assertion(client_id, ISSUER, JWT_KEY, kid="a1")
 
 
 @pytest.fixture

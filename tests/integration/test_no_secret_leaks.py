@@ -16,11 +16,9 @@ import asyncio
 import base64
 import functools
 import io
-import json
 import logging
 import os
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -28,18 +26,17 @@ from typing import Any
 
 import asyncpg
 import grpc
-import jwt
 import pytest
+from assertion_support import public_jwks, sign_assertion
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
     PrivateFormat,
 )
-from jwt.algorithms import ECAlgorithm
 
 from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
-from tokenry.core.clients import CLIENT_CREDENTIALS, PRIVATE_KEY_JWT, Client
+from tokenry.core.clients import private_key_jwt_client
 from tokenry.servicekit.config import Settings
 from tokenry.servicekit.logging import JsonFormatter
 from tokenry.store.clients import ClientStore
@@ -126,28 +123,14 @@ def debug_logs() -> Iterator[io.StringIO]:
 
 
 async def _register_jwt_client(pool: asyncpg.Pool) -> None:
-    jwk = json.loads(ECAlgorithm.to_jwk(JWT_KEY.public_key()))
-    jwk.update(kid="leak-1", alg="ES256")
+    jwks = public_jwks(JWT_KEY, kid="leak-1")
     await ClientStore(pool).upsert(
-        Client(
-            client_id="jwt-svc",
-            secret_hash=None,
-            pepper_id=None,
-            grant_types=frozenset({CLIENT_CREDENTIALS}),
-            scopes=frozenset({"demo.read"}),
-            audiences=("demo-api",),
-            auth_method=PRIVATE_KEY_JWT,
-            jwks_json=json.dumps({"keys": [jwk]}),
-        )
+        private_key_jwt_client("jwt-svc", jwks, scopes={"demo.read"}, audiences=("demo-api",))
     )
 
 
 def _assertion(issuer: str) -> str:
-    now = int(time.time())
-    claims = {"iss": "jwt-svc", "sub": "jwt-svc", "aud": issuer, "iat": now, "exp": now + 60}
-    return jwt.encode(
-        {**claims, "jti": uuid.uuid4().hex}, JWT_KEY, algorithm="ES256", headers={"kid": "leak-1"}
-    )
+    return sign_assertion("jwt-svc", issuer, JWT_KEY, kid="leak-1")
 
 
 async def _call(outputs: Outputs, where: str, rpc: Callable[[], Awaitable[Any]]) -> Any:

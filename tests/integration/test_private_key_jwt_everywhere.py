@@ -3,21 +3,22 @@ issuer: one client-authentication module, one jti replay store (docs/spec.md §3
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import grpc
-import jwt
 import pytest
+from assertion_support import public_jwks, sign_assertion
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 from tokenry.core.client_assertion import CLIENT_ASSERTION_TYPE
-from tokenry.core.clients import CLIENT_CREDENTIALS, INTROSPECT_SCOPE, PRIVATE_KEY_JWT, Client
+from tokenry.core.clients import (
+    CLIENT_CREDENTIALS,
+    INTROSPECT_SCOPE,
+    private_key_jwt_client,
+)
 from tokenry.servicekit.config import Settings
 from tokenry.store.clients import ClientStore
 from tokenry.v1 import (
@@ -43,24 +44,8 @@ KEYS = {
 STRANGER_KEY = ec.generate_private_key(ec.SECP256R1())  # in no client's JWKS
 
 
-def _jwks(key: ec.EllipticCurvePrivateKey) -> str:
-    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
-    jwk.update(kid="k1", alg="ES256")
-    return json.dumps({"keys": [jwk]})
-
-
 def assertion(client_id: str, aud: object, key: ec.EllipticCurvePrivateKey | None = None) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": aud,
-        "iat": now,
-        "exp": now + 60,
-        "jti": uuid.uuid4().hex,
-    }
-    signer = key or KEYS[client_id]
-    return jwt.encode(claims, signer, algorithm="ES256", headers={"kid": "k1"})
+    return sign_assertion(client_id, aud, key or KEYS[client_id])
 
 
 @pytest.fixture
@@ -71,17 +56,9 @@ async def suite(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Suite]:
             ("pk-app", {"read"}, ("pk-api",)),
             ("pk-api", {INTROSPECT_SCOPE}, ()),
         ):
+            jwks = public_jwks(KEYS[client_id])
             await store.upsert(
-                Client(
-                    client_id=client_id,
-                    secret_hash=None,
-                    pepper_id=None,
-                    grant_types=frozenset({CLIENT_CREDENTIALS}),
-                    scopes=frozenset(scopes),
-                    audiences=audiences,
-                    auth_method=PRIVATE_KEY_JWT,
-                    jwks_json=_jwks(KEYS[client_id]),
-                )
+                private_key_jwt_client(client_id, jwks, scopes=scopes, audiences=audiences)
             )
         yield running
 

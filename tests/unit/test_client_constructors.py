@@ -1,16 +1,20 @@
-"""The one way tests, scripts and the dev stack build a secret-authenticated client
-(tokenry.core.clients.secret_client, with_secret): the peppered hash and its pepper id go
-together, and what is built is a valid registration."""
+"""The one way tests, scripts and the dev stack build a secret-authenticated or a private_key_jwt
+client (tokenry.core.clients.secret_client, with_secret, private_key_jwt_client): the peppered
+hash and its pepper id go together, and what is built is a valid registration."""
 
 from __future__ import annotations
+
+import json
 
 from tokenry.core.client_secrets import Pepper, pepper_id, verify_secret
 from tokenry.core.clients import (
     AUTHORIZATION_CODE,
     CLIENT_CREDENTIALS,
     CONFIDENTIAL,
+    PRIVATE_KEY_JWT,
     REFRESH_TOKEN,
     SECRET_BASIC,
+    private_key_jwt_client,
     secret_client,
     validate_registration,
     with_secret,
@@ -63,3 +67,16 @@ def test_with_secret_replaces_the_hash_and_its_pepper_id_together() -> None:
     assert verify_secret(OTHER_PEPPER, "new-secret", changed.secret_hash)
     assert not verify_secret(OTHER_PEPPER, SECRET, changed.secret_hash)
     assert (changed.client_id, changed.scopes, changed.description) == ("svc", {"read"}, "kept")
+
+
+def test_a_private_key_jwt_client_has_its_keys_and_no_secret() -> None:
+    jwk = {"kty": "EC", "crv": "P-256", "x": "x" * 43, "y": "y" * 43, "kid": "k1", "alg": "ES256"}
+    jwks = json.dumps({"keys": [jwk]})
+    client = private_key_jwt_client("svc", jwks, scopes={"read"}, audiences=("api",))
+    assert (client.secret_hash, client.pepper_id) == (None, None)
+    assert (client.auth_method, client.jwks_json) == (PRIVATE_KEY_JWT, jwks)
+    assert client.grant_types == frozenset({CLIENT_CREDENTIALS})
+    validate_registration(client, registrar_is_admin=False)
+    assert private_key_jwt_client("svc", jwks, scopes=(), token_format="opaque").token_format == (
+        "opaque"
+    )

@@ -159,6 +159,31 @@ def secret_client(
     )
 
 
+def private_key_jwt_client(
+    client_id: str,
+    jwks_json: str,
+    *,
+    scopes: Iterable[str],
+    audiences: tuple[str, ...] = (),
+    grant_types: Iterable[str] = (CLIENT_CREDENTIALS,),
+    **fields: Any,
+) -> Client:
+    """A confidential client that authenticates with a JWT signed by a key of its JWK Set
+    ``jwks_json`` (private_key_jwt, RFC 7523 §2.2), no secret; by default for the client
+    credentials grant. ``fields`` are any other :class:`Client` fields; not validated."""
+    return Client(
+        client_id=client_id,
+        secret_hash=None,
+        pepper_id=None,
+        grant_types=frozenset(grant_types),
+        scopes=frozenset(scopes),
+        audiences=audiences,
+        auth_method=PRIVATE_KEY_JWT,
+        jwks_json=jwks_json,
+        **fields,
+    )
+
+
 def with_secret(client: Client, secret: str, pepper: Pepper) -> Client:
     """``client`` authenticating with ``secret`` from now on: its peppered hash and the pepper's
     id, replaced together (docs/spec.md §3)."""
