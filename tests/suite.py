@@ -72,9 +72,25 @@ class Suite:
         return resp.seq
 
 
-async def register_clients(pool: asyncpg.Pool, settings: Settings) -> dict[str, str]:
+async def add_secret_client(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    client_id: str,
+    *,
+    scopes: Iterable[str],
+    audiences: tuple[str, ...],
+    **fields: Any,
+) -> str:
+    """Registers (or replaces) ``client_id`` with a fresh random secret, hashed under the
+    settings' first pepper (:func:`secret_client`); returns the secret."""
     pepper = next(iter(settings.peppers.values()))
-    store = ClientStore(pool)
+    secret = secrets.token_urlsafe(32)
+    client = secret_client(client_id, secret, pepper, scopes=scopes, audiences=audiences, **fields)
+    await ClientStore(pool).upsert(client)
+    return secret
+
+
+async def register_clients(pool: asyncpg.Pool, settings: Settings) -> dict[str, str]:
     created = {}
     for client_id, scopes, audiences in (
         ("demo", {"demo.read", "demo.write"}, ("demo-api",)),
@@ -83,11 +99,9 @@ async def register_clients(pool: asyncpg.Pool, settings: Settings) -> dict[str, 
         # A resource server: its client id is its audience; it may introspect.
         ("demo-api", {"tokenry:introspect"}, ()),
     ):
-        secret = secrets.token_urlsafe(32)
-        await store.upsert(
-            secret_client(client_id, secret, pepper, scopes=scopes, audiences=audiences)
+        created[client_id] = await add_secret_client(
+            pool, settings, client_id, scopes=scopes, audiences=audiences
         )
-        created[client_id] = secret
     return created
 
 

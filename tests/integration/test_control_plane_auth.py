@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from tokenry.core.clients import (
     ADMIN_SCOPE,
     VERIFIER_SCOPE,
     private_key_jwt_client,
-    secret_client,
 )
 from tokenry.devstack.ca import DEV_TRUST_DOMAIN, DevPki, dev_pki
 from tokenry.servicekit.config import Settings
@@ -38,7 +36,7 @@ from tokenry.tls import ClientTls
 from tokenry.v1 import keyrotator_pb2, keyrotator_pb2_grpc, revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import start_verifier
 
-from suite import basic, mtls_listeners, serving
+from suite import add_secret_client, basic, mtls_listeners, serving
 
 pytestmark = pytest.mark.integration
 
@@ -61,19 +59,16 @@ class Plane:
 
 
 async def _register(pool: asyncpg.Pool, settings: Settings) -> dict[str, str]:
-    pepper = next(iter(settings.peppers.values()))
-    store = ClientStore(pool)
     created = {}
     for client_id, scopes in (
         ("verifier-client", {VERIFIER_SCOPE}),
         ("demo", {"demo.read"}),
         ("admin", {ADMIN_SCOPE}),
     ):
-        secret = secrets.token_urlsafe(32)
-        await store.upsert(
-            secret_client(client_id, secret, pepper, scopes=scopes, audiences=("demo-api",))
+        created[client_id] = await add_secret_client(
+            pool, settings, client_id, scopes=scopes, audiences=("demo-api",)
         )
-        created[client_id] = secret
+    store = ClientStore(pool)
     jwks = public_jwks(JWT_KEY, kid="a1")
     for client_id, scopes in (("jwt-verifier", {VERIFIER_SCOPE}), ("jwt-admin", {ADMIN_SCOPE})):
         await store.upsert(

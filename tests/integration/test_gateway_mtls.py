@@ -5,17 +5,15 @@ token (such clients use the gRPC services over mTLS: docs/security.md)."""
 
 from __future__ import annotations
 
-import secrets
-
 import asyncpg
 import httpx
 import pytest
 
-from tokenry.core.clients import CLIENT_CREDENTIALS, TLS_CLIENT_AUTH, secret_client
+from tokenry.core.clients import CLIENT_CREDENTIALS, TLS_CLIENT_AUTH
 from tokenry.servicekit.config import Settings
-from tokenry.store.clients import ClientStore
 
 from gateway_support import gateway_suite
+from suite import add_secret_client
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +37,13 @@ async def test_discovery_offers_no_mtls_and_bound_clients_are_refused(
                 assert TLS_CLIENT_AUTH not in doc[field], (path, field)
                 assert "self_signed_tls_client_auth" not in doc[field], (path, field)
 
-        pepper = next(iter(settings.peppers.values()))
-        secret = secrets.token_urlsafe(32)
-        await ClientStore(pool).upsert(
-            secret_client(
-                "bound-http",
-                secret,
-                pepper,
-                scopes={"demo.read"},
-                audiences=("demo-api",),
-                certificate_bound=True,
-            )
+        secret = await add_secret_client(
+            pool,
+            settings,
+            "bound-http",
+            scopes={"demo.read"},
+            audiences=("demo-api",),
+            certificate_bound=True,
         )
         resp = await g.http.post(
             "/oauth2/token",

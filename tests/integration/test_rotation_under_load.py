@@ -5,7 +5,6 @@ first sees it later in its life, so the retention of retiring keys is exercised 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,13 +14,11 @@ import grpc
 import jwt
 import pytest
 
-from tokenry.core.clients import secret_client
 from tokenry.servicekit.config import Settings
-from tokenry.store.clients import ClientStore
 from tokenry.verifier import VerificationError, VerifierRuntime, start_verifier
 
 from keys_support import rotator_config, running_rotator, wait_until
-from suite import run_suite
+from suite import add_secret_client, run_suite
 
 pytestmark = pytest.mark.integration
 
@@ -65,19 +62,14 @@ async def test_hundred_rotations_under_load_zero_failed_verifications(
         running_rotator(settings, config) as addr,
         run_suite(settings, pool, services=("issuer", "revocation")) as suite,
     ):
-        pepper = next(iter(settings.peppers.values()))
-        secret = secrets.token_urlsafe(32)
-        await ClientStore(pool).upsert(
-            secret_client(
-                "fast",
-                secret,
-                pepper,
-                scopes={"demo.read"},
-                audiences=("demo-api",),
-                access_token_ttl=TOKEN_TTL,
-            )
+        suite.secrets["fast"] = await add_secret_client(
+            pool,
+            settings,
+            "fast",
+            scopes={"demo.read"},
+            audiences=("demo-api",),
+            access_token_ttl=TOKEN_TTL,
         )
-        suite.secrets["fast"] = secret
         now_verifier = await _verifier(settings, addr, suite.addrs["revocation"])
         late_verifier = await _verifier(settings, addr, suite.addrs["revocation"])
         tally = Tally()
