@@ -1,9 +1,11 @@
 """Lean JWS compact signing for the issuance hot path (RFC 7515 §7.1): the protected header is
 encoded once per key, the claims once per token, with one JSON encoder built once. Same output
 as ``jwt.encode``, without its per-call header JSON, option handling and key preparation
-(docs/spec.md §8 issuance budget). No cryptography is hand-written here: ES256 is cryptography's
-ECDSA with SHA-256, its DER signature re-encoded as the raw r‖s JWS wants (RFC 7518 §3.4) exactly as
-pyjwt does; every other algorithm is pyjwt's own ``Algorithm.sign``.
+(docs/spec.md §8 issuance budget). A :class:`ClaimsTemplate` goes further for claims whose
+leading members repeat from token to token: their JSON and most of its base64url are made once,
+only the members that change are encoded per token. No cryptography is hand-written here: ES256
+is cryptography's ECDSA with SHA-256, its DER signature re-encoded as the raw r‖s JWS wants
+(RFC 7518 §3.4) exactly as pyjwt does; every other algorithm is pyjwt's own ``Algorithm.sign``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tokenry.core.signing import SigningKey
 
 _ALGORITHMS = get_default_algorithms()
 _ENCODE_JSON: Final = json.JSONEncoder(separators=(",", ":")).encode
+#: A JSON string literal (quotes and escapes included), the same as the encoder writes.
+json_string: Final[Callable[[str], str]] = json.encoder.encode_basestring_ascii
 ES256_COORDINATE = 32  # bytes of r and of s for P-256 (RFC 7518 §3.4)
 
 
@@ -37,6 +41,24 @@ def _es256(key: EllipticCurvePrivateKey) -> Callable[[bytes], bytes]:
         return r.to_bytes(ES256_COORDINATE, "big") + s.to_bytes(ES256_COORDINATE, "big")
 
     return sign
+
+
+class ClaimsTemplate:
+    """The fixed leading members of a claims object, encoded once: their JSON up to and with the
+    comma before the members that change, base64url-encoded as far as a whole number of 3-byte
+    groups reaches (base64 of a concatenation is the concatenation of the parts' base64 when the
+    first is such a multiple), the last 0-2 bytes kept to go before the per-token part.
+
+    The result is an ordinary JSON object (RFC 8259 §4: members in any order): the fixed members
+    first, then the ones :meth:`JwsSigner.sign_templated` is given."""
+
+    __slots__ = ("encoded", "tail")
+
+    def __init__(self, fixed: dict[str, Any]) -> None:
+        head = _ENCODE_JSON(fixed).encode()[:-1] + (b"," if fixed else b"")
+        whole = len(head) - len(head) % 3
+        self.encoded = b64url(head[:whole])
+        self.tail = head[whole:]
 
 
 class JwsSigner:
@@ -60,4 +82,10 @@ class JwsSigner:
 
     def sign(self, claims: dict[str, Any]) -> str:
         signing_input = self._prefix + b64url(_ENCODE_JSON(claims).encode())
+        return (signing_input + b"." + b64url(self._sign(signing_input))).decode("ascii")
+
+    def sign_templated(self, template: ClaimsTemplate, rest: bytes) -> str:
+        """Sign the claims ``template`` + ``rest``: the JSON of the remaining members, each
+        followed by a comma but the last, then the closing brace (``b'"exp":1}'``)."""
+        signing_input = self._prefix + template.encoded + b64url(template.tail + rest)
         return (signing_input + b"." + b64url(self._sign(signing_input))).decode("ascii")

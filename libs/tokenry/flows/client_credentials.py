@@ -34,27 +34,43 @@ class ClientCredentialsFlow:
         # RFC 9068 §2.2: for client credentials the subject is the client itself.
         d.watermarks.check(client.client_id, client.client_id, now)
         jti, gid = new_jti_and_gid()
-        token = new_access_token(
-            issuer=d.minter.issuer,
-            subject=client.client_id,
-            client_id=client.client_id,
-            audiences=audiences,
-            scopes=scopes,
-            now=now,
-            ttl=client.access_token_ttl,
-            jti=jti,
-            gid=gid,
-            cnf=mtls.confirmation(client.certificate_bound),
-        )
+        cnf = mtls.confirmation(client.certificate_bound)
+        ttl = client.access_token_ttl
         if fmt == JWT:
-            value = d.minter.sign_access(token)
+            # iat in whole seconds, never rounded up, as core.tokens.new_access_token has it
+            # (the watermarks compare against it, docs/spec.md §4).
+            issued_at = int(now)
+            value = d.minter.sign_templated_access(
+                subject=client.client_id,
+                client_id=client.client_id,
+                audiences=audiences,
+                scopes=scopes,
+                issued_at=issued_at,
+                expires_at=issued_at + ttl,
+                jti=jti,
+                gid=gid,
+                cnf=cnf,
+            )
         else:
+            token = new_access_token(
+                issuer=d.minter.issuer,
+                subject=client.client_id,
+                client_id=client.client_id,
+                audiences=audiences,
+                scopes=scopes,
+                now=now,
+                ttl=ttl,
+                jti=jti,
+                gid=gid,
+                cnf=cnf,
+            )
             value = opaque.new_token(opaque.ACCESS)
             await d.access_tokens.write_access_token(opaque_record(token, value))
+            ttl = token.expires_at - token.issued_at
         # RFC 6749 §4.4.3: no refresh token for client credentials.
         return TokenResult(
             access_token=value,
             token_type="Bearer",
-            expires_in=token.expires_at - token.issued_at,
+            expires_in=ttl,
             scope=" ".join(scopes),
         )

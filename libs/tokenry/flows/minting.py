@@ -1,23 +1,33 @@
 """Minting: JWT (RFC 9068) or opaque access tokens, refresh tokens and OIDC ID tokens.
 
 Signing uses the key objects loaded once (docs/design.md §7); an opaque token leaves only its
-SHA-256 behind (docs/spec.md §3).
+SHA-256 behind (docs/spec.md §3). An access token without ``act`` (client credentials) is
+signed from a claims template: the members fixed for one (subject, client, audiences, scopes,
+cnf) encoded once, only ``exp``/``iat``/``jti``/``gid`` per token (core.jws.ClaimsTemplate).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypeAlias
 
 from tokenry.core import opaque
-from tokenry.core.jws import JwsSigner
+from tokenry.core.jws import ClaimsTemplate, JwsSigner, json_string
 from tokenry.core.oidc import ID_TOKEN_TYP, new_id_token
 from tokenry.core.signing import ACCESS_TOKEN_TYP, SigningKey
-from tokenry.core.tokens import ACCESS_TOKEN_TYPE_URN, AccessToken
+from tokenry.core.tokens import ACCESS_TOKEN_TYPE_URN, AccessToken, new_access_token
 from tokenry.store.records import ACCESS, OpaqueTokenRecord
 
 JWT = "jwt"
 OPAQUE = "opaque"
 MAX_SIGNERS = 16
+MAX_TEMPLATES = 4096  # distinct (subject, client, audiences, scopes, cnf) kept per Minter
+#: The members of a templated access token's claims that change from token to token.
+_PER_TOKEN: Final = ("exp", "iat", "jti", "gid")
+_PER_TOKEN_JSON: Final = '"exp":%d,"iat":%d,"jti":%s,"gid":%s}'
+
+TemplateKey: TypeAlias = tuple[
+    str, str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...] | None
+]
 
 
 class SigningKeys(Protocol):
@@ -66,8 +76,12 @@ class Minter:
         # One lean signer per (key object, typ): header encoded once (core.jws). Keyed on the
         # SigningKey object itself, so a rotated or re-read key never reuses another's signer.
         self._signers: dict[tuple[int, str], tuple[SigningKey, JwsSigner]] = {}
+        # A template is a pure function of its key (this Minter's issuer is fixed), so nothing
+        # can make one stale: a client whose scopes, audiences or binding change asks for
+        # another key. Bounded: cleared when full.
+        self._templates: dict[TemplateKey, ClaimsTemplate] = {}
 
-    def _sign(self, key: SigningKey, typ: str, claims: dict[str, Any]) -> str:
+    def _signer(self, key: SigningKey, typ: str) -> JwsSigner:
         slot = (id(key), typ)
         held = self._signers.get(slot)
         if held is None or held[0] is not key:
@@ -75,7 +89,10 @@ class Minter:
                 self._signers.clear()
             held = (key, JwsSigner(key, typ))
             self._signers[slot] = held
-        return held[1].sign(claims)
+        return held[1]
+
+    def _sign(self, key: SigningKey, typ: str, claims: dict[str, Any]) -> str:
+        return self._signer(key, typ).sign(claims)
 
     @property
     def issuer(self) -> str:
@@ -88,6 +105,57 @@ class Minter:
 
     def sign_access(self, token: AccessToken) -> str:
         return self._sign(self._keys.current(), ACCESS_TOKEN_TYP, token.claims())
+
+    def sign_templated_access(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        audiences: tuple[str, ...],
+        scopes: tuple[str, ...],
+        issued_at: int,
+        expires_at: int,
+        jti: str,
+        gid: str,
+        cnf: dict[str, str] | None,
+    ) -> str:
+        """The JWT :meth:`sign_access` makes of the same token (one without ``act``): the same
+        claims (RFC 9068 §2.2), the fixed members first."""
+        slot: TemplateKey = (
+            subject,
+            client_id,
+            audiences,
+            scopes,
+            None if cnf is None else tuple(cnf.items()),
+        )
+        template = self._templates.get(slot)
+        if template is None:
+            template = self._template(slot, cnf)
+        rest = _PER_TOKEN_JSON % (expires_at, issued_at, json_string(jti), json_string(gid))
+        signer = self._signer(self._keys.current(), ACCESS_TOKEN_TYP)
+        return signer.sign_templated(template, rest.encode())
+
+    def _template(self, slot: TemplateKey, cnf: dict[str, str] | None) -> ClaimsTemplate:
+        subject, client_id, audiences, scopes, _ = slot
+        # The claims of core.tokens.AccessToken (one definition of RFC 9068 §2.2), less the
+        # members that change per token.
+        claims = new_access_token(
+            issuer=self._issuer,
+            subject=subject,
+            client_id=client_id,
+            audiences=audiences,
+            scopes=scopes,
+            now=0,
+            ttl=0,
+            jti="",
+            gid="",
+            cnf=cnf,
+        ).claims()
+        template = ClaimsTemplate({k: v for k, v in claims.items() if k not in _PER_TOKEN})
+        if len(self._templates) >= MAX_TEMPLATES:
+            self._templates.clear()
+        self._templates[slot] = template
+        return template
 
     def sign_id(
         self,
