@@ -47,6 +47,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench_support import stop_processes, stop_stack
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
 TOKEN_BODY = b"grant_type=client_credentials&scope=demo.read"
@@ -425,16 +427,7 @@ def tokenry_gateway() -> Iterator[tuple[int, subprocess.Popen[bytes], dict[str, 
             time.sleep(0.5)
         yield gateway_port, gateway, creds
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-            if proc.poll() is None:
-                proc.kill()
-        nats.stop()
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_stack(procs, nats, pg, tmp)
 
 
 @contextlib.contextmanager
@@ -446,11 +439,7 @@ def echo_server(stack: str, sign: bool) -> Iterator[tuple[int, subprocess.Popen[
         wait_http(port, proc)
         yield port, proc
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        if proc.poll() is None:
-            proc.kill()
+        stop_processes([proc])
 
 
 def mint_opaque(port: int, secret: str, count: int, path: str = "/oauth2/token") -> list[str]:
@@ -514,11 +503,7 @@ def peer_server(node: Path, secret: str) -> Iterator[tuple[int, subprocess.Popen
         wait_http(port, proc, "/.well-known/openid-configuration")
         yield port, proc
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        if proc.poll() is None:
-            proc.kill()
+        stop_processes([proc])
 
 
 def main() -> None:

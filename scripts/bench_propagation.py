@@ -82,6 +82,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+from bench_support import stop_stack, write_results
 
 from tokenry.bus.codec import Subjects
 from tokenry.core.client_secrets import Pepper, pepper_id
@@ -550,15 +551,7 @@ def stack(pin: bool) -> Iterator[Stack]:
         verifier_pin = ["taskset", "-c", "1"] if taskset else []
         yield Stack(env, pg, nats, addr, admin_secret, jwks_file, verifier_pin)
     finally:
-        if proc is not None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-            if proc.poll() is None:
-                proc.kill()
-        nats.stop()
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_stack([] if proc is None else [proc], nats, pg, tmp)
 
 
 def _child_args(s: Stack) -> list[str]:
@@ -1459,12 +1452,8 @@ def main() -> int:
     results["floor_ratio"] = floor_ratio(rows)
     results["proof_floor_ratio"] = floor_ratio(rows, "floor_proof")
     print_tables(rows, results)
-    args.out.mkdir(parents=True, exist_ok=True)
     name = "propagation-quick" if args.quick else "propagation"
-    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
-    plotted = plot(results, args.out / f"{name}.png")
-    print(f"\nraw samples: {args.out / f'{name}.json'}")
-    print(f"plot: {args.out / f'{name}.png'}" if plotted else "plot: skipped (no matplotlib)")
+    write_results(args.out, name, results, lambda png: plot(results, png))
     return 0
 
 

@@ -47,7 +47,6 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import json
 import os
 import platform
 import secrets
@@ -69,6 +68,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_issuance import Sample, _load, _wait_port, add_event_loop_option, use_event_loop
+from bench_support import stop_stack, write_results
 
 from tokenry.core.client_secrets import Pepper, pepper_id
 from tokenry.core.clients import ADMIN_SCOPE, secret_client
@@ -208,16 +208,7 @@ def stack(
             placement,
         )
     finally:
-        for proc in reversed(procs):
-            proc.terminate()  # SIGTERM: graceful, so cProfile writes its stats
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(20)
-            if proc.poll() is None:
-                proc.kill()
-        nats.stop()
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_stack(procs, nats, pg, tmp, timeout=20)
 
 
 def run_ceiling_server(port: int, reply_size: int) -> None:
@@ -569,12 +560,8 @@ def main() -> int:
     rows = summarize(results)
     results["summary"] = rows
     print_table(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
     name = "revocations-relay-process" if args.relay_process else "revocations"
-    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
-    plotted = plot(rows, args.out / f"{name}.png")
-    print(f"\nraw samples: {args.out / f'{name}.json'}")
-    print(f"plot: {args.out / f'{name}.png'}" if plotted else "plot: skipped (no matplotlib)")
+    write_results(args.out, name, results, lambda png: plot(rows, png))
     return 0
 
 

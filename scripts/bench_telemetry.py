@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests" / "integration")]
 
 import bench_issuance as bi  # noqa: E402
+from bench_support import stop_stack  # noqa: E402
 from otlp_support import OtlpReceiver  # noqa: E402
 
 from tokenry.core.client_secrets import Pepper, pepper_id  # noqa: E402
@@ -213,16 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         flush=True,
                     )
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-            if proc.poll() is None:
-                proc.kill()
-        nats.stop()
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_stack(procs, nats, pg, tmp)
     return {
         "machine": {
             "platform": platform.platform(),
