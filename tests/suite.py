@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,28 @@ async def register_clients(pool: asyncpg.Pool, settings: Settings) -> dict[str, 
             pool, settings, client_id, scopes=scopes, audiences=audiences
         )
     return created
+
+
+def process_env(
+    settings: Settings, extra: Mapping[str, str], *, keep_otel: bool = True
+) -> dict[str, str]:
+    """The environment of a Tokenry service run as its own process against ``settings``'
+    servers: this process's environment (less its ``OTEL_*`` variables unless ``keep_otel``),
+    the settings' database, NATS, issuer URL, KEK and first pepper, then ``extra``."""
+    pepper = next(iter(settings.peppers.values()))
+    inherited = {k: v for k, v in os.environ.items() if keep_otel or not k.startswith("OTEL_")}
+    env = {
+        **inherited,
+        "TOKENRY_DATABASE_URL": settings.database_url,
+        "TOKENRY_NATS_URL": settings.nats_url,
+        "TOKENRY_NATS_PREFIX": settings.subjects.prefix,
+        "TOKENRY_NATS_STREAM": settings.stream.name,
+        "TOKENRY_ISSUER_URL": settings.issuer_url,
+        "TOKENRY_SECRET_PEPPER": pepper.key.decode(),
+    }
+    if settings.kek is not None:
+        env["TOKENRY_KEK"] = settings.kek.encoded()
+    return env | dict(extra)
 
 
 async def wait_serving(addr: str, timeout: float = 20.0, tls: ClientTls | None = None) -> None:

@@ -4,7 +4,6 @@ asyncio's loop and on uvloop (TOKENRY_EVENT_LOOP)."""
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 import signal
 import subprocess
@@ -22,26 +21,18 @@ from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
 from tokenry.v1 import issuer_pb2, issuer_pb2_grpc
 
-from suite import register_clients
+from suite import process_env, register_clients
 
 pytestmark = pytest.mark.e2e
 
 
 def _env(settings: Settings, issuer_port: int, keyrotator_port: int) -> dict[str, str]:
     assert settings.kek is not None
-    pepper = next(iter(settings.peppers.values()))
-    return {
-        **os.environ,
-        "TOKENRY_DATABASE_URL": settings.database_url,
-        "TOKENRY_NATS_URL": settings.nats_url,
-        "TOKENRY_ISSUER_URL": settings.issuer_url,
-        "TOKENRY_NATS_PREFIX": settings.subjects.prefix,
-        "TOKENRY_NATS_STREAM": settings.stream.name,
-        "TOKENRY_KEK": settings.kek.encoded(),
-        "TOKENRY_SECRET_PEPPER": pepper.key.decode(),
+    extra = {
         "TOKENRY_ISSUER_LISTEN": f"127.0.0.1:{issuer_port}",
         "TOKENRY_KEYROTATOR_LISTEN": f"127.0.0.1:{keyrotator_port}",
     }
+    return process_env(settings, extra)
 
 
 def _wait_serving(addr: str, timeout: float = 30.0) -> None:

@@ -55,7 +55,7 @@ from pipeline_support import (
     stack,
     start_service,
 )
-from suite import register_clients, wait_serving
+from suite import process_env, register_clients, wait_serving
 
 pytestmark = pytest.mark.integration
 
@@ -155,23 +155,15 @@ async def test_slow_then_unreachable_jwks_source(
 
 def rotator_env(settings: Settings, listen: str) -> dict[str, str]:
     assert settings.kek is not None
-    pepper = next(iter(settings.peppers.values()))
-    return {
-        **os.environ,
+    extra = {
         "TOKENRY_DEV": "1",
-        "TOKENRY_DATABASE_URL": settings.database_url,
-        "TOKENRY_NATS_URL": settings.nats_url,
-        "TOKENRY_NATS_PREFIX": settings.subjects.prefix,
-        "TOKENRY_NATS_STREAM": settings.stream.name,
-        "TOKENRY_ISSUER_URL": settings.issuer_url,
-        "TOKENRY_KEK": settings.kek.encoded(),
-        "TOKENRY_SECRET_PEPPER": pepper.key.decode(),
         "TOKENRY_KEYROTATOR_LISTEN": listen,
         # No scheduled rotation during the run: every rotation is the test's.
         "TOKENRY_KEY_ROTATION_INTERVAL": "1h",
         "TOKENRY_KEYROTATOR_LEASE_TTL": "1s",
         "TOKENRY_LOG_LEVEL": "WARNING",
     }
+    return process_env(settings, extra)
 
 
 class Rotator:

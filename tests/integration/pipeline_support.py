@@ -45,7 +45,7 @@ from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import VerifierRuntime, start_verifier
 from tokenry.verifier._feed import SyncSettings
 
-from suite import register_clients, wait_serving
+from suite import process_env, register_clients, wait_serving
 
 # These tests restart PostgreSQL/NATS from a process that is busy with gRPC. gRPC core's fork
 # handlers then find other threads inside gRPC, skip themselves, and the forked child can crash
@@ -249,22 +249,15 @@ def make_settings(database_url: str, nats_url: str, *, max_age: float = 600) -> 
 
 def service_env(settings: Settings, options: RevocationSettings, listen: str) -> dict[str, str]:
     """The environment for a revocation service run as its own process."""
-    pepper = next(iter(settings.peppers.values()))
-    return {
-        **os.environ,
+    extra = {
         "TOKENRY_DEV": "1",
-        "TOKENRY_DATABASE_URL": settings.database_url,
-        "TOKENRY_NATS_URL": settings.nats_url,
-        "TOKENRY_ISSUER_URL": settings.issuer_url,
-        "TOKENRY_SECRET_PEPPER": pepper.key.decode(),
-        "TOKENRY_NATS_PREFIX": settings.subjects.prefix,
-        "TOKENRY_NATS_STREAM": settings.stream.name,
         "TOKENRY_REVOCATION_LISTEN": listen,
         "TOKENRY_HEARTBEAT_INTERVAL": str(options.heartbeat_interval),
         "TOKENRY_PUBLISHER_LEASE_TTL": str(options.lease_ttl),
         "TOKENRY_SWEEP_INTERVAL": str(options.sweep_interval),
         "TOKENRY_LOG_LEVEL": "WARNING",
     }
+    return process_env(settings, extra)
 
 
 def spawn_revocation(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -25,7 +24,7 @@ from tokenry.store.keys import KeyStore, KeyWriter
 from tokenry.store.leases import Lease, LeaseStore
 
 from keys_support import key_states, rotator_config, wait_until
-from suite import wait_serving
+from suite import process_env, wait_serving
 
 pytestmark = pytest.mark.integration
 
@@ -118,17 +117,8 @@ async def test_a_paused_leader_that_lost_its_lease_writes_nothing(
 
 def _process_env(settings: Settings, port: int) -> dict[str, str]:
     assert settings.kek is not None
-    pepper = next(iter(settings.peppers.values()))
-    return {
-        **os.environ,
+    extra = {
         "TOKENRY_DEV": "1",  # accelerated timing breaks the production timing rules on purpose
-        "TOKENRY_DATABASE_URL": settings.database_url,
-        "TOKENRY_NATS_URL": settings.nats_url,
-        "TOKENRY_NATS_PREFIX": settings.subjects.prefix,
-        "TOKENRY_NATS_STREAM": settings.stream.name,
-        "TOKENRY_ISSUER_URL": settings.issuer_url,
-        "TOKENRY_KEK": settings.kek.encoded(),
-        "TOKENRY_SECRET_PEPPER": pepper.key.decode(),
         "TOKENRY_KEYROTATOR_LISTEN": f"127.0.0.1:{port}",
         "TOKENRY_KEY_SETS": "access:ES256",
         "TOKENRY_KEY_ROTATION_INTERVAL": "1s",
@@ -138,6 +128,7 @@ def _process_env(settings: Settings, port: int) -> dict[str, str]:
         "TOKENRY_KEYROTATOR_LEASE_TTL": "1s",
         "TOKENRY_LOG_LEVEL": "WARNING",
     }
+    return process_env(settings, extra)
 
 
 async def _holder_pid(pool: asyncpg.Pool) -> int | None:

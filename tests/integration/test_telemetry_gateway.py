@@ -7,7 +7,6 @@ draw decides, here always_on) in the caller's trace, with its PostgreSQL queries
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
 
 from gateway_support import register, wait_ready
-from suite import run_suite
+from suite import process_env, run_suite
 
 pytestmark = pytest.mark.integration
 
@@ -34,18 +33,8 @@ CALLER = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 def _env(settings: Settings, endpoint: str, listen: str, metrics: str) -> dict[str, str]:
     assert settings.kek is not None
-    pepper = next(iter(settings.peppers.values()))
-    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return {
-        **base,
+    extra = {
         "TOKENRY_DEV": "1",
-        "TOKENRY_DATABASE_URL": settings.database_url,
-        "TOKENRY_ISSUER_URL": settings.issuer_url,
-        "TOKENRY_NATS_URL": settings.nats_url,
-        "TOKENRY_NATS_PREFIX": settings.subjects.prefix,
-        "TOKENRY_NATS_STREAM": settings.stream.name,
-        "TOKENRY_KEK": settings.kek.encoded(),
-        "TOKENRY_SECRET_PEPPER": pepper.key.decode(),
         "TOKENRY_LOG_LEVEL": "WARNING",
         "TOKENRY_GATEWAY_LISTEN": listen,
         "TOKENRY_METRICS_LISTEN": metrics,
@@ -54,6 +43,7 @@ def _env(settings: Settings, endpoint: str, listen: str, metrics: str) -> dict[s
         "OTEL_TRACES_SAMPLER": "always_on",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
+    return process_env(settings, extra, keep_otel=False)
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

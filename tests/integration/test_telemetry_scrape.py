@@ -10,7 +10,6 @@ tests fail, never skip, without it.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import signal
 import socket
@@ -29,7 +28,7 @@ from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
 from tokenry.v1 import issuer_pb2, issuer_pb2_grpc
 
-from suite import register_clients, wait_serving
+from suite import process_env, register_clients, wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tokenry.v1.Issuer/Token"
@@ -45,21 +44,12 @@ def _env(
     settings: Settings, issuer_port: int, keyrotator_port: int, metrics: int
 ) -> dict[str, str]:
     assert settings.kek is not None
-    pepper = next(iter(settings.peppers.values()))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return {
-        **env,
-        "TOKENRY_DATABASE_URL": settings.database_url,
-        "TOKENRY_NATS_URL": settings.nats_url,
-        "TOKENRY_ISSUER_URL": settings.issuer_url,
-        "TOKENRY_NATS_PREFIX": settings.subjects.prefix,
-        "TOKENRY_NATS_STREAM": settings.stream.name,
-        "TOKENRY_KEK": settings.kek.encoded(),
-        "TOKENRY_SECRET_PEPPER": pepper.key.decode(),
+    extra = {
         "TOKENRY_ISSUER_LISTEN": f"127.0.0.1:{issuer_port}",
         "TOKENRY_KEYROTATOR_LISTEN": f"127.0.0.1:{keyrotator_port}",
         "TOKENRY_METRICS_LISTEN": f"127.0.0.1:{metrics}",
     }
+    return process_env(settings, extra, keep_otel=False)
 
 
 def _scrape(port: int, timeout: float = 30.0) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -30,7 +29,7 @@ from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 
-from suite import register_clients, wait_serving
+from suite import process_env, register_clients, wait_serving
 
 pytestmark = pytest.mark.integration
 
@@ -64,18 +63,8 @@ asyncio.run(main(json.loads(sys.argv[1])))
 
 def _env(settings: Settings, endpoint: str, name: str) -> dict[str, str]:
     assert settings.kek is not None
-    pepper = next(iter(settings.peppers.values()))
-    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return {
-        **base,
+    extra = {
         "TOKENRY_DEV": "1",
-        "TOKENRY_DATABASE_URL": settings.database_url,
-        "TOKENRY_NATS_URL": settings.nats_url,
-        "TOKENRY_ISSUER_URL": settings.issuer_url,
-        "TOKENRY_NATS_PREFIX": settings.subjects.prefix,
-        "TOKENRY_NATS_STREAM": settings.stream.name,
-        "TOKENRY_KEK": settings.kek.encoded(),
-        "TOKENRY_SECRET_PEPPER": pepper.key.decode(),
         "TOKENRY_LOG_LEVEL": "WARNING",
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_METRICS_EXPORTER": "none",
@@ -83,6 +72,7 @@ def _env(settings: Settings, endpoint: str, name: str) -> dict[str, str]:
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_SERVICE_NAME": f"tokenry-{name}",
     }
+    return process_env(settings, extra, keep_otel=False)
 
 
 def _chain(spans: list[ReceivedSpan]) -> tuple[ReceivedSpan, ReceivedSpan, list[ReceivedSpan]]:
