@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,8 @@ from tokenry.bus import codec
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings, connect, ensure_stream
 from tokenry.core.revocations import Revocation, RevocationKind
-from tokenry.devstack.ports import free_tcp_port, log_tail, stop_process
+from tokenry.devstack.nats import wait_nats_ready
+from tokenry.devstack.ports import free_tcp_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -71,23 +71,6 @@ class AuthNats:
         return f"nats://{user}:{secret}@127.0.0.1:{self.port}"
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    """Until the server greets a client with INFO (its client listener opens last)."""
-    deadline = time.monotonic() + 15
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nats-server exited {proc.returncode}:\n{log_tail(log)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-                if sock.recv(4096).startswith(b"INFO "):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nats-server not ready on port {port}:\n{log_tail(log)}")
-        time.sleep(0.02)
-
-
 def _start(
     args: list[str], env: Mapping[str, str], cwd: Path, log: Path
 ) -> subprocess.Popen[bytes]:
@@ -116,7 +99,7 @@ def auth_nats(tmp_path: Path) -> Iterator[AuthNats]:
     log = tmp_path / "nats.log"
     proc = _start(["-c", str(LOCAL_CONF), "-p", str(port)], env, tmp_path, log)
     try:
-        _wait_ready(proc, port, log)
+        wait_nats_ready(proc, "127.0.0.1", port, log, time.monotonic() + 15)
         yield AuthNats(port, passwords)
     finally:
         stop_process(proc, signal.SIGTERM, 10.0)

@@ -14,7 +14,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,8 +31,8 @@ from tokenry.bus.nats_conn import StreamSettings, connect, ensure_stream
 from tokenry.core.events import OutboxEvent
 from tokenry.core.revocations import Revocation, RevocationKind
 from tokenry.devstack.ca import CertificateAuthority
-from tokenry.devstack.nats import EmbeddedNats, NatsServerTls
-from tokenry.devstack.ports import free_tcp_port, log_tail, stop_process
+from tokenry.devstack.nats import EmbeddedNats, NatsServerTls, wait_nats_ready
+from tokenry.devstack.ports import free_tcp_port, stop_process
 from tokenry.servicekit import tls as transport
 from tokenry.servicekit.config import Reader
 from tokenry.tls import ClientTls
@@ -66,22 +65,6 @@ class TlsNats:
         return ClientTls(self.root / "ca.pem", cert, key)
 
 
-def _wait_tls_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nats-server exited {proc.returncode}:\n{log_tail(log)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-                if sock.recv(4096).startswith(b"INFO "):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nats-server not ready:\n{log_tail(log)}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def tls_nats(tmp_path: Path) -> Iterator[TlsNats]:
     ca = CertificateAuthority.generate("nats test CA")
@@ -110,7 +93,7 @@ def tls_nats(tmp_path: Path) -> Iterator[TlsNats]:
             start_new_session=True,
         )
     try:
-        _wait_tls_ready(proc, port, log)
+        wait_nats_ready(proc, "127.0.0.1", port, log, time.monotonic() + 15)
         yield TlsNats(port, passwords, tmp_path, ca)
     finally:
         stop_process(proc, signal.SIGTERM, 10.0)

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,8 +28,8 @@ from nats.aio.client import Client as NatsClient
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings, ensure_stream
 from tokenry.devstack.ca import CertificateAuthority
-from tokenry.devstack.nats import nats_server_binary
-from tokenry.devstack.ports import free_tcp_port, log_tail, stop_process
+from tokenry.devstack.nats import nats_server_binary, wait_nats_ready
+from tokenry.devstack.ports import free_tcp_port, stop_process
 from tokenry.tls import ClientTls
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +127,13 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Pki, list[int]]]:
                     )
                 )
         for i, proc in enumerate(procs):
-            _wait_listening(proc, client_ports[i], tmp_path / f"nats-{i}.log")
+            wait_nats_ready(
+                proc,
+                "127.0.0.1",
+                client_ports[i],
+                tmp_path / f"nats-{i}.log",
+                time.monotonic() + 15,
+            )
         yield pki, client_ports
     finally:
         for proc in procs:  # all at once: each node's shutdown waits on its peers otherwise
@@ -136,22 +141,6 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Pki, list[int]]]:
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
             stop_process(proc, signal.SIGTERM, 10.0)
-
-
-def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nats-server exited {proc.returncode}:\n{log_tail(log)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-                if sock.recv(4096).startswith(b"INFO "):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nats-server not ready on port {port}:\n{log_tail(log)}")
-        time.sleep(0.02)
 
 
 async def _connect(port: int, tls: ClientTls, errors: list[str] | None = None) -> NatsClient:

@@ -116,7 +116,7 @@ class EmbeddedNats:
                 start_new_session=True,
             )
         try:
-            self._wait_ready(deadline)
+            wait_nats_ready(self._proc, self.host, self.port, self.log_path, deadline)
         except BaseException:
             self.kill()
             raise
@@ -149,25 +149,32 @@ class EmbeddedNats:
     ) -> None:
         self.stop()
 
-    def _wait_ready(self, deadline: float) -> None:
-        """Poll until the server sends its INFO line: the client listener opens last, after
-        JetStream has recovered its streams."""
-        while True:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"nats-server exited with code {self._proc.returncode} during startup; "
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
-                    if sock.recv(4096).startswith(b"INFO "):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"nats-server did not answer on {self.url} in time; "
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            time.sleep(0.02)
+
+def wait_nats_ready(
+    proc: subprocess.Popen[bytes], host: str, port: int, log_path: Path, deadline: float
+) -> None:
+    """Poll until the nats-server ``proc`` sends its INFO line on ``host:port``: the client
+    listener opens last, after JetStream has recovered its streams.
+
+    Raises:
+        RuntimeError: the server exited (its log's tail in the message).
+        TimeoutError: no INFO line by ``deadline`` (``time.monotonic()``).
+    """
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"nats-server exited with code {proc.returncode} during startup; "
+                f"log {log_path}:\n{log_tail(log_path)}"
+            )
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as sock:
+                if sock.recv(4096).startswith(b"INFO "):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"nats-server did not answer on nats://{host}:{port} in time; "
+                f"log {log_path}:\n{log_tail(log_path)}"
+            )
+        time.sleep(0.02)
