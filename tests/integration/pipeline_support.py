@@ -7,7 +7,6 @@ active key, and waiting on conditions. The tests at the bottom check the helpers
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -16,14 +15,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
-import nats
+from bus_support import stream_outbox_seqs, wait_until  # noqa: F401 (the pipeline tests import them here)
 
 from tokenry.bus.codec import Subjects
 from tokenry.bus.nats_conn import StreamSettings
@@ -45,7 +44,7 @@ from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 from tokenry.verifier import VerifierRuntime, start_verifier
 from tokenry.verifier._feed import SyncSettings
 
-from suite import process_env, register_clients, wait_serving
+from suite import basic, process_env, register_clients, wait_serving
 
 # These tests restart PostgreSQL/NATS from a process that is busy with gRPC. gRPC core's fork
 # handlers then find other threads inside gRPC, skip themselves, and the forked child can crash
@@ -59,8 +58,17 @@ FAST_SYNC = SyncSettings(gap_grace=0.3, behind_grace=1.0, snapshot_jitter=0.2, c
 FAST_REVOCATION = RevocationSettings(heartbeat_interval=0.25, lease_ttl=1.0, sweep_interval=3600)
 
 
-def basic(client_id: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+class ShiftedClock:
+    """The system clock plus an offset the test moves (the service reads ``now`` from it)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
 
 
 # --- services ------------------------------------------------------------------------------------
@@ -310,22 +318,6 @@ async def mint(pool: asyncpg.Pool, settings: Settings, **claims: Any) -> tuple[s
 # --- waiting and failures -----------------------------------------------------------------------
 
 
-async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
-) -> float:
-    """Poll a condition that has no event of its own; returns the seconds it took."""
-    started = time.perf_counter()
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return time.perf_counter() - started
-        if time.perf_counter() - started > timeout:
-            raise TimeoutError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.02)
-
-
 def oauth_code(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
     detail = oauth_error_of(err)
     return err.code(), detail.error if detail is not None else ""
@@ -387,21 +379,3 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-
-
-async def stream_outbox_seqs(nats_url: str, settings: Settings) -> list[int]:
-    """Every event in the stream, in stream order, as outbox seqs (what a verifier reads)."""
-    from tokenry.bus import codec
-
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(settings.stream.name)
-        seqs = []
-        for stream_seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(settings.stream.name, stream_seq)
-            assert msg.data is not None
-            seqs.append(codec.decode(msg.data).seq)
-        return seqs
-    finally:
-        await nc.close()

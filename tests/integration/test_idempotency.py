@@ -37,23 +37,17 @@ from tokenry.v1 import (
 )
 
 from issuer_support import IssuerSuite, issuer_suite, oauth_error
-from pipeline_support import Running, Stack, make_settings, own_postgres, start_service
+from pipeline_support import (
+    Running,
+    ShiftedClock,
+    Stack,
+    make_settings,
+    own_postgres,
+    start_service,
+)
 from suite import basic, register_clients
 
 pytestmark = pytest.mark.integration
-
-
-class ShiftedClock:
-    """The system clock plus an offset the test moves (the service reads ``now`` from it)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
 
 
 async def events(pool: asyncpg.Pool, like: str) -> int:

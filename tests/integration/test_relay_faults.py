@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import asyncpg
 import nats
 import pytest
+from bus_support import stream_outbox_seqs, wait_until
 from faults.proxy import FaultProxy
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from test_relay_pipeline import fill_outbox, stream_outbox_seqs, wait_until
+from test_relay_pipeline import fill_outbox
 
 from tokenry.bus import codec
 from tokenry.bus.nats_conn import connect

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 import nats
 import pytest
+from bus_support import stream_outbox_seqs, wait_until
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 from test_nats_permissions import AuthNats, Refusals, auth_nats  # noqa: F401 (a fixture)
@@ -30,40 +31,8 @@ pytestmark = pytest.mark.integration
 FAST = RelaySettings(heartbeat_interval=0.5, lease_ttl=2.0, poll_interval=5.0)
 
 
-# The relay's tests import only the bus and the store (not pipeline_support, which pulls in
-# every service and the verifier), so they keep running while those are being reshaped.
-
-
-async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
-) -> float:
-    """Poll a condition that has no event of its own; returns the seconds it took."""
-    started = time.perf_counter()
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return time.perf_counter() - started
-        if time.perf_counter() - started > timeout:
-            raise TimeoutError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.02)
-
-
-async def stream_outbox_seqs(nats_url: str, settings: Settings) -> list[int]:
-    """Every event in the stream, in stream order, as outbox seqs (what a verifier reads)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(settings.stream.name)
-        seqs = []
-        for stream_seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(settings.stream.name, stream_seq)
-            assert msg.data is not None
-            seqs.append(codec.decode(msg.data).seq)
-        return seqs
-    finally:
-        await nc.close()
+# The relay's tests import only the bus and the store (bus_support, not pipeline_support, which
+# pulls in every service and the verifier), so they keep running while those are being reshaped.
 
 
 @pytest.fixture

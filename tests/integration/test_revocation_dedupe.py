@@ -17,23 +17,10 @@ import pytest
 from tokenry.servicekit.config import Settings
 from tokenry.v1 import revocation_pb2
 
-from pipeline_support import Running, Stack, start_service
+from pipeline_support import Running, ShiftedClock, Stack, start_service
 from suite import register_clients
 
 pytestmark = pytest.mark.integration
-
-
-class ShiftedClock:
-    """The system clock plus an offset the test moves (the service reads ``now`` from it)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
 
 
 @pytest.fixture
