@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tokenry.core.clients import ADMIN_SCOPE, secret_client
 from tokenry.devstack.ca import DevPki
 from tokenry.servicekit.config import Settings
-from tokenry.servicekit.server import listen, new_server, serve
+from tokenry.servicekit.server import Service, listen, new_server, serve
 from tokenry.servicekit.tls import ServerTls, Transport, peer_certificate
 from tokenry.services.introspector import app as introspector_app
 from tokenry.services.issuer import app as issuer_app
@@ -173,6 +173,21 @@ async def serving(
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def served(service: Service, service_names: Sequence[str]) -> AsyncIterator[str]:
+    """An already built service (its own options: a clock, a config) in-process until the block
+    ends; yields its address once it is SERVING."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(service, stop, grace=1, service_names=service_names))
+    addr = f"127.0.0.1:{service.port}"
+    try:
+        await wait_serving(addr)
+        yield addr
+    finally:
+        stop.set()
+        await task
 
 
 def mtls_listeners(

@@ -12,12 +12,11 @@ import asyncpg
 from tokenry.core.keylifecycle import KeySet, Policy
 from tokenry.core.keywrap import KekRing
 from tokenry.servicekit.config import Settings
-from tokenry.servicekit.server import serve
 from tokenry.services.keyrotator import app as keyrotator_app
 from tokenry.services.keyrotator.config import RotatorConfig
 from tokenry.v1 import keyrotator_pb2_grpc
 
-from suite import basic, wait_serving
+from suite import basic, served
 
 ACCESS = KeySet("access", "ES256")
 
@@ -45,17 +44,8 @@ def rotator_config(
 async def running_rotator(settings: Settings, config: RotatorConfig) -> AsyncIterator[str]:
     """A key rotator in-process on port 0; yields its address."""
     service = keyrotator_app.build(settings, "127.0.0.1", 0, config=config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        serve(service, stop, grace=1, service_names=keyrotator_app.SERVICE_NAMES)
-    )
-    addr = f"127.0.0.1:{service.port}"
-    try:
-        await wait_serving(addr)
+    async with served(service, keyrotator_app.SERVICE_NAMES) as addr:
         yield addr
-    finally:
-        stop.set()
-        await task
 
 
 def stub(channel: object) -> keyrotator_pb2_grpc.KeyRotatorStub:

@@ -17,13 +17,12 @@ from typer.testing import CliRunner
 
 from tokenry.cli.main import app as cli_app
 from tokenry.servicekit.config import Settings
-from tokenry.servicekit.server import serve
 from tokenry.services.issuer import app as issuer_app
 from tokenry.v1 import clients_pb2, issuer_pb2, issuer_pb2_grpc
 from tokenry.verifier.errors import RevokedError
 
 from issuer_support import IssuerSuite, issuer_suite, oauth_error
-from suite import basic, wait_serving
+from suite import basic, served
 
 pytestmark = pytest.mark.integration
 CC = "client_credentials"
@@ -144,17 +143,8 @@ async def test_invalid_registrations_write_nothing(settings: Settings, pool: asy
 @contextlib.asynccontextmanager
 async def second_issuer(settings: Settings) -> AsyncIterator[str]:
     service = issuer_app.build(settings, "127.0.0.1", 0)
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        serve(service, stop, grace=1, service_names=issuer_app.SERVICE_NAMES)
-    )
-    addr = f"127.0.0.1:{service.port}"
-    try:
-        await wait_serving(addr)
+    async with served(service, issuer_app.SERVICE_NAMES) as addr:
         yield addr
-    finally:
-        stop.set()
-        await task
 
 
 async def test_deleting_a_client_revokes_its_tokens_everywhere(
