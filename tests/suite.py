@@ -7,6 +7,8 @@ import base64
 import contextlib
 import os
 import secrets
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -126,6 +128,20 @@ def process_env(
     if settings.kek is not None:
         env["TOKENRY_KEK"] = settings.kek.encoded()
     return env | dict(extra)
+
+
+def stop_all(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM every process still running, all before waiting on any (a shutdown may wait on
+    its peers), then up to ``timeout`` s each; SIGKILL what is still there."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 async def wait_serving(addr: str, timeout: float = 20.0, tls: ClientTls | None = None) -> None:

@@ -8,7 +8,6 @@ draw decides, here always_on) in the caller's trace, with its PostgreSQL queries
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
 
 from gateway_support import register, wait_ready
-from suite import process_env, run_suite
+from suite import process_env, run_suite, stop_all
 
 pytestmark = pytest.mark.integration
 
@@ -126,12 +125,7 @@ async def test_gateway_scrape_and_spans(
             await receiver.wait_for(_revoke_trace, timeout=30)
             print(f"revoke trace exported after {time.monotonic() - started:.2f} s")
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all([] if proc is None else [proc])
         log.close()
         await receiver.stop()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
 from tokenry.v1 import issuer_pb2, issuer_pb2_grpc
 
-from suite import process_env, register_clients, wait_serving
+from suite import process_env, register_clients, stop_all, wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tokenry.v1.Issuer/Token"
@@ -181,14 +180,7 @@ async def test_scrape_per_worker_parses_and_counts_token_calls(
         secret = client_secrets["demo"]
         assert all(secret not in text for text in texts.values())
     finally:
-        for proc in (issuer, keyrotator):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (issuer, keyrotator):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all((issuer, keyrotator))
 
 
 def test_alert_rules_pass_promtool() -> None:
@@ -272,11 +264,4 @@ async def test_revocation_and_keyrotator_export_relay_outbox_nats_pool_and_key_g
         )
         assert _sum(texts["keyrotator"], "tokenry_keys_next_transition_seconds", state="active")
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)

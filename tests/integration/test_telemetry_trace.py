@@ -15,7 +15,6 @@ import asyncio
 import base64
 import json
 import secrets
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from tokenry.devstack.ports import free_tcp_port
 from tokenry.servicekit.config import Settings
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 
-from suite import process_env, register_clients, wait_serving
+from suite import process_env, register_clients, stop_all, wait_serving
 
 pytestmark = pytest.mark.integration
 
@@ -176,13 +175,6 @@ async def test_one_revocation_is_one_trace_from_the_rpc_to_every_verifier(
         dump = repr(receiver.spans)
         assert client_secrets["admin"] not in dump and auth not in dump
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         log.close()
         await receiver.stop()
