@@ -1,4 +1,6 @@
-"""Test helpers: the Tokenry services running in-process on port 0, against real servers."""
+"""Test helpers: the Tokenry services running in-process on port 0, against real servers (or as
+their own processes: :func:`process_env`, :func:`stop_all`), the clients they know, and small
+servicekit listeners for transport tests (:func:`start_unary_server`)."""
 
 from __future__ import annotations
 
