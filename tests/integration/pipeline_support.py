@@ -218,6 +218,21 @@ async def stack(
         await s.close()
 
 
+@contextlib.asynccontextmanager
+async def revocation_only(
+    settings: Settings, pool: asyncpg.Pool, **build_kwargs: Any
+) -> AsyncIterator[Stack]:
+    """The suite's clients and the revocation service alone (built with ``build_kwargs``: a
+    clock, say), no key rotator and no keys."""
+    secrets = await register_clients(pool, settings)
+    revocation = await start_service("revocation", settings, **build_kwargs)
+    s = Stack(settings, pool, secrets, None, revocation)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
 # --- own servers (for tests that kill one) --------------------------------------------------
 
 

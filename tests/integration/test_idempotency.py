@@ -38,11 +38,11 @@ from tokenry.v1 import (
 
 from issuer_support import IssuerSuite, issuer_suite, oauth_error
 from pipeline_support import (
-    Running,
     ShiftedClock,
     Stack,
     make_settings,
     own_postgres,
+    revocation_only,
     start_service,
 )
 from suite import basic, register_clients
@@ -69,13 +69,8 @@ def clock() -> ShiftedClock:
 
 @pytest.fixture
 async def svc(settings: Settings, pool: asyncpg.Pool, clock: ShiftedClock) -> AsyncIterator[Stack]:
-    secrets = await register_clients(pool, settings)
-    revocation: Running = await start_service("revocation", settings, clock=clock)
-    s = Stack(settings, pool, secrets, None, revocation)
-    try:
+    async with revocation_only(settings, pool, clock=clock) as s:
         yield s
-    finally:
-        await s.close()
 
 
 async def test_a_retried_revoke_gets_the_stored_answer_and_writes_nothing(

@@ -17,8 +17,7 @@ import pytest
 from tokenry.servicekit.config import Settings
 from tokenry.v1 import revocation_pb2
 
-from pipeline_support import Running, ShiftedClock, Stack, start_service
-from suite import register_clients
+from pipeline_support import ShiftedClock, Stack, revocation_only, start_service
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +29,8 @@ def clock() -> ShiftedClock:
 
 @pytest.fixture
 async def svc(settings: Settings, pool: asyncpg.Pool, clock: ShiftedClock) -> AsyncIterator[Stack]:
-    secrets = await register_clients(pool, settings)
-    revocation: Running = await start_service("revocation", settings, clock=clock)
-    s = Stack(settings, pool, secrets, None, revocation)
-    try:
+    async with revocation_only(settings, pool, clock=clock) as s:
         yield s
-    finally:
-        await s.close()
 
 
 async def revocation_events(pool: asyncpg.Pool) -> int:
