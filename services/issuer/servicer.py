@@ -141,15 +141,20 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
         if self._issued is not None:
             fmt = "opaque" if result.access_token.startswith(OPAQUE_ACCESS_PREFIX) else "jwt"
             self._issued.add_presented(request.grant_type, fmt, creds)
-        return issuer_pb2.TokenResponse(
+        response = issuer_pb2.TokenResponse(
             access_token=result.access_token,
             token_type=result.token_type,
             expires_in=result.expires_in,
             scope=result.scope,
             issued_token_type=result.issued_token_type,
-            refresh_token=result.refresh_token,
-            id_token=result.id_token,
         )
+        # Set only when issued (proto3: an empty string is not sent either way); client
+        # credentials issue neither, and each keyword costs every call.
+        if result.refresh_token:
+            response.refresh_token = result.refresh_token
+        if result.id_token:
+            response.id_token = result.id_token
+        return response
 
     async def Authorize(
         self, request: issuer_pb2.AuthorizeRequest, context: Context

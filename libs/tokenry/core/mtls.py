@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -30,6 +30,7 @@ from tokenry.core.errors import InvalidClient
 
 __all__ = [
     "CNF_THUMBPRINT",
+    "CertificateSource",
     "PeerCertificate",
     "confirmation",
     "current_certificate",
@@ -42,10 +43,20 @@ __all__ = [
 CNF_THUMBPRINT: Final = "x5t#S256"
 _CACHE_SIZE: Final = 1024
 
-#: The caller's verified client certificate for the current request (PEM bytes, or a function
-#: returning them or None), set by the transport adapter; None without mTLS.
-request_certificate: ContextVar[bytes | Callable[[], bytes | None] | None] = ContextVar(
-    "tokenry_request_certificate", default=None
+
+class CertificateSource(Protocol):
+    """A transport adapter's per-call object that reads the certificate only when asked."""
+
+    def client_certificate(self) -> bytes | None:
+        """The verified client certificate of the call (PEM), or None."""
+        ...
+
+
+#: The caller's verified client certificate for the current request (PEM bytes, a function
+#: returning them or None, or a :class:`CertificateSource`), set by the transport adapter; None
+#: without mTLS.
+request_certificate: ContextVar[bytes | Callable[[], bytes | None] | CertificateSource | None] = (
+    ContextVar("tokenry_request_certificate", default=None)
 )
 
 
@@ -90,7 +101,13 @@ def thumbprint_of_pem(pem: bytes) -> str:
 def current_certificate() -> PeerCertificate | None:
     """The current request's verified client certificate, or None."""
     held = request_certificate.get()
-    pem = held() if callable(held) else held
+    if held is None or isinstance(held, bytes):
+        pem = held
+    else:
+        # A source first: it may be callable for another purpose (servicekit.grpcmeta's is
+        # also the failure limiter's peer).
+        read = getattr(held, "client_certificate", None)
+        pem = read() if read is not None else held()  # type: ignore[operator]
     return None if not pem else parse_certificate(pem)
 
 

@@ -23,7 +23,6 @@ MAX_SIGNERS = 16
 MAX_TEMPLATES = 4096  # distinct (subject, client, audiences, scopes, cnf) kept per Minter
 #: The members of a templated access token's claims that change from token to token.
 _PER_TOKEN: Final = ("exp", "iat", "jti", "gid")
-_PER_TOKEN_JSON: Final = '"exp":%d,"iat":%d,"jti":%s,"gid":%s}'
 
 TemplateKey: TypeAlias = tuple[
     str, str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...] | None
@@ -131,7 +130,9 @@ class Minter:
         template = self._templates.get(slot)
         if template is None:
             template = self._template(slot, cnf)
-        rest = _PER_TOKEN_JSON % (expires_at, issued_at, json_string(jti), json_string(gid))
+        # The members of _PER_TOKEN, in its order (an f-string: no format to parse per token).
+        jti_json, gid_json = json_string(jti), json_string(gid)
+        rest = f'"exp":{expires_at},"iat":{issued_at},"jti":{jti_json},"gid":{gid_json}}}'
         signer = self._signer(self._keys.current(), ACCESS_TOKEN_TYP)
         return signer.sign_templated(template, rest.encode())
 

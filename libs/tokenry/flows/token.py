@@ -63,7 +63,11 @@ class TokenEndpoint:
             # Before anything else: a token stamped by a clock too far ahead could outlive a
             # subject or client revocation (servicekit.clockskew).
             self._d.mint_gate()
-        client = await self.authenticate(req.credentials)
+        d = self._d
+        # authenticate() inlined: one coroutine frame less on every token request.
+        client = await authenticate(
+            req.credentials, d.clients, d.peppers, d.assertions, d.proven, limiter=self._limiter
+        )
         grant = req.grant_type
         if grant not in GRANT_TYPES:
             # OAuth 2.1: implicit and password grants do not exist here, ever.

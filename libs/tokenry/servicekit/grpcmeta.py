@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -19,14 +18,11 @@ ASSERTION_TYPE_KEY = "client-assertion-type"
 ASSERTION_KEY = "client-assertion"
 
 
-def _certificate_of(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
-    values = list(context.auth_context().get("x509_pem_cert") or ())
-    return bytes(values[0]) if values else None
-
-
-class _PeerOf:
-    """The caller's peer for the failure limiter, resolved only when a failure needs it: a
-    successful authentication pays one ContextVar set and nothing else."""
+class _Transport:
+    """What a failure or RFC 8705 may need to know of the call's transport, read only then: the
+    caller's peer for the failure limiter (``request_peer``, called) and its verified client
+    certificate (``request_certificate``). One object per call, for both: a successful
+    authentication of a client without a certificate reads neither."""
 
     __slots__ = ("_context",)
 
@@ -37,6 +33,10 @@ class _PeerOf:
         header = os.environ.get(TRUSTED_PROXY_HEADER, "").strip().lower()
         forwarded = metadata_value(self._context, header) if header else None
         return peer_from(self._context.peer() or "", forwarded, trusted=bool(header))
+
+    def client_certificate(self) -> bytes | None:
+        values = list(self._context.auth_context().get("x509_pem_cert") or ())
+        return bytes(values[0]) if values else None
 
 
 def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
@@ -57,10 +57,11 @@ def caller_credentials(
     """The one client-authentication method a call uses (docs/spec.md §3): client_secret_basic in
     the ``authorization`` metadata, or client_secret_post / private_key_jwt (RFC 7523 §2.2) carried
     in the request's fields."""
-    request_peer.set(_PeerOf(context))
+    transport = _Transport(context)
+    request_peer.set(transport)
     # RFC 8705: the verified client certificate, read from the call only if a client or a
     # bound token needs it (tokenry.core.mtls).
-    request_certificate.set(functools.partial(_certificate_of, context))
+    request_certificate.set(transport)
     authorization = metadata_value(context, "authorization")
     if not (authorization or assertion or assertion_type or client_secret):
         # RPCs without assertion fields (admin and control-plane RPCs) take private_key_jwt
