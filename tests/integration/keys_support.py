@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Self
 
 import asyncpg
 
@@ -66,6 +67,31 @@ async def wait_until(
             raise TimeoutError(f"{what}: not true after {timeout}s")
         await asyncio.sleep(every)
     return time.perf_counter() - started
+
+
+class Busy:
+    """Runs :meth:`step` back to back from ``async with`` until the block ends: a busy client
+    (an issuer asking for its key, a caller asking for tokens) during a rotation."""
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            await self.step()
+
+    async def step(self) -> None:
+        raise NotImplementedError
 
 
 async def key_states(pool: asyncpg.Pool) -> dict[str, str]:

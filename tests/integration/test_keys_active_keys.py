@@ -24,6 +24,7 @@ from tokenry.store.keys import KeyRecord, KeyStore
 from tokenry.v1 import keyrotator_pb2
 
 from keys_support import (
+    Busy,
     active_kid,
     admin,
     rotator_config,
@@ -36,32 +37,21 @@ from suite import run_suite
 pytestmark = pytest.mark.integration
 
 
-class Signer:
+class Signer(Busy):
     """Asks ActiveKeys for the current key as fast as the loop allows, like a busy issuer."""
 
     def __init__(self, keys: ActiveKeys) -> None:
+        super().__init__()
         self.keys = keys
         self.samples: list[str] = []
         self.failures = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Signer:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.samples.append(self.keys.current().kid)
-            except TemporarilyUnavailable:
-                self.failures += 1
-            await asyncio.sleep(0)
+    async def step(self) -> None:
+        try:
+            self.samples.append(self.keys.current().kid)
+        except TemporarilyUnavailable:
+            self.failures += 1
+        await asyncio.sleep(0)
 
 
 class KeyEvents:

@@ -17,7 +17,7 @@ from tokenry.v1 import keyrotator_pb2
 from tokenry.verifier import start_verifier
 from tokenry.verifier.errors import RevokedError
 
-from keys_support import admin, rotator_config, running_rotator, stub
+from keys_support import Busy, admin, rotator_config, running_rotator, stub
 from suite import Suite, run_suite
 
 pytestmark = pytest.mark.integration
@@ -27,35 +27,24 @@ def kid_of(token: str) -> str:
     return str(jwt.get_unverified_header(token)["kid"])
 
 
-class Issuance:
+class Issuance(Busy):
     """Requests tokens back to back for as long as it runs; records each token and failure."""
 
     def __init__(self, suite: Suite) -> None:
+        super().__init__()
         self.suite = suite
         self.tokens: list[tuple[float, str]] = []  # (perf_counter when received, token)
         self.failures: list[str] = []
         self.new_token = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Issuance:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                resp = await self.suite.token(scope="demo.read")
-            except grpc.aio.AioRpcError as exc:
-                self.failures.append(f"{exc.code().name}: {exc.details()}")
-                continue
-            self.tokens.append((time.perf_counter(), resp.access_token))
-            self.new_token.set()
+    async def step(self) -> None:
+        try:
+            resp = await self.suite.token(scope="demo.read")
+        except grpc.aio.AioRpcError as exc:
+            self.failures.append(f"{exc.code().name}: {exc.details()}")
+            return
+        self.tokens.append((time.perf_counter(), resp.access_token))
+        self.new_token.set()
 
     async def first_signed_by(self, kid: str, after: float, timeout: float) -> float:
         """Wait until a token received after ``after`` is signed by ``kid``; returns when."""
