@@ -171,8 +171,11 @@ def query(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-async def redeem(g: GatewaySuite, code: str, client_id: str = "web") -> httpx.Response:
-    """The token request of the code grant (a public client sends only its client_id)."""
+async def redeem(
+    g: GatewaySuite, code: str, client_id: str = "web", **request: Any
+) -> httpx.Response:
+    """The token request of the code grant (a public client sends only its client_id);
+    ``request``: more of httpx's arguments (headers, say)."""
     form = {
         "grant_type": "authorization_code",
         "code": code,
@@ -180,8 +183,8 @@ async def redeem(g: GatewaySuite, code: str, client_id: str = "web") -> httpx.Re
         "code_verifier": VERIFIER,
     }
     if client_id in g.secrets:
-        return await g.http.post("/oauth2/token", data=form, auth=g.basic(client_id))
-    return await g.http.post("/oauth2/token", data={**form, "client_id": client_id})
+        return await g.http.post("/oauth2/token", data=form, auth=g.basic(client_id), **request)
+    return await g.http.post("/oauth2/token", data={**form, "client_id": client_id}, **request)
 
 
 def hidden_fields(page: str) -> dict[str, str]:

@@ -12,12 +12,12 @@ from tokenry.servicekit.config import Settings
 
 from gateway_support import (
     REDIRECT,
-    VERIFIER,
     authorize_url,
     browser_login,
     gateway_suite,
     hidden_fields,
     query,
+    redeem,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,16 +44,7 @@ async def test_code_flow_through_the_pages(settings: Settings, pool: asyncpg.Poo
         assert location.startswith(REDIRECT + "?")
         q = query(location)
         assert q["state"] == "st&=/ é" and q["iss"] == settings.issuer_url and q["code"]
-        tokens = await g.http.post(
-            "/oauth2/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": q["code"],
-                "redirect_uri": REDIRECT,
-                "code_verifier": VERIFIER,
-            },
-            auth=g.basic("web"),
-        )
+        tokens = await redeem(g, q["code"])
         assert tokens.status_code == 200, tokens.text
         body = tokens.json()
         assert body["refresh_token"] and body["id_token"] and body["scope"] == "openid read"
@@ -66,16 +57,7 @@ async def test_code_flow_through_the_pages(settings: Settings, pool: asyncpg.Poo
         assert refreshed.status_code == 200, refreshed.text
         assert refreshed.json()["refresh_token"] != body["refresh_token"]
         # the code is single-use, and its reuse revokes the family (RFC 6749 §4.1.2)
-        again = await g.http.post(
-            "/oauth2/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": q["code"],
-                "redirect_uri": REDIRECT,
-                "code_verifier": VERIFIER,
-            },
-            auth=g.basic("web"),
-        )
+        again = await redeem(g, q["code"])
         assert (again.status_code, again.json()["error"]) == (400, "invalid_grant")
 
 
@@ -127,16 +109,7 @@ async def test_userinfo(settings: Settings, pool: asyncpg.Pool) -> None:
     """OIDC Core §5.3 with RFC 6750 errors; a revoked token is refused at once."""
     async with gateway_suite(settings, pool) as g:
         q = query((await browser_login(g.http, authorize_url())).headers["location"])
-        tokens = await g.http.post(
-            "/oauth2/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": q["code"],
-                "redirect_uri": REDIRECT,
-                "code_verifier": VERIFIER,
-            },
-            auth=g.basic("web"),
-        )
+        tokens = await redeem(g, q["code"])
         access = tokens.json()["access_token"]
         bearer = {"authorization": f"Bearer {access}"}
         for method in ("GET", "POST"):

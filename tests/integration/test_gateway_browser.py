@@ -28,10 +28,8 @@ from tokenry.v1 import clients_pb2, clients_pb2_grpc, issuer_pb2, issuer_pb2_grp
 from gateway_support import (
     LOGGED_OUT,
     PASSWORD,
-    REDIRECT,
     SPA_ORIGIN,
     USER,
-    VERIFIER,
     GatewaySuite,
     authorize_url,
     browser_login,
@@ -90,17 +88,7 @@ async def test_cors_answers_only_the_clients_own_origins(
 
         # the SPA's code redeemed from its origin: readable there
         q = await sign_in(g, "spa")
-        tokens = await g.http.post(
-            "/oauth2/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": q["code"],
-                "redirect_uri": REDIRECT,
-                "code_verifier": VERIFIER,
-                "client_id": "spa",
-            },
-            headers={"origin": SPA_ORIGIN},
-        )
+        tokens = await redeem(g, q["code"], "spa", headers={"origin": SPA_ORIGIN})
         assert tokens.status_code == 200, tokens.text
         assert tokens.headers["access-control-allow-origin"] == SPA_ORIGIN
         assert tokens.headers["vary"] == "Origin"
