@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import asyncpg
 import nats
@@ -22,6 +23,17 @@ from pipeline_support import Stack, TcpProxy, stack, wait_until
 pytestmark = pytest.mark.integration
 
 AWAY = 5_000
+
+
+@pytest.fixture
+async def proxy(nats_server: EmbeddedNats) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of the session's NATS: the verifier's line, for the test to cut."""
+    proxy = TcpProxy(nats_server.host, nats_server.port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
 
 
 async def _revoke_many(svc: Stack, n: int) -> tuple[list[str], int]:
@@ -73,38 +85,28 @@ async def _published(pool: asyncpg.Pool, seq: int) -> bool:
 
 
 async def test_disconnected_verifier_resumes_from_the_stream_to_the_exact_state(
-    settings: Settings, pool: asyncpg.Pool, nats_server: EmbeddedNats
+    settings: Settings, pool: asyncpg.Pool, proxy: TcpProxy
 ) -> None:
-    proxy = TcpProxy(nats_server.host, nats_server.port)
-    await proxy.start()
-    try:
-        async with stack(settings, pool) as svc:
-            runtime = await svc.verifier(nats_url=proxy.url)
-            expected, _, took = await _away_while_revoking(svc, proxy, purge=False)
-            print(f"\n{AWAY} missed events caught up {took:.2f}s after reconnecting")
-            assert runtime.state.revocations.values(RevocationKind.JTI) == expected
-            assert runtime.subscriber.snapshots_taken == 1  # the stream had it all
-            assert not runtime.state.has_gap
-    finally:
-        await proxy.close()
+    async with stack(settings, pool) as svc:
+        runtime = await svc.verifier(nats_url=proxy.url)
+        expected, _, took = await _away_while_revoking(svc, proxy, purge=False)
+        print(f"\n{AWAY} missed events caught up {took:.2f}s after reconnecting")
+        assert runtime.state.revocations.values(RevocationKind.JTI) == expected
+        assert runtime.subscriber.snapshots_taken == 1  # the stream had it all
+        assert not runtime.state.has_gap
 
 
 async def test_purged_stream_makes_the_verifier_take_a_snapshot_and_end_exact(
-    settings: Settings, pool: asyncpg.Pool, nats_server: EmbeddedNats
+    settings: Settings, pool: asyncpg.Pool, proxy: TcpProxy
 ) -> None:
-    proxy = TcpProxy(nats_server.host, nats_server.port)
-    await proxy.start()
-    try:
-        async with stack(settings, pool) as svc:
-            runtime = await svc.verifier(nats_url=proxy.url)
-            expected, top, took = await _away_while_revoking(svc, proxy, purge=True)
-            print(f"\nsnapshot after the purge: exact {took:.2f}s after reconnecting")
-            assert runtime.subscriber.snapshots_taken == 2
-            assert runtime.state.revocations.values(RevocationKind.JTI) == expected
-            # And it keeps consuming the stream from there.
-            after = await svc.revoke(jti="after-the-purge")
-            await asyncio.wait_for(runtime.state.wait_for_seq(after.seq), timeout=10)
-            assert after.seq > top
-            assert "after-the-purge" in runtime.state.revocations.values(RevocationKind.JTI)
-    finally:
-        await proxy.close()
+    async with stack(settings, pool) as svc:
+        runtime = await svc.verifier(nats_url=proxy.url)
+        expected, top, took = await _away_while_revoking(svc, proxy, purge=True)
+        print(f"\nsnapshot after the purge: exact {took:.2f}s after reconnecting")
+        assert runtime.subscriber.snapshots_taken == 2
+        assert runtime.state.revocations.values(RevocationKind.JTI) == expected
+        # And it keeps consuming the stream from there.
+        after = await svc.revoke(jti="after-the-purge")
+        await asyncio.wait_for(runtime.state.wait_for_seq(after.seq), timeout=10)
+        assert after.seq > top
+        assert "after-the-purge" in runtime.state.revocations.values(RevocationKind.JTI)
