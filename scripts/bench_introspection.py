@@ -115,8 +115,21 @@ async def _register_rs(dsn: str, pepper: Pepper, secret: str) -> None:
         await pool.close()
 
 
+_REPLY = ("--reply-size", "200")
+
+
+def _grind(outdir: Path | None) -> list[str]:
+    """The valgrind prefix for a pinned server under callgrind (``--instructions``), or none."""
+    if outdir is None:
+        return []
+    out = f"--callgrind-out-file={outdir}/callgrind.%p"
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", out]
+
+
 @contextlib.contextmanager
-def stack(server_core: int, relay: bool = False) -> Iterator[Stack]:
+def stack(server_core: int, relay: bool = False, grind: Path | None = None) -> Iterator[Stack]:
+    """The services, the introspector and the echo pinned to ``server_core``; with ``grind``,
+    those two run under callgrind (counting off until ``callgrind_control -i on``)."""
     tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     pg, nats = EmbeddedPostgres(tmp / "pg"), EmbeddedNats(tmp / "nats")  # durable: fsync on
@@ -154,16 +167,19 @@ def stack(server_core: int, relay: bool = False) -> Iterator[Stack]:
                 subprocess.Popen([py, "-m", f"tokenry.services.{name}"], env={**env, **extra})
             )
             _wait_port(f"127.0.0.1:{ports[name]}", procs[-1])
-        introspector = subprocess.Popen([*pin, py, "-m", "tokenry.services.introspector"], env=env)
+        introspector = subprocess.Popen(
+            [*pin, *_grind(grind), py, "-m", "tokenry.services.introspector"], env=env
+        )
         procs.append(introspector)
         issuance = str(ROOT / "scripts" / "bench_issuance.py")
         echo = subprocess.Popen(
-            [*pin, py, issuance, "--echo-server", str(ports["echo"]), "--reply-size", "200"],
+            [*pin, *_grind(grind), py, issuance, "--echo-server", str(ports["echo"]), *_REPLY],
             env=env,
         )
         procs.append(echo)
-        _wait_port(f"127.0.0.1:{ports['introspector']}", introspector)
-        _wait_port(f"127.0.0.1:{ports['echo']}", echo)
+        started = 900.0 if grind else 60.0  # valgrind starts a server many times slower
+        _wait_port(f"127.0.0.1:{ports['introspector']}", introspector, started)
+        _wait_port(f"127.0.0.1:{ports['echo']}", echo, started)
         yield Stack(
             f"127.0.0.1:{ports['introspector']}",
             f"127.0.0.1:{ports['issuer']}",
@@ -454,6 +470,113 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _dump(pid: int, outdir: Path) -> int:
+    """``callgrind_control -d``: the instructions counted since the last zeroing."""
+    before = set(outdir.glob("callgrind.*"))
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        new = set(outdir.glob("callgrind.*")) - before
+        if new:
+            time.sleep(1.0)  # let the writer finish
+            dump = new.pop()
+            for line in dump.read_text().splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1])
+        time.sleep(0.2)
+    raise TimeoutError(f"no callgrind dump in {outdir}")
+
+
+def instructions(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """--instructions: executed instructions per call of the pinned servers under callgrind at
+    c = ``--concurrency`` (what a shared machine cannot blur). Per kind: a warm-up load, then
+    ``callgrind_control -z``, a ``--seconds`` load, ``-d``; the same server's instructions over
+    an idle window of the same length (its timers: key refresh, outbox feed poll) are
+    subtracted. Dumps stay in ``--grind-dir`` for callgrind_annotate."""
+    cores = sorted(os.sched_getaffinity(0))
+    server_core = cores[0]
+    os.sched_setaffinity(0, [c for c in cores if c != server_core] or cores)
+    outdir: Path = args.grind_dir
+    outdir.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    with stack(server_core, grind=outdir) as st:
+        tokens = asyncio.run(mint(st.issuer_addr, st.client_secret, args.cold_tokens))
+        warm, cold = tokens[:64], iter(tokens[64:])
+        warm_i = 0
+
+        def warm_request() -> bytes:
+            nonlocal warm_i
+            warm_i += 1
+            return introspector_pb2.IntrospectRequest(
+                token=warm[warm_i % len(warm)]
+            ).SerializeToString()
+
+        def cold_request() -> bytes:
+            return introspector_pb2.IntrospectRequest(token=next(cold)).SerializeToString()
+
+        callers = [_basic(client_id, st.rs_secret) for client_id in RESOURCE_SERVERS]
+        turn = 0
+
+        def metadata() -> tuple[tuple[str, str], ...]:
+            nonlocal turn
+            turn += 1
+            return callers[turn % len(callers)]
+
+        with grpc.insecure_channel(st.introspector_addr) as ch:
+            reply: bytes = ch.unary_unary(INTROSPECT)(
+                warm_request(), metadata=callers[0], timeout=10
+            )
+        ceiling_port = free_tcp_port()
+        pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
+        ceiling = subprocess.Popen(
+            [
+                *pin,
+                *_grind(outdir),
+                sys.executable,
+                __file__,
+                "--ceiling-server",
+                str(ceiling_port),
+                reply.hex(),
+            ]
+        )
+        try:
+            _wait_port(f"127.0.0.1:{ceiling_port}", ceiling, 900.0)
+            kinds = {
+                "echo": (st.echo_addr, "/bench.Echo/Echo", warm_request, st.echo.pid),
+                "ceiling": (f"127.0.0.1:{ceiling_port}", INTROSPECT, warm_request, ceiling.pid),
+                "warm": (st.introspector_addr, INTROSPECT, warm_request, st.introspector.pid),
+                "cold": (st.introspector_addr, INTROSPECT, cold_request, st.introspector.pid),
+            }
+            for pid in {k[3] for k in kinds.values()}:
+                subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True)
+            for kind in args.kinds.split(","):
+                addr, method, request, pid = kinds[kind]
+                proc = psutil.Process(pid)
+                subprocess.run(["callgrind_control", "-z", str(pid)], check=True)
+                time.sleep(args.seconds)
+                idle = _dump(pid, outdir)
+                load = (addr, method, request, metadata, args.concurrency)
+                asyncio.run(_load(*load, 2.0, proc, kind))  # warm-up, not counted
+                subprocess.run(["callgrind_control", "-z", str(pid)], check=True)
+                sample = asyncio.run(_load(*load, args.seconds, proc, kind))
+                total = _dump(pid, outdir)
+                calls = sample.calls + CHANNELS * 20  # _load's own warm-up calls count too
+                row = {
+                    "kind": kind,
+                    "concurrency": args.concurrency,
+                    "calls": calls,
+                    "errors": sample.errors,
+                    "instructions_per_call": round((total - idle) / calls),
+                    "idle_instructions": idle,
+                }
+                results.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            ceiling.terminate()
+            ceiling.wait(30)
+    return results
+
+
 KINDS = ("echo", "ceiling", "warm", "cold")
 NAMES = {
     "echo": "bare echo",
@@ -480,6 +603,17 @@ def main() -> int:
         action="store_true",
         help="run the outbox relay: NATS events invalidate too (the window of both paths)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instructions per call of each pinned server under callgrind instead of timing",
+    )
+    parser.add_argument("--kinds", default="echo,ceiling,warm,cold", help="with --instructions")
+    parser.add_argument("--concurrency", type=int, default=32, help="with --instructions")
+    parser.add_argument("--cold-tokens", type=int, default=6000, help="with --instructions")
+    parser.add_argument(
+        "--grind-dir", type=Path, default=Path("/tmp/tokenry-intro-grind"), help="callgrind dumps"
+    )
     parser.add_argument("--ceiling-server", nargs=2, default=None, help=argparse.SUPPRESS)
     add_event_loop_option(parser)
     args = parser.parse_args()
@@ -489,6 +623,9 @@ def main() -> int:
     if args.quick:
         args.seconds, args.rounds = 2.0, 2
     use_event_loop(args)
+    if args.instructions:
+        instructions(args)
+        return 0
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     measured = results.pop("window")

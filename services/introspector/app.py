@@ -36,11 +36,10 @@ from tokenry.services.introspector.cache import PositiveCache
 from tokenry.services.introspector.handlers import IntrospectorHandlers
 from tokenry.services.introspector.invalidation import CacheInvalidator
 from tokenry.services.introspector.servicer import IntrospectorServicer
-from tokenry.store import opaque_tokens
 from tokenry.store.assertion_jtis import AssertionJtiStore
 from tokenry.store.clients import ClientStore
 from tokenry.store.db import UNAVAILABLE_ERRORS, create_pool
-from tokenry.store.introspection import StoreOpaqueRecords, StoreRevocationCheck
+from tokenry.store.introspection import BatchedOpaqueRecords, StoreRevocationCheck
 from tokenry.store.jwks_source import StoreJwksSource
 from tokenry.store.keys import KeyStore
 from tokenry.store.outbox_feed import AppliedSeq, OutboxFeed, OutboxFeedSettings
@@ -108,13 +107,13 @@ def build(
         if metrics_on():  # the introspection cache hit ratio (issue 15)
             observe_cache(cache, "tokenry.introspector.cache")
         clients = CachedClients(ClientStore(pool), clock)
-        reader = opaque_tokens.IntrospectionReader(pool)
-        closers.append(reader.close)  # closers run in reverse: before the pool closes
+        records = BatchedOpaqueRecords(pool, settings.issuer_url)
+        closers.append(records.close)  # closers run in reverse: before the pool closes
         ready.set(
             IntrospectorHandlers(
                 clients=clients,
                 peppers=settings.peppers,
-                opaque=StoreOpaqueRecords(reader, settings.issuer_url),
+                opaque=records,
                 revocations=StoreRevocationCheck(RevocationChecks(pool)),
                 keys=jwks,
                 issuer_url=settings.issuer_url,

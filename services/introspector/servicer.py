@@ -77,10 +77,10 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
             handlers = self._handlers.get()
             # Warm: a caller proven before and a cached token, answered without a coroutine
             # and without caller_credentials' lazy peer and certificate, which only a failed
-            # or a certificate-based authentication reads (neither answers here).
+            # or a certificate-based authentication reads (neither happens on this path).
             authorization = metadata_value(context, "authorization")
-            answer = (
-                handlers.answer_now(
+            found = (
+                handlers.answer_or_caller(
                     credentials_from(
                         authorization,
                         "",
@@ -93,7 +93,11 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
                 if authorization
                 else None
             )
-            if answer is None:
+            if isinstance(found, Introspection):
+                return self._render(found)
+            if found is not None:  # a recalled caller, the token not cached: look it up
+                answer = await handlers.introspect_as(found, request.token)
+            else:
                 creds = caller_credentials(
                     context,
                     assertion_type=request.client_assertion_type,
@@ -104,4 +108,6 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
                 )
         except Exception as exc:
             await abort_for(context, exc, self._unavailable)
-        return self._render(answer)
+        # A looked-up answer is a fresh object that no later call returns (a warm read builds
+        # its own from the cached row): rendered, not memoized.
+        return to_proto(answer) if answer.active else _INACTIVE

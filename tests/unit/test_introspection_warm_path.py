@@ -273,9 +273,17 @@ class Watched:
     def __init__(self, flow: IntrospectionFlow) -> None:
         self.flow = flow
         self.slow_peers: list[object] = []
+        self.cold: list[str] = []  # callers answered by introspect_as (recalled, not cached)
 
     def answer_now(self, creds: Any, token: str) -> Introspection | None:
         return self.flow.answer_now(creds, token)
+
+    def answer_or_caller(self, creds: Any, token: str) -> Any:
+        return self.flow.answer_or_caller(creds, token)
+
+    async def introspect_as(self, caller: Any, token: str) -> Introspection:
+        self.cold.append(caller.client_id)
+        return await self.flow.introspect_as(caller, token)
 
     async def introspect(self, req: IntrospectRequest) -> Introspection:
         self.slow_peers.append(request_peer.get())

@@ -12,7 +12,7 @@ as far as practical, the time tells them apart.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -58,6 +58,8 @@ __all__ = [
 MAX_TOKEN_LENGTH = 8192
 # the methods ProvenSecrets remembers
 _SECRETS = frozenset({BASIC, POST})
+# the opaque kinds that can be introspected (codes and login challenges never are)
+_OPAQUE = frozenset({ACCESS, REFRESH})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,7 @@ class OpaqueRecord:
 
 
 class OpaqueRecords(Protocol):
-    async def find(self, digest: bytes) -> OpaqueRecord | None:
+    def find(self, digest: bytes) -> Awaitable[OpaqueRecord | None]:
         """The record for SHA-256(token), or None; ``revoked`` covers every revocation rule
         (its own row, jti, family, subject and client watermarks) from PostgreSQL."""
         ...
@@ -157,10 +159,17 @@ class IntrospectionFlow:
         That is when the caller's secret was proven before and still holds (:meth:`recall`)
         and the token's answer is cached. The decisions are those of :meth:`introspect`: the
         scope is required and the call counted against the caller's limit before any answer;
-        nothing is counted when None is returned, so the slow path counts the call once. No
-        coroutine is created: the warm path is the introspector's hot loop, where every
-        Python call shows (docs/benchmarks/introspection.md).
+        nothing is counted when None is returned, so the slow path counts the call once.
         """
+        found = self.answer_or_caller(credentials, token)
+        return found if isinstance(found, Introspection) else None
+
+    def answer_or_caller(self, credentials: Presented, token: str) -> Introspection | Client | None:
+        """:meth:`answer_now` for the servicer: the answer when it needs no waiting; the caller
+        (recalled, nothing counted yet) when only the token must be looked up, then await
+        :meth:`introspect_as` with it; None when the caller must be authenticated (then await
+        :meth:`introspect`). No coroutine is created: the warm path is the introspector's hot
+        loop, where every Python call shows (docs/benchmarks/introspection.md)."""
         caller = self.recall(credentials)
         if caller is None:
             return None
@@ -169,7 +178,7 @@ class IntrospectionFlow:
         else:
             found = self._cache.get(hashlib.blake2s(token.encode()).digest())
             if found is None:
-                return None
+                return caller
         require_introspect_scope(caller)  # an error, not an answer: the caller is at fault
         self._per_caller.check(caller.client_id)
         if found is None or not may_see(caller, found.answer.aud):
@@ -215,6 +224,28 @@ class IntrospectionFlow:
             return INACTIVE
         return found.answer
 
+    async def introspect_as(self, caller: Client, token: str) -> Introspection:
+        """:meth:`introspect` for a caller :meth:`answer_or_caller` recalled (authenticated
+        against its current registration just now): the same rules from the scope on. The
+        transport's caller credentials (peer, certificate) are not read: only a failed or a
+        certificate-based authentication needs them, and neither happens here."""
+        require_introspect_scope(caller)  # an error, not an answer: the caller is at fault
+        self._per_caller.check(caller.client_id)
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return INACTIVE
+        digest = hashlib.blake2s(token.encode()).digest()
+        found = self._cache.get(digest)
+        if found is None:
+            if kind_of(token) in _OPAQUE:  # _lookup's opaque branch, one coroutine fewer
+                epoch = self._cache.epoch
+                record = await self._opaque.find(token_hash(token))
+                found = self._keep_opaque(digest, record, epoch)
+            else:
+                found = await self._lookup(token, digest)
+        if found is None or not may_see(caller, found.answer.aud):
+            return INACTIVE
+        return found.answer
+
     async def active_access_token(self, token: str) -> Introspection | None:
         """The answer for an access token of this deployment that is active now, with no
         caller and no audience check: what OIDC userinfo (Core §5.3) needs. Refresh tokens,
@@ -232,10 +263,10 @@ class IntrospectionFlow:
         # up keeps this answer out of the cache (it may predate the revocation's commit).
         epoch = self._cache.epoch
         kid: str | None = None
-        if kind in (ACCESS, REFRESH):  # codes and login challenges are never introspectable
+        if kind in _OPAQUE:  # codes and login challenges are never introspectable
             # One query answers both: the row and every revocation rule that covers it.
-            claims = await self._opaque_claims(token)
-        elif kind is None and token.count(".") == 2:
+            return self._keep_opaque(digest, await self._opaque.find(token_hash(token)), epoch)
+        if kind is None and token.count(".") == 2:
             verified = await self._jwt_claims(token)
             claims, kid = verified if verified is not None else (None, None)
             if claims is not None and await self._revocations.revoked(
@@ -252,26 +283,23 @@ class IntrospectionFlow:
             return None
         return self._cache.put(digest, claims, kid=kid, epoch=epoch)
 
-    async def _opaque_claims(self, token: str) -> dict[str, Any] | None:
-        record = await self._opaque.find(token_hash(token))
+    def _keep_opaque(
+        self, digest: bytes, record: OpaqueRecord | None, epoch: int
+    ) -> Positive | None:
+        """The cached answer for an opaque token's record (``epoch``: read before the lookup
+        began, see ``PositiveCache.put``); None when unknown, revoked or expired."""
         if record is None or record.revoked or record.expires_at <= self._clock.now():
             return None
-        claims: dict[str, Any] = {
-            "iss": record.issuer,
-            "sub": record.subject,
-            "client_id": record.client_id,
-            "scope": record.scope,
-            "exp": record.expires_at,
-            "iat": record.issued_at,
-            "jti": record.jti,
-        }
-        if record.audiences:
-            claims["aud"] = list(record.audiences)
-        if record.gid:
-            claims["gid"] = record.gid
-        if record.act is not None:
-            claims["act"] = record.act
-        return claims
+        # The answer straight from the row (no claims dict): from_claims's answer for the
+        # claims the row stands for (tests/unit/test_intro_cold_path.py).
+        names = (record.jti, record.gid or None, record.subject, record.client_id)
+        return self._cache.put_answer(
+            digest,
+            _opaque_answer(record),
+            record.expires_at,
+            (*names, float(record.issued_at), None),
+            epoch=epoch,
+        )
 
     async def _jwt_claims(self, token: str) -> tuple[dict[str, Any], str] | None:
         """The verified claims of a JWT that is active on our clock, and its ``kid``."""
@@ -296,6 +324,27 @@ class IntrospectionFlow:
         if claims["exp"] <= now:
             return None
         return claims, parts.kid
+
+
+def _opaque_answer(record: OpaqueRecord) -> Introspection:
+    """The positive answer for an opaque token's row (RFC 7662 §2.2), as
+    ``core.introspection.from_claims`` makes it from the claims the row stands for."""
+    act = record.act
+    return Introspection(
+        active=True,
+        scope=record.scope,
+        client_id=record.client_id,
+        token_type="Bearer",  # docs/spec.md §3: token_type in a positive answer is Bearer
+        exp=int(record.expires_at),
+        iat=int(record.issued_at),
+        nbf=0,
+        sub=record.subject,
+        aud=tuple(record.audiences),
+        iss=record.issuer,
+        jti=record.jti,
+        act=act if isinstance(act, dict) else None,
+        cnf=None,
+    )
 
 
 # Renamed in issue 12 item 9: flows.revocation.OpaqueTokens and flows.VerificationKeys are other

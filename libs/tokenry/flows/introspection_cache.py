@@ -138,20 +138,38 @@ class PositiveCache:
                 since, the lookup may have read the database before a revocation committed:
                 the answer is returned to its caller but not cached.
         """
-        entry = Positive(from_claims(claims), claims["exp"], self._monotonic(), kid)
+        return self.put_answer(
+            digest,
+            from_claims(claims),
+            claims["exp"],
+            (
+                _text(claims, "jti"),
+                _text(claims, "gid"),
+                _text(claims, "sub"),
+                _text(claims, "client_id"),
+                _iat(claims),
+                kid,
+            ),
+            epoch=epoch,
+        )
+
+    def put_answer(
+        self,
+        digest: bytes,
+        answer: Introspection,
+        exp: float,
+        names: tuple[str | None, str | None, str | None, str | None, float, str | None],
+        *,
+        epoch: int | None = None,
+    ) -> Positive:
+        """:meth:`put` for an answer already built (the opaque path builds it from its row,
+        without a claims dict): ``names`` is what revocations name it by, ``(jti, gid, sub,
+        client_id, iat, kid)``, each None when absent (iat: ``-inf``, revoked by every
+        watermark)."""
+        entry = Positive(answer, exp, self._monotonic(), names[5])
         if epoch is not None and epoch != self.epoch:
             return entry
-        row: _Row = (
-            *_answer_values(entry.answer),
-            entry.exp,
-            entry.stored_at,
-            _text(claims, "jti"),
-            _text(claims, "gid"),
-            _text(claims, "sub"),
-            _text(claims, "client_id"),
-            _iat(claims),
-            kid,
-        )
+        row: _Row = (*_answer_values(answer), exp, entry.stored_at, *names)
         if digest not in self._entries:
             self._index(digest, row)
         self._entries[digest] = row

@@ -3,12 +3,37 @@ by the introspector and the HTTP gateway."""
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
+
 from tokenry.core.renames import renamed
 from tokenry.flows.introspection import OpaqueRecord
 from tokenry.store import opaque_tokens
+from tokenry.store.batching import DEFAULT_MAX_BATCH, Coalescer
 from tokenry.store.revocation_checks import RevocationChecks
 
-__all__ = ["StoreOpaqueRecords", "StoreRevocationCheck"]
+__all__ = ["BatchedOpaqueRecords", "StoreOpaqueRecords", "StoreRevocationCheck"]
+
+
+def _opaque_record(row: opaque_tokens.OpaqueTokenRecord, issuer: str) -> OpaqueRecord:
+    return OpaqueRecord(
+        kind=row.kind,
+        jti=row.jti,
+        gid=row.gid,
+        client_id=row.client_id,
+        subject=row.subject,
+        scope=" ".join(row.scopes),
+        # A refresh token is for the client that holds it (RFC 6749 §1.5).
+        audiences=row.audiences if row.kind == "access" else (row.client_id,),
+        issuer=issuer,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+        # Revoked by its row or by any revocation rule (one query); a spent refresh token
+        # is dead too, even inside the issuer's retry grace.
+        revoked=row.revoked or row.used_at is not None,
+        act=row.act,
+    )
 
 
 class StoreOpaqueRecords:
@@ -20,25 +45,34 @@ class StoreOpaqueRecords:
 
     async def find(self, digest: bytes) -> OpaqueRecord | None:
         row = await self._reader.get(digest)
-        if row is None:
-            return None
-        return OpaqueRecord(
-            kind=row.kind,
-            jti=row.jti,
-            gid=row.gid,
-            client_id=row.client_id,
-            subject=row.subject,
-            scope=" ".join(row.scopes),
-            # A refresh token is for the client that holds it (RFC 6749 §1.5).
-            audiences=row.audiences if row.kind == "access" else (row.client_id,),
-            issuer=self._issuer,
-            issued_at=row.issued_at,
-            expires_at=row.expires_at,
-            # Revoked by its row or by any revocation rule (one query); a spent refresh token
-            # is dead too, even inside the issuer's retry grace.
-            revoked=row.revoked or row.used_at is not None,
-            act=row.act,
-        )
+        return None if row is None else _opaque_record(row, self._issuer)
+
+
+class BatchedOpaqueRecords:
+    """:class:`StoreOpaqueRecords` with its own batching (``store.batching.Coalescer``, as
+    ``opaque_tokens.IntrospectionReader``): the one query reads a batch of hashes
+    (``opaque_tokens.get_many_for_introspection``: each row and every revocation rule covering
+    it) and the batch turns the rows into records, so :meth:`find` is the batch's future itself,
+    awaited by the flow without a coroutine of its own (the introspector's cold path)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, issuer_url: str, max_batch: int = DEFAULT_MAX_BATCH
+    ) -> None:
+        async def run(hashes: list[bytes]) -> list[OpaqueRecord | None]:
+            found = await opaque_tokens.get_many_for_introspection(pool, hashes)
+            out: list[OpaqueRecord | None] = []
+            for digest in hashes:
+                row = found.get(digest)
+                out.append(None if row is None else _opaque_record(row, issuer_url))
+            return out
+
+        self._batches: Coalescer[bytes, OpaqueRecord | None] = Coalescer(run, max_batch)
+
+    def find(self, digest: bytes) -> asyncio.Future[OpaqueRecord | None]:
+        return self._batches.submit(digest)
+
+    async def close(self) -> None:
+        await self._batches.close()
 
 
 class StoreRevocationCheck:
