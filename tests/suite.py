@@ -40,7 +40,7 @@ APPS = {
     "introspector": introspector_app,
 }
 DEFAULT_SERVICES = ("keyrotator", "issuer", "revocation")
-#: The one method of :func:`start_whoami_server`.
+#: The one method of :func:`whoami_server`.
 WHOAMI = "/tokenry.test.Peer/Whoami"
 
 
@@ -259,7 +259,12 @@ async def start_unary_server(
     return server, port
 
 
-async def start_whoami_server(transport: Transport) -> tuple[grpc.aio.Server, int]:
-    """:func:`start_unary_server` with :data:`WHOAMI`: it answers the serial of the caller's
-    verified certificate in hex, or ``none``."""
-    return await start_unary_server(transport, WHOAMI, _whoami)
+@contextlib.asynccontextmanager
+async def whoami_server(transport: Transport) -> AsyncIterator[int]:
+    """:func:`start_unary_server` with :data:`WHOAMI`, which answers the serial of the caller's
+    verified certificate in hex, or ``none``; yields the port, stops the server at the end."""
+    server, port = await start_unary_server(transport, WHOAMI, _whoami)
+    try:
+        yield port
+    finally:
+        await server.stop(None)

@@ -30,7 +30,7 @@ from tokenry.tls import ClientTls
 from tokenry.tls_reload import ReloadingChannel
 from tokenry.verifier import start_verifier
 
-from suite import WHOAMI, mtls_listeners, serving, start_whoami_server
+from suite import WHOAMI, mtls_listeners, serving, whoami_server
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ WAIT = 20.0
 
 
 @contextlib.asynccontextmanager
-async def whoami_server(ca: CertificateAuthority, folder: Path) -> AsyncIterator[int]:
+async def short_lived_whoami(ca: CertificateAuthority, folder: Path) -> AsyncIterator[int]:
     """An mTLS listener (client certificates from ``ca``) whose connections live 2 s."""
     ca.issue("server").write(folder / "server.pem", folder / "server-key.pem")
     transport = Transport(
@@ -46,11 +46,8 @@ async def whoami_server(ca: CertificateAuthority, folder: Path) -> AsyncIterator
         max_connection_age=2.0,
         max_connection_age_grace=0.5,
     )
-    server, port = await start_whoami_server(transport)
-    try:
+    async with whoami_server(transport) as port:
         yield port
-    finally:
-        await server.stop(None)
 
 
 @dataclasses.dataclass
@@ -93,7 +90,7 @@ async def test_a_swap_reaches_the_server_and_the_old_channel_is_closed(files: Fi
     first, second = files.ca.issue("client-a"), files.ca.issue("client-b")
     files.swap(first)
     async with (
-        whoami_server(files.ca, files.folder) as port,
+        short_lived_whoami(files.ca, files.folder) as port,
         files.tls.reloading_channel(f"127.0.0.1:{port}", grace=0.5) as channel,
     ):
         assert isinstance(channel, ReloadingChannel)
@@ -117,7 +114,7 @@ async def test_a_half_written_swap_keeps_the_old_certificate_and_says_so_once(
     first, second = files.ca.issue("client-a"), files.ca.issue("client-b")
     files.swap(first)
     async with (
-        whoami_server(files.ca, files.folder) as port,
+        short_lived_whoami(files.ca, files.folder) as port,
         files.tls.reloading_channel(f"127.0.0.1:{port}") as channel,
     ):
         call = channel.unary_unary(WHOAMI)
@@ -147,7 +144,7 @@ class FixedToken:
 async def test_bearer_channel_over_files_reloads(files: Files) -> None:
     first, second = files.ca.issue("client-a"), files.ca.issue("client-b")
     files.swap(first)
-    async with whoami_server(files.ca, files.folder) as port:
+    async with short_lived_whoami(files.ca, files.folder) as port:
         channel = bearer_channel(f"127.0.0.1:{port}", TokenSource(FixedToken()), files.tls)
         async with channel:
             call: Any = channel.unary_unary(WHOAMI)

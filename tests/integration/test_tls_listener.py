@@ -2,7 +2,7 @@
 
 Certificates are made here with ``cryptography``'s x509 API (tokenry.devstack.ca). The server is
 the servicekit one every service uses (``new_server`` + ``listen``), with one extra method that
-answers the serial of the caller's verified certificate (``suite.start_whoami_server``).
+answers the serial of the caller's verified certificate (``suite.whoami_server``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tokenry.devstack.ca import CertificateAuthority, Issued
 from tokenry.servicekit.tls import ServerTls, Transport
 from tokenry.tls import ClientTls
 
-from suite import WHOAMI, start_whoami_server
+from suite import WHOAMI, whoami_server
 
 
 @dataclass
@@ -62,9 +62,8 @@ def server_transport(pki: Pki, *, client_auth: bool = True, **kw: Any) -> Transp
 
 @pytest.fixture
 async def mtls_server(pki: Pki) -> AsyncIterator[int]:
-    server, port = await start_whoami_server(server_transport(pki))
-    yield port
-    await server.stop(None)
+    async with whoami_server(server_transport(pki)) as port:
+        yield port
 
 
 def whoami_call(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
@@ -109,11 +108,8 @@ async def test_rejects_expired_client_certificate(pki: Pki, mtls_server: int) ->
 
 
 async def test_server_tls_without_client_auth_accepts_anonymous_client(pki: Pki) -> None:
-    server, port = await start_whoami_server(server_transport(pki, client_auth=False))
-    try:
+    async with whoami_server(server_transport(pki, client_auth=False)) as port:
         assert await whoami(pki.client("none"), port) == "none"
-    finally:
-        await server.stop(None)
 
 
 async def test_rejects_plaintext_client_on_a_tls_listener(pki: Pki, mtls_server: int) -> None:
@@ -146,8 +142,7 @@ async def test_certificate_swap_reaches_new_connections_without_restart(pki: Pki
     first = pki.ca.issue("server-1")
     cert, key = pki.files("server", first)
     transport = Transport(ServerTls(cert, key, pki.root / "ca.pem", client_auth=False))
-    server, port = await start_whoami_server(transport)
-    try:
+    async with whoami_server(transport) as port:
         ca = pki.root / "ca.pem"
         assert await asyncio.to_thread(_server_serial, port, ca) == first.serial
         async with pki.client("none").aio_channel(f"127.0.0.1:{port}") as kept:
@@ -157,42 +152,33 @@ async def test_certificate_swap_reaches_new_connections_without_restart(pki: Pki
             assert await asyncio.to_thread(_server_serial, port, ca) == second.serial
             # The connection opened before the swap lasts (until its maximum age).
             assert await whoami_call(kept)(b"", timeout=5) == b"none"
-    finally:
-        await server.stop(None)
 
 
 async def test_half_written_pair_keeps_the_old_certificate(pki: Pki) -> None:
     first = pki.ca.issue("server-1")
     cert, key = pki.files("server", first)
     transport = Transport(ServerTls(cert, key, pki.root / "ca.pem", client_auth=False))
-    server, port = await start_whoami_server(transport)
-    try:
+    async with whoami_server(transport) as port:
         ca = pki.root / "ca.pem"
         cert.write_bytes(pki.ca.issue("server-2").cert_pem)  # the key not yet replaced
         assert await asyncio.to_thread(_server_serial, port, ca) == first.serial
-    finally:
-        await server.stop(None)
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 async def test_tls_1_1_is_refused_and_1_2_accepted(pki: Pki) -> None:
-    server, port = await start_whoami_server(server_transport(pki, client_auth=False))
-    try:
+    async with whoami_server(server_transport(pki, client_auth=False)) as port:
         ca = pki.root / "ca.pem"
         # Negative control: the same client capped at TLS 1.2 completes the handshake.
         await asyncio.to_thread(_server_serial, port, ca, maximum=ssl.TLSVersion.TLSv1_2)
         with pytest.raises(ssl.SSLError):
             await asyncio.to_thread(_server_serial, port, ca, maximum=ssl.TLSVersion.TLSv1_1)
-    finally:
-        await server.stop(None)
 
 
 async def test_connection_outliving_its_certificate_is_closed_at_max_age(pki: Pki) -> None:
     """TLS never re-checks an open connection: the maximum age is what ends it, and the
     reconnect with the now-expired certificate is refused."""
     transport = server_transport(pki, max_connection_age=4.0, max_connection_age_grace=0.2)
-    server, port = await start_whoami_server(transport)
-    try:
+    async with whoami_server(transport) as port:
         start = time.monotonic()
         now = dt.datetime.now(dt.UTC)
         short = pki.ca.issue(
@@ -212,5 +198,3 @@ async def test_connection_outliving_its_certificate_is_closed_at_max_age(pki: Pk
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await call(b"", timeout=5)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    finally:
-        await server.stop(None)
