@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench_support import stop_processes, stop_stack
+from bench_support import new_pepper, register, stop_processes, stop_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
@@ -337,42 +337,29 @@ def basic(client_id: str, secret: str) -> str:
 
 
 async def _register(dsn: str, pepper: Any, secrets_: dict[str, str]) -> None:
-    import asyncpg
-
     from tokenry.core.clients import INTROSPECT_SCOPE, secret_client
-    from tokenry.store.clients import ClientStore
-    from tokenry.store.migrate import migrate
 
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     specs = {
         "bench": ({"demo.read"}, ("demo-api",), "jwt"),
         "bench-opaque": ({"demo.read"}, RESOURCE_SERVERS, "opaque"),
         **{rs: ({INTROSPECT_SCOPE}, (), "jwt") for rs in RESOURCE_SERVERS},
     }
-    try:
-        for client_id, (scopes, audiences, fmt) in specs.items():
-            await ClientStore(pool).upsert(
-                secret_client(
-                    client_id,
-                    secrets_[client_id],
-                    pepper,
-                    scopes=scopes,
-                    audiences=audiences,
-                    token_format=fmt,
-                )
-            )
-    finally:
-        await pool.close()
+    clients = [
+        secret_client(
+            client_id,
+            secrets_[client_id],
+            pepper,
+            scopes=scopes,
+            audiences=audiences,
+            token_format=fmt,
+        )
+        for client_id, (scopes, audiences, fmt) in specs.items()
+    ]
+    await register(dsn, clients)
 
 
 @contextlib.contextmanager
 def tokenry_gateway() -> Iterator[tuple[int, subprocess.Popen[bytes], dict[str, str]]]:
-    from tokenry.core.client_secrets import Pepper, pepper_id
     from tokenry.core.keywrap import Kek
     from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 
@@ -382,8 +369,7 @@ def tokenry_gateway() -> Iterator[tuple[int, subprocess.Popen[bytes], dict[str, 
     try:
         pg.start()
         nats.start()
-        pepper_text = secrets.token_urlsafe(32)
-        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        pepper_text, pepper = new_pepper()
         creds = {c: secrets.token_urlsafe(32) for c in ("bench", "bench-opaque", *RESOURCE_SERVERS)}
         asyncio.run(_register(pg.dsn(), pepper, creds))
         rotator_port, gateway_port = free_port(), free_port()

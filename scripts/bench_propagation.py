@@ -82,17 +82,14 @@ from typing import Any
 
 import asyncpg
 import grpc
-from bench_support import stop_stack, write_results
+from bench_support import new_pepper, register, stop_stack, write_results
 
 from tokenry.bus.codec import Subjects
-from tokenry.core.client_secrets import Pepper, pepper_id
 from tokenry.core.clients import ADMIN_SCOPE, secret_client
 from tokenry.core.revocations import RevocationKind
 from tokenry.core.signing import generate_private_key, public_jwk
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.devstack.ports import free_tcp_port
-from tokenry.store.clients import ClientStore
-from tokenry.store.migrate import migrate
 from tokenry.v1 import revocation_pb2, revocation_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -464,21 +461,6 @@ class Stack:
     pin: list[str]
 
 
-async def _register(dsn: str, pepper: Pepper, secret: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        await ClientStore(pool).upsert(
-            secret_client(ADMIN, secret, pepper, scopes={ADMIN_SCOPE}, audiences=("tokenry",))
-        )
-    finally:
-        await pool.close()
-
-
 def _pin_tree(pid: int, core: int) -> None:
     """Pin a process and its children to ``core`` (new children inherit it). With ``--pin``
     PostgreSQL joins the revocation service on core 0: its commit, NOTIFY and the relay's
@@ -522,10 +504,12 @@ def stack(pin: bool) -> Iterator[Stack]:
     try:
         pg.start()
         nats.start()
-        pepper_text = secrets.token_urlsafe(32)
-        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        pepper_text, pepper = new_pepper()
         admin_secret = secrets.token_urlsafe(32)
-        asyncio.run(_register(pg.dsn(), pepper, admin_secret))
+        admin = secret_client(
+            ADMIN, admin_secret, pepper, scopes={ADMIN_SCOPE}, audiences=("tokenry",)
+        )
+        asyncio.run(register(pg.dsn(), [admin]))
         key = generate_private_key("ES256")
         jwks_file = tmp / "jwks.json"
         jwks_file.write_text(json.dumps({"keys": [public_jwk(key, "ES256")]}))

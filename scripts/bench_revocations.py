@@ -68,13 +68,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_issuance import Sample, _load, _wait_port, add_event_loop_option, use_event_loop
-from bench_support import stop_stack, write_results
+from bench_support import new_pepper, register, stop_stack, write_results
 
-from tokenry.core.client_secrets import Pepper, pepper_id
+from tokenry.core.client_secrets import Pepper
 from tokenry.core.clients import ADMIN_SCOPE, secret_client
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres
 from tokenry.devstack.ports import free_tcp_port
-from tokenry.store.clients import ClientStore
 from tokenry.store.migrate import migrate
 from tokenry.v1 import revocation_pb2
 
@@ -106,19 +105,13 @@ CEILING_INSERT = (
 
 
 async def _register_admin(dsn: str, pepper: Pepper, secret: str) -> None:
-    await _migrate(dsn)
+    admin = secret_client(CLIENT_ID, secret, pepper, scopes={ADMIN_SCOPE}, audiences=("tokenry",))
+    await register(dsn, [admin])
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(CEILING_TABLE)
     finally:
         await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        await ClientStore(pool).upsert(
-            secret_client(CLIENT_ID, secret, pepper, scopes={ADMIN_SCOPE}, audiences=("tokenry",))
-        )
-    finally:
-        await pool.close()
 
 
 @contextlib.contextmanager
@@ -136,8 +129,7 @@ def stack(
     try:
         pg.start()
         nats.start()
-        pepper_text = secrets.token_urlsafe(32)
-        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        pepper_text, pepper = new_pepper()
         secret = secrets.token_urlsafe(32)
         asyncio.run(_register_admin(pg.dsn(), pepper, secret))
         revocation_port, echo_port = free_tcp_port(), free_tcp_port()

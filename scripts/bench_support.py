@@ -1,19 +1,58 @@
-"""What the benchmark scripts share (no benchmark here): stopping what a run started, and
-writing its results where the docs/benchmarks pages read them."""
+"""What the benchmark scripts share (no benchmark here): a pepper and the clients of a fresh
+database, stopping what a run started, and writing its results where the docs/benchmarks pages
+read them.
+
+Tokenry is imported only inside the functions that need it: a script's in-run ceilings (the
+bare echo servers) import this module too and must stay as lean as they are."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tokenry.core.client_secrets import Pepper
+    from tokenry.core.clients import Client
 
 
 class _Server(Protocol):
     def stop(self) -> None: ...
+
+
+def new_pepper() -> tuple[str, Pepper]:
+    """A random pepper: its text (for ``TOKENRY_SECRET_PEPPER``) and the :class:`Pepper` the
+    services make of it."""
+    from tokenry.core.client_secrets import Pepper, pepper_id
+
+    text = secrets.token_urlsafe(32)
+    return text, Pepper(pepper_id(text.encode()), text.encode())
+
+
+async def register(dsn: str, clients: Iterable[Client]) -> None:
+    """Migrate the database at ``dsn``, then register ``clients`` in it."""
+    import asyncpg
+
+    from tokenry.store.clients import ClientStore
+    from tokenry.store.migrate import migrate
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        store = ClientStore(pool)
+        for client in clients:
+            await store.upsert(client)
+    finally:
+        await pool.close()
 
 
 def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:

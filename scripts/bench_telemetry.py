@@ -49,10 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests" / "integration")]
 
 import bench_issuance as bi  # noqa: E402
-from bench_support import stop_stack  # noqa: E402
+from bench_support import new_pepper, stop_stack  # noqa: E402
 from otlp_support import OtlpReceiver  # noqa: E402
 
-from tokenry.core.client_secrets import Pepper, pepper_id  # noqa: E402
 from tokenry.core.keywrap import Kek  # noqa: E402
 from tokenry.devstack import EmbeddedNats, EmbeddedPostgres  # noqa: E402
 from tokenry.devstack.ports import free_tcp_port  # noqa: E402
@@ -123,8 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         pg.start()
         nats.start()
-        pepper_text = secrets.token_urlsafe(32)
-        pepper = Pepper(pepper_id(pepper_text.encode()), pepper_text.encode())
+        pepper_text, pepper = new_pepper()
         secret = secrets.token_urlsafe(32)
         asyncio.run(bi._register(pg.dsn(), pepper, secret))
         rotator_port = free_tcp_port()
