@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench_support import new_pepper, register, stop_processes, stop_stack
+from bench_support import new_pepper, register, service_env, stop_processes, stop_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
@@ -373,20 +373,14 @@ def tokenry_gateway() -> Iterator[tuple[int, subprocess.Popen[bytes], dict[str, 
         creds = {c: secrets.token_urlsafe(32) for c in ("bench", "bench-opaque", *RESOURCE_SERVERS)}
         asyncio.run(_register(pg.dsn(), pepper, creds))
         rotator_port, gateway_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "TOKENRY_DEV": "1",
-            "TOKENRY_DATABASE_URL": pg.dsn(),
-            "TOKENRY_NATS_URL": nats.url,
+        extra = {
             "TOKENRY_KEK": Kek.generate().encoded(),
-            "TOKENRY_SECRET_PEPPER": pepper_text,
-            "TOKENRY_ISSUER_URL": "https://issuer.bench",
-            "TOKENRY_LOG_LEVEL": "WARNING",
             "TOKENRY_KEY_SETS": "access:ES256",
             "TOKENRY_EVENT_LOOP": "uvloop",
             "TOKENRY_KEYROTATOR_LISTEN": f"127.0.0.1:{rotator_port}",
             "TOKENRY_GATEWAY_LISTEN": f"127.0.0.1:{gateway_port}",
         }
+        env = service_env(pg.dsn(), nats.url, pepper_text, extra)
         py = sys.executable
         procs.append(subprocess.Popen([py, "-m", "tokenry.services.keyrotator"], env=env))
         time.sleep(2)

@@ -82,7 +82,7 @@ from typing import Any
 
 import asyncpg
 import grpc
-from bench_support import new_pepper, register, stop_stack, write_results
+from bench_support import new_pepper, register, service_env, stop_stack, write_results
 
 from tokenry.bus.codec import Subjects
 from tokenry.core.clients import ADMIN_SCOPE, secret_client
@@ -514,17 +514,8 @@ def stack(pin: bool) -> Iterator[Stack]:
         jwks_file = tmp / "jwks.json"
         jwks_file.write_text(json.dumps({"keys": [public_jwk(key, "ES256")]}))
         addr = f"127.0.0.1:{free_tcp_port()}"
-        env = {
-            **os.environ,
-            "TOKENRY_DEV": "1",
-            "TOKENRY_DATABASE_URL": pg.dsn(),
-            "TOKENRY_NATS_URL": nats.url,
-            "TOKENRY_SECRET_PEPPER": pepper_text,
-            "TOKENRY_ISSUER_URL": "https://issuer.bench",
-            "TOKENRY_LOG_LEVEL": "WARNING",
-            "TOKENRY_REVOCATION_LISTEN": addr,
-            "TOKENRY_SWEEP_INTERVAL": "86400",
-        }
+        extra = {"TOKENRY_REVOCATION_LISTEN": addr, "TOKENRY_SWEEP_INTERVAL": "86400"}
+        env = service_env(pg.dsn(), nats.url, pepper_text, extra)
         taskset = ["taskset", "-c", "0"] if pin and shutil.which("taskset") else []
         if taskset and pg.pid is not None:
             _pin_tree(pg.pid, 0)

@@ -68,7 +68,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_issuance import Sample, _load, _wait_port, add_event_loop_option, use_event_loop
-from bench_support import new_pepper, register, stop_stack, write_results
+from bench_support import new_pepper, register, service_env, stop_stack, write_results
 
 from tokenry.core.client_secrets import Pepper
 from tokenry.core.clients import ADMIN_SCOPE, secret_client
@@ -133,17 +133,11 @@ def stack(
         secret = secrets.token_urlsafe(32)
         asyncio.run(_register_admin(pg.dsn(), pepper, secret))
         revocation_port, echo_port = free_tcp_port(), free_tcp_port()
-        env = {
-            **os.environ,
-            "TOKENRY_DEV": "1",
-            "TOKENRY_DATABASE_URL": pg.dsn(),
-            "TOKENRY_NATS_URL": nats.url,
-            "TOKENRY_SECRET_PEPPER": pepper_text,
-            "TOKENRY_ISSUER_URL": "https://issuer.bench",
-            "TOKENRY_LOG_LEVEL": "WARNING",
+        extra = {
             "TOKENRY_REVOCATION_LISTEN": f"127.0.0.1:{revocation_port}",
             "TOKENRY_RELAY": "1" if relay and not relay_process else "0",
         }
+        env = service_env(pg.dsn(), nats.url, pepper_text, extra)
         py = sys.executable
         taskset = shutil.which("taskset")
         pin = ["taskset", "-c", str(server_core)] if taskset else []

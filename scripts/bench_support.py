@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -53,6 +54,25 @@ async def register(dsn: str, clients: Iterable[Client]) -> None:
             await store.upsert(client)
     finally:
         await pool.close()
+
+
+def service_env(
+    dsn: str, nats_url: str, pepper_text: str, extra: dict[str, str], *, keep_otel: bool = True
+) -> dict[str, str]:
+    """A benchmarked service's environment: this one's (less ``OTEL_*`` unless ``keep_otel``),
+    dev mode, the run's PostgreSQL, NATS and pepper, the bench issuer URL, warnings only; then
+    ``extra`` (listen addresses, the KEK, tuning)."""
+    inherited = {k: v for k, v in os.environ.items() if keep_otel or not k.startswith("OTEL_")}
+    return {
+        **inherited,
+        "TOKENRY_DEV": "1",
+        "TOKENRY_DATABASE_URL": dsn,
+        "TOKENRY_NATS_URL": nats_url,
+        "TOKENRY_SECRET_PEPPER": pepper_text,
+        "TOKENRY_ISSUER_URL": "https://issuer.bench",
+        "TOKENRY_LOG_LEVEL": "WARNING",
+        **extra,
+    }
 
 
 def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:

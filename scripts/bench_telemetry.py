@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests" / "integration")]
 
 import bench_issuance as bi  # noqa: E402
-from bench_support import new_pepper, stop_stack  # noqa: E402
+from bench_support import new_pepper, service_env, stop_stack  # noqa: E402
 from otlp_support import OtlpReceiver  # noqa: E402
 
 from tokenry.core.keywrap import Kek  # noqa: E402
@@ -126,19 +126,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         secret = secrets.token_urlsafe(32)
         asyncio.run(bi._register(pg.dsn(), pepper, secret))
         rotator_port = free_tcp_port()
-        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        env = {
-            **base,
-            "TOKENRY_DEV": "1",
-            "TOKENRY_DATABASE_URL": pg.dsn(),
-            "TOKENRY_NATS_URL": nats.url,
+        extra = {
             "TOKENRY_KEK": Kek.generate().encoded(),
-            "TOKENRY_SECRET_PEPPER": pepper_text,
-            "TOKENRY_ISSUER_URL": "https://issuer.bench",
-            "TOKENRY_LOG_LEVEL": "WARNING",
             "TOKENRY_KEY_SETS": "access:ES256",
             "TOKENRY_KEYROTATOR_LISTEN": f"127.0.0.1:{rotator_port}",
         }
+        env = service_env(pg.dsn(), nats.url, pepper_text, extra, keep_otel=False)
         py = sys.executable
         rotator = subprocess.Popen([py, "-m", "tokenry.services.keyrotator"], env=env)
         procs.append(rotator)
