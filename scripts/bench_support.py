@@ -36,24 +36,11 @@ def new_pepper() -> tuple[str, Pepper]:
 
 
 async def register(dsn: str, clients: Iterable[Client]) -> None:
-    """Migrate the database at ``dsn``, then register ``clients`` in it."""
-    import asyncpg
+    """Migrate the database at ``dsn``, then register ``clients`` in it (as ``tokenry dev``
+    does)."""
+    from tokenry.devstack.stack import prepare_database
 
-    from tokenry.store.clients import ClientStore
-    from tokenry.store.migrate import migrate
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        store = ClientStore(pool)
-        for client in clients:
-            await store.upsert(client)
-    finally:
-        await pool.close()
+    await prepare_database(dsn, clients)
 
 
 def service_env(

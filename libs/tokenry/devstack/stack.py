@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tokenry.core.client_secrets import Pepper, generate_secret, pepper_id
-from tokenry.core.clients import ADMIN_SCOPE, INTROSPECT_SCOPE, secret_client
+from tokenry.core.clients import ADMIN_SCOPE, INTROSPECT_SCOPE, Client, secret_client
 from tokenry.core.errors import TokenryError
 from tokenry.core.keywrap import Kek
 from tokenry.devstack.ca import DevPki, dev_pki
@@ -104,7 +104,9 @@ def _write_private_json(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
-async def _prepare_database(dsn: str, pepper: Pepper, admin_secret: str) -> None:
+async def prepare_database(dsn: str, clients: Iterable[Client]) -> None:
+    """Migrate the database at ``dsn``, then register (or replace) ``clients``: the dev
+    stack's, or a benchmark's."""
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
@@ -113,37 +115,40 @@ async def _prepare_database(dsn: str, pepper: Pepper, admin_secret: str) -> None
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         store = ClientStore(pool)
-        # The dev clients, all client-credentials.
-        dev_clients = (
-            secret_client(
-                DEMO_CLIENT,
-                DEMO_SECRET,
-                pepper,
-                scopes={"demo.read", "demo.write"},
-                audiences=("demo-api",),
-                description="dev demo client (dev mode only: human-chosen secret)",
-            ),
-            secret_client(
-                DEMO_API_CLIENT,
-                DEMO_API_SECRET,
-                pepper,
-                scopes={INTROSPECT_SCOPE},
-                audiences=("tokenry",),
-                description="dev demo resource server: introspects (dev mode only)",
-            ),
-            secret_client(
-                ADMIN_CLIENT,
-                admin_secret,
-                pepper,
-                scopes={ADMIN_SCOPE},
-                audiences=("tokenry",),
-                description="dev admin client",
-            ),
-        )
-        for client in dev_clients:
+        for client in clients:
             await store.upsert(client)
     finally:
         await pool.close()
+
+
+def _dev_clients(pepper: Pepper, admin_secret: str) -> tuple[Client, ...]:
+    """The dev clients, all client-credentials."""
+    return (
+        secret_client(
+            DEMO_CLIENT,
+            DEMO_SECRET,
+            pepper,
+            scopes={"demo.read", "demo.write"},
+            audiences=("demo-api",),
+            description="dev demo client (dev mode only: human-chosen secret)",
+        ),
+        secret_client(
+            DEMO_API_CLIENT,
+            DEMO_API_SECRET,
+            pepper,
+            scopes={INTROSPECT_SCOPE},
+            audiences=("tokenry",),
+            description="dev demo resource server: introspects (dev mode only)",
+        ),
+        secret_client(
+            ADMIN_CLIENT,
+            admin_secret,
+            pepper,
+            scopes={ADMIN_SCOPE},
+            audiences=("tokenry",),
+            description="dev admin client",
+        ),
+    )
 
 
 def _last_line(log: Path | None) -> str:
@@ -237,7 +242,7 @@ def _start(stack: DevStack) -> None:
 
     creds_path = home / "credentials.json"
     admin_secret = generate_secret()
-    asyncio.run(_prepare_database(dsn, pepper, admin_secret))
+    asyncio.run(prepare_database(dsn, _dev_clients(pepper, admin_secret)))
     _write_private_json(
         creds_path,
         {
