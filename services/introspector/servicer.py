@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from tokenry.core.clientauth import credentials_from
+from tokenry.core.clientauth import MAX_CREDENTIAL_LENGTH
 from tokenry.core.introspection import Introspection
 from tokenry.flows.introspection import IntrospectionFlow, IntrospectRequest
 from tokenry.servicekit.errors import abort_for, maps_own_errors
@@ -79,18 +79,13 @@ class IntrospectorServicer(introspector_pb2_grpc.IntrospectorServicer):
             # and without caller_credentials' lazy peer and certificate, which only a failed
             # or a certificate-based authentication reads (neither happens on this path).
             authorization = metadata_value(context, "authorization")
+            # credentials_from would return BasicHeader(authorization) (RFC 6749 §2.3: one
+            # method; the header within bounds): recalled as such, without building it.
             found = (
-                handlers.answer_or_caller(
-                    credentials_from(
-                        authorization,
-                        "",
-                        "",
-                        request.client_assertion_type,
-                        request.client_assertion,
-                    ),
-                    request.token,
-                )
+                handlers.answer_or_caller_basic(authorization, request.token)
                 if authorization
+                and len(authorization) <= MAX_CREDENTIAL_LENGTH
+                and not request.client_assertion
                 else None
             )
             if isinstance(found, Introspection):

@@ -18,7 +18,8 @@ from tokenry.core.introspection import INACTIVE, from_claims
 from tokenry.core.opaque import ACCESS, new_token, token_hash
 from tokenry.flows.introspection import OpaqueRecord, _opaque_answer
 from tokenry.store.batching import Coalescer
-from tokenry.store.introspection import BatchedOpaqueRecords
+from tokenry.store.introspection import BatchedOpaqueRecords, StoreOpaqueRecords
+from tokenry.store.opaque_tokens import IntrospectionReader
 from tokenry.v1 import introspector_pb2
 
 
@@ -255,3 +256,40 @@ async def test_the_cold_path_keeps_the_credential_rules() -> None:
             await servicer.Introspect(introspector_pb2.IntrospectRequest(token=token), context)  # type: ignore[arg-type]
         assert context.status is not None
         assert context.status.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_batched_store_reads_what_the_reader_based_store_reads() -> None:
+    tokens = [new_token(ACCESS) for _ in range(4)]
+    rows = [
+        _row(tokens[0], gid="g1", scopes=[], audiences=[]),
+        _row(tokens[1], kind="refresh", act='{"sub": "svc", "act": {"sub": "edge"}}'),
+        _row(tokens[2], revoked=True, audiences=["a", "b"]),
+        _row(tokens[3], kind="refresh", used_at=5, successor_hash=b"s", minted='{"x": 1}'),
+    ]
+    pool = _Pool({row["token_hash"]: row for row in rows})
+    batched = BatchedOpaqueRecords(pool, ISSUER)  # type: ignore[arg-type]
+    reader = StoreOpaqueRecords(IntrospectionReader(pool), ISSUER)  # type: ignore[arg-type]
+    for token in [*tokens, new_token(ACCESS)]:
+        assert await batched.find(token_hash(token)) == await reader.find(token_hash(token))
+
+
+async def test_a_basic_header_is_recalled_as_its_basicheader_would_be() -> None:
+    w = World()
+    servicer, _ = _servicer(w)
+    token = w.records.issue("j1")
+    header = basic("orders-api")
+    assert w.flow.answer_or_caller_basic(header.authorization, token) is None  # not proven yet
+    auth = ("authorization", header.authorization)
+    await servicer.Introspect(introspector_pb2.IntrospectRequest(token=token), Context(auth))  # type: ignore[arg-type]
+    proven = w.flow._proven
+    assert proven is not None
+    assert proven.recall_basic(header.authorization) == proven.recall(header)[1] is not None
+    assert w.flow.answer_or_caller_basic(header.authorization, token) == w.flow.answer_now(
+        header, token
+    )
+    # a rotated secret voids it on this path too
+    w.registry.clients["orders-api"] = replace(
+        w.registry.clients["orders-api"], secret_hash="rotated"
+    )
+    w.clients.invalidate("orders-api")
+    assert w.flow.answer_or_caller_basic(header.authorization, token) is None

@@ -281,6 +281,9 @@ class Watched:
     def answer_or_caller(self, creds: Any, token: str) -> Any:
         return self.flow.answer_or_caller(creds, token)
 
+    def answer_or_caller_basic(self, authorization: str, token: str) -> Any:
+        return self.flow.answer_or_caller_basic(authorization, token)
+
     async def introspect_as(self, caller: Any, token: str) -> Introspection:
         self.cold.append(caller.client_id)
         return await self.flow.introspect_as(caller, token)

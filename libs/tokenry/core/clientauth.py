@@ -146,6 +146,11 @@ class ProvenSecrets:
         key = self.key(credentials)
         return key, self._entries.get(key)
 
+    def recall_basic(self, authorization: str) -> tuple[str, str] | None:
+        """``recall(BasicHeader(authorization))[1]`` (the same key), without building the
+        header or the pair: the introspector's warm path."""
+        return self._entries.get(hashlib.blake2s(("basic\0" + authorization).encode()).digest())
+
     @staticmethod
     def vouches(proven: tuple[str, str], client: Client, peppers: dict[str, Pepper]) -> bool:
         """Whether what was proven still holds for ``client`` as it is registered now."""

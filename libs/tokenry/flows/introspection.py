@@ -173,6 +173,26 @@ class IntrospectionFlow:
         caller = self.recall(credentials)
         if caller is None:
             return None
+        return self._answer_or_caller(caller, token)
+
+    def answer_or_caller_basic(
+        self, authorization: str, token: str
+    ) -> Introspection | Client | None:
+        """:meth:`answer_or_caller` for ``BasicHeader(authorization)``, which the caller has
+        checked ``credentials_from`` would return (one method presented, the header's length
+        within bounds), without building it."""
+        proven, clients = self._proven, self._cached_clients
+        if proven is None or clients is None:
+            return None
+        known = proven.recall_basic(authorization)
+        if known is None:
+            return None
+        caller = clients.cached(known[0])
+        if caller is None or not proven.vouches(known, caller, self._peppers):
+            return None
+        return self._answer_or_caller(caller, token)
+
+    def _answer_or_caller(self, caller: Client, token: str) -> Introspection | Client:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             found = None
         else:
