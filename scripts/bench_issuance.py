@@ -201,7 +201,12 @@ async def _register(dsn: str, pepper: Pepper, secret: str) -> None:
 
 
 @contextlib.contextmanager
-def stack(server_core: int, reply_size: int, *, tls: bool = False) -> Iterator[Stack]:
+def stack(
+    server_core: int, reply_size: int, *, tls: bool = False, grind: str = "", grind_dir: str = ""
+) -> Iterator[Stack]:
+    """The services and echo servers; with ``grind`` ("jwt": the issuer, "sign": the ceiling
+    echo), that one pinned server runs under valgrind's callgrind (counting off until told,
+    dumps in ``grind_dir``)."""
     tmp = Path(tempfile.mkdtemp(prefix="tokenry-bench-"))
     client_tls: ClientTls | None = None
     tls_env: dict[str, str] = {}
@@ -245,7 +250,9 @@ def stack(server_core: int, reply_size: int, *, tls: bool = False) -> Iterator[S
         procs.append(rotator)
         _wait_port(f"127.0.0.1:{rotator_port}", rotator, tls=client_tls)
         pin = ["taskset", "-c", str(server_core)] if shutil.which("taskset") else []
-        issuer = subprocess.Popen([*pin, py, "-m", "tokenry.services.issuer"], env=env)
+        wrap = {kind: [*pin, *_callgrind(grind_dir)] if grind == kind else pin for kind in KINDS}
+        wait = 900.0 if grind else 60.0  # valgrind starts a server many times slower
+        issuer = subprocess.Popen([*wrap["jwt"], py, "-m", "tokenry.services.issuer"], env=env)
         procs.append(issuer)
         echo = subprocess.Popen(
             [*pin, py, __file__, "--echo-server", str(echo_port), "--reply-size", str(reply_size)],
@@ -253,11 +260,11 @@ def stack(server_core: int, reply_size: int, *, tls: bool = False) -> Iterator[S
         )
         procs.append(echo)
         sign_args = ["--echo-server", str(sign_port), "--reply-size", str(reply_size), "--sign"]
-        signing = subprocess.Popen([*pin, py, __file__, *sign_args], env=env)
+        signing = subprocess.Popen([*wrap["sign"], py, __file__, *sign_args], env=env)
         procs.append(signing)
-        _wait_port(f"127.0.0.1:{issuer_port}", issuer, tls=client_tls)
+        _wait_port(f"127.0.0.1:{issuer_port}", issuer, wait, tls=client_tls)
         _wait_port(f"127.0.0.1:{echo_port}", echo, tls=client_tls)
-        _wait_port(f"127.0.0.1:{sign_port}", signing, tls=client_tls)
+        _wait_port(f"127.0.0.1:{sign_port}", signing, wait, tls=client_tls)
         yield Stack(
             env,
             f"127.0.0.1:{issuer_port}",
@@ -534,6 +541,88 @@ def plot(rows: list[dict[str, Any]], path: Path, what: str = "calls/s") -> bool:
     return True
 
 
+# --- instructions per call (--callgrind) ----------------------------------------------------------
+
+
+def _callgrind(folder: str) -> list[str]:
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={folder}/callgrind.%p",
+    ]
+
+
+def _callgrind_dump(pid: int, folder: Path, name: str) -> int:
+    """Dump the counts since the last zeroing to ``folder/name``; the instructions counted."""
+    before = set(folder.glob("callgrind.*"))
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while not (new := set(folder.glob("callgrind.*")) - before):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no callgrind dump in {folder}")
+        time.sleep(0.2)
+    time.sleep(1.0)  # callgrind writes its dump asynchronously
+    dump = new.pop().rename(folder / name)
+    totals = [x for x in dump.read_text().splitlines() if x.startswith(("summary:", "totals:"))]
+    return int(totals[0].split()[1])
+
+
+def run_callgrind(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """--callgrind KIND: the executed instructions per call of one pinned server ("jwt": the
+    issuer, "sign": the ceiling echo) under the same load as the timed runs, which a shared
+    machine cannot blur: counting zeroed after a 3 s warm-up, then ``--seconds`` of load at
+    c = 32 and c = 1; first the same length idle, whose count per second is also reported less
+    (background work: maintenance, the clock gate, keepalives). The dumps stay in a folder
+    (printed) for ``callgrind_annotate --inclusive=yes``; compare the issuer's to the ceiling's
+    function by function."""
+    kind = args.callgrind
+    folder = Path(tempfile.mkdtemp(prefix=f"tokenry-callgrind-{kind}-"))
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, [c for c in cores if c != cores[0]] or cores)
+    rows: list[dict[str, Any]] = []
+    with stack(cores[0], reply_size=700, grind=kind, grind_dir=str(folder)) as st:
+        basic = base64.b64encode(f"{CLIENT_ID}:{st.secret}".encode()).decode()
+        metadata = (("authorization", f"Basic {basic}"),)
+        server = st.issuer if kind == "jwt" else st.signing_echo
+        assert server is not None
+        addr = st.issuer_addr if kind == "jwt" else st.signing_echo_addr
+        method = "/tokenry.v1.Issuer/Token" if kind == "jwt" else ECHO_METHOD
+        pid, proc = server.pid, psutil.Process(server.pid)  # taskset execs valgrind: same pid
+
+        def control(*flags: str) -> None:
+            subprocess.run(["callgrind_control", *flags, str(pid)], check=True, capture_output=True)
+
+        def load(concurrency: int, seconds: float) -> Sample:
+            request = _token_request("jwt")
+            run = _load(addr, method, request, metadata, concurrency, seconds, proc, kind)
+            return asyncio.run(run)
+
+        control("-i", "on")
+        control("-z")
+        time.sleep(args.seconds)
+        idle = _callgrind_dump(pid, folder, "idle.out") / args.seconds
+        for concurrency in (32, 1):
+            load(concurrency, 3.0)  # warm-up, not counted
+            control("-z")
+            sample = load(concurrency, args.seconds)
+            counted = _callgrind_dump(pid, folder, f"c{concurrency}.out")
+            calls = sample.calls + CHANNELS * 20  # _load's warm-up calls are counted too
+            rows.append(
+                {
+                    "kind": kind,
+                    "concurrency": concurrency,
+                    "calls": calls,
+                    "errors": sample.errors,
+                    "instructions_per_call": round(counted / calls),
+                    "less_idle": round((counted - idle * sample.seconds) / calls),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"callgrind dumps: {folder}")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s (a smoke run)")
@@ -546,6 +635,12 @@ def main() -> int:
     parser.add_argument(
         "--tls", action="store_true", help="every pinned server and the load over TLS"
     )
+    parser.add_argument(
+        "--callgrind",
+        choices=("jwt", "sign"),
+        help="instructions per call of the issuer (jwt) or the ceiling echo (sign) under "
+        "valgrind instead (--seconds of load per concurrency; 15 s is a good length)",
+    )
     add_event_loop_option(parser)
     args = parser.parse_args()
     if args.echo_server is not None:
@@ -554,6 +649,9 @@ def main() -> int:
     if args.quick:
         args.seconds, args.rounds = 2.0, 2
     use_event_loop(args)
+    if args.callgrind:
+        run_callgrind(args)
+        return 0
     results = run(args)
     results["event_loop"] = args.event_loop
     rows = summarize(results)
