@@ -565,19 +565,6 @@ async def assert_exact(
     print(f"every verifier equals the replay from zero (seq {top})")
 
 
-class SkewedClock:
-    """The system wall clock ``offset`` seconds off (NTP trouble); monotonic time untouched."""
-
-    def __init__(self, offset: float) -> None:
-        self.offset = offset
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 # --- runs -----------------------------------------------------------------------------------
 
 

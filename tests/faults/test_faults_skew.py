@@ -30,7 +30,6 @@ from harness import (
     QUICK_BUDGET,
     Prober,
     Revoker,
-    SkewedClock,
     Tokens,
     VerifierProcess,
     assert_exact,
@@ -40,6 +39,7 @@ from harness import (
 )
 from history import OK, History, assert_holds
 from proxy import FaultProxy
+from verifier_child import OffsetClock
 
 from tokenry.servicekit.config import Settings
 
@@ -90,7 +90,7 @@ async def skewed_run(
     only relay); ``verifier_offset`` moves both verifier processes' clocks."""
     secrets = await register_clients(pool, settings)
     await make_keys(settings, pool)
-    clock = SkewedClock(service_offset)
+    clock = OffsetClock(service_offset)
     relay_here = relay_offset is None
     revocation = await start_service(
         "revocation",
@@ -101,7 +101,7 @@ async def skewed_run(
     relay = None
     if relay_offset is not None:
         relay = await start_service(
-            "revocation", settings, options=FAST_REVOCATION, clock=SkewedClock(relay_offset)
+            "revocation", settings, options=FAST_REVOCATION, clock=OffsetClock(relay_offset)
         )
     nats_port = int(settings.nats_url.rsplit(":", 1)[1])
     async with FaultProxy(("127.0.0.1", nats_port)) as proxy:
