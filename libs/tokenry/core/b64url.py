@@ -23,12 +23,14 @@ __all__ = [
     "encode",
     "encode_bytes",
     "is_canonical",
+    "URLSAFE_TRANSLATION",
 ]
 
 #: One character of the base64url alphabet (a regex class).
 ALPHABET: Final = "[A-Za-z0-9_-]"
 _SEGMENT_RE: Final = re.compile(f"{ALPHABET}*")
-_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+#: ``bytes.translate`` table from standard base64 to base64url (for encoders written out inline).
+URLSAFE_TRANSLATION: Final = bytes.maketrans(b"+/", b"-_")
 _URLSAFE_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
 _PADDING: Final = (b"", b"", b"==", b"=")  # indexed by len % 4; a remainder of 1 never matches
 # After a 2-character remainder 4 bits are unused (A Q g w); after 3 characters, 2 bits.
@@ -38,7 +40,7 @@ _TAIL_3: Final = frozenset("AEIMQUYcgkosw048")
 
 def encode_bytes(data: bytes) -> bytes:
     """Unpadded base64url of ``data``, as ASCII bytes."""
-    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
+    return binascii.b2a_base64(data, newline=False).translate(URLSAFE_TRANSLATION).rstrip(b"=")
 
 
 def encode(data: bytes) -> str:

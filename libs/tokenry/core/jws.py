@@ -11,6 +11,7 @@ is cryptography's ECDSA with SHA-256, its DER signature re-encoded as the raw rโ
 from __future__ import annotations
 
 import json
+from binascii import b2a_base64
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 from jwt.algorithms import get_default_algorithms
 
-from tokenry.core.b64url import encode_bytes
+from tokenry.core.b64url import URLSAFE_TRANSLATION, encode_bytes
 from tokenry.core.signing import SigningKey
 
 _ALGORITHMS = get_default_algorithms()
@@ -33,9 +34,7 @@ ES256_COORDINATE = 32  # bytes of r and of s for P-256 (RFC 7518 ยง3.4)
 b64url: Final = encode_bytes
 
 
-def _es256(key: EllipticCurvePrivateKey) -> Callable[[bytes], bytes]:
-    ecdsa = ECDSA(SHA256())  # built once, not per signature
-
+def _es256(key: EllipticCurvePrivateKey, ecdsa: ECDSA) -> Callable[[bytes], bytes]:
     def sign(data: bytes) -> bytes:
         r, s = decode_dss_signature(key.sign(data, ecdsa))
         return r.to_bytes(ES256_COORDINATE, "big") + s.to_bytes(ES256_COORDINATE, "big")
@@ -64,13 +63,16 @@ class ClaimsTemplate:
 class JwsSigner:
     """Signs claims with one key and one ``typ``; build one per (key, typ) and keep it."""
 
-    __slots__ = ("_prefix", "_sign", "kid")
+    __slots__ = ("_ec", "_ecdsa", "_prefix", "_sign", "kid")
 
     def __init__(self, key: SigningKey, typ: str) -> None:
         header = {"alg": key.alg, "kid": key.kid, "typ": typ}
         self._prefix = b64url(_ENCODE_JSON(header).encode()) + b"."
+        self._ec: EllipticCurvePrivateKey | None = None
+        self._ecdsa = ECDSA(SHA256())  # built once, not per signature
         if key.alg == "ES256" and isinstance(key.private_key, EllipticCurvePrivateKey):
-            self._sign = _es256(key.private_key)
+            self._ec = key.private_key
+            self._sign = _es256(key.private_key, self._ecdsa)
         else:
             algorithm = _ALGORITHMS[key.alg]
             prepared = algorithm.prepare_key(key.private_key)
@@ -87,5 +89,20 @@ class JwsSigner:
     def sign_templated(self, template: ClaimsTemplate, rest: bytes) -> str:
         """Sign the claims ``template`` + ``rest``: the JSON of the remaining members, each
         followed by a comma but the last, then the closing brace (``b'"exp":1}'``)."""
-        signing_input = self._prefix + template.encoded + b64url(template.tail + rest)
-        return (signing_input + b"." + b64url(self._sign(signing_input))).decode("ascii")
+        # b64url and, for ES256, _es256 written out: two frames less per token on the issuance
+        # hot path; the signature is the same cryptography call, re-encoded the same way.
+        signing_input = (
+            self._prefix
+            + template.encoded
+            + b2a_base64(template.tail + rest, newline=False)
+            .translate(URLSAFE_TRANSLATION)
+            .rstrip(b"=")
+        )
+        ec = self._ec
+        if ec is None:
+            signature = self._sign(signing_input)
+        else:
+            r, s = decode_dss_signature(ec.sign(signing_input, self._ecdsa))
+            signature = r.to_bytes(ES256_COORDINATE, "big") + s.to_bytes(ES256_COORDINATE, "big")
+        encoded = b2a_base64(signature, newline=False).translate(URLSAFE_TRANSLATION).rstrip(b"=")
+        return (signing_input + b"." + encoded).decode("ascii")

@@ -79,6 +79,9 @@ class Minter:
         # can make one stale: a client whose scopes, audiences or binding change asks for
         # another key. Bounded: cleared when full.
         self._templates: dict[TemplateKey, ClaimsTemplate] = {}
+        # The access-token signer last used, and its key (sign_from_template: no tuple built
+        # and hashed per token while the key stays the same).
+        self._access_signer: tuple[SigningKey, JwsSigner] | None = None
 
     def _signer(self, key: SigningKey, typ: str) -> JwsSigner:
         slot = (id(key), typ)
@@ -120,6 +123,35 @@ class Minter:
     ) -> str:
         """The JWT :meth:`sign_access` makes of the same token (one without ``act``): the same
         claims (RFC 9068 §2.2), the fixed members first."""
+        template = self.access_template(subject, client_id, audiences, scopes, cnf)
+        # The members of _PER_TOKEN, in its order (an f-string: no format to parse per token).
+        jti_json, gid_json = json_string(jti), json_string(gid)
+        rest = f'"exp":{expires_at},"iat":{issued_at},"jti":{jti_json},"gid":{gid_json}}}'
+        signer = self._signer(self._keys.current(), ACCESS_TOKEN_TYP)
+        return signer.sign_templated(template, rest.encode())
+
+    def sign_from_template(
+        self, template: ClaimsTemplate, issued_at: int, expires_at: int, jti: str, gid: str
+    ) -> str:
+        """:meth:`sign_templated_access` for a template :meth:`access_template` made, with a
+        ``jti`` and ``gid`` of :func:`tokenry.core.ids.new_jti_and_gid`: base64url, so their
+        JSON is the text between quotes (nothing to escape, RFC 8259 §7)."""
+        key = self._keys.current()
+        held = self._access_signer
+        if held is None or held[0] is not key:
+            held = self._access_signer = (key, self._signer(key, ACCESS_TOKEN_TYP))
+        rest = f'"exp":{expires_at},"iat":{issued_at},"jti":"{jti}","gid":"{gid}"}}'
+        return held[1].sign_templated(template, rest.encode())
+
+    def access_template(
+        self,
+        subject: str,
+        client_id: str,
+        audiences: tuple[str, ...],
+        scopes: tuple[str, ...],
+        cnf: dict[str, str] | None,
+    ) -> ClaimsTemplate:
+        """The fixed members of an access token's claims (all but ``_PER_TOKEN``)."""
         slot: TemplateKey = (
             subject,
             client_id,
@@ -130,11 +162,7 @@ class Minter:
         template = self._templates.get(slot)
         if template is None:
             template = self._template(slot, cnf)
-        # The members of _PER_TOKEN, in its order (an f-string: no format to parse per token).
-        jti_json, gid_json = json_string(jti), json_string(gid)
-        rest = f'"exp":{expires_at},"iat":{issued_at},"jti":{jti_json},"gid":{gid_json}}}'
-        signer = self._signer(self._keys.current(), ACCESS_TOKEN_TYP)
-        return signer.sign_templated(template, rest.encode())
+        return template
 
     def _template(self, slot: TemplateKey, cnf: dict[str, str] | None) -> ClaimsTemplate:
         subject, client_id, audiences, scopes, _ = slot

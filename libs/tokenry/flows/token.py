@@ -17,6 +17,7 @@ from tokenry.core.clients import (
     AUTHORIZATION_CODE,
     CLIENT_CREDENTIALS,
     GRANT_TYPES,
+    PUBLIC,
     REFRESH_TOKEN,
     TOKEN_EXCHANGE,
     Client,
@@ -72,7 +73,8 @@ class TokenEndpoint:
         if grant not in GRANT_TYPES:
             # OAuth 2.1: implicit and password grants do not exist here, ever.
             raise UnsupportedGrantType(f"grant_type {grant[:64]!r} is not supported")
-        if client.is_public and grant not in (AUTHORIZATION_CODE, REFRESH_TOKEN):
+        # Client.is_public read directly: a property is one more frame per token.
+        if client.client_type == PUBLIC and grant not in (AUTHORIZATION_CODE, REFRESH_TOKEN):
             raise UnauthorizedClient("a public client may not use this grant")
         if grant not in client.grant_types:
             raise UnauthorizedClient(f"the client may not use the {grant} grant")
