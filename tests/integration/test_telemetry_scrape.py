@@ -9,6 +9,7 @@ tests fail, never skip, without it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import shutil
 import socket
@@ -145,42 +146,61 @@ async def test_scrape_per_worker_parses_and_counts_token_calls(
                 assert refusal.value.code() == grpc.StatusCode.UNAUTHENTICATED
                 refused += 1
         assert issued >= 20
-        texts = {0: _scrape(base), 1: _scrape(base + 1)}
+        # A refused call's count can trail its status: grpc.aio's abort sends the status
+        # before the handler's measuring wrapper resumes, so a scrape right after the last
+        # refusal may miss it. Scrape again until the counts settle (10 s at most).
+        expected = (issued, refused, issued, refused)
+        deadline = time.monotonic() + 10
+        while True:
+            texts = {0: _scrape(base), 1: _scrape(base + 1)}
+            counted = _counted(texts)
+            if counted == expected or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         for text in texts.values():
             _check_metrics(text)
-        counts: dict[tuple[str, str], float] = {}
-        for worker, text in texts.items():
-            per = _token_calls(text)
-            assert all(w == str(worker) for w, _ in per), "each port is one worker's series"
-            for key, value in per.items():
-                counts[key] = counts.get(key, 0.0) + value
-        ok = sum(v for (_, code), v in counts.items() if code == "OK")
-        unauth = sum(v for (_, code), v in counts.items() if code == "UNAUTHENTICATED")
-        assert (ok, unauth) == (issued, refused)
-        issued_total = sum(
-            _sum(
-                t,
-                "tokenry_tokens_issued_total",
-                grant="client_credentials",
-                format="jwt",
-                client="demo",
-            )
-            for t in texts.values()
-        )
-        failures = sum(
-            _sum(
-                t,
-                "tokenry_client_auth_failures_total",
-                auth_method="client_secret_basic",
-                rpc_method=TOKEN,
-            )
-            for t in texts.values()
-        )
-        assert (issued_total, failures) == (issued, refused)
+        # Token calls OK and UNAUTHENTICATED, tokens issued, client-authentication failures.
+        assert counted == expected
         secret = client_secrets["demo"]
         assert all(secret not in text for text in texts.values())
     finally:
         stop_all((issuer, keyrotator))
+
+
+def _counted(texts: dict[int, str]) -> tuple[float, float, float, float]:
+    """Over every worker's scrape: Token calls OK and UNAUTHENTICATED, client-credentials JWTs
+    issued to ``demo``, and its failed client_secret_basic authentications."""
+    counts: dict[tuple[str, str], float] = {}
+    for worker, text in texts.items():
+        per = _token_calls(text)
+        assert all(w == str(worker) for w, _ in per), "each port is one worker's series"
+        for key, value in per.items():
+            counts[key] = counts.get(key, 0.0) + value
+    issued = sum(
+        _sum(
+            t,
+            "tokenry_tokens_issued_total",
+            grant="client_credentials",
+            format="jwt",
+            client="demo",
+        )
+        for t in texts.values()
+    )
+    failures = sum(
+        _sum(
+            t,
+            "tokenry_client_auth_failures_total",
+            auth_method="client_secret_basic",
+            rpc_method=TOKEN,
+        )
+        for t in texts.values()
+    )
+    return (
+        sum(v for (_, code), v in counts.items() if code == "OK"),
+        sum(v for (_, code), v in counts.items() if code == "UNAUTHENTICATED"),
+        issued,
+        failures,
+    )
 
 
 def test_alert_rules_pass_promtool() -> None:
