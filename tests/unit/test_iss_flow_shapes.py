@@ -19,12 +19,18 @@ from flows_support import ISSUER, Ports, StaticKeys, clients, clock, creds, endp
 
 from tokenry.core import b64url, ids
 from tokenry.core.clients import CLIENT_CREDENTIALS
-from tokenry.core.errors import InvalidRequest, InvalidScope, InvalidTarget
+from tokenry.core.errors import (
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    TemporarilyUnavailable,
+)
 from tokenry.core.signing import SigningKey
 from tokenry.core.tokens import ACCESS_TOKEN_TYPE_URN, new_access_token
 from tokenry.flows import TokenEndpoint, TokenRequest, TokenResult
 from tokenry.flows import client_credentials as cc
 from tokenry.flows.minting import Minter
+from tokenry.flows.watermarks import Watermarks
 from tokenry.store.memory import MemoryStore
 
 
@@ -88,7 +94,7 @@ def _es256(kid: str) -> SigningKey:
 
 
 def _decoded(token: str, key: SigningKey) -> tuple[dict[str, Any], dict[str, Any]]:
-    public = key.private_key.public_key()  # type: ignore[union-attr]
+    public = key.private_key.public_key()
     claims = jwt.decode(
         token,
         public,
@@ -124,6 +130,58 @@ def test_sign_from_template_is_sign_access_of_the_same_token(audiences: tuple[st
         )
         assert _decoded(fast, keys.key) == _decoded(minter.sign_access(token), keys.key)
         assert _decoded(fast, keys.key)[0]["kid"] == kid
+
+
+def test_tokens_of_other_seconds_and_lifetimes_carry_their_own_exp_and_iat() -> None:
+    """The template extended with one second's exp and iat is rebuilt when either changes."""
+    key = _es256("k1")
+    minter = Minter(issuer=ISSUER, keys=_Keys(key))
+    template = minter.access_template("svc", "svc", ("api",), ("read",), None)
+    for issued_at, ttl in [(100, 300), (100, 300), (101, 300), (101, 60), (100, 300), (10**10, 7)]:
+        jti, gid = ids.new_jti_and_gid()
+        token = minter.sign_from_template(template, issued_at, issued_at + ttl, jti, gid)
+        claims = _decoded(token, key)[1]
+        assert (claims["iat"], claims["exp"], claims["jti"], claims["gid"]) == (
+            issued_at,
+            issued_at + ttl,
+            jti,
+            gid,
+        )
+        assert list(claims)[-4:] == ["exp", "iat", "jti", "gid"]
+        assert claims["scope"] == "read" and claims["aud"] == "api" and claims["iss"] == ISSUER
+
+
+# --- flows.watermarks -------------------------------------------------------------------------
+
+
+def test_held_says_whether_any_watermark_is_held() -> None:
+    """The hot path calls check() only while ``held``: it must be true whenever check() could
+    refuse (docs/spec.md §4)."""
+    marks = Watermarks()
+    assert not marks.held
+    marks.raise_to("user", "x", 10**10)  # an unknown kind holds nothing
+    assert not marks.held
+    marks.raise_to("client", "svc", 1002)
+    assert marks.held
+    marks.load([("subject", "alice", 1005)], now=1003)  # the client's mark is behind now
+    assert marks.held
+    with pytest.raises(TemporarilyUnavailable):
+        marks.check("alice", "svc", 1004)
+    marks.load([], now=1005)
+    assert not marks.held
+    marks.load([("client", "svc", 2000)], now=1006)
+    assert marks.held
+
+
+async def test_a_client_watermark_still_refuses_its_tokens() -> None:
+    flows, _, _ = await _rig()
+    await flows.token(_request("read"))  # the grant is remembered; the watermark is not
+    now = int(flows.client_credentials._d.clock.now())
+    flows.client_credentials._d.watermarks.raise_to("client", "svc", now + 1)
+    with pytest.raises(TemporarilyUnavailable):
+        await flows.token(_request("read"))
+    flows.client_credentials._d.watermarks.load([], now=now + 1)
+    assert (await flows.token(_request("read"))).scope == "read"
 
 
 # --- flows.client_credentials -----------------------------------------------------------------

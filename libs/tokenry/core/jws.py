@@ -51,13 +51,26 @@ class ClaimsTemplate:
     The result is an ordinary JSON object (RFC 8259 §4: members in any order): the fixed members
     first, then the ones :meth:`JwsSigner.sign_templated` is given."""
 
-    __slots__ = ("encoded", "tail")
+    __slots__ = ("_head", "encoded", "tail", "timed")
 
     def __init__(self, fixed: dict[str, Any]) -> None:
-        head = _ENCODE_JSON(fixed).encode()[:-1] + (b"," if fixed else b"")
+        self._split(_ENCODE_JSON(fixed).encode()[:-1] + (b"," if fixed else b""))
+
+    def _split(self, head: bytes) -> None:
         whole = len(head) - len(head) % 3
+        self._head = head
         self.encoded = b64url(head[:whole])
         self.tail = head[whole:]
+        #: Kept by ``flows.minting``: (iat, exp, this template extended with those two members),
+        #: reused for every token of that second.
+        self.timed: tuple[int, int, ClaimsTemplate] | None = None
+
+    def extended(self, members: bytes) -> ClaimsTemplate:
+        """This template followed by more fixed ``members``: their JSON, each followed by a
+        comma (``b'"exp":1,'``)."""
+        template = ClaimsTemplate.__new__(ClaimsTemplate)
+        template._split(self._head + members)
+        return template
 
 
 class JwsSigner:

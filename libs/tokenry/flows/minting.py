@@ -140,8 +140,14 @@ class Minter:
         held = self._access_signer
         if held is None or held[0] is not key:
             held = self._access_signer = (key, self._signer(key, ACCESS_TOKEN_TYP))
-        rest = f'"exp":{expires_at},"iat":{issued_at},"jti":"{jti}","gid":"{gid}"}}'
-        return held[1].sign_templated(template, rest.encode())
+        # exp and iat change once a second: the template extended with them serves every token
+        # of that second, and only jti and gid are encoded per token (_PER_TOKEN's order kept).
+        timed = template.timed
+        if timed is None or timed[0] != issued_at or timed[1] != expires_at:
+            extended = template.extended(f'"exp":{expires_at},"iat":{issued_at},'.encode())
+            timed = template.timed = (issued_at, expires_at, extended)
+        rest = f'"jti":"{jti}","gid":"{gid}"}}'
+        return held[1].sign_templated(timed[2], rest.encode())
 
     def access_template(
         self,

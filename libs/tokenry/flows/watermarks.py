@@ -20,6 +20,9 @@ class Watermarks:
     def __init__(self) -> None:
         self._subject: dict[str, int] = {}
         self._client: dict[str, int] = {}
+        #: True while any mark is held. With none (the usual case) the issuance hot path skips
+        #: :meth:`check`, whose call is most of its cost; check() alone stays complete.
+        self.held = False
 
     def raise_to(self, kind: str, value: str, not_before: int) -> None:
         table = self._subject if kind == "subject" else self._client
@@ -27,6 +30,7 @@ class Watermarks:
             return
         if not_before > table.get(value, 0):
             table[value] = not_before
+            self.held = True
 
     def load(self, marks: Iterable[tuple[str, str, int]], now: float) -> None:
         """Merge a reload from PostgreSQL and forget marks that are behind ``now``."""
@@ -35,6 +39,7 @@ class Watermarks:
         for table in (self._subject, self._client):
             for value in [v for v, nb in table.items() if nb <= now]:
                 del table[value]
+        self.held = bool(self._subject or self._client)
 
     def check(self, subject: str, client_id: str, now: float) -> None:
         """Raise ``TemporarilyUnavailable`` if a token minted now would be born revoked.
