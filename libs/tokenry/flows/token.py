@@ -60,11 +60,11 @@ class TokenEndpoint:
         )
 
     async def token(self, req: TokenRequest) -> TokenResult:
-        if self._d.mint_gate is not None:
+        d = self._d
+        if d.mint_gate is not None:
             # Before anything else: a token stamped by a clock too far ahead could outlive a
             # subject or client revocation (servicekit.clockskew).
-            self._d.mint_gate()
-        d = self._d
+            d.mint_gate()
         # authenticate() inlined: one coroutine frame less on every token request.
         client = await authenticate(
             req.credentials, d.clients, d.peppers, d.assertions, d.proven, limiter=self._limiter
