@@ -105,6 +105,9 @@ class BasicHeader(NamedTuple):
 # What a transport adapter hands to :func:`authenticate`.
 Presented = ClientCredentials | BasicHeader
 
+_new_tuple = tuple.__new__
+_ONE_METHOD = "use exactly one client authentication method"
+
 
 class ProvenSecrets:
     """Positive-only memo of client-secret checks.
@@ -229,17 +232,21 @@ def credentials_from(
     client_assertion: str = "",
 ) -> Presented:
     """Pick the one authentication method used (RFC 6749 §2.3: "MUST NOT use more than one")."""
-    if bool(authorization) + bool(client_secret) + bool(client_assertion) > 1:
-        raise InvalidRequest("use exactly one client authentication method")
     if authorization:
+        if client_secret or client_assertion:
+            raise InvalidRequest(_ONE_METHOD)
         if not client_id:
             if len(authorization) > MAX_CREDENTIAL_LENGTH:
                 raise InvalidClient("client credentials too long")
-            return BasicHeader(authorization)  # parsed by authenticate() if it must be
+            # Parsed by authenticate() if it must be. tuple.__new__ is what the NamedTuple's
+            # generated __new__ calls, without its frame (one per call on the hot path).
+            return _new_tuple(BasicHeader, (authorization,))
         creds = parse_basic(authorization)
         if client_id and client_id != creds.client_id:
             raise InvalidClient(_BAD_CLIENT)
         return creds
+    if client_secret and client_assertion:
+        raise InvalidRequest(_ONE_METHOD)
     if client_assertion or client_assertion_type:
         if client_assertion_type != CLIENT_ASSERTION_TYPE or not client_assertion:
             raise InvalidClient(f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}")
@@ -274,14 +281,21 @@ async def authenticate(
     # One coroutine frame on the success path (the issuance hot path): the proven-secret check
     # is inline rather than in a helper coroutine, and the limiter is touched only in the except.
     try:
-        if proven is not None and credentials.method in (BASIC, POST):
-            key, known = proven.recall(credentials)
+        if proven is not None:
+            # A Basic header (the norm for service clients) is recalled by its key alone, and
+            # keyed again only if it must be remembered: no (key, known) pair, no method property.
+            if isinstance(credentials, BasicHeader):
+                known = proven.recall_basic(credentials.authorization)
+            elif credentials.method in (BASIC, POST):
+                known = proven.recall(credentials)[1]
+            else:
+                return await _authenticate(credentials, lookup, peppers, assertions)
             if known is not None:
                 client = await lookup.get_client(known[0])
                 if client is not None and proven.vouches(known, client, peppers):
                     return client
             client = await _authenticate(credentials, lookup, peppers, assertions)
-            proven.remember(key, client)
+            proven.remember(proven.key(credentials), client)
             return client
         return await _authenticate(credentials, lookup, peppers, assertions)
     except InvalidClient as exc:
@@ -374,10 +388,30 @@ def _tls_client(client: Client) -> Client:
 
 # --- brute force and abuse (issue 13 item 8) -----------------------------------------------------
 
+
+class PeerSource(Protocol):
+    """A transport adapter's per-call object that also knows the caller's peer."""
+
+    def peer(self) -> str:
+        """The peer a limiter keys on (:func:`peer_from`)."""
+        ...
+
+
+def _peer_of_certificate_source() -> str:
+    """The peer of the call's transport object when the adapter put one in
+    ``mtls.request_certificate`` that knows it (servicekit.grpcmeta: one ``ContextVar`` set per
+    call for both), else "" (unknown)."""
+    peer: Callable[[], str] | None = getattr(mtls.request_certificate.get(), "peer", None)
+    return peer() if peer is not None else ""
+
+
 #: The caller's network identity for the current request, set by the transport adapter before it
 #: authenticates: the peer (see :func:`peer_from`), or a function that resolves it, called only
-#: when a failure needs it; "" when unknown (then only the per-client keys apply).
-request_peer: ContextVar[str | Callable[[], str]] = ContextVar("tokenry_request_peer", default="")
+#: when a failure needs it. Unset, a function that asks the call's certificate source (a
+#: :class:`PeerSource` as well), "" when it has no peer (then only the per-client keys apply).
+request_peer: ContextVar[str | Callable[[], str]] = ContextVar(
+    "tokenry_request_peer", default=_peer_of_certificate_source
+)
 
 
 def peer_from(transport_peer: str, forwarded: str | None = None, *, trusted: bool = False) -> str:
@@ -582,6 +616,7 @@ __all__ = [
     "FailureLimits",
     "AssertionReplay",
     "BasicHeader",
+    "PeerSource",
     "Presented",
     "ProvenSecrets",
     "TOKEN_ENDPOINT_PATH",

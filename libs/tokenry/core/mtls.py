@@ -104,8 +104,8 @@ def current_certificate() -> PeerCertificate | None:
     if held is None or isinstance(held, bytes):
         pem = held
     else:
-        # A source first: it may be callable for another purpose (servicekit.grpcmeta's is
-        # also the failure limiter's peer).
+        # A source first: it may be callable for another purpose (servicekit.grpcmeta's also
+        # knows the failure limiter's peer: core.clientauth.request_peer).
         read = getattr(held, "client_certificate", None)
         pem = read() if read is not None else held()  # type: ignore[operator]
     return None if not pem else parse_certificate(pem)

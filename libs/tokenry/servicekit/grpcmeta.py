@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from tokenry.core.clientauth import Presented, credentials_from, peer_from, request_peer
+from tokenry.core.clientauth import Presented, credentials_from, peer_from
 from tokenry.core.mtls import request_certificate
 
 #: The header a trusted proxy in front puts the client's address in (e.g. x-forwarded-for);
@@ -20,16 +20,16 @@ ASSERTION_KEY = "client-assertion"
 
 class _Transport:
     """What a failure or RFC 8705 may need to know of the call's transport, read only then: the
-    caller's peer for the failure limiter (``request_peer``, called) and its verified client
-    certificate (``request_certificate``). One object per call, for both: a successful
-    authentication of a client without a certificate reads neither."""
+    caller's peer for the failure limiter (:meth:`peer`, which ``core.clientauth.request_peer``
+    finds through ``core.mtls.request_certificate``) and its verified client certificate
+    (:meth:`client_certificate`). One object and one ``ContextVar`` set per call, for both: a
+    successful authentication of a client without a certificate reads neither."""
 
     __slots__ = ("_context",)
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        self._context = context
+    _context: grpc.aio.ServicerContext[Any, Any]
 
-    def __call__(self) -> str:
+    def peer(self) -> str:
         header = os.environ.get(TRUSTED_PROXY_HEADER, "").strip().lower()
         forwarded = metadata_value(self._context, header) if header else None
         return peer_from(self._context.peer() or "", forwarded, trusted=bool(header))
@@ -37,6 +37,10 @@ class _Transport:
     def client_certificate(self) -> bytes | None:
         values = list(self._context.auth_context().get("x509_pem_cert") or ())
         return bytes(values[0]) if values else None
+
+
+# Built without an __init__ frame: one per call on every service's hot path.
+_new_transport = object.__new__
 
 
 def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
@@ -57,12 +61,17 @@ def caller_credentials(
     """The one client-authentication method a call uses (docs/spec.md §3): client_secret_basic in
     the ``authorization`` metadata, or client_secret_post / private_key_jwt (RFC 7523 §2.2) carried
     in the request's fields."""
-    transport = _Transport(context)
-    request_peer.set(transport)
-    # RFC 8705: the verified client certificate, read from the call only if a client or a
-    # bound token needs it (tokenry.core.mtls).
+    transport = _new_transport(_Transport)
+    transport._context = context
+    # The failure limiter's peer and RFC 8705's certificate, read from the call only if a failure,
+    # a client or a bound token needs them (core.clientauth.request_peer, core.mtls).
     request_certificate.set(transport)
-    authorization = metadata_value(context, "authorization")
+    # metadata_value(context, "authorization"), inline: one frame less per call.
+    authorization = None
+    for name, value in context.invocation_metadata() or ():
+        if name == "authorization":
+            authorization = value.decode() if isinstance(value, bytes) else value
+            break
     if not (authorization or assertion or assertion_type or client_secret):
         # RPCs without assertion fields (admin and control-plane RPCs) take private_key_jwt
         # (RFC 7523 §2.2) in metadata; looked for only when nothing else was presented.
