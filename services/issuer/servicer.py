@@ -61,6 +61,9 @@ def _caller_credentials(context: Context) -> Presented:
     return caller_credentials(context)
 
 
+_new_tuple = tuple.__new__
+
+
 def _token_request(request: issuer_pb2.TokenRequest, creds: Presented) -> TokenRequest:
     # An empty repeated field is never iterated: unpacking one ends in an IndexError raised
     # and caught inside protobuf (≈ 2 k instructions per field).
@@ -70,9 +73,29 @@ def _token_request(request: issuer_pb2.TokenRequest, creds: Presented) -> TokenR
     grant_type = request.grant_type
     if grant_type == CLIENT_CREDENTIALS:
         # RFC 6749 §4.4.2: this grant reads scope, audience/resource and token_format only
-        # (flows.client_credentials); the other grants' fields are not read for it.
-        return TokenRequest(
-            grant_type, request.scope, audiences, creds, token_format=request.token_format
+        # (flows.client_credentials); the other grants' fields are not read for it. Built as
+        # the NamedTuple's generated __new__ builds it, without that frame and its keyword
+        # handling (≈ 2.6 k instructions per token; tests/unit/test_iss_transport_requests.py
+        # checks it against the keyword-built request, field for field).
+        return _new_tuple(
+            TokenRequest,
+            # code, redirect_uri, code_verifier, refresh_token, subject_token,
+            # subject_token_type, actor_token, requested_token_type: empty.
+            (
+                grant_type,
+                request.scope,
+                audiences,
+                creds,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                request.token_format,
+            ),
         )
     return TokenRequest(
         grant_type=grant_type,
@@ -141,15 +164,16 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServicer):
         if self._issued is not None:
             fmt = "opaque" if result.access_token.startswith(OPAQUE_ACCESS_PREFIX) else "jwt"
             self._issued.add_presented(request.grant_type, fmt, creds)
-        response = issuer_pb2.TokenResponse(
-            access_token=result.access_token,
-            token_type=result.token_type,
-            expires_in=result.expires_in,
-            scope=result.scope,
-            issued_token_type=result.issued_token_type,
-        )
+        # Field by field: upb's keyword constructor costs ≈ 1.1 k instructions more for these
+        # five (callgrind).
+        response = issuer_pb2.TokenResponse()
+        response.access_token = result.access_token
+        response.token_type = result.token_type
+        response.expires_in = result.expires_in
+        response.scope = result.scope
+        response.issued_token_type = result.issued_token_type
         # Set only when issued (proto3: an empty string is not sent either way); client
-        # credentials issue neither, and each keyword costs every call.
+        # credentials issue neither, and each field costs every call.
         if result.refresh_token:
             response.refresh_token = result.refresh_token
         if result.id_token:
