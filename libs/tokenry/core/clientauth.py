@@ -25,9 +25,11 @@ successful authentication never touches the limiter. A failure is held back (ans
 still ``invalid_client``, with a ``retry after`` hint) once its (client_id, peer) or its peer
 alone has used up a burst of failures. The peer is the transport's peer address, or the
 client address a trusted proxy put in a configured header (:func:`peer_from`); adapters set
-it for the request in :data:`request_peer`. :class:`CallerLimiter` bounds the calls of one
-authenticated caller (introspection). Both hold their state in the process: with ``--workers
-N`` each worker limits on its own (the limits hold per process, N times looser across a host).
+it for the request in :data:`request_peer`, or leave it to the per-call transport object they
+put in ``mtls.request_certificate`` (:class:`PeerSource`). :class:`CallerLimiter` bounds the
+calls of one authenticated caller (introspection). Both hold their state in the process: with
+``--workers N`` each worker limits on its own (the limits hold per process, N times looser
+across a host).
 
 Size: client authentication and the limits on its failures are one rule (every service
 authenticates through here); the limiters can move to a module of their own if they grow.
