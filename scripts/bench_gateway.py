@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench_support import new_pepper, register, service_env, stop_processes, stop_stack
+from benchkit import new_pepper, register, service_env, stop_processes, stop_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"

@@ -82,7 +82,7 @@ from typing import Any
 
 import asyncpg
 import grpc
-from bench_support import new_pepper, register, service_env, stop_stack, write_results
+from benchkit import new_pepper, register, service_env, stop_stack, write_results
 
 from tokenry.bus.codec import Subjects
 from tokenry.core.clients import ADMIN_SCOPE, secret_client

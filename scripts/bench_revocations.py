@@ -68,7 +68,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_issuance import Sample, _load, _wait_port, add_event_loop_option, use_event_loop
-from bench_support import new_pepper, register, service_env, stop_stack, write_results
+from benchkit import new_pepper, register, service_env, stop_stack, write_results
 
 from tokenry.core.client_secrets import Pepper
 from tokenry.core.clients import ADMIN_SCOPE, secret_client

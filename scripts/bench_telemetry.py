@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests" / "integration")]
 
 import bench_issuance as bi  # noqa: E402
-from bench_support import new_pepper, service_env, stop_stack  # noqa: E402
+from benchkit import new_pepper, service_env, stop_stack  # noqa: E402
 from otlp_support import OtlpReceiver  # noqa: E402
 
 from tokenry.core.keywrap import Kek  # noqa: E402
