@@ -34,7 +34,6 @@ import base64
 import contextlib
 import json
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -50,6 +49,7 @@ from typing import Any
 import asyncpg
 import grpc
 import psutil
+from benchkit import machine
 
 from tokenry.core.client_secrets import Pepper, hash_secret, pepper_id
 from tokenry.core.clients import CLIENT_CREDENTIALS, Client
@@ -439,14 +439,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         flush=True,
                     )
     return {
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "grpc": grpc.__version__,
-            "cpus": os.cpu_count(),
-            "server_core": server_core,
-            "client_cores": client_cores,
-        },
+        "machine": machine(server_core, client_cores),
         "token_response_bytes": size,
         "tls": args.tls,
         "seconds_per_run": args.seconds,

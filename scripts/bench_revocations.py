@@ -48,7 +48,6 @@ import base64
 import contextlib
 import itertools
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -68,7 +67,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_issuance import Sample, _load, _wait_port, add_event_loop_option, use_event_loop
-from benchkit import new_pepper, register, service_env, stop_stack, write_results
+from benchkit import machine, new_pepper, register, service_env, stop_stack, write_results
 
 from tokenry.core.client_secrets import Pepper
 from tokenry.core.clients import ADMIN_SCOPE, secret_client
@@ -395,14 +394,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     acknowledged = sum(s.calls for s in samples if s.kind.startswith("revoke"))
     print(f"\nstore: {check} (acknowledged in the timed runs: {acknowledged}, plus warm-up)")
     return {
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "grpc": grpc.__version__,
-            "cpus": os.cpu_count(),
-            "server_core": server_core,
-            "client_cores": client_cores,
-        },
+        "machine": machine(server_core, client_cores),
         "placement": placement,
         "relay_in_process": args.relay and not args.relay_process,
         "load_average": os.getloadavg(),

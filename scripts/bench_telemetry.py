@@ -30,7 +30,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -49,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests" / "integration")]
 
 import bench_issuance as bi  # noqa: E402
-from benchkit import new_pepper, service_env, stop_stack  # noqa: E402
+from benchkit import machine, new_pepper, service_env, stop_stack  # noqa: E402
 from otlp_support import OtlpReceiver  # noqa: E402
 
 from tokenry.core.keywrap import Kek  # noqa: E402
@@ -207,13 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stop_stack(procs, nats, pg, tmp)
     return {
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "grpc": grpc.__version__,
-            "cpus": os.cpu_count(),
-            "server_core": server_core,
-        },
+        "machine": machine(server_core),
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
         "otlp_exports_received": sink.exports,

@@ -39,7 +39,6 @@ import asyncio
 import base64
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -50,14 +49,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import grpc
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts")]
 
 import bench_issuance as bi  # noqa: E402
-from benchkit import stop_processes  # noqa: E402
+from benchkit import machine, stop_processes  # noqa: E402
 
 from tokenry.devstack.ports import free_tcp_port  # noqa: E402
 
@@ -235,14 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             stop_processes(procs)
     return {
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "grpc": grpc.__version__,
-            "cpus": os.cpu_count(),
-            "server_core": server_core,
-            "client_cores": client_cores,
-        },
+        "machine": machine(server_core, client_cores),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(args.started)),
         "concurrency": CONCURRENCY,
         "channels": bi.CHANNELS,

@@ -98,3 +98,23 @@ def write_results(
     plotted = plot(out / f"{name}.png")
     print(f"\nraw samples: {out / f'{name}.json'}")
     print(f"plot: {out / f'{name}.png'}" if plotted else "plot: skipped (no matplotlib)")
+
+
+def machine(server_core: int, client_cores: list[int] | None = None) -> dict[str, Any]:
+    """What a run's JSON records of the machine: platform, Python, grpcio, cores, and where the
+    pinned server and (when given) the load generator ran."""
+    import platform
+    import sys
+
+    import grpc
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "grpc": grpc.__version__,
+        "cpus": os.cpu_count(),
+        "server_core": server_core,
+    }
+    if client_cores is not None:
+        info["client_cores"] = client_cores
+    return info
