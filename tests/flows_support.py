@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
+
 from tokenry.core import pkce
 from tokenry.core.authorize import AuthorizationRequest
 from tokenry.core.client_secrets import Pepper, pepper_id
@@ -38,6 +40,7 @@ from tokenry.flows import (
     TokenResult,
     Watermarks,
 )
+from tokenry.store.memory import MemoryStore
 from tokenry.store.ports import (
     AccessTokenWriter,
     AssertionReplay,
@@ -123,6 +126,27 @@ class Ports:
     access_tokens: AccessTokenWriter
     transactions: Transactional
     revocations: RevocationLog
+
+
+async def memory_rig() -> tuple[TokenEndpoint, MemoryStore, StaticKeys]:
+    """A token endpoint over a fresh in-memory store holding :func:`clients`, its store and its
+    keys (the flow unit tests' rig)."""
+    now = clock()
+    store = MemoryStore(now)
+    for client in clients():
+        await store.upsert_client(client)
+    keys = StaticKeys()
+    ports = Ports(store, store, store, store, store, store)
+    return endpoint(ports, now, keys=keys), store, keys
+
+
+def access_claims(token: str, keys: StaticKeys, audience: str = "api") -> dict[str, Any]:
+    """The claims of an access token :func:`memory_rig`'s endpoint signed, verified strictly."""
+    key = keys.current().private_key.public_key()
+    claims: dict[str, Any] = jwt.decode(
+        token, key, algorithms=["ES256"], audience=audience, issuer=ISSUER
+    )
+    return claims
 
 
 def endpoint(ports: Ports, now: FakeClock, *, keys: StaticKeys | None = None) -> TokenEndpoint:

@@ -5,57 +5,37 @@ from __future__ import annotations
 import jwt
 import pytest
 from flows_support import (
-    ISSUER,
-    Ports,
-    StaticKeys,
+    access_claims,
     authorization_code,
-    clients,
-    clock,
     code_request,
     creds,
-    endpoint,
+    memory_rig,
     refresh_request,
 )
 
 from tokenry.core.clients import CLIENT_CREDENTIALS
 from tokenry.core.errors import InvalidGrant
 from tokenry.core.revocations import RevocationKind
-from tokenry.flows import TokenEndpoint, TokenRequest
-from tokenry.store.memory import MemoryStore
-
-
-async def _rig() -> tuple[TokenEndpoint, MemoryStore, StaticKeys]:
-    now = clock()
-    store = MemoryStore(now)
-    for client in clients():
-        await store.upsert_client(client)
-    keys = StaticKeys()
-    ports = Ports(store, store, store, store, store, store)
-    return endpoint(ports, now, keys=keys), store, keys
-
-
-def _claims(token: str, keys: StaticKeys, audience: str = "api") -> dict[str, object]:
-    key = keys.current().private_key.public_key()
-    return jwt.decode(token, key, algorithms=["ES256"], audience=audience, issuer=ISSUER)
+from tokenry.flows import TokenRequest
 
 
 async def test_client_credentials_mints_a_jwt_without_touching_storage() -> None:
-    flows, store, keys = await _rig()
+    flows, store, keys = await memory_rig()
     out = await flows.token(TokenRequest(CLIENT_CREDENTIALS, "read", (), creds("svc")))
-    claims = _claims(out.access_token, keys)
+    claims = access_claims(out.access_token, keys)
     assert (claims["sub"], claims["client_id"], claims["scope"]) == ("svc", "svc", "read")
     assert out.refresh_token == "" and out.expires_in > 0  # RFC 6749 §4.4.3
     assert store.tokens == {} and store.grants == {} and store.events == []
 
 
 async def test_code_with_pkce_issues_access_refresh_and_id_tokens() -> None:
-    flows, store, keys = await _rig()
+    flows, store, keys = await memory_rig()
     code = await authorization_code(flows, "web", "openid read")
     with pytest.raises(InvalidGrant):  # RFC 7636 §4.6: the wrong verifier
         await flows.token(code_request("web", code, verifier="x" * 43))
     # A failed check writes nothing: the code is still unused and redeems with the right verifier.
     out = await flows.token(code_request("web", code))
-    claims = _claims(out.access_token, keys)
+    claims = access_claims(out.access_token, keys)
     assert (claims["sub"], claims["client_id"]) == ("alice", "web")
     assert out.refresh_token and out.id_token
     id_claims = jwt.decode(
@@ -69,7 +49,7 @@ async def test_code_with_pkce_issues_access_refresh_and_id_tokens() -> None:
 
 
 async def test_a_reused_refresh_token_revokes_the_family() -> None:
-    flows, store, _ = await _rig()
+    flows, store, _ = await memory_rig()
     code = await authorization_code(flows, "web", "read")
     first = await flows.token(code_request("web", code))
     second = await flows.token(refresh_request("web", first.refresh_token))

@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from flows_support import ISSUER, Ports, StaticKeys, clients, clock, creds, endpoint
+from flows_support import ISSUER, access_claims, creds, memory_rig
 
 from tokenry.core import b64url, ids
 from tokenry.core.clients import CLIENT_CREDENTIALS
@@ -27,28 +27,10 @@ from tokenry.core.errors import (
 )
 from tokenry.core.signing import SigningKey
 from tokenry.core.tokens import ACCESS_TOKEN_TYPE_URN, new_access_token
-from tokenry.flows import TokenEndpoint, TokenRequest, TokenResult
+from tokenry.flows import TokenRequest, TokenResult
 from tokenry.flows import client_credentials as cc
 from tokenry.flows.minting import Minter
 from tokenry.flows.watermarks import Watermarks
-from tokenry.store.memory import MemoryStore
-
-
-async def _rig() -> tuple[TokenEndpoint, MemoryStore, StaticKeys]:
-    now = clock()
-    store = MemoryStore(now)
-    for client in clients():
-        await store.upsert_client(client)
-    keys = StaticKeys()
-    return endpoint(Ports(store, store, store, store, store, store), now, keys=keys), store, keys
-
-
-def _claims(token: str, keys: StaticKeys, audience: str = "api") -> dict[str, Any]:
-    key = keys.current().private_key.public_key()
-    decoded: dict[str, Any] = jwt.decode(
-        token, key, algorithms=["ES256"], audience=audience, issuer=ISSUER
-    )
-    return decoded
 
 
 def _request(scope: str = "", audiences: tuple[str, ...] = (), fmt: str = "") -> TokenRequest:
@@ -174,7 +156,7 @@ def test_held_says_whether_any_watermark_is_held() -> None:
 
 
 async def test_a_client_watermark_still_refuses_its_tokens() -> None:
-    flows, _, _ = await _rig()
+    flows, _, _ = await memory_rig()
     await flows.token(_request("read"))  # the grant is remembered; the watermark is not
     now = int(flows.client_credentials._d.clock.now())
     flows.client_credentials._d.watermarks.raise_to("client", "svc", now + 1)
@@ -188,29 +170,30 @@ async def test_a_client_watermark_still_refuses_its_tokens() -> None:
 
 
 async def test_the_result_is_the_token_result_the_fields_give() -> None:
-    flows, _, keys = await _rig()
+    flows, _, keys = await memory_rig()
     out = await flows.token(_request("read"))
     expected = TokenResult(out.access_token, "Bearer", out.expires_in, "read")
     assert type(out) is TokenResult and out == expected and len(out) == len(TokenResult._fields)
     assert out.issued_token_type == ACCESS_TOKEN_TYPE_URN
     assert out.refresh_token == "" and out.id_token == ""  # RFC 6749 §4.4.3
-    claims = _claims(out.access_token, keys)
+    claims = access_claims(out.access_token, keys)
     assert claims["exp"] - claims["iat"] == out.expires_in
 
 
 async def test_remembered_grants_are_the_grants_the_rules_give() -> None:
-    flows, _, keys = await _rig()
+    flows, _, keys = await memory_rig()
     for _ in range(3):  # the first works the grant out, the others reuse it
         default = await flows.token(_request())
         assert default.scope == "read write"  # RFC 6749 §3.3: empty means the client's default
-        claims = _claims(default.access_token, keys)
+        claims = access_claims(default.access_token, keys)
         assert (claims["scope"], claims["aud"], claims["sub"]) == ("read write", "api", "svc")
         narrowed = await flows.token(_request("write", ("api",)))
         assert (
-            narrowed.scope == "write" and _claims(narrowed.access_token, keys)["scope"] == "write"
+            narrowed.scope == "write"
+            and access_claims(narrowed.access_token, keys)["scope"] == "write"
         )
     first, second = await flows.token(_request("read")), await flows.token(_request("read"))
-    one, two = _claims(first.access_token, keys), _claims(second.access_token, keys)
+    one, two = access_claims(first.access_token, keys), access_claims(second.access_token, keys)
     assert one["jti"] != two["jti"] and one["gid"] != two["gid"]
 
 
@@ -225,7 +208,7 @@ async def test_remembered_grants_are_the_grants_the_rules_give() -> None:
 async def test_refusals_are_never_remembered(
     request_: TokenRequest, error: type[Exception]
 ) -> None:
-    flows, _, _ = await _rig()
+    flows, _, _ = await memory_rig()
     for _ in range(3):
         with pytest.raises(error):
             await flows.token(request_)
@@ -235,7 +218,7 @@ async def test_refusals_are_never_remembered(
 async def test_a_changed_client_is_judged_again() -> None:
     """A client the registry re-reads is another object: its grant is worked out anew (a scope
     taken away is refused at once)."""
-    flows, store, _ = await _rig()
+    flows, store, _ = await memory_rig()
     client = await store.get_client("svc")
     assert client is not None
     assert (await flows.client_credentials.issue(client, _request("write"))).scope == "write"
@@ -249,7 +232,7 @@ async def test_a_changed_client_is_judged_again() -> None:
 
 
 async def test_opaque_tokens_still_write_their_row() -> None:
-    flows, store, _ = await _rig()
+    flows, store, _ = await memory_rig()
     for _ in range(2):
         out = await flows.token(_request("read", fmt="opaque"))
         assert out.scope == "read" and out.expires_in > 0
@@ -258,7 +241,7 @@ async def test_opaque_tokens_still_write_their_row() -> None:
 
 async def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cc, "MAX_SHAPES", 4)
-    flows, store, _ = await _rig()
+    flows, store, _ = await memory_rig()
     client = await store.get_client("svc")
     assert client is not None
     for scope in ("read", "write", "read write", "write read", "", "read", "write"):
